@@ -1,0 +1,1 @@
+//! The HEP callback API as tower layers. Being built: see the issue tracker.

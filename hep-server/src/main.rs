@@ -1,0 +1,2 @@
+//! The `hep-server` collector binary.
+fn main() {}

@@ -1,0 +1,2 @@
+//! `cargo xtask`: workspace automation.
+fn main() {}
