@@ -1,2 +1,155 @@
-//! `cargo xtask`: workspace automation.
-fn main() {}
+//! `cargo xtask`: workspace automation for the HEP toolkit.
+//!
+//! Run it through the alias in `.cargo/config.toml`:
+//!
+//! ```text
+//! cargo xtask ci                                 # fmt, clippy, tests, doctests, docs, fuzz smoke run
+//! cargo xtask fuzz <TARGET|--all> [--time SECS]  # cargo-fuzz on stable (RUSTC_BOOTSTRAP=1)
+//! cargo xtask bench                              # not yet implemented
+//! cargo xtask interop                            # not yet implemented
+//! ```
+//!
+//! It follows the [cargo-xtask] conventions: one binary, plain `std::process::Command`, the
+//! `$CARGO` the alias was started with, and no dependencies beyond `anyhow` so that it
+//! compiles quickly on a clean machine. Every command it runs is echoed as `==> ...`.
+//!
+//! [cargo-xtask]: https://github.com/matklad/cargo-xtask
+
+mod ci;
+mod cmd;
+mod fuzz;
+
+use std::env;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, bail};
+
+/// Usage text printed by `cargo xtask help` and after argument errors.
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci                                 run every CI step and print `N passed, N failed`
+  fuzz <TARGET|--all> [--time SECS]  run cargo-fuzz targets for SECS seconds each (default 60)
+  bench                              not yet implemented
+  interop                            not yet implemented
+  help                               print this text";
+
+/// Exit code for subcommands that exist but are not written yet.
+const NOT_IMPLEMENTED: u8 = 2;
+
+/// The workspace `cargo xtask` operates on: where it lives and which cargo drives it.
+#[derive(Debug)]
+pub(crate) struct Workspace {
+    /// The workspace root, the directory holding the root `Cargo.toml`.
+    root: PathBuf,
+    /// The cargo binary: `$CARGO` when run through cargo, else `cargo` from `PATH`.
+    cargo: OsString,
+}
+
+impl Workspace {
+    /// Finds the workspace root as the parent of this crate's manifest directory.
+    ///
+    /// # Errors
+    /// Fails if `CARGO_MANIFEST_DIR` has no parent, which cannot happen for a crate inside the
+    /// workspace, but is reported rather than unwrapped.
+    fn locate() -> Result<Self> {
+        let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = manifest_dir
+            .parent()
+            .with_context(|| {
+                format!(
+                    "cannot find the workspace root: {} has no parent directory",
+                    manifest_dir.display()
+                )
+            })?
+            .to_path_buf();
+        let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+        Ok(Self { root, cargo })
+    }
+
+    /// The workspace root directory.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A `cargo` command that runs in the workspace root.
+    pub(crate) fn cargo(&self) -> cmd::Cmd {
+        cmd::Cmd::new(&self.cargo, "cargo", &self.root)
+    }
+}
+
+fn main() -> ExitCode {
+    match run(env::args().skip(1).collect()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses the command line and dispatches to a subcommand.
+///
+/// # Errors
+/// Returns an error for unknown commands or arguments, and for a failed `fuzz` run.
+fn run(args: Vec<String>) -> Result<ExitCode> {
+    let Some((command, rest)) = args.split_first() else {
+        eprintln!("{USAGE}");
+        return Ok(ExitCode::FAILURE);
+    };
+    let ws = Workspace::locate()?;
+    match command.as_str() {
+        "ci" => {
+            no_arguments(command, rest)?;
+            Ok(ci::run(&ws))
+        }
+        "fuzz" => {
+            let opts =
+                fuzz::Options::parse(rest).map_err(|err| anyhow::anyhow!("{err:#}\n\n{USAGE}"))?;
+            fuzz::run(&ws, &opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        "bench" | "interop" => {
+            no_arguments(command, rest)?;
+            eprintln!("not yet implemented: {}", tracking_note(command));
+            Ok(ExitCode::from(NOT_IMPLEMENTED))
+        }
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+/// Where an unimplemented subcommand is tracked, for the `not yet implemented` message.
+///
+/// No issues have been filed for these yet, so the message says so instead of citing a number.
+/// Whoever files one puts `see issue N` here; whoever implements the command removes its arm.
+fn tracking_note(command: &str) -> &'static str {
+    match command {
+        "bench" => {
+            "`cargo xtask bench` has no tracking issue yet \
+             (planned: criterion benches for hep-proto decode and hep-transport UDP)"
+        }
+        "interop" => {
+            "`cargo xtask interop` has no tracking issue yet \
+             (planned: exchange HEP with real peers, installed with apt-get when run as root)"
+        }
+        _ => "no tracking issue",
+    }
+}
+
+/// Rejects extra arguments for commands that take none.
+///
+/// # Errors
+/// Fails when `rest` is not empty.
+fn no_arguments(command: &str, rest: &[String]) -> Result<()> {
+    if let Some(extra) = rest.first() {
+        bail!("`cargo xtask {command}` takes no arguments, got `{extra}`\n\n{USAGE}");
+    }
+    Ok(())
+}

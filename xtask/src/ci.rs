@@ -1,0 +1,227 @@
+//! `cargo xtask ci`: every check CI runs, in order, with a pass/fail summary.
+//!
+//! All steps run even after one fails, so a single run reports everything that is broken. The
+//! last line printed is `N passed, N failed`; the exit code is non-zero if any step failed.
+//!
+//! `-D warnings` is passed per step (clippy arguments, `RUSTDOCFLAGS` for `cargo doc`) rather
+//! than through a global `RUSTFLAGS`, which would change the compiler flags between steps and
+//! make each step rebuild the workspace from scratch.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::{Workspace, fuzz};
+
+/// Seconds each fuzz target runs during `ci`: a smoke run, not a fuzzing campaign.
+const FUZZ_SMOKE_SECS: u64 = 20;
+
+/// What a step did when it did not fail.
+#[derive(Debug)]
+enum Outcome {
+    /// The step ran and passed.
+    Passed,
+    /// The step did not apply to this checkout; the string says why.
+    Skipped(&'static str),
+}
+
+/// One CI step: a short name for the summary and the function that runs it.
+struct Step {
+    /// Name used in progress lines and the summary.
+    name: &'static str,
+    /// Runs the step; an error means the step failed.
+    run: fn(&Workspace) -> Result<Outcome>,
+}
+
+/// The CI steps, in the order they run.
+///
+/// New steps (for example `interop`, once it exists) are appended to this list.
+fn steps() -> Vec<Step> {
+    vec![
+        Step {
+            name: "fmt",
+            run: fmt,
+        },
+        Step {
+            name: "clippy",
+            run: clippy,
+        },
+        Step {
+            name: "test",
+            run: test,
+        },
+        Step {
+            name: "doctest",
+            run: doctest,
+        },
+        Step {
+            name: "doc",
+            run: doc,
+        },
+        Step {
+            name: "fuzz",
+            run: fuzz_smoke,
+        },
+    ]
+}
+
+/// `cargo fmt --all --check`.
+fn fmt(ws: &Workspace) -> Result<Outcome> {
+    ws.cargo().args(["fmt", "--all", "--check"]).run()?;
+    Ok(Outcome::Passed)
+}
+
+/// `cargo clippy --workspace --all-targets -- -D warnings`.
+fn clippy(ws: &Workspace) -> Result<Outcome> {
+    ws.cargo()
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .run()?;
+    Ok(Outcome::Passed)
+}
+
+/// The test suite: `cargo nextest run` when cargo-nextest is installed, else `cargo test`.
+///
+/// Both run all targets, so benches and examples are built and smoke-run in test mode either way.
+/// Neither runs doctests; that is [`doctest`].
+fn test(ws: &Workspace) -> Result<Outcome> {
+    let nextest = ws.cargo().args(["nextest", "--version"]).probe();
+    let cmd = if nextest {
+        ws.cargo()
+            .args(["nextest", "run", "--workspace", "--all-targets"])
+    } else {
+        println!("==> note: cargo-nextest not found, falling back to cargo test");
+        ws.cargo().args(["test", "--workspace", "--all-targets"])
+    };
+    cmd.run()?;
+    Ok(Outcome::Passed)
+}
+
+/// `cargo test --workspace --doc`.
+fn doctest(ws: &Workspace) -> Result<Outcome> {
+    ws.cargo().args(["test", "--workspace", "--doc"]).run()?;
+    Ok(Outcome::Passed)
+}
+
+/// `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS="-D warnings"`.
+fn doc(ws: &Workspace) -> Result<Outcome> {
+    ws.cargo()
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .args(["doc", "--workspace", "--no-deps"])
+        .run()?;
+    Ok(Outcome::Passed)
+}
+
+/// A bounded run of every fuzz target, when the workspace has a `fuzz/` crate.
+fn fuzz_smoke(ws: &Workspace) -> Result<Outcome> {
+    if !ws.root().join("fuzz").join("Cargo.toml").is_file() {
+        return Ok(Outcome::Skipped("no fuzz/Cargo.toml in the workspace"));
+    }
+    let opts = fuzz::Options {
+        targets: fuzz::Targets::All,
+        time_secs: FUZZ_SMOKE_SECS,
+    };
+    fuzz::run(ws, &opts)?;
+    Ok(Outcome::Passed)
+}
+
+/// The result of one step, kept for the summary.
+#[derive(Debug)]
+struct Record {
+    /// The step's name.
+    name: &'static str,
+    /// How it ended: `Ok` with its outcome, or the error that failed it.
+    result: Result<Outcome>,
+    /// Wall-clock time the step took.
+    elapsed: Duration,
+}
+
+/// Runs every step, prints a per-step report and the `N passed, N failed` line.
+///
+/// Returns a failing exit code if any step failed.
+pub(crate) fn run(ws: &Workspace) -> ExitCode {
+    let records: Vec<Record> = steps()
+        .into_iter()
+        .map(|step| {
+            println!("\n==> step `{}`", step.name);
+            let start = Instant::now();
+            let result = (step.run)(ws);
+            let elapsed = start.elapsed();
+            match &result {
+                Ok(Outcome::Passed) => println!("==> step `{}` passed", step.name),
+                Ok(Outcome::Skipped(why)) => println!("==> step `{}` skipped: {why}", step.name),
+                Err(err) => eprintln!("==> step `{}` FAILED: {err:#}", step.name),
+            }
+            Record {
+                name: step.name,
+                result,
+                elapsed,
+            }
+        })
+        .collect();
+
+    println!("\n==> ci summary");
+    for record in &records {
+        let status = match &record.result {
+            Ok(Outcome::Passed) => "ok".to_owned(),
+            Ok(Outcome::Skipped(why)) => format!("skipped ({why})"),
+            Err(err) => format!("FAILED: {err:#}"),
+        };
+        let secs = record.elapsed.as_secs_f64();
+        println!("    {:<8} {secs:>7.1}s  {status}", record.name);
+    }
+    let (passed, failed) = tally(&records);
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Counts passed and failed steps; skipped steps count as neither.
+fn tally(records: &[Record]) -> (usize, usize) {
+    let passed = records
+        .iter()
+        .filter(|r| matches!(r.result, Ok(Outcome::Passed)))
+        .count();
+    let failed = records.iter().filter(|r| r.result.is_err()).count();
+    (passed, failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(result: Result<Outcome>) -> Record {
+        Record {
+            name: "step",
+            result,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn tally_counts_skipped_as_neither() {
+        let records = [
+            record(Ok(Outcome::Passed)),
+            record(Err(anyhow::anyhow!("boom"))),
+            record(Ok(Outcome::Skipped("absent"))),
+            record(Ok(Outcome::Passed)),
+        ];
+        assert_eq!(tally(&records), (2, 1));
+    }
+
+    #[test]
+    fn steps_have_unique_names_in_ci_order() {
+        let names: Vec<_> = steps().iter().map(|s| s.name).collect();
+        assert_eq!(names, ["fmt", "clippy", "test", "doctest", "doc", "fuzz"]);
+    }
+}
