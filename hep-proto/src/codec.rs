@@ -1,0 +1,285 @@
+//! tokio-util codecs for HEP3 byte streams (TCP, TLS).
+//!
+//! HEP over a stream is HEPv3 frames back to back; the frame's own total length is the
+//! only delimiter:
+//!
+//! ```text
+//!  0       4       6                                   total
+//!  +-------+-------+-----------------------------------+------------ next frame
+//!  | HEP3  | total | chunk | chunk | ... | payload chunk | HEP3 ...
+//!  +-------+-------+-----------------------------------+------------
+//! ```
+//!
+//! Two codecs share the framing rules:
+//! - [`HepFrameCodec`] yields each frame as [`Bytes`], undecoded: for relays, and for
+//!   listeners that decode per frame so that one bad frame costs only itself.
+//! - [`HepCodec`] yields decoded [`HepMessage`]s and encodes them.
+//!
+//! Framing follows the `Decoder` contract: `Ok(None)` asks for more bytes and is never an
+//! error. A framing error (bad magic, a total length below 6 or above the maximum) means
+//! the stream is out of step: there is no way to find the next frame, so the error ends
+//! the stream (the caller closes the connection). The check is done as soon as the bytes
+//! are there: a stream of garbage fails on its first byte, not after 64 KiB.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::decode::{EEP3_MAGIC, HEP3_HEADER_LEN, HEP3_MAGIC};
+use crate::encode::ChunkOrder;
+use crate::{DecodeError, DecodeOptions, HepCodecError, HepMessage, HepVersion};
+
+/// The largest frame HEP3's u16 length allows, and the default maximum.
+pub const MAX_FRAME_LENGTH: usize = u16::MAX as usize;
+
+/// Splits a byte stream into HEP3 frames (see the [module docs](self)).
+///
+/// ```
+/// use bytes::BytesMut;
+/// use hep_proto::HepFrameCodec;
+/// use tokio_util::codec::Decoder;
+///
+/// let stream = include_bytes!("../../hep-testkit/testdata/kamailio/v3-tcp-stream.bin");
+/// let mut codec = HepFrameCodec::new();
+/// let mut buf = BytesMut::from(&stream[..]);
+/// let mut frames = 0;
+/// while let Some(frame) = codec.decode(&mut buf).unwrap() {
+///     assert_eq!(&frame[..4], b"HEP3");
+///     frames += 1;
+/// }
+/// assert_eq!(frames, 12);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HepFrameCodec {
+    max_frame_length: usize,
+    accept_eep3: bool,
+}
+
+impl Default for HepFrameCodec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HepFrameCodec {
+    /// A framer accepting frames up to 65535 bytes, `HEP3` and `EEP3`.
+    pub const fn new() -> Self {
+        Self {
+            max_frame_length: MAX_FRAME_LENGTH,
+            accept_eep3: true,
+        }
+    }
+
+    /// The maximum frame length in force.
+    pub const fn max_frame_length(&self) -> usize {
+        self.max_frame_length
+    }
+
+    /// Sets the maximum frame length; a longer frame is an error as soon as its header
+    /// is read, before any of it is buffered. Values above 65535 have no effect beyond it.
+    pub fn set_max_frame_length(&mut self, max: usize) {
+        self.max_frame_length = max;
+    }
+
+    /// Whether `EEP3` starts a frame too (default: yes).
+    pub fn set_accept_eep3(&mut self, accept: bool) {
+        self.accept_eep3 = accept;
+    }
+
+    fn check_magic(&self, head: &[u8]) -> Result<(), DecodeError> {
+        let ok = HEP3_MAGIC.starts_with(head) || (self.accept_eep3 && EEP3_MAGIC.starts_with(head));
+        if ok {
+            return Ok(());
+        }
+        let mut found = [0u8; 4];
+        found[..head.len()].copy_from_slice(head);
+        Err(DecodeError::BadMagic(found))
+    }
+}
+
+impl Decoder for HepFrameCodec {
+    type Item = Bytes;
+    type Error = HepCodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, HepCodecError> {
+        self.check_magic(&src[..src.len().min(4)])?;
+        let Some(&[_, _, _, _, hi, lo]) = src.get(..HEP3_HEADER_LEN) else {
+            return Ok(None);
+        };
+        let total = u16::from_be_bytes([hi, lo]);
+        let len = usize::from(total);
+        if len < HEP3_HEADER_LEN {
+            // A zero-length frame would never advance the stream (OpenSIPS master spins on it).
+            return Err(DecodeError::TotalLengthTooSmall(total).into());
+        }
+        if len > self.max_frame_length {
+            return Err(DecodeError::FrameTooLong {
+                len,
+                max: self.max_frame_length,
+            }
+            .into());
+        }
+        if src.len() < len {
+            src.reserve(len - src.len());
+            return Ok(None);
+        }
+        Ok(Some(src.split_to(len).freeze()))
+    }
+}
+
+impl Encoder<Bytes> for HepFrameCodec {
+    type Error = HepCodecError;
+
+    /// Writes an already encoded frame unchanged (a relay forwarding what it received).
+    fn encode(&mut self, frame: Bytes, dst: &mut BytesMut) -> Result<(), HepCodecError> {
+        dst.extend_from_slice(frame.chunk());
+        Ok(())
+    }
+}
+
+/// Decodes a stream of HEP3 frames into [`HepMessage`]s and encodes messages as HEP3.
+///
+/// A frame that is framed correctly but whose chunks are invalid is also an error here;
+/// a listener that wants to skip such a frame and keep the connection uses
+/// [`HepFrameCodec`] and decodes each frame itself.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use hep_proto::{HepCodec, HepMessage, ProtoType};
+/// use tokio_util::codec::{Decoder, Encoder};
+///
+/// let mut codec = HepCodec::new();
+/// let msg = HepMessage::builder().proto_type(ProtoType::Log).payload("hello").build();
+/// let mut buf = BytesMut::new();
+/// codec.encode(&msg, &mut buf).unwrap();
+/// codec.encode(&msg, &mut buf).unwrap();
+/// assert_eq!(codec.decode(&mut buf).unwrap().unwrap().payload.bytes(), "hello");
+/// assert!(codec.decode(&mut buf).unwrap().is_some());
+/// assert!(codec.decode(&mut buf).unwrap().is_none());
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HepCodec {
+    framer: HepFrameCodec,
+    options: DecodeOptions,
+    order: ChunkOrder,
+}
+
+impl HepCodec {
+    /// A codec with the default limits and chunk order.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A codec with these decode options.
+    pub fn with_options(options: DecodeOptions) -> Self {
+        let mut framer = HepFrameCodec::new();
+        framer.set_accept_eep3(options.get_accept_eep3());
+        Self {
+            framer,
+            options,
+            order: ChunkOrder::default(),
+        }
+    }
+
+    /// The framer, to read or change its maximum frame length.
+    pub fn framer_mut(&mut self) -> &mut HepFrameCodec {
+        &mut self.framer
+    }
+
+    /// Sets the chunk order used when encoding.
+    pub fn set_chunk_order(&mut self, order: ChunkOrder) {
+        self.order = order;
+    }
+}
+
+impl Decoder for HepCodec {
+    type Item = HepMessage;
+    type Error = HepCodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<HepMessage>, HepCodecError> {
+        match self.framer.decode(src)? {
+            Some(frame) => Ok(Some(self.options.decode(&frame)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Encoder<&HepMessage> for HepCodec {
+    type Error = HepCodecError;
+
+    fn encode(&mut self, msg: &HepMessage, dst: &mut BytesMut) -> Result<(), HepCodecError> {
+        msg.encode_to(HepVersion::V3, self.order, dst)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let msg = HepMessage::builder().payload(payload.to_vec()).build();
+        msg.encode(HepVersion::V3).unwrap().to_vec()
+    }
+
+    #[test]
+    fn read_single_frame_one_byte_at_a_time() {
+        let wire = frame(b"INVITE");
+        let mut codec = HepFrameCodec::new();
+        let mut buf = BytesMut::new();
+        for (i, b) in wire.iter().enumerate() {
+            buf.extend_from_slice(&[*b]);
+            let out = codec.decode(&mut buf).unwrap();
+            assert_eq!(out.is_some(), i == wire.len() - 1, "byte {i}");
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn garbage_fails_on_the_first_byte() {
+        let mut buf = BytesMut::from(&b"G"[..]);
+        let err = HepFrameCodec::new().decode(&mut buf).unwrap_err();
+        assert!(matches!(
+            err,
+            HepCodecError::Decode(DecodeError::BadMagic([b'G', 0, 0, 0]))
+        ));
+    }
+
+    #[test]
+    fn zero_length_frame_is_an_error_not_a_spin() {
+        let mut buf = BytesMut::from(&b"HEP3\x00\x00"[..]);
+        let err = HepFrameCodec::new().decode(&mut buf).unwrap_err();
+        assert!(matches!(
+            err,
+            HepCodecError::Decode(DecodeError::TotalLengthTooSmall(0))
+        ));
+    }
+
+    #[test]
+    fn max_frame_len_is_checked_from_the_header() {
+        let mut codec = HepFrameCodec::new();
+        codec.set_max_frame_length(100);
+        let mut buf = BytesMut::from(&b"HEP3\x01\x00"[..]);
+        let err = codec.decode(&mut buf).unwrap_err();
+        assert!(matches!(
+            err,
+            HepCodecError::Decode(DecodeError::FrameTooLong { len: 256, max: 100 })
+        ));
+    }
+
+    #[test]
+    fn two_frames_in_one_read_come_out_in_order() {
+        let mut wire = frame(b"one");
+        wire.extend(frame(b"two"));
+        let mut codec = HepCodec::new();
+        let mut buf = BytesMut::from(&wire[..]);
+        assert_eq!(
+            codec.decode(&mut buf).unwrap().unwrap().payload.bytes(),
+            "one"
+        );
+        assert_eq!(
+            codec.decode(&mut buf).unwrap().unwrap().payload.bytes(),
+            "two"
+        );
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+    }
+}

@@ -1,0 +1,49 @@
+//! Entry points for the fuzz targets (`fuzz/`); built only under `cfg(fuzzing)`.
+//! Not a stable API.
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::Decoder;
+
+use crate::{DecodeOptions, HepCodec, HepVersion};
+
+/// Decodes one datagram; if it decodes, re-encodes it in every version that can carry it
+/// and checks the v3 re-encoding decodes to the same message.
+pub fn datagram(data: &[u8]) {
+    let opts = DecodeOptions::default().max_inflated_len(64 * 1024);
+    let Ok(msg) = opts.decode(&Bytes::copy_from_slice(data)) else {
+        return;
+    };
+    for v in [HepVersion::V1, HepVersion::V2] {
+        let _ = msg.encode(v);
+    }
+    if let Ok(wire) = msg.encode(HepVersion::V3) {
+        let mut again = opts.decode(&wire).expect("re-encoded message must decode");
+        again.version = msg.version;
+        let mut expect = msg;
+        if expect.version != Some(HepVersion::V3) {
+            // v1/v2 facts survive, the version does not.
+            expect.version = again.version;
+        }
+        assert_eq!(again, expect);
+    }
+}
+
+/// Feeds a byte stream to the HEP3 stream codec in reads of varying size.
+pub fn stream(data: &[u8]) {
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
+    let step = usize::from(split).max(1);
+    let mut codec = HepCodec::new();
+    let mut buf = BytesMut::new();
+    for piece in rest.chunks(step) {
+        buf.extend_from_slice(piece);
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! hep-proto integration tests: one binary, one module per subject.
+
+mod negative;
+mod properties;
+mod vectors;
