@@ -132,12 +132,10 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
 fn tracking_note(command: &str) -> &'static str {
     match command {
         "bench" => {
-            "`cargo xtask bench` has no tracking issue yet \
-             (planned: criterion benches for hep-proto decode and hep-transport UDP)"
+            "`cargo xtask bench` is issue 6 (benchmark harness against peers and this machine's limits)"
         }
         "interop" => {
-            "`cargo xtask interop` has no tracking issue yet \
-             (planned: exchange HEP with real peers, installed with apt-get when run as root)"
+            "`cargo xtask interop` is issue 5 (interoperability with Kamailio, hep-js, tshark, sngrep)"
         }
         _ => "no tracking issue",
     }
