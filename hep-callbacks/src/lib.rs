@@ -1,1 +1,67 @@
-//! The HEP callback API as tower layers. Being built: see the issue tracker.
+//! The HEP callback API — OpenSIPS's `register_hep_cb` and `HEP_SCRIPT_SKIP` — as tower
+//! layers.
+//!
+//! A callback sees each received message ([`Received`]: the decoded message and its
+//! receive info), may inspect and change it, and returns a [`Verdict`]:
+//!
+//! - [`Verdict::Continue`]: the next callback, then the rest of the stack, sees it;
+//! - [`Verdict::Skip`]: the seed's `HEP_SCRIPT_SKIP`: stop here, nothing further sees it
+//!   (counted as skipped);
+//! - [`Verdict::Reject`]: a built-in check refused it (counted with the reason).
+//!
+//! Plain functions and closures are callbacks; [`AsyncCallbackLayer`] takes an async
+//! `tower::Service` as one. Every callback becomes a tower [`Layer`](tower::Layer), so it
+//! composes with any tower middleware:
+//!
+//! ```
+//! use hep_callbacks::{HepCallbacks, Verdict};
+//! use hep_transport::Received;
+//! use tower::{ServiceBuilder, service_fn};
+//!
+//! let callbacks = HepCallbacks::new()
+//!     // Runs first: drop keep-alive noise.
+//!     .register(|r: &mut Received| if r.message.payload.bytes().is_empty() { Verdict::Skip } else { Verdict::Continue })
+//!     // Runs second: stamp our node name on what is left.
+//!     .register(|r: &mut Received| { r.message_mut().node_name = Some("edge-1".into()); Verdict::Continue });
+//! let stats = callbacks.stats();
+//! let service = ServiceBuilder::new()
+//!     .layer(callbacks)
+//!     .service(service_fn(|_r: Received| async { Ok::<(), std::convert::Infallible>(()) }));
+//! # drop((service, stats));
+//! ```
+//!
+//! # Order
+//!
+//! Callbacks registered on one [`HepCallbacks`] run **in registration order** (OpenSIPS
+//! runs them last-registered-first; we chose the order people read in their code). Layers
+//! run outermost first, as in tower's `ServiceBuilder`: the layer added first sees a
+//! message first. Put cheap refusals (auth, filters, rate limits) before expensive work
+//! (dedup, outputs).
+//!
+//! # Built-ins
+//!
+//! Each is a [`HepCallback`], usable alone as a layer ([`CallbackLayer::new`]) or
+//! registered with others: [`AuthKeyCheck`] (chunk 0x000e), [`Filter`], [`Rewrite`],
+//! [`Dedup`], [`RateLimit`].
+//!
+//! # Layout
+//! - `verdict`, `callback`: [`HepCallback`], [`Verdict`], [`CallbackStats`].
+//! - `layer`: [`CallbackLayer`] / [`Callback`] (one callback), [`HepCallbacks`] (several).
+//! - `async_layer`: [`AsyncCallbackLayer`] for async services.
+//! - `builtin/`: one file per built-in.
+#![doc(test(attr(deny(warnings))))]
+
+mod async_layer;
+mod builtin;
+mod callback;
+mod layer;
+pub mod sip;
+
+pub use async_layer::{AsyncCallback, AsyncCallbackLayer};
+pub use builtin::auth::{AuthKeyCheck, AuthKeys};
+pub use builtin::dedup::Dedup;
+pub use builtin::filter::Filter;
+pub use builtin::rate_limit::RateLimit;
+pub use builtin::rewrite::Rewrite;
+pub use callback::{CallbackStats, HepCallback, Verdict};
+pub use layer::{Callback, CallbackLayer, Chain, HepCallbacks, future};

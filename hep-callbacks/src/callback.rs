@@ -1,0 +1,102 @@
+//! The callback trait, its verdict and its counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hep_transport::Received;
+
+/// What a callback decided about a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Hand the message on.
+    Continue,
+    /// Stop here: nothing further sees it (OpenSIPS's `HEP_SCRIPT_SKIP`). Counted as skipped.
+    Skip,
+    /// Refused by a check; counted under this reason, which must be one of the
+    /// callback's [`reasons`](HepCallback::reasons).
+    Reject(&'static str),
+}
+
+/// A callback: sees each message, may change it, and decides what happens to it.
+///
+/// Closures `Fn(&mut Received) -> Verdict` are callbacks. Change the message through
+/// [`Received::message_mut`] so that outputs know to re-encode it.
+pub trait HepCallback: Send + Sync + 'static {
+    /// Runs on one message.
+    fn call(&self, received: &mut Received) -> Verdict;
+
+    /// A short name for logs and metrics (the `stage` label).
+    fn name(&self) -> &'static str {
+        "callback"
+    }
+
+    /// Every reason this callback may give in [`Verdict::Reject`].
+    fn reasons(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+impl<F> HepCallback for F
+where
+    F: Fn(&mut Received) -> Verdict + Send + Sync + 'static,
+{
+    fn call(&self, received: &mut Received) -> Verdict {
+        self(received)
+    }
+}
+
+/// Counters of one callback: messages skipped, and rejected by reason.
+#[derive(Debug)]
+pub struct CallbackStats {
+    name: &'static str,
+    skipped: AtomicU64,
+    rejected: Vec<(&'static str, AtomicU64)>,
+}
+
+impl CallbackStats {
+    pub(crate) fn new(name: &'static str, reasons: &'static [&'static str]) -> Self {
+        Self {
+            name,
+            skipped: AtomicU64::new(0),
+            rejected: reasons.iter().map(|r| (*r, AtomicU64::new(0))).collect(),
+        }
+    }
+
+    /// The callback's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Messages the callback skipped.
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+
+    /// Messages rejected, by reason (every declared reason, zeros included).
+    pub fn rejected(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.rejected
+            .iter()
+            .map(|(r, c)| (*r, c.load(Ordering::Relaxed)))
+    }
+
+    /// Counts a verdict; true when the message goes on.
+    pub(crate) fn record(&self, verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Continue => return true,
+            Verdict::Skip => self.skipped.fetch_add(1, Ordering::Relaxed),
+            Verdict::Reject(reason) => match self.rejected.iter().find(|(r, _)| *r == reason) {
+                Some((_, c)) => c.fetch_add(1, Ordering::Relaxed),
+                // An undeclared reason is a bug in the callback; still never silent.
+                None => {
+                    tracing::error!(
+                        callback = self.name,
+                        reason,
+                        "callback rejected with an undeclared reason"
+                    );
+                    self.skipped.fetch_add(1, Ordering::Relaxed)
+                }
+            },
+        };
+        false
+    }
+}
