@@ -50,6 +50,7 @@
 //! - `async_layer`: [`AsyncCallbackLayer`] for async services.
 //! - `builtin/`: one file per built-in.
 #![doc(test(attr(deny(warnings))))]
+#![warn(clippy::unwrap_used)]
 
 mod async_layer;
 mod builtin;

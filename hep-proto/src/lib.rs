@@ -57,6 +57,7 @@
 //! - `pack`: [`pack_hep`], the seed's packer.
 //! - `error`: [`DecodeError`], [`EncodeError`], [`HepCodecError`].
 #![doc(test(attr(deny(warnings))))]
+#![warn(clippy::unwrap_used)]
 #![warn(clippy::exhaustive_enums)]
 
 pub mod chunk;

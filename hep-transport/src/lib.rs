@@ -16,6 +16,7 @@
 //! - `spec`: [`ListenSpec`] (`hep_udp:IP[:PORT]` ...), [`Transport`], [`HEP_PORT`].
 //! - `recv`: [`Received`], [`RecvInfo`].
 #![doc(test(attr(deny(warnings))))]
+#![warn(clippy::unwrap_used)]
 
 mod recv;
 mod spec;
