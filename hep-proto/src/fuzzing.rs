@@ -47,3 +47,28 @@ pub fn stream(data: &[u8]) {
         }
     }
 }
+
+/// Wraps `data` as the compressed payload chunk of a HEP3 message and decodes it under
+/// a small cap; an inflated payload never exceeds the cap.
+pub fn compressed(data: &[u8]) {
+    const CAP: usize = 16 * 1024;
+    let Ok(chunk_len) = u16::try_from(data.len() + 6) else {
+        return;
+    };
+    let Ok(total) = u16::try_from(usize::from(chunk_len) + 6) else {
+        return;
+    };
+    let mut wire = Vec::with_capacity(usize::from(total));
+    wire.extend_from_slice(b"HEP3");
+    wire.extend_from_slice(&total.to_be_bytes());
+    wire.extend_from_slice(&[0, 0, 0, 0x10]);
+    wire.extend_from_slice(&chunk_len.to_be_bytes());
+    wire.extend_from_slice(data);
+    if let Ok(msg) = DecodeOptions::default()
+        .max_inflated_len(CAP)
+        .decode(&Bytes::from(wire))
+    {
+        assert!(msg.payload.bytes().len() <= CAP);
+        assert!(msg.payload.is_compressed());
+    }
+}
