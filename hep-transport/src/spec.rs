@@ -106,12 +106,12 @@ impl ListenSpec {
     pub const fn new(transport: Transport, addr: SocketAddr) -> Self {
         Self { transport, addr }
     }
-}
 
-impl FromStr for ListenSpec {
-    type Err = SpecError;
-
-    fn from_str(s: &str) -> Result<Self, SpecError> {
+    /// Parses a spec, using `default_port` when it has none (the seed's `hep_port`).
+    ///
+    /// # Errors
+    /// A [`SpecError`] saying what was expected.
+    pub fn parse_with_default_port(s: &str, default_port: u16) -> Result<Self, SpecError> {
         let err = |reason| SpecError::new("listen spec", s, reason);
         let (scheme, rest) = s
             .split_once(':')
