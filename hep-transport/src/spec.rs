@@ -119,9 +119,17 @@ impl ListenSpec {
         let transport = Transport::parse(scheme)
             .filter(|_| scheme.to_ascii_lowercase().starts_with("hep_"))
             .ok_or_else(|| err("the transport must be hep_udp, hep_tcp or hep_tls"))?;
-        let addr = parse_ip_port(rest, HEP_PORT)
+        let addr = parse_ip_port(rest, default_port)
             .ok_or_else(|| err("expected an IP address with an optional :PORT"))?;
         Ok(Self { transport, addr })
+    }
+}
+
+impl FromStr for ListenSpec {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        Self::parse_with_default_port(s, HEP_PORT)
     }
 }
 
