@@ -1,0 +1,140 @@
+//! `hep-server decode [--format json|text] FILE...`.
+//!
+//! Every file is read with [`CaptureReader`] (datagram, HEP3 stream, pcap or pcapng) and
+//! every HEP message in it is decoded and written to `out` as a JSON record
+//! ([`record`](crate::record)) or a text line ([`text`](crate::text)). A message that
+//! cannot be taken out or decoded is reported on `err` as `FILE: WHERE: WHAT` and
+//! counted, and decoding goes on; so does a file that cannot be read. The last line on
+//! `err` is `decoded N messages, M errors`.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::path::Path;
+
+use hep_proto::{DecodeError, DecodeOptions};
+
+use crate::capture_file::{CaptureReader, Location};
+use crate::cli::{DecodeArgs, DecodeFormat};
+use crate::record::write_json_line;
+use crate::text::TextLine;
+
+/// What a `decode` run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeSummary {
+    /// Messages decoded and written.
+    pub messages: u64,
+    /// Files, packets and messages that failed.
+    pub errors: u64,
+}
+
+impl fmt::Display for DecodeSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A fixed shape (no singular forms), for scripts that read it.
+        write!(
+            f,
+            "decoded {} messages, {} errors",
+            self.messages, self.errors
+        )
+    }
+}
+
+/// Runs `decode`: records to `out`, problems and the summary line to `err`.
+///
+/// # Errors
+/// Only when writing to `out` or `err` fails (e.g. a closed pipe); bad input is
+/// reported on `err` and counted in the summary instead.
+pub fn run<O: Write, E: Write>(
+    args: &DecodeArgs,
+    out: &mut O,
+    err: &mut E,
+) -> io::Result<DecodeSummary> {
+    let mut summary = DecodeSummary::default();
+    let options = DecodeOptions::default();
+    for path in &args.files {
+        decode_file(path, args.format, &options, out, err, &mut summary)?;
+    }
+    out.flush()?;
+    writeln!(err, "{summary}")?;
+    Ok(summary)
+}
+
+fn decode_file<O: Write, E: Write>(
+    path: &Path,
+    format: DecodeFormat,
+    options: &DecodeOptions,
+    out: &mut O,
+    err: &mut E,
+    summary: &mut DecodeSummary,
+) -> io::Result<()> {
+    let name = path.display();
+    let reader = match CaptureReader::open(path) {
+        Ok(r) => r,
+        Err(e) => {
+            summary.errors += 1;
+            out.flush()?;
+            return writeln!(err, "{name}: {e}");
+        }
+    };
+    tracing::debug!(file = %name, format = %reader.format(), "decoding");
+    for item in reader {
+        let frame = match item {
+            Ok(frame) => frame,
+            Err(e) => {
+                summary.errors += 1;
+                out.flush()?;
+                writeln!(err, "{name}: {e}")?;
+                continue;
+            }
+        };
+        let msg = match options.decode(&frame.wire) {
+            Ok(msg) => msg,
+            Err(e) => {
+                summary.errors += 1;
+                out.flush()?;
+                writeln!(err, "{name}: {}", DecodeProblem(frame.location, e))?;
+                continue;
+            }
+        };
+        match format {
+            DecodeFormat::Json => write_json_line(&mut *out, &msg, frame.recv.as_ref())?,
+            DecodeFormat::Text => writeln!(out, "{}", TextLine::new(&msg, frame.recv.as_ref()))?,
+        }
+        summary.messages += 1;
+    }
+    Ok(())
+}
+
+/// A decode error where it happened; for a whole file that is not HEP at all, says what
+/// was expected.
+struct DecodeProblem(Location, DecodeError);
+
+impl fmt::Display for DecodeProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.0, self.1) {
+            (Location::File, e @ DecodeError::UnknownVersion(_)) => write!(
+                f,
+                "not a HEP datagram, HEP3 stream or pcap/pcapng file: {e}"
+            ),
+            (Location::File, e) => write!(f, "{e}"),
+            (loc, e) => write!(f, "{loc}: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_line() {
+        let s = DecodeSummary {
+            messages: 12,
+            errors: 1,
+        };
+        assert_eq!(s.to_string(), "decoded 12 messages, 1 errors");
+        assert_eq!(
+            DecodeSummary::default().to_string(),
+            "decoded 0 messages, 0 errors"
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! The subcommands' implementations, one module each (the binary dispatches to them).
+
+pub mod decode;

@@ -1,0 +1,28 @@
+//! `hep-server`: the HEP collector, as a library and a thin binary.
+//!
+//! The binary (`src/main.rs`) parses the command line, sets up logging to stderr and
+//! calls into this library, which the collector's other parts and the tests reuse:
+//! the JSON record and the text line every output writes, the SIP summary filters and
+//! the store index by, and the capture-file reader behind `decode`.
+//!
+//! # Layout
+//! - [`cli`]: the command line of DESIGN.md (clap): `run`, `check-config`, `decode`,
+//!   `send`; no subcommand means `run` with defaults.
+//! - [`commands`]: one module per implemented subcommand ([`commands::decode`]).
+//! - [`capture_file`]: HEP messages out of files: raw datagrams, HEP3 stream captures,
+//!   pcap/pcapng (Ethernet, Linux cooked, raw IP, loopback; IPv4/IPv6; UDP, and TCP
+//!   reassembled), with receive info from the packet headers.
+//! - [`record`]: the JSON record of a message ([`record::write_json_line`]).
+//! - [`text`]: the one-line human-readable form ([`text::TextLine`]).
+//! - [`sip`]: start line, Call-ID, CSeq, From/To user and tag, without allocating
+//!   ([`sip::SipSummary`]).
+//! - [`time`]: UTC ISO-8601 timestamps without a date-time dependency.
+#![doc(test(attr(deny(warnings))))]
+
+pub mod capture_file;
+pub mod cli;
+pub mod commands;
+pub mod record;
+pub mod sip;
+pub mod text;
+pub mod time;

@@ -1,0 +1,437 @@
+//! A SIP summary: the start line and the few headers a collector indexes and shows.
+//!
+//! [`SipSummary::parse`] reads the request or status line, then the header section up to
+//! the first empty line (never the body), picking out Call-ID, CSeq, From and To (long and
+//! compact forms, any case). It does not allocate and borrows every value from the
+//! payload: it is meant to run on every message (filters, the store, the `stdout` line).
+//!
+//! It is a summary, not a validating parser: it takes the first occurrence of each
+//! header, ignores folded continuation lines, and accepts `\n` as well as `\r\n` line
+//! ends. A value that is not UTF-8 reads as absent.
+//!
+//! ```
+//! use hep_server::sip::{SipSummary, StartLine};
+//!
+//! let msg = b"INVITE sip:bob@example.com SIP/2.0\r\n\
+//!             f: \"Alice\" <sip:alice@example.com>;tag=a1\r\n\
+//!             t: <sip:bob@example.com>\r\n\
+//!             i: 1-2345@127.0.0.1\r\n\
+//!             CSeq: 1 INVITE\r\n\r\nv=0\r\n";
+//! let sip = SipSummary::parse(msg).unwrap();
+//! assert_eq!(sip.start, StartLine::Request { method: "INVITE", uri: "sip:bob@example.com" });
+//! assert_eq!(sip.call_id, Some("1-2345@127.0.0.1"));
+//! assert_eq!(sip.from.unwrap().user, Some("alice"));
+//! assert_eq!(sip.from.unwrap().tag, Some("a1"));
+//! assert_eq!(sip.to.unwrap().tag, None);
+//! assert_eq!(sip.cseq.unwrap().seq, 1);
+//! ```
+
+/// The start line of a SIP message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartLine<'a> {
+    /// `METHOD Request-URI SIP/2.0`.
+    Request {
+        /// The method, e.g. `INVITE`.
+        method: &'a str,
+        /// The Request-URI.
+        uri: &'a str,
+    },
+    /// `SIP/2.0 CODE Reason`.
+    Response {
+        /// The status code, 100..=699.
+        code: u16,
+        /// The reason phrase (may be empty).
+        reason: &'a str,
+    },
+}
+
+/// The parts of a From or To header value a collector looks things up by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NameAddr<'a> {
+    /// The user part of the URI (`alice` in `sip:alice@example.com`, the number of a
+    /// `tel:` URI); `None` when the URI has no user part.
+    pub user: Option<&'a str>,
+    /// The `tag` parameter.
+    pub tag: Option<&'a str>,
+}
+
+/// The CSeq header: sequence number and method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CSeq<'a> {
+    /// The sequence number.
+    pub seq: u32,
+    /// The method, e.g. `INVITE`.
+    pub method: &'a str,
+}
+
+/// What a collector wants to know about a SIP message; see the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipSummary<'a> {
+    /// The start line as it was, without its line end.
+    pub first_line: &'a str,
+    /// The start line, parsed.
+    pub start: StartLine<'a>,
+    /// Call-ID (`Call-ID` or `i`).
+    pub call_id: Option<&'a str>,
+    /// CSeq.
+    pub cseq: Option<CSeq<'a>>,
+    /// From (`From` or `f`).
+    pub from: Option<NameAddr<'a>>,
+    /// To (`To` or `t`).
+    pub to: Option<NameAddr<'a>>,
+}
+
+impl<'a> SipSummary<'a> {
+    /// Reads a SIP message's start line and headers; `None` when the first line is
+    /// neither a SIP request line nor a SIP status line.
+    pub fn parse(payload: &'a [u8]) -> Option<Self> {
+        let (first, mut rest) = split_line(payload);
+        let first_line = std::str::from_utf8(first).ok()?;
+        let start = parse_start_line(first_line)?;
+        let mut summary = Self {
+            first_line,
+            start,
+            call_id: None,
+            cseq: None,
+            from: None,
+            to: None,
+        };
+        while !rest.is_empty() {
+            let (line, next) = split_line(rest);
+            rest = next;
+            if line.is_empty() {
+                break; // end of the header section
+            }
+            if matches!(line[0], b' ' | b'\t') {
+                continue; // folded continuation of the previous header
+            }
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let name = trim(&line[..colon]);
+            let Some(value) = std::str::from_utf8(trim(&line[colon + 1..])).ok() else {
+                continue;
+            };
+            summary.take_header(name, value);
+            if summary.is_complete() {
+                break;
+            }
+        }
+        Some(summary)
+    }
+
+    /// The method: the request's, or for a response the one its CSeq names.
+    pub fn method(&self) -> Option<&'a str> {
+        match self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => self.cseq.map(|c| c.method),
+        }
+    }
+
+    /// The status code of a response.
+    pub const fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Request { .. } => None,
+            StartLine::Response { code, .. } => Some(code),
+        }
+    }
+
+    /// Whether this is a request.
+    pub const fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    fn take_header(&mut self, name: &[u8], value: &'a str) {
+        let is = |long: &str, short: &str| {
+            name.eq_ignore_ascii_case(long.as_bytes())
+                || name.eq_ignore_ascii_case(short.as_bytes())
+        };
+        if self.call_id.is_none() && is("call-id", "i") {
+            self.call_id = Some(value).filter(|v| !v.is_empty());
+        } else if self.from.is_none() && is("from", "f") {
+            self.from = Some(parse_name_addr(value));
+        } else if self.to.is_none() && is("to", "t") {
+            self.to = Some(parse_name_addr(value));
+        } else if self.cseq.is_none() && name.eq_ignore_ascii_case(b"cseq") {
+            self.cseq = parse_cseq(value);
+        }
+    }
+
+    const fn is_complete(&self) -> bool {
+        self.call_id.is_some() && self.cseq.is_some() && self.from.is_some() && self.to.is_some()
+    }
+}
+
+/// The first line of `buf` without its `\n` or `\r\n`, and what follows it.
+///
+/// ```
+/// use hep_server::sip::split_line;
+/// assert_eq!(split_line(b"a\r\nb"), (&b"a"[..], &b"b"[..]));
+/// assert_eq!(split_line(b"a"), (&b"a"[..], &b""[..]));
+/// ```
+pub fn split_line(buf: &[u8]) -> (&[u8], &[u8]) {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(nl) => {
+            let line = &buf[..nl];
+            (line.strip_suffix(b"\r").unwrap_or(line), &buf[nl + 1..])
+        }
+        None => (buf.strip_suffix(b"\r").unwrap_or(buf), &[]),
+    }
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+fn parse_start_line(line: &str) -> Option<StartLine<'_>> {
+    if let Some(rest) = line.strip_prefix("SIP/") {
+        // SIP/2.0 SP Status-Code SP Reason-Phrase
+        let (_version, rest) = rest.split_once(' ')?;
+        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let code: u16 = code.parse().ok()?;
+        if !(100..=699).contains(&code) {
+            return None;
+        }
+        return Some(StartLine::Response { code, reason });
+    }
+    // Method SP Request-URI SP SIP/2.0
+    let (method, rest) = line.split_once(' ')?;
+    let (uri, version) = rest.split_once(' ')?;
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
+    if method.is_empty() || !method.bytes().all(token) || uri.is_empty() {
+        return None;
+    }
+    if !version.starts_with("SIP/") {
+        return None;
+    }
+    Some(StartLine::Request { method, uri })
+}
+
+fn parse_cseq(value: &str) -> Option<CSeq<'_>> {
+    let (seq, method) = value.split_once([' ', '\t'])?;
+    Some(CSeq {
+        seq: seq.parse().ok()?,
+        method: method.trim_matches([' ', '\t']),
+    })
+}
+
+/// `"Display" <uri>;params`, `<uri>;params` or `uri;params` (where the parameters belong
+/// to the header, RFC 3261 20.10).
+fn parse_name_addr(value: &str) -> NameAddr<'_> {
+    // Skip a quoted display name: it may contain `<`.
+    let mut search_from = 0;
+    if value.starts_with('"') {
+        let mut escaped = false;
+        for (i, c) in value.char_indices().skip(1) {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => {
+                    search_from = i + 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    let tail = &value[search_from..];
+    let (uri, params) = match tail.find('<') {
+        Some(lt) => {
+            let inner = &tail[lt + 1..];
+            match inner.find('>') {
+                Some(gt) => (&inner[..gt], &inner[gt + 1..]),
+                None => (inner, ""),
+            }
+        }
+        None => match value.find(';') {
+            Some(semi) => (&value[..semi], &value[semi..]),
+            None => (value, ""),
+        },
+    };
+    NameAddr {
+        user: uri_user(uri.trim()),
+        tag: param(params, "tag"),
+    }
+}
+
+/// The user part of a `sip:`, `sips:` or `tel:` URI.
+fn uri_user(uri: &str) -> Option<&str> {
+    let (scheme, rest) = uri.split_once(':')?;
+    if scheme.eq_ignore_ascii_case("tel") {
+        let number = rest.split(';').next().unwrap_or(rest);
+        return Some(number).filter(|n| !n.is_empty());
+    }
+    if !(scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")) {
+        return None;
+    }
+    let (userinfo, _host) = rest.split_once('@')?;
+    // user:password@host
+    let user = userinfo.split(':').next().unwrap_or(userinfo);
+    Some(user).filter(|u| !u.is_empty())
+}
+
+/// The value of the header parameter `name` in `;a=b;name=value`.
+fn param<'a>(params: &'a str, name: &str) -> Option<&'a str> {
+    params.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case(name) {
+            return None;
+        }
+        let v = v.trim();
+        let end = v.find([',', ' ', '\t']).unwrap_or(v.len());
+        Some(&v[..end]).filter(|v| !v.is_empty())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:service@127.0.0.1:5060 SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK-1-0\r\n\
+From: sipp <sip:sipp@127.0.0.1:5061>;tag=1SIPpTag001\r\n\
+To: service <sip:service@127.0.0.1:5060>\r\n\
+Call-ID: 1-4242@127.0.0.1\r\n\
+CSeq: 1 INVITE\r\n\
+Content-Length: 129\r\n\r\n\
+v=0\r\nCall-ID: not-a-header@body\r\n";
+
+    #[test]
+    fn request_line_and_headers() {
+        let s = SipSummary::parse(INVITE).unwrap();
+        assert_eq!(s.first_line, "INVITE sip:service@127.0.0.1:5060 SIP/2.0");
+        assert_eq!(
+            s.start,
+            StartLine::Request {
+                method: "INVITE",
+                uri: "sip:service@127.0.0.1:5060"
+            }
+        );
+        assert_eq!(s.call_id, Some("1-4242@127.0.0.1"));
+        assert_eq!(
+            s.cseq,
+            Some(CSeq {
+                seq: 1,
+                method: "INVITE"
+            })
+        );
+        assert_eq!(
+            s.from,
+            Some(NameAddr {
+                user: Some("sipp"),
+                tag: Some("1SIPpTag001")
+            })
+        );
+        assert_eq!(
+            s.to,
+            Some(NameAddr {
+                user: Some("service"),
+                tag: None
+            })
+        );
+        assert_eq!(s.method(), Some("INVITE"));
+        assert!(s.is_request());
+        assert_eq!(s.status(), None);
+    }
+
+    #[test]
+    fn status_line_and_method_from_cseq() {
+        let msg = b"SIP/2.0 180 Ringing\r\ncseq:  2   BYE \r\nCALL-ID:abc\r\n\r\n";
+        let s = SipSummary::parse(msg).unwrap();
+        assert_eq!(
+            s.start,
+            StartLine::Response {
+                code: 180,
+                reason: "Ringing"
+            }
+        );
+        assert_eq!(s.status(), Some(180));
+        assert_eq!(s.method(), Some("BYE"));
+        assert_eq!(s.call_id, Some("abc"));
+    }
+
+    #[test]
+    fn compact_headers_and_bare_newlines() {
+        let msg = b"BYE sip:a@b SIP/2.0\ni: compact-id@host\nf: <sip:+4930123@gw;user=phone>;TAG=x9\nt: sip:bob@example.com;tag=y8\n\nbody";
+        let s = SipSummary::parse(msg).unwrap();
+        assert_eq!(s.call_id, Some("compact-id@host"));
+        assert_eq!(s.from.unwrap().user, Some("+4930123"));
+        assert_eq!(s.from.unwrap().tag, Some("x9"));
+        // Without angle brackets the parameters are the header's.
+        assert_eq!(s.to.unwrap().user, Some("bob"));
+        assert_eq!(s.to.unwrap().tag, Some("y8"));
+        assert_eq!(s.cseq, None);
+    }
+
+    #[test]
+    fn display_names_tel_uris_and_passwords() {
+        let a = parse_name_addr(r#""Bob <the \"boss\">" <sips:bob:secret@example.com>;tag=77"#);
+        assert_eq!(
+            a,
+            NameAddr {
+                user: Some("bob"),
+                tag: Some("77")
+            }
+        );
+        let a = parse_name_addr("<tel:+1-201-555-0123;phone-context=x>");
+        assert_eq!(a.user, Some("+1-201-555-0123"));
+        let a = parse_name_addr("<sip:example.com>;tag=1");
+        assert_eq!(a.user, None);
+        assert_eq!(a.tag, Some("1"));
+        let a = parse_name_addr("<mailto:x@y>");
+        assert_eq!(a.user, None);
+    }
+
+    #[test]
+    fn the_body_is_never_read() {
+        let s = SipSummary::parse(b"OPTIONS sip:x SIP/2.0\r\n\r\nCall-ID: body\r\n").unwrap();
+        assert_eq!(s.call_id, None);
+    }
+
+    #[test]
+    fn not_sip() {
+        for msg in [
+            &b""[..],
+            b"hello world",
+            b"kamailio hlog: INVITE from 127.0.0.1:5061",
+            b"SIP/2.0 99 Too Low\r\n",
+            b"SIP/2.0 2000 OK\r\n",
+            b"INVITE sip:x HTTP/1.1\r\n",
+            b"IN VITE sip:x SIP/2.0 extra\r\n",
+            b"{\"json\": true}",
+            b"\xff\xfe SIP/2.0\r\n",
+        ] {
+            assert_eq!(SipSummary::parse(msg), None, "{}", msg.escape_ascii());
+        }
+    }
+
+    #[test]
+    fn status_without_reason_and_non_utf8_header() {
+        let s =
+            SipSummary::parse(b"SIP/2.0 200\r\nCall-ID: \xff\xff\r\nTo: <sip:u@h>\r\n").unwrap();
+        assert_eq!(
+            s.start,
+            StartLine::Response {
+                code: 200,
+                reason: ""
+            }
+        );
+        assert_eq!(s.call_id, None);
+        assert_eq!(s.to.unwrap().user, Some("u"));
+    }
+
+    #[test]
+    fn first_occurrence_wins_and_folded_lines_are_skipped() {
+        let msg = b"MESSAGE sip:x SIP/2.0\r\nCall-ID: one\r\n  folded: yes\r\ni: two\r\n\r\n";
+        assert_eq!(SipSummary::parse(msg).unwrap().call_id, Some("one"));
+    }
+}

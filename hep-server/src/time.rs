@@ -1,0 +1,171 @@
+//! UTC timestamps as ISO-8601 text, without a date-time dependency.
+//!
+//! HEP carries Unix seconds and microseconds; a log line wants
+//! `2026-11-26T05:21:49.909050Z`. The calendar arithmetic is Howard Hinnant's
+//! `civil_from_days` (proleptic Gregorian, exact for every `i64` day that fits).
+
+use std::fmt;
+
+/// The civil date `(year, month 1..=12, day 1..=31)` of a day count since 1970-01-01.
+///
+/// ```
+/// use hep_server::time::civil_from_days;
+/// assert_eq!(civil_from_days(0), (1970, 1, 1));
+/// assert_eq!(civil_from_days(-1), (1969, 12, 31));
+/// assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+/// ```
+pub const fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    // Shift the epoch to 0000-03-01 so that leap days fall at the end of a year.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, 0..=146096
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365; // 0..=399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // day of year from March 1, 0..=365
+    let mp = (5 * doy + 2) / 153; // month from March, 0..=11
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+    // Both fit: day is 1..=31 and month 1..=12 by construction.
+    (year, month as u32, day as u32)
+}
+
+/// A UTC instant shown as ISO-8601 with microseconds: `2026-11-26T05:21:49.909050Z`.
+///
+/// Microseconds of a million or more (some agents write them) carry into the seconds.
+///
+/// ```
+/// use hep_server::time::UtcTimestamp;
+/// let t = UtcTimestamp::new(1_700_000_000, 123_456);
+/// assert_eq!(t.to_string(), "2023-11-14T22:13:20.123456Z");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UtcTimestamp {
+    secs: i64,
+    usecs: u32,
+}
+
+impl UtcTimestamp {
+    /// The instant `secs` seconds and `usecs` microseconds after the Unix epoch.
+    pub const fn new(secs: i64, usecs: u32) -> Self {
+        Self {
+            secs: secs + (usecs / 1_000_000) as i64,
+            usecs: usecs % 1_000_000,
+        }
+    }
+
+    /// Seconds since the epoch.
+    pub const fn secs(&self) -> i64 {
+        self.secs
+    }
+
+    /// Microseconds within the second, `0..1_000_000`.
+    pub const fn usecs(&self) -> u32 {
+        self.usecs
+    }
+}
+
+impl fmt::Display for UtcTimestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let days = self.secs.div_euclid(86_400);
+        let sod = self.secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+            sod / 3_600,
+            sod % 3_600 / 60,
+            sod % 60,
+            self.usecs
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The inverse (Hinnant's `days_from_civil`), to check every day of a wide range.
+    fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+        let y = if m <= 2 { y - 1 } else { y };
+        let era = y.div_euclid(400);
+        let yoe = y.rem_euclid(400);
+        let m = i64::from(m);
+        let mp = if m > 2 { m - 3 } else { m + 9 };
+        let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        era * 146_097 + doe - 719_468
+    }
+
+    fn is_leap(y: i64) -> bool {
+        (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+    }
+
+    #[test]
+    fn known_dates() {
+        let cases = [
+            (0, (1970, 1, 1)),
+            (59, (1970, 3, 1)),
+            (10_957, (2000, 1, 1)),
+            (11_016, (2000, 2, 29)),
+            (11_017, (2000, 3, 1)),
+            (-25_508, (1900, 3, 1)),
+            (-719_468, (0, 3, 1)),
+            (2_932_896, (9999, 12, 31)),
+            (20_783, (2026, 11, 26)),
+        ];
+        for (days, ymd) in cases {
+            assert_eq!(civil_from_days(days), ymd, "day {days}");
+        }
+    }
+
+    #[test]
+    fn consecutive_days_walk_the_calendar() {
+        let (mut y, mut m, mut d) = civil_from_days(-800_000);
+        for days in -800_000..800_000i64 {
+            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
+            assert_eq!(days_from_civil(y, m, d), days);
+            let month_len = match m {
+                2 if is_leap(y) => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            d += 1;
+            if d > month_len {
+                d = 1;
+                m += 1;
+                if m > 12 {
+                    m = 1;
+                    y += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_format_with_microseconds() {
+        // The Kamailio vectors were captured on 2026-11-26.
+        assert_eq!(
+            UtcTimestamp::new(1_795_670_509, 909_050).to_string(),
+            "2026-11-26T05:21:49.909050Z"
+        );
+        assert_eq!(
+            UtcTimestamp::new(0, 0).to_string(),
+            "1970-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            UtcTimestamp::new(u32::MAX.into(), 999_999).to_string(),
+            "2106-02-07T06:28:15.999999Z"
+        );
+        assert_eq!(
+            UtcTimestamp::new(-1, 0).to_string(),
+            "1969-12-31T23:59:59.000000Z"
+        );
+    }
+
+    #[test]
+    fn oversized_microseconds_carry() {
+        let t = UtcTimestamp::new(10, 2_500_000);
+        assert_eq!((t.secs(), t.usecs()), (12, 500_000));
+    }
+}
