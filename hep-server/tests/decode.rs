@@ -380,3 +380,19 @@ fn usage_errors_exit_2() {
     );
     assert_eq!(hep_server(["frobnicate"]).status.code(), Some(2));
 }
+
+#[test]
+fn compressed_payloads_are_shown_inflated() {
+    let hex = include_str!("../../hep-proto/tests/it/captagent-zlib.hex");
+    let path = temp_file("captagent-zlib.hep", &hep_testkit::hex(hex));
+    let rec = decode_json(&[path]).remove(0);
+    assert_eq!(rec["compressed"], true);
+    assert!(
+        rec["payload"]
+            .as_str()
+            .unwrap()
+            .starts_with("SIP/2.0 401 Unauthorized")
+    );
+    assert_eq!(rec["auth_key"], "myHep");
+    assert_eq!(rec["ip_proto"], 6);
+}
