@@ -15,13 +15,17 @@
 //! # Layout
 //! - `spec`: [`ListenSpec`] (`hep_udp:IP[:PORT]` ...), [`Transport`], [`HEP_PORT`].
 //! - `recv`: [`Received`], [`RecvInfo`].
+//! - [`sender`]: [`HepSender`] (a `tower::Service<Bytes>` for UDP/TCP/TLS destinations),
+//!   [`HepDestination`] (OpenSIPS `hep_id` and relay specs), [`SenderConfig`].
 #![doc(test(attr(deny(warnings))))]
 #![warn(clippy::unwrap_used)]
 
 mod recv;
+pub mod sender;
 mod spec;
 
 pub use recv::{Received, RecvInfo};
+pub use sender::{HepDestination, HepSender, SenderConfig};
 pub use spec::{HEP_PORT, ListenSpec, SpecError, Transport};
 
 /// The boxed error tower middleware returns.

@@ -1,0 +1,738 @@
+//! The engine shared by every transport: per-destination state, per-connection queues,
+//! and the writer task that connects and drains one queue.
+//!
+//! Accounting rule: every accepted message is an [`Entry`], which is either in a
+//! connection's `queue` (owned by whoever ends the connection) or in the writer's
+//! `held` batch (owned by the writer). Each entry is counted exactly once: sent, or
+//! dropped with the reason the connection ended with.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::time::{Instant, sleep_until, timeout_at};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
+
+use super::backoff::RetryState;
+use super::connect::{self, AsyncStream, Link, UdpLink};
+use super::error::SendError;
+use super::future::Completion;
+use super::{DropReason, HepDestination, SenderConfig, SenderStats};
+
+/// The most messages and bytes the writer takes from the queue for one write.
+const MAX_BATCH_MESSAGES: usize = 256;
+const MAX_BATCH_BYTES: usize = 64 * 1024;
+
+pub(crate) type Source = Arc<dyn std::error::Error + Send + Sync>;
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves consistent state behind (no user code runs inside),
+    // so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How a sender reaches its destination.
+pub(crate) enum Connector {
+    Udp,
+    Tcp,
+    Tls {
+        connector: TlsConnector,
+        server_name: ServerName<'static>,
+    },
+}
+
+/// State of one destination, shared by the sender handles and the writer tasks.
+pub(crate) struct Shared {
+    pub(crate) dest: HepDestination,
+    pub(crate) label: Arc<str>,
+    pub(crate) config: SenderConfig,
+    pub(crate) stats: Arc<SenderStats>,
+    pub(crate) retry: RetryState,
+    pub(crate) current: Mutex<Option<Arc<Conn>>>,
+    pub(crate) closed: AtomicBool,
+    /// Sync mode: one permit per message in flight (queued or being written).
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) runtime: Handle,
+    pub(crate) connector: Connector,
+    pub(crate) addr_cursor: AtomicUsize,
+    connected_before: AtomicBool,
+    conn_ids: AtomicU64,
+}
+
+/// What happened to a submitted message.
+pub(crate) enum Submitted {
+    Sent,
+    Queued {
+        rx: Option<oneshot::Receiver<Result<(), SendError>>>,
+        established: bool,
+    },
+    Dropped(SendError),
+}
+
+/// Why a connection ended; its unsent messages are dropped with this reason.
+#[derive(Clone)]
+pub(crate) struct End {
+    reason: DropReason,
+    source: Option<Source>,
+}
+
+impl End {
+    pub(crate) fn new(reason: DropReason, source: Option<Source>) -> Self {
+        Self { reason, source }
+    }
+
+    pub(crate) fn io(reason: DropReason, e: io::Error) -> Self {
+        Self::new(reason, Some(Arc::new(e)))
+    }
+
+    pub(crate) const fn closed() -> Self {
+        Self {
+            reason: DropReason::Closed,
+            source: None,
+        }
+    }
+}
+
+/// One accepted message.
+pub(crate) struct Entry {
+    bytes: Bytes,
+    done: Option<Completion>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Entry {
+    fn complete(self, result: Result<(), SendError>) {
+        if let Some(done) = self.done {
+            // The receiver may be gone (future dropped or deadline passed): fine.
+            let _ = done.send(result);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Waiting for the backoff deadline.
+    Waiting,
+    Connecting,
+    Established,
+}
+
+/// One connection (or connection attempt) and its queue.
+pub(crate) struct Conn {
+    id: u64,
+    state: Mutex<ConnState>,
+    /// A message was queued, or close was requested.
+    wake: Notify,
+    /// The connection was ended by someone other than the writer.
+    abort: Notify,
+    /// Close was requested (a deadline is set).
+    closing: Notify,
+    pub(crate) finished: watch::Sender<bool>,
+}
+
+pub(crate) struct ConnState {
+    pub(crate) queue: VecDeque<Entry>,
+    /// Messages the writer has taken out of `queue` and not yet accounted for.
+    pub(crate) held: usize,
+    pub(crate) phase: Phase,
+    /// UDP: the socket, for the caller's direct-send fast path.
+    pub(crate) udp: Option<UdpLink>,
+    pub(crate) end: Option<End>,
+    pub(crate) close_deadline: Option<Instant>,
+}
+
+// ===== impl Shared =====
+
+impl Shared {
+    pub(crate) fn new(
+        dest: HepDestination,
+        config: SenderConfig,
+        stats: Arc<SenderStats>,
+        runtime: Handle,
+        connector: Connector,
+    ) -> Self {
+        let slots = Arc::new(Semaphore::new(config.hep_async_max_postponed_chunks));
+        Self {
+            label: dest.to_string().into(),
+            dest,
+            config,
+            stats,
+            retry: RetryState::default(),
+            current: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            slots,
+            runtime,
+            connector,
+            addr_cursor: AtomicUsize::new(0),
+            connected_before: AtomicBool::new(false),
+            conn_ids: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn error(&self, reason: DropReason, source: Option<Source>) -> SendError {
+        SendError::new(reason, self.label.clone(), source)
+    }
+
+    /// Counts one message dropped before it was queued.
+    pub(crate) fn drop_one(&self, reason: DropReason, source: Option<Source>) -> SendError {
+        self.stats.dropped(reason, 1);
+        self.error(reason, source)
+    }
+
+    fn drop_entries(&self, entries: impl IntoIterator<Item = Entry>, end: &End) {
+        let mut n = 0;
+        for e in entries {
+            n += 1;
+            e.complete(Err(self.error(end.reason, end.source.clone())));
+        }
+        self.stats.dropped(end.reason, n);
+        self.stats.dequeued(n);
+    }
+
+    /// One more consecutive failure of this destination (backoff, retry limit).
+    pub(crate) fn failure(&self) {
+        let failures = self.retry.failure(
+            Instant::now(),
+            &self.config.backoff,
+            (&*self.label, self.conn_ids.load(Ordering::Relaxed)),
+        );
+        self.addr_cursor.fetch_add(1, Ordering::Relaxed);
+        let max = self.config.max_retries;
+        if max > 0 && failures == max {
+            tracing::warn!(
+                destination = %self.label,
+                failures,
+                cooldown = ?self.config.retry_cooldown,
+                "HEP destination failed max_retries times in a row: refusing messages during the cooldown"
+            );
+        }
+    }
+
+    fn clear_slot(&self, conn: &Arc<Conn>) {
+        let mut cur = lock(&self.current);
+        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *cur = None;
+        }
+    }
+
+    /// Accepts one message: sends it directly (UDP, idle established socket), queues it
+    /// on the current connection (opening one if needed), or drops it (counted).
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        bytes: Bytes,
+        want_result: bool,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Submitted {
+        let mut cur = lock(&self.current);
+        if self.closed.load(Ordering::Acquire) {
+            return Submitted::Dropped(self.drop_one(DropReason::Closed, None));
+        }
+        loop {
+            let conn = match cur.as_ref() {
+                Some(c) => c.clone(),
+                None => {
+                    let cfg = &self.config;
+                    if self
+                        .retry
+                        .cooling_down(Instant::now(), cfg.max_retries, cfg.retry_cooldown)
+                    {
+                        return Submitted::Dropped(self.drop_one(DropReason::Cooldown, None));
+                    }
+                    let id = self.conn_ids.fetch_add(1, Ordering::Relaxed);
+                    let c = Arc::new(Conn::new(id));
+                    self.runtime.spawn(run_writer(self.clone(), c.clone()));
+                    *cur = Some(c.clone());
+                    c
+                }
+            };
+            let mut st = conn.lock();
+            if st.end.is_some() {
+                drop(st);
+                *cur = None;
+                continue;
+            }
+            let idle = st.queue.is_empty() && st.held == 0;
+            if idle && let Some(link) = &st.udp {
+                match link.sock.try_send(&bytes) {
+                    Ok(_) => {
+                        drop(st);
+                        self.stats.sent(bytes.len());
+                        self.retry.success();
+                        return Submitted::Sent;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        drop(st);
+                        let e: Source = Arc::new(e);
+                        conn.end(self, End::new(DropReason::Io, Some(e.clone())));
+                        *cur = None;
+                        self.failure();
+                        return Submitted::Dropped(self.drop_one(DropReason::Io, Some(e)));
+                    }
+                }
+            }
+            let established = st.phase == Phase::Established;
+            if st.queue.len() + st.held >= self.config.hep_async_max_postponed_chunks {
+                drop(st);
+                if established {
+                    // OpenSIPS: the connection is marked bad and dropped with its queue.
+                    tracing::warn!(
+                        destination = %self.label,
+                        queue = self.config.hep_async_max_postponed_chunks,
+                        "HEP send queue overflowed: dropping the connection and its queued messages"
+                    );
+                    conn.end(self, End::new(DropReason::QueueOverflow, None));
+                    *cur = None;
+                    self.failure();
+                }
+                // While connecting, only this message is dropped: dropping the connection
+                // would restart the connect and, at a high message rate, never finish one.
+                return Submitted::Dropped(self.drop_one(DropReason::QueueOverflow, None));
+            }
+            let (done, rx) = if want_result {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            } else {
+                (None, None)
+            };
+            st.queue.push_back(Entry {
+                bytes,
+                done,
+                _permit: permit,
+            });
+            drop(st);
+            self.stats.queued();
+            conn.wake.notify_one();
+            return Submitted::Queued { rx, established };
+        }
+    }
+
+    /// UDP: sends `msgs` directly (GSO batches) while the current socket is established
+    /// and idle. Returns how many leading messages were handled (sent, or dropped and
+    /// counted after a socket error) and how many of those were sent; the caller queues
+    /// the rest.
+    pub(crate) fn udp_direct_batch(self: &Arc<Self>, msgs: &[Bytes]) -> (usize, usize) {
+        let mut cur = lock(&self.current);
+        if self.closed.load(Ordering::Acquire) {
+            return (0, 0);
+        }
+        let Some(conn) = cur.clone() else {
+            return (0, 0);
+        };
+        let st = conn.lock();
+        let Some(link) = st
+            .udp
+            .as_ref()
+            .filter(|_| st.queue.is_empty() && st.held == 0)
+        else {
+            return (0, 0);
+        };
+        let (sent, error) = link.send_batch(msgs, &self.stats);
+        drop(st);
+        if sent > 0 {
+            self.retry.success();
+        }
+        match error {
+            None => (sent, sent),
+            Some((e, lost)) => {
+                let e: Source = Arc::new(e);
+                conn.end(self, End::new(DropReason::Io, Some(e)));
+                *cur = None;
+                self.failure();
+                self.stats.dropped(DropReason::Io, lost as u64);
+                (sent + lost, sent)
+            }
+        }
+    }
+}
+
+// ===== impl Conn =====
+
+impl Conn {
+    fn new(id: u64) -> Self {
+        Self {
+            id,
+            state: Mutex::new(ConnState {
+                queue: VecDeque::new(),
+                held: 0,
+                phase: Phase::Waiting,
+                udp: None,
+                end: None,
+                close_deadline: None,
+            }),
+            wake: Notify::new(),
+            abort: Notify::new(),
+            closing: Notify::new(),
+            finished: watch::Sender::new(false),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ConnState> {
+        lock(&self.state)
+    }
+
+    /// Ends the connection: every queued message is dropped with `end`'s reason, the
+    /// writer is told. Returns false if it had already ended. Takes no sender lock.
+    pub(crate) fn end(&self, shared: &Shared, end: End) -> bool {
+        let drained = {
+            let mut st = self.lock();
+            if st.end.is_some() {
+                return false;
+            }
+            st.end = Some(end.clone());
+            st.udp = None;
+            std::mem::take(&mut st.queue)
+        };
+        shared.drop_entries(drained, &end);
+        self.abort.notify_one();
+        true
+    }
+
+    /// Asks the writer to flush and stop, at the latest at `deadline`.
+    pub(crate) fn begin_close(&self, deadline: Instant) {
+        {
+            let mut st = self.lock();
+            if st.close_deadline.is_none() {
+                st.close_deadline = Some(deadline);
+            }
+        }
+        self.closing.notify_one();
+        self.wake.notify_one();
+    }
+
+    async fn aborted(&self) {
+        loop {
+            let notified = self.abort.notified();
+            if self.lock().end.is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    async fn close_deadline_passed(&self) {
+        loop {
+            let notified = self.closing.notified();
+            let deadline = self.lock().close_deadline;
+            if let Some(d) = deadline {
+                sleep_until(d).await;
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+// ===== writer task =====
+
+async fn run_writer(shared: Arc<Shared>, conn: Arc<Conn>) {
+    let mut w = Writer {
+        shared,
+        conn,
+        held: VecDeque::new(),
+    };
+    w.run().await;
+}
+
+/// Drives one connection. Its `Drop` does the final accounting, so that every exit path
+/// (including the task being dropped at runtime shutdown) counts what it still holds.
+struct Writer {
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    held: VecDeque<Entry>,
+}
+
+enum Next {
+    Write,
+    Idle,
+    Shutdown,
+    Ended,
+}
+
+impl Writer {
+    fn end(&self, end: End) {
+        self.conn.end(&self.shared, end);
+    }
+
+    /// Ends the connection because of a failure of the destination.
+    fn fail(&self, end: End) {
+        if let Some(source) = &end.source {
+            tracing::debug!(
+                destination = %self.shared.label,
+                conn = self.conn.id,
+                reason = %end.reason,
+                error = %source,
+                "HEP connection failed"
+            );
+        }
+        self.end(end);
+        self.shared.failure();
+    }
+
+    /// Runs `fut` unless the connection is ended by someone else or the close deadline
+    /// passes (which ends it). `None`: stop.
+    async fn interruptible<F: Future>(&self, fut: F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            () = self.conn.aborted() => None,
+            () = self.conn.close_deadline_passed() => {
+                self.end(End::closed());
+                None
+            }
+            v = fut => Some(v),
+        }
+    }
+
+    async fn run(&mut self) {
+        let shared = self.shared.clone();
+        if let Some(at) = shared.retry.next_attempt()
+            && at > Instant::now()
+            && self.interruptible(sleep_until(at)).await.is_none()
+        {
+            return;
+        }
+        {
+            let mut st = self.conn.lock();
+            if st.end.is_some() {
+                return;
+            }
+            st.phase = Phase::Connecting;
+        }
+        shared.retry.attempt(Instant::now());
+        let link = match self.interruptible(connect::connect(&shared)).await {
+            None => return,
+            Some(Ok(link)) => link,
+            Some(Err(e)) => {
+                shared.stats.connect_error();
+                tracing::warn!(
+                    destination = %shared.label,
+                    error = %e,
+                    "cannot connect to HEP destination"
+                );
+                self.fail(End::io(DropReason::ConnectFailed, e));
+                return;
+            }
+        };
+        let again = shared.connected_before.swap(true, Ordering::Relaxed);
+        shared.stats.connected(again);
+        tracing::debug!(destination = %shared.label, conn = self.conn.id, "HEP connection established");
+        {
+            let mut st = self.conn.lock();
+            st.phase = Phase::Established;
+            if let Link::Udp(u) = &link
+                && st.end.is_none()
+            {
+                st.udp = Some(u.clone());
+            }
+        }
+        match link {
+            Link::Udp(u) => self.run_udp(&u).await,
+            Link::Stream(s) => self.run_stream(s).await,
+        }
+    }
+
+    /// Moves a batch from the queue into `held`, or says why there is none.
+    fn take_batch(&mut self, max_messages: usize) -> Next {
+        let mut st = self.conn.lock();
+        if st.end.is_some() {
+            return Next::Ended;
+        }
+        if st.queue.is_empty() {
+            return if st.close_deadline.is_some() {
+                Next::Shutdown
+            } else {
+                Next::Idle
+            };
+        }
+        let mut bytes = 0;
+        while let Some(e) = st.queue.pop_front() {
+            bytes += e.bytes.len();
+            self.held.push_back(e);
+            if self.held.len() >= max_messages || bytes >= MAX_BATCH_BYTES {
+                break;
+            }
+        }
+        st.held = self.held.len();
+        Next::Write
+    }
+
+    /// The first `n` held messages were written.
+    fn complete_sent(&mut self, n: usize) {
+        for e in self.held.drain(..n) {
+            self.shared.stats.sent(e.bytes.len());
+            e.complete(Ok(()));
+        }
+        self.shared.stats.dequeued(n as u64);
+        self.conn.lock().held = self.held.len();
+    }
+
+    fn write_bound(&self) -> std::time::Duration {
+        let cfg = &self.shared.config;
+        if cfg.hep_async {
+            cfg.stall_timeout
+        } else {
+            cfg.hep_send_timeout
+        }
+    }
+
+    async fn run_udp(&mut self, link: &UdpLink) {
+        let bound = self.write_bound();
+        loop {
+            match self.take_batch(1) {
+                Next::Ended => return,
+                Next::Shutdown => {
+                    self.end(End::closed());
+                    return;
+                }
+                Next::Idle => {
+                    if self
+                        .interruptible(self.conn.wake.notified())
+                        .await
+                        .is_none()
+                    {
+                        return;
+                    }
+                }
+                Next::Write => {
+                    let Some(bytes) = self.held.front().map(|e| e.bytes.clone()) else {
+                        continue;
+                    };
+                    let deadline = Instant::now() + bound;
+                    match self
+                        .interruptible(timeout_at(deadline, link.sock.send(&bytes)))
+                        .await
+                    {
+                        None => return,
+                        Some(Ok(Ok(_))) => {
+                            self.complete_sent(1);
+                            self.shared.retry.success();
+                        }
+                        Some(Ok(Err(e))) => return self.fail(End::io(DropReason::Io, e)),
+                        Some(Err(_)) => {
+                            return self.fail(End::new(DropReason::WriteTimeout, None));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_stream(&mut self, stream: Box<dyn AsyncStream>) {
+        let bound = self.write_bound();
+        let sync = !self.shared.config.hep_async;
+        let (mut rd, mut wr) = tokio::io::split(stream);
+        let mut scratch = [0u8; 256];
+        let mut out = BytesMut::new();
+        let mut ends: Vec<usize> = Vec::new();
+        let peer_closed = || {
+            End::io(
+                DropReason::Closed,
+                io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the peer closed the connection",
+                ),
+            )
+        };
+        loop {
+            match self.take_batch(MAX_BATCH_MESSAGES) {
+                Next::Ended => return,
+                Next::Shutdown => {
+                    let _ = self.interruptible(wr.shutdown()).await;
+                    self.end(End::closed());
+                    return;
+                }
+                Next::Idle => {
+                    let read = tokio::select! {
+                        biased;
+                        () = self.conn.aborted() => return,
+                        () = self.conn.wake.notified() => continue,
+                        r = rd.read(&mut scratch) => r,
+                    };
+                    match read {
+                        // A HEP receiver sends nothing: EOF means it closed (e.g. restart).
+                        Ok(0) => return self.end(peer_closed()),
+                        Ok(_) => continue,
+                        Err(e) => return self.end(End::io(DropReason::Io, e)),
+                    }
+                }
+                Next::Write => {}
+            }
+            out.clear();
+            ends.clear();
+            for e in &self.held {
+                out.extend_from_slice(&e.bytes);
+                ends.push(out.len());
+            }
+            let mut pos = 0;
+            let mut done = 0;
+            let mut deadline = Instant::now() + bound;
+            while pos < out.len() {
+                enum Step {
+                    Read(io::Result<usize>),
+                    Write(Result<io::Result<usize>, tokio::time::error::Elapsed>),
+                }
+                let step = tokio::select! {
+                    biased;
+                    () = self.conn.aborted() => return,
+                    () = self.conn.close_deadline_passed() => return self.end(End::closed()),
+                    r = rd.read(&mut scratch) => Step::Read(r),
+                    r = timeout_at(deadline, wr.write(&out[pos..])) => Step::Write(r),
+                };
+                match step {
+                    Step::Read(Ok(0)) => return self.fail(peer_closed()),
+                    Step::Read(Ok(_)) => {}
+                    Step::Read(Err(e)) | Step::Write(Ok(Err(e))) => {
+                        return self.fail(End::io(DropReason::Io, e));
+                    }
+                    Step::Write(Err(_)) => {
+                        return self.fail(End::new(DropReason::WriteTimeout, None));
+                    }
+                    Step::Write(Ok(Ok(0))) => {
+                        let e = io::Error::from(io::ErrorKind::WriteZero);
+                        return self.fail(End::io(DropReason::Io, e));
+                    }
+                    Step::Write(Ok(Ok(n))) => {
+                        pos += n;
+                        let before = done;
+                        while ends.get(done).is_some_and(|&end| end <= pos) {
+                            done += 1;
+                        }
+                        if done > before {
+                            self.complete_sent(done - before);
+                        }
+                        // Sync: each message gets hep_send_timeout. Async: any progress
+                        // restarts the stall timer.
+                        if !sync || done > before {
+                            deadline = Instant::now() + bound;
+                        }
+                    }
+                }
+            }
+            // TLS buffers records: push them out before taking the next batch.
+            match self.interruptible(timeout_at(deadline, wr.flush())).await {
+                None => return,
+                Some(Ok(Ok(()))) => self.shared.retry.success(),
+                Some(Ok(Err(e))) => return self.fail(End::io(DropReason::Io, e)),
+                Some(Err(_)) => return self.fail(End::new(DropReason::WriteTimeout, None)),
+            }
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.conn.end(&self.shared, End::closed());
+        let end = self.conn.lock().end.clone().unwrap_or_else(End::closed);
+        let held = std::mem::take(&mut self.held);
+        self.shared.drop_entries(held, &end);
+        self.conn.lock().held = 0;
+        self.shared.clear_slot(&self.conn);
+        self.conn.finished.send_replace(true);
+    }
+}

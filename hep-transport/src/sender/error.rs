@@ -1,0 +1,181 @@
+//! Errors of the sender: a message not sent, a sender that cannot be built, a TLS
+//! configuration that cannot be loaded.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::DropReason;
+
+type Source = Arc<dyn StdError + Send + Sync>;
+
+/// A message that was not sent, with the [`DropReason`] it was counted under.
+///
+/// Cheap to clone (one error fans out to every message a broken connection loses).
+/// Users cannot build one.
+///
+/// ```
+/// use hep_transport::sender::{DropReason, error::SendError};
+///
+/// fn report(e: &SendError) -> &'static str {
+///     if e.is_cooldown() { "destination resting" } else { e.reason().label() }
+/// }
+/// # let _ = report;
+/// ```
+#[derive(Clone)]
+pub struct SendError {
+    reason: DropReason,
+    destination: Arc<str>,
+    source: Option<Source>,
+}
+
+// ===== impl SendError =====
+
+impl SendError {
+    pub(crate) fn new(reason: DropReason, destination: Arc<str>, source: Option<Source>) -> Self {
+        Self {
+            reason,
+            destination,
+            source,
+        }
+    }
+
+    /// The reason the message was counted as dropped under.
+    pub const fn reason(&self) -> DropReason {
+        self.reason
+    }
+
+    /// The destination, as written in its spec.
+    pub fn destination(&self) -> &str {
+        &self.destination
+    }
+
+    /// A write or connect took too long ([`DropReason::WriteTimeout`]).
+    pub fn is_timeout(&self) -> bool {
+        self.reason == DropReason::WriteTimeout
+    }
+
+    /// The destination is resting after too many failures ([`DropReason::Cooldown`]).
+    pub fn is_cooldown(&self) -> bool {
+        self.reason == DropReason::Cooldown
+    }
+
+    /// The sender or the connection was closed ([`DropReason::Closed`]).
+    pub fn is_closed(&self) -> bool {
+        self.reason == DropReason::Closed
+    }
+
+    /// The queue overflowed ([`DropReason::QueueOverflow`]).
+    pub fn is_overflow(&self) -> bool {
+        self.reason == DropReason::QueueOverflow
+    }
+}
+
+impl fmt::Debug for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendError")
+            .field("reason", &self.reason)
+            .field("destination", &self.destination)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.reason {
+            DropReason::QueueOverflow => "the send queue (hep_async_max_postponed_chunks) is full",
+            DropReason::ConnectFailed => "could not connect",
+            DropReason::WriteTimeout => "a write blocked too long; the connection was closed",
+            DropReason::Cooldown => {
+                "the destination failed max_retries times in a row and is cooling down"
+            }
+            DropReason::Io => "socket error",
+            DropReason::Closed => "the connection or the sender was closed",
+            DropReason::Encode => "the message cannot be encoded at the destination's version",
+        };
+        write!(
+            f,
+            "HEP message for `{}` dropped ({}): {what}",
+            self.destination, self.reason
+        )?;
+        if let Some(source) = &self.source {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for SendError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn StdError + 'static))
+    }
+}
+
+/// Why a [`HepSender`](super::HepSender) could not be built.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// `HepSender::new` was called outside a tokio runtime (the sender spawns its
+    /// connection tasks on the runtime it was created in).
+    #[error("a HEP sender must be created inside a tokio runtime")]
+    NoRuntime,
+    /// A TLS destination without [`SenderConfig::tls`](super::SenderConfig::tls).
+    #[error("destination `{0}` uses TLS: set SenderConfig::tls to a ClientTls")]
+    MissingTls(String),
+    /// The TLS server name (the destination's host, or the override) is not a valid DNS
+    /// name or IP address.
+    #[error("`{0}` is not a valid TLS server name (a DNS name or an IP address)")]
+    InvalidServerName(String),
+    /// A setting out of range; the message names it.
+    #[error("invalid sender setting: {0}")]
+    InvalidConfig(&'static str),
+}
+
+/// Why a [`ClientTls`](super::ClientTls) could not be built.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    /// A PEM file could not be read or parsed.
+    #[error("cannot read {what} from {origin}: {source}")]
+    Pem {
+        /// What was being read: "CA certificates", "client certificate", "client key".
+        what: &'static str,
+        /// `file `PATH`` or `PEM data`.
+        origin: String,
+        /// The underlying error.
+        #[source]
+        source: tokio_rustls::rustls::pki_types::pem::Error,
+    },
+    /// A certificate source held no certificate.
+    #[error("no certificate found in {origin}")]
+    NoCertificates {
+        /// `file `PATH`` or `PEM data`.
+        origin: String,
+    },
+    /// No CA certificate was given and server verification was not disabled.
+    #[error(
+        "no CA certificate given: use ca_file/ca_pem/ca_der \
+         (or, for tests only, dangerous_accept_any_server_certificate)"
+    )]
+    NoRoots,
+    /// rustls refused a certificate or key (e.g. a CA certificate that does not parse, or a
+    /// key that does not match the certificate).
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(#[from] tokio_rustls::rustls::Error),
+    /// The server name override is not a valid DNS name or IP address.
+    #[error("`{0}` is not a valid TLS server name (a DNS name or an IP address)")]
+    InvalidServerName(String),
+}
+
+impl TlsConfigError {
+    pub(crate) fn origin(path: Option<&PathBuf>) -> String {
+        path.map_or_else(
+            || "PEM data".to_owned(),
+            |p| format!("file `{}`", p.display()),
+        )
+    }
+}
