@@ -15,18 +15,36 @@
 //! # Layout
 //! - `spec`: [`ListenSpec`] (`hep_udp:IP[:PORT]` ...), [`Transport`], [`HEP_PORT`].
 //! - `recv`: [`Received`], [`RecvInfo`].
+//! - [`listener`]: [`Listener`] (bind, then run until a shutdown future), [`serve`],
+//!   [`ListenerConfig`], [`ListenError`], [`RateLimitedWarn`].
+//! - [`udp`], [`tcp`], [`tls`]: the three listeners, their settings ([`UdpConfig`],
+//!   [`TcpConfig`], [`TlsConfig`]) and their docs (limits, framing, why no resync).
+//! - `stats`: [`ListenerStats`], lock-free counters for metrics, [`StatsSnapshot`],
+//!   [`RejectReason`], [`DropReason`].
+//! - [`layer`]: tower middleware tower lacks: [`layer::overload::OverloadDrop`].
 //! - [`sender`]: [`HepSender`] (a `tower::Service<Bytes>` for UDP/TCP/TLS destinations),
 //!   [`HepDestination`] (OpenSIPS `hep_id` and relay specs), [`SenderConfig`].
 #![doc(test(attr(deny(warnings))))]
 #![warn(clippy::unwrap_used)]
 
+pub mod layer;
+pub mod listener;
 mod recv;
 pub mod sender;
 mod spec;
+mod stats;
+pub mod tcp;
+pub mod tls;
+pub mod udp;
 
+pub use listener::{ListenError, Listener, ListenerConfig, RateLimitedWarn, serve};
 pub use recv::{Received, RecvInfo};
 pub use sender::{HepDestination, HepSender, SenderConfig};
 pub use spec::{HEP_PORT, ListenSpec, SpecError, Transport};
+pub use stats::{DropReason, ListenerStats, RejectReason, StatsSnapshot};
+pub use tcp::TcpConfig;
+pub use tls::{TlsConfig, TlsConfigError};
+pub use udp::UdpConfig;
 
 /// The boxed error tower middleware returns.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

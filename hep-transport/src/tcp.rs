@@ -1,0 +1,595 @@
+//! `hep_tcp` (and the stream half of `hep_tls`): HEPv3 frames back to back.
+//!
+//! # Connections
+//! The accept loop takes a permit from a semaphore of [`TcpConfig::max_connections`]
+//! *before* `accept()` (as mini-redis does): at the limit, the next peer waits in the
+//! kernel's backlog until a connection closes, instead of being accepted and refused.
+//! Failed `accept()` calls (e.g. out of file descriptors) are backed off exponentially,
+//! 1 ms to 1 s. Each connection is one task.
+//!
+//! # Framing
+//! A connection reads into a buffer and splits frames off it with
+//! [`HepFrameCodec`] (magic, then the u16 total length; a zero-copy `Bytes` per frame),
+//! then decodes each frame on its own:
+//! - a frame whose chunks are bad (but whose framing is sound) is counted under its
+//!   [`DecodeError::label`](hep_proto::DecodeError::label) and skipped; the connection
+//!   goes on with the next frame;
+//! - a framing error (not `HEP3`/`EEP3`, a total length below 6 or above
+//!   [`TcpConfig::max_frame_length`]) is counted the same way and closes the connection.
+//!
+//! There is no resync mode (scanning forward for the next `HEP3`). A stream that is out
+//! of step has lost the frame boundary; the bytes after it may be the middle of a payload
+//! that happens to contain `HEP3` (SIP bodies can carry anything), so "resynchronising"
+//! would turn corruption into forged messages. The sender reconnects and starts clean.
+//! OpenSIPS and heplify-server do not resync either (OpenSIPS stalls until a limit
+//! closes the connection; we close at once, with a reason).
+//!
+//! # Limits (OpenSIPS names in brackets)
+//! - [`max_msg_chunks`](TcpConfig::max_msg_chunks) [`hep_max_msg_chunks`]: every read
+//!   that leaves a frame incomplete counts; the count resets when a frame completes; the
+//!   connection is closed when it reaches the limit (0 = unlimited). A frame that needs
+//!   more reads than the limit closes the connection: a slow-loris defence.
+//! - [`frame_timeout`](TcpConfig::frame_timeout) [`tcp_max_msg_time`]: a frame must
+//!   complete this long after its first bytes arrived.
+//! - [`idle_timeout`](TcpConfig::idle_timeout): no bytes at all for this long closes.
+//! - [`max_frame_length`](TcpConfig::max_frame_length): checked from the header, before
+//!   the frame is buffered.
+//!
+//! # Order and backpressure
+//! Frames of one connection reach the service in order. Before each one the connection
+//! waits for the service's `poll_ready` and reads nothing meanwhile: the socket buffers
+//! fill and TCP slows the sender down. Time spent waiting for the service does not count
+//! against the timeouts. Up to [`TcpConfig::max_in_flight`] answers are awaited at once,
+//! oldest first (see the [listener docs](crate::listener)).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use hep_proto::{DecodeError, HepCodecError, HepFrameCodec, HepVersion};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use crate::listener::{Dispatcher, Shared, next_backoff};
+use crate::{BoxError, DropReason, ListenError, ListenSpec, Received, RecvInfo, RejectReason};
+
+/// The default [`TcpConfig::max_msg_chunks`]: 32, as OpenSIPS's `hep_max_msg_chunks`.
+pub const DEFAULT_MAX_MSG_CHUNKS: u32 = 32;
+/// The default [`TcpConfig::idle_timeout`]: 120 s.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The default [`TcpConfig::frame_timeout`]: 4 s, as OpenSIPS's `tcp_max_msg_time`.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(4);
+/// The default [`TcpConfig::max_connections`]: 4096.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// The default [`TcpConfig::read_buffer_size`]: 64 KiB.
+pub const DEFAULT_READ_BUFFER_SIZE: usize = 64 * 1024;
+/// The default [`TcpConfig::max_in_flight`] per connection: 64.
+pub const DEFAULT_TCP_MAX_IN_FLIGHT: usize = 64;
+/// The default [`TcpConfig::backlog`]: 1024.
+pub const DEFAULT_BACKLOG: u32 = 1024;
+
+/// A read with less room than this left in the buffer makes room first.
+const MIN_READ: usize = 4 * 1024;
+/// The first read of a connection (or after it was idle) is this small at most, so that
+/// an idle connection holds little memory.
+const FIRST_READ: usize = 8 * 1024;
+
+/// `hep_tcp` / `hep_tls` settings (part of [`ListenerConfig`](crate::ListenerConfig)).
+#[non_exhaustive]
+#[derive(Debug, Clone)]
+pub struct TcpConfig {
+    /// Reads a frame may take before the connection is closed (`hep_max_msg_chunks`;
+    /// 0 = unlimited). Default: [`DEFAULT_MAX_MSG_CHUNKS`] (32).
+    pub max_msg_chunks: u32,
+    /// No bytes for this long closes the connection. Default: [`DEFAULT_IDLE_TIMEOUT`]
+    /// (120 s).
+    pub idle_timeout: Duration,
+    /// A frame must complete within this time of its first bytes. Default:
+    /// [`DEFAULT_FRAME_TIMEOUT`] (4 s).
+    pub frame_timeout: Duration,
+    /// Longest frame accepted, checked from its header (at most 65535, HEP3's u16).
+    /// Default: 65535.
+    pub max_frame_length: usize,
+    /// Connections served at once; more wait in the backlog. Default:
+    /// [`DEFAULT_MAX_CONNECTIONS`] (4096).
+    pub max_connections: usize,
+    /// Bytes a busy connection reads at once. Default: [`DEFAULT_READ_BUFFER_SIZE`]
+    /// (64 KiB).
+    pub read_buffer_size: usize,
+    /// Answers a connection awaits at once, oldest first (1 = one message at a time).
+    /// Default: [`DEFAULT_TCP_MAX_IN_FLIGHT`] (64).
+    pub max_in_flight: usize,
+    /// `listen()` backlog. Default: [`DEFAULT_BACKLOG`] (1024).
+    pub backlog: u32,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        Self {
+            max_msg_chunks: DEFAULT_MAX_MSG_CHUNKS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            frame_timeout: DEFAULT_FRAME_TIMEOUT,
+            max_frame_length: hep_proto::codec::MAX_FRAME_LENGTH,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
+            max_in_flight: DEFAULT_TCP_MAX_IN_FLIGHT,
+            backlog: DEFAULT_BACKLOG,
+        }
+    }
+}
+
+/// Binds a listening TCP socket (`SO_REUSEADDR`, `IPV6_V6ONLY` for IPv6).
+pub(crate) fn bind(spec: ListenSpec, config: &TcpConfig) -> Result<TcpListener, ListenError> {
+    let err = |what| move |source| ListenError::Socket { spec, what, source };
+    let addr = spec.addr;
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .map_err(err("creating the socket"))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true).map_err(err("setting IPV6_V6ONLY"))?;
+    }
+    sock.set_reuse_address(true)
+        .map_err(err("setting SO_REUSEADDR"))?;
+    sock.set_nonblocking(true)
+        .map_err(err("making the socket non-blocking"))?;
+    sock.bind(&addr.into())
+        .map_err(|source| ListenError::Bind { spec, source })?;
+    let backlog = i32::try_from(config.backlog).unwrap_or(i32::MAX);
+    sock.listen(backlog).map_err(err("listen()"))?;
+    TcpListener::from_std(sock.into()).map_err(err("registering the socket with tokio"))
+}
+
+/// The accept loop (see the [module docs](self)); `tls` makes it `hep_tls`.
+pub(crate) async fn run<S>(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    service: S,
+    stop: CancellationToken,
+    hard_stop: CancellationToken,
+) -> Result<(), ListenError>
+where
+    S: Service<Received, Response = ()> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    let limit = Arc::new(Semaphore::new(shared.config.tcp.max_connections.max(1)));
+    let mut conns = JoinSet::new();
+    let mut backoff = Duration::ZERO;
+    loop {
+        // Reap finished connections so the set does not grow.
+        while let Some(joined) = conns.try_join_next() {
+            log_panic(&shared, joined);
+        }
+        let permit = match limit.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                shared.stats.record_limit_wait();
+                if let Some(suppressed) = shared.warn_service.check() {
+                    tracing::warn!(
+                        listener = %shared.spec,
+                        max_connections = shared.config.tcp.max_connections,
+                        suppressed,
+                        "connection limit reached: new connections wait until one closes"
+                    );
+                }
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    permit = limit.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break, // never closed
+                    },
+                }
+            }
+        };
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::ZERO;
+                shared.stats.record_accepted();
+                conns.spawn(connection(
+                    stream,
+                    peer,
+                    tls.clone(),
+                    shared.clone(),
+                    service.clone(),
+                    stop.clone(),
+                    hard_stop.clone(),
+                    permit,
+                ));
+            }
+            Err(e) => {
+                shared.stats.record_accept_error();
+                if let Some(suppressed) = shared.warn_service.check() {
+                    tracing::warn!(listener = %shared.spec, suppressed, error = %e, "accept failed");
+                }
+                if is_connection_error(&e) {
+                    // That peer is gone; the listener is fine.
+                    continue;
+                }
+                backoff = next_backoff(
+                    backoff.max(Duration::from_micros(500)),
+                    Duration::from_secs(1),
+                );
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+            }
+        }
+    }
+    // Close the listening socket: new peers are refused from now on.
+    drop(listener);
+    if !conns.is_empty() {
+        tracing::info!(listener = %shared.spec, connections = conns.len(), "stopped accepting; waiting for connections to finish");
+    }
+    while let Some(joined) = conns.join_next().await {
+        log_panic(&shared, joined);
+    }
+    Ok(())
+}
+
+fn log_panic(shared: &Shared, joined: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = joined {
+        tracing::error!(listener = %shared.spec, error = %e, "connection task panicked");
+        shared.stats.record_closed();
+    }
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// One connection's task: TLS handshake if any, then the frame loop.
+#[allow(clippy::too_many_arguments)]
+async fn connection<S>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    service: S,
+    stop: CancellationToken,
+    hard_stop: CancellationToken,
+    permit: OwnedSemaphorePermit,
+) where
+    S: Service<Received, Response = ()>,
+    S::Error: Into<BoxError>,
+{
+    let info = RecvInfo {
+        transport: shared.spec.transport,
+        peer,
+        listener: shared.spec.addr,
+    };
+    tracing::debug!(listener = %shared.spec, %peer, "connection accepted");
+    match tls {
+        None => serve_stream(stream, info, &shared, service, &stop, &hard_stop).await,
+        Some(acceptor) => {
+            let stream = crate::tls::handshake(&acceptor, stream, &info, &shared, &stop).await;
+            if let Some(stream) = stream {
+                serve_stream(stream, info, &shared, service, &stop, &hard_stop).await;
+            }
+        }
+    }
+    shared.stats.record_closed();
+    drop(permit);
+}
+
+/// Whether a stream can say it is readable without being read: lets an idle connection
+/// give its read buffer back (a TLS stream cannot tell: its records may already be
+/// buffered).
+pub(crate) trait ReadReady {
+    /// `Ready` when a read would not wait (or it cannot tell).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl ReadReady for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Self::poll_read_ready(self, cx)
+    }
+}
+
+/// Why a connection ended.
+enum End {
+    /// The peer closed it between frames.
+    Eof,
+    /// The listener is shutting down.
+    Shutdown,
+    /// Closed for a transport-level reason (counted here).
+    Closed(RejectReason, Option<io::Error>),
+    /// A framing error (already counted under its decode label).
+    Framing(DecodeError),
+    /// The service failed in `poll_ready`.
+    ServiceFailed(BoxError),
+}
+
+/// Runs the frame loop on an established stream until it ends, then logs why.
+pub(crate) async fn serve_stream<IO, S>(
+    io: IO,
+    info: RecvInfo,
+    shared: &Arc<Shared>,
+    service: S,
+    stop: &CancellationToken,
+    hard_stop: &CancellationToken,
+) where
+    IO: AsyncRead + ReadReady + Unpin,
+    S: Service<Received, Response = ()>,
+    S::Error: Into<BoxError>,
+{
+    let tcp = &shared.config.tcp;
+    let mut codec = HepFrameCodec::new();
+    codec.set_max_frame_length(tcp.max_frame_length);
+    codec.set_accept_eep3(shared.config.decode.get_accept_eep3());
+    let mut conn = Conn {
+        io,
+        buf: BytesMut::new(),
+        codec,
+        info,
+        dispatcher: Dispatcher::new(service, shared.clone(), tcp.max_in_flight, false),
+        shared,
+    };
+    let end = tokio::select! {
+        biased;
+        () = hard_stop.cancelled() => None,
+        end = conn.run(stop) => Some(end),
+    };
+    conn.dispatcher.flush_counts();
+    let Some(end) = end else {
+        shared
+            .stats
+            .record_dropped(DropReason::Shutdown, conn.dispatcher.pending() as u64);
+        if !conn.buf.is_empty() {
+            shared.stats.record_rejected(RejectReason::Truncated);
+        }
+        return;
+    };
+    let peer = info.peer;
+    let spec = &shared.spec;
+    match end {
+        End::Eof => tracing::debug!(listener = %spec, %peer, "connection closed by the peer"),
+        End::Shutdown => tracing::debug!(listener = %spec, %peer, "connection closed: shutdown"),
+        End::Closed(reason, error) => {
+            shared.stats.record_rejected(reason);
+            if let Some(suppressed) = shared.warn_input.check() {
+                let why = describe(reason, &shared.config.tcp);
+                match error {
+                    Some(e) => {
+                        tracing::warn!(listener = %spec, %peer, reason = reason.label(), suppressed, "closing connection: {why}: {e}")
+                    }
+                    None => {
+                        tracing::warn!(listener = %spec, %peer, reason = reason.label(), suppressed, "closing connection: {why}")
+                    }
+                }
+            }
+        }
+        End::Framing(e) => {
+            if let Some(suppressed) = shared.warn_input.check() {
+                tracing::warn!(
+                    listener = %spec,
+                    %peer,
+                    reason = e.label(),
+                    suppressed,
+                    "closing connection: {e}; the stream is out of step (no resync)"
+                );
+            }
+        }
+        End::ServiceFailed(e) => {
+            if let Some(suppressed) = shared.warn_service.check() {
+                tracing::warn!(listener = %spec, %peer, suppressed, error = %e, "closing connection: the service failed");
+            }
+        }
+    }
+}
+
+fn describe(reason: RejectReason, config: &TcpConfig) -> String {
+    match reason {
+        RejectReason::MaxMsgChunks => format!(
+            "a frame took {} reads without completing (max_msg_chunks)",
+            config.max_msg_chunks
+        ),
+        RejectReason::FrameTimeout => format!(
+            "a frame did not complete within {:?} (frame_timeout)",
+            config.frame_timeout
+        ),
+        RejectReason::IdleTimeout => {
+            format!("no bytes for {:?} (idle_timeout)", config.idle_timeout)
+        }
+        RejectReason::Truncated => "the peer closed the connection in the middle of a frame".into(),
+        RejectReason::Io => "read failed".into(),
+        RejectReason::TlsHandshake => "TLS handshake failed".into(),
+    }
+}
+
+struct Conn<'a, IO, S>
+where
+    S: Service<Received>,
+{
+    io: IO,
+    /// Bytes read and not yet framed: at most one incomplete frame between reads.
+    buf: BytesMut,
+    codec: HepFrameCodec,
+    info: RecvInfo,
+    dispatcher: Dispatcher<S>,
+    shared: &'a Arc<Shared>,
+}
+
+impl<IO, S> Conn<'_, IO, S>
+where
+    IO: AsyncRead + ReadReady + Unpin,
+    S: Service<Received, Response = ()>,
+    S::Error: Into<BoxError>,
+{
+    async fn run(&mut self, stop: &CancellationToken) -> End {
+        let shared = self.shared;
+        let tcp = &shared.config.tcp;
+        let mut attempts: u32 = 0;
+        let mut frame_deadline: Option<Instant> = None;
+        let mut idle_deadline = Instant::now() + tcp.idle_timeout;
+        let mut sleep = pin!(tokio::time::sleep_until(idle_deadline));
+        let mut stopping = false;
+        loop {
+            let deadline = frame_deadline.map_or(idle_deadline, |f| f.min(idle_deadline));
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            let read = tokio::select! {
+                biased;
+                () = stop.cancelled(), if !stopping => {
+                    stopping = true;
+                    if self.buf.is_empty() {
+                        self.dispatcher.drain().await;
+                        return End::Shutdown;
+                    }
+                    // Finish the frame being read (within frame_timeout), then close.
+                    continue;
+                }
+                () = &mut sleep => {
+                    let reason = if frame_deadline.is_some_and(|f| f <= Instant::now()) {
+                        RejectReason::FrameTimeout
+                    } else {
+                        RejectReason::IdleTimeout
+                    };
+                    self.dispatcher.drain().await;
+                    return End::Closed(reason, None);
+                }
+                () = self.dispatcher.drain(), if self.dispatcher.has_in_flight() => continue,
+                read = read_some(&mut self.io, &mut self.buf, tcp.read_buffer_size) => read,
+            };
+            let n = match read {
+                Ok(n) => n,
+                Err(e) => {
+                    self.dispatcher.drain().await;
+                    let reason = if self.buf.is_empty() {
+                        RejectReason::Io
+                    } else {
+                        RejectReason::Truncated
+                    };
+                    return End::Closed(reason, Some(e));
+                }
+            };
+            if n == 0 {
+                self.dispatcher.drain().await;
+                if self.buf.is_empty() {
+                    return End::Eof;
+                }
+                return End::Closed(RejectReason::Truncated, None);
+            }
+            shared.stats.record_bytes(n as u64);
+
+            let mut completed = false;
+            loop {
+                match self.codec.decode(&mut self.buf) {
+                    Ok(Some(frame)) => {
+                        completed = true;
+                        if let Err(e) = self.frame(frame).await {
+                            return End::ServiceFailed(e);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(HepCodecError::Decode(e)) => {
+                        shared.stats.record_decode_error(&e);
+                        self.dispatcher.drain().await;
+                        return End::Framing(e);
+                    }
+                    Err(e) => {
+                        self.dispatcher.drain().await;
+                        return End::Closed(RejectReason::Io, Some(io::Error::other(e)));
+                    }
+                }
+            }
+            self.dispatcher.flush_counts();
+
+            // Taken after the frames were handed on: waiting for the service is not the
+            // peer's fault and does not count against its timeouts.
+            let now = Instant::now();
+            idle_deadline = now + tcp.idle_timeout;
+            if completed {
+                attempts = 0;
+                frame_deadline = None;
+            }
+            if !self.buf.is_empty() {
+                attempts = attempts.saturating_add(1);
+                if tcp.max_msg_chunks != 0 && attempts >= tcp.max_msg_chunks {
+                    self.dispatcher.drain().await;
+                    return End::Closed(RejectReason::MaxMsgChunks, None);
+                }
+                frame_deadline.get_or_insert(now + tcp.frame_timeout);
+            } else if stopping {
+                self.dispatcher.drain().await;
+                return End::Shutdown;
+            }
+        }
+    }
+
+    /// One complete frame: decode and hand on, or count and skip.
+    async fn frame(&mut self, frame: Bytes) -> Result<(), BoxError> {
+        match self.shared.config.decode.decode(&frame) {
+            Ok(message) => {
+                self.dispatcher
+                    .count_received(message.version.unwrap_or(HepVersion::V3));
+                self.dispatcher
+                    .dispatch(Received::new(message, frame, self.info))
+                    .await
+            }
+            Err(e) => {
+                self.shared.stats.record_decode_error(&e);
+                if let Some(suppressed) = self.shared.warn_input.check() {
+                    tracing::warn!(
+                        listener = %self.shared.spec,
+                        peer = %self.info.peer,
+                        reason = e.label(),
+                        suppressed,
+                        "skipped a {}-byte frame: {e}; the connection goes on",
+                        frame.len()
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Reads once into `buf`. Between frames (`buf` empty) it first waits for readability
+/// and, if it has to wait, gives the buffer back: an idle connection holds no buffer.
+/// Cancel-safe.
+async fn read_some<IO>(io: &mut IO, buf: &mut BytesMut, read_size: usize) -> io::Result<usize>
+where
+    IO: AsyncRead + ReadReady + Unpin,
+{
+    if buf.is_empty() {
+        std::future::poll_fn(|cx| {
+            let ready = io.poll_read_ready(cx);
+            if ready.is_pending() && buf.capacity() > 0 {
+                *buf = BytesMut::new();
+            }
+            ready
+        })
+        .await?;
+    }
+    if buf.capacity() - buf.len() < MIN_READ {
+        let want = if buf.capacity() == 0 {
+            read_size.min(FIRST_READ)
+        } else {
+            read_size
+        };
+        buf.reserve(want.max(MIN_READ));
+    }
+    io.read_buf(buf).await
+}

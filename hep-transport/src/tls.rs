@@ -1,0 +1,323 @@
+//! `hep_tls`: HEPv3 frames over TLS (rustls), optionally with client certificates (mTLS).
+//!
+//! The framing, limits and backpressure are those of [`hep_tcp`](crate::tcp); the TLS
+//! handshake runs in the connection's task (never in the accept loop) under
+//! [`TlsConfig::handshake_timeout`]. A failed or timed-out handshake, including a client
+//! that presents no certificate or one that the configured CA did not sign, is counted
+//! as `rejected{reason="tls_handshake"}` and logged (rate-limited).
+//!
+//! With mTLS, the accepted client certificate is logged at debug level with its SHA-256
+//! fingerprint (as `openssl x509 -noout -fingerprint -sha256` prints it), so that an
+//! operator can tell which agent connected.
+//!
+//! ```no_run
+//! use hep_transport::{ListenerConfig, TlsConfig};
+//!
+//! # fn main() -> Result<(), hep_transport::TlsConfigError> {
+//! // Only agents with a certificate signed by agents-ca.pem may connect:
+//! let tls = TlsConfig::from_pem_files("server.pem", "server.key", Some("agents-ca.pem".as_ref()))?;
+//! let config = ListenerConfig::default().with_tls(tls);
+//! # let _ = config;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt::Write as _;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::crypto::CryptoProvider;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::listener::Shared;
+use crate::tcp::ReadReady;
+use crate::{RecvInfo, RejectReason};
+
+/// The default [`TlsConfig::handshake_timeout`]: 5 s.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// TLS settings of a `hep_tls` listener: the rustls server config and the handshake
+/// timeout.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    server: Arc<ServerConfig>,
+    handshake_timeout: Duration,
+}
+
+impl TlsConfig {
+    /// Loads a certificate chain and its private key from PEM files and, if `client_ca`
+    /// is given, requires every client to present a certificate signed by one of the CA
+    /// certificates in that PEM file (mTLS).
+    ///
+    /// The chain file holds the server certificate first, then any intermediates. The key
+    /// may be PKCS#8, PKCS#1 (RSA) or SEC1 (EC). Uses rustls's `ring` provider, TLS 1.2
+    /// and 1.3.
+    ///
+    /// # Errors
+    /// A [`TlsConfigError`] naming the file and what was wrong with it.
+    pub fn from_pem_files(
+        cert_chain: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+        client_ca: Option<&Path>,
+    ) -> Result<Self, TlsConfigError> {
+        let cert_path = cert_chain.as_ref();
+        let key_path = key.as_ref();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+
+        let chain = load_certs(cert_path, FileRole::Certificate)?;
+        let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| match e {
+            rustls::pki_types::pem::Error::NoItemsFound => TlsConfigError::Empty {
+                role: FileRole::PrivateKey,
+                path: key_path.to_owned(),
+            },
+            e => TlsConfigError::Pem {
+                role: FileRole::PrivateKey,
+                path: key_path.to_owned(),
+                source: e,
+            },
+        })?;
+
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|source| TlsConfigError::Rustls {
+                what: "choosing protocol versions".into(),
+                source,
+            })?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca_path) => builder.with_client_cert_verifier(client_verifier(ca_path, provider)?),
+        };
+        let server =
+            builder
+                .with_single_cert(chain, key)
+                .map_err(|source| TlsConfigError::Rustls {
+                    what: format!(
+                        "using certificate {} with key {}",
+                        cert_path.display(),
+                        key_path.display()
+                    ),
+                    source,
+                })?;
+        Ok(Self::from_server_config(Arc::new(server)))
+    }
+
+    /// TLS settings from a rustls server config built by the caller.
+    pub fn from_server_config(server: Arc<ServerConfig>) -> Self {
+        Self {
+            server,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        }
+    }
+
+    /// Sets how long a handshake may take (default [`DEFAULT_HANDSHAKE_TIMEOUT`], 5 s).
+    #[must_use]
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long a handshake may take.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.handshake_timeout
+    }
+
+    /// The rustls server config.
+    pub fn server_config(&self) -> &Arc<ServerConfig> {
+        &self.server
+    }
+}
+
+fn load_certs(path: &Path, role: FileRole) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
+    let pem_err = |source| TlsConfigError::Pem {
+        role,
+        path: path.to_owned(),
+        source,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(pem_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem_err)?;
+    if certs.is_empty() {
+        return Err(TlsConfigError::Empty {
+            role,
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+fn client_verifier(
+    ca_path: &Path,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsConfigError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(ca_path, FileRole::ClientCa)? {
+        roots.add(cert).map_err(|source| TlsConfigError::Rustls {
+            what: format!("adding a CA certificate from {}", ca_path.display()),
+            source,
+        })?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| TlsConfigError::Rustls {
+            what: format!("building the client verifier from {}", ca_path.display()),
+            source: rustls::Error::General(e.to_string()),
+        })
+}
+
+/// Which file a [`TlsConfigError`] is about.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileRole {
+    /// The server certificate chain.
+    Certificate,
+    /// The server's private key.
+    PrivateKey,
+    /// The CA certificates client certificates must chain to.
+    ClientCa,
+}
+
+impl std::fmt::Display for FileRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Certificate => "certificate",
+            Self::PrivateKey => "private key",
+            Self::ClientCa => "client CA",
+        })
+    }
+}
+
+/// The TLS certificate, key or CA could not be used; says which file and why.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    /// The file could not be read or is not valid PEM.
+    #[error("{role} file {}: {source}", path.display())]
+    Pem {
+        /// Which file.
+        role: FileRole,
+        /// Its path.
+        path: PathBuf,
+        /// What was wrong.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The file has no PEM item of the expected kind.
+    #[error("{role} file {} contains no {}", path.display(), expected(*role))]
+    Empty {
+        /// Which file.
+        role: FileRole,
+        /// Its path.
+        path: PathBuf,
+    },
+    /// rustls refused the material (e.g. the key does not match the certificate).
+    #[error("{what}: {source}")]
+    Rustls {
+        /// What was being done, naming the files.
+        what: String,
+        /// rustls's reason.
+        source: rustls::Error,
+    },
+}
+
+fn expected(role: FileRole) -> &'static str {
+    match role {
+        FileRole::Certificate | FileRole::ClientCa => {
+            "certificate (expected a \"-----BEGIN CERTIFICATE-----\" block)"
+        }
+        FileRole::PrivateKey => {
+            "private key (expected a \"-----BEGIN PRIVATE KEY-----\", \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\" block)"
+        }
+    }
+}
+
+/// A TLS stream cannot tell readiness without reading: its records may be buffered.
+impl<IO> ReadReady for TlsStream<IO> {
+    fn poll_read_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Runs the server handshake under the timeout; `None` (counted and logged) if it fails,
+/// times out, or the listener stops meanwhile.
+pub(crate) async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    info: &RecvInfo,
+    shared: &Shared,
+    stop: &CancellationToken,
+) -> Option<TlsStream<TcpStream>> {
+    let timeout = shared
+        .config
+        .tls
+        .as_ref()
+        .map_or(DEFAULT_HANDSHAKE_TIMEOUT, TlsConfig::handshake_timeout);
+    let res = tokio::select! {
+        () = stop.cancelled() => return None,
+        res = tokio::time::timeout(timeout, acceptor.accept(stream)) => res,
+    };
+    let err = match res {
+        Ok(Ok(stream)) => {
+            log_peer(&stream, info, shared);
+            return Some(stream);
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no handshake within {timeout:?}"),
+    };
+    shared.stats.record_rejected(RejectReason::TlsHandshake);
+    if let Some(suppressed) = shared.warn_input.check() {
+        tracing::warn!(
+            listener = %shared.spec,
+            peer = %info.peer,
+            reason = RejectReason::TlsHandshake.label(),
+            suppressed,
+            "TLS handshake failed: {err}"
+        );
+    }
+    None
+}
+
+fn log_peer(stream: &TlsStream<TcpStream>, info: &RecvInfo, shared: &Shared) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let (_, conn) = stream.get_ref();
+    let protocol = conn.protocol_version().map(|v| format!("{v:?}"));
+    match conn.peer_certificates().and_then(|c| c.first()) {
+        Some(cert) => tracing::debug!(
+            listener = %shared.spec,
+            peer = %info.peer,
+            ?protocol,
+            client_cert_sha256 = %fingerprint(cert),
+            "TLS connection with a verified client certificate"
+        ),
+        None => {
+            tracing::debug!(listener = %shared.spec, peer = %info.peer, ?protocol, "TLS connection")
+        }
+    }
+}
+
+/// SHA-256 of a DER certificate as colon-separated upper-case hex.
+fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    let Some(suite) = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256.tls13() else {
+        return String::new();
+    };
+    let digest = suite.common.hash_provider.hash(cert.as_ref());
+    let mut out = String::with_capacity(digest.as_ref().len() * 3);
+    for (i, b) in digest.as_ref().iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        let _ = write!(out, "{b:02X}");
+    }
+    out
+}

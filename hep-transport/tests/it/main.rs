@@ -1,0 +1,9 @@
+//! hep-transport integration tests: one binary, one module per subject. Loopback only;
+//! every wait is bounded (see `support`).
+
+mod layer;
+mod shutdown;
+mod support;
+mod tcp;
+mod tls;
+mod udp;
