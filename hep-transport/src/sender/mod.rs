@@ -330,6 +330,19 @@ impl HepSender {
         self.send_with(message, None)
     }
 
+    /// Sends or queues one encoded message without waiting and without a future (the
+    /// cheapest call: no completion channel). `Err` if it was dropped (counted).
+    ///
+    /// # Errors
+    /// The message was dropped: see [`SendError::reason`].
+    pub fn enqueue(&self, message: Bytes) -> Result<(), SendError> {
+        let permit = self.sync_slot(None)?;
+        match self.shared().submit(message, false, permit) {
+            Submitted::Dropped(e) => Err(e),
+            Submitted::Sent | Submitted::Queued { .. } => Ok(()),
+        }
+    }
+
     /// Encodes `message` at the destination's HEP version and sends it.
     ///
     /// A message that cannot be encoded at that version (e.g. HEPv2 with a capture id

@@ -1,0 +1,850 @@
+//! Sender tests: destination specs, UDP/TCP/TLS delivery, async overflow accounting,
+//! backoff and per-destination cooldown, sync write timeouts. Loopback only, bounded in
+//! count and time.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use hep_proto::{HepFrameCodec, HepMessage, HepVersion, ProtoType};
+use hep_transport::sender::{Backoff, ClientTls, DropReason, SenderStatsSnapshot};
+use hep_transport::{HepDestination, HepSender, SenderConfig, Transport};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, timeout};
+use tokio_util::codec::Decoder;
+use tower::{Service, ServiceExt};
+
+/// A HEPv3 SIP message whose payload is `n`, padded to `len` bytes.
+fn hep3(n: usize, len: usize) -> Bytes {
+    let mut payload = format!("MESSAGE {n} SIP/2.0\r\n").into_bytes();
+    payload.resize(len.max(payload.len()), b'x');
+    message(payload).encode(HepVersion::V3).unwrap()
+}
+
+fn message(payload: Vec<u8>) -> HepMessage {
+    HepMessage::builder()
+        .src("10.0.0.1:5060".parse().unwrap())
+        .dst("10.0.0.2:5060".parse().unwrap())
+        .ip_proto(17)
+        .timestamp(1_700_000_000, 1)
+        .proto_type(ProtoType::Sip)
+        .capture_id(7)
+        .payload(payload)
+        .build()
+}
+
+fn dest(spec: &str) -> HepDestination {
+    spec.parse().unwrap()
+}
+
+fn tcp_dest(addr: SocketAddr) -> HepDestination {
+    HepDestination::new(Transport::Tcp, addr.ip(), addr.port())
+}
+
+/// Complete frames in `bytes` (a trailing partial frame is ignored).
+fn count_frames(bytes: &[u8]) -> usize {
+    let mut buf = BytesMut::from(bytes);
+    let mut codec = HepFrameCodec::new();
+    let mut n = 0;
+    while let Ok(Some(_)) = codec.decode(&mut buf) {
+        n += 1;
+    }
+    n
+}
+
+fn assert_all_accounted(s: &SenderStatsSnapshot, offered: u64) {
+    assert_eq!(s.queue_depth, 0, "{s:?}");
+    assert_eq!(s.sent_messages + s.dropped_total(), offered, "{s:?}");
+}
+
+/// Reads HEP3 frames from a byte stream with [`HepFrameCodec`].
+struct Frames<R> {
+    io: R,
+    buf: BytesMut,
+    codec: HepFrameCodec,
+}
+
+impl<R: AsyncRead + Unpin> Frames<R> {
+    fn new(io: R) -> Self {
+        Self {
+            io,
+            buf: BytesMut::new(),
+            codec: HepFrameCodec::new(),
+        }
+    }
+
+    /// The next frame; `None` at the end of the stream.
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buf).unwrap() {
+                return Some(frame);
+            }
+            if self.io.read_buf(&mut self.buf).await.unwrap() == 0 {
+                return None;
+            }
+        }
+    }
+}
+
+// ===== destinations =====
+
+#[test]
+fn destination_specs_parse() {
+    let ok = [
+        // (input, name, host, port, transport, version, display)
+        (
+            "[hep1] 10.0.0.1:9061; transport=udp; version=2",
+            Some("hep1"),
+            "10.0.0.1",
+            9061,
+            Transport::Udp,
+            HepVersion::V2,
+            "[hep1] 10.0.0.1:9061; transport=udp; version=2",
+        ),
+        (
+            "[hep1]10.0.0.1",
+            Some("hep1"),
+            "10.0.0.1",
+            9060,
+            Transport::Tcp,
+            HepVersion::V3,
+            "[hep1] 10.0.0.1:9060; transport=tcp; version=3",
+        ),
+        (
+            "[::1]:9000;transport=TLS",
+            None,
+            "::1",
+            9000,
+            Transport::Tls,
+            HepVersion::V3,
+            "[::1]:9000; transport=tls; version=3",
+        ),
+        (
+            "[x] [2001:db8::1]; version=1; transport=Udp",
+            Some("x"),
+            "2001:db8::1",
+            9060,
+            Transport::Udp,
+            HepVersion::V1,
+            "[x] [2001:db8::1]:9060; transport=udp; version=1",
+        ),
+        (
+            "  homer.example.net:9062 ; transport = udp ;",
+            None,
+            "homer.example.net",
+            9062,
+            Transport::Udp,
+            HepVersion::V3,
+            "homer.example.net:9062; transport=udp; version=3",
+        ),
+        (
+            "::1",
+            None,
+            "::1",
+            9060,
+            Transport::Tcp,
+            HepVersion::V3,
+            "[::1]:9060; transport=tcp; version=3",
+        ),
+        (
+            "hep_udp:10.1.2.3:9060;version=2",
+            None,
+            "10.1.2.3",
+            9060,
+            Transport::Udp,
+            HepVersion::V2,
+            "hep_udp:10.1.2.3:9060;version=2",
+        ),
+        (
+            "HEP_TCP:[::1]:9061",
+            None,
+            "::1",
+            9061,
+            Transport::Tcp,
+            HepVersion::V3,
+            "hep_tcp:[::1]:9061;version=3",
+        ),
+        (
+            "hep_tls:collector",
+            None,
+            "collector",
+            9060,
+            Transport::Tls,
+            HepVersion::V3,
+            "hep_tls:collector:9060;version=3",
+        ),
+    ];
+    for (input, name, host, port, transport, version, display) in ok {
+        let d: HepDestination = input.parse().unwrap_or_else(|e| panic!("{input}: {e}"));
+        assert_eq!(d.name(), name, "{input}");
+        assert_eq!(d.host().to_string(), host, "{input}");
+        assert_eq!(
+            (d.port(), d.transport(), d.version()),
+            (port, transport, version),
+            "{input}"
+        );
+        assert_eq!(d.to_string(), display, "{input}");
+        assert_eq!(display.parse::<HepDestination>().unwrap(), d, "{input}");
+    }
+
+    let bad = [
+        ("", "expected `[name] host[:port]"),
+        ("[hep1]", "neither an IPv6 address nor a name"),
+        (
+            "[hep1]; transport=udp",
+            "neither an IPv6 address nor a name",
+        ),
+        ("[hep1 10.0.0.1", "unterminated `[`"),
+        ("[] 10.0.0.1", "name in `[name]` must be non-empty"),
+        ("10.0.0.1:0", "port must be a number from 1 to 65535"),
+        ("10.0.0.1:99999", "port must be a number from 1 to 65535"),
+        ("2001:db8::1:9060:x", "must be written in brackets"),
+        ("[zz::1]:9060 ", "neither an IPv6 address"),
+        ("[n] [zz]:1", "expected an IPv6 address inside"),
+        ("bad_host!:9060", "invalid host"),
+        ("1234", "cannot be all digits"),
+        (
+            "10.0.0.1; transport=sctp",
+            "transport must be udp, tcp or tls",
+        ),
+        ("10.0.0.1; version=4", "version must be 1, 2 or 3"),
+        (
+            "10.0.0.1; Transport=udp",
+            "keys are `transport` and `version` (case-sensitive)",
+        ),
+        ("10.0.0.1; proto=udp", "unknown parameter"),
+        ("10.0.0.1; version", "expected `key=value`"),
+        ("10.0.0.1; version=3; version=3", "given twice"),
+        (
+            "10.0.0.1; transport=tcp; version=2",
+            "TCP and TLS carry HEPv3 only",
+        ),
+        (
+            "hep_tls:10.0.0.1:9060;version=1",
+            "TCP and TLS carry HEPv3 only",
+        ),
+        ("hep_udp:10.0.0.1:9060;transport=udp", "only `;version=N`"),
+        ("hep_udp:", "missing host"),
+    ];
+    for (input, expected) in bad {
+        let e = input
+            .parse::<HepDestination>()
+            .expect_err(input)
+            .to_string();
+        assert!(e.contains(expected), "{input:?}: {e}");
+        assert!(e.starts_with("invalid HEP destination"), "{input:?}: {e}");
+    }
+}
+
+// ===== UDP =====
+
+fn udp_config() -> SenderConfig {
+    let mut cfg = SenderConfig::default();
+    cfg.hep_async_max_postponed_chunks = 1024;
+    cfg
+}
+
+async fn recv_all(sock: &UdpSocket, n: usize) -> Vec<Bytes> {
+    let mut out = Vec::with_capacity(n);
+    let mut buf = vec![0u8; 65_536];
+    while out.len() < n {
+        let len = timeout(Duration::from_secs(2), sock.recv(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} datagrams arrived", out.len()))
+            .unwrap();
+        out.push(Bytes::copy_from_slice(&buf[..len]));
+    }
+    out
+}
+
+#[tokio::test]
+async fn udp_messages_arrive_byte_exact_and_in_order() {
+    let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = rx.local_addr().unwrap();
+    let mut sender = HepSender::new(
+        dest(&format!("127.0.0.1:{}; transport=udp", addr.port())),
+        udp_config(),
+    )
+    .unwrap();
+    // Lockstep chunks of 50, so that the receiver's socket buffer never overflows.
+    let msgs: Vec<Bytes> = (0..300).map(|i| hep3(i, 100 + i % 700)).collect();
+    for chunk in msgs.chunks(50) {
+        for m in chunk {
+            sender.ready().await.unwrap().call(m.clone()).await.unwrap();
+        }
+        assert_eq!(recv_all(&rx, chunk.len()).await, chunk);
+    }
+
+    // The load-generator path: equal-size runs go out as GSO sends where supported.
+    let batch: Vec<Bytes> = (0..200).map(|i| hep3(1000 + i, 900)).collect();
+    for chunk in batch.chunks(50) {
+        assert_eq!(sender.send_batch(chunk), chunk.len());
+        assert_eq!(recv_all(&rx, chunk.len()).await, chunk);
+    }
+
+    // HEPv2 from a message, encoded at the destination's version.
+    let v2 = HepSender::new(
+        dest(&format!(
+            "[v2] 127.0.0.1:{}; transport=udp; version=2",
+            addr.port()
+        )),
+        udp_config(),
+    )
+    .unwrap();
+    let msg = message(b"OPTIONS sip:a SIP/2.0\r\n\r\n".to_vec());
+    v2.send_message(&msg).await.unwrap();
+    let got = recv_all(&rx, 1).await;
+    assert_eq!(got[0], msg.encode(HepVersion::V2).unwrap());
+    assert_eq!(got[0][0], 2);
+    // Not encodable at v2 (no addresses): counted, not sent.
+    let e = v2
+        .send_message(&HepMessage::builder().payload("x").build())
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), DropReason::Encode);
+
+    let s = sender.stats().snapshot();
+    assert_eq!(s.sent_messages, 500);
+    assert_eq!(s.connects, 1);
+    assert_all_accounted(&s, 500);
+    assert_eq!(v2.stats().snapshot().dropped(DropReason::Encode), 1);
+}
+
+#[tokio::test]
+async fn udp_ipv6() {
+    let Ok(rx) = UdpSocket::bind("[::1]:0").await else {
+        eprintln!("no IPv6 loopback: skipped");
+        return;
+    };
+    let port = rx.local_addr().unwrap().port();
+    let sender = HepSender::new(dest(&format!("hep_udp:[::1]:{port}")), udp_config()).unwrap();
+    let msgs: Vec<Bytes> = (0..20).map(|i| hep3(i, 200)).collect();
+    for m in &msgs {
+        sender.send(m.clone()).await.unwrap();
+    }
+    assert_eq!(recv_all(&rx, msgs.len()).await, msgs);
+}
+
+// ===== TCP =====
+
+#[tokio::test]
+async fn tcp_1000_messages_arrive_framed_in_order() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let msgs: Vec<Bytes> = (0..1000).map(|i| hep3(i, 50 + (i * 37) % 1400)).collect();
+    let expected = msgs.clone();
+    let reader = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut framed = Frames::new(stream);
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            match timeout(Duration::from_secs(5), framed.next()).await {
+                Ok(Some(f)) => got.push(f),
+                other => panic!("after {} frames: {other:?}", got.len()),
+            }
+        }
+        assert!(got == expected, "frames differ");
+    });
+    let mut sender = HepSender::new(tcp_dest(addr), SenderConfig::default()).unwrap();
+    for m in msgs {
+        // Awaiting each future keeps the 32-message queue from overflowing.
+        sender.ready().await.unwrap().call(m).await.unwrap();
+    }
+    timeout(Duration::from_secs(10), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    sender.close().await;
+    let s = sender.stats().snapshot();
+    assert_eq!(
+        (s.sent_messages, s.connects, s.dropped_total()),
+        (1000, 1, 0)
+    );
+    assert_all_accounted(&s, 1000);
+}
+
+#[tokio::test]
+async fn close_flushes_the_queue() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut cfg = SenderConfig::default();
+    cfg.hep_async_max_postponed_chunks = 200;
+    let sender = HepSender::new(tcp_dest(addr), cfg).unwrap();
+    // Queued before the connection exists: close() must wait for the connect and flush.
+    for i in 0..150 {
+        let _ = sender.enqueue(hep3(i, 300));
+    }
+    let reader = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).await.unwrap();
+        count_frames(&all)
+    });
+    sender.close().await;
+    assert_eq!(reader.await.unwrap(), 150);
+    let e = sender.send(hep3(0, 10)).await.unwrap_err();
+    assert!(e.is_closed(), "{e}");
+    let s = sender.stats().snapshot();
+    assert_eq!(s.sent_messages, 150);
+    assert_all_accounted(&s, 151);
+}
+
+/// A listener that accepts and never reads, with a small receive buffer.
+struct StalledPeer {
+    addr: SocketAddr,
+    accepted: Arc<Mutex<Vec<TcpStream>>>,
+    task: JoinHandle<()>,
+}
+
+impl StalledPeer {
+    fn start() -> Self {
+        let sock = TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = sock.listen(64).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let acc = accepted.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let (s, _) = listener.accept().await.unwrap();
+                acc.lock().unwrap().push(s);
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    /// Reads every accepted connection to its end; the number of complete frames.
+    async fn drain(self, connections: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while self.accepted.lock().unwrap().len() < connections {
+            assert!(Instant::now() < deadline, "not all connections accepted");
+            sleep(Duration::from_millis(5)).await;
+        }
+        self.task.abort();
+        let streams = std::mem::take(&mut *self.accepted.lock().unwrap());
+        let mut frames = 0;
+        for mut s in streams {
+            let mut all = Vec::new();
+            timeout(Duration::from_secs(3), s.read_to_end(&mut all))
+                .await
+                .expect("sender side never closed")
+                .unwrap();
+            frames += count_frames(&all);
+        }
+        frames
+    }
+}
+
+#[tokio::test]
+async fn async_overflow_drops_the_connection_and_counts_every_loss() {
+    let peer = StalledPeer::start();
+    let mut cfg = SenderConfig::default();
+    cfg.send_buffer_size = Some(4096);
+    cfg.hep_async_local_write_timeout = Duration::from_millis(1);
+    cfg.hep_async_local_connect_timeout = Duration::from_millis(1);
+    cfg.backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(20));
+    cfg.stall_timeout = Duration::from_secs(10); // overflow, not the stall timer, ends it
+    cfg.close_timeout = Duration::from_millis(200);
+    let mut sender = HepSender::new(tcp_dest(peer.addr), cfg).unwrap();
+    let offered = 600;
+    let mut slowest = Duration::ZERO;
+    let mut overflow_errors = 0;
+    for i in 0..offered {
+        let t = Instant::now();
+        let r = sender.ready().await.unwrap().call(hep3(i, 1500)).await;
+        slowest = slowest.max(t.elapsed());
+        if let Err(e) = r {
+            assert_eq!(e.reason(), DropReason::QueueOverflow, "{e}");
+            overflow_errors += 1;
+        }
+    }
+    // The caller is held at most hep_async_local_write_timeout (1 ms) per message.
+    assert!(
+        slowest < Duration::from_millis(50),
+        "a call took {slowest:?}"
+    );
+    sender.close().await;
+    let s = sender.stats().snapshot();
+    assert!(overflow_errors > 0 && s.reconnects > 0, "{s:?}");
+    // Each overflow of an established connection loses its whole queue plus the message
+    // that overflowed; all of it counted.
+    assert!(s.dropped(DropReason::QueueOverflow) > 32, "{s:?}");
+    assert_all_accounted(&s, offered as u64);
+    // Exactly what was counted as sent arrived; nothing counted as lost did.
+    let connects = usize::try_from(s.connects).unwrap();
+    assert_eq!(peer.drain(connects).await as u64, s.sent_messages, "{s:?}");
+}
+
+#[tokio::test]
+async fn sync_write_times_out_after_hep_send_timeout() {
+    let peer = StalledPeer::start();
+    let mut cfg = SenderConfig::default();
+    cfg.hep_async = false;
+    cfg.send_buffer_size = Some(4096);
+    cfg.hep_send_timeout = Duration::from_millis(100);
+    let mut sender = HepSender::new(tcp_dest(peer.addr), cfg).unwrap();
+    let mut sent = 0;
+    let err = loop {
+        assert!(sent < 1000, "the peer never stalled");
+        let t = Instant::now();
+        match sender.ready().await.unwrap().call(hep3(sent, 4000)).await {
+            Ok(()) => sent += 1,
+            Err(e) => break (e, t.elapsed()),
+        }
+    };
+    let (e, took) = err;
+    assert!(e.is_timeout(), "{e}");
+    assert!(
+        took >= Duration::from_millis(100) && took < Duration::from_secs(1),
+        "{took:?}"
+    );
+    let s = sender.stats().snapshot();
+    assert_eq!(s.dropped(DropReason::WriteTimeout), 1, "{s:?}");
+    assert_eq!(s.sent_messages, sent as u64);
+    assert_all_accounted(&s, sent as u64 + 1);
+}
+
+#[tokio::test]
+async fn sync_mode_pushes_back_through_poll_ready() {
+    let peer = StalledPeer::start();
+    let mut cfg = SenderConfig::default();
+    cfg.hep_async = false;
+    cfg.hep_async_max_postponed_chunks = 4;
+    cfg.send_buffer_size = Some(4096);
+    cfg.hep_send_timeout = Duration::from_secs(5);
+    let mut sender = HepSender::new(tcp_dest(peer.addr), cfg).unwrap();
+    let mut pending = Vec::new();
+    let mut blocked = false;
+    for i in 0..500 {
+        match timeout(Duration::from_millis(200), sender.ready()).await {
+            Ok(r) => {
+                r.unwrap();
+                pending.push(sender.call(hep3(i, 4000)));
+            }
+            Err(_) => {
+                blocked = true;
+                break;
+            }
+        }
+    }
+    assert!(blocked, "poll_ready never waited");
+    // Without a reservation and no free slot, a send is refused and counted.
+    let e = sender.send(hep3(0, 10)).await.unwrap_err();
+    assert!(e.is_overflow(), "{e}");
+    sender.close().await;
+    drop(peer);
+}
+
+// ===== failures, backoff, cooldown =====
+
+#[tokio::test]
+async fn down_destination_backs_off_cools_down_and_recovers() {
+    // A port with nothing listening: connects are refused at once.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut cfg = SenderConfig::default();
+    cfg.max_retries = 3;
+    cfg.retry_cooldown = Duration::from_millis(400);
+    cfg.backoff =
+        Backoff::new(Duration::from_millis(20), Duration::from_millis(100)).without_jitter();
+    let sender = HepSender::new(tcp_dest(addr), cfg).unwrap();
+
+    // A healthy destination next to it is not affected (the limit is per destination).
+    let other = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let healthy = HepSender::new(
+        tcp_dest(other.local_addr().unwrap()),
+        SenderConfig::default(),
+    )
+    .unwrap();
+
+    let mut offered = 0u64;
+    let started = Instant::now();
+    let cooling_since = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "never cooled down"
+        );
+        offered += 1;
+        match sender.send(hep3(0, 100)).await {
+            Err(e) if e.is_cooldown() => break Instant::now(),
+            _ => sleep(Duration::from_millis(5)).await,
+        }
+    };
+    let s = sender.stats().snapshot();
+    assert_eq!(s.connect_errors, 3, "{s:?}");
+    assert!(s.dropped(DropReason::ConnectFailed) >= 3, "{s:?}");
+    // 3 attempts with 20 + 40 ms of backoff between them.
+    assert!(cooling_since - started >= Duration::from_millis(60));
+
+    healthy.send(hep3(1, 100)).await.unwrap();
+    assert_eq!(healthy.stats().snapshot().sent_messages, 1);
+
+    // The destination comes back while the sender is cooling down.
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_reuseaddr(true).unwrap();
+    sock.bind(addr).unwrap();
+    let listener = sock.listen(8).unwrap();
+    let reader = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut framed = Frames::new(stream);
+        framed.next().await
+    });
+    let recovered_at = loop {
+        assert!(
+            cooling_since.elapsed() < Duration::from_secs(3),
+            "never recovered"
+        );
+        offered += 1;
+        match sender.send(hep3(2, 100)).await {
+            Err(e) if e.is_cooldown() => {
+                // No attempt is made during the cooldown.
+                assert_eq!(sender.stats().snapshot().connect_errors, 3);
+                sleep(Duration::from_millis(10)).await;
+            }
+            Ok(()) => break Instant::now(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(
+        recovered_at - cooling_since >= Duration::from_millis(300),
+        "cooldown too short: {:?}",
+        recovered_at - cooling_since
+    );
+    assert_eq!(reader.await.unwrap(), Some(hep3(2, 100)));
+    sender.close().await;
+    let s = sender.stats().snapshot();
+    assert_eq!((s.connects, s.sent_messages), (1, 1), "{s:?}");
+    assert!(s.dropped(DropReason::Cooldown) >= 1, "{s:?}");
+    assert_all_accounted(&s, offered);
+}
+
+#[tokio::test]
+async fn destination_that_never_answers_connect_is_bounded() {
+    // TEST-NET-1: either unroutable (fails at once) or silent (times out).
+    let mut cfg = SenderConfig::default();
+    cfg.connect_timeout = Duration::from_millis(200);
+    let sender = HepSender::new(dest("192.0.2.1:9060; transport=tcp"), cfg).unwrap();
+    let _ = sender.enqueue(hep3(0, 100));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while sender.stats().snapshot().dropped(DropReason::ConnectFailed) == 0 {
+        assert!(Instant::now() < deadline, "connect not bounded");
+        sleep(Duration::from_millis(10)).await;
+    }
+    let s = sender.stats().snapshot();
+    assert_eq!(s.connect_errors, 1);
+    assert_all_accounted(&s, 1);
+}
+
+#[tokio::test]
+async fn receiver_restart_mid_stream() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sender = HepSender::new(tcp_dest(addr), SenderConfig::default()).unwrap();
+    for i in 0..10 {
+        sender.send(hep3(i, 200)).await.unwrap();
+    }
+    // The receiver reads the first 10 and closes that connection.
+    let (stream, _) = listener.accept().await.unwrap();
+    let mut framed = Frames::new(stream);
+    for _ in 0..10 {
+        framed.next().await.unwrap();
+    }
+    drop(framed);
+    // The idle sender notices the close (it watches for EOF) and reconnects on demand.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let (stream, _) = loop {
+        assert!(Instant::now() < deadline, "no reconnect");
+        let _ = sender.enqueue(hep3(99, 200));
+        if let Ok(r) = timeout(Duration::from_millis(50), listener.accept()).await {
+            break r.unwrap();
+        }
+    };
+    let mut framed = Frames::new(stream);
+    let first = framed.next().await.unwrap();
+    assert_eq!(first, hep3(99, 200));
+    let s = sender.stats().snapshot();
+    assert_eq!(s.reconnects, 1, "{s:?}");
+}
+
+// ===== TLS =====
+
+struct Pki {
+    ca_pem: String,
+    ca_der: Vec<u8>,
+    server: (Vec<u8>, Vec<u8>),
+    client_pem: (String, String),
+}
+
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+
+    let server_key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_cert = server.signed_by(&server_key, &issuer).unwrap();
+
+    let client_key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(vec!["agent-1".into()]).unwrap();
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client.signed_by(&client_key, &issuer).unwrap();
+
+    Pki {
+        ca_pem: ca_cert.pem(),
+        ca_der: ca_cert.der().to_vec(),
+        server: (server_cert.der().to_vec(), server_key.serialize_der()),
+        client_pem: (client_cert.pem(), client_key.serialize_pem()),
+    }
+}
+
+/// A TLS receiver; with `require_client_cert`, mTLS. Returns the frames of the first
+/// connection and whether the client presented a certificate.
+async fn tls_receiver(
+    pki: &Pki,
+    require_client_cert: bool,
+    frames: usize,
+) -> (SocketAddr, JoinHandle<(Vec<Bytes>, bool)>) {
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio_rustls::rustls::server::WebPkiClientVerifier;
+    use tokio_rustls::rustls::{RootCertStore, ServerConfig, crypto::ring};
+
+    let provider = Arc::new(ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = if require_client_cert {
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from(pki.ca_der.clone())).unwrap();
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder
+        .with_single_cert(
+            vec![CertificateDer::from(pki.server.0.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server.1.clone())),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        let presented = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .is_some_and(|c| !c.is_empty());
+        let mut framed = Frames::new(tls);
+        let mut got = Vec::new();
+        while got.len() < frames {
+            got.push(framed.next().await.unwrap());
+        }
+        (got, presented)
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn tls_delivers_with_a_private_ca() {
+    let pki = pki();
+    let (addr, receiver) = tls_receiver(&pki, false, 50).await;
+    let mut cfg = SenderConfig::default();
+    cfg.tls = Some(
+        ClientTls::builder()
+            .ca_pem(pki.ca_pem.clone())
+            .build()
+            .unwrap(),
+    );
+    // The IP address is the server name: the certificate has an IP SAN for it.
+    let sender = HepSender::new(
+        dest(&format!("[tls] 127.0.0.1:{}; transport=tls", addr.port())),
+        cfg,
+    )
+    .unwrap();
+    let msgs: Vec<Bytes> = (0..50).map(|i| hep3(i, 700)).collect();
+    for m in &msgs {
+        sender.send(m.clone()).await.unwrap();
+    }
+    let (got, presented) = timeout(Duration::from_secs(5), receiver)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, msgs);
+    assert!(!presented);
+    sender.close().await;
+    assert_all_accounted(&sender.stats().snapshot(), 50);
+}
+
+#[tokio::test]
+async fn mtls_presents_the_client_certificate() {
+    let pki = pki();
+    let (addr, receiver) = tls_receiver(&pki, true, 5).await;
+    let mut cfg = SenderConfig::default();
+    cfg.tls = Some(
+        ClientTls::builder()
+            .ca_der(pki.ca_der.clone())
+            .client_cert_pem(pki.client_pem.0.clone(), pki.client_pem.1.clone())
+            .server_name("localhost")
+            .build()
+            .unwrap(),
+    );
+    let sender = HepSender::new(dest(&format!("hep_tls:127.0.0.1:{}", addr.port())), cfg).unwrap();
+    for i in 0..5 {
+        sender.send(hep3(i, 100)).await.unwrap();
+    }
+    let (got, presented) = timeout(Duration::from_secs(5), receiver)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 5);
+    assert!(presented, "no client certificate presented");
+    sender.close().await;
+}
+
+#[tokio::test]
+async fn tls_with_an_unknown_ca_fails_to_connect() {
+    let pki = pki();
+    let other = self::pki();
+    let (addr, _receiver) = tls_receiver(&pki, false, 1).await;
+    let mut cfg = SenderConfig::default();
+    cfg.tls = Some(ClientTls::builder().ca_pem(other.ca_pem).build().unwrap());
+    let sender = HepSender::new(dest(&format!("hep_tls:127.0.0.1:{}", addr.port())), cfg).unwrap();
+    let _ = sender.enqueue(hep3(0, 100));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while sender.stats().snapshot().connect_errors == 0 {
+        assert!(Instant::now() < deadline, "handshake did not fail");
+        sleep(Duration::from_millis(10)).await;
+    }
+    let s = sender.stats().snapshot();
+    assert_eq!(s.dropped(DropReason::ConnectFailed), 1, "{s:?}");
+    // A TLS destination needs TLS settings.
+    let e = HepSender::new(dest("hep_tls:127.0.0.1:1"), SenderConfig::default()).unwrap_err();
+    assert!(e.to_string().contains("SenderConfig::tls"), "{e}");
+}
