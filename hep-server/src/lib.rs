@@ -12,6 +12,11 @@
 //! - [`capture_file`]: HEP messages out of files: raw datagrams, HEP3 stream captures,
 //!   pcap/pcapng (Ethernet, Linux cooked, raw IP, loopback; IPv4/IPv6; UDP, and TCP
 //!   reassembled), with receive info from the packet headers.
+//! - [`config`]: the TOML configuration file with the seed's parameter names.
+//! - [`metrics`]: Prometheus text at `/metrics`, gathered from every counter.
+//! - [`output`]: where messages go (`stdout`, `json:`, `pcap:`, `relay:`, `null`).
+//! - [`server`]: the collector: listeners -> callback stack -> outputs, until shutdown.
+//! - [`stats`]: the counters as metrics, and the summary line printed at exit.
 //! - [`record`]: the JSON record of a message ([`record::write_json_line`]).
 //! - [`text`]: the one-line human-readable form ([`text::TextLine`]).
 //! - [`sip`]: start line, Call-ID, CSeq, From/To user and tag, without allocating
@@ -22,7 +27,12 @@
 pub mod capture_file;
 pub mod cli;
 pub mod commands;
+pub mod config;
+pub mod metrics;
+pub mod output;
 pub mod record;
+pub mod server;
 pub mod sip;
+pub mod stats;
 pub mod text;
 pub mod time;

@@ -10,6 +10,9 @@ use anyhow::bail;
 use clap::Parser as _;
 use hep_server::cli::{CheckConfigArgs, Cli, Command, DecodeArgs, RunArgs, SendArgs};
 use hep_server::commands;
+use hep_server::config::{Config, MetricsConfig};
+use hep_server::output::OutputSpec;
+use hep_server::server;
 
 fn main() -> ExitCode {
     // Exits with status 2 on a usage error (0 for --help and --version).
@@ -47,15 +50,64 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .init();
 }
 
-fn run(_args: RunArgs) -> anyhow::Result<ExitCode> {
-    bail!("`hep-server run` is not implemented yet (issue 4)")
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    // Command-line specs replace the file's.
+    if !args.listen.is_empty() {
+        config.listen = args.listen.iter().map(ToString::to_string).collect();
+    }
+    if !args.output.is_empty() {
+        for o in &args.output {
+            o.parse::<OutputSpec>()?;
+        }
+        config.outputs = args.output.clone();
+    }
+    if let Some(addr) = args.metrics {
+        config.metrics = Some(MetricsConfig { listen: addr });
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hep-server")
+        .build()?;
+    let summary = runtime.block_on(server::run(config, shutdown_signal()))?;
+    eprintln!("hep-server: {summary}");
+    Ok(ExitCode::SUCCESS)
 }
 
-fn check_config(_args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
-    bail!("`hep-server check-config` is not implemented yet (issue 4)")
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn check_config(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    print!("{}", config.to_toml());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn send(_args: SendArgs) -> anyhow::Result<ExitCode> {

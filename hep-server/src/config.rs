@@ -1,0 +1,719 @@
+//! The configuration file (TOML), with the seed's parameter names.
+//!
+//! Every key, its default and its meaning are listed in `docs/CONFIG.md`; `hep-server
+//! check-config --config FILE` prints the effective configuration. Unknown keys and bad
+//! values are errors naming the file, the line and the key.
+//!
+//! ```toml
+//! listen = ["hep_udp:0.0.0.0:9060", "hep_tcp:0.0.0.0:9060"]
+//! outputs = ["json:/var/log/hep.jsonl"]
+//! hep_capture_id = 1
+//!
+//! [auth]
+//! key = "hep-secret"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hep_proto::ProtoType;
+use hep_transport::{HEP_PORT, ListenSpec};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::output::OutputSpec;
+
+/// A configuration error, for a person: where, which key, what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct ConfigError {
+    location: String,
+    message: String,
+}
+
+impl ConfigError {
+    fn at(file: &Path, text: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+        let location = match span {
+            Some(span) => {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("{}:{line}:{col}", file.display())
+            }
+            None => file.display().to_string(),
+        };
+        Self {
+            location,
+            message: message.into(),
+        }
+    }
+}
+
+// ===== the file as written =====
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Vec<Spanned<String>>>,
+    outputs: Option<Vec<Spanned<String>>>,
+    hep_port: Option<u16>,
+    hep_send_timeout: Option<u64>,
+    hep_max_msg_chunks: Option<u32>,
+    hep_async: Option<Spanned<toml::Value>>,
+    hep_async_max_postponed_chunks: Option<usize>,
+    hep_capture_id: Option<u32>,
+    hep_async_local_connect_timeout: Option<u64>,
+    hep_async_local_write_timeout: Option<u64>,
+    #[serde(default)]
+    limits: RawLimits,
+    tls: Option<RawTls>,
+    metrics: Option<RawMetrics>,
+    log: Option<RawLog>,
+    auth: Option<RawAuth>,
+    filter: Option<RawFilter>,
+    rewrite: Option<RawRewrite>,
+    dedup: Option<RawDedup>,
+    rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    udp_recv_buffer: Option<usize>,
+    max_connections: Option<usize>,
+    idle_timeout_ms: Option<u64>,
+    frame_timeout_ms: Option<u64>,
+    max_frame_length: Option<usize>,
+    max_inflated_len: Option<usize>,
+    output_queue: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    client_ca_file: Option<PathBuf>,
+    handshake_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<Spanned<String>>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    key: Option<String>,
+    keys: Option<Spanned<BTreeMap<String, String>>>,
+    strip: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFilter {
+    proto_types: Option<Vec<Spanned<String>>>,
+    capture_ids: Option<Vec<u32>>,
+    agent_networks: Option<Vec<Spanned<String>>>,
+    source_networks: Option<Vec<Spanned<String>>>,
+    allow_sip_methods: Option<Vec<String>>,
+    deny_sip_methods: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRewrite {
+    capture_id: Option<u32>,
+    node_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDedup {
+    window_ms: u64,
+    capture_id_aware: Option<bool>,
+    max_entries: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    rate: f64,
+    burst: Option<f64>,
+}
+
+// ===== the effective configuration =====
+
+/// The effective configuration: every value resolved, defaults filled in.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Where to listen (`listen`): default UDP and TCP on 0.0.0.0, port `hep_port`.
+    pub listen: Vec<String>,
+    /// Where messages go (`outputs`): default `stdout`.
+    pub outputs: Vec<String>,
+    /// Default port of listen specs without one (seed `hep_port`, 5656).
+    pub hep_port: u16,
+    /// Blocking write timeout of relays with `hep_async = false`, ms (seed default 100).
+    pub hep_send_timeout: u64,
+    /// Reads a TCP/TLS frame may take before the connection is closed; 0 = unlimited (32).
+    pub hep_max_msg_chunks: u32,
+    /// Whether relays connect and write without blocking (seed default true).
+    pub hep_async: bool,
+    /// Per-connection queue of a relay, in messages (seed default 32).
+    pub hep_async_max_postponed_chunks: usize,
+    /// Capture id this node writes when it originates HEP (`send`) (seed default 1).
+    pub hep_capture_id: u32,
+    /// How long a relay's connect may hold the caller, ms (seed default 100).
+    pub hep_async_local_connect_timeout: u64,
+    /// How long a relay's write may block before queueing the rest, ms (seed default 10).
+    pub hep_async_local_write_timeout: u64,
+    /// Receive-side limits.
+    pub limits: Limits,
+    /// TLS listener settings (needed by `hep_tls` listeners).
+    pub tls: Option<TlsConfig>,
+    /// Prometheus endpoint, if any.
+    pub metrics: Option<MetricsConfig>,
+    /// Log settings.
+    pub log: LogConfig,
+    /// Auth key check, if on.
+    pub auth: Option<AuthConfig>,
+    /// Filter rules, if any.
+    pub filter: Option<FilterConfig>,
+    /// Capture id / node name rewrite, if any.
+    pub rewrite: Option<RewriteConfig>,
+    /// Duplicate suppression, if on.
+    pub dedup: Option<DedupConfig>,
+    /// Per-agent rate limit, if on.
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// Receive-side limits (`[limits]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Limits {
+    /// UDP socket receive buffer to request, bytes (default 8 MiB: the kernel default
+    /// of about 208 KiB loses packets from about 50,000/s).
+    pub udp_recv_buffer: usize,
+    /// Open TCP/TLS connections at most, per listener (default 4096).
+    pub max_connections: usize,
+    /// A TCP/TLS connection with no bytes for this long is closed, ms (default 120000).
+    pub idle_timeout_ms: u64,
+    /// A started TCP/TLS frame must complete within this, ms (default 4000).
+    pub frame_timeout_ms: u64,
+    /// Largest TCP/TLS frame accepted, bytes (default and maximum 65535).
+    pub max_frame_length: usize,
+    /// Largest inflated compressed payload (chunk 0x0010), bytes (default 262144).
+    pub max_inflated_len: usize,
+    /// Messages queued per output before it drops (counted) or pushes back (default 65536).
+    pub output_queue: usize,
+}
+
+/// TLS listener settings (`[tls]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+    /// PEM CA bundle: when set, agents must present a certificate it signed (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// Handshake timeout, ms (default 5000).
+    pub handshake_timeout_ms: u64,
+}
+
+/// Prometheus endpoint (`[metrics]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsConfig {
+    /// Address of the HTTP endpoint serving `/metrics`.
+    pub listen: SocketAddr,
+}
+
+/// How logs are written (`[log]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `hep_transport=debug` (default `info`).
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Auth key check (`[auth]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct AuthConfig {
+    /// The shared key (or the fallback when `keys` is set).
+    pub key: Option<String>,
+    /// Keys per capture id (TOML keys are strings; each is checked to be a number).
+    pub keys: BTreeMap<String, String>,
+    /// Remove the key from accepted messages before outputs see them (default false).
+    pub strip: bool,
+}
+
+/// Filter rules (`[filter]`); see [`hep_callbacks::Filter`].
+#[derive(Debug, Clone, Serialize)]
+pub struct FilterConfig {
+    /// Protocol types to keep, by name or number.
+    pub proto_types: Option<Vec<String>>,
+    /// Capture ids to keep.
+    pub capture_ids: Option<Vec<u32>>,
+    /// Agent networks allowed to send (CIDR).
+    pub agent_networks: Option<Vec<String>>,
+    /// Captured source networks to keep (CIDR).
+    pub source_networks: Option<Vec<String>>,
+    /// SIP methods to keep.
+    pub allow_sip_methods: Option<Vec<String>>,
+    /// SIP methods to drop.
+    pub deny_sip_methods: Vec<String>,
+    #[serde(skip)]
+    proto_type_values: Vec<ProtoType>,
+    #[serde(skip)]
+    agent_net_values: Vec<IpNet>,
+    #[serde(skip)]
+    source_net_values: Vec<IpNet>,
+}
+
+impl FilterConfig {
+    /// The protocol types as parsed.
+    pub fn proto_type_values(&self) -> Option<&[ProtoType]> {
+        self.proto_types
+            .as_ref()
+            .map(|_| &self.proto_type_values[..])
+    }
+
+    /// The agent networks as parsed.
+    pub fn agent_net_values(&self) -> Option<&[IpNet]> {
+        self.agent_networks
+            .as_ref()
+            .map(|_| &self.agent_net_values[..])
+    }
+
+    /// The source networks as parsed.
+    pub fn source_net_values(&self) -> Option<&[IpNet]> {
+        self.source_networks
+            .as_ref()
+            .map(|_| &self.source_net_values[..])
+    }
+}
+
+impl AuthConfig {
+    /// The per-capture-id keys with their ids as numbers.
+    pub fn keys_by_id(&self) -> BTreeMap<u32, String> {
+        // Checked to parse when the configuration was resolved.
+        self.keys
+            .iter()
+            .filter_map(|(id, k)| Some((id.parse().ok()?, k.clone())))
+            .collect()
+    }
+}
+
+/// Rewrite (`[rewrite]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RewriteConfig {
+    /// Capture id to set.
+    pub capture_id: Option<u32>,
+    /// Node name to set.
+    pub node_name: Option<String>,
+}
+
+/// Dedup (`[dedup]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DedupConfig {
+    /// Window, ms.
+    pub window_ms: u64,
+    /// Capture id is part of the key (default true).
+    pub capture_id_aware: bool,
+    /// Payload hashes remembered at most (default 100000).
+    pub max_entries: usize,
+}
+
+/// Rate limit (`[rate_limit]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RateLimitConfig {
+    /// Messages per second per agent.
+    pub rate: f64,
+    /// Burst size (default: one second's worth).
+    pub burst: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // An empty file is the embedded default; it cannot fail to resolve.
+        resolve(RawConfig::default(), Path::new("<defaults>"), "")
+            .unwrap_or_else(|e| unreachable!("embedded defaults are valid: {e}"))
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, line and key of the first problem.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::at(path, "", None, format!("cannot read the file: {e}")))?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses configuration text; `path` is only used in error messages.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, line and key of the first problem.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            ConfigError::at(path, text, e.span(), e.message().trim_end().to_owned())
+        })?;
+        resolve(raw, path, text)
+    }
+
+    /// The listen specs, parsed.
+    pub fn listen_specs(&self) -> Vec<ListenSpec> {
+        self.listen
+            .iter()
+            .filter_map(|s| ListenSpec::parse_with_default_port(s, self.hep_port).ok())
+            .collect()
+    }
+
+    /// The output specs, parsed.
+    pub fn output_specs(&self) -> Vec<OutputSpec> {
+        self.outputs.iter().filter_map(|s| s.parse().ok()).collect()
+    }
+
+    /// The effective configuration as TOML, for `check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+
+    /// `Duration` helper for the millisecond settings.
+    pub const fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+}
+
+fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigError> {
+    let err = |span: Range<usize>, msg: String| ConfigError::at(path, text, Some(span), msg);
+    let hep_port = raw.hep_port.unwrap_or(HEP_PORT);
+
+    let listen = match raw.listen {
+        Some(list) => {
+            for s in &list {
+                ListenSpec::parse_with_default_port(s.get_ref(), hep_port)
+                    .map_err(|e| err(s.span(), format!("key `listen`: {e}")))?;
+            }
+            list.into_iter().map(Spanned::into_inner).collect()
+        }
+        None => vec![
+            format!("hep_udp:0.0.0.0:{hep_port}"),
+            format!("hep_tcp:0.0.0.0:{hep_port}"),
+        ],
+    };
+    let outputs = match raw.outputs {
+        Some(list) => {
+            for s in &list {
+                s.get_ref()
+                    .parse::<OutputSpec>()
+                    .map_err(|e| err(s.span(), format!("key `outputs`: {e}")))?;
+            }
+            list.into_iter().map(Spanned::into_inner).collect()
+        }
+        None => vec!["stdout".to_owned()],
+    };
+    let hep_async = match raw.hep_async {
+        None => true,
+        Some(v) => match v.get_ref() {
+            toml::Value::Boolean(b) => *b,
+            toml::Value::Integer(0) => false,
+            toml::Value::Integer(1) => true,
+            other => {
+                return Err(err(
+                    v.span(),
+                    format!("key `hep_async`: expected true/false or 0/1, found {other}"),
+                ));
+            }
+        },
+    };
+    let limits = RawLimits { ..raw.limits };
+    let limits = Limits {
+        udp_recv_buffer: limits.udp_recv_buffer.unwrap_or(8 << 20),
+        max_connections: limits.max_connections.unwrap_or(4096),
+        idle_timeout_ms: limits.idle_timeout_ms.unwrap_or(120_000),
+        frame_timeout_ms: limits.frame_timeout_ms.unwrap_or(4_000),
+        max_frame_length: limits.max_frame_length.unwrap_or(65_535).min(65_535),
+        max_inflated_len: limits
+            .max_inflated_len
+            .unwrap_or(hep_proto::DEFAULT_MAX_INFLATED_LEN),
+        output_queue: limits.output_queue.unwrap_or(65_536).max(1),
+    };
+    let metrics = match raw.metrics {
+        Some(m) => Some(MetricsConfig {
+            listen: m.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
+                err(
+                    m.listen.span(),
+                    "key `metrics.listen`: expected IP:PORT, e.g. 127.0.0.1:9096".into(),
+                )
+            })?,
+        }),
+        None => None,
+    };
+    let log = match raw.log {
+        Some(l) => LogConfig {
+            format: match l.format.as_ref().map(|f| f.get_ref().as_str()) {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    let span = l.format.as_ref().map_or(0..0, Spanned::span);
+                    return Err(err(
+                        span,
+                        format!(
+                            "key `log.format`: expected \"text\" or \"json\", found \"{other}\""
+                        ),
+                    ));
+                }
+            },
+            level: l.level.unwrap_or_else(|| "info".to_owned()),
+        },
+        None => LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        },
+    };
+    let auth = match raw.auth {
+        Some(a) => {
+            let mut keys = BTreeMap::new();
+            if let Some(map) = &a.keys {
+                for (id, key) in map.get_ref() {
+                    id.parse::<u32>().map_err(|_| {
+                        err(
+                            map.span(),
+                            format!("key `auth.keys`: `{id}` is not a capture id (a number)"),
+                        )
+                    })?;
+                    keys.insert(id.clone(), key.clone());
+                }
+            }
+            if a.key.is_none() && keys.is_empty() {
+                return Err(ConfigError::at(
+                    path,
+                    text,
+                    None,
+                    "section [auth]: set `key` (shared) and/or `keys` (per capture id)",
+                ));
+            }
+            Some(AuthConfig {
+                key: a.key,
+                keys,
+                strip: a.strip.unwrap_or(false),
+            })
+        }
+        None => None,
+    };
+    let filter = match raw.filter {
+        Some(f) => {
+            let mut proto_type_values = Vec::new();
+            for t in f.proto_types.iter().flatten() {
+                proto_type_values.push(ProtoType::parse(t.get_ref()).ok_or_else(|| {
+                    err(
+                        t.span(),
+                        format!(
+                            "key `filter.proto_types`: unknown protocol type `{}`",
+                            t.get_ref()
+                        ),
+                    )
+                })?);
+            }
+            let nets = |list: &Option<Vec<Spanned<String>>>,
+                        key: &str|
+             -> Result<Vec<IpNet>, ConfigError> {
+                list.iter()
+                    .flatten()
+                    .map(|n| {
+                        parse_net(n.get_ref()).ok_or_else(|| {
+                            err(n.span(), format!("key `filter.{key}`: expected a network like 10.0.0.0/8 or ::1/128"))
+                        })
+                    })
+                    .collect()
+            };
+            let agent_net_values = nets(&f.agent_networks, "agent_networks")?;
+            let source_net_values = nets(&f.source_networks, "source_networks")?;
+            let strings = |l: Option<Vec<Spanned<String>>>| {
+                l.map(|l| l.into_iter().map(Spanned::into_inner).collect())
+            };
+            Some(FilterConfig {
+                proto_types: strings(f.proto_types),
+                capture_ids: f.capture_ids,
+                agent_networks: strings(f.agent_networks),
+                source_networks: strings(f.source_networks),
+                allow_sip_methods: f.allow_sip_methods,
+                deny_sip_methods: f.deny_sip_methods.unwrap_or_default(),
+                proto_type_values,
+                agent_net_values,
+                source_net_values,
+            })
+        }
+        None => None,
+    };
+    Ok(Config {
+        listen,
+        outputs,
+        hep_port,
+        hep_send_timeout: raw.hep_send_timeout.unwrap_or(100),
+        hep_max_msg_chunks: raw.hep_max_msg_chunks.unwrap_or(32),
+        hep_async,
+        hep_async_max_postponed_chunks: raw.hep_async_max_postponed_chunks.unwrap_or(32),
+        hep_capture_id: raw.hep_capture_id.unwrap_or(1),
+        hep_async_local_connect_timeout: raw.hep_async_local_connect_timeout.unwrap_or(100),
+        hep_async_local_write_timeout: raw.hep_async_local_write_timeout.unwrap_or(10),
+        limits,
+        tls: raw.tls.map(|t| TlsConfig {
+            cert_file: t.cert_file,
+            key_file: t.key_file,
+            client_ca_file: t.client_ca_file,
+            handshake_timeout_ms: t.handshake_timeout_ms.unwrap_or(5_000),
+        }),
+        metrics,
+        log,
+        auth,
+        filter,
+        rewrite: raw.rewrite.map(|r| RewriteConfig {
+            capture_id: r.capture_id,
+            node_name: r.node_name,
+        }),
+        dedup: raw.dedup.map(|d| DedupConfig {
+            window_ms: d.window_ms,
+            capture_id_aware: d.capture_id_aware.unwrap_or(true),
+            max_entries: d.max_entries.unwrap_or(100_000),
+        }),
+        rate_limit: raw.rate_limit.map(|r| RateLimitConfig {
+            rate: r.rate,
+            burst: r.burst.unwrap_or(r.rate),
+        }),
+    })
+}
+
+/// A CIDR network, or a single address as a /32 or /128.
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("hep.toml"), text)
+    }
+
+    #[test]
+    fn empty_file_is_the_embedded_default() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen, ["hep_udp:0.0.0.0:5656", "hep_tcp:0.0.0.0:5656"]);
+        assert_eq!(c.outputs, ["stdout"]);
+        assert_eq!(
+            (
+                c.hep_send_timeout,
+                c.hep_max_msg_chunks,
+                c.hep_async,
+                c.hep_async_max_postponed_chunks
+            ),
+            (100, 32, true, 32)
+        );
+        assert_eq!(
+            (
+                c.hep_capture_id,
+                c.hep_async_local_connect_timeout,
+                c.hep_async_local_write_timeout
+            ),
+            (1, 100, 10)
+        );
+    }
+
+    #[test]
+    fn hep_port_is_the_default_port_of_listen_specs() {
+        let c = parse("hep_port = 9060\nlisten = [\"hep_udp:127.0.0.1\"]").unwrap();
+        assert_eq!(c.listen_specs()[0].addr, "127.0.0.1:9060".parse().unwrap());
+    }
+
+    #[test]
+    fn unknown_keys_name_file_line_and_key() {
+        let e = parse("hep_port = 9060\nhep_max_msg_chunk = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("hep.toml:2:1: unknown field `hep_max_msg_chunk`"),
+            "{e}"
+        );
+        let e = parse("[limits]\nmax_conections = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("hep.toml:2:1: unknown field `max_conections`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_file_line_and_key() {
+        let e = parse("\nlisten = [\"hep_udp:1.2.3.4\", \"udp:1.2.3.4\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("hep.toml:2:30: key `listen`: invalid listen spec `udp:1.2.3.4`"),
+            "{e}"
+        );
+        let e = parse("hep_port = 70000").unwrap_err().to_string();
+        assert!(e.starts_with("hep.toml:1:12:"), "{e}");
+        let e = parse("hep_async = 2").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "hep.toml:1:13: key `hep_async`: expected true/false or 0/1, found 2"
+        );
+        let e = parse("[filter]\nagent_networks = [\"10.0.0.0/33\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("hep.toml:2:19: key `filter.agent_networks`"),
+            "{e}"
+        );
+        let e = parse("outputs = [\"kafka:x\"]").unwrap_err().to_string();
+        assert!(e.starts_with("hep.toml:1:12: key `outputs`"), "{e}");
+    }
+
+    #[test]
+    fn hep_async_takes_opensips_0_and_1() {
+        assert!(!parse("hep_async = 0").unwrap().hep_async);
+        assert!(parse("hep_async = 1").unwrap().hep_async);
+        assert!(!parse("hep_async = false").unwrap().hep_async);
+    }
+
+    #[test]
+    fn effective_config_prints_and_parses_back() {
+        let c = parse("[auth]\nkey = \"k\"\nkeys = { 2001 = \"a\" }\n[dedup]\nwindow_ms = 500")
+            .unwrap();
+        let printed = c.to_toml();
+        assert!(printed.contains("hep_max_msg_chunks = 32"), "{printed}");
+        let again = parse(&printed).unwrap();
+        assert_eq!(again.to_toml(), printed);
+    }
+}

@@ -1,0 +1,270 @@
+//! Prometheus metrics: text exposition at `GET /metrics`.
+//!
+//! Every counter lives where the work happens (listeners, callbacks, outputs) as a
+//! relaxed atomic; a scrape walks the [`Collect`] sources and groups the samples by
+//! metric family, as the text format requires. The HTTP side is a deliberately small
+//! HTTP/1.1 responder: one request per connection, `GET /metrics` only, bounded request
+//! size and time, so that it costs nothing when nobody scrapes and cannot be held open.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// A source of metric samples.
+pub trait Collect: Send + Sync {
+    /// Adds this source's samples.
+    fn collect(&self, out: &mut Samples);
+}
+
+/// Metric type, as in `# TYPE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+#[derive(Debug, Default)]
+struct Family {
+    help: &'static str,
+    kind: Option<Kind>,
+    lines: Vec<String>,
+}
+
+/// Samples grouped by family, rendered in the Prometheus text format.
+#[derive(Debug, Default)]
+pub struct Samples {
+    families: BTreeMap<&'static str, Family>,
+}
+
+impl Samples {
+    /// Declares a family (name, help text, type) so that it is printed even with no samples.
+    pub fn declare(&mut self, name: &'static str, help: &'static str, kind: Kind) {
+        let f = self.families.entry(name).or_default();
+        f.help = help;
+        f.kind = Some(kind);
+    }
+
+    /// Adds one sample; `labels` are (name, value) pairs, values escaped here.
+    pub fn sample(&mut self, name: &'static str, labels: &[(&str, &str)], value: u64) {
+        let mut line = String::from(name);
+        if !labels.is_empty() {
+            line.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    line.push(',');
+                }
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                let _ = write!(line, "{k}=\"{v}\"");
+            }
+            line.push('}');
+        }
+        let _ = write!(line, " {value}");
+        self.families.entry(name).or_default().lines.push(line);
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        for (name, f) in &self.families {
+            if !f.help.is_empty() {
+                let _ = writeln!(out, "# HELP {name} {}", f.help);
+            }
+            match f.kind {
+                Some(Kind::Counter) => {
+                    let _ = writeln!(out, "# TYPE {name} counter");
+                }
+                Some(Kind::Gauge) => {
+                    let _ = writeln!(out, "# TYPE {name} gauge");
+                }
+                None => {}
+            }
+            for l in &f.lines {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Every source of the running server.
+#[derive(Default, Clone)]
+pub struct Registry {
+    sources: Vec<Arc<dyn Collect>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a source.
+    pub fn register(&mut self, source: Arc<dyn Collect>) {
+        self.sources.push(source);
+    }
+
+    /// Collects every source.
+    pub fn gather(&self) -> Samples {
+        let mut s = Samples::default();
+        for src in &self.sources {
+            src.collect(&mut s);
+        }
+        s
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+pub async fn serve(listener: TcpListener, registry: Registry, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let registry = Arc::new(registry);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => return,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, peer)) = accepted else {
+            // Out of file descriptors and the like: wait instead of spinning.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let registry = Arc::clone(&registry);
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &registry).await {
+                tracing::debug!(%peer, error = %e, "metrics request failed");
+            }
+        });
+    }
+}
+
+async fn answer(mut stream: tokio::net::TcpStream, registry: &Registry) -> std::io::Result<()> {
+    let mut buf = [0u8; 2048];
+    let mut len = 0;
+    // Read the request head, bounded in size and time.
+    let head = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = stream.read(&mut buf[len..]).await?;
+            len += n;
+            if n == 0 || buf[..len].windows(4).any(|w| w == b"\r\n\r\n") || len == buf.len() {
+                return Ok::<_, std::io::Error>(());
+            }
+        }
+    })
+    .await;
+    if head.is_err() {
+        return Ok(());
+    }
+    let request_line = buf[..len].split(|&b| b == b'\n').next().unwrap_or_default();
+    let (status, body, ctype) = if request_line.starts_with(b"GET /metrics ")
+        || request_line.starts_with(b"GET /metrics?")
+    {
+        (
+            "200 OK",
+            registry.gather().render(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+    } else {
+        (
+            "404 Not Found",
+            "only GET /metrics is served here\n".to_owned(),
+            "text/plain; charset=utf-8",
+        )
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Binds the metrics endpoint.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Two;
+    impl Collect for Two {
+        fn collect(&self, out: &mut Samples) {
+            out.declare(
+                "hep_dropped_total",
+                "Messages not delivered, by stage and reason.",
+                Kind::Counter,
+            );
+            out.sample(
+                "hep_dropped_total",
+                &[("stage", "auth"), ("reason", "wrong_key")],
+                3,
+            );
+            out.sample("hep_received_total", &[("transport", "udp")], 10);
+        }
+    }
+
+    #[test]
+    fn families_are_grouped_and_typed() {
+        let mut r = Registry::new();
+        r.register(Arc::new(Two));
+        r.register(Arc::new(Two));
+        let text = r.gather().render();
+        let expected = "# HELP hep_dropped_total Messages not delivered, by stage and reason.\n\
+            # TYPE hep_dropped_total counter\n\
+            hep_dropped_total{stage=\"auth\",reason=\"wrong_key\"} 3\n\
+            hep_dropped_total{stage=\"auth\",reason=\"wrong_key\"} 3\n\
+            hep_received_total{transport=\"udp\"} 10\n\
+            hep_received_total{transport=\"udp\"} 10\n";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut s = Samples::default();
+        s.sample("m", &[("v", "a\"b\\c\nd")], 1);
+        assert_eq!(s.render(), "m{v=\"a\\\"b\\\\c\\nd\"} 1\n");
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_over_http() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut r = Registry::new();
+        r.register(Arc::new(Two));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, r, async {
+            let _ = rx.await;
+        }));
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).await.unwrap();
+        assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+        assert!(resp.contains("hep_received_total{transport=\"udp\"} 10"));
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut resp = String::new();
+        c.read_to_string(&mut resp).await.unwrap();
+        assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+        tx.send(()).unwrap();
+        server.await.unwrap();
+    }
+}

@@ -1,0 +1,202 @@
+//! The end of the service stack: every message to every output, each through its own
+//! bounded queue.
+//!
+//! `poll_ready` reserves a slot in every output's queue, so a full queue makes the
+//! service not ready: a TCP listener then stops reading (the agent is pushed back), and a
+//! UDP listener's overload layer drops and counts. Nothing waits unboundedly and nothing
+//! is dropped without a counter.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use hep_transport::Received;
+use tokio::sync::mpsc;
+use tokio_util::sync::PollSender;
+use tower::Service;
+
+use crate::metrics::{Collect, Kind, Samples};
+
+/// Counters of one output.
+#[derive(Debug)]
+pub struct OutputStats {
+    name: String,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    closed: AtomicU64,
+    queued: AtomicU64,
+}
+
+impl OutputStats {
+    /// Counters for the output written as `name` (its spec).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+        }
+    }
+
+    /// The output's spec.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Messages the output wrote or handed to its transport.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Messages the output failed to write (IO or encode errors), dropped.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Messages lost because the output had stopped.
+    pub fn closed(&self) -> u64 {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Messages waiting in the output's queue now.
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_delivered(&self, n: u64) {
+        self.delivered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_failed(&self, n: u64) {
+        self.failed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dequeued(&self, n: u64) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+impl Collect for OutputStats {
+    fn collect(&self, out: &mut Samples) {
+        out.declare(
+            "hep_delivered_total",
+            "Messages delivered, by output.",
+            Kind::Counter,
+        );
+        out.declare(
+            "hep_dropped_total",
+            "Messages not delivered, by stage and reason.",
+            Kind::Counter,
+        );
+        out.declare(
+            "hep_output_queue_depth",
+            "Messages waiting in an output's queue.",
+            Kind::Gauge,
+        );
+        let o = self.name.as_str();
+        out.sample("hep_delivered_total", &[("output", o)], self.delivered());
+        out.sample(
+            "hep_dropped_total",
+            &[
+                ("stage", "output"),
+                ("output", o),
+                ("reason", "write_failed"),
+            ],
+            self.failed(),
+        );
+        out.sample(
+            "hep_dropped_total",
+            &[
+                ("stage", "output"),
+                ("output", o),
+                ("reason", "output_closed"),
+            ],
+            self.closed(),
+        );
+        out.sample("hep_output_queue_depth", &[("output", o)], self.queued());
+    }
+}
+
+/// A message on its way to an output.
+pub type Queued = Arc<Received>;
+
+/// The sending side of one output's queue.
+#[derive(Debug, Clone)]
+pub struct OutputQueue {
+    sender: PollSender<Queued>,
+    stats: Arc<OutputStats>,
+}
+
+impl OutputQueue {
+    /// A queue of `capacity` messages; the receiver goes to the output's worker.
+    pub fn new(capacity: usize, stats: Arc<OutputStats>) -> (Self, mpsc::Receiver<Queued>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (
+            Self {
+                sender: PollSender::new(tx),
+                stats,
+            },
+            rx,
+        )
+    }
+}
+
+/// Where a message goes: counted-only outputs (`null`) and queued ones.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    queues: Vec<OutputQueue>,
+    null: Vec<Arc<OutputStats>>,
+}
+
+impl Fanout {
+    /// A fan-out to these queues and counting-only outputs.
+    pub fn new(queues: Vec<OutputQueue>, null: Vec<Arc<OutputStats>>) -> Self {
+        Self { queues, null }
+    }
+}
+
+impl Service<Received> for Fanout {
+    type Response = ();
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<(), Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        for q in &mut self.queues {
+            // A closed queue (its worker stopped) is "ready": call counts the loss.
+            if q.sender.poll_reserve(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Received) -> Self::Future {
+        for s in &self.null {
+            s.add_delivered(1);
+        }
+        match self.queues.len() {
+            0 => {}
+            1 => self.queues[0].send(Arc::new(req)),
+            _ => {
+                let shared = Arc::new(req);
+                for q in &mut self.queues {
+                    q.send(Arc::clone(&shared));
+                }
+            }
+        }
+        std::future::ready(Ok(()))
+    }
+}
+
+impl OutputQueue {
+    fn send(&mut self, msg: Queued) {
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        if self.sender.send_item(msg).is_err() {
+            // Not reserved (a caller skipped poll_ready) or the worker is gone.
+            self.stats.dequeued(1);
+            self.stats.closed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
