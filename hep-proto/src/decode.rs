@@ -124,13 +124,12 @@ impl DecodeOptions {
         let mut family_raw = None;
         let mut payload = None;
         let (mut seen_v4, mut seen_v6) = (false, false);
+        // Everything past the total length is ignored; indexing `data` cannot overrun it.
+        let data = &buf[..end];
         let mut off = HEP3_HEADER_LEN;
         while off < end {
             let remaining = end - off;
-            let Some(&[v0, v1, t0, t1, l0, l1]) = buf
-                .get(off..end)
-                .and_then(|rest| rest.get(..CHUNK_HEADER_LEN))
-            else {
+            let Some(&[v0, v1, t0, t1, l0, l1]) = data.get(off..off + CHUNK_HEADER_LEN) else {
                 return Err(DecodeError::ChunkHeaderTruncated {
                     offset: off,
                     remaining,
@@ -161,7 +160,7 @@ impl DecodeOptions {
             }
             let start = off + CHUNK_HEADER_LEN;
             let stop = off + chunk_len;
-            let body = &buf[start..stop];
+            let body = &data[start..stop];
             off = stop;
 
             // A vendor chunk never sets a generic field (OpenSIPS lets vendor chunks with

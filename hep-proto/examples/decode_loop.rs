@@ -1,0 +1,18 @@
+//! Decodes one vector many times: a steady loop for profilers (callgrind, perf).
+//!
+//! `cargo run --release -p hep-proto --example decode_loop -- FILE [N]`
+
+use bytes::Bytes;
+use hep_proto::HepMessage;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let path = args.next().unwrap_or_else(|| "hep-testkit/testdata/kamailio/v3-udp-0001.hep".into());
+    let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let wire = Bytes::from(std::fs::read(&path).expect("read the vector"));
+    let mut ok = 0usize;
+    for _ in 0..n {
+        ok += usize::from(HepMessage::decode(std::hint::black_box(&wire).clone()).is_ok());
+    }
+    println!("{ok} of {n} decoded");
+}
