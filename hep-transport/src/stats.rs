@@ -51,7 +51,9 @@ pub enum RejectReason {
     /// The peer closed or reset the connection in the middle of a frame: the bytes of the
     /// incomplete frame were discarded.
     Truncated,
-    /// A receive error on the socket (other than in the middle of a frame).
+    /// A UDP receive error (datagrams may have been lost). A TCP/TLS read error between
+    /// frames loses nothing and is not counted; in the middle of a frame it is
+    /// [`Truncated`](Self::Truncated).
     Io,
 }
 

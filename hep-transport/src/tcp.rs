@@ -310,6 +310,8 @@ impl ReadReady for TcpStream {
 enum End {
     /// The peer closed it between frames.
     Eof,
+    /// A read failed between frames (e.g. the peer reset): nothing was lost.
+    Reset(io::Error),
     /// The listener is shutting down.
     Shutdown,
     /// Closed for a transport-level reason (counted here).
@@ -364,6 +366,9 @@ pub(crate) async fn serve_stream<IO, S>(
     let spec = &shared.spec;
     match end {
         End::Eof => tracing::debug!(listener = %spec, %peer, "connection closed by the peer"),
+        End::Reset(e) => {
+            tracing::debug!(listener = %spec, %peer, error = %e, "connection ended between frames");
+        }
         End::Shutdown => tracing::debug!(listener = %spec, %peer, "connection closed: shutdown"),
         End::Closed(reason, error) => {
             shared.stats.record_rejected(reason);
@@ -412,8 +417,8 @@ fn describe(reason: RejectReason, config: &TcpConfig) -> String {
             format!("no bytes for {:?} (idle_timeout)", config.idle_timeout)
         }
         RejectReason::Truncated => "the peer closed the connection in the middle of a frame".into(),
-        RejectReason::Io => "read failed".into(),
         RejectReason::TlsHandshake => "TLS handshake failed".into(),
+        _ => reason.label().into(),
     }
 }
 
@@ -476,12 +481,10 @@ where
                 Ok(n) => n,
                 Err(e) => {
                     self.dispatcher.drain().await;
-                    let reason = if self.buf.is_empty() {
-                        RejectReason::Io
-                    } else {
-                        RejectReason::Truncated
-                    };
-                    return End::Closed(reason, Some(e));
+                    if self.buf.is_empty() {
+                        return End::Reset(e);
+                    }
+                    return End::Closed(RejectReason::Truncated, Some(e));
                 }
             };
             if n == 0 {
@@ -498,8 +501,12 @@ where
                 match self.codec.decode(&mut self.buf) {
                     Ok(Some(frame)) => {
                         completed = true;
-                        if let Err(e) = self.frame(frame).await {
-                            return End::ServiceFailed(e);
+                        if self.frame(frame) {
+                            let dispatched =
+                                std::future::poll_fn(|cx| self.dispatcher.poll_dispatch(cx)).await;
+                            if let Err(e) = dispatched {
+                                return End::ServiceFailed(e);
+                            }
                         }
                     }
                     Ok(None) => break,
@@ -509,8 +516,9 @@ where
                         return End::Framing(e);
                     }
                     Err(e) => {
+                        // Only `Decode` errors come out of framing bytes in memory.
                         self.dispatcher.drain().await;
-                        return End::Closed(RejectReason::Io, Some(io::Error::other(e)));
+                        return End::Reset(io::Error::other(e));
                     }
                 }
             }
@@ -538,15 +546,16 @@ where
         }
     }
 
-    /// One complete frame: decode and hand on, or count and skip.
-    async fn frame(&mut self, frame: Bytes) -> Result<(), BoxError> {
+    /// One complete frame: decode it and submit it to the dispatcher (`true`), or count
+    /// and skip it (`false`).
+    fn frame(&mut self, frame: Bytes) -> bool {
         match self.shared.config.decode.decode(&frame) {
             Ok(message) => {
                 self.dispatcher
                     .count_received(message.version.unwrap_or(HepVersion::V3));
                 self.dispatcher
-                    .dispatch(Received::new(message, frame, self.info))
-                    .await
+                    .submit(Received::new(message, frame, self.info));
+                true
             }
             Err(e) => {
                 self.shared.stats.record_decode_error(&e);
@@ -560,7 +569,7 @@ where
                         frame.len()
                     );
                 }
-                Ok(())
+                false
             }
         }
     }

@@ -28,6 +28,13 @@
 //! `sysctl -w net.core.rmem_max=8388608` (or more). Kernel drops are visible in
 //! `/proc/net/snmp` (`Udp: RcvbufErrors`).
 //!
+//! # Binding
+//! `IPV6_V6ONLY` is set on IPv6 sockets (listen on `0.0.0.0` and `[::]` separately to
+//! take both). `SO_REUSEADDR` is not set: for UDP it would let a second process bind the
+//! same port and silently receive part of the traffic; a port in use is a bind error.
+//! Several sockets on one port are asked for explicitly ([`UdpConfig::sockets`],
+//! [`UdpConfig::reuse_port`]).
+//!
 //! # Backpressure
 //! None is possible: see the [listener docs](crate::listener#backpressure). Wrap the
 //! service in [`OverloadDrop`](crate::layer::overload::OverloadDrop).
@@ -145,8 +152,8 @@ fn bind_one(
     if addr.is_ipv6() {
         sock.set_only_v6(true).map_err(err("setting IPV6_V6ONLY"))?;
     }
-    sock.set_reuse_address(true)
-        .map_err(err("setting SO_REUSEADDR"))?;
+    // No SO_REUSEADDR: on Linux it lets a second UDP socket bind the same port and
+    // silently take part of the traffic. Sharing a port is explicit (`reuse_port`).
     if reuse_port {
         set_reuse_port(&sock).map_err(err("setting SO_REUSEPORT"))?;
     }
@@ -320,16 +327,19 @@ impl Receiver {
                 let meta = self.meta[i];
                 let start = i * SLOT;
                 let len = meta.len.min(SLOT);
-                if len == 0 {
-                    self.datagram(dispatcher, &meta, start, 0).await?;
-                    continue;
-                }
+                // A GRO buffer holds datagrams of one sender at `stride` intervals; an
+                // empty datagram is one (bad) datagram too.
                 let stride = if meta.stride == 0 { len } else { meta.stride };
                 let mut off = 0;
-                while off < len {
+                loop {
                     let seg = stride.min(len - off);
-                    self.datagram(dispatcher, &meta, start + off, seg).await?;
+                    if self.datagram(dispatcher, &meta, start + off, seg) {
+                        std::future::poll_fn(|cx| dispatcher.poll_dispatch(cx)).await?;
+                    }
                     off += seg;
+                    if off >= len || seg == 0 {
+                        break;
+                    }
                 }
             }
             dispatcher.flush_counts();
@@ -342,14 +352,15 @@ impl Receiver {
         Ok(())
     }
 
-    /// One datagram at `scratch[at..at + len]`: copy, decode, hand on or count.
-    async fn datagram<S>(
+    /// One datagram at `scratch[at..at + len]`: copy and decode it, then submit it to the
+    /// dispatcher (`true`) or count and skip it (`false`).
+    fn datagram<S>(
         &mut self,
         dispatcher: &mut Dispatcher<S>,
         meta: &RecvMeta,
         at: usize,
         len: usize,
-    ) -> Result<(), BoxError>
+    ) -> bool
     where
         S: Service<Received, Response = ()>,
         S::Error: Into<BoxError>,
@@ -365,9 +376,8 @@ impl Receiver {
                     peer: meta.addr,
                     listener: self.shared.spec.addr,
                 };
-                dispatcher
-                    .dispatch(Received::new(message, wire, info))
-                    .await
+                dispatcher.submit(Received::new(message, wire, info));
+                true
             }
             Err(e) => {
                 self.shared.stats.record_decode_error(&e);
@@ -380,7 +390,7 @@ impl Receiver {
                         "rejected a {len}-byte datagram: {e}"
                     );
                 }
-                Ok(())
+                false
             }
         }
     }

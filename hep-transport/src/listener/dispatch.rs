@@ -1,4 +1,4 @@
-//! Handing decoded messages to the service: readiness, in-flight responses, counting.
+//! Handing decoded messages to the service: readiness, in-flight answers, counting.
 //!
 //! Every listener loop (a UDP socket worker, a TCP/TLS connection) owns one
 //! [`Dispatcher`] around its clone of the service. For each message it waits until the
@@ -8,7 +8,7 @@
 //! Response futures complete in call order: only the oldest is polled. That keeps a
 //! connection's messages in order for every kind of service:
 //! - a service that does its work in `call` and answers at once (a channel send, a
-//!   counter) completes inline: no allocation, no queue;
+//!   counter) completes on the first poll;
 //! - a service that answers later (`tower::buffer::Buffer`) is pipelined: up to
 //!   `max_in_flight` answers are awaited while reading goes on;
 //! - a service that does its work in its future (an `async` block) runs one message at a
@@ -18,13 +18,16 @@
 //! (backpressure); a datagram worker drops the message and counts it as `overload`
 //! instead, because waiting would only move the loss into the kernel, uncounted.
 //!
-//! The dispatcher starts inline; the first future that does not complete on its first
-//! poll switches it to pipelining (each future is then boxed), and a run of futures that
-//! complete at once switches it back.
+//! # Cost per message
+//! The hot path is a plain function polled in place ([`Dispatcher::poll_dispatch`]): no
+//! future per message is built or moved. The oldest answer lives in a slot allocated once
+//! per connection (`Pin<Box<Option<F>>>`, refilled with `Pin::set`), so a service that
+//! answers at once costs no allocation; only answers queued behind a pending one are
+//! boxed.
 
 use std::collections::VecDeque;
-use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -34,23 +37,20 @@ use tower::Service;
 use super::Shared;
 use crate::{BoxError, DropReason, Received};
 
-/// Futures that complete on their first poll, in a row, before pipelining is given up.
-const BACK_TO_INLINE: u32 = 16;
-
 /// One loop's handle on the service (see the [module docs](self)).
 pub(crate) struct Dispatcher<S>
 where
     S: Service<Received>,
 {
     service: S,
-    in_flight: VecDeque<Pin<Box<S::Future>>>,
+    /// The message waiting for the service to be ready.
+    next: Option<Received>,
+    /// The oldest pending answer when nothing is queued behind it; reused, never freed.
+    head: Pin<Box<Option<S::Future>>>,
+    /// Answers younger than `head`, oldest first.
+    queue: VecDeque<Pin<Box<S::Future>>>,
     max_in_flight: usize,
     drop_when_full: bool,
-    inline: bool,
-    immediate_streak: u32,
-    /// A message between `dispatch` being entered and its response being handled or
-    /// queued: the caller may be cancelled (hard stop) while waiting, and it must count.
-    holding: bool,
     /// Messages received (by version), not yet added to the shared counters: added once
     /// per batch or read, and before any wait, so that a stalled service cannot hide them.
     received: [u64; 3],
@@ -72,12 +72,11 @@ where
     ) -> Self {
         Self {
             service,
-            in_flight: VecDeque::new(),
+            next: None,
+            head: Box::pin(None),
+            queue: VecDeque::new(),
             max_in_flight: max_in_flight.max(1),
             drop_when_full,
-            inline: true,
-            immediate_streak: 0,
-            holding: false,
             received: [0; 3],
             shared,
         }
@@ -99,126 +98,109 @@ where
         self.received = [0; 3];
     }
 
-    /// Messages handed over whose response has not completed yet.
+    /// Messages handed over (or about to be) whose answer has not completed.
     pub(crate) fn pending(&self) -> usize {
-        self.in_flight.len() + usize::from(self.holding)
+        usize::from(self.next.is_some()) + self.in_flight()
     }
 
-    /// Whether response futures are waiting to be driven.
+    /// Answers pending.
+    fn in_flight(&self) -> usize {
+        usize::from(self.head.is_some()) + self.queue.len()
+    }
+
+    /// Whether answers are waiting to be driven.
     pub(crate) fn has_in_flight(&self) -> bool {
-        !self.in_flight.is_empty()
+        self.in_flight() > 0
     }
 
-    /// Waits for the service, calls it with `req` and handles or queues the response
-    /// (or drops `req`, counted, if all in-flight slots are taken and `drop_when_full`).
+    /// Hands `req` on at the next [`poll_dispatch`](Self::poll_dispatch).
+    pub(crate) fn submit(&mut self, req: Received) {
+        self.next = Some(req);
+    }
+
+    /// Waits for room and for the service, then calls it with the submitted message
+    /// (or drops it, counted, if all in-flight slots are taken and `drop_when_full`).
+    /// `Ready(Ok)` once it is handed on (its answer may still be pending).
+    ///
+    /// Await it as `poll_fn(|cx| dispatcher.poll_dispatch(cx))`: cancelling that leaves
+    /// the message submitted, and [`pending`](Self::pending) counts it.
     ///
     /// # Errors
-    /// The service failed in `poll_ready`: it cannot take more requests. `req` is counted
-    /// as dropped (`service_error`); the caller stops using this dispatcher.
-    pub(crate) async fn dispatch(&mut self, req: Received) -> Result<(), BoxError> {
-        self.holding = true;
-        match self.ready().await {
-            Ok(true) => {}
-            Ok(false) => {
-                self.holding = false;
-                self.shared.stats.record_dropped(DropReason::Overload, 1);
-                if let Some(suppressed) = self.shared.warn_service.check() {
-                    tracing::warn!(
-                        listener = %self.shared.spec,
-                        suppressed,
-                        in_flight = self.in_flight.len(),
-                        "overload: every in-flight slot is taken; dropping datagrams"
-                    );
-                }
-                return Ok(());
-            }
-            Err(e) => {
-                self.holding = false;
-                self.shared
-                    .stats
-                    .record_dropped(DropReason::ServiceError, 1);
-                return Err(e);
-            }
-        }
-        let fut = self.service.call(req);
-        if self.in_flight.is_empty() && self.inline {
-            let mut fut = pin!(fut);
-            if let Some(res) = poll_once(fut.as_mut()).await {
-                self.holding = false;
-                self.record(res);
-                return Ok(());
-            }
-            // The service answers later. This one is pinned here: finish it in place
-            // (order is kept), and pipeline the next ones.
-            self.inline = false;
-            self.flush_counts();
-            self.immediate_streak = 0;
-            let res = fut.await;
-            self.holding = false;
-            self.record(res);
-            return Ok(());
-        }
-        let mut fut = Box::pin(fut);
-        if self.in_flight.is_empty()
-            && let Some(res) = poll_once(fut.as_mut()).await
-        {
-            self.holding = false;
-            self.record(res);
-            self.immediate_streak += 1;
-            if self.immediate_streak >= BACK_TO_INLINE {
-                self.inline = true;
-            }
-            return Ok(());
-        }
-        self.immediate_streak = 0;
-        self.in_flight.push_back(fut);
-        self.holding = false;
-        Ok(())
-    }
-
-    /// Completes when no response future is pending; drives them meanwhile. Cancel-safe.
-    pub(crate) async fn drain(&mut self) {
-        poll_fn(|cx| self.poll_drain(cx)).await;
-    }
-
-    /// Polls the oldest response futures in order; `Ready` when none is left.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        while let Some(head) = self.in_flight.front_mut() {
-            match head.as_mut().poll(cx) {
-                Poll::Ready(res) => {
-                    self.in_flight.pop_front();
-                    self.record(res);
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        Poll::Ready(())
-    }
-
-    /// Waits until there is room in flight and the service is ready, driving the
-    /// in-flight futures meanwhile (a `ConcurrencyLimit` inside frees its permits only
-    /// when they complete: waiting on readiness alone would deadlock). `Ok(false)`: no
-    /// room and `drop_when_full`.
-    async fn ready(&mut self) -> Result<bool, BoxError> {
-        poll_fn(|cx| {
-            let _ = self.poll_drain(cx);
-            if self.in_flight.len() >= self.max_in_flight {
-                if self.drop_when_full {
-                    return Poll::Ready(Ok(false));
-                }
-                // The oldest future is pending and has our waker.
+    /// The service failed in `poll_ready`: it cannot take more requests. The message is
+    /// counted as dropped (`service_error`); the caller stops using this dispatcher.
+    pub(crate) fn poll_dispatch(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let _ = self.poll_drain(cx);
+        if self.in_flight() >= self.max_in_flight {
+            if !self.drop_when_full {
+                // The oldest answer is pending and has our waker.
                 self.flush_counts();
                 return Poll::Pending;
             }
-            match self.service.poll_ready(cx) {
-                Poll::Ready(res) => Poll::Ready(res.map(|()| true).map_err(Into::into)),
-                Poll::Pending => {
-                    self.flush_counts();
-                    Poll::Pending
-                }
+            if self.next.take().is_some() {
+                self.overload();
             }
-        })
-        .await
+            return Poll::Ready(Ok(()));
+        }
+        match self.service.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => {
+                if self.next.take().is_some() {
+                    self.shared
+                        .stats
+                        .record_dropped(DropReason::ServiceError, 1);
+                }
+                return Poll::Ready(Err(e.into()));
+            }
+            Poll::Pending => {
+                self.flush_counts();
+                return Poll::Pending;
+            }
+        }
+        let Some(req) = self.next.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        let fut = self.service.call(req);
+        if self.in_flight() == 0 {
+            self.head.set(Some(fut));
+            let _ = self.poll_drain(cx);
+        } else {
+            self.queue.push_back(Box::pin(fut));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Completes when no answer is pending; drives them meanwhile. Cancel-safe.
+    pub(crate) async fn drain(&mut self) {
+        std::future::poll_fn(|cx| self.poll_drain(cx)).await;
+    }
+
+    /// Polls the oldest answers in order; `Ready` when none is left.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if let Some(head) = self.head.as_mut().as_pin_mut() {
+                let res = std::task::ready!(head.poll(cx));
+                self.head.set(None);
+                self.record(res);
+            }
+            let Some(next) = self.queue.front_mut() else {
+                return Poll::Ready(());
+            };
+            let res = std::task::ready!(next.as_mut().poll(cx));
+            self.queue.pop_front();
+            self.record(res);
+        }
+    }
+
+    fn overload(&self) {
+        self.shared.stats.record_dropped(DropReason::Overload, 1);
+        if let Some(suppressed) = self.shared.warn_service.check() {
+            tracing::warn!(
+                listener = %self.shared.spec,
+                suppressed,
+                in_flight = self.in_flight(),
+                "overload: every in-flight slot is taken; dropping datagrams"
+            );
+        }
     }
 
     fn record(&self, res: Result<(), S::Error>) {
@@ -237,13 +219,4 @@ where
             }
         }
     }
-}
-
-/// Polls `fut` once: `Some(output)` if it completed.
-async fn poll_once<F: Future>(mut fut: Pin<&mut F>) -> Option<F::Output> {
-    poll_fn(|cx| match fut.as_mut().poll(cx) {
-        Poll::Ready(v) => Poll::Ready(Some(v)),
-        Poll::Pending => Poll::Ready(None),
-    })
-    .await
 }

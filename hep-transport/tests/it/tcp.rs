@@ -290,3 +290,89 @@ async fn a_service_that_is_not_ready_stops_the_reader_and_nothing_is_lost() {
     assert_eq!(srv.stats.dropped_total(), 0);
     srv.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn answers_that_come_later_keep_the_order_and_do_not_deadlock_a_concurrency_limit() {
+    let frames = tcp_frames();
+    let mut stream = Vec::new();
+    for _ in 0..5 {
+        stream.extend(frames.iter().flatten());
+    }
+    let n = frames.len() * 5;
+
+    // 1. A buffered service: its answers are pending when first polled (pipelined).
+    let (inner, mut rx) = collector();
+    let buffered = tower::ServiceBuilder::new().buffer(16).service(inner);
+    let srv = Running::start("hep_tcp:127.0.0.1:0", config(), buffered).await;
+    connect(srv.addr).await.write_all(&stream).await.unwrap();
+    let got = recv_n(&mut rx, n).await;
+    for (i, msg) in got.iter().enumerate() {
+        assert_eq!(
+            &msg.wire[..],
+            &frames[i % frames.len()][..],
+            "buffered: message {i}"
+        );
+    }
+    srv.stop().await.unwrap();
+
+    // 2. A service that works in its future, taking longer for some messages, behind a
+    //    concurrency limit of 1: one at a time, in order.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let lazy = tower::service_fn(move |msg: hep_transport::Received| {
+        let tx = tx.clone();
+        async move {
+            if msg.wire.len() % 3 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            tx.send(msg).map_err(|_| "gone")
+        }
+    });
+    let limited = tower::ServiceBuilder::new()
+        .concurrency_limit(1)
+        .service(lazy);
+    let srv = Running::start("hep_tcp:127.0.0.1:0", config(), limited).await;
+    connect(srv.addr).await.write_all(&stream).await.unwrap();
+    let got = recv_n(&mut rx, n).await;
+    for (i, msg) in got.iter().enumerate() {
+        assert_eq!(
+            &msg.wire[..],
+            &frames[i % frames.len()][..],
+            "lazy: message {i}"
+        );
+    }
+    assert_eq!(srv.stats.dropped_total(), 0);
+    srv.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn service_errors_are_counted_and_the_connection_goes_on() {
+    let frames = tcp_frames();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // Fails every other message.
+    let flaky = tower::service_fn(move |msg: hep_transport::Received| {
+        let res = if msg.message.payload.bytes().len() % 2 == 0 {
+            tx.send(msg).map_err(|_| "gone")
+        } else {
+            Err("refused")
+        };
+        std::future::ready(res)
+    });
+    let srv = Running::start("hep_tcp:127.0.0.1:0", config(), flaky).await;
+    let mut client = connect(srv.addr).await;
+    client.write_all(&tcp_stream()).await.unwrap();
+    let failing = frames
+        .iter()
+        .filter(|f| crate::support::decode(f).unwrap().payload.bytes().len() % 2 == 1)
+        .count() as u64;
+    assert!(failing > 0 && failing < frames.len() as u64);
+    let got = recv_n(&mut rx, frames.len() - failing as usize).await;
+    assert!(!got.is_empty());
+    let stats = srv.stats.clone();
+    wait_for("service errors counted", || {
+        stats.dropped(hep_transport::DropReason::ServiceError) == failing
+    })
+    .await;
+    assert_eq!(stats.received_total(), frames.len() as u64);
+    assert_eq!(stats.connections_open(), 1);
+    srv.stop().await.unwrap();
+}

@@ -180,3 +180,56 @@ async fn several_reuseport_sockets_share_one_port() {
     assert!(got.iter().all(|m| m.info.listener == srv.addr));
     srv.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_granted_receive_buffer_is_reported() {
+    let mut config = ListenerConfig::default();
+    config.udp.recv_buffer_size = 1 << 20;
+    let udp = hep_transport::Listener::bind("hep_udp:127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let granted = udp.recv_buffer_size().expect("UDP reports SO_RCVBUF");
+    // Linux reports twice what it grants, capped by net.core.rmem_max.
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        granted >= (1 << 20).min(rmem_max),
+        "granted {granted}, rmem_max {rmem_max}"
+    );
+    assert_eq!(udp.spec().transport, Transport::Udp);
+    assert_eq!(udp.spec().addr, udp.local_addr());
+    let tcp = hep_transport::Listener::bind(
+        "hep_tcp:127.0.0.1:0".parse().unwrap(),
+        ListenerConfig::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(tcp.recv_buffer_size(), None);
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_a_bind_error_that_names_the_spec() {
+    for transport in ["hep_udp", "hep_tcp"] {
+        let first = hep_transport::Listener::bind(
+            format!("{transport}:127.0.0.1:0").parse().unwrap(),
+            ListenerConfig::default(),
+        )
+        .await
+        .unwrap();
+        let spec = first.spec().to_string();
+        let err = hep_transport::Listener::bind(spec.parse().unwrap(), ListenerConfig::default())
+            .await
+            .expect_err("the port is taken");
+        assert!(
+            matches!(err, hep_transport::ListenError::Bind { .. }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("cannot listen on {spec}: bind failed")),
+            "{text}"
+        );
+    }
+}
