@@ -321,7 +321,7 @@ async fn answers_that_come_later_keep_the_order_and_do_not_deadlock_a_concurrenc
     let lazy = tower::service_fn(move |msg: hep_transport::Received| {
         let tx = tx.clone();
         async move {
-            if msg.wire.len() % 3 == 0 {
+            if msg.wire.len().is_multiple_of(3) {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             tx.send(msg).map_err(|_| "gone")
@@ -350,7 +350,7 @@ async fn service_errors_are_counted_and_the_connection_goes_on() {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     // Fails every other message.
     let flaky = tower::service_fn(move |msg: hep_transport::Received| {
-        let res = if msg.message.payload.bytes().len() % 2 == 0 {
+        let res = if msg.message.payload.bytes().len().is_multiple_of(2) {
             tx.send(msg).map_err(|_| "gone")
         } else {
             Err("refused")
