@@ -455,22 +455,24 @@ async fn async_overflow_drops_the_connection_and_counts_every_loss() {
     cfg.close_timeout = Duration::from_millis(200);
     let mut sender = HepSender::new(tcp_dest(peer.addr), cfg).unwrap();
     let offered = 600;
-    let mut slowest = Duration::ZERO;
+    let mut took = Vec::with_capacity(offered);
     let mut overflow_errors = 0;
     for i in 0..offered {
         let t = Instant::now();
         let r = sender.ready().await.unwrap().call(hep3(i, 1500)).await;
-        slowest = slowest.max(t.elapsed());
+        took.push(t.elapsed());
         if let Err(e) = r {
             assert_eq!(e.reason(), DropReason::QueueOverflow, "{e}");
             overflow_errors += 1;
         }
     }
-    // The caller is held at most hep_async_local_write_timeout (1 ms) per message.
-    assert!(
-        slowest < Duration::from_millis(50),
-        "a call took {slowest:?}"
-    );
+    // The caller is held at most hep_async_local_write_timeout (1 ms) per message, plus
+    // scheduling noise: bound the 99th percentile tightly and the maximum loosely (a
+    // loaded 2-CPU CI machine can deschedule a thread for tens of ms).
+    took.sort();
+    let (p99, max) = (took[offered * 99 / 100], took[offered - 1]);
+    assert!(p99 < Duration::from_millis(10), "p99 {p99:?}");
+    assert!(max < Duration::from_millis(500), "max {max:?}");
     sender.close().await;
     let s = sender.stats().snapshot();
     assert!(overflow_errors > 0 && s.reconnects > 0, "{s:?}");
@@ -803,6 +805,52 @@ async fn tls_delivers_with_a_private_ca() {
 }
 
 #[tokio::test]
+async fn tls_server_name_from_a_host_name() {
+    // `localhost` may resolve to ::1 first: the receiver listens on 127.0.0.1 only, so
+    // this also shows each resolved address being tried in turn.
+    let pki = pki();
+    let (addr, receiver) = tls_receiver(&pki, false, 3).await;
+    let mut cfg = SenderConfig::default();
+    cfg.tls = Some(
+        ClientTls::builder()
+            .ca_pem(pki.ca_pem.clone())
+            .build()
+            .unwrap(),
+    );
+    let sender = HepSender::new(dest(&format!("hep_tls:localhost:{}", addr.port())), cfg).unwrap();
+    for i in 0..3 {
+        sender.send(hep3(i, 100)).await.unwrap();
+    }
+    let (got, _) = timeout(Duration::from_secs(5), receiver)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    sender.close().await;
+}
+
+#[tokio::test]
+async fn tls_dangerous_skip_verify_connects_without_the_ca() {
+    let pki = pki();
+    let (addr, receiver) = tls_receiver(&pki, false, 1).await;
+    let mut cfg = SenderConfig::default();
+    cfg.tls = Some(
+        ClientTls::builder()
+            .dangerous_accept_any_server_certificate()
+            .build()
+            .unwrap(),
+    );
+    let sender = HepSender::new(dest(&format!("hep_tls:127.0.0.1:{}", addr.port())), cfg).unwrap();
+    sender.send(hep3(0, 100)).await.unwrap();
+    let (got, _) = timeout(Duration::from_secs(5), receiver)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, [hep3(0, 100)]);
+    sender.close().await;
+}
+
+#[tokio::test]
 async fn mtls_presents_the_client_certificate() {
     let pki = pki();
     let (addr, receiver) = tls_receiver(&pki, true, 5).await;
@@ -847,4 +895,47 @@ async fn tls_with_an_unknown_ca_fails_to_connect() {
     // A TLS destination needs TLS settings.
     let e = HepSender::new(dest("hep_tls:127.0.0.1:1"), SenderConfig::default()).unwrap_err();
     assert!(e.to_string().contains("SenderConfig::tls"), "{e}");
+}
+
+// ===== stress (run with --ignored) =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "stress: 1,000,000 messages"]
+async fn tcp_one_million_messages_in_order_without_loss() {
+    const N: usize = 1_000_000;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut frames = Frames::new(stream);
+        let mut n = 0;
+        while let Some(f) = frames.next().await {
+            // The payload starts with "MESSAGE <n> ": order check without keeping copies.
+            let msg = HepMessage::decode(f).unwrap();
+            let want = format!("MESSAGE {n} ");
+            assert!(
+                msg.payload.bytes().starts_with(want.as_bytes()),
+                "frame {n}"
+            );
+            n += 1;
+        }
+        n
+    });
+    // Sync mode: poll_ready pushes back instead of dropping; futures need not be awaited
+    // (the slot travels with the message).
+    let mut cfg = SenderConfig::default();
+    cfg.hep_async = false;
+    cfg.hep_async_max_postponed_chunks = 1024;
+    cfg.hep_send_timeout = Duration::from_secs(5);
+    let mut sender = HepSender::new(tcp_dest(addr), cfg).unwrap();
+    let started = Instant::now();
+    for i in 0..N {
+        drop(sender.ready().await.unwrap().call(hep3(i, 200)));
+    }
+    sender.close().await;
+    let received = reader.await.unwrap();
+    let s = sender.stats().snapshot();
+    eprintln!("{N} messages in {:?}: {s:?}", started.elapsed());
+    assert_eq!(received, N);
+    assert_eq!((s.sent_messages, s.dropped_total()), (N as u64, 0));
 }

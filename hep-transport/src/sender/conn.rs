@@ -278,7 +278,10 @@ impl Shared {
                 }
             }
             let established = st.phase == Phase::Established;
-            if st.queue.len() + st.held >= self.config.hep_async_max_postponed_chunks {
+            // A sync-mode message holds a slot: the slots already bound the queue.
+            if permit.is_none()
+                && st.queue.len() + st.held >= self.config.hep_async_max_postponed_chunks
+            {
                 drop(st);
                 if established {
                     // OpenSIPS: the connection is marked bad and dropped with its queue.
@@ -564,12 +567,14 @@ impl Writer {
 
     /// The first `n` held messages were written.
     fn complete_sent(&mut self, n: usize) {
+        // Lower the pending count before completing: completing releases sync-mode slots,
+        // and a caller holding a fresh slot must see room in the queue.
+        self.conn.lock().held = self.held.len() - n;
         for e in self.held.drain(..n) {
             self.shared.stats.sent(e.bytes.len());
             e.complete(Ok(()));
         }
         self.shared.stats.dequeued(n as u64);
-        self.conn.lock().held = self.held.len();
     }
 
     fn write_bound(&self) -> std::time::Duration {

@@ -16,7 +16,7 @@ type Source = Arc<dyn StdError + Send + Sync>;
 /// Users cannot build one.
 ///
 /// ```
-/// use hep_transport::sender::{DropReason, error::SendError};
+/// use hep_transport::sender::error::SendError;
 ///
 /// fn report(e: &SendError) -> &'static str {
 ///     if e.is_cooldown() { "destination resting" } else { e.reason().label() }

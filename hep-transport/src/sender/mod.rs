@@ -17,6 +17,7 @@
 //! println!("{:?}", sender.stats().snapshot());
 //! sender.close().await;
 //! # Ok(()) }
+//! # let _ = run;
 //! ```
 //!
 //! # The seed's parameters
@@ -547,5 +548,46 @@ impl Drop for Handle {
             // The writer flushes in the background, bounded by close_timeout.
             conn.begin_close(Instant::now() + shared.config.close_timeout);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        send_sync::<HepSender>();
+        send_sync::<SendError>();
+        send_sync::<SenderStats>();
+        send::<ResponseFuture>();
+    }
+
+    #[test]
+    fn construction_errors() {
+        let dest: HepDestination = "127.0.0.1:9060".parse().unwrap();
+        let e = HepSender::new(dest.clone(), SenderConfig::default()).unwrap_err();
+        assert!(matches!(e, BuildError::NoRuntime), "{e}");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = rt.enter();
+        let mut cfg = SenderConfig::default();
+        cfg.hep_async_max_postponed_chunks = 0;
+        let e = HepSender::new(dest.clone(), cfg).unwrap_err();
+        assert!(
+            e.to_string().contains("hep_async_max_postponed_chunks"),
+            "{e}"
+        );
+        let tls: HepDestination = "hep_tls:127.0.0.1:9060".parse().unwrap();
+        assert!(matches!(
+            HepSender::new(tls, SenderConfig::default()),
+            Err(BuildError::MissingTls(_))
+        ));
+        assert!(HepSender::new(dest, SenderConfig::default()).is_ok());
     }
 }

@@ -29,6 +29,7 @@ use super::error::TlsConfigError;
 ///     .client_cert_files("/etc/hep/agent.pem", "/etc/hep/agent.key") // mTLS
 ///     .server_name("homer.example.net")
 ///     .build()?;
+/// # let _ = tls;
 /// # Ok::<(), hep_transport::sender::error::TlsConfigError>(())
 /// ```
 #[derive(Clone)]
