@@ -19,7 +19,7 @@
 //!   [`ListenerConfig`], [`ListenError`], [`RateLimitedWarn`].
 //! - [`udp`], [`tcp`], [`tls`]: the three listeners, their settings ([`UdpConfig`],
 //!   [`TcpConfig`], [`TlsConfig`]) and their docs (limits, framing, why no resync).
-//! - `stats`: [`ListenerStats`], lock-free counters for metrics, [`StatsSnapshot`],
+//! - [`stats`]: [`ListenerStats`], lock-free counters for metrics, [`StatsSnapshot`],
 //!   [`RejectReason`], [`DropReason`].
 //! - [`layer`]: tower middleware tower lacks: [`layer::overload::OverloadDrop`].
 //! - [`sender`]: [`HepSender`] (a `tower::Service<Bytes>` for UDP/TCP/TLS destinations),
@@ -32,7 +32,7 @@ pub mod listener;
 mod recv;
 pub mod sender;
 mod spec;
-mod stats;
+pub mod stats;
 pub mod tcp;
 pub mod tls;
 pub mod udp;

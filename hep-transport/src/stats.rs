@@ -91,7 +91,7 @@ impl fmt::Display for RejectReason {
     }
 }
 
-/// Why a decoded message was not delivered. Counted under [`ListenerStats::dropped_by`].
+/// Why a decoded message was not delivered. Counted under [`ListenerStats::dropped`].
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {

@@ -24,12 +24,12 @@
 //! OpenSIPS and heplify-server do not resync either (OpenSIPS stalls until a limit
 //! closes the connection; we close at once, with a reason).
 //!
-//! # Limits (OpenSIPS names in brackets)
-//! - [`max_msg_chunks`](TcpConfig::max_msg_chunks) [`hep_max_msg_chunks`]: every read
+//! # Limits (OpenSIPS names in parentheses)
+//! - [`max_msg_chunks`](TcpConfig::max_msg_chunks) (`hep_max_msg_chunks`): every read
 //!   that leaves a frame incomplete counts; the count resets when a frame completes; the
 //!   connection is closed when it reaches the limit (0 = unlimited). A frame that needs
 //!   more reads than the limit closes the connection: a slow-loris defence.
-//! - [`frame_timeout`](TcpConfig::frame_timeout) [`tcp_max_msg_time`]: a frame must
+//! - [`frame_timeout`](TcpConfig::frame_timeout) (`tcp_max_msg_time`): a frame must
 //!   complete this long after its first bytes arrived.
 //! - [`idle_timeout`](TcpConfig::idle_timeout): no bytes at all for this long closes.
 //! - [`max_frame_length`](TcpConfig::max_frame_length): checked from the header, before
@@ -213,12 +213,13 @@ where
             }
             Err(e) => {
                 shared.stats.record_accept_error();
-                if let Some(suppressed) = shared.warn_service.check() {
-                    tracing::warn!(listener = %shared.spec, suppressed, error = %e, "accept failed");
-                }
                 if is_connection_error(&e) {
-                    // That peer is gone; the listener is fine.
+                    // That peer is gone before we got to it; the listener is fine.
+                    tracing::debug!(listener = %shared.spec, error = %e, "accept failed");
                     continue;
+                }
+                if let Some(suppressed) = shared.warn_service.check() {
+                    tracing::warn!(listener = %shared.spec, suppressed, error = %e, "accept failed; backing off");
                 }
                 backoff = next_backoff(
                     backoff.max(Duration::from_micros(500)),

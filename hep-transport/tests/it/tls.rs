@@ -127,14 +127,21 @@ async fn tls_connect(
 
 #[tokio::test]
 async fn frames_over_tls_arrive() {
-    let pki = Pki::new();
-    let tls = TlsConfig::from_pem_files(&pki.server_cert, &pki.server_key, None).unwrap();
+    // A self-signed server certificate, trusted by the client as its own root.
+    let dir = TempDir::new();
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_file = dir.write("self-signed.pem", &cert.pem());
+    let key_file = dir.write("self-signed.key", &signing_key.serialize_pem());
+    let tls = TlsConfig::from_pem_files(&cert_file, &key_file, None).unwrap();
     let (srv, mut rx) = start_collecting(
         "hep_tls:127.0.0.1:0",
         ListenerConfig::default().with_tls(tls),
     )
     .await;
-    let mut client = tls_connect(srv.addr, pki.ca_der(), None).await.unwrap();
+    let mut client = tls_connect(srv.addr, cert.der().clone(), None)
+        .await
+        .unwrap();
     client.write_all(&tcp_stream()).await.unwrap();
     client.flush().await.unwrap();
     let got = recv_n(&mut rx, 12).await;
