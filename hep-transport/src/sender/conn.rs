@@ -37,6 +37,45 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// At most one log line per interval for one kind of event; counts the ones it holds back.
+pub(crate) struct WarnLimiter {
+    /// Milliseconds since `Shared::created` before which nothing is logged.
+    next_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl WarnLimiter {
+    const INTERVAL_MS: u64 = 1000;
+
+    const fn new() -> Self {
+        Self {
+            next_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(held back since the last line)` when a line may be logged now.
+    fn check(&self, since: Instant) -> Option<u64> {
+        let now = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Ordering::Relaxed);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now + Self::INTERVAL_MS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
 /// How a sender reaches its destination.
 pub(crate) enum Connector {
     Udp,
@@ -63,6 +102,9 @@ pub(crate) struct Shared {
     pub(crate) addr_cursor: AtomicUsize,
     connected_before: AtomicBool,
     conn_ids: AtomicU64,
+    created: Instant,
+    warn_overflow: WarnLimiter,
+    warn_connect: WarnLimiter,
 }
 
 /// What happened to a submitted message.
@@ -172,6 +214,9 @@ impl Shared {
             addr_cursor: AtomicUsize::new(0),
             connected_before: AtomicBool::new(false),
             conn_ids: AtomicU64::new(0),
+            created: Instant::now(),
+            warn_overflow: WarnLimiter::new(),
+            warn_connect: WarnLimiter::new(),
         }
     }
 
@@ -285,11 +330,14 @@ impl Shared {
                 drop(st);
                 if established {
                     // OpenSIPS: the connection is marked bad and dropped with its queue.
-                    tracing::warn!(
-                        destination = %self.label,
-                        queue = self.config.hep_async_max_postponed_chunks,
-                        "HEP send queue overflowed: dropping the connection and its queued messages"
-                    );
+                    if let Some(suppressed) = self.warn_overflow.check(self.created) {
+                        tracing::warn!(
+                            destination = %self.label,
+                            queue = self.config.hep_async_max_postponed_chunks,
+                            suppressed,
+                            "HEP send queue overflowed: dropping the connection and its queued messages"
+                        );
+                    }
                     conn.end(self, End::new(DropReason::QueueOverflow, None));
                     *cur = None;
                     self.failure();
@@ -513,11 +561,14 @@ impl Writer {
             Some(Ok(link)) => link,
             Some(Err(e)) => {
                 shared.stats.connect_error();
-                tracing::warn!(
-                    destination = %shared.label,
-                    error = %e,
-                    "cannot connect to HEP destination"
-                );
+                if let Some(suppressed) = shared.warn_connect.check(shared.created) {
+                    tracing::warn!(
+                        destination = %shared.label,
+                        error = %e,
+                        suppressed,
+                        "cannot connect to HEP destination"
+                    );
+                }
                 self.fail(End::io(DropReason::ConnectFailed, e));
                 return;
             }
@@ -739,5 +790,21 @@ impl Drop for Writer {
         self.conn.lock().held = 0;
         self.shared.clear_slot(&self.conn);
         self.conn.finished.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn warnings_are_rate_limited() {
+        let created = Instant::now();
+        let w = WarnLimiter::new();
+        assert_eq!(w.check(created), Some(0));
+        assert_eq!(w.check(created), None);
+        assert_eq!(w.check(created), None);
+        tokio::time::advance(std::time::Duration::from_millis(1001)).await;
+        assert_eq!(w.check(created), Some(2));
     }
 }

@@ -576,8 +576,10 @@ mod tests {
             .build()
             .unwrap();
         let _guard = rt.enter();
-        let mut cfg = SenderConfig::default();
-        cfg.hep_async_max_postponed_chunks = 0;
+        let cfg = SenderConfig {
+            hep_async_max_postponed_chunks: 0,
+            ..SenderConfig::default()
+        };
         let e = HepSender::new(dest.clone(), cfg).unwrap_err();
         assert!(
             e.to_string().contains("hep_async_max_postponed_chunks"),
