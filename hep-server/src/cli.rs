@@ -25,10 +25,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hep_proto::{HepVersion, ProtoType};
-use hep_transport::ListenSpec;
+use hep_transport::{HepDestination, ListenSpec, SpecError};
 
 /// `hep-server`: receives, checks, routes, stores and relays HEP (Homer Encapsulation
 /// Protocol) traffic.
@@ -51,6 +52,10 @@ impl Cli {
 /// The subcommands.
 #[derive(Debug, Clone, Subcommand)]
 #[non_exhaustive]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing would only complicate matching"
+)]
 pub enum Command {
     /// Run the collector.
     Run(RunArgs),
@@ -113,43 +118,140 @@ pub enum DecodeFormat {
     Text,
 }
 
-/// `hep-server send`.
+/// `hep-server send`: see [`commands::send`](crate::commands::send) for the semantics.
 #[derive(Debug, Clone, Args)]
+#[command(after_long_help = SEND_LONG_HELP)]
 pub struct SendArgs {
-    /// Destination: `hep_udp|hep_tcp|hep_tls:HOST:PORT` (or the OpenSIPS `hep_id` form
-    /// `host[:port];transport=udp|tcp|tls;version=1|2|3`).
+    /// Destination: `hep_udp|hep_tcp|hep_tls:HOST[:PORT][;version=N]`, or the OpenSIPS
+    /// `hep_id` form `[name] host[:port]; transport=udp|tcp|tls; version=1|2|3`.
     #[arg(long, value_name = "SPEC")]
-    pub dest: String,
-    /// HEP version to encode.
-    #[arg(long, value_name = "1|2|3", default_value = "3", value_parser = parse_hep_version)]
-    pub hep_version: HepVersion,
-    /// Protocol type: a number or a name (`sip`, `log`, `rtcp`, ...).
-    #[arg(long, value_name = "N|NAME", default_value = "sip", value_parser = parse_proto_type)]
-    pub proto_type: ProtoType,
-    /// Source address written in the HEP header.
+    pub dest: SendDestination,
+    /// HEP version to encode [default: the destination's `version=N`, else 3]. Overrides a
+    /// destination without `version=`; differing from an explicit one is an error. TCP and
+    /// TLS carry HEPv3 only.
+    #[arg(long, value_name = "1|2|3", value_parser = parse_hep_version)]
+    pub hep_version: Option<HepVersion>,
+    /// Protocol type (chunk 0x000b, HEPv3 only): a number or a name (`sip`, `log`,
+    /// `rtcp`, ...) [default: sip].
+    #[arg(long, value_name = "N|NAME", value_parser = parse_proto_type)]
+    pub proto_type: Option<ProtoType>,
+    /// IP protocol the payload was "captured" on: `udp`, `tcp`, `tls`, `ws`, `sctp` or a
+    /// number.
+    #[arg(long, value_name = "PROTO", default_value = "udp", value_parser = parse_ip_proto)]
+    pub ip_proto: u8,
+    /// Source address written in the HEP header [default: `127.0.0.1:5060`, or
+    /// `[::1]:5060` when --dst is IPv6].
     #[arg(long, value_name = "IP:PORT")]
     pub src: Option<SocketAddr>,
-    /// Destination address written in the HEP header.
+    /// Destination address written in the HEP header [default: `127.0.0.2:5060`, or
+    /// `[::2]:5060` when --src is IPv6].
     #[arg(long, value_name = "IP:PORT")]
     pub dst: Option<SocketAddr>,
-    /// Capture agent id.
+    /// Capture agent id (the seed's `hep_capture_id`; 16 bits in HEPv2, absent in HEPv1)
+    /// [default: 1].
     #[arg(long, value_name = "N")]
     pub capture_id: Option<u32>,
-    /// Authentication key (chunk 0x000e).
+    /// Authentication key (chunk 0x000e, HEPv3 only).
     #[arg(long, value_name = "K")]
     pub auth_key: Option<String>,
-    /// Correlation id (chunk 0x0011).
+    /// Correlation id (chunk 0x0011, HEPv3 only), e.g. a Call-ID.
     #[arg(long, value_name = "ID")]
     pub correlation_id: Option<String>,
-    /// How many times to send each payload.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    pub count: u64,
-    /// Messages per second (default: as fast as possible).
-    #[arg(long, value_name = "R")]
+    /// Messages to send in total, cycling through the payloads in order [default: each
+    /// payload once].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Messages per second, paced every millisecond [default: as fast as possible].
+    #[arg(long, value_name = "R", value_parser = parse_rate)]
     pub rate: Option<f64>,
-    /// Payload files, `-` for stdin (the default when none are given).
+    /// The seed's `hep_async`: 1 queues and writes in the background, 0 bounds each
+    /// write by `hep_send_timeout` (100 ms).
+    #[arg(long, value_name = "0|1", default_value = "1", value_parser = parse_bool01,
+          action = clap::ArgAction::Set)]
+    pub hep_async: bool,
+    /// The seed's `hep_async_max_postponed_chunks`: messages pending per connection. The
+    /// seed's 32 suits a proxy that must never wait; a load generator waits for room
+    /// instead, and a deep queue keeps a fast TCP stream busy.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_SEND_QUEUE, value_parser = parse_queue)]
+    pub hep_async_max_postponed_chunks: usize,
+    /// `hep_tls` destinations: trust the CA certificates in this PEM file (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Vec<PathBuf>,
+    /// `hep_tls` destinations: present this client certificate chain (PEM; mTLS).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// `hep_tls` destinations: the name to send (SNI) and verify, instead of the host.
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+    /// TESTING ONLY: accept any server certificate (no chain, name or expiry check);
+    /// anyone on the path can read and change the traffic.
+    #[arg(long)]
+    pub tls_insecure: bool,
+    /// Payload files, each one message; `-` for stdin (the default when none are given).
     #[arg(value_name = "FILE|-")]
     pub files: Vec<PathBuf>,
+}
+
+/// The default `--hep-async-max-postponed-chunks` of `send` (the seed's default is 32).
+pub const DEFAULT_SEND_QUEUE: usize = 65_536;
+
+const SEND_LONG_HELP: &str = "\
+Each FILE (or stdin for `-`, or stdin when no FILE is given) is one payload, packed as
+HEP like OpenSIPS's pack_hep(src, dst, proto, payload). All payloads are packed once,
+before sending, with the time of packing as their timestamp: every message of a run
+carries the same time.
+
+--count N sends N messages in total, cycling through the payloads in order. --rate R
+paces them: every millisecond the messages due so far are sent as one batch (UDP: GSO
+sends), catching up if late; without --rate they go as fast as the sender takes them.
+The generator never overflows its own queue: when the connection's queue (or for UDP a
+full socket buffer) has no room it waits, so a slow collector slows the run instead of
+losing messages here.
+
+At the end the queue is flushed (while it makes progress), the connection closed, and
+one line printed to stderr:
+  sent N messages (B bytes) in T s: R msg/s; dropped D (reason: n, ...)
+\"sent\" means handed to the kernel (TCP/TLS: written): UDP loss at the receiver is not
+seen. Exit status: 0 if nothing was dropped, 1 if anything was (or on an error), 2 on a
+usage error.";
+
+/// `--dest` of `send`: a [`HepDestination`], and whether the spec named a version.
+///
+/// ```
+/// use hep_server::cli::SendDestination;
+///
+/// let d: SendDestination = "hep_udp:127.0.0.1:9060;version=2".parse()?;
+/// assert!(d.version_given);
+/// let d: SendDestination = "10.0.0.1; transport=udp".parse()?;
+/// assert!(!d.version_given);
+/// # Ok::<(), hep_transport::SpecError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendDestination {
+    /// The destination as parsed (version 3 unless the spec said otherwise).
+    pub destination: HepDestination,
+    /// Whether the spec had a `version=N` parameter.
+    pub version_given: bool,
+}
+
+impl FromStr for SendDestination {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        let destination = s.parse()?;
+        // The parse succeeded, so every `;key=value` is `transport` or `version`.
+        let version_given = s.split(';').skip(1).any(|p| {
+            p.split_once('=')
+                .is_some_and(|(k, _)| k.trim() == "version")
+        });
+        Ok(Self {
+            destination,
+            version_given,
+        })
+    }
 }
 
 fn parse_hep_version(s: &str) -> Result<HepVersion, String> {
@@ -163,6 +265,48 @@ fn parse_proto_type(s: &str) -> Result<ProtoType, String> {
     ProtoType::parse(s).ok_or_else(|| {
         format!("`{s}` is not a protocol type (expected a number 0-255 or a name such as sip, log, rtcp)")
     })
+}
+
+fn parse_ip_proto(s: &str) -> Result<u8, String> {
+    use hep_proto::ip_proto;
+    let p = match s.to_ascii_lowercase().as_str() {
+        "udp" => ip_proto::UDP,
+        "tcp" => ip_proto::TCP,
+        "tls" => ip_proto::TLS,
+        "ws" => ip_proto::WS,
+        "sctp" => ip_proto::SCTP,
+        n => n.parse().map_err(|_| {
+            format!(
+                "`{s}` is not an IP protocol (expected udp, tcp, tls, ws, sctp or a number 0-255)"
+            )
+        })?,
+    };
+    Ok(p)
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .ok_or_else(|| {
+            format!("`{s}` is not a rate (expected a number of messages per second above 0)")
+        })
+}
+
+fn parse_queue(s: &str) -> Result<usize, String> {
+    s.parse::<u32>()
+        .ok()
+        .filter(|&n| n >= 1)
+        .map(|n| n as usize)
+        .ok_or_else(|| format!("`{s}` is not a queue length (expected 1 to 4294967295)"))
+}
+
+fn parse_bool01(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("`{s}` is not a switch (expected 0 or 1)")),
+    }
 }
 
 #[cfg(test)]
@@ -210,10 +354,14 @@ mod tests {
             "2",
             "--proto-type",
             "log",
+            "--ip-proto",
+            "tcp",
             "--count",
             "10",
             "--rate",
             "5.5",
+            "--hep-async",
+            "0",
             "a.sip",
             "-",
         ])
@@ -221,13 +369,31 @@ mod tests {
         let Some(Command::Send(args)) = cli.command else {
             panic!("not send")
         };
-        assert_eq!(args.hep_version, HepVersion::V2);
-        assert_eq!(args.proto_type, ProtoType::Log);
-        assert_eq!((args.count, args.rate), (10, Some(5.5)));
+        assert_eq!(args.hep_version, Some(HepVersion::V2));
+        assert_eq!(args.proto_type, Some(ProtoType::Log));
+        assert_eq!(args.ip_proto, hep_proto::ip_proto::TCP);
+        assert_eq!((args.count, args.rate), (Some(10), Some(5.5)));
+        assert!(!args.hep_async);
+        assert!(!args.dest.version_given);
+        assert_eq!(args.hep_async_max_postponed_chunks, DEFAULT_SEND_QUEUE);
         assert_eq!(args.files.len(), 2);
         let err = Cli::try_parse_from(["hep-server", "send", "--dest", "x", "--hep-version", "4"])
             .unwrap_err();
         assert!(err.to_string().contains("expected 1, 2 or 3"), "{err}");
+        for bad in [
+            ["--dest", "hep_udp:"],
+            ["--rate", "0"],
+            ["--count", "0"],
+            ["--hep-async", "2"],
+            ["--tls-cert", "c.pem"],
+        ] {
+            let mut argv = vec!["hep-server", "send", "--dest", "hep_udp:1.2.3.4"];
+            if bad[0] == "--dest" {
+                argv.truncate(2);
+            }
+            argv.extend(bad);
+            assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?}");
+        }
     }
 
     #[test]

@@ -1,3 +1,4 @@
 //! The subcommands' implementations, one module each (the binary dispatches to them).
 
 pub mod decode;
+pub mod send;
