@@ -10,15 +10,18 @@ use anyhow::bail;
 use clap::Parser as _;
 use hep_server::cli::{CheckConfigArgs, Cli, Command, DecodeArgs, RunArgs, SendArgs};
 use hep_server::commands;
-use hep_server::config::{Config, MetricsConfig};
+use hep_server::config::{Config, LogConfig, LogFormat, MetricsConfig};
 use hep_server::output::OutputSpec;
 use hep_server::server;
 
 fn main() -> ExitCode {
     // Exits with status 2 on a usage error (0 for --help and --version).
-    let cli = Cli::parse();
-    init_tracing();
-    match dispatch(cli.command_or_default()) {
+    let command = Cli::parse().command_or_default();
+    // `run` sets up logging once it has read its config's `[log]` section.
+    if !matches!(command, Command::Run(_)) {
+        init_tracing(&Config::default().log);
+    }
+    match dispatch(command) {
         Ok(code) => code,
         Err(e) => {
             // Reading our output through `head` is not an error.
@@ -43,15 +46,22 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Logs go to stderr (stdout carries records); `RUST_LOG` sets the filter (default: info).
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+/// Logs go to stderr (stdout carries records), as text or JSON lines (`[log] format`).
+/// The filter is `RUST_LOG` when it is set and valid, else `[log] level` (default: info).
+fn init_tracing(log: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
-        .init();
+        .with_writer(io::stderr);
+    match log.format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs
+            .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+            .init(),
+    }
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -59,6 +69,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    init_tracing(&config.log);
     // Command-line specs replace the file's.
     if !args.listen.is_empty() {
         config.listen = args.listen.iter().map(ToString::to_string).collect();
@@ -110,8 +121,14 @@ fn check_config(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn send(_args: SendArgs) -> anyhow::Result<ExitCode> {
-    bail!("`hep-server send` is not implemented yet (issue 4)")
+fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
+    // Not `stderr().lock()`: the runtime's threads log to stderr meanwhile.
+    let summary = commands::send::run(&args, io::stdin().lock(), &mut io::stderr())?;
+    Ok(if summary.dropped() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn decode(args: &DecodeArgs) -> anyhow::Result<ExitCode> {
