@@ -49,6 +49,12 @@ pub use self::layer::OverloadDropLayer;
 use crate::{DropReason, ListenerStats, RateLimitedWarn};
 
 /// Drops requests its inner service is not ready for (see the [module docs](self)).
+///
+/// # Order
+/// Put it outside (before) the queue whose fullness means overload, usually a
+/// `tower::buffer::Buffer`: `ServiceBuilder::new().layer(OverloadDropLayer::new(stats))
+/// .buffer(8192)`. Inside the buffer it would never see the overload (see
+/// [`layer`](crate::layer#order)).
 pub struct OverloadDrop<S> {
     inner: S,
     stats: Arc<ListenerStats>,
