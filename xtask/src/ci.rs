@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::{Workspace, fuzz};
+use crate::{Workspace, fuzz, interop};
 
 /// Seconds each fuzz target runs during `ci`: a smoke run, not a fuzzing campaign.
 const FUZZ_SMOKE_SECS: u64 = 20;
@@ -36,7 +36,7 @@ struct Step {
 
 /// The CI steps, in the order they run.
 ///
-/// New steps (for example `interop`, once it exists) are appended to this list.
+/// New steps are appended to this list.
 fn steps() -> Vec<Step> {
     vec![
         Step {
@@ -62,6 +62,10 @@ fn steps() -> Vec<Step> {
         Step {
             name: "fuzz",
             run: fuzz_smoke,
+        },
+        Step {
+            name: "interop",
+            run: interop_step,
         },
     ]
 }
@@ -129,6 +133,18 @@ fn fuzz_smoke(ws: &Workspace) -> Result<Outcome> {
         time_secs: FUZZ_SMOKE_SECS,
     };
     fuzz::run(ws, &opts)?;
+    Ok(Outcome::Passed)
+}
+
+/// `cargo xtask interop`: hep-server against Kamailio, hep-js, tshark and sngrep on loopback.
+///
+/// Installs missing peers when run as root; with `CI=true` a missing peer fails its rows.
+fn interop_step(ws: &Workspace) -> Result<Outcome> {
+    let failed = interop::run_checks(ws, &interop::Options::default())?;
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} interop check(s) failed (see the table above)"
+    );
     Ok(Outcome::Passed)
 }
 
@@ -222,6 +238,9 @@ mod tests {
     #[test]
     fn steps_have_unique_names_in_ci_order() {
         let names: Vec<_> = steps().iter().map(|s| s.name).collect();
-        assert_eq!(names, ["fmt", "clippy", "test", "doctest", "doc", "fuzz"]);
+        assert_eq!(
+            names,
+            ["fmt", "clippy", "test", "doctest", "doc", "fuzz", "interop"]
+        );
     }
 }

@@ -6,18 +6,20 @@
 //! cargo xtask ci                                 # fmt, clippy, tests, doctests, docs, fuzz smoke run
 //! cargo xtask fuzz <TARGET|--all> [--time SECS]  # cargo-fuzz on stable (RUSTC_BOOTSTRAP=1)
 //! cargo xtask bench                              # not yet implemented
-//! cargo xtask interop                            # not yet implemented
+//! cargo xtask interop [--no-install] [FILTER...]  # our HEP against Kamailio, hep-js, tshark, sngrep
 //! ```
 //!
 //! It follows the [cargo-xtask] conventions: one binary, plain `std::process::Command`, the
-//! `$CARGO` the alias was started with, and no dependencies beyond `anyhow` so that it
-//! compiles quickly on a clean machine. Every command it runs is echoed as `==> ...`.
+//! `$CARGO` the alias was started with, and no dependencies beyond `anyhow` and `serde_json`
+//! (for the JSON lines `hep-server`, hep-js and sqlite3 print) so that it compiles quickly on
+//! a clean machine. Every command it runs is echoed as `==> ...`.
 //!
 //! [cargo-xtask]: https://github.com/matklad/cargo-xtask
 
 mod ci;
 mod cmd;
 mod fuzz;
+mod interop;
 
 use std::env;
 use std::ffi::OsString;
@@ -34,7 +36,8 @@ commands:
   ci                                 run every CI step and print `N passed, N failed`
   fuzz <TARGET|--all> [--time SECS]  run cargo-fuzz targets for SECS seconds each (default 60)
   bench                              not yet implemented
-  interop                            not yet implemented
+  interop [--no-install] [FILTER...]  run hep-server against real peers (Kamailio, hep-js,
+                                     tshark, sngrep) on loopback; print the results table
   help                               print this text";
 
 /// Exit code for subcommands that exist but are not written yet.
@@ -112,7 +115,12 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             fuzz::run(&ws, &opts)?;
             Ok(ExitCode::SUCCESS)
         }
-        "bench" | "interop" => {
+        "interop" => {
+            let opts = interop::Options::parse(rest)
+                .map_err(|err| anyhow::anyhow!("{err:#}\n\n{USAGE}"))?;
+            interop::run(&ws, &opts)
+        }
+        "bench" => {
             no_arguments(command, rest)?;
             eprintln!("not yet implemented: {}", tracking_note(command));
             Ok(ExitCode::from(NOT_IMPLEMENTED))
@@ -133,9 +141,6 @@ fn tracking_note(command: &str) -> &'static str {
     match command {
         "bench" => {
             "`cargo xtask bench` is issue 6 (benchmark harness against peers and this machine's limits)"
-        }
-        "interop" => {
-            "`cargo xtask interop` is issue 5 (interoperability with Kamailio, hep-js, tshark, sngrep)"
         }
         _ => "no tracking issue",
     }
