@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hep_proto::ProtoType;
-use hep_transport::{HEP_PORT, ListenSpec};
+use hep_transport::{HEP_PORT, ListenSpec, Transport};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -71,6 +71,7 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     tls: Option<RawTls>,
+    relay_tls: Option<RawRelayTls>,
     metrics: Option<RawMetrics>,
     log: Option<RawLog>,
     auth: Option<RawAuth>,
@@ -103,6 +104,15 @@ struct RawTls {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawRelayTls {
+    ca_file: PathBuf,
+    cert_file: Option<Spanned<PathBuf>>,
+    key_file: Option<Spanned<PathBuf>>,
+    server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawMetrics {
     listen: Spanned<String>,
 }
@@ -111,7 +121,7 @@ struct RawMetrics {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     format: Option<Spanned<String>>,
-    level: Option<String>,
+    level: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,7 +135,8 @@ struct RawAuth {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFilter {
-    proto_types: Option<Vec<Spanned<String>>>,
+    /// Names or numbers: `["sip", 100]`.
+    proto_types: Option<Vec<Spanned<toml::Value>>>,
     capture_ids: Option<Vec<u32>>,
     agent_networks: Option<Vec<Spanned<String>>>,
     source_networks: Option<Vec<Spanned<String>>>,
@@ -184,6 +195,8 @@ pub struct Config {
     pub limits: Limits,
     /// TLS listener settings (needed by `hep_tls` listeners).
     pub tls: Option<TlsConfig>,
+    /// TLS client settings of `relay:hep_tls:` outputs.
+    pub relay_tls: Option<RelayTlsConfig>,
     /// Prometheus endpoint, if any.
     pub metrics: Option<MetricsConfig>,
     /// Log settings.
@@ -231,6 +244,19 @@ pub struct TlsConfig {
     pub client_ca_file: Option<PathBuf>,
     /// Handshake timeout, ms (default 5000).
     pub handshake_timeout_ms: u64,
+}
+
+/// TLS client settings of `relay:hep_tls:` outputs (`[relay_tls]`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayTlsConfig {
+    /// PEM CA bundle the collector's certificate must chain to (no system store).
+    pub ca_file: PathBuf,
+    /// PEM client certificate chain, presented when the collector asks (mTLS).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Name to send (SNI) and verify instead of the destination's host.
+    pub server_name: Option<String>,
 }
 
 /// Prometheus endpoint (`[metrics]`).
@@ -381,7 +407,21 @@ impl Config {
     /// A [`ConfigError`] naming the file, line and key of the first problem.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            ConfigError::at(path, text, e.span(), e.message().trim_end().to_owned())
+            let message = e.message().trim_end();
+            let at = e.span().map(|s| s.start);
+            // serde names the type it expected, not the key: find the key in the text.
+            let message = match at {
+                Some(at) if message.starts_with("invalid ") => match key_at(text, at) {
+                    Some(key) => format!("key `{key}`: {message}"),
+                    None => message.to_owned(),
+                },
+                Some(at) if message.starts_with("missing field") => match section_at(text, at) {
+                    Some(section) => format!("section [{section}]: {message}"),
+                    None => message.to_owned(),
+                },
+                _ => message.to_owned(),
+            };
+            ConfigError::at(path, text, e.span(), message)
         })?;
         resolve(raw, path, text)
     }
@@ -414,11 +454,17 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
     let err = |span: Range<usize>, msg: String| ConfigError::at(path, text, Some(span), msg);
     let hep_port = raw.hep_port.unwrap_or(HEP_PORT);
 
+    // Where the file asks for TLS, so that a missing section is reported there.
+    let mut tls_listener = None;
+    let mut tls_relay = None;
     let listen = match raw.listen {
         Some(list) => {
             for s in &list {
-                ListenSpec::parse_with_default_port(s.get_ref(), hep_port)
+                let spec = ListenSpec::parse_with_default_port(s.get_ref(), hep_port)
                     .map_err(|e| err(s.span(), format!("key `listen`: {e}")))?;
+                if spec.transport == Transport::Tls && tls_listener.is_none() {
+                    tls_listener = Some(s.span());
+                }
             }
             list.into_iter().map(Spanned::into_inner).collect()
         }
@@ -430,9 +476,15 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
     let outputs = match raw.outputs {
         Some(list) => {
             for s in &list {
-                s.get_ref()
+                let spec = s
+                    .get_ref()
                     .parse::<OutputSpec>()
                     .map_err(|e| err(s.span(), format!("key `outputs`: {e}")))?;
+                if matches!(&spec, OutputSpec::Relay(d) if d.transport() == Transport::Tls)
+                    && tls_relay.is_none()
+                {
+                    tls_relay = Some(s.span());
+                }
             }
             list.into_iter().map(Spanned::into_inner).collect()
         }
@@ -464,6 +516,44 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
             .unwrap_or(hep_proto::DEFAULT_MAX_INFLATED_LEN),
         output_queue: limits.output_queue.unwrap_or(65_536).max(1),
     };
+    let relay_tls = match raw.relay_tls {
+        Some(t) => {
+            if let Some(set) = match (&t.cert_file, &t.key_file) {
+                (Some(c), None) => Some(c),
+                (None, Some(k)) => Some(k),
+                _ => None,
+            } {
+                return Err(err(
+                    set.span(),
+                    "section [relay_tls]: set both `cert_file` and `key_file` (a client \
+                     certificate), or neither"
+                        .into(),
+                ));
+            }
+            Some(RelayTlsConfig {
+                ca_file: t.ca_file,
+                cert_file: t.cert_file.map(Spanned::into_inner),
+                key_file: t.key_file.map(Spanned::into_inner),
+                server_name: t.server_name,
+            })
+        }
+        None => None,
+    };
+    if let (Some(span), None) = (tls_listener, &raw.tls) {
+        return Err(err(
+            span,
+            "key `listen`: a hep_tls listener needs a [tls] section with cert_file and key_file"
+                .into(),
+        ));
+    }
+    if let (Some(span), None) = (tls_relay, &relay_tls) {
+        return Err(err(
+            span,
+            "key `outputs`: a hep_tls relay needs a [relay_tls] section with ca_file (the CA \
+             that signed the collector's certificate)"
+                .into(),
+        ));
+    }
     let metrics = match raw.metrics {
         Some(m) => Some(MetricsConfig {
             listen: m.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
@@ -490,7 +580,21 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
                     ));
                 }
             },
-            level: l.level.unwrap_or_else(|| "info".to_owned()),
+            level: match l.level {
+                None => "info".to_owned(),
+                Some(level) => {
+                    tracing_subscriber::EnvFilter::try_new(level.get_ref()).map_err(|e| {
+                        err(
+                            level.span(),
+                            format!(
+                                "key `log.level`: expected a level (error, warn, info, debug, \
+                                 trace) or a filter like `info,hep_transport=debug`: {e}"
+                            ),
+                        )
+                    })?;
+                    level.into_inner()
+                }
+            },
         },
         None => LogConfig {
             format: LogFormat::Text,
@@ -530,16 +634,23 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
     let filter = match raw.filter {
         Some(f) => {
             let mut proto_type_values = Vec::new();
+            let mut proto_type_names = Vec::new();
             for t in f.proto_types.iter().flatten() {
-                proto_type_values.push(ProtoType::parse(t.get_ref()).ok_or_else(|| {
+                let name = match t.get_ref() {
+                    toml::Value::String(s) => s.clone(),
+                    toml::Value::Integer(n) => n.to_string(),
+                    other => other.to_string(),
+                };
+                proto_type_values.push(ProtoType::parse(&name).ok_or_else(|| {
                     err(
                         t.span(),
                         format!(
-                            "key `filter.proto_types`: unknown protocol type `{}`",
-                            t.get_ref()
+                            "key `filter.proto_types`: unknown protocol type `{name}` \
+                             (expected a number 0-255 or a name such as sip, log, rtcp)"
                         ),
                     )
                 })?);
+                proto_type_names.push(name);
             }
             let nets = |list: &Option<Vec<Spanned<String>>>,
                         key: &str|
@@ -559,7 +670,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
                 l.map(|l| l.into_iter().map(Spanned::into_inner).collect())
             };
             Some(FilterConfig {
-                proto_types: strings(f.proto_types),
+                proto_types: f.proto_types.map(|_| proto_type_names),
                 capture_ids: f.capture_ids,
                 agent_networks: strings(f.agent_networks),
                 source_networks: strings(f.source_networks),
@@ -590,6 +701,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
             client_ca_file: t.client_ca_file,
             handshake_timeout_ms: t.handshake_timeout_ms.unwrap_or(5_000),
         }),
+        relay_tls,
         metrics,
         log,
         auth,
@@ -607,6 +719,60 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
             rate: r.rate,
             burst: r.burst.unwrap_or(r.rate),
         }),
+    })
+}
+
+/// The `[section]` (or `[[section]]`) header in force on the line of byte `at` of `text`.
+fn section_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    if !text.is_char_boundary(at) {
+        return None;
+    }
+    let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+    text[..end].lines().filter_map(header).next_back()
+}
+
+/// The name of a `[name]` or `[[name]]` line.
+fn header(line: &str) -> Option<String> {
+    let l = line.split('#').next().unwrap_or_default().trim();
+    let name = l.strip_prefix('[')?.strip_suffix(']')?;
+    Some(
+        name.trim_matches(|c| c == '[' || c == ']')
+            .trim()
+            .to_owned(),
+    )
+}
+
+/// The dotted name of the key whose value holds byte `at` of `text` (`filter.proto_types`):
+/// the key of that line, or for a value that spans lines (an array), of the nearest line
+/// above that starts with `key =`. A best effort, for error messages.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    if !text.is_char_boundary(at) {
+        return None;
+    }
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let is_key = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    let mut key = None;
+    for line in std::iter::once(&text[line_start..at]).chain(text[..line_start].lines().rev()) {
+        if header(line).is_some() {
+            break;
+        }
+        if let Some((k, _)) = line.split_once('=')
+            && is_key(k.trim())
+        {
+            key = Some(k.trim().to_owned());
+            break;
+        }
+    }
+    let key = key?;
+    Some(match section_at(text, at) {
+        Some(section) => format!("{section}.{key}"),
+        None => key,
     })
 }
 
@@ -683,7 +849,45 @@ mod tests {
             "{e}"
         );
         let e = parse("hep_port = 70000").unwrap_err().to_string();
-        assert!(e.starts_with("hep.toml:1:12:"), "{e}");
+        assert_eq!(
+            e,
+            "hep.toml:1:12: key `hep_port`: invalid value: integer `70000`, expected u16"
+        );
+        let e = parse("[limits]\nmax_connections = \"many\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("hep.toml:2:19: key `limits.max_connections`: invalid type"),
+            "{e}"
+        );
+        let e = parse("outputs = [\n  \"relay:hep_udp:h:1;version=2\",\n  5,\n]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("hep.toml:3:3: key `outputs`: invalid type"),
+            "{e}"
+        );
+        let e = parse("[auth]\nkeys = { 2001 = 5 }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("hep.toml:2:17: key `auth.keys`: invalid type"),
+            "{e}"
+        );
+        let e = parse("[dedup]\ncapture_id_aware = true")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "hep.toml:1:1: section [dedup]: missing field `window_ms`"
+        );
+        let e = parse("[filter]\nproto_types = [\"sip\", 300]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("hep.toml:2:23: key `filter.proto_types`: unknown protocol type `300`"),
+            "{e}"
+        );
         let e = parse("hep_async = 2").unwrap_err().to_string();
         assert_eq!(
             e,
@@ -698,6 +902,61 @@ mod tests {
         );
         let e = parse("outputs = [\"kafka:x\"]").unwrap_err().to_string();
         assert!(e.starts_with("hep.toml:1:12: key `outputs`"), "{e}");
+        let e = parse("[log]\nlevel = \"info,hep_transport=loud\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("hep.toml:2:9: key `log.level`"), "{e}");
+        assert_eq!(
+            parse("[log]\nlevel = \"warn,hep_transport=debug\"")
+                .unwrap()
+                .log
+                .level,
+            "warn,hep_transport=debug"
+        );
+    }
+
+    #[test]
+    fn relay_tls_needs_both_halves_of_a_client_certificate() {
+        let c = parse("[relay_tls]\nca_file = \"ca.pem\"\nserver_name = \"homer\"").unwrap();
+        assert_eq!(c.relay_tls.unwrap().server_name.as_deref(), Some("homer"));
+        let e = parse("[relay_tls]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("hep.toml:3:13: section [relay_tls]: set both"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tls_listeners_and_relays_need_their_sections() {
+        let e = parse("listen = [\"hep_udp:0.0.0.0\", \"hep_tls:0.0.0.0:9061\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("hep.toml:1:30: key `listen`: a hep_tls listener needs a [tls] section"),
+            "{e}"
+        );
+        let e = parse("outputs = [\"relay:hep_tls:homer:9061\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("hep.toml:1:12: key `outputs`: a hep_tls relay needs a [relay_tls]"),
+            "{e}"
+        );
+        parse("outputs = [\"relay:hep_tls:homer:9061\"]\n[relay_tls]\nca_file = \"ca.pem\"")
+            .unwrap();
+    }
+
+    #[test]
+    fn proto_types_are_names_or_numbers() {
+        let c = parse("[filter]\nproto_types = [\"sip\", 100, \"5\"]").unwrap();
+        let f = c.filter.unwrap();
+        assert_eq!(
+            f.proto_type_values().unwrap(),
+            [ProtoType::Sip, ProtoType::Log, ProtoType::Rtcp]
+        );
+        assert_eq!(f.proto_types.unwrap(), ["sip", "100", "5"]);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use anyhow::Context as _;
 use hep_callbacks::{AuthKeyCheck, CallbackStats, Dedup, Filter, HepCallbacks, RateLimit, Rewrite};
 use hep_proto::DecodeOptions;
 use hep_transport::layer::overload::OverloadDrop;
+use hep_transport::sender::ClientTls;
 use hep_transport::{
     HepDestination, HepSender, Listener, ListenerConfig, ListenerStats, SenderConfig, TlsConfig,
     Transport,
@@ -48,6 +49,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut null = Vec::new();
     let mut threads: Vec<JoinHandle<()>> = Vec::new();
     let mut relays = JoinSet::new();
+    let relay_tls = relay_tls(&config)?;
     for spec in config.output_specs() {
         let stats = Arc::new(OutputStats::new(spec.to_string()));
         summary.outputs.push(Arc::clone(&stats));
@@ -58,8 +60,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 null.push(stats);
             }
             OutputSpec::Relay(dest) => {
-                let sender = HepSender::new(dest.clone(), sender_config(&config))
-                    .with_context(|| format!("output `{spec}`"))?;
+                let sender =
+                    HepSender::new(dest.clone(), sender_config(&config, relay_tls.as_ref()))
+                        .with_context(|| format!("output `{spec}`"))?;
                 let collect = Arc::new(RelayCollect::new(
                     Arc::clone(&stats),
                     Arc::clone(sender.stats()),
@@ -96,11 +99,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // The callback stack: cheap refusals first.
     let callbacks = callbacks(&config);
     let callback_stats: Vec<Arc<CallbackStats>> = callbacks.stats();
-    if !callback_stats.is_empty() {
-        let collect = Arc::new(CallbackCollect(callback_stats));
-        registry.register(Arc::clone(&collect) as _);
-        summary.callbacks = Some(collect);
-    }
+    // Registered even without callbacks: `hep_skipped_total` is always exposed.
+    let collect = Arc::new(CallbackCollect(callback_stats));
+    registry.register(Arc::clone(&collect) as _);
+    summary.callbacks = Some(collect);
     let stack = callbacks.layer(fanout);
 
     // Listeners: bind all before running any, so a port in use is reported up front.
@@ -111,7 +113,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let listener = Listener::bind_with_stats(spec, listener_config.clone(), Arc::clone(&stats))
             .await
             .with_context(|| format!("listen `{spec}`"))?;
-        let collect = Arc::new(ListenerCollect::new(spec, Arc::clone(&stats)));
+        // Labelled with the bound address: `hep_udp:127.0.0.1:0` names no listener.
+        let collect = Arc::new(ListenerCollect::new(listener.spec(), Arc::clone(&stats)));
         registry.register(Arc::clone(&collect) as _);
         summary.listeners.push(collect);
         listeners.push(listener);
@@ -229,8 +232,34 @@ fn listener_config(config: &Config) -> anyhow::Result<ListenerConfig> {
     Ok(l)
 }
 
-fn sender_config(config: &Config) -> SenderConfig {
+/// The client side of `relay:hep_tls:` outputs, from `[relay_tls]`.
+fn relay_tls(config: &Config) -> anyhow::Result<Option<ClientTls>> {
+    let Some(t) = &config.relay_tls else {
+        let tls_relay = config
+            .output_specs()
+            .into_iter()
+            .find(|o| matches!(o, OutputSpec::Relay(d) if d.transport() == Transport::Tls));
+        if let Some(o) = tls_relay {
+            anyhow::bail!(
+                "output `{o}`: a hep_tls relay needs a [relay_tls] section with `ca_file` \
+                 (the CA that signed the collector's certificate)"
+            );
+        }
+        return Ok(None);
+    };
+    let mut b = ClientTls::builder().ca_file(&t.ca_file);
+    if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
+        b = b.client_cert_files(cert, key);
+    }
+    if let Some(name) = &t.server_name {
+        b = b.server_name(name.clone());
+    }
+    Ok(Some(b.build().context("[relay_tls]")?))
+}
+
+fn sender_config(config: &Config, tls: Option<&ClientTls>) -> SenderConfig {
     let mut s = SenderConfig::default();
+    s.tls = tls.cloned();
     s.hep_async = config.hep_async;
     s.hep_async_local_connect_timeout = Config::ms(config.hep_async_local_connect_timeout);
     s.hep_async_local_write_timeout = Config::ms(config.hep_async_local_write_timeout);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use hep_callbacks::CallbackStats;
 use hep_proto::HepVersion;
 use hep_transport::sender::SenderStats;
-use hep_transport::{DropReason, ListenSpec, ListenerStats};
+use hep_transport::{DropReason, ListenSpec, ListenerStats, RejectReason};
 
 use crate::metrics::{Collect, Kind, Samples};
 use crate::output::fanout::OutputStats;
@@ -127,6 +127,9 @@ impl Collect for CallbackCollect {
             "Messages not delivered, by stage and reason.",
             Kind::Counter,
         );
+        if self.0.is_empty() {
+            out.sample("hep_skipped_total", &[], 0);
+        }
         for cb in &self.0 {
             out.sample(
                 "hep_skipped_total",
@@ -257,11 +260,15 @@ impl Summary {
             .sum()
     }
 
-    /// Datagrams, frames or connections refused.
+    /// Datagrams, frames or connections refused. A connection closed for being idle
+    /// (`idle_timeout`) lost nothing and refused nothing: it is in the metrics, not here.
     pub fn rejected(&self) -> u64 {
+        let idle = RejectReason::IdleTimeout.label();
         self.listeners
             .iter()
-            .map(|l| l.stats.rejected_total())
+            .flat_map(|l| l.stats.snapshot().rejected().collect::<Vec<_>>())
+            .filter(|(reason, _)| *reason != idle)
+            .map(|(_, n)| n)
             .sum()
     }
 
