@@ -50,7 +50,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use hep_proto::{DecodeError, HepCodecError, HepFrameCodec, HepVersion};
+use hep_proto::{DecodeError, HEP3_HEADER_LEN, HepCodecError, HepFrameCodec, HepVersion};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -455,6 +455,7 @@ where
             if sleep.deadline() != deadline {
                 sleep.as_mut().reset(deadline);
             }
+            let limit = stopping.then(|| missing_of_current_frame(&self.buf));
             let read = tokio::select! {
                 biased;
                 () = stop.cancelled(), if !stopping => {
@@ -476,7 +477,14 @@ where
                     return End::Closed(reason, None);
                 }
                 () = self.dispatcher.drain(), if self.dispatcher.has_in_flight() => continue,
-                read = read_some(&mut self.io, &mut self.buf, tcp.read_buffer_size) => read,
+                // Stopping: read only what the frame being read still needs, so that a
+                // peer that keeps sending cannot hold the connection open.
+                read = read_some(
+                    &mut self.io,
+                    &mut self.buf,
+                    tcp.read_buffer_size,
+                    limit,
+                ) => read,
             };
             let n = match read {
                 Ok(n) => n,
@@ -579,7 +587,12 @@ where
 /// Reads once into `buf`. Between frames (`buf` empty) it first waits for readability
 /// and, if it has to wait, gives the buffer back: an idle connection holds no buffer.
 /// Cancel-safe.
-async fn read_some<IO>(io: &mut IO, buf: &mut BytesMut, read_size: usize) -> io::Result<usize>
+async fn read_some<IO>(
+    io: &mut IO,
+    buf: &mut BytesMut,
+    read_size: usize,
+    limit: Option<usize>,
+) -> io::Result<usize>
 where
     IO: AsyncRead + ReadReady + Unpin,
 {
@@ -601,5 +614,19 @@ where
         };
         buf.reserve(want.max(MIN_READ));
     }
-    io.read_buf(buf).await
+    match limit {
+        Some(n) => io.take(n as u64).read_buf(buf).await,
+        None => io.read_buf(buf).await,
+    }
+}
+
+/// Bytes still missing from the frame at the head of `buf` (up to its 6-byte header when
+/// even that is incomplete): what a stopping connection still reads.
+fn missing_of_current_frame(buf: &[u8]) -> usize {
+    match buf {
+        [_, _, _, _, hi, lo, ..] => usize::from(u16::from_be_bytes([*hi, *lo]))
+            .saturating_sub(buf.len())
+            .max(1),
+        _ => HEP3_HEADER_LEN - buf.len(),
+    }
 }

@@ -125,11 +125,14 @@ impl ListenerConfig {
 }
 
 /// Why a listener could not be set up or stopped by itself.
+///
+/// The underlying error is the [`source`](std::error::Error::source), not repeated in the
+/// message: print the chain (`{:#}` with anyhow) to see both.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     /// The address could not be bound (in use, not local, no permission ...).
-    #[error("cannot listen on {spec}: bind failed: {source}")]
+    #[error("cannot listen on {spec}: bind failed")]
     Bind {
         /// What was being bound.
         spec: ListenSpec,
@@ -137,7 +140,7 @@ pub enum ListenError {
         source: io::Error,
     },
     /// A socket could not be created or configured.
-    #[error("cannot listen on {spec}: {what}: {source}")]
+    #[error("cannot listen on {spec}: {what}")]
     Socket {
         /// The listener.
         spec: ListenSpec,
@@ -156,7 +159,7 @@ pub enum ListenError {
     #[error(transparent)]
     Tls(#[from] TlsConfigError),
     /// The service failed in `poll_ready` (it can take no more requests).
-    #[error("listener {spec} stopped: the service failed: {source}")]
+    #[error("listener {spec} stopped: the service failed")]
     Service {
         /// The listener.
         spec: ListenSpec,
