@@ -3,6 +3,11 @@
 //! `cargo bench -p hep-proto --bench codec` (or `cargo xtask bench`). The 608-byte
 //! Kamailio v3 INVITE is the packet `docs/limits.md` measured the C chunk walk with.
 
+#![allow(
+    missing_docs,
+    reason = "criterion_group! defines an undocumented function"
+)]
+
 use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};

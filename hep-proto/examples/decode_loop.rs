@@ -7,8 +7,13 @@ use hep_proto::HepMessage;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let path = args.next().unwrap_or_else(|| "hep-testkit/testdata/kamailio/v3-udp-0001.hep".into());
-    let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let path = args
+        .next()
+        .unwrap_or_else(|| "hep-testkit/testdata/kamailio/v3-udp-0001.hep".into());
+    let n: usize = args
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let wire = Bytes::from(std::fs::read(&path).expect("read the vector"));
     let mut ok = 0usize;
     for _ in 0..n {

@@ -152,29 +152,51 @@ impl HepMessage {
     fn encode_v3(&self, order: ChunkOrder, dst: &mut BytesMut) -> Result<(), EncodeError> {
         let total = self.v3_len()?;
         dst.reserve(total);
-        dst.put_slice(&HEP3_MAGIC);
+        // The control header and the fixed-size chunks are laid out in a stack buffer and
+        // appended with one copy: a `put_*` per field costs a capacity check and a call
+        // to `memcpy` each (see `docs/BENCHMARKS.md`).
+        let mut head = Head::new();
+        head.put_raw(&HEP3_MAGIC);
         // v3_len checked total <= u16::MAX.
-        dst.put_u16(total as u16);
-        let w = &mut ChunkWriter(dst);
+        head.put_raw(&(total as u16).to_be_bytes());
         if let Some(f) = self.family {
-            w.u8(0x0001, f.wire());
+            head.chunk(0x0001, [f.wire()]);
         }
-        w.opt_u8(0x0002, self.ip_proto);
+        if let Some(p) = self.ip_proto {
+            head.chunk(0x0002, [p]);
+        }
         if order == ChunkOrder::Spec {
-            self.put_addresses(w);
+            head.addresses(self);
         }
-        w.opt_u16(0x0007, self.src_port);
-        w.opt_u16(0x0008, self.dst_port);
-        w.opt_u32(0x0009, self.ts_sec);
-        w.opt_u32(0x000a, self.ts_usec);
-        w.opt_u8(0x000b, self.proto_type.map(|t| t.id()));
-        w.opt_u32(0x000c, self.capture_id);
+        if let Some(p) = self.src_port {
+            head.chunk(0x0007, p.to_be_bytes());
+        }
+        if let Some(p) = self.dst_port {
+            head.chunk(0x0008, p.to_be_bytes());
+        }
+        if let Some(t) = self.ts_sec {
+            head.chunk(0x0009, t.to_be_bytes());
+        }
+        if let Some(t) = self.ts_usec {
+            head.chunk(0x000a, t.to_be_bytes());
+        }
+        if let Some(t) = self.proto_type {
+            head.chunk(0x000b, [t.id()]);
+        }
+        if let Some(c) = self.capture_id {
+            head.chunk(0x000c, c.to_be_bytes());
+        }
         if order == ChunkOrder::Generic {
-            self.put_addresses(w);
+            head.addresses(self);
         }
+        dst.put_slice(head.bytes());
+
+        let w = &mut ChunkWriter(dst);
         w.opt_bytes(0x000e, self.auth_key.as_ref());
         w.opt_bytes(0x0011, self.correlation_id.as_ref());
-        w.opt_u16(0x0012, self.vlan);
+        if let Some(v) = self.vlan {
+            w.raw(0, 0x0012, &v.to_be_bytes());
+        }
         w.opt_bytes(0x0013, self.node_name.as_ref());
         for c in &self.chunks {
             w.raw(c.vendor, c.chunk_type, &c.data);
@@ -183,15 +205,58 @@ impl HepMessage {
         w.raw(0, payload_type, payload);
         Ok(())
     }
+}
 
-    fn put_addresses(&self, w: &mut ChunkWriter<'_>) {
-        for (addr, v4, v6) in [(self.src_ip, 0x0003, 0x0005), (self.dst_ip, 0x0004, 0x0006)] {
+/// The most the control header and the fixed-size chunks take: 6 + 7 + 7 + 22 + 22 + 8 +
+/// 8 + 10 + 10 + 7 + 10.
+const HEAD_MAX: usize = 117;
+
+/// The start of a HEPv3 message, laid out on the stack (see `encode_v3`).
+struct Head {
+    buf: [u8; HEAD_MAX],
+    len: usize,
+}
+
+impl Head {
+    const fn new() -> Self {
+        Self {
+            buf: [0; HEAD_MAX],
+            len: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn put_raw(&mut self, bytes: &[u8]) {
+        // Never short: HEAD_MAX is the sum of all that is written. Were it short, the
+        // bytes would be left out rather than panic (and the round-trip tests fail).
+        if let Some(dst) = self.buf.get_mut(self.len..self.len + bytes.len()) {
+            dst.copy_from_slice(bytes);
+            self.len += bytes.len();
+        }
+    }
+
+    /// A generic chunk with an `N`-byte value (`N` is at most 16).
+    #[inline(always)]
+    fn chunk<const N: usize>(&mut self, ty: u16, value: [u8; N]) {
+        let [t0, t1] = ty.to_be_bytes();
+        let [l0, l1] = ((CHUNK_HEADER_LEN + N) as u16).to_be_bytes();
+        self.put_raw(&[0, 0, t0, t1, l0, l1]);
+        self.put_raw(&value);
+    }
+
+    #[inline(always)]
+    fn addresses(&mut self, msg: &HepMessage) {
+        for (addr, v4, v6) in [(msg.src_ip, 0x0003, 0x0005), (msg.dst_ip, 0x0004, 0x0006)] {
             match addr {
-                Some(IpAddr::V4(a)) => w.raw(0, v4, &a.octets()),
-                Some(IpAddr::V6(a)) => w.raw(0, v6, &a.octets()),
+                Some(IpAddr::V4(a)) => self.chunk(v4, a.octets()),
+                Some(IpAddr::V6(a)) => self.chunk(v6, a.octets()),
                 None => {}
             }
         }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
     }
 }
 
@@ -218,33 +283,12 @@ struct ChunkWriter<'a>(&'a mut BytesMut);
 
 impl ChunkWriter<'_> {
     fn raw(&mut self, vendor: u16, ty: u16, data: &[u8]) {
-        self.0.put_u16(vendor);
-        self.0.put_u16(ty);
+        let [v0, v1] = vendor.to_be_bytes();
+        let [t0, t1] = ty.to_be_bytes();
         // v3_len checked every chunk length fits u16.
-        self.0.put_u16((CHUNK_HEADER_LEN + data.len()) as u16);
+        let [l0, l1] = ((CHUNK_HEADER_LEN + data.len()) as u16).to_be_bytes();
+        self.0.put_slice(&[v0, v1, t0, t1, l0, l1]);
         self.0.put_slice(data);
-    }
-
-    fn u8(&mut self, ty: u16, v: u8) {
-        self.raw(0, ty, &[v]);
-    }
-
-    fn opt_u8(&mut self, ty: u16, v: Option<u8>) {
-        if let Some(v) = v {
-            self.u8(ty, v);
-        }
-    }
-
-    fn opt_u16(&mut self, ty: u16, v: Option<u16>) {
-        if let Some(v) = v {
-            self.raw(0, ty, &v.to_be_bytes());
-        }
-    }
-
-    fn opt_u32(&mut self, ty: u16, v: Option<u32>) {
-        if let Some(v) = v {
-            self.raw(0, ty, &v.to_be_bytes());
-        }
     }
 
     fn opt_bytes(&mut self, ty: u16, v: Option<&Bytes>) {
