@@ -96,6 +96,12 @@ impl Host {
                 "invalid host: not an IPv4 address, and a host name cannot be all digits",
             ));
         }
+        // `hep_tls:9060` would read as a relay spec: such a name cannot be written back.
+        if Transport::parse(s).is_some_and(|t| t.scheme().eq_ignore_ascii_case(s)) {
+            return Err(err(
+                "invalid host: hep_udp, hep_tcp and hep_tls are transports (write hep_tls:HOST:PORT)",
+            ));
+        }
         Ok(Self(HostKind::Name(s.to_owned())))
     }
 }
@@ -509,6 +515,16 @@ mod tests {
             let d: HepDestination = s.parse().unwrap();
             assert_eq!(d.to_string(), s);
             assert_eq!(d.to_string().parse::<HepDestination>().unwrap(), d);
+        }
+    }
+
+    /// Found by the `specs` fuzz target: `hep_tls` alone read as a hep_id host name and
+    /// printed as `hep_tls:9060; ...`, which reads back as a relay spec.
+    #[test]
+    fn a_transport_name_is_not_a_host() {
+        for s in ["hep_tls", "HEP_UDP; transport=udp", "[n] hep_tcp"] {
+            let e = s.parse::<HepDestination>().unwrap_err().to_string();
+            assert!(e.contains("are transports"), "{s}: {e}");
         }
     }
 
