@@ -5,7 +5,7 @@
 //! ```text
 //! cargo xtask ci                                 # fmt, clippy, tests, doctests, docs, fuzz smoke run
 //! cargo xtask fuzz <TARGET|--all> [--time SECS]  # cargo-fuzz on stable (RUSTC_BOOTSTRAP=1)
-//! cargo xtask bench                              # not yet implemented
+//! cargo xtask bench [--quick] [SECTION...]       # hep-server vs peers and this machine; docs/BENCHMARKS.md
 //! cargo xtask interop [--no-install] [FILTER...]  # our HEP against Kamailio, hep-js, tshark, sngrep
 //! ```
 //!
@@ -16,6 +16,7 @@
 //!
 //! [cargo-xtask]: https://github.com/matklad/cargo-xtask
 
+mod bench;
 mod ci;
 mod cmd;
 mod fuzz;
@@ -35,13 +36,13 @@ usage: cargo xtask <command>
 commands:
   ci                                 run every CI step and print `N passed, N failed`
   fuzz <TARGET|--all> [--time SECS]  run cargo-fuzz targets for SECS seconds each (default 60)
-  bench                              not yet implemented
+  bench [--quick] [--runs N] [--no-kamailio] [--out FILE] [SECTION...]
+                                     measure hep-server against its peers and this machine's
+                                     ceiling (sections: codec udp tcp relay memory); write
+                                     docs/BENCHMARKS.md (--quick: a smoke run, to target/bench/)
   interop [--no-install] [FILTER...]  run hep-server against real peers (Kamailio, hep-js,
                                      tshark, sngrep) on loopback; print the results table
   help                               print this text";
-
-/// Exit code for subcommands that exist but are not written yet.
-const NOT_IMPLEMENTED: u8 = 2;
 
 /// The workspace `cargo xtask` operates on: where it lives and which cargo drives it.
 #[derive(Debug)]
@@ -121,28 +122,15 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             interop::run(&ws, &opts)
         }
         "bench" => {
-            no_arguments(command, rest)?;
-            eprintln!("not yet implemented: {}", tracking_note(command));
-            Ok(ExitCode::from(NOT_IMPLEMENTED))
+            let opts =
+                bench::Options::parse(rest).map_err(|err| anyhow::anyhow!("{err:#}\n\n{USAGE}"))?;
+            bench::run(&ws, &opts)
         }
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
         }
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
-    }
-}
-
-/// Where an unimplemented subcommand is tracked, for the `not yet implemented` message.
-///
-/// No issues have been filed for these yet, so the message says so instead of citing a number.
-/// Whoever files one puts `see issue N` here; whoever implements the command removes its arm.
-fn tracking_note(command: &str) -> &'static str {
-    match command {
-        "bench" => {
-            "`cargo xtask bench` is issue 6 (benchmark harness against peers and this machine's limits)"
-        }
-        _ => "no tracking issue",
     }
 }
 
