@@ -53,7 +53,8 @@
 //! - `message`: [`HepMessage`], [`Payload`], [`HepMessageBuilder`].
 //! - `decode` / `encode`: [`DecodeOptions`], [`ChunkOrder`], `HepMessage::{decode, encode}`.
 //! - `compress`: chunk 0x0010, gzip and zlib, with a cap.
-//! - `codec`: [`HepFrameCodec`] and [`HepCodec`], tokio-util codecs for streams.
+//! - `codec`: [`HepFrameCodec`] and [`HepCodec`], tokio-util codecs for streams, and
+//!   [`HepDatagramCodec`] for UDP.
 //! - `pack`: [`pack_hep`], the seed's packer.
 //! - `error`: [`DecodeError`], [`EncodeError`], [`HepCodecError`].
 #![doc(test(attr(deny(warnings))))]
@@ -73,8 +74,13 @@ mod message;
 mod pack;
 mod types;
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use chunk::{Chunk, ChunkShape, ChunkType};
-pub use codec::{HepCodec, HepFrameCodec};
+pub use codec::{HepCodec, HepDatagramCodec, HepFrameCodec};
 pub use compress::gzip_payload;
 pub use decode::{
     DEFAULT_MAX_INFLATED_LEN, DecodeOptions, EEP3_MAGIC, HEP3_HEADER_LEN, HEP3_MAGIC,
