@@ -8,7 +8,8 @@ use hep_proto::{HepMessage, HepVersion, ProtoType};
 use hep_testkit::vectors::{KAMAILIO_SETS, testdata_dir};
 use serde_json::Value;
 
-/// The record's keys (DESIGN.md, plus `proto_name` and `payload_b64`).
+/// The record's keys (DESIGN.md, plus `proto_name` and `payload_b64`), spelled out here
+/// rather than taken from `record::RECORD_KEYS`: this test pins the external interface.
 const KEYS: &[&str] = &[
     "version",
     "family",
