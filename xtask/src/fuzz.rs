@@ -12,11 +12,19 @@ use crate::Workspace;
 /// Seconds each target runs when `--time` is not given.
 const DEFAULT_TIME_SECS: u64 = 60;
 
+/// The targets that exercise hep-proto's decoders only (a light sanitizer build).
+pub(crate) const DECODER_TARGETS: &[&str] = &["datagram", "stream", "compressed"];
+
+/// Targets that need the fuzz crate's `server` feature (hep-server and hep-transport).
+const SERVER_TARGETS: &[&str] = &["config", "specs"];
+
 /// Which fuzz targets to run.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Targets {
     /// One named target.
     One(String),
+    /// These targets.
+    Some(Vec<String>),
     /// Every target `cargo fuzz list` reports.
     All,
 }
@@ -91,6 +99,7 @@ pub(crate) fn run(ws: &Workspace, opts: &Options) -> Result<()> {
 
     let targets = match &opts.targets {
         Targets::One(target) => vec![target.clone()],
+        Targets::Some(targets) => targets.clone(),
         Targets::All => {
             let listed = ws.cargo().args(["fuzz", "list"]).read_stdout()?;
             let targets: Vec<String> = listed
@@ -111,11 +120,14 @@ pub(crate) fn run(ws: &Workspace, opts: &Options) -> Result<()> {
     let failed: Vec<&str> = targets
         .iter()
         .filter(|target| {
-            let result = ws
-                .cargo()
-                .env("RUSTC_BOOTSTRAP", "1")
-                .args(["fuzz", "run", target.as_str(), "--", &max_total_time])
-                .run();
+            let mut cmd =
+                ws.cargo()
+                    .env("RUSTC_BOOTSTRAP", "1")
+                    .args(["fuzz", "run", target.as_str()]);
+            if SERVER_TARGETS.contains(&target.as_str()) {
+                cmd = cmd.args(["--features", "server"]);
+            }
+            let result = cmd.args(["--", &max_total_time]).run();
             match result {
                 Ok(()) => false,
                 Err(err) => {
