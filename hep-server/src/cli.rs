@@ -71,7 +71,8 @@ pub enum Command {
 /// `hep-server run`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct RunArgs {
-    /// Config file (TOML); without it the embedded defaults apply.
+    /// Config file (TOML), read again on SIGHUP to reload the outputs and callbacks;
+    /// without it the embedded defaults apply.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where to listen: `hep_udp:IP[:PORT]`, `hep_tcp:IP[:PORT]` or `hep_tls:IP[:PORT]`

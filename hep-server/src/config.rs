@@ -169,7 +169,7 @@ struct RawRateLimit {
 // ===== the effective configuration =====
 
 /// The effective configuration: every value resolved, defaults filled in.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     /// Where to listen (`listen`): default UDP and TCP on 0.0.0.0, port `hep_port`.
     pub listen: Vec<String>,
@@ -214,7 +214,7 @@ pub struct Config {
 }
 
 /// Receive-side limits (`[limits]`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Limits {
     /// UDP socket receive buffer to request, bytes (default 8 MiB: the kernel default
     /// of about 208 KiB loses packets from about 50,000/s).
@@ -234,7 +234,7 @@ pub struct Limits {
 }
 
 /// TLS listener settings (`[tls]`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TlsConfig {
     /// PEM certificate chain.
     pub cert_file: PathBuf,
@@ -247,7 +247,7 @@ pub struct TlsConfig {
 }
 
 /// TLS client settings of `relay:hep_tls:` outputs (`[relay_tls]`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RelayTlsConfig {
     /// PEM CA bundle the collector's certificate must chain to (no system store).
     pub ca_file: PathBuf,
@@ -260,14 +260,14 @@ pub struct RelayTlsConfig {
 }
 
 /// Prometheus endpoint (`[metrics]`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MetricsConfig {
     /// Address of the HTTP endpoint serving `/metrics`.
     pub listen: SocketAddr,
 }
 
 /// How logs are written (`[log]`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LogConfig {
     /// `text` (default) or `json`.
     pub format: LogFormat,
@@ -286,7 +286,7 @@ pub enum LogFormat {
 }
 
 /// Auth key check (`[auth]`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuthConfig {
     /// The shared key (or the fallback when `keys` is set).
     pub key: Option<String>,
@@ -297,7 +297,7 @@ pub struct AuthConfig {
 }
 
 /// Filter rules (`[filter]`); see [`hep_callbacks::Filter`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FilterConfig {
     /// Protocol types to keep, by name or number.
     pub proto_types: Option<Vec<String>>,
@@ -354,7 +354,7 @@ impl AuthConfig {
 }
 
 /// Rewrite (`[rewrite]`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RewriteConfig {
     /// Capture id to set.
     pub capture_id: Option<u32>,
@@ -363,7 +363,7 @@ pub struct RewriteConfig {
 }
 
 /// Dedup (`[dedup]`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DedupConfig {
     /// Window, ms.
     pub window_ms: u64,
@@ -374,7 +374,7 @@ pub struct DedupConfig {
 }
 
 /// Rate limit (`[rate_limit]`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RateLimitConfig {
     /// Messages per second per agent.
     pub rate: f64,
@@ -442,6 +442,46 @@ impl Config {
     /// The effective configuration as TOML, for `check-config`.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+
+    /// The keys a running server cannot change (a reload logs them as needing a restart
+    /// and keeps the running values): listeners and their limits, TLS, metrics, logging.
+    /// Empty when `new` differs from `self` in reloadable keys only.
+    pub fn restart_only_changes(&self, new: &Self) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        let mut check = |key, same: bool| {
+            if !same {
+                changed.push(key);
+            }
+        };
+        check("listen", self.listen == new.listen);
+        check("hep_port", self.hep_port == new.hep_port);
+        check(
+            "hep_max_msg_chunks",
+            self.hep_max_msg_chunks == new.hep_max_msg_chunks,
+        );
+        check("[limits]", self.limits == new.limits);
+        check("[tls]", self.tls == new.tls);
+        check("[metrics]", self.metrics == new.metrics);
+        check("[log]", self.log == new.log);
+        changed
+    }
+
+    /// `new` with this configuration's values of the keys a running server cannot change
+    /// (those of [`restart_only_changes`](Self::restart_only_changes)): what a reload
+    /// actually runs.
+    #[must_use]
+    pub fn reloaded(&self, new: Self) -> Self {
+        Self {
+            listen: self.listen.clone(),
+            hep_port: self.hep_port,
+            hep_max_msg_chunks: self.hep_max_msg_chunks,
+            limits: self.limits.clone(),
+            tls: self.tls.clone(),
+            metrics: self.metrics.clone(),
+            log: self.log.clone(),
+            ..new
+        }
     }
 
     /// `Duration` helper for the millisecond settings.

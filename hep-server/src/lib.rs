@@ -15,7 +15,9 @@
 //! - [`config`]: the TOML configuration file with the seed's parameter names.
 //! - [`metrics`]: Prometheus text at `/metrics`, gathered from every counter.
 //! - [`output`]: where messages go (`stdout`, `json:`, `pcap:`, `relay:`, `null`).
-//! - [`server`]: the collector: listeners -> callback stack -> outputs, until shutdown.
+//! - [`server`]: the collector: listeners -> callback stack -> outputs, until shutdown;
+//!   reloads (SIGHUP) of the callbacks and outputs.
+//! - [`switch`]: the service listeners hold, whose stack a reload replaces.
 //! - [`stats`]: the counters as metrics, and the summary line printed at exit.
 //! - [`record`]: the JSON record of a message ([`record::write_json_line`]).
 //! - [`text`]: the one-line human-readable form ([`text::TextLine`]).
@@ -24,6 +26,7 @@
 //! - [`time`]: UTC ISO-8601 timestamps without a date-time dependency.
 #![doc(test(attr(deny(warnings))))]
 
+mod callbacks;
 pub mod capture_file;
 pub mod cli;
 pub mod commands;
@@ -34,5 +37,6 @@ pub mod record;
 pub mod server;
 pub mod sip;
 pub mod stats;
+pub mod switch;
 pub mod text;
 pub mod time;

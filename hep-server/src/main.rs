@@ -3,16 +3,18 @@
 //! Exit status: 0 success, 1 error (including any message that failed to decode),
 //! 2 usage error (from clap).
 
+use std::future::Future;
 use std::io::{self, Write as _};
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use clap::Parser as _;
 use hep_server::cli::{CheckConfigArgs, Cli, Command, DecodeArgs, RunArgs, SendArgs};
 use hep_server::commands;
 use hep_server::config::{Config, LogConfig, LogFormat, MetricsConfig};
 use hep_server::output::OutputSpec;
-use hep_server::server;
+use hep_server::server::{self, Reload};
+use tokio::sync::mpsc::Sender;
 
 fn main() -> ExitCode {
     // Exits with status 2 on a usage error (0 for --help and --version).
@@ -65,12 +67,30 @@ fn init_tracing(log: &LogConfig) {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut config = match &args.config {
+    let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
     init_tracing(&config.log);
-    // Command-line specs replace the file's.
+    let config = with_overrides(config, &args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hep-server")
+        .build()?;
+    let summary = runtime.block_on(async {
+        // Before anything is bound: a signal that comes early must not find the default
+        // action (which ends the process, SIGHUP's included).
+        let shutdown = shutdown_signal().context("installing the SIGTERM/SIGINT handler")?;
+        let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+        reload_on_sighup(args, reload_tx).context("installing the SIGHUP handler")?;
+        server::run_with_reloads(config, shutdown, reloads).await
+    })?;
+    eprintln!("hep-server: {summary}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Command-line specs replace the file's.
+fn with_overrides(mut config: Config, args: &RunArgs) -> anyhow::Result<Config> {
     if !args.listen.is_empty() {
         config.listen = args.listen.iter().map(ToString::to_string).collect();
     }
@@ -83,36 +103,67 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(addr) = args.metrics {
         config.metrics = Some(MetricsConfig { listen: addr });
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("hep-server")
-        .build()?;
-    let summary = runtime.block_on(server::run(config, shutdown_signal()))?;
-    eprintln!("hep-server: {summary}");
-    Ok(ExitCode::SUCCESS)
+    Ok(config)
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+/// SIGTERM or SIGINT (Ctrl-C); the handlers are installed at once.
+#[cfg(unix)]
+fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+/// Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> io::Result<impl Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+/// On each SIGHUP, reads the `--config` file again (with the same command-line
+/// overrides) and hands it to the server, which switches to it or logs why not.
+#[cfg(unix)]
+fn reload_on_sighup(args: RunArgs, reloads: Sender<Reload>) -> io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let Some(path) = args.config.clone() else {
+                tracing::info!("SIGHUP: started without --config, there is nothing to reload");
+                continue;
+            };
+            let (file, a) = (path.clone(), args.clone());
+            let config =
+                tokio::task::spawn_blocking(move || with_overrides(Config::load(&file)?, &a))
+                    .await
+                    .unwrap_or_else(|e| Err(e.into()));
+            if reloads
+                .send(Reload {
+                    source: path,
+                    config,
+                })
+                .await
+                .is_err()
+            {
+                break;
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    });
+    Ok(())
+}
+
+/// No SIGHUP here: nothing to reload.
+#[cfg(not(unix))]
+fn reload_on_sighup(_args: RunArgs, _reloads: Sender<Reload>) -> io::Result<()> {
+    Ok(())
 }
 
 fn check_config(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -100,9 +100,12 @@ impl Samples {
 }
 
 /// Every source of the running server.
+///
+/// Clones share one list, so that a source registered after the endpoint started (an
+/// output added by a reload) is served by it.
 #[derive(Default, Clone)]
 pub struct Registry {
-    sources: Vec<Arc<dyn Collect>>,
+    sources: Arc<RwLock<Vec<Arc<dyn Collect>>>>,
 }
 
 impl Registry {
@@ -111,15 +114,23 @@ impl Registry {
         Self::default()
     }
 
-    /// Adds a source.
-    pub fn register(&mut self, source: Arc<dyn Collect>) {
-        self.sources.push(source);
+    /// Adds a source (to every clone of this registry).
+    pub fn register(&self, source: Arc<dyn Collect>) {
+        self.sources
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(source);
     }
 
     /// Collects every source.
     pub fn gather(&self) -> Samples {
+        let sources = self
+            .sources
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut s = Samples::default();
-        for src in &self.sources {
+        for src in &sources {
             src.collect(&mut s);
         }
         s
@@ -129,7 +140,6 @@ impl Registry {
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
 pub async fn serve(listener: TcpListener, registry: Registry, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
-    let registry = Arc::new(registry);
     loop {
         let accepted = tokio::select! {
             () = &mut shutdown => return,
@@ -140,7 +150,7 @@ pub async fn serve(listener: TcpListener, registry: Registry, shutdown: impl Fut
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let registry = Arc::clone(&registry);
+        let registry = registry.clone();
         tokio::spawn(async move {
             if let Err(e) = answer(stream, &registry).await {
                 tracing::debug!(%peer, error = %e, "metrics request failed");
@@ -221,7 +231,7 @@ mod tests {
 
     #[test]
     fn families_are_grouped_and_typed() {
-        let mut r = Registry::new();
+        let r = Registry::new();
         r.register(Arc::new(Two));
         r.register(Arc::new(Two));
         let text = r.gather().render();
@@ -245,7 +255,7 @@ mod tests {
     async fn serves_metrics_over_http() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut r = Registry::new();
+        let r = Registry::new();
         r.register(Arc::new(Two));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, r, async {

@@ -1,39 +1,60 @@
 //! The collector: listeners -> callback stack -> outputs, until shutdown.
 //!
 //! ```text
-//!  hep_udp ─┐                                                   ┌─ queue ─ stdout / json / pcap (thread)
-//!  hep_tcp ─┼─ Received ─> [auth] [filter] [rate limit] ─> ... ─┼─ queue ─ relay (task, HepSender)
-//!  hep_tls ─┘   (UDP: OverloadDrop; TCP/TLS: backpressure)      └─ null (counted inline)
+//!  hep_udp ─┐            ┌──────────── Switch (the current stack) ─────────────┐
+//!  hep_tcp ─┼─ Received ─┤ [auth] [filter] [rate limit] ... ─> fan-out ─┬─ queue ─ stdout / json / pcap (thread)
+//!  hep_tls ─┘            │                                             ├─ queue ─ relay (task, HepSender)
+//!   (UDP: OverloadDrop; TCP/TLS: backpressure)                         └─ null (counted inline)
 //! ```
 //!
 //! Shutdown is a parameter (mini-redis): when it completes, listeners stop accepting and
 //! finish what they hold, the queues drain, outputs flush and close, and the final
 //! counters are returned.
+//!
+//! # Reload
+//!
+//! [`run_with_reloads`] also takes configurations to switch to (the binary sends one per
+//! SIGHUP). What can change safely changes: the callbacks and the outputs. A reload is
+//! all or nothing: the new outputs are started first (a file that cannot be created
+//! refuses the reload, and the running configuration stays), then the new stack is
+//! published to every listener through the [`Switch`], then the outputs no longer
+//! configured are closed: each writes what it had been given, so nothing accepted is
+//! lost (see [`crate::output::set`]). Listeners, `[limits]`, `[tls]`, `[metrics]` and
+//! `[log]` need a restart: a reload that changes them says so and keeps the running
+//! values. Every outcome is logged (`reloaded FILE: outputs [...], callbacks [...]`, or
+//! why not) and counted (`hep_config_reloads_total{result}`).
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use anyhow::Context as _;
-use hep_callbacks::{AuthKeyCheck, CallbackStats, Dedup, Filter, HepCallbacks, RateLimit, Rewrite};
 use hep_proto::DecodeOptions;
 use hep_transport::layer::overload::OverloadDrop;
-use hep_transport::sender::ClientTls;
-use hep_transport::{
-    HepDestination, HepSender, Listener, ListenerConfig, ListenerStats, SenderConfig, TlsConfig,
-    Transport,
-};
+use hep_transport::{Listener, ListenerConfig, ListenerStats, TlsConfig, Transport};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tower::{Layer as _, Service as _, ServiceExt as _};
+use tower::Layer as _;
 
+use crate::callbacks::CallbackSet;
 use crate::config::Config;
 use crate::metrics::{self, Registry};
-use crate::output::OutputSpec;
-use crate::output::fanout::{Fanout, OutputQueue, OutputStats, Queued};
-use crate::output::pcap::PcapFileWriter;
-use crate::output::writer::{self, Format};
-use crate::stats::{CallbackCollect, ListenerCollect, RelayCollect, Summary};
+use crate::output::fanout::Fanout;
+use crate::output::set::{Outputs, Retired};
+use crate::stats::{CallbackCollect, ListenerCollect, ReloadCollect, Summary};
+use crate::switch::{Publisher, Switch};
+
+/// A configuration to switch to, read again (on SIGHUP).
+#[derive(Debug)]
+pub struct Reload {
+    /// The file it was read from, for the log.
+    pub source: PathBuf,
+    /// The configuration, or why it could not be read (naming the file, line and key).
+    pub config: anyhow::Result<Config>,
+}
+
+/// The service stack the listeners call: the callbacks, then the fan-out to the outputs.
+type Stack = hep_callbacks::Chain<Fanout>;
 
 /// Runs the collector described by `config` until `shutdown` completes.
 ///
@@ -41,84 +62,77 @@ use crate::stats::{CallbackCollect, ListenerCollect, RelayCollect, Summary};
 /// Set-up failures (a port in use, an unwritable output file, unreadable TLS files), each
 /// naming what failed. Once running, bad input and failing outputs are counted, not errors.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<Summary> {
-    let mut registry = Registry::new();
-    let mut summary = Summary::default();
+    let (_keep, reloads) = mpsc::channel(1);
+    run_with_reloads(config, shutdown, reloads).await
+}
+
+/// As [`run`], switching to each configuration `reloads` gives (see the
+/// [module docs](self#reload)).
+///
+/// # Errors
+/// As [`run`]; a reload that fails is logged and counted, not an error.
+pub async fn run_with_reloads(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::Receiver<Reload>,
+) -> anyhow::Result<Summary> {
+    let registry = Registry::new();
 
     // Outputs first: a listener must have somewhere to hand messages.
-    let mut queues = Vec::new();
-    let mut null = Vec::new();
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    let mut relays = JoinSet::new();
-    let relay_tls = relay_tls(&config)?;
-    for spec in config.output_specs() {
-        let stats = Arc::new(OutputStats::new(spec.to_string()));
-        summary.outputs.push(Arc::clone(&stats));
-        let capacity = config.limits.output_queue;
-        match &spec {
-            OutputSpec::Null => {
-                registry.register(Arc::clone(&stats) as _);
-                null.push(stats);
-            }
-            OutputSpec::Relay(dest) => {
-                let sender =
-                    HepSender::new(dest.clone(), sender_config(&config, relay_tls.as_ref()))
-                        .with_context(|| format!("output `{spec}`"))?;
-                let collect = Arc::new(RelayCollect::new(
-                    Arc::clone(&stats),
-                    Arc::clone(sender.stats()),
-                ));
-                registry.register(Arc::clone(&collect) as _);
-                summary.relays.push(collect);
-                let (queue, rx) = OutputQueue::new(capacity, Arc::clone(&stats));
-                queues.push(queue);
-                relays.spawn(relay(dest.clone(), sender, rx, stats));
-            }
-            OutputSpec::Stdout | OutputSpec::Json(_) | OutputSpec::Pcap(_) => {
-                registry.register(Arc::clone(&stats) as _);
-                let format = match &spec {
-                    OutputSpec::Stdout => Format::text_stdout(),
-                    OutputSpec::Json(path) => Format::json(path.as_deref())
-                        .with_context(|| format!("output `{spec}`: cannot create the file"))?,
-                    OutputSpec::Pcap(path) => Format::Pcap(
-                        PcapFileWriter::create(path)
-                            .with_context(|| format!("output `{spec}`: cannot create the file"))?,
-                    ),
-                    _ => unreachable!("matched above"),
-                };
-                let (queue, rx) = OutputQueue::new(capacity, Arc::clone(&stats));
-                queues.push(queue);
-                threads.push(
-                    writer::spawn(format, rx, stats)
-                        .with_context(|| format!("output `{spec}`: thread"))?,
-                );
-            }
-        }
-    }
-    let fanout = Fanout::new(queues, null);
+    let mut outputs = Outputs::new(registry.clone(), config.limits.output_queue);
+    let first = outputs.reconfigure(&config)?;
 
     // The callback stack: cheap refusals first.
-    let callbacks = callbacks(&config);
-    let callback_stats: Vec<Arc<CallbackStats>> = callbacks.stats();
+    let (callbacks, _) = CallbackSet::default().rebuild(&config);
+    let (chain, callback_stats) = callbacks.chain();
     // Registered even without callbacks: `hep_skipped_total` is always exposed.
-    let collect = Arc::new(CallbackCollect(callback_stats));
-    registry.register(Arc::clone(&collect) as _);
-    summary.callbacks = Some(collect);
-    let stack = callbacks.layer(fanout);
+    let callback_collect = Arc::new(CallbackCollect::new(callback_stats));
+    registry.register(Arc::clone(&callback_collect) as _);
+    let reload_collect = Arc::new(ReloadCollect::default());
+    registry.register(Arc::clone(&reload_collect) as _);
+    let (stack, publisher) = Switch::new(chain.layer(first.fanout));
 
-    // Listeners: bind all before running any, so a port in use is reported up front.
-    let listener_config = listener_config(&config)?;
-    let mut listeners = Vec::new();
-    for spec in config.listen_specs() {
-        let stats = Arc::new(ListenerStats::new());
-        let listener = Listener::bind_with_stats(spec, listener_config.clone(), Arc::clone(&stats))
-            .await
-            .with_context(|| format!("listen `{spec}`"))?;
-        // Labelled with the bound address: `hep_udp:127.0.0.1:0` names no listener.
-        let collect = Arc::new(ListenerCollect::new(listener.spec(), Arc::clone(&stats)));
-        registry.register(Arc::clone(&collect) as _);
-        summary.listeners.push(collect);
-        listeners.push(listener);
-    }
+    let mut summary = Summary {
+        callbacks: Some(Arc::clone(&callback_collect)),
+        ..Summary::default()
+    };
+    let started = async {
+        // Listeners: bind all before running any, so a port in use is reported up front.
+        let listener_config = listener_config(&config)?;
+        let mut listeners = Vec::new();
+        for spec in config.listen_specs() {
+            let stats = Arc::new(ListenerStats::new());
+            let listener =
+                Listener::bind_with_stats(spec, listener_config.clone(), Arc::clone(&stats))
+                    .await
+                    .with_context(|| format!("listen `{spec}`"))?;
+            // Labelled with the bound address: `hep_udp:127.0.0.1:0` names no listener.
+            let collect = Arc::new(ListenerCollect::new(listener.spec(), Arc::clone(&stats)));
+            registry.register(Arc::clone(&collect) as _);
+            summary.listeners.push(collect);
+            listeners.push(listener);
+        }
+        let metrics = match &config.metrics {
+            Some(m) => {
+                let l = metrics::bind(m.listen)
+                    .await
+                    .with_context(|| format!("metrics endpoint {}", m.listen))?;
+                let addr = l.local_addr().unwrap_or(m.listen);
+                Some((l, addr))
+            }
+            None => None,
+        };
+        anyhow::Ok((listeners, metrics))
+    };
+    let (listeners, metrics_listener) = match started.await {
+        Ok(started) => started,
+        Err(e) => {
+            for o in outputs.retire_all() {
+                o.close().await;
+            }
+            return Err(e);
+        }
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -128,17 +142,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     };
 
-    let metrics_task = match &config.metrics {
-        Some(m) => {
-            let l = metrics::bind(m.listen)
-                .await
-                .with_context(|| format!("metrics endpoint {}", m.listen))?;
-            let addr = l.local_addr().unwrap_or(m.listen);
-            eprintln!("hep-server: metrics on http://{addr}/metrics");
-            Some(tokio::spawn(metrics::serve(l, registry.clone(), stopped())))
-        }
-        None => None,
-    };
+    let metrics_task = metrics_listener.map(|(l, addr)| {
+        eprintln!("hep-server: metrics on http://{addr}/metrics");
+        tokio::spawn(metrics::serve(l, registry.clone(), stopped()))
+    });
 
     let mut running = JoinSet::new();
     for listener in listeners {
@@ -176,15 +183,34 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     );
     drop(stack);
 
-    tokio::select! {
-        () = shutdown => {
-            eprintln!("hep-server: shutting down: draining listeners and outputs");
-        }
-        Some(done) = running.join_next() => {
-            // A listener ended on its own: report it and stop the rest.
-            if let Ok((spec, Err(e))) = done {
-                tracing::error!(listener = %spec, error = %e, "listener failed");
+    let mut live = Live {
+        config,
+        outputs,
+        callbacks,
+        publisher,
+        callback_collect,
+        reload_collect,
+        retiring: JoinSet::new(),
+    };
+    tokio::pin!(shutdown);
+    let mut reloads_open = true;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                eprintln!("hep-server: shutting down: draining listeners and outputs");
+                break;
             }
+            Some(done) = running.join_next() => {
+                // A listener ended on its own: report it and stop the rest.
+                if let Ok((spec, Err(e))) = done {
+                    tracing::error!(listener = %spec, error = %e, "listener failed");
+                }
+                break;
+            }
+            reload = reloads.recv(), if reloads_open => match reload {
+                Some(reload) => live.reload(reload),
+                None => reloads_open = false,
+            },
         }
     }
     let _ = stop_tx.send(true);
@@ -193,15 +219,79 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             tracing::error!(listener = %spec, error = %e, "listener failed while stopping");
         }
     }
-    // Every service clone is gone with the listeners: queues close, outputs drain.
-    while relays.join_next().await.is_some() {}
-    for t in threads {
-        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    // The listeners are done: close every output, which drains its queue, and wait for
+    // those a reload retired.
+    for o in live.outputs.retire_all() {
+        live.retiring.spawn(o.close());
     }
+    while live.retiring.join_next().await.is_some() {}
     if let Some(m) = metrics_task {
         let _ = m.await;
     }
+    (summary.outputs, summary.relays) = live.outputs.counters();
     Ok(summary)
+}
+
+/// What a reload may change, as running.
+struct Live {
+    /// The running configuration (a reload's, with the restart-only keys of the start).
+    config: Config,
+    outputs: Outputs,
+    callbacks: CallbackSet,
+    publisher: Publisher<Stack>,
+    callback_collect: Arc<CallbackCollect>,
+    reload_collect: Arc<ReloadCollect>,
+    /// Outputs a reload removed, draining.
+    retiring: JoinSet<()>,
+}
+
+impl Live {
+    /// Switches to `reload`'s configuration, or logs why not and changes nothing.
+    fn reload(&mut self, reload: Reload) {
+        let file = reload.source.display();
+        let refuse = |e: &anyhow::Error| {
+            self.reload_collect.failed();
+            tracing::error!("reload of {file} failed, the running configuration stays: {e:#}");
+        };
+        let new = match reload.config {
+            Ok(c) => c,
+            Err(e) => return refuse(&e),
+        };
+        let restart = self.config.restart_only_changes(&new);
+        let new = self.config.reloaded(new);
+        let outputs = match self.outputs.reconfigure(&new) {
+            Ok(o) => o,
+            Err(e) => return refuse(&e),
+        };
+        let (callbacks, callback_changes) = self.callbacks.rebuild(&new);
+        let (chain, stats) = callbacks.chain();
+        self.callback_collect.extend(stats);
+        // Publish first, then close what is no longer used (see `Switch`).
+        self.publisher.publish(chain.layer(outputs.fanout));
+        self.callbacks = callbacks;
+        self.config = new;
+        self.reload_collect.succeeded();
+        tracing::info!(
+            "reloaded {file}: outputs [{}], callbacks [{callback_changes}]",
+            outputs.changes
+        );
+        if !restart.is_empty() {
+            tracing::warn!(
+                "{file}: {} changed, which needs a restart: the running values stay",
+                restart.join(", ")
+            );
+        }
+        for old in outputs.retired {
+            self.retiring.spawn(retire(old));
+        }
+    }
+}
+
+/// Closes an output a reload removed (or restarted), once it has written what it had.
+async fn retire(old: Retired) {
+    let spec = old.spec().to_string();
+    old.close().await;
+    tracing::info!(output = %spec, "output closed after the reload: its queue is written");
 }
 
 fn listener_config(config: &Config) -> anyhow::Result<ListenerConfig> {
@@ -230,132 +320,4 @@ fn listener_config(config: &Config) -> anyhow::Result<ListenerConfig> {
         (None, false) => {}
     }
     Ok(l)
-}
-
-/// The client side of `relay:hep_tls:` outputs, from `[relay_tls]`.
-fn relay_tls(config: &Config) -> anyhow::Result<Option<ClientTls>> {
-    let Some(t) = &config.relay_tls else {
-        let tls_relay = config
-            .output_specs()
-            .into_iter()
-            .find(|o| matches!(o, OutputSpec::Relay(d) if d.transport() == Transport::Tls));
-        if let Some(o) = tls_relay {
-            anyhow::bail!(
-                "output `{o}`: a hep_tls relay needs a [relay_tls] section with `ca_file` \
-                 (the CA that signed the collector's certificate)"
-            );
-        }
-        return Ok(None);
-    };
-    let mut b = ClientTls::builder().ca_file(&t.ca_file);
-    if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
-        b = b.client_cert_files(cert, key);
-    }
-    if let Some(name) = &t.server_name {
-        b = b.server_name(name.clone());
-    }
-    Ok(Some(b.build().context("[relay_tls]")?))
-}
-
-fn sender_config(config: &Config, tls: Option<&ClientTls>) -> SenderConfig {
-    let mut s = SenderConfig::default();
-    s.tls = tls.cloned();
-    s.hep_async = config.hep_async;
-    s.hep_async_local_connect_timeout = Config::ms(config.hep_async_local_connect_timeout);
-    s.hep_async_local_write_timeout = Config::ms(config.hep_async_local_write_timeout);
-    s.hep_async_max_postponed_chunks = config.hep_async_max_postponed_chunks;
-    s.hep_send_timeout = Config::ms(config.hep_send_timeout);
-    s
-}
-
-fn callbacks(config: &Config) -> HepCallbacks {
-    let mut chain = HepCallbacks::new();
-    if let Some(a) = &config.auth {
-        let check = if a.keys.is_empty() {
-            AuthKeyCheck::shared(a.key.clone().unwrap_or_default())
-        } else {
-            let keys = a
-                .keys_by_id()
-                .into_iter()
-                .map(|(id, k)| (id, k.into()))
-                .collect();
-            AuthKeyCheck::per_capture_id(keys, a.key.clone().map(Into::into))
-        };
-        chain = chain.register(check.strip_key(a.strip));
-    }
-    if let Some(f) = &config.filter {
-        let mut filter = Filter::new();
-        if let Some(t) = f.proto_type_values() {
-            filter = filter.proto_types(t.iter().copied());
-        }
-        if let Some(ids) = &f.capture_ids {
-            filter = filter.capture_ids(ids.iter().copied());
-        }
-        if let Some(n) = f.agent_net_values() {
-            filter = filter.agent_networks(n.iter().copied());
-        }
-        if let Some(n) = f.source_net_values() {
-            filter = filter.source_networks(n.iter().copied());
-        }
-        if let Some(m) = &f.allow_sip_methods {
-            filter = filter.allow_sip_methods(m);
-        }
-        chain = chain.register(filter.deny_sip_methods(&f.deny_sip_methods));
-    }
-    if let Some(r) = &config.rate_limit {
-        chain = chain.register(RateLimit::new(r.rate, r.burst));
-    }
-    if let Some(r) = &config.rewrite {
-        let mut rw = Rewrite::new();
-        if let Some(id) = r.capture_id {
-            rw = rw.capture_id(id);
-        }
-        if let Some(n) = &r.node_name {
-            rw = rw.node_name(n.clone());
-        }
-        chain = chain.register(rw);
-    }
-    if let Some(d) = &config.dedup {
-        chain = chain.register(
-            Dedup::new(Config::ms(d.window_ms))
-                .capture_id_aware(d.capture_id_aware)
-                .max_entries(d.max_entries),
-        );
-    }
-    chain
-}
-
-/// Forwards queued messages: the received bytes when nothing changed them and the
-/// destination speaks their version, else the message re-encoded.
-async fn relay(
-    dest: HepDestination,
-    mut sender: HepSender,
-    mut rx: mpsc::Receiver<Queued>,
-    stats: Arc<OutputStats>,
-) {
-    let version = dest.version();
-    while let Some(m) = rx.recv().await {
-        stats.dequeued(1);
-        let bytes = if !m.modified && m.message.version == Some(version) {
-            m.wire.clone()
-        } else {
-            match m.message.encode(version) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::debug!(output = %dest, error = %e, "cannot encode for the relay");
-                    stats.add_failed(1);
-                    continue;
-                }
-            }
-        };
-        // Sync mode: waits for a free slot (backpressure into our queue). Async mode:
-        // always ready; the sender queues, and counts what it has to drop.
-        match sender.ready().await {
-            Ok(s) => {
-                let _ = s.call(bytes).await;
-            }
-            Err(_) => stats.add_failed(1),
-        }
-    }
-    sender.close().await;
 }

@@ -6,11 +6,12 @@
 //! is not delivered is counted under `hep_dropped_total` or `hep_rejected_total`.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use hep_callbacks::CallbackStats;
 use hep_proto::HepVersion;
-use hep_transport::sender::SenderStats;
+use hep_transport::sender::{DropReason as SenderDropReason, SenderStats, SenderStatsSnapshot};
 use hep_transport::{DropReason, ListenSpec, ListenerStats, RejectReason};
 
 use crate::metrics::{Collect, Kind, Samples};
@@ -111,9 +112,54 @@ impl Collect for ListenerCollect {
     }
 }
 
-/// The callbacks' counters.
-#[derive(Debug)]
-pub struct CallbackCollect(pub Vec<Arc<CallbackStats>>);
+/// The callbacks' counters: those of every chain the run has had (a reload builds a new
+/// one), summed by callback name, so that the series never go backwards.
+#[derive(Debug, Default)]
+pub struct CallbackCollect {
+    stats: Mutex<Vec<Arc<CallbackStats>>>,
+}
+
+impl CallbackCollect {
+    /// The counters of `stats`.
+    pub fn new(stats: Vec<Arc<CallbackStats>>) -> Self {
+        Self {
+            stats: Mutex::new(stats),
+        }
+    }
+
+    /// Adds the counters of a new chain.
+    pub fn extend(&self, stats: impl IntoIterator<Item = Arc<CallbackStats>>) {
+        lock(&self.stats).extend(stats);
+    }
+
+    fn all(&self) -> Vec<Arc<CallbackStats>> {
+        lock(&self.stats).clone()
+    }
+
+    /// `(name, skipped, [(reason, rejected)])` per callback name, in first-seen order.
+    #[allow(clippy::type_complexity, reason = "a private tally")]
+    fn by_name(&self) -> Vec<(&'static str, u64, Vec<(&'static str, u64)>)> {
+        let mut out: Vec<(&'static str, u64, Vec<(&'static str, u64)>)> = Vec::new();
+        for cb in self.all() {
+            let i = match out.iter().position(|(n, ..)| *n == cb.name()) {
+                Some(i) => i,
+                None => {
+                    out.push((cb.name(), 0, Vec::new()));
+                    out.len() - 1
+                }
+            };
+            let (_, skipped, reasons) = &mut out[i];
+            *skipped += cb.skipped();
+            for (reason, n) in cb.rejected() {
+                match reasons.iter_mut().find(|(r, _)| *r == reason) {
+                    Some((_, total)) => *total += n,
+                    None => reasons.push((reason, n)),
+                }
+            }
+        }
+        out
+    }
+}
 
 impl Collect for CallbackCollect {
     fn collect(&self, out: &mut Samples) {
@@ -127,19 +173,16 @@ impl Collect for CallbackCollect {
             "Messages not delivered, by stage and reason.",
             Kind::Counter,
         );
-        if self.0.is_empty() {
+        let callbacks = self.by_name();
+        if callbacks.is_empty() {
             out.sample("hep_skipped_total", &[], 0);
         }
-        for cb in &self.0 {
-            out.sample(
-                "hep_skipped_total",
-                &[("callback", cb.name())],
-                cb.skipped(),
-            );
-            for (reason, n) in cb.rejected() {
+        for (name, skipped, reasons) in callbacks {
+            out.sample("hep_skipped_total", &[("callback", name)], skipped);
+            for (reason, n) in reasons {
                 out.sample(
                     "hep_dropped_total",
-                    &[("stage", cb.name()), ("reason", reason)],
+                    &[("stage", name), ("reason", reason)],
                     n,
                 );
             }
@@ -147,44 +190,113 @@ impl Collect for CallbackCollect {
     }
 }
 
-/// A relay output: its queue, and what its sender delivered or lost.
+/// Configuration reloads (SIGHUP), by outcome.
+#[derive(Debug, Default)]
+pub struct ReloadCollect {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl ReloadCollect {
+    /// Counts a reload that took effect.
+    pub fn succeeded(&self) {
+        self.ok.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a reload that was refused (the running configuration stayed).
+    pub fn failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Collect for ReloadCollect {
+    fn collect(&self, out: &mut Samples) {
+        out.declare(
+            "hep_config_reloads_total",
+            "Configuration reloads (SIGHUP), by result.",
+            Kind::Counter,
+        );
+        out.sample(
+            "hep_config_reloads_total",
+            &[("result", "success")],
+            self.ok.load(Ordering::Relaxed),
+        );
+        out.sample(
+            "hep_config_reloads_total",
+            &[("result", "failure")],
+            self.failed.load(Ordering::Relaxed),
+        );
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A relay output: its queue, and what its senders delivered or lost. A reload that
+/// changes a relay's settings starts a new sender for it; the counters of every sender
+/// the output has had are summed.
 #[derive(Debug)]
 pub struct RelayCollect {
     output: Arc<OutputStats>,
-    sender: Arc<SenderStats>,
+    senders: Mutex<Vec<Arc<SenderStats>>>,
 }
 
 impl RelayCollect {
     /// The counters of a relay output and its sender.
     pub fn new(output: Arc<OutputStats>, sender: Arc<SenderStats>) -> Self {
-        Self { output, sender }
+        Self {
+            output,
+            senders: Mutex::new(vec![sender]),
+        }
+    }
+
+    /// Adds the counters of a new sender of the same output.
+    pub fn add_sender(&self, sender: Arc<SenderStats>) {
+        lock(&self.senders).push(sender);
+    }
+
+    /// The output's queue counters.
+    pub fn output(&self) -> &Arc<OutputStats> {
+        &self.output
+    }
+
+    fn snapshots(&self) -> Vec<SenderStatsSnapshot> {
+        lock(&self.senders).iter().map(|s| s.snapshot()).collect()
     }
 
     fn delivered(&self) -> u64 {
-        self.sender.snapshot().sent_messages
+        self.snapshots().iter().map(|s| s.sent_messages).sum()
     }
 
     fn dropped(&self) -> u64 {
-        self.sender.snapshot().dropped_total() + self.output.failed() + self.output.closed()
+        let senders: u64 = self.snapshots().iter().map(|s| s.dropped_total()).sum();
+        senders + self.output.failed() + self.output.closed()
     }
 }
 
 impl Collect for RelayCollect {
     fn collect(&self, out: &mut Samples) {
-        let s = self.sender.snapshot();
+        let snaps = self.snapshots();
+        let sum = |f: fn(&SenderStatsSnapshot) -> u64| snaps.iter().map(f).sum::<u64>();
         let o = self.output.name();
         out.declare(
             "hep_delivered_total",
             "Messages delivered, by output.",
             Kind::Counter,
         );
-        out.sample("hep_delivered_total", &[("output", o)], s.sent_messages);
+        out.sample(
+            "hep_delivered_total",
+            &[("output", o)],
+            sum(|s| s.sent_messages),
+        );
         out.declare(
             "hep_dropped_total",
             "Messages not delivered, by stage and reason.",
             Kind::Counter,
         );
-        for (reason, n) in s.dropped_by_reason() {
+        for reason in SenderDropReason::ALL {
+            let n = snaps.iter().map(|s| s.dropped(reason)).sum();
             out.sample(
                 "hep_dropped_total",
                 &[
@@ -228,13 +340,22 @@ impl Collect for RelayCollect {
             "Messages waiting in a relay connection's queue.",
             Kind::Gauge,
         );
-        out.sample("hep_relay_queue_depth", &[("output", o)], s.queue_depth);
+        out.sample(
+            "hep_relay_queue_depth",
+            &[("output", o)],
+            sum(|s| s.queue_depth),
+        );
         out.declare(
             "hep_relay_connects_total",
             "Connections a relay made.",
             Kind::Counter,
         );
-        out.sample("hep_relay_connects_total", &[("output", o)], s.connects);
+        out.sample(
+            "hep_relay_connects_total",
+            &[("output", o)],
+            sum(|s| s.connects),
+        );
+        self.output.collect_active(out);
     }
 }
 
@@ -243,11 +364,12 @@ impl Collect for RelayCollect {
 pub struct Summary {
     /// Listeners.
     pub listeners: Vec<Arc<ListenerCollect>>,
-    /// The callback chain, if any.
+    /// The callback chains, if any.
     pub callbacks: Option<Arc<CallbackCollect>>,
-    /// Non-relay outputs (relays are also here, for their queues).
+    /// Every output the run has had, removed ones included (relays are also here, for
+    /// their queues).
     pub outputs: Vec<Arc<OutputStats>>,
-    /// Relay outputs.
+    /// Every relay output the run has had.
     pub relays: Vec<Arc<RelayCollect>>,
 }
 
@@ -276,7 +398,7 @@ impl Summary {
     pub fn skipped(&self) -> u64 {
         self.callbacks
             .iter()
-            .flat_map(|c| &c.0)
+            .flat_map(|c| c.all())
             .map(|c| c.skipped())
             .sum()
     }
@@ -299,9 +421,8 @@ impl Summary {
         let callbacks: u64 = self
             .callbacks
             .iter()
-            .flat_map(|c| &c.0)
-            .flat_map(|c| c.rejected())
-            .map(|(_, n)| n)
+            .flat_map(|c| c.all())
+            .map(|c| c.rejected().map(|(_, n)| n).sum::<u64>())
             .sum();
         let relay_names: Vec<&str> = self.relays.iter().map(|r| r.output.name()).collect();
         let outputs: u64 = self

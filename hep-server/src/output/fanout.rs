@@ -8,7 +8,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use hep_transport::Received;
@@ -26,6 +26,7 @@ pub struct OutputStats {
     failed: AtomicU64,
     closed: AtomicU64,
     queued: AtomicU64,
+    active: AtomicBool,
 }
 
 impl OutputStats {
@@ -37,6 +38,7 @@ impl OutputStats {
             failed: AtomicU64::new(0),
             closed: AtomicU64::new(0),
             queued: AtomicU64::new(0),
+            active: AtomicBool::new(true),
         }
     }
 
@@ -63,6 +65,16 @@ impl OutputStats {
     /// Messages waiting in the output's queue now.
     pub fn queued(&self) -> u64 {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Whether the output is in the running configuration (a reload may have removed it;
+    /// its counters stay, at their final values).
+    pub fn active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_active(&self, active: bool) {
+        self.active.store(active, Ordering::Relaxed);
     }
 
     pub(crate) fn add_delivered(&self, n: u64) {
@@ -116,6 +128,24 @@ impl Collect for OutputStats {
             self.closed(),
         );
         out.sample("hep_output_queue_depth", &[("output", o)], self.queued());
+        self.collect_active(out);
+    }
+}
+
+impl OutputStats {
+    /// `hep_output_active{output}`: 1 while the output is configured, 0 once a reload
+    /// removed it.
+    pub(crate) fn collect_active(&self, out: &mut Samples) {
+        out.declare(
+            "hep_output_active",
+            "1 for an output of the running configuration, 0 for one a reload removed.",
+            Kind::Gauge,
+        );
+        out.sample(
+            "hep_output_active",
+            &[("output", self.name.as_str())],
+            u64::from(self.active()),
+        );
     }
 }
 

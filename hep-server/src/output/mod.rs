@@ -11,6 +11,7 @@ use hep_transport::HepDestination;
 
 pub mod fanout;
 pub mod pcap;
+pub(crate) mod set;
 pub(crate) mod writer;
 
 /// A parsed output spec.

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use tokio::runtime::Handle;
 use tokio::sync::mpsc::Receiver;
+use tokio_util::sync::CancellationToken;
 
 use super::fanout::{OutputStats, Queued};
 use super::pcap::PcapFileWriter;
@@ -59,13 +61,17 @@ impl Format {
     }
 }
 
-/// Starts the writer thread; it ends when every sender of `rx` is gone and the queue
-/// is drained.
+/// Starts the writer thread; it ends when the queue is drained after every sender of
+/// `rx` is gone, or after `close` (then no new message is queued; those queued or with a
+/// slot reserved are still written).
 pub(crate) fn spawn(
     mut format: Format,
     mut rx: Receiver<Queued>,
     stats: Arc<OutputStats>,
+    close: CancellationToken,
 ) -> io::Result<JoinHandle<()>> {
+    // The thread waits for a message or `close` on the runtime's handle.
+    let runtime = Handle::current();
     std::thread::Builder::new().name(format!("out {}", stats.name())).spawn(move || {
         let mut last_flush = Instant::now();
         let mut last_warn: Option<Instant> = None;
@@ -75,7 +81,8 @@ pub(crate) fn spawn(
                 last_warn = Some(Instant::now());
             }
         };
-        while let Some(first) = rx.blocking_recv() {
+        let mut closing = false;
+        while let Some(first) = next(&mut rx, &close, &runtime, &mut closing) {
             let mut batch = 1;
             let mut written = u64::from(format.write(&first).map_err(|e| warn(&e, &stats)).is_ok());
             while batch < BATCH {
@@ -97,4 +104,32 @@ pub(crate) fn spawn(
             warn(&e, &stats);
         }
     })
+}
+
+/// The next message, waiting; `None` once the queue is closed and drained.
+fn next(
+    rx: &mut Receiver<Queued>,
+    close: &CancellationToken,
+    runtime: &Handle,
+    closing: &mut bool,
+) -> Option<Queued> {
+    loop {
+        if *closing {
+            return rx.blocking_recv();
+        }
+        let next = runtime.block_on(async {
+            tokio::select! {
+                biased;
+                m = rx.recv() => Some(m),
+                () = close.cancelled() => None,
+            }
+        });
+        match next {
+            Some(m) => return m,
+            None => {
+                rx.close();
+                *closing = true;
+            }
+        }
+    }
 }

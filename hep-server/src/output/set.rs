@@ -1,0 +1,513 @@
+//! The running outputs, and how a reload changes them.
+//!
+//! Each output is a queue and a worker (a thread for files and stdout, a task for
+//! relays; `null` counts inline). [`Outputs::reconfigure`] starts the outputs a new
+//! configuration adds and gives the fan-out of the new set; the caller publishes it
+//! (see [`crate::switch`]) and only then closes the outputs it no longer uses
+//! ([`Retired::close`]): a retired output's queue is closed to new messages, what is
+//! in it (and any slot already reserved in it) is written, then its worker ends. So a
+//! message accepted before the switch is written by the old set, one accepted after by
+//! the new set, and none is lost in between.
+//!
+//! An output is kept, not restarted, when the new configuration has the same spec (and
+//! for a relay the same `hep_async*`, `hep_send_timeout` and `[relay_tls]`): a kept
+//! `json:` or `pcap:` file is not truncated, a kept relay keeps its connection.
+//!
+//! Counters are kept by output name (its spec) for the whole run: an output that is
+//! removed keeps its counters at their final values (in the metrics, with
+//! `hep_output_active` 0, and in the exit summary), one that comes back or is restarted
+//! continues them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use hep_transport::sender::ClientTls;
+use hep_transport::{HepDestination, HepSender, SenderConfig, Transport};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tower::{Service as _, ServiceExt as _};
+
+use super::OutputSpec;
+use super::fanout::{Fanout, OutputQueue, OutputStats, Queued};
+use super::pcap::PcapFileWriter;
+use super::writer::{self, Format};
+use crate::config::{Config, RelayTlsConfig};
+use crate::metrics::Registry;
+use crate::stats::RelayCollect;
+
+/// The outputs of a run: those in use, and the counters of every output it has had.
+pub(crate) struct Outputs {
+    running: Vec<Running>,
+    stats: Vec<Arc<OutputStats>>,
+    relays: Vec<Arc<RelayCollect>>,
+    registry: Registry,
+    /// `[limits] output_queue`: fixed for the run.
+    capacity: usize,
+}
+
+/// What makes two outputs the same one.
+#[derive(Debug, Clone, PartialEq)]
+struct Key {
+    spec: String,
+    relay: Option<RelaySettings>,
+}
+
+/// The settings a relay's sender is built with.
+#[derive(Debug, Clone, PartialEq)]
+struct RelaySettings {
+    hep_async: bool,
+    hep_send_timeout: u64,
+    hep_async_max_postponed_chunks: usize,
+    hep_async_local_connect_timeout: u64,
+    hep_async_local_write_timeout: u64,
+    relay_tls: Option<RelayTlsConfig>,
+}
+
+impl RelaySettings {
+    fn of(config: &Config) -> Self {
+        Self {
+            hep_async: config.hep_async,
+            hep_send_timeout: config.hep_send_timeout,
+            hep_async_max_postponed_chunks: config.hep_async_max_postponed_chunks,
+            hep_async_local_connect_timeout: config.hep_async_local_connect_timeout,
+            hep_async_local_write_timeout: config.hep_async_local_write_timeout,
+            relay_tls: config.relay_tls.clone(),
+        }
+    }
+}
+
+/// One output in use.
+struct Running {
+    key: Key,
+    spec: OutputSpec,
+    stats: Arc<OutputStats>,
+    /// `None` for `null`.
+    queue: Option<OutputQueue>,
+    close: CancellationToken,
+    worker: Worker,
+}
+
+enum Worker {
+    Inline,
+    Thread(std::thread::JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>),
+}
+
+/// An output the running configuration no longer has; see [`Retired::close`].
+pub(crate) struct Retired(Running);
+
+impl Retired {
+    /// Closes the output's queue to new messages, lets its worker write what the queue
+    /// holds (and what was reserved in it), and waits until the worker is done.
+    pub(crate) async fn close(self) {
+        let r = self.0;
+        r.close.cancel();
+        match r.worker {
+            Worker::Inline => {}
+            Worker::Thread(t) => {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+            Worker::Task(t) => {
+                let _ = t.await;
+            }
+        }
+        tracing::debug!(output = %r.spec, "output closed");
+    }
+
+    /// The output's spec.
+    pub(crate) fn spec(&self) -> &OutputSpec {
+        &self.0.spec
+    }
+}
+
+/// What [`Outputs::reconfigure`] did.
+pub(crate) struct Reconfigured {
+    /// The fan-out to the new set, to publish.
+    pub(crate) fanout: Fanout,
+    /// Outputs to close once the new fan-out is published.
+    pub(crate) retired: Vec<Retired>,
+    /// For the log.
+    pub(crate) changes: Changes,
+}
+
+/// What a reconfiguration did to each output, for the log.
+#[derive(Debug, Default)]
+pub(crate) struct Changes(Vec<(String, Change)>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Unchanged,
+    Added,
+    Restarted,
+    Removed,
+}
+
+impl fmt::Display for Changes {
+    /// `json:/a, json:/b (added), stdout (removed)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (spec, change)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(spec)?;
+            match change {
+                Change::Unchanged => {}
+                Change::Added => f.write_str(" (added)")?,
+                Change::Restarted => f.write_str(" (restarted: relay settings changed)")?,
+                Change::Removed => f.write_str(" (removed)")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Outputs {
+    /// No outputs yet; each output's counters go to `registry` when it first starts.
+    pub(crate) fn new(registry: Registry, capacity: usize) -> Self {
+        Self {
+            running: Vec::new(),
+            stats: Vec::new(),
+            relays: Vec::new(),
+            registry,
+            capacity,
+        }
+    }
+
+    /// Makes the outputs those of `config`: keeps the ones it still has, starts the ones
+    /// it adds. Nothing changes on error (what was started for it is stopped).
+    ///
+    /// # Errors
+    /// An output that cannot start (a file that cannot be created, relay TLS files that
+    /// cannot be read), or a new file output writing a file that a running one writes.
+    pub(crate) fn reconfigure(&mut self, config: &Config) -> anyhow::Result<Reconfigured> {
+        let settings = RelaySettings::of(config);
+        let wanted: Vec<(OutputSpec, Key)> = config
+            .output_specs()
+            .into_iter()
+            .map(|spec| {
+                let relay = match &spec {
+                    OutputSpec::Relay(d) if d.transport() == Transport::Tls => {
+                        Some(settings.clone())
+                    }
+                    // `[relay_tls]` does not concern it.
+                    OutputSpec::Relay(_) => Some(RelaySettings {
+                        relay_tls: None,
+                        ..settings.clone()
+                    }),
+                    _ => None,
+                };
+                let key = Key {
+                    spec: spec.to_string(),
+                    relay,
+                };
+                (spec, key)
+            })
+            .collect();
+
+        // Which running output each wanted one is, if any.
+        let mut taken = vec![false; self.running.len()];
+        let plan: Vec<Option<usize>> = wanted
+            .iter()
+            .map(|(_, key)| {
+                let i =
+                    (0..self.running.len()).find(|&i| !taken[i] && self.running[i].key == *key)?;
+                taken[i] = true;
+                Some(i)
+            })
+            .collect();
+
+        // A new file output must not truncate a file a running output writes.
+        for ((spec, _), _) in wanted.iter().zip(&plan).filter(|(_, p)| p.is_none()) {
+            if let Some(path) = file_of(spec)
+                && let Some(other) = self
+                    .running
+                    .iter()
+                    .find(|r| file_of(&r.spec).is_some_and(|p| same_file(p, path)))
+            {
+                anyhow::bail!(
+                    "output `{spec}`: {} is being written by output `{}` (remove that one \
+                     in one reload and add this one in the next)",
+                    path.display(),
+                    other.spec
+                );
+            }
+        }
+
+        // Start the new outputs; on error stop those started.
+        let tls = if plan.iter().zip(&wanted).any(|(p, (spec, _))| {
+            p.is_none() && matches!(spec, OutputSpec::Relay(d) if d.transport() == Transport::Tls)
+        }) {
+            relay_tls(config)?
+        } else {
+            None
+        };
+        let mut started: Vec<Option<Running>> = Vec::with_capacity(wanted.len());
+        for ((spec, key), p) in wanted.iter().zip(&plan) {
+            if p.is_some() {
+                started.push(None);
+                continue;
+            }
+            match self.start(spec, key, config, tls.as_ref()) {
+                Ok(r) => started.push(Some(r)),
+                Err(e) => {
+                    for r in started.into_iter().flatten() {
+                        // Nothing was sent to it: the worker ends at once.
+                        r.close.cancel();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+
+        // Commit: the new running list, in the configuration's order.
+        let mut old: Vec<Option<Running>> = std::mem::take(&mut self.running)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut changes = Changes::default();
+        for ((p, new), (spec, _)) in plan.iter().zip(started).zip(&wanted) {
+            let name = spec.to_string();
+            let running = match (p, new) {
+                (Some(i), _) => {
+                    changes.0.push((name, Change::Unchanged));
+                    old[*i].take().expect("each running output is taken once")
+                }
+                (None, Some(new)) => {
+                    let restarted = old.iter().flatten().any(|r| r.key.spec == new.key.spec);
+                    let change = if restarted {
+                        Change::Restarted
+                    } else {
+                        Change::Added
+                    };
+                    changes.0.push((name, change));
+                    new
+                }
+                (None, None) => unreachable!("every output not kept was started"),
+            };
+            self.running.push(running);
+        }
+        let retired: Vec<Retired> = old.into_iter().flatten().map(Retired).collect();
+        for r in &retired {
+            if !self.running.iter().any(|n| n.key.spec == r.0.key.spec) {
+                changes.0.push((r.0.key.spec.clone(), Change::Removed));
+            }
+        }
+        for s in &self.stats {
+            s.set_active(self.running.iter().any(|r| r.key.spec == s.name()));
+        }
+        Ok(Reconfigured {
+            fanout: self.fanout(),
+            retired,
+            changes,
+        })
+    }
+
+    /// The fan-out to the running outputs.
+    fn fanout(&self) -> Fanout {
+        let queues = self
+            .running
+            .iter()
+            .filter_map(|r| r.queue.clone())
+            .collect();
+        let null = self
+            .running
+            .iter()
+            .filter(|r| r.queue.is_none())
+            .map(|r| Arc::clone(&r.stats))
+            .collect();
+        Fanout::new(queues, null)
+    }
+
+    /// The outputs in use, to close at shutdown.
+    pub(crate) fn retire_all(&mut self) -> Vec<Retired> {
+        std::mem::take(&mut self.running)
+            .into_iter()
+            .map(Retired)
+            .collect()
+    }
+
+    /// The counters of every output the run has had: all of them, and the relays'.
+    pub(crate) fn counters(&self) -> (Vec<Arc<OutputStats>>, Vec<Arc<RelayCollect>>) {
+        (self.stats.clone(), self.relays.clone())
+    }
+
+    /// The counters named `name`, created (and registered, unless a relay's) on first use.
+    fn stats_for(&mut self, name: String, relay: bool) -> Arc<OutputStats> {
+        if let Some(s) = self.stats.iter().find(|s| s.name() == name) {
+            s.set_active(true);
+            return Arc::clone(s);
+        }
+        let s = Arc::new(OutputStats::new(name));
+        if !relay {
+            // A relay's are collected with its sender's (`RelayCollect`).
+            self.registry.register(Arc::clone(&s) as _);
+        }
+        self.stats.push(Arc::clone(&s));
+        s
+    }
+
+    fn start(
+        &mut self,
+        spec: &OutputSpec,
+        key: &Key,
+        config: &Config,
+        tls: Option<&ClientTls>,
+    ) -> anyhow::Result<Running> {
+        let close = CancellationToken::new();
+        let running = |stats, queue, worker| Running {
+            key: key.clone(),
+            spec: spec.clone(),
+            stats,
+            queue,
+            close: close.clone(),
+            worker,
+        };
+        match spec {
+            OutputSpec::Null => {
+                let stats = self.stats_for(key.spec.clone(), false);
+                Ok(running(stats, None, Worker::Inline))
+            }
+            OutputSpec::Relay(dest) => {
+                let sender = HepSender::new(dest.clone(), sender_config(config, tls))
+                    .with_context(|| format!("output `{spec}`"))?;
+                let stats = self.stats_for(key.spec.clone(), true);
+                match self.relays.iter().find(|r| r.output().name() == key.spec) {
+                    Some(r) => r.add_sender(Arc::clone(sender.stats())),
+                    None => {
+                        let collect = Arc::new(RelayCollect::new(
+                            Arc::clone(&stats),
+                            Arc::clone(sender.stats()),
+                        ));
+                        self.registry.register(Arc::clone(&collect) as _);
+                        self.relays.push(collect);
+                    }
+                }
+                let (queue, rx) = OutputQueue::new(self.capacity, Arc::clone(&stats));
+                let task = tokio::spawn(relay(
+                    dest.clone(),
+                    sender,
+                    rx,
+                    Arc::clone(&stats),
+                    close.clone(),
+                ));
+                Ok(running(stats, Some(queue), Worker::Task(task)))
+            }
+            OutputSpec::Stdout | OutputSpec::Json(_) | OutputSpec::Pcap(_) => {
+                let format = match spec {
+                    OutputSpec::Json(path) => Format::json(path.as_deref())
+                        .with_context(|| format!("output `{spec}`: cannot create the file"))?,
+                    OutputSpec::Pcap(path) => Format::Pcap(
+                        PcapFileWriter::create(path)
+                            .with_context(|| format!("output `{spec}`: cannot create the file"))?,
+                    ),
+                    _ => Format::text_stdout(),
+                };
+                let stats = self.stats_for(key.spec.clone(), false);
+                let (queue, rx) = OutputQueue::new(self.capacity, Arc::clone(&stats));
+                let thread = writer::spawn(format, rx, Arc::clone(&stats), close.clone())
+                    .with_context(|| format!("output `{spec}`: thread"))?;
+                Ok(running(stats, Some(queue), Worker::Thread(thread)))
+            }
+        }
+    }
+}
+
+/// The file an output writes, if any.
+fn file_of(spec: &OutputSpec) -> Option<&Path> {
+    match spec {
+        OutputSpec::Json(Some(p)) | OutputSpec::Pcap(p) => Some(p),
+        _ => None,
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(p));
+    a == b || canonical(a) == canonical(b)
+}
+
+/// The client side of `relay:hep_tls:` outputs, from `[relay_tls]`.
+pub(crate) fn relay_tls(config: &Config) -> anyhow::Result<Option<ClientTls>> {
+    let Some(t) = &config.relay_tls else {
+        let tls_relay = config
+            .output_specs()
+            .into_iter()
+            .find(|o| matches!(o, OutputSpec::Relay(d) if d.transport() == Transport::Tls));
+        if let Some(o) = tls_relay {
+            anyhow::bail!(
+                "output `{o}`: a hep_tls relay needs a [relay_tls] section with `ca_file` \
+                 (the CA that signed the collector's certificate)"
+            );
+        }
+        return Ok(None);
+    };
+    let mut b = ClientTls::builder().ca_file(&t.ca_file);
+    if let (Some(cert), Some(key)) = (&t.cert_file, &t.key_file) {
+        b = b.client_cert_files(cert, key);
+    }
+    if let Some(name) = &t.server_name {
+        b = b.server_name(name.clone());
+    }
+    Ok(Some(b.build().context("[relay_tls]")?))
+}
+
+fn sender_config(config: &Config, tls: Option<&ClientTls>) -> SenderConfig {
+    let mut s = SenderConfig::default();
+    s.tls = tls.cloned();
+    s.hep_async = config.hep_async;
+    s.hep_async_local_connect_timeout = Config::ms(config.hep_async_local_connect_timeout);
+    s.hep_async_local_write_timeout = Config::ms(config.hep_async_local_write_timeout);
+    s.hep_async_max_postponed_chunks = config.hep_async_max_postponed_chunks;
+    s.hep_send_timeout = Config::ms(config.hep_send_timeout);
+    s
+}
+
+/// Forwards queued messages: the received bytes when nothing changed them and the
+/// destination speaks their version, else the message re-encoded. Ends when the queue
+/// is drained after every sender is gone or after `close`.
+async fn relay(
+    dest: HepDestination,
+    mut sender: HepSender,
+    mut rx: mpsc::Receiver<Queued>,
+    stats: Arc<OutputStats>,
+    close: CancellationToken,
+) {
+    let version = dest.version();
+    let mut closing = false;
+    loop {
+        let next = tokio::select! {
+            biased;
+            m = rx.recv() => m,
+            () = close.cancelled(), if !closing => {
+                // No new messages; those queued or reserved still come.
+                rx.close();
+                closing = true;
+                continue;
+            }
+        };
+        let Some(m) = next else { break };
+        stats.dequeued(1);
+        let bytes = if !m.modified && m.message.version == Some(version) {
+            m.wire.clone()
+        } else {
+            match m.message.encode(version) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::debug!(output = %dest, error = %e, "cannot encode for the relay");
+                    stats.add_failed(1);
+                    continue;
+                }
+            }
+        };
+        // Sync mode: waits for a free slot (backpressure into our queue). Async mode:
+        // always ready; the sender queues, and counts what it has to drop.
+        match sender.ready().await {
+            Ok(s) => {
+                let _ = s.call(bytes).await;
+            }
+            Err(_) => stats.add_failed(1),
+        }
+    }
+    sender.close().await;
+}

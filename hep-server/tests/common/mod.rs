@@ -1,0 +1,462 @@
+//! The harness of the end-to-end tests: `hep-server` as a child process on loopback,
+//! the Kamailio vectors, and bounded waits. Every test starts its own server with port 0
+//! and reads the bound ports from the `hep-server: listening on ...` lines; every wait is
+//! bounded, so a broken server fails a test, it never hangs it.
+#![allow(dead_code, reason = "each test file uses a part of the harness")]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hep_testkit::vectors::{kamailio, testdata_dir};
+use serde_json::Value;
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_hep-server");
+
+/// How long output may take to appear (it is flushed within about 100 ms).
+pub(crate) const OUTPUT_WAIT: Duration = Duration::from_secs(2);
+/// How long the server may take to start or to stop.
+pub(crate) const PROCESS_WAIT: Duration = Duration::from_secs(10);
+
+/// The Kamailio sets sent as UDP datagrams (v3-tcp is sent as a stream).
+pub(crate) const UDP_SETS: &[&str] = &[
+    "v1-udp-",
+    "v2-udp-",
+    "v2-udp-ipv6-",
+    "v3-udp-",
+    "v3-udp-ipv6-",
+    "v3-udp-hlog-authkey-",
+];
+
+// ===== the server as a child process =====
+
+/// The exit summary: `received N, decoded N, rejected N, skipped N, delivered N, dropped N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Counts {
+    pub(crate) received: u64,
+    pub(crate) decoded: u64,
+    pub(crate) rejected: u64,
+    pub(crate) skipped: u64,
+    pub(crate) delivered: u64,
+    pub(crate) dropped: u64,
+}
+
+impl Counts {
+    pub(crate) fn parse(stderr: &str) -> Self {
+        let line = stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("hep-server: received "))
+            .next_back()
+            .unwrap_or_else(|| panic!("no summary line in stderr:\n{stderr}"));
+        let n: Vec<u64> = format!("received {line}")
+            .split(", ")
+            .map(|part| {
+                let (_, v) = part.rsplit_once(' ').expect("`name N`");
+                v.parse().unwrap_or_else(|_| panic!("bad summary `{line}`"))
+            })
+            .collect();
+        assert_eq!(n.len(), 6, "summary `{line}`");
+        Self {
+            received: n[0],
+            decoded: n[1],
+            rejected: n[2],
+            skipped: n[3],
+            delivered: n[4],
+            dropped: n[5],
+        }
+    }
+}
+
+/// A running `hep-server`, killed on drop if a test fails before stopping it.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) stderr: Arc<Mutex<String>>,
+    pub(crate) stdout: Arc<Mutex<Vec<u8>>>,
+    pub(crate) readers: Vec<JoinHandle<()>>,
+    pub(crate) udp: Option<SocketAddr>,
+    pub(crate) tcp: Option<SocketAddr>,
+    pub(crate) tls: Option<SocketAddr>,
+    pub(crate) metrics: Option<SocketAddr>,
+}
+
+/// What a stopped server left behind.
+pub(crate) struct Stopped {
+    pub(crate) counts: Counts,
+    pub(crate) stderr: String,
+    pub(crate) stdout: String,
+}
+
+impl Server {
+    /// `hep-server run ARGS...`.
+    pub(crate) fn run(args: &[&str]) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run").args(args);
+        Self::spawn(cmd)
+    }
+
+    /// `hep-server run --config FILE` with `text` as the file.
+    pub(crate) fn with_config(dir: &Path, text: &str) -> Self {
+        let path = dir.join("hep-server.toml");
+        std::fs::write(&path, text).unwrap();
+        Self::run(&["--config", path.to_str().unwrap()])
+    }
+
+    /// Starts `cmd` and waits until it says where it writes (it has bound everything).
+    pub(crate) fn spawn(cmd: Command) -> Self {
+        Self::try_spawn(cmd)
+            .unwrap_or_else(|stderr| panic!("hep-server exited at start:\n{stderr}"))
+    }
+
+    /// As [`spawn`](Self::spawn); a server that exits at start gives its stderr.
+    pub(crate) fn try_spawn(mut cmd: Command) -> Result<Self, String> {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting hep-server");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        let (pipe, sink) = (child.stderr.take().unwrap(), Arc::clone(&stderr));
+        readers.push(std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        }));
+        let (mut pipe, sink) = (child.stdout.take().unwrap(), Arc::clone(&stdout));
+        readers.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        }));
+        let mut server = Self {
+            child,
+            stderr,
+            stdout,
+            readers,
+            udp: None,
+            tcp: None,
+            tls: None,
+            metrics: None,
+        };
+        let started = Instant::now();
+        loop {
+            let err = server.stderr();
+            if err.contains("hep-server: writing to ") {
+                break;
+            }
+            if let Some(status) = server.child.try_wait().unwrap() {
+                for r in server.readers.drain(..) {
+                    r.join().unwrap();
+                }
+                return Err(format!("({status}) {}", server.stderr()));
+            }
+            assert!(
+                started.elapsed() < PROCESS_WAIT,
+                "hep-server did not start:\n{err}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let err = server.stderr();
+        for line in err.lines() {
+            if let Some(rest) = line.strip_prefix("hep-server: listening on ") {
+                let spec = rest.split_whitespace().next().unwrap();
+                let (scheme, addr) = spec.split_once(':').unwrap();
+                let addr: SocketAddr = addr.parse().unwrap();
+                match scheme {
+                    "hep_udp" => server.udp = Some(addr),
+                    "hep_tcp" => server.tcp = Some(addr),
+                    "hep_tls" => server.tls = Some(addr),
+                    _ => {}
+                }
+            }
+            if let Some(rest) = line.strip_prefix("hep-server: metrics on http://") {
+                server.metrics = Some(rest.trim_end_matches("/metrics").parse().unwrap());
+            }
+        }
+        Ok(server)
+    }
+
+    pub(crate) fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub(crate) fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
+    }
+
+    pub(crate) fn udp(&self) -> SocketAddr {
+        self.udp.expect("a hep_udp listener")
+    }
+
+    pub(crate) fn tcp(&self) -> SocketAddr {
+        self.tcp.expect("a hep_tcp listener")
+    }
+
+    /// `GET /metrics`.
+    pub(crate) fn metrics(&self) -> Metrics {
+        let addr = self.metrics.expect("a metrics endpoint");
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        Metrics(body.to_owned())
+    }
+
+    /// Sends signal `name` (`HUP`, `TERM`...) to the server.
+    pub(crate) fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    /// Waits until stderr holds `n` lines containing `needle`; returns the last of them.
+    pub(crate) fn wait_log(&self, needle: &str, n: usize) -> String {
+        wait_for(
+            &format!("{n} log lines with `{needle}`"),
+            PROCESS_WAIT,
+            || {
+                let err = self.stderr();
+                let lines: Vec<&str> = err.lines().filter(|l| l.contains(needle)).collect();
+                (lines.len() >= n).then(|| lines[n - 1].to_owned())
+            },
+        )
+    }
+
+    /// SIGTERM, then the exit summary; fails if the server does not stop in time.
+    pub(crate) fn stop(mut self) -> Stopped {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success());
+        let started = Instant::now();
+        let exit = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if started.elapsed() > PROCESS_WAIT {
+                let _ = self.child.kill();
+                panic!("hep-server ignored SIGTERM:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        for r in self.readers.drain(..) {
+            r.join().unwrap();
+        }
+        let stderr = self.stderr();
+        assert!(exit.success(), "hep-server exited with {exit}:\n{stderr}");
+        assert!(
+            stderr.contains("hep-server: shutting down"),
+            "says what it does at shutdown:\n{stderr}"
+        );
+        Stopped {
+            counts: Counts::parse(&stderr),
+            stdout: self.stdout(),
+            stderr,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A Prometheus text exposition.
+pub(crate) struct Metrics(pub(crate) String);
+
+impl Metrics {
+    /// The sum of the samples of `name` whose labels include every one of `labels`.
+    pub(crate) fn get(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let mut found = false;
+        let mut sum = 0;
+        for line in self.0.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if n != name {
+                continue;
+            }
+            let have = parse_labels(rest.strip_suffix('}').unwrap());
+            if labels
+                .iter()
+                .all(|(k, v)| have.get(*k).map(String::as_str) == Some(*v))
+            {
+                found = true;
+                sum += value.parse::<u64>().unwrap();
+            }
+        }
+        assert!(found, "no sample {name}{labels:?} in\n{}", self.0);
+        sum
+    }
+}
+
+pub(crate) fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut rest = s;
+    while let Some((k, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => value.push(chars.next().map_or('\\', |(_, c)| c)),
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.insert(k.trim_start_matches(',').to_owned(), value);
+        rest = &after[end..];
+    }
+    out
+}
+
+// ===== helpers =====
+
+/// A fresh directory for one test's files.
+pub(crate) fn test_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("run-tests")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `f` every 10 ms until it gives a value; panics after `timeout`.
+pub(crate) fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The complete lines of a JSON-lines file, parsed.
+pub(crate) fn json_lines(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Waits (while the server runs) until `path` holds `n` records.
+pub(crate) fn wait_json(path: &Path, n: usize) -> Vec<Value> {
+    wait_for(
+        &format!("{n} records in {}", path.display()),
+        OUTPUT_WAIT,
+        || {
+            let records = json_lines(path);
+            assert!(records.len() <= n, "more than {n} records: {records:#?}");
+            (records.len() == n).then_some(records)
+        },
+    )
+}
+
+/// `hep-server decode FILE...` as JSON records.
+pub(crate) fn decode(files: &[PathBuf]) -> Vec<Value> {
+    let out = Command::new(BIN)
+        .arg("decode")
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+pub(crate) fn without_recv(v: &Value) -> Value {
+    let mut v = v.clone();
+    v.as_object_mut().unwrap().remove("recv");
+    v
+}
+
+/// Records without `recv`, as sorted JSON text: compares two sets of records whatever
+/// the order they arrived in.
+pub(crate) fn sorted(records: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = records
+        .iter()
+        .map(|r| without_recv(r).to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The files of a Kamailio set.
+pub(crate) fn set_files(prefix: &str) -> Vec<PathBuf> {
+    kamailio(prefix)
+        .into_iter()
+        .map(|(name, _)| testdata_dir().join("kamailio").join(name))
+        .collect()
+}
+
+/// The datagrams of a Kamailio set.
+pub(crate) fn set_bytes(prefix: &str) -> Vec<Vec<u8>> {
+    kamailio(prefix).into_iter().map(|(_, b)| b).collect()
+}
+
+/// Sends each datagram from one socket; returns that socket's address.
+pub(crate) fn send_udp(to: SocketAddr, datagrams: &[Vec<u8>]) -> SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in datagrams {
+        s.send_to(d, to).unwrap();
+    }
+    s.local_addr().unwrap()
+}
+
+/// Writes `bytes` over one TCP connection and closes it; returns the connection's
+/// local address.
+pub(crate) fn send_tcp(to: SocketAddr, bytes: &[u8]) -> SocketAddr {
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(2)).unwrap();
+    s.write_all(bytes).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    s.local_addr().unwrap()
+}
+
+/// Splits a byte stream into HEP3 frames on their length field.
+pub(crate) fn hep3_frames(mut stream: &[u8]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    while stream.len() >= 6 {
+        assert_eq!(&stream[..4], b"HEP3", "a HEP3 frame");
+        let len = usize::from(u16::from_be_bytes([stream[4], stream[5]]));
+        assert!((6..=stream.len()).contains(&len), "frame length {len}");
+        frames.push(stream[..len].to_vec());
+        stream = &stream[len..];
+    }
+    assert!(stream.is_empty(), "a partial frame at the end");
+    frames
+}
