@@ -18,16 +18,17 @@
 //! `hep_output_active` 0, and in the exit summary), one that comes back or is restarted
 //! continues them.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use hep_transport::sender::ClientTls;
+use hep_transport::sender::future::ResponseFuture;
 use hep_transport::{HepDestination, HepSender, SenderConfig, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tower::{Service as _, ServiceExt as _};
 
 use super::OutputSpec;
 use super::fanout::{Fanout, OutputQueue, OutputStats, Queued};
@@ -466,19 +467,39 @@ fn sender_config(config: &Config, tls: Option<&ClientTls>) -> SenderConfig {
 /// Forwards queued messages: the received bytes when nothing changed them and the
 /// destination speaks their version, else the message re-encoded. Ends when the queue
 /// is drained after every sender is gone or after `close`.
+///
+/// Pipelined in two halves of the sender's bound: messages are taken from this output's
+/// queue in runs of up to `(hep_async_max_postponed_chunks - 1) / 2`; all but the last of
+/// a run go to the sender without a completion (`send_batch`), the last with one
+/// (`send`), and a run is handed over only once the run before the previous one has been
+/// written. So at most `hep_async_max_postponed_chunks - 1` messages are ever pending in
+/// the sender (async mode never overflows, and drops the connection, because of the
+/// relay's own pace; sync mode always finds a slot), the writer has the next run while it
+/// writes one, and there is one completion per run, not per message. Awaiting every
+/// message before taking the next (a write and two task wake-ups per message) held a
+/// relay to about 60,000 messages/s (`docs/BENCHMARKS.md`).
 async fn relay(
     dest: HepDestination,
-    mut sender: HepSender,
+    sender: HepSender,
     mut rx: mpsc::Receiver<Queued>,
     stats: Arc<OutputStats>,
     close: CancellationToken,
 ) {
     let version = dest.version();
+    let run = (sender
+        .config()
+        .hep_async_max_postponed_chunks
+        .saturating_sub(1)
+        / 2)
+    .max(1);
+    let mut written: VecDeque<ResponseFuture> = VecDeque::with_capacity(2);
+    let mut queued = Vec::with_capacity(run);
+    let mut bytes = Vec::with_capacity(run);
     let mut closing = false;
     loop {
-        let next = tokio::select! {
+        let n = tokio::select! {
             biased;
-            m = rx.recv() => m,
+            n = rx.recv_many(&mut queued, run) => n,
             () = close.cancelled(), if !closing => {
                 // No new messages; those queued or reserved still come.
                 rx.close();
@@ -486,28 +507,36 @@ async fn relay(
                 continue;
             }
         };
-        let Some(m) = next else { break };
-        stats.dequeued(1);
-        let bytes = if !m.modified && m.message.version == Some(version) {
-            m.wire.clone()
-        } else {
+        if n == 0 {
+            break;
+        }
+        stats.dequeued(n as u64);
+        for m in queued.drain(..) {
+            if !m.modified && m.message.version == Some(version) {
+                bytes.push(m.wire.clone());
+                continue;
+            }
             match m.message.encode(version) {
-                Ok(b) => b,
+                Ok(b) => bytes.push(b),
                 Err(e) => {
                     tracing::debug!(output = %dest, error = %e, "cannot encode for the relay");
                     stats.add_failed(1);
-                    continue;
                 }
             }
-        };
-        // Sync mode: waits for a free slot (backpressure into our queue). Async mode:
-        // always ready; the sender queues, and counts what it has to drop.
-        match sender.ready().await {
-            Ok(s) => {
-                let _ = s.call(bytes).await;
-            }
-            Err(_) => stats.add_failed(1),
         }
+        let Some(last) = bytes.pop() else { continue };
+        // Outcomes (sent, dropped) are counted by the sender.
+        while written.len() >= 2 {
+            if let Some(oldest) = written.pop_front() {
+                let _ = oldest.await;
+            }
+        }
+        sender.send_batch(&bytes);
+        bytes.clear();
+        written.push_back(sender.send(last));
+    }
+    for outcome in written {
+        let _ = outcome.await;
     }
     sender.close().await;
 }

@@ -103,3 +103,76 @@ async fn a_slow_buffered_service_is_pipelined_and_in_flight_overflow_is_counted(
     assert!(handled.load(Ordering::Relaxed) >= 4);
     srv.stop().await.unwrap();
 }
+
+/// A service that is ready when it has reserved room in a bounded tokio channel, as
+/// hep-server's outputs are: `reserve` is subject to tokio's cooperative budget.
+#[derive(Clone)]
+struct ChannelService(tokio_util::sync::PollSender<Received>);
+
+impl tower::Service<Received> for ChannelService {
+    type Response = ();
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<(), Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.0.poll_reserve(cx).map(|_| Ok(()))
+    }
+
+    fn call(&mut self, req: Received) -> Self::Future {
+        let _ = self.0.send_item(req);
+        std::future::ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn a_burst_into_a_channel_with_room_is_not_dropped_as_overload() {
+    // Regression: past tokio's cooperative budget (128 operations per task poll) a
+    // channel's `reserve` answers Pending to make the task yield; the datagram worker
+    // took that for "not ready" and dropped the rest of the batch as overload.
+    const BURST: usize = 1000;
+    let listener = Listener::bind(
+        "hep_udp:127.0.0.1:0".parse().unwrap(),
+        ListenerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let stats = listener.stats().clone();
+    let datagram = vectors::read("kamailio/v3-udp-0001.hep");
+    // Sent with UDP GSO (as `hep-server send` does) and queued in the socket before the
+    // listener runs: with GRO, one receive batch holds hundreds of datagrams.
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let state = quinn_udp::UdpSocketState::new((&client).into()).unwrap();
+    let per_send = state.max_gso_segments().min(50);
+    let mut sent = 0;
+    while sent < BURST {
+        let n = per_send.min(BURST - sent);
+        let contents = datagram.repeat(n);
+        let transmit = quinn_udp::Transmit {
+            destination: listener.local_addr(),
+            ecn: None,
+            contents: &contents,
+            segment_size: (n > 1).then_some(datagram.len()),
+            src_ip: None,
+        };
+        state.try_send((&client).into(), &transmit).unwrap();
+        sent += n;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel(BURST * 2);
+    let service = ServiceBuilder::new()
+        .layer(OverloadDropLayer::new(stats.clone()))
+        .service(ChannelService(tokio_util::sync::PollSender::new(tx)));
+    let srv = Running::from_listener(listener, service);
+    let mut got = 0;
+    while got < BURST {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("every datagram arrives")
+            .expect("the channel is open");
+        got += 1;
+    }
+    assert_eq!(stats.dropped(DropReason::Overload), 0);
+    srv.stop().await.unwrap();
+}
