@@ -1,7 +1,7 @@
 //! The HEP callback API — OpenSIPS's `register_hep_cb` and `HEP_SCRIPT_SKIP` — as tower
 //! layers.
 //!
-//! A callback sees each received message ([`Received`]: the decoded message and its
+//! A callback sees each received message ([`Received`](hep_transport::Received): the decoded message and its
 //! receive info), may inspect and change it, and returns a [`Verdict`]:
 //!
 //! - [`Verdict::Continue`]: the next callback, then the rest of the stack, sees it;

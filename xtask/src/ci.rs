@@ -98,11 +98,17 @@ fn clippy(ws: &Workspace) -> Result<Outcome> {
 fn test(ws: &Workspace) -> Result<Outcome> {
     let nextest = ws.cargo().args(["nextest", "--version"]).probe();
     let cmd = if nextest {
-        ws.cargo()
-            .args(["nextest", "run", "--workspace", "--all-targets"])
+        ws.cargo().args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--all-targets",
+            "--no-fail-fast",
+        ])
     } else {
         println!("==> note: cargo-nextest not found, falling back to cargo test");
-        ws.cargo().args(["test", "--workspace", "--all-targets"])
+        ws.cargo()
+            .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
     };
     cmd.run()?;
     Ok(Outcome::Passed)
