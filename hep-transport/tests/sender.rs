@@ -367,6 +367,62 @@ async fn tcp_1000_messages_arrive_framed_in_order() {
 }
 
 #[tokio::test]
+async fn tcp_batches_are_queued_whole_in_order_and_fall_back_when_they_do_not_fit() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let msgs: Vec<Bytes> = (0..2000).map(|i| hep3(i, 60 + (i * 13) % 900)).collect();
+    let expected = msgs.clone();
+    let reader = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut framed = Frames::new(stream);
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            match timeout(Duration::from_secs(5), framed.next()).await {
+                Ok(Some(f)) => got.push(f),
+                other => panic!("after {} frames: {other:?}", got.len()),
+            }
+        }
+        assert!(got == expected, "frames differ");
+    });
+    let mut config = SenderConfig::default();
+    config.hep_async_max_postponed_chunks = 100;
+    let sender = HepSender::new(tcp_dest(addr), config).unwrap();
+    // The first message opens the connection.
+    sender.send(msgs[0].clone()).await.unwrap();
+    let mut offered = 1;
+    for chunk in msgs[1..].chunks(40) {
+        // Room for 40 (at most 60 pending): queued at once, in order.
+        while sender.stats().snapshot().queue_depth > 60 {
+            sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(sender.send_batch(chunk), chunk.len());
+        offered += chunk.len();
+    }
+    assert_eq!(offered, msgs.len());
+    timeout(Duration::from_secs(10), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    sender.close().await;
+    let s = sender.stats().snapshot();
+    assert_eq!((s.sent_messages, s.dropped_total()), (2000, 0));
+    assert_all_accounted(&s, 2000);
+
+    // A batch larger than the queue goes message by message: the overflow rules apply
+    // (the connection is dropped with its queue, each loss counted).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut config = SenderConfig::default();
+    config.hep_async_max_postponed_chunks = 10;
+    let sender = HepSender::new(tcp_dest(addr), config).unwrap();
+    let (_held, _) = tokio::join!(listener.accept(), sender.send(msgs[0].clone()));
+    let accepted = sender.send_batch(&msgs[1..41]);
+    assert!(accepted < 40, "{accepted}");
+    sender.close().await;
+    assert_all_accounted(&sender.stats().snapshot(), 41);
+}
+
+#[tokio::test]
 async fn close_flushes_the_queue() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

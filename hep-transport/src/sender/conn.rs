@@ -401,6 +401,37 @@ impl Shared {
             }
         }
     }
+    /// Streams in async mode: queues all of `msgs` at once (one lock of each mutex, one
+    /// wake-up) when the current connection is open (or opening) and its queue has room
+    /// for all of them. Returns how many were queued: all, or none (the caller then
+    /// submits them one by one, with the per-message overflow rules).
+    pub(crate) fn queue_batch(self: &Arc<Self>, msgs: &[Bytes]) -> usize {
+        if msgs.is_empty() || !self.config.hep_async || matches!(self.connector, Connector::Udp) {
+            return 0;
+        }
+        let cur = lock(&self.current);
+        if self.closed.load(Ordering::Acquire) {
+            return 0;
+        }
+        let Some(conn) = cur.clone() else {
+            return 0;
+        };
+        let mut st = conn.lock();
+        let pending = st.queue.len() + st.held;
+        if st.end.is_some() || pending + msgs.len() > self.config.hep_async_max_postponed_chunks {
+            return 0;
+        }
+        st.queue.extend(msgs.iter().map(|bytes| Entry {
+            bytes: bytes.clone(),
+            done: None,
+            _permit: None,
+        }));
+        drop(st);
+        drop(cur);
+        self.stats.queued_many(msgs.len() as u64);
+        conn.wake.notify_one();
+        msgs.len()
+    }
 }
 
 // ===== impl Conn =====
@@ -621,10 +652,12 @@ impl Writer {
         // Lower the pending count before completing: completing releases sync-mode slots,
         // and a caller holding a fresh slot must see room in the queue.
         self.conn.lock().held = self.held.len() - n;
+        let mut bytes = 0;
         for e in self.held.drain(..n) {
-            self.shared.stats.sent(e.bytes.len());
+            bytes += e.bytes.len();
             e.complete(Ok(()));
         }
+        self.shared.stats.sent_many(n as u64, bytes as u64);
         self.shared.stats.dequeued(n as u64);
     }
 

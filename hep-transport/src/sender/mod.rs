@@ -360,7 +360,9 @@ impl HepSender {
 
     /// Sends many encoded messages without waiting for any of them (the load-generator
     /// fast path). UDP: while the socket is idle they are written directly, runs of
-    /// equal-size messages as single GSO sends. Otherwise each is queued as by
+    /// equal-size messages as single GSO sends. TCP/TLS in async mode: when the open (or
+    /// opening) connection's queue has room for all of them, they are queued at once
+    /// (one lock, one wake-up of the writer). Otherwise each is queued as by
     /// [`send`](Self::send) (sync mode: only while slots are free).
     ///
     /// Returns how many were sent or queued; the others were dropped and counted.
@@ -369,7 +371,8 @@ impl HepSender {
         let (handled, mut accepted) = if matches!(shared.connector, Connector::Udp) {
             shared.udp_direct_batch(messages)
         } else {
-            (0, 0)
+            let queued = shared.queue_batch(messages);
+            (queued, queued)
         };
         for m in &messages[handled..] {
             let Ok(permit) = self.sync_slot(None) else {

@@ -120,6 +120,11 @@ impl SenderStats {
         self.sent_bytes.fetch_add(bytes as u64, Relaxed);
     }
 
+    pub(crate) fn sent_many(&self, messages: u64, bytes: u64) {
+        self.sent_messages.fetch_add(messages, Relaxed);
+        self.sent_bytes.fetch_add(bytes, Relaxed);
+    }
+
     pub(crate) fn dropped(&self, reason: DropReason, n: u64) {
         if n > 0 {
             self.dropped[reason.index()].fetch_add(n, Relaxed);
@@ -139,6 +144,10 @@ impl SenderStats {
 
     pub(crate) fn queued(&self) {
         self.queue_depth.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn queued_many(&self, n: u64) {
+        self.queue_depth.fetch_add(n, Relaxed);
     }
 
     pub(crate) fn dequeued(&self, n: u64) {
