@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::{Workspace, fuzz, interop};
+use crate::{Workspace, bench, fuzz, interop};
 
 /// Seconds each fuzz target runs during `ci`: a smoke run, not a fuzzing campaign.
 const FUZZ_SMOKE_SECS: u64 = 20;
@@ -66,6 +66,10 @@ fn steps() -> Vec<Step> {
         Step {
             name: "interop",
             run: interop_step,
+        },
+        Step {
+            name: "bench",
+            run: bench_smoke,
         },
     ]
 }
@@ -162,6 +166,14 @@ fn interop_step(ws: &Workspace) -> Result<Outcome> {
     Ok(Outcome::Passed)
 }
 
+/// `cargo xtask bench --smoke`: one small step of every benchmark section on debug builds
+/// (seconds), so that the harness cannot rot; its figures mean nothing.
+fn bench_smoke(ws: &Workspace) -> Result<Outcome> {
+    let opts = bench::Options::parse(&["--smoke".to_owned()])?;
+    bench::run(ws, &opts)?;
+    Ok(Outcome::Passed)
+}
+
 /// The result of one step, kept for the summary.
 #[derive(Debug)]
 struct Record {
@@ -254,7 +266,9 @@ mod tests {
         let names: Vec<_> = steps().iter().map(|s| s.name).collect();
         assert_eq!(
             names,
-            ["fmt", "clippy", "test", "doctest", "doc", "fuzz", "interop"]
+            [
+                "fmt", "clippy", "test", "doctest", "doc", "fuzz", "interop", "bench"
+            ]
         );
     }
 }

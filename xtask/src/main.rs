@@ -36,10 +36,11 @@ usage: cargo xtask <command>
 commands:
   ci                                 run every CI step and print `N passed, N failed`
   fuzz <TARGET|--all> [--time SECS]  run cargo-fuzz targets for SECS seconds each (default 60)
-  bench [--quick] [--runs N] [--no-kamailio] [--out FILE] [SECTION...]
+  bench [--quick|--smoke] [--runs N] [--no-kamailio] [--out FILE] [SECTION...]
                                      measure hep-server against its peers and this machine's
                                      ceiling (sections: codec udp tcp relay memory); write
-                                     docs/BENCHMARKS.md (--quick: a smoke run, to target/bench/)
+                                     docs/BENCHMARKS.md (--quick: 2 minutes, --smoke: seconds
+                                     on debug builds; both to target/bench/)
   interop [--no-install] [FILTER...]  run hep-server against real peers (Kamailio, hep-js,
                                      tshark, sngrep) on loopback; print the results table
   help                               print this text";

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result};
 
-use super::Ctx;
+use super::{Ctx, Size};
 
 /// One codec figure.
 #[derive(Debug, Clone)]
@@ -40,7 +40,10 @@ const BENCHES: [(&str, &str); 7] = [
 ];
 
 pub(crate) fn run(ctx: &Ctx<'_>) -> Result<Vec<CodecRow>> {
-    let (warm, measure) = if ctx.quick { ("0.3", "1") } else { ("1", "4") };
+    if ctx.size == Size::Smoke {
+        return smoke(ctx);
+    }
+    let (warm, measure) = ctx.pick(("1", "4"), ("0.3", "1"), ("0.3", "1"));
     ctx.ws
         .cargo()
         .env("CARGO_TARGET_DIR", &ctx.target_dir.display().to_string())
@@ -88,11 +91,25 @@ pub(crate) fn run(ctx: &Ctx<'_>) -> Result<Vec<CodecRow>> {
         }
         if perf {
             rows[row].cycles =
-                perf_cycles_per_message(&bin, file, if ctx.quick { 2_000_000 } else { 20_000_000 })
-                    .ok();
+                perf_cycles_per_message(&bin, file, ctx.pick(20_000_000, 2_000_000, 1000)).ok();
         }
     }
     Ok(rows)
+}
+
+/// The smoke run: the profiling loops run (criterion is built and run in test mode by
+/// CI's test step).
+fn smoke(ctx: &Ctx<'_>) -> Result<Vec<CodecRow>> {
+    for example in ["decode_loop", "encode_loop"] {
+        let bin = ctx.release.join("examples").join(example);
+        let out = Command::new(&bin)
+            .arg(ctx.vector("v3-udp-0001.hep"))
+            .arg("1000")
+            .output()
+            .with_context(|| format!("{}", bin.display()))?;
+        anyhow::ensure!(out.status.success(), "{example} failed");
+    }
+    Ok(Vec::new())
 }
 
 /// Criterion's median in ns per element (per iteration, divided by the throughput's

@@ -187,19 +187,19 @@ impl UdpResult {
 }
 
 pub(crate) fn udp(ctx: &Ctx<'_>) -> Result<UdpResult> {
-    let step_secs = if ctx.quick { 1.0 } else { 3.0 };
-    let ladder: &[u64] = if ctx.quick {
-        &[100_000, 400_000, 800_000]
-    } else {
+    let step_secs = ctx.pick(3.0, 1.0, 0.5);
+    let ladder: &[u64] = ctx.pick(
         &[
             100_000, 200_000, 400_000, 600_000, 800_000, 900_000, 1_000_000, 1_200_000, 1_400_000,
-        ]
-    };
-    let kamailio_ladder: &[u64] = if ctx.quick {
-        &[25_000, 100_000]
-    } else {
-        &[25_000, 50_000, 70_000, 100_000, 140_000, 200_000]
-    };
+        ],
+        &[100_000, 400_000, 800_000],
+        &[50_000],
+    );
+    let kamailio_ladder: &[u64] = ctx.pick(
+        &[25_000, 50_000, 70_000, 100_000, 140_000, 200_000],
+        &[25_000, 100_000],
+        &[25_000],
+    );
 
     let mut receivers = Vec::new();
     let sink_port = free_port()?;
@@ -393,7 +393,7 @@ pub(crate) struct TcpResult {
 }
 
 pub(crate) fn tcp(ctx: &Ctx<'_>) -> Result<TcpResult> {
-    let count: u64 = if ctx.quick { 500_000 } else { 6_000_000 };
+    let count: u64 = ctx.pick(6_000_000, 500_000, 100_000);
     let port = free_port()?;
     let server = Server::start(
         &ctx.bin("hep-server"),

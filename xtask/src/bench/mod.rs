@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick] [--runs N] [--no-kamailio] [--out FILE] [SECTION...]`:
+//! `cargo xtask bench [--quick|--smoke] [--runs N] [--no-kamailio] [--out FILE] [SECTION...]`:
 //! hep-server against its peers and this machine's ceiling, written to
 //! `docs/BENCHMARKS.md`.
 //!
@@ -10,9 +10,11 @@
 //!
 //! The machine is shared and noisy: every figure is taken side by side with what it is
 //! compared to (receivers interleaved run by run at each rate), repeated (`--runs`,
-//! default 3), and reported as a median with the spread. `--quick` is a smoke run (one
+//! default 3), and reported as a median with the spread. `--quick` is a short run (one
 //! run, short steps, a few rates, under two minutes) written to
-//! `target/bench/BENCHMARKS-quick.md`; a full run replaces the generated part of
+//! `target/bench/BENCHMARKS-quick.md`; `--smoke` runs one small step of each section on
+//! debug builds in seconds (CI's `bench` step: the harness cannot rot; its figures mean
+//! nothing) to `target/bench/BENCHMARKS-smoke.md`; a full run replaces the generated part of
 //! `docs/BENCHMARKS.md` (between the `bench:begin`/`bench:end` markers) and leaves the
 //! prose around it.
 //!
@@ -40,6 +42,8 @@ const SECTIONS: [&str; 5] = ["codec", "udp", "tcp", "relay", "memory"];
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Options {
     pub(crate) quick: bool,
+    /// `--smoke`: seconds, not minutes, on debug builds (for CI: the harness cannot rot).
+    pub(crate) smoke: bool,
     pub(crate) runs: usize,
     pub(crate) kamailio: bool,
     pub(crate) out: Option<PathBuf>,
@@ -47,13 +51,14 @@ pub(crate) struct Options {
 }
 
 impl Options {
-    /// Parses `[--quick] [--runs N] [--no-kamailio] [--out FILE] [SECTION...]`.
+    /// Parses `[--quick|--smoke] [--runs N] [--no-kamailio] [--out FILE] [SECTION...]`.
     ///
     /// # Errors
     /// Unknown flags or sections, a bad `--runs`.
     pub(crate) fn parse(args: &[String]) -> Result<Self> {
         let mut o = Self {
             quick: false,
+            smoke: false,
             runs: 0,
             kamailio: true,
             out: None,
@@ -63,6 +68,10 @@ impl Options {
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--quick" => o.quick = true,
+                "--smoke" => {
+                    o.smoke = true;
+                    o.kamailio = false;
+                }
                 "--no-kamailio" => o.kamailio = false,
                 "--runs" => {
                     let v = it.next().context("`--runs` needs a number")?;
@@ -81,7 +90,7 @@ impl Options {
             }
         }
         if o.runs == 0 {
-            o.runs = if o.quick { 1 } else { 3 };
+            o.runs = if o.quick || o.smoke { 1 } else { 3 };
         }
         if o.sections.is_empty() {
             o.sections = SECTIONS.iter().map(|s| (*s).to_owned()).collect();
@@ -94,10 +103,21 @@ impl Options {
     }
 }
 
+/// How much a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Size {
+    /// Every rate, several runs, minutes (`docs/BENCHMARKS.md`).
+    Full,
+    /// A few rates, one run, under two minutes.
+    Quick,
+    /// One small step of each section on debug builds, seconds.
+    Smoke,
+}
+
 /// What every section needs.
 pub(crate) struct Ctx<'a> {
     pub(crate) ws: &'a Workspace,
-    pub(crate) quick: bool,
+    pub(crate) size: Size,
     pub(crate) runs: usize,
     pub(crate) kamailio: bool,
     pub(crate) target_dir: PathBuf,
@@ -110,6 +130,15 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The value for this run's size.
+    pub(crate) fn pick<T>(&self, full: T, quick: T, smoke: T) -> T {
+        match self.size {
+            Size::Full => full,
+            Size::Quick => quick,
+            Size::Smoke => smoke,
+        }
+    }
+
     pub(crate) fn bin(&self, name: &str) -> PathBuf {
         self.release.join(name)
     }
@@ -136,26 +165,24 @@ pub(crate) fn run(ws: &Workspace, opts: &Options) -> Result<ExitCode> {
         Some(d) => ws.root().join(d),
         None => ws.root().join("target"),
     };
-    let release = target_dir.join("release");
+    let release = target_dir.join(if opts.smoke { "debug" } else { "release" });
     let dir = target_dir.join("bench").join("run");
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir)?;
 
+    let profile: &[&str] = if opts.smoke { &[] } else { &["--release"] };
     ws.cargo()
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "hep-server",
-            "-p",
-            "hep-testkit",
-        ])
+        .arg("build")
+        .args(profile)
+        .args(["-p", "hep-server", "-p", "hep-testkit"])
         .args(["--bin", "hep-server", "--bin", "hep-bench-peer"])
         .run()?;
     ws.cargo()
-        .args(["build", "--release", "-p", "hep-proto", "--examples"])
+        .arg("build")
+        .args(profile)
+        .args(["-p", "hep-proto", "--examples"])
         .run()?;
 
     let payload = dir.join("invite.sip");
@@ -166,7 +193,13 @@ pub(crate) fn run(ws: &Workspace, opts: &Options) -> Result<ExitCode> {
     )?;
     let ctx = Ctx {
         ws,
-        quick: opts.quick,
+        size: if opts.smoke {
+            Size::Smoke
+        } else if opts.quick {
+            Size::Quick
+        } else {
+            Size::Full
+        },
         runs: opts.runs,
         kamailio: opts.kamailio,
         target_dir,
@@ -197,6 +230,7 @@ pub(crate) fn run(ws: &Workspace, opts: &Options) -> Result<ExitCode> {
     let text = rep.markdown();
     let out = match &opts.out {
         Some(p) => p.clone(),
+        None if opts.smoke => ctx.target_dir.join("bench").join("BENCHMARKS-smoke.md"),
         None if opts.quick => ctx.target_dir.join("bench").join("BENCHMARKS-quick.md"),
         None => ws.root().join("docs").join("BENCHMARKS.md"),
     };
@@ -249,5 +283,7 @@ mod tests {
         assert!(parse(&["--runs", "0"]).is_err());
         assert!(parse(&["disk"]).is_err());
         assert!(!parse(&["--no-kamailio"]).unwrap().kamailio);
+        let o = parse(&["--smoke"]).unwrap();
+        assert!(o.smoke && !o.kamailio && o.runs == 1);
     }
 }

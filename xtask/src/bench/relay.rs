@@ -59,14 +59,14 @@ fn relay_server(ctx: &Ctx<'_>, name: &str, listen_port: u16, dest_port: u16) -> 
 }
 
 pub(crate) fn relay(ctx: &Ctx<'_>) -> Result<RelayResult> {
-    let step_secs = if ctx.quick { 1.0 } else { 3.0 };
-    let ladder: &[u64] = if ctx.quick {
-        &[100_000, 200_000]
-    } else {
+    let step_secs = ctx.pick(3.0, 1.0, 0.5);
+    let ladder: &[u64] = ctx.pick(
         &[
             100_000, 200_000, 300_000, 400_000, 500_000, 600_000, 700_000, 800_000,
-        ]
-    };
+        ],
+        &[100_000, 200_000],
+        &[50_000],
+    );
     let b_port = free_port()?;
     let b = Server::start(
         &ctx.bin("hep-server"),
@@ -151,7 +151,7 @@ pub(crate) fn relay(ctx: &Ctx<'_>) -> Result<RelayResult> {
         .unwrap_or(0);
 
     // Latency: the relay forwards to the tcp-sink, which also sends the probes.
-    let probe_secs: u64 = if ctx.quick { 2 } else { 10 };
+    let probe_secs: u64 = ctx.pick(10, 2, 2);
     let t_port = free_port()?;
     let mut sink = Peer::start(
         &ctx.bin("hep-bench-peer"),
@@ -276,7 +276,7 @@ pub(crate) fn memory(
     relay_zero: Option<u64>,
 ) -> Result<MemoryResult> {
     let mut out = MemoryResult::default();
-    let secs = if ctx.quick { 2.0 } else { 5.0 };
+    let secs = ctx.pick(5.0, 2.0, 0.5);
 
     // Peak RSS at the zero-loss rate, fresh process.
     let rate = udp_zero.filter(|&r| r > 0).unwrap_or(800_000);
@@ -331,8 +331,8 @@ pub(crate) fn memory(
     }
 
     // A stalled destination: accepts, never reads.
-    let stall_secs: u64 = if ctx.quick { 6 } else { 60 };
-    let every = if ctx.quick { 1.0 } else { 5.0 };
+    let stall_secs: u64 = ctx.pick(60, 6, 2);
+    let every = ctx.pick(5.0, 1.0, 0.5);
     out.stalled_rate = 50_000;
     let st_port = free_port()?;
     let mut stall = Peer::start(
@@ -384,7 +384,7 @@ pub(crate) fn memory(
     drop(stall);
 
     // Idle TCP connections.
-    let n: u64 = if ctx.quick { 500 } else { 10_000 };
+    let n: u64 = ctx.pick(10_000, 500, 100);
     let port = free_port()?;
     let mport = free_port()?;
     let cfg = ctx.dir.join("idle.toml");
