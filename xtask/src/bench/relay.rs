@@ -38,6 +38,8 @@ pub(crate) struct RelayResult {
     pub(crate) steps: Vec<RelayStep>,
     pub(crate) zero_loss: u64,
     pub(crate) idle: Latency,
+    /// At a quarter of the zero-loss rate: where the tail starts, for capacity planning.
+    pub(crate) quarter: Latency,
     pub(crate) half: Latency,
     pub(crate) relay_hwm_kib: u64,
     pub(crate) step_secs: f64,
@@ -185,6 +187,7 @@ pub(crate) fn relay(ctx: &Ctx<'_>) -> Result<RelayResult> {
         steps,
         zero_loss,
         idle,
+        quarter,
         half,
         relay_hwm_kib,
         step_secs,

@@ -580,7 +580,7 @@ fn write_relay(s: &mut String, r: &RelayResult, udp_zero: Option<u64>) -> std::f
         s,
         "| load msg/s | probes seen/sent | p50 µs | p90 µs | p99 µs | max µs | load delivered/sent |\n|---:|---:|---:|---:|---:|---:|---:|"
     )?;
-    for l in [&r.idle, &r.half] {
+    for l in [&r.idle, &r.quarter, &r.half] {
         writeln!(
             s,
             "| {} | {}/{} | {:.0} | {:.0} | {:.0} | {:.0} | {}/{} |",
