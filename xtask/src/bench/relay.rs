@@ -175,6 +175,13 @@ pub(crate) fn relay(ctx: &Ctx<'_>) -> Result<RelayResult> {
         &ctx.log("latency-warmup"),
     )?;
     let idle = probe(ctx, &mut sink, a_port, 0, probe_secs)?;
+    let quarter = probe(
+        ctx,
+        &mut sink,
+        a_port,
+        zero_loss.max(20_000) / 4,
+        probe_secs,
+    )?;
     let half = probe(
         ctx,
         &mut sink,
