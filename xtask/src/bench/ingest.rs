@@ -165,23 +165,14 @@ pub(crate) struct UdpResult {
 }
 
 impl UdpResult {
-    /// The highest rate at which every run of `receiver` lost nothing (0 if none).
+    /// The highest rate up to which every run of `receiver`, at every rate, lost nothing
+    /// (0 if none): a lossy run at a lower rate caps it even if a higher rate was clean.
     pub(crate) fn zero_loss(&self, receiver: &str) -> Option<u64> {
-        let mut rates: BTreeMap<u64, bool> = BTreeMap::new();
-        for s in self.steps.iter().filter(|s| s.receiver == receiver) {
-            let e = rates.entry(s.rate).or_insert(true);
-            *e &= s.clean();
-        }
-        if rates.is_empty() {
-            return None;
-        }
-        Some(
-            rates
-                .into_iter()
-                .filter(|&(_, c)| c)
-                .map(|(r, _)| r)
-                .max()
-                .unwrap_or(0),
+        zero_loss_rate(
+            self.steps
+                .iter()
+                .filter(|s| s.receiver == receiver)
+                .map(|s| (s.rate, s.clean())),
         )
     }
 }
@@ -343,6 +334,24 @@ fn udp_step(
         cpu,
         sender_dropped: sent.dropped,
     })
+}
+
+/// The highest rate below which every (rate, clean) run was clean; `None` without runs.
+pub(crate) fn zero_loss_rate(runs: impl IntoIterator<Item = (u64, bool)>) -> Option<u64> {
+    let mut rates: BTreeMap<u64, bool> = BTreeMap::new();
+    for (rate, clean) in runs {
+        *rates.entry(rate).or_insert(true) &= clean;
+    }
+    if rates.is_empty() {
+        return None;
+    }
+    Some(
+        rates
+            .into_iter()
+            .take_while(|&(_, clean)| clean)
+            .last()
+            .map_or(0, |(r, _)| r),
+    )
 }
 
 /// Polls a counter until it has not moved for 300 ms (at most `limit`).
@@ -523,6 +532,20 @@ fn tcp_run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lossy_lower_rate_caps_the_zero_loss_rate() {
+        let runs = [
+            (100, true),
+            (200, true),
+            (300, false),
+            (400, true),
+            (200, true),
+        ];
+        assert_eq!(zero_loss_rate(runs), Some(200));
+        assert_eq!(zero_loss_rate([(100, false), (200, true)]), Some(0));
+        assert_eq!(zero_loss_rate([]), None);
+    }
 
     #[test]
     fn send_summaries_parse() {

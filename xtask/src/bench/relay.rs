@@ -141,16 +141,12 @@ pub(crate) fn relay(ctx: &Ctx<'_>) -> Result<RelayResult> {
     let relay_hwm_kib = a.proc.sample().hwm_kib;
     drop(a);
     drop(b);
-    let mut by_rate = std::collections::BTreeMap::new();
-    for s in &steps {
-        *by_rate.entry(s.rate).or_insert(true) &= s.delivered >= s.sent && s.sent > 0;
-    }
-    let zero_loss = by_rate
-        .into_iter()
-        .filter(|&(_, c)| c)
-        .map(|(r, _)| r)
-        .max()
-        .unwrap_or(0);
+    let zero_loss = super::ingest::zero_loss_rate(
+        steps
+            .iter()
+            .map(|s| (s.rate, s.delivered >= s.sent && s.sent > 0)),
+    )
+    .unwrap_or(0);
 
     // Latency: the relay forwards to the tcp-sink, which also sends the probes.
     let probe_secs: u64 = ctx.pick(10, 2, 2);

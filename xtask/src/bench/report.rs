@@ -426,7 +426,8 @@ fn write_udp(s: &mut String, u: &UdpResult) -> std::fmt::Result {
          stats.get_statistics hep_raw`). A run is clean when received = sent. Kernel drops are \
          the `Udp: RcvbufErrors` delta of `/proc/net/snmp` over the step (machine-wide). CPU is \
          the receiver's user+system time over the step, % of one core. A receiver stops \
-         climbing after two rates in a row with a lossy run.\n",
+         climbing after two rates in a row with a lossy run. The zero-loss rate is the \
+         highest rate up to which every run at every rate was clean.\n",
         u.step_secs, u.sink_rcvbuf
     )?;
     if let Some(n) = &u.kamailio_note {
@@ -561,7 +562,7 @@ fn write_relay(s: &mut String, r: &RelayResult, udp_zero: Option<u64>) -> std::f
     }
     writeln!(
         s,
-        "\nHighest zero-loss relay rate: **{} msg/s** ({} of hep-server's UDP zero-loss rate in \
+        "\nZero-loss relay rate (every run clean at it and at every lower rate): **{} msg/s** ({} of hep-server's UDP zero-loss rate in \
          section 2). Relay peak RSS over the ladder: {:.1} MiB.\n",
         r.zero_loss,
         udp_zero.map_or_else(|| "-".into(), |u| pct(r.zero_loss, u)),
