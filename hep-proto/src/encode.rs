@@ -87,7 +87,8 @@ impl HepMessage {
         let captid = self.capture_id.unwrap_or(0);
         let captid = u16::try_from(captid).map_err(|_| EncodeError::CaptureIdTooLarge(captid))?;
         let payload = self.payload.bytes();
-        dst.reserve(hp_l + 12 + payload.len());
+        let time_block = if version == HepVersion::V2 { 12 } else { 0 };
+        dst.reserve(hp_l + time_block + payload.len());
         dst.put_u8(version.number());
         dst.put_u8(if hp_l == 16 { 16 } else { 40 });
         dst.put_u8(if hp_l == 16 { 2 } else { 10 });

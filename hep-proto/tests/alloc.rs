@@ -109,8 +109,6 @@ fn encode_v2_into_a_reserved_buffer_allocates_nothing() {
 }
 
 #[test]
-#[ignore = "encode_v12 reserves room for the 12-byte v2 time block for v1 too, so a \
-            buffer of exactly encoded_len(V1) bytes grows once (encode.rs)"]
 fn encode_v1_into_a_reserved_buffer_allocates_nothing() {
     assert_encode_allocates_nothing(HepVersion::V1);
 }
