@@ -523,12 +523,13 @@ async fn async_overflow_drops_the_connection_and_counts_every_loss() {
         }
     }
     // The caller is held at most hep_async_local_write_timeout (1 ms) per message, plus
-    // scheduling noise: bound the 99th percentile tightly and the maximum loosely (a
-    // loaded 2-CPU CI machine can deschedule a thread for tens of ms).
+    // scheduling noise. A blocking writer would be held until the peer reads, i.e. until
+    // the 10 s stall timer: the bounds below separate the two with room for a loaded
+    // 2-CPU CI machine, which can deschedule a thread for tens of ms (p99 12 ms seen).
     took.sort();
     let (p99, max) = (took[offered * 99 / 100], took[offered - 1]);
-    assert!(p99 < Duration::from_millis(10), "p99 {p99:?}");
-    assert!(max < Duration::from_millis(500), "max {max:?}");
+    assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
+    assert!(max < Duration::from_secs(1), "max {max:?}");
     sender.close().await;
     let s = sender.stats().snapshot();
     assert!(overflow_errors > 0 && s.reconnects > 0, "{s:?}");
