@@ -98,99 +98,37 @@ impl DecodeOptions {
         }
     }
 
-    /// The HEPv3 chunk walk, in two passes over one message.
-    ///
-    /// Written for the collector's hot path (profiles in `docs/BENCHMARKS.md`). The walk
-    /// records, for each generic chunk type with a field (0x01-0x13 but 0x0d), where the
-    /// last such chunk's value starts and how long it is; a table gives the exact size
-    /// of the fixed-size ones, checked on the spot. The loop has no jump per chunk type
-    /// and keeps no field in registers (about 20 instructions a chunk; its speed is the
-    /// latency of reading the next chunk's length). The fields are then read from the
-    /// recorded places and the message is built once, in place. Every rule of the
-    /// straightforward walk holds (the unit tests compare the two on mutated vectors):
-    /// the first bad chunk in wire order is the error, the last chunk of a type wins
-    /// (value offsets grow in wire order, which also tells which of 0x000f and 0x0010
-    /// came last), vendor chunks and types without a field are kept.
+    /// HEPv3: the chunk walk ([`walk_v3`]), then the message built once, in place, from
+    /// the places the walk recorded.
     fn decode_v3(&self, buf: &Bytes) -> Result<HepMessage, DecodeError> {
-        let Some(&[_, _, _, _, hi, lo]) = buf.get(..HEP3_HEADER_LEN) else {
-            return Err(DecodeError::TooShort {
-                len: buf.len(),
-                min: HEP3_HEADER_LEN,
-            });
+        let mut rare = Rare {
+            opts: self,
+            buf,
+            chunks: Vec::new(),
+            inflated: None,
         };
-        let total = u16::from_be_bytes([hi, lo]);
-        let end = usize::from(total);
-        if end < HEP3_HEADER_LEN {
-            return Err(DecodeError::TotalLengthTooSmall(total));
-        }
-        // Everything past the total length is ignored; `data` cannot be overrun.
-        let Some(data) = buf.get(..end) else {
-            return Err(DecodeError::TotalLengthExceedsData {
-                total,
-                available: buf.len(),
-            });
-        };
+        let Walk {
+            end,
+            at,
+            len_of,
+            family,
+        } = walk_v3(buf, &mut rare)?;
+        let data = &buf[..end];
+        let Rare {
+            chunks, inflated, ..
+        } = rare;
 
-        // Per field type: offset of the last value (0 = absent: no value starts before
-        // byte 12) and its length. Offsets fit u16: the total length does.
-        let mut at = [0u16; FIELD_TYPES];
-        let mut len_of = [0u16; FIELD_TYPES];
-        let mut rare = Rare::default();
-
-        let mut off = HEP3_HEADER_LEN;
-        while off < end {
-            let Some(&[v0, v1, t0, t1, l0, l1]) = data.get(off..off + CHUNK_HEADER_LEN) else {
-                return Err(DecodeError::ChunkHeaderTruncated {
-                    offset: off,
-                    remaining: end - off,
-                });
-            };
-            // Vendor and type together: generic chunks are the values below 0x10000.
-            let vendor_type = u32::from_be_bytes([v0, v1, t0, t1]);
-            let len = u16::from_be_bytes([l0, l1]);
-            let start = off + CHUNK_HEADER_LEN;
-            let stop = off + usize::from(len);
-            if stop < start || stop > end {
-                return Err(chunk_length_error(vendor_type, len, off, end - off));
-            }
-            off = stop;
-            // A vendor chunk never sets a generic field (OpenSIPS lets vendor chunks with
-            // types 1-12 overwrite them; we keep them verbatim instead).
-            if vendor_type < FIELD_TYPES as u32 && FAST_FIELDS & (1 << vendor_type) != 0 {
-                let t = vendor_type as usize;
-                let body_len = len - CHUNK_HEADER_LEN as u16;
-                if (body_len ^ FIXED_SIZE[t]) & SIZE_CHECKED[t] != 0 {
-                    return Err(size_error(
-                        t as u16,
-                        usize::from(body_len),
-                        usize::from(FIXED_SIZE[t]),
-                    ));
-                }
-                at[t] = start as u16;
-                len_of[t] = body_len;
-            } else {
-                let place = (&mut at[0x10], &mut len_of[0x10]);
-                rare.chunk(self, buf, vendor_type, len, start..stop, place)?;
-            }
-        }
-        let Rare { chunks, inflated } = rare;
-
-        // The payload chunk that came last, as in OpenSIPS.
+        // The payload chunk that came last, as in OpenSIPS (the walk saw one of them).
         let (plain, compressed) = (at[0x0f], at[0x10]);
         let payload = if plain > compressed {
             Payload::Plain(buf.slice(usize::from(plain)..usize::from(plain + len_of[0x0f])))
-        } else if compressed != 0 {
+        } else {
             Payload::Compressed {
                 inflated: inflated.unwrap_or_default(),
                 compressed: buf
                     .slice(usize::from(compressed)..usize::from(compressed + len_of[0x10])),
             }
-        } else {
-            return Err(DecodeError::MissingPayload);
         };
-        let seen_v4 = at[0x03] | at[0x04] != 0;
-        let seen_v6 = at[0x05] | at[0x06] != 0;
-        let family = check_family(value::<1>(data, at[0x01]).map(|[v]| v), seen_v4, seen_v6)?;
         let src_ip = match (value::<4>(data, at[0x03]), value::<16>(data, at[0x05])) {
             (Some(a), _) => Some(IpAddr::V4(Ipv4Addr::from(a))),
             (None, a) => a.map(|a| IpAddr::V6(Ipv6Addr::from(a))),
@@ -233,7 +171,7 @@ impl DecodeOptions {
 
 /// The value of a fixed-size field recorded at `at` (0: absent).
 #[inline(always)]
-fn value<const N: usize>(data: &[u8], at: u16) -> Option<[u8; N]> {
+pub(crate) fn value<const N: usize>(data: &[u8], at: u16) -> Option<[u8; N]> {
     let at = usize::from(at);
     if at == 0 {
         return None;
@@ -248,45 +186,171 @@ fn octets(buf: &Bytes, at: u16, len: u16) -> Option<Bytes> {
     (at != 0).then(|| buf.slice(at..at + usize::from(len)))
 }
 
-/// What the walk meets off its fast path: kept chunks and a compressed payload.
-#[derive(Default)]
-struct Rare {
+/// Where each field of a HEPv3 message is, as the chunk walk found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Walk {
+    /// The total length: the message is `buf[..end]`.
+    pub(crate) end: usize,
+    /// Per generic field type: the offset of the last such chunk's value (0 = absent: no
+    /// value starts before byte 12). Offsets fit u16: the total length does.
+    pub(crate) at: [u16; FIELD_TYPES],
+    /// Per generic field type: the length of that value.
+    pub(crate) len_of: [u16; FIELD_TYPES],
+    /// The family chunk's value, checked against the address chunks.
+    pub(crate) family: Option<AddressFamily>,
+}
+
+/// What a chunk walk does with the chunks off its fast path: the chunks that are kept
+/// raw, and the compressed payload (0x0010).
+pub(crate) trait RareChunks {
+    /// A chunk that is not a plain field (`vendor_type` is vendor and type together),
+    /// with its value at `range`. For 0x0010 it records the value in `place` as the
+    /// walk records fields.
+    fn chunk(
+        &mut self,
+        vendor_type: u32,
+        len: u16,
+        range: std::ops::Range<usize>,
+        place: (&mut u16, &mut u16),
+    ) -> Result<(), DecodeError>;
+}
+
+/// The HEPv3 chunk walk: checks the header, the total length and every chunk, and
+/// records where each field's value is.
+///
+/// Written for the collector's hot path (profiles in `docs/BENCHMARKS.md`). The walk
+/// records, for each generic chunk type with a field (0x01-0x13 but 0x0d), where the
+/// last such chunk's value starts and how long it is; a table gives the exact size of
+/// the fixed-size ones, checked on the spot. The loop has no jump per chunk type and
+/// keeps no field in registers (about 20 instructions a chunk; its speed is the latency
+/// of reading the next chunk's length). Callers read the fields from the recorded
+/// places. Every rule of the straightforward walk holds (the unit tests compare the two
+/// on mutated vectors): the first bad chunk in wire order is the error, the last chunk
+/// of a type wins (value offsets grow in wire order, which also tells which of 0x000f
+/// and 0x0010 came last), vendor chunks and types without a field go to `rare`, and
+/// the family must agree with the addresses.
+#[inline(always)]
+pub(crate) fn walk_v3(buf: &[u8], rare: &mut impl RareChunks) -> Result<Walk, DecodeError> {
+    let Some(&[_, _, _, _, hi, lo]) = buf.get(..HEP3_HEADER_LEN) else {
+        return Err(DecodeError::TooShort {
+            len: buf.len(),
+            min: HEP3_HEADER_LEN,
+        });
+    };
+    let total = u16::from_be_bytes([hi, lo]);
+    let end = usize::from(total);
+    if end < HEP3_HEADER_LEN {
+        return Err(DecodeError::TotalLengthTooSmall(total));
+    }
+    // Everything past the total length is ignored; `data` cannot be overrun.
+    let Some(data) = buf.get(..end) else {
+        return Err(DecodeError::TotalLengthExceedsData {
+            total,
+            available: buf.len(),
+        });
+    };
+
+    let mut at = [0u16; FIELD_TYPES];
+    let mut len_of = [0u16; FIELD_TYPES];
+    let mut off = HEP3_HEADER_LEN;
+    while off + CHUNK_HEADER_LEN <= end {
+        let Some(&[v0, v1, t0, t1, l0, l1]) = data.get(off..off + CHUNK_HEADER_LEN) else {
+            break; // Not reached: the loop condition is this bound.
+        };
+        // Vendor and type together: generic chunks are the values below 0x10000.
+        let vendor_type = u32::from_be_bytes([v0, v1, t0, t1]);
+        let len = u16::from_be_bytes([l0, l1]);
+        // A length below the header's wraps to at least 65530, more than any message
+        // can hold after a header: one comparison rejects both too small and too long.
+        let body_len = len.wrapping_sub(CHUNK_HEADER_LEN as u16);
+        let start = off + CHUNK_HEADER_LEN;
+        if usize::from(body_len) > end - start {
+            return Err(chunk_length_error(vendor_type, len, off, end - off));
+        }
+        off = start + usize::from(body_len);
+        // A vendor chunk never sets a generic field (OpenSIPS lets vendor chunks with
+        // types 1-12 overwrite them; we keep them verbatim instead).
+        if vendor_type < FIELD_TYPES as u32 && FAST_FIELDS & (1 << vendor_type) != 0 {
+            let t = vendor_type as usize;
+            if (body_len ^ FIXED_SIZE[t]) & SIZE_CHECKED[t] != 0 {
+                return Err(size_error(
+                    t as u16,
+                    usize::from(body_len),
+                    usize::from(FIXED_SIZE[t]),
+                ));
+            }
+            at[t] = start as u16;
+            len_of[t] = body_len;
+        } else {
+            let place = (&mut at[0x10], &mut len_of[0x10]);
+            rare.chunk(vendor_type, len, start..off, place)?;
+        }
+    }
+    if off != end {
+        return Err(DecodeError::ChunkHeaderTruncated {
+            offset: off,
+            remaining: end - off,
+        });
+    }
+    if at[0x0f] == 0 && at[0x10] == 0 {
+        return Err(DecodeError::MissingPayload);
+    }
+    let seen_v4 = at[0x03] | at[0x04] != 0;
+    let seen_v6 = at[0x05] | at[0x06] != 0;
+    let family = check_family(value::<1>(data, at[0x01]).map(|[v]| v), seen_v4, seen_v6)?;
+    Ok(Walk {
+        end,
+        at,
+        len_of,
+        family,
+    })
+}
+
+/// What [`DecodeOptions::decode`] does off the fast path: keeps chunks and inflates a
+/// compressed payload.
+struct Rare<'a> {
+    opts: &'a DecodeOptions,
+    buf: &'a Bytes,
     chunks: Vec<Chunk>,
     inflated: Option<Bytes>,
 }
 
-impl Rare {
+impl RareChunks for Rare<'_> {
     /// A chunk that is not a plain field: kept raw, or (0x0010) inflated now so that its
-    /// error comes in wire order, and recorded in `place` as the fields are.
+    /// error comes in wire order.
     #[inline(never)]
     fn chunk(
         &mut self,
-        opts: &DecodeOptions,
-        buf: &Bytes,
         vendor_type: u32,
         len: u16,
         range: std::ops::Range<usize>,
         (at, len_of): (&mut u16, &mut u16),
     ) -> Result<(), DecodeError> {
         if vendor_type == 0x10 {
-            let body = buf.get(range.clone()).unwrap_or_default();
-            self.inflated = Some(inflate(body, opts.max_inflated_len)?);
+            let body = self.buf.get(range.clone()).unwrap_or_default();
+            self.inflated = Some(inflate(body, self.opts.max_inflated_len)?);
             // `range.start` fits u16: the message's total length does.
             *at = range.start as u16;
             *len_of = len - CHUNK_HEADER_LEN as u16;
             return Ok(());
         }
-        self.chunks.push(kept_chunk(buf, vendor_type, len, range)?);
+        check_kept_size(vendor_type, len)?;
+        let [v0, v1, t0, t1] = vendor_type.to_be_bytes();
+        self.chunks.push(Chunk {
+            vendor: u16::from_be_bytes([v0, v1]),
+            chunk_type: u16::from_be_bytes([t0, t1]),
+            data: self.buf.slice(range),
+        });
         Ok(())
     }
 }
 
 /// Generic chunk types below this may have a field of their own.
-const FIELD_TYPES: usize = 0x14;
+pub(crate) const FIELD_TYPES: usize = 0x14;
 /// The generic types with a field in [`HepMessage`] that the walk records inline:
 /// 0x01-0x13 but 0x0d (keep-alive is kept as a raw chunk) and 0x10 (inflated off the
 /// fast path).
-const FAST_FIELDS: u32 = 0x000e_dffe;
+pub(crate) const FAST_FIELDS: u32 = 0x000e_dffe;
 /// The exact value size of each fixed-size field type.
 const FIXED_SIZE: [u16; FIELD_TYPES] =
     [0, 1, 1, 4, 4, 16, 16, 2, 2, 4, 4, 1, 4, 0, 0, 0, 0, 0, 2, 0];
@@ -303,32 +367,21 @@ const SIZE_CHECKED: [u16; FIELD_TYPES] = {
     mask
 };
 
-/// A chunk without a field of its own, kept raw: a vendor chunk, or a generic type
-/// without a field (known fixed-size types are size-checked even though they are kept raw).
+/// A chunk without a field of its own is kept raw (a vendor chunk, or a generic type
+/// without a field); known fixed-size generic types are size-checked all the same.
 #[inline(never)]
-fn kept_chunk(
-    buf: &Bytes,
-    vendor_type: u32,
-    len: u16,
-    range: std::ops::Range<usize>,
-) -> Result<Chunk, DecodeError> {
-    let [v0, v1, t0, t1] = vendor_type.to_be_bytes();
-    let (vendor, chunk_type) = (u16::from_be_bytes([v0, v1]), u16::from_be_bytes([t0, t1]));
-    if vendor == 0
-        && let Some(expected) = ChunkType::from_id(chunk_type).and_then(|k| k.shape().wire_len())
-        && expected != len
-    {
-        return Err(DecodeError::ChunkSize {
+pub(crate) fn check_kept_size(vendor_type: u32, len: u16) -> Result<(), DecodeError> {
+    let Ok(chunk_type) = u16::try_from(vendor_type) else {
+        return Ok(());
+    };
+    match ChunkType::from_id(chunk_type).and_then(|k| k.shape().wire_len()) {
+        Some(expected) if expected != len => Err(DecodeError::ChunkSize {
             chunk_type,
             len,
             expected,
-        });
+        }),
+        _ => Ok(()),
     }
-    Ok(Chunk {
-        vendor,
-        chunk_type,
-        data: buf.slice(range),
-    })
 }
 
 /// The error for a chunk whose length is below its header or beyond the message.
@@ -385,10 +438,20 @@ fn size_error(ty: u16, body_len: usize, expected: usize) -> DecodeError {
     }
 }
 
+/// Where the parts of a HEPv1/v2 message are, once its header is checked.
+pub(crate) struct LayoutV12 {
+    pub(crate) version: HepVersion,
+    pub(crate) family: AddressFamily,
+    /// End of the address block: 16 (IPv4) or 40 (IPv6).
+    pub(crate) addr_end: usize,
+    /// Where the payload starts: `addr_end`, plus the 12-byte time block in v2.
+    pub(crate) header_len: usize,
+}
+
 /// HEPv1/v2: the 8-byte `hep_hdr`, the address block, for v2 the 12-byte little-endian
 /// time block, then the payload to the end of the datagram.
-fn decode_v12(buf: &Bytes) -> Result<HepMessage, DecodeError> {
-    let Some(&[v, hp_l, hp_f, hp_p, s0, s1, d0, d1]) = buf.get(..8) else {
+pub(crate) fn layout_v12(buf: &[u8]) -> Result<LayoutV12, DecodeError> {
+    let Some(&[v, hp_l, hp_f, ..]) = buf.get(..8) else {
         return Err(DecodeError::TooShort {
             len: buf.len(),
             min: 8,
@@ -427,6 +490,21 @@ fn decode_v12(buf: &Bytes) -> Result<HepMessage, DecodeError> {
             min: header_len,
         });
     }
+    Ok(LayoutV12 {
+        version,
+        family,
+        addr_end,
+        header_len,
+    })
+}
+
+fn decode_v12(buf: &Bytes) -> Result<HepMessage, DecodeError> {
+    let LayoutV12 {
+        version,
+        family,
+        addr_end,
+        header_len,
+    } = layout_v12(buf)?;
     let (src_ip, dst_ip) = match family {
         AddressFamily::Ipv4 => (
             IpAddr::V4(Ipv4Addr::from(array::<4>(buf, 8))),
@@ -440,11 +518,11 @@ fn decode_v12(buf: &Bytes) -> Result<HepMessage, DecodeError> {
     let mut msg = HepMessage {
         version: Some(version),
         family: Some(family),
-        ip_proto: Some(hp_p),
+        ip_proto: buf.get(3).copied(),
         src_ip: Some(src_ip),
         dst_ip: Some(dst_ip),
-        src_port: Some(u16::from_be_bytes([s0, s1])),
-        dst_port: Some(u16::from_be_bytes([d0, d1])),
+        src_port: Some(u16::from_be_bytes(array(buf, 4))),
+        dst_port: Some(u16::from_be_bytes(array(buf, 6))),
         payload: Payload::Plain(buf.slice(header_len..)),
         ..HepMessage::default()
     };
@@ -647,9 +725,9 @@ mod tests {
         let buf = Bytes::copy_from_slice(wire);
         let ours = opts.decode(&buf);
         if buf.len() >= 4 && opts.is_v3_magic(&buf[..4]) {
-            prop_assert_eq!(ours, reference_v3(&opts, &buf));
+            prop_assert_eq!(&ours, &reference_v3(&opts, &buf));
         }
-        Ok(())
+        crate::view::tests::view_agrees(&opts, wire, &ours)
     }
 
     fn vectors() -> Vec<Vec<u8>> {

@@ -137,6 +137,22 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Whether it is about a compressed payload (chunk 0x0010): the errors a
+    /// [`HepView`](crate::HepView) leaves to
+    /// [`inflated_payload`](crate::HepView::inflated_payload).
+    ///
+    /// ```
+    /// use hep_proto::DecodeError;
+    /// assert!(DecodeError::CorruptCompression.is_compression());
+    /// assert!(!DecodeError::MissingPayload.is_compression());
+    /// ```
+    pub const fn is_compression(&self) -> bool {
+        matches!(
+            self,
+            Self::UnknownCompression(_) | Self::CorruptCompression | Self::InflatedTooLarge { .. }
+        )
+    }
+
     /// A short, stable, snake_case name for metrics labels (`hep_rejected_total{reason=...}`).
     ///
     /// ```

@@ -6,11 +6,16 @@ use tokio_util::codec::Decoder;
 
 use crate::{DecodeOptions, HepCodec, HepVersion};
 
-/// Decodes one datagram; if it decodes, re-encodes it in every version that can carry it
-/// and checks the v3 re-encoding decodes to the same message.
+/// Decodes one datagram and reads it with a `HepView`, which must agree; if it decodes,
+/// re-encodes it in every version that can carry it and checks the v3 re-encoding
+/// decodes to the same message.
 pub fn datagram(data: &[u8]) {
     let opts = DecodeOptions::default().max_inflated_len(64 * 1024);
-    let Ok(msg) = opts.decode(&Bytes::copy_from_slice(data)) else {
+    let decoded = opts.decode(&Bytes::copy_from_slice(data));
+    if let Some(why) = crate::view::view_disagreement(&opts, data, &decoded) {
+        panic!("{why}");
+    }
+    let Ok(msg) = decoded else {
         return;
     };
     for v in [HepVersion::V1, HepVersion::V2] {

@@ -52,6 +52,7 @@
 //! - `chunk`: [`ChunkType`] (the spec's generic chunks) and raw [`Chunk`]s.
 //! - `message`: [`HepMessage`], [`Payload`], [`HepMessageBuilder`].
 //! - `decode` / `encode`: [`DecodeOptions`], [`ChunkOrder`], `HepMessage::{decode, encode}`.
+//! - `view`: [`HepView`], a checked reading of a message in place, allocating nothing.
 //! - `compress`: chunk 0x0010, gzip and zlib, with a cap.
 //! - `codec`: [`HepFrameCodec`] and [`HepCodec`], tokio-util codecs for streams, and
 //!   [`HepDatagramCodec`] for UDP.
@@ -73,6 +74,7 @@ pub mod fuzzing;
 mod message;
 mod pack;
 mod types;
+mod view;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
@@ -90,3 +92,4 @@ pub use error::{DecodeError, EncodeError, HepCodecError};
 pub use message::{HepMessage, HepMessageBuilder, Payload};
 pub use pack::{PackSettings, pack_hep};
 pub use types::{AddressFamily, HEP_VERSION, HepVersion, ProtoType, hep_version, ip_proto};
+pub use view::{ChunkView, HepView, PayloadView};

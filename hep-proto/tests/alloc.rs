@@ -9,7 +9,7 @@
 
 use allocation_counter::measure;
 use bytes::{Bytes, BytesMut};
-use hep_proto::{ChunkOrder, DecodeOptions, HepCodec, HepMessage, HepVersion};
+use hep_proto::{ChunkOrder, DecodeOptions, HepCodec, HepMessage, HepVersion, HepView};
 use hep_testkit::vectors;
 use tokio_util::codec::Decoder;
 
@@ -84,6 +84,26 @@ fn decode_v3_with_auth_key_and_correlation_id_allocates_nothing() {
     assert_eq!(info.count_total, 0);
     let msg = decoded.unwrap().unwrap();
     assert!(msg.auth_key.is_some() && msg.correlation_id.is_some());
+}
+
+/// A view reads in place: no allocation, whatever the version or chunks.
+#[test]
+fn a_view_allocates_nothing() {
+    for name in [
+        "v3-udp-0001.hep",
+        "v3-udp-hlog-authkey-0002.hep",
+        "v2-udp-0001.hep",
+        "v1-udp-0001.hep",
+    ] {
+        let wire = vectors::read(&format!("kamailio/{name}"));
+        let mut read = None;
+        let info = measure(|| {
+            read = Some(HepView::parse(&wire).map(|v| (v.capture_id(), v.payload().bytes().len())))
+        });
+        assert_eq!(info.count_total, 0, "{name}");
+        let (_, payload_len) = read.unwrap().unwrap();
+        assert!(payload_len > 0, "{name}");
+    }
 }
 
 /// Encoding into a buffer with exactly `encoded_len` bytes of room allocates nothing.
