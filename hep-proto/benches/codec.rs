@@ -12,7 +12,7 @@ use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use hep_proto::{ChunkOrder, HepFrameCodec, HepMessage, HepVersion};
+use hep_proto::{ChunkOrder, HepFrameCodec, HepMessage, HepVersion, HepView};
 use tokio_util::codec::Decoder;
 
 fn vector(name: &str) -> Bytes {
@@ -35,6 +35,23 @@ fn decode(c: &mut Criterion) {
         g.throughput(Throughput::Elements(1));
         g.bench_function(label, |b| {
             b.iter(|| HepMessage::decode(black_box(&wire).clone()).map(|m| m.capture_id))
+        });
+    }
+    g.finish();
+}
+
+/// The borrowed reading: the same checks, no message built (see `HepView`).
+fn view(c: &mut Criterion) {
+    let mut g = c.benchmark_group("view");
+    for (label, file) in [
+        ("v3_invite_608B", "v3-udp-0001.hep"),
+        ("v3_authkey_log", "v3-udp-hlog-authkey-0002.hep"),
+        ("v2_invite", "v2-udp-0001.hep"),
+    ] {
+        let wire = vector(file);
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(label, |b| {
+            b.iter(|| HepView::parse(black_box(&wire)).map(|v| v.capture_id()))
         });
     }
     g.finish();
@@ -88,5 +105,5 @@ fn stream(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, encode, stream);
+criterion_group!(benches, decode, view, encode, stream);
 criterion_main!(benches);

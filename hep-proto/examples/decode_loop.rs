@@ -1,9 +1,10 @@
 //! Decodes one vector many times: a steady loop for profilers (callgrind, perf).
 //!
-//! `cargo run --release -p hep-proto --example decode_loop -- FILE [N]`
+//! `cargo run --release -p hep-proto --example decode_loop -- FILE [N] [message|view]`
+//! (`view` reads each with `HepView::parse` instead of decoding a `HepMessage`).
 
 use bytes::Bytes;
-use hep_proto::HepMessage;
+use hep_proto::{HepMessage, HepView};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -14,10 +15,16 @@ fn main() {
         .next()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
+    let view = args.next().is_some_and(|m| m == "view");
     let wire = Bytes::from(std::fs::read(&path).expect("read the vector"));
     let mut ok = 0usize;
     for _ in 0..n {
-        ok += usize::from(HepMessage::decode(std::hint::black_box(&wire).clone()).is_ok());
+        let wire = std::hint::black_box(&wire);
+        ok += usize::from(if view {
+            HepView::parse(wire).is_ok()
+        } else {
+            HepMessage::decode(wire.clone()).is_ok()
+        });
     }
     println!("{ok} of {n} decoded");
 }

@@ -23,7 +23,7 @@ pub(crate) struct CodecRow {
 }
 
 /// The criterion benchmarks read back: (group/name, label).
-const BENCHES: [(&str, &str); 7] = [
+const BENCHES: [(&str, &str); 9] = [
     (
         "decode/v3_invite_608B",
         "decode v3 INVITE (608 B, Kamailio)",
@@ -31,6 +31,8 @@ const BENCHES: [(&str, &str); 7] = [
     ("decode/v3_authkey_log", "decode v3 log with auth key"),
     ("decode/v2_invite", "decode v2 INVITE"),
     ("decode/v1_invite", "decode v1 INVITE"),
+    ("view/v3_invite_608B", "read in place (HepView) v3 INVITE"),
+    ("view/v2_invite", "read in place (HepView) v2 INVITE"),
     ("encode/v3_invite_608B", "encode v3 INVITE (608 B)"),
     ("encode/v2_invite", "encode v2 INVITE"),
     (
@@ -71,11 +73,14 @@ pub(crate) fn run(ctx: &Ctx<'_>) -> Result<Vec<CodecRow>> {
 
     let vector = ctx.vector("v3-udp-0001.hep");
     let v2 = ctx.vector("v2-udp-0001.hep");
+    // (row, example, vector, mode): the decode loop reads with `HepView` in mode `view`.
     let loops = [
-        (0, "decode_loop", &vector),
-        (2, "decode_loop", &v2),
-        (4, "encode_loop", &vector),
-        (5, "encode_loop", &v2),
+        (0, "decode_loop", &vector, "message"),
+        (2, "decode_loop", &v2, "message"),
+        (4, "decode_loop", &vector, "view"),
+        (5, "decode_loop", &v2, "view"),
+        (6, "encode_loop", &vector, ""),
+        (7, "encode_loop", &v2, ""),
     ];
     let valgrind = Command::new("valgrind").arg("--version").output().is_ok();
     let perf = Command::new("perf")
@@ -84,14 +89,19 @@ pub(crate) fn run(ctx: &Ctx<'_>) -> Result<Vec<CodecRow>> {
         .is_ok_and(|o| {
             o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("not supported")
         });
-    for (row, example, file) in loops {
+    for (row, example, file, mode) in loops {
         let bin = ctx.release.join("examples").join(example);
+        let run = Loop {
+            bin: &bin,
+            file,
+            mode,
+        };
         if valgrind {
-            rows[row].instructions = callgrind_per_message(&bin, file).ok();
+            rows[row].instructions = callgrind_per_message(&run).ok();
         }
         if perf {
             rows[row].cycles =
-                perf_cycles_per_message(&bin, file, ctx.pick(20_000_000, 2_000_000, 1000)).ok();
+                perf_cycles_per_message(&run, ctx.pick(20_000_000, 2_000_000, 1000)).ok();
         }
     }
     Ok(rows)
@@ -100,14 +110,23 @@ pub(crate) fn run(ctx: &Ctx<'_>) -> Result<Vec<CodecRow>> {
 /// The smoke run: the profiling loops run (criterion is built and run in test mode by
 /// CI's test step).
 fn smoke(ctx: &Ctx<'_>) -> Result<Vec<CodecRow>> {
-    for example in ["decode_loop", "encode_loop"] {
+    for (example, mode) in [
+        ("decode_loop", "message"),
+        ("decode_loop", "view"),
+        ("encode_loop", ""),
+    ] {
         let bin = ctx.release.join("examples").join(example);
+        let file = ctx.vector("v3-udp-0001.hep");
+        let run = Loop {
+            bin: &bin,
+            file: &file,
+            mode,
+        };
         let out = Command::new(&bin)
-            .arg(ctx.vector("v3-udp-0001.hep"))
-            .arg("1000")
+            .args(run.args(1000))
             .output()
             .with_context(|| format!("{}", bin.display()))?;
-        anyhow::ensure!(out.status.success(), "{example} failed");
+        anyhow::ensure!(out.status.success(), "{example} {mode} failed");
     }
     Ok(Vec::new())
 }
@@ -142,15 +161,32 @@ fn json_number_after(text: &str, key: &str, then: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
+/// A profiling loop: `BIN FILE N [MODE]` (see hep-proto's examples).
+struct Loop<'a> {
+    bin: &'a Path,
+    file: &'a Path,
+    mode: &'a str,
+}
+
+impl Loop<'_> {
+    /// Its arguments for `n` iterations.
+    fn args(&self, n: u64) -> Vec<std::ffi::OsString> {
+        let mut args = vec![self.file.into(), n.to_string().into()];
+        if !self.mode.is_empty() {
+            args.push(self.mode.into());
+        }
+        args
+    }
+}
+
 /// Instructions per message: callgrind's total for 110,000 minus that for 10,000
 /// iterations, over 100,000 (start-up cancels out).
-fn callgrind_per_message(bin: &Path, file: &Path) -> Result<f64> {
+fn callgrind_per_message(run: &Loop<'_>) -> Result<f64> {
     let refs = |n: u64| -> Result<f64> {
         let out = Command::new("valgrind")
             .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
-            .arg(bin)
-            .arg(file)
-            .arg(n.to_string())
+            .arg(run.bin)
+            .args(run.args(n))
             .output()
             .context("valgrind")?;
         let err = String::from_utf8_lossy(&out.stderr);
@@ -166,12 +202,11 @@ fn callgrind_per_message(bin: &Path, file: &Path) -> Result<f64> {
 }
 
 /// Cycles per message from `perf stat` (the loop dominates: start-up is a few ms).
-fn perf_cycles_per_message(bin: &Path, file: &Path, n: u64) -> Result<f64> {
+fn perf_cycles_per_message(run: &Loop<'_>, n: u64) -> Result<f64> {
     let out = Command::new("perf")
         .args(["stat", "-x,", "-e", "cycles"])
-        .arg(bin)
-        .arg(file)
-        .arg(n.to_string())
+        .arg(run.bin)
+        .args(run.args(n))
         .output()
         .context("perf stat")?;
     let err = String::from_utf8_lossy(&out.stderr);
