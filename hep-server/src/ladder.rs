@@ -895,12 +895,12 @@ mod tests {
 
     #[test]
     fn color_follows_the_terminal_and_no_color() {
-        let no_color = |v: &str| Some(OsStr::new(v)).map(|v| v.to_owned());
+        let no_color = |v| Some(OsStr::new(v));
         assert!(color_from_env(true, None, None));
         assert!(!color_from_env(false, None, None));
-        assert!(!color_from_env(true, no_color("1").as_deref(), None));
+        assert!(!color_from_env(true, no_color("1"), None));
         assert!(
-            color_from_env(true, no_color("").as_deref(), None),
+            color_from_env(true, no_color(""), None),
             "empty NO_COLOR is unset"
         );
         assert!(!color_from_env(true, None, Some(OsStr::new("dumb"))));
