@@ -21,6 +21,7 @@
 //! - [`stats`]: the counters as metrics, and the summary line printed at exit.
 //! - [`record`]: the JSON record of a message ([`record::write_json_line`]).
 //! - [`text`]: the one-line human-readable form ([`text::TextLine`]).
+//! - [`ladder`]: a call flow as a ladder diagram in the terminal (`search`).
 //! - [`sip`]: start line, Call-ID, CSeq, From/To user and tag, without allocating
 //!   ([`sip::SipSummary`]).
 //! - [`time`]: UTC ISO-8601 timestamps without a date-time dependency.
@@ -31,6 +32,7 @@ pub mod capture_file;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod ladder;
 pub mod metrics;
 pub mod output;
 pub mod record;

@@ -69,9 +69,7 @@ impl fmt::Display for TextLine<'_> {
         f.write_str(" cid=")?;
         opt(f, m.capture_id)?;
         f.write_char(' ')?;
-        addr(f, m.src_ip, m.src_port)?;
-        f.write_str(" -> ")?;
-        addr(f, m.dst_ip, m.dst_port)?;
+        write!(f, "{} -> {}", Endpoint::src(m), Endpoint::dst(m))?;
         f.write_char(' ')?;
         match self.recv {
             Some(r) => f.write_str(r.transport.as_str())?,
@@ -131,16 +129,51 @@ fn opt(f: &mut fmt::Formatter<'_>, v: Option<impl fmt::Display>) -> fmt::Result 
     }
 }
 
-fn addr(
-    f: &mut fmt::Formatter<'_>,
-    ip: Option<std::net::IpAddr>,
-    port: Option<u16>,
-) -> fmt::Result {
-    match (ip, port) {
-        (Some(ip), Some(port)) => write!(f, "{}", std::net::SocketAddr::new(ip, port)),
-        (Some(ip), None) => write!(f, "{ip}"),
-        (None, Some(port)) => write!(f, "-:{port}"),
-        (None, None) => f.write_char('-'),
+/// An address and port as the text line shows them: `10.0.0.1:5060`, `[::1]:5060`, the
+/// bare IP without a port, `-:5060` without an IP, `-` with neither.
+///
+/// ```
+/// use hep_proto::HepMessage;
+/// use hep_server::text::Endpoint;
+///
+/// let msg = HepMessage::builder().src("[::1]:5060".parse().unwrap()).build();
+/// assert_eq!(Endpoint::src(&msg).to_string(), "[::1]:5060");
+/// assert_eq!(Endpoint::dst(&msg).to_string(), "-");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The IP address, if known.
+    pub ip: Option<std::net::IpAddr>,
+    /// The port, if known.
+    pub port: Option<u16>,
+}
+
+impl Endpoint {
+    /// The message's source.
+    pub const fn src(msg: &HepMessage) -> Self {
+        Self {
+            ip: msg.src_ip,
+            port: msg.src_port,
+        }
+    }
+
+    /// The message's destination.
+    pub const fn dst(msg: &HepMessage) -> Self {
+        Self {
+            ip: msg.dst_ip,
+            port: msg.dst_port,
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.ip, self.port) {
+            (Some(ip), Some(port)) => write!(f, "{}", std::net::SocketAddr::new(ip, port)),
+            (Some(ip), None) => write!(f, "{ip}"),
+            (None, Some(port)) => write!(f, "-:{port}"),
+            (None, None) => f.write_char('-'),
+        }
     }
 }
 
