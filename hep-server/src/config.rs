@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::output::OutputSpec;
+use crate::output::spool::SpoolConfig;
 
 /// A configuration error, for a person: where, which key, what was expected.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,17 @@ struct RawConfig {
     rewrite: Option<RawRewrite>,
     dedup: Option<RawDedup>,
     rate_limit: Option<RawRateLimit>,
+    spool: Option<RawSpool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpool {
+    max_bytes: Option<u64>,
+    segment_bytes: Option<u64>,
+    sync_interval_ms: Option<u64>,
+    sync_messages: Option<u64>,
+    replay_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -211,6 +223,8 @@ pub struct Config {
     pub dedup: Option<DedupConfig>,
     /// Per-agent rate limit, if on.
     pub rate_limit: Option<RateLimitConfig>,
+    /// Bounds of the spools of `relay:...;spool=DIR` outputs (`[spool]`).
+    pub spool: SpoolConfig,
 }
 
 /// Receive-side limits (`[limits]`).
@@ -464,6 +478,7 @@ impl Config {
         check("[tls]", self.tls == new.tls);
         check("[metrics]", self.metrics == new.metrics);
         check("[log]", self.log == new.log);
+        check("[spool]", self.spool == new.spool);
         changed
     }
 
@@ -480,6 +495,7 @@ impl Config {
             tls: self.tls.clone(),
             metrics: self.metrics.clone(),
             log: self.log.clone(),
+            spool: self.spool,
             ..new
         }
     }
@@ -515,15 +531,34 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
     };
     let outputs = match raw.outputs {
         Some(list) => {
+            let mut spools: Vec<PathBuf> = Vec::new();
             for s in &list {
                 let spec = s
                     .get_ref()
                     .parse::<OutputSpec>()
                     .map_err(|e| err(s.span(), format!("key `outputs`: {e}")))?;
-                if matches!(&spec, OutputSpec::Relay(d) if d.transport() == Transport::Tls)
+                if spec
+                    .relay_destination()
+                    .is_some_and(|d| d.transport() == Transport::Tls)
                     && tls_relay.is_none()
                 {
                     tls_relay = Some(s.span());
+                }
+                if let OutputSpec::Relay {
+                    spool: Some(dir), ..
+                } = &spec
+                {
+                    if spools.contains(dir) {
+                        return Err(err(
+                            s.span(),
+                            format!(
+                                "key `outputs`: spool directory {} is used by another relay \
+                                 (each spooling relay needs its own)",
+                                dir.display()
+                            ),
+                        ));
+                    }
+                    spools.push(dir.clone());
                 }
             }
             list.into_iter().map(Spanned::into_inner).collect()
@@ -723,6 +758,24 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
         }
         None => None,
     };
+    let spool = match raw.spool {
+        Some(r) => {
+            let d = SpoolConfig::default();
+            let c = SpoolConfig {
+                max_bytes: r.max_bytes.unwrap_or(d.max_bytes),
+                segment_bytes: r.segment_bytes.unwrap_or(d.segment_bytes),
+                sync_interval_ms: r.sync_interval_ms.unwrap_or(d.sync_interval_ms),
+                sync_messages: r.sync_messages.unwrap_or(d.sync_messages),
+                replay_bytes: r.replay_bytes.unwrap_or(d.replay_bytes),
+            };
+            c.check().map_err(|m| {
+                let at = text.find("[spool]");
+                ConfigError::at(path, text, at.map(|a| a..a + 7), format!("section [spool]: {m}"))
+            })?;
+            c
+        }
+        None => SpoolConfig::default(),
+    };
     Ok(Config {
         listen,
         outputs,
@@ -759,6 +812,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
             rate: r.rate,
             burst: r.burst.unwrap_or(r.rate),
         }),
+        spool,
     })
 }
 

@@ -16,6 +16,7 @@ use hep_transport::{DropReason, ListenSpec, ListenerStats, RejectReason};
 
 use crate::metrics::{Collect, Kind, Samples};
 use crate::output::fanout::OutputStats;
+use crate::output::spool::SpoolStats;
 
 /// A listener's counters, labelled with its transport and address.
 #[derive(Debug)]
@@ -236,19 +237,41 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// A relay output: its queue, and what its senders delivered or lost. A reload that
 /// changes a relay's settings starts a new sender for it; the counters of every sender
 /// the output has had are summed.
+///
+/// A spooling relay (`;spool=DIR`) is counted differently: a failed write is sent again
+/// from the spool, so its sender's failures are `hep_relay_send_failures_total`, not
+/// drops; its drops are the spool's (`spool_full`, `spool_corrupt`, `spool_write_failed`);
+/// and a message written again is counted once as delivered and once as replayed.
 #[derive(Debug)]
 pub struct RelayCollect {
     output: Arc<OutputStats>,
     senders: Mutex<Vec<Arc<SenderStats>>>,
+    spool: Mutex<Option<Arc<SpoolStats>>>,
 }
 
 impl RelayCollect {
-    /// The counters of a relay output and its sender.
-    pub fn new(output: Arc<OutputStats>, sender: Arc<SenderStats>) -> Self {
+    /// The counters of a relay output, its sender and its spool if it has one.
+    pub fn new(
+        output: Arc<OutputStats>,
+        sender: Arc<SenderStats>,
+        spool: Option<Arc<SpoolStats>>,
+    ) -> Self {
         Self {
             output,
             senders: Mutex::new(vec![sender]),
+            spool: Mutex::new(spool),
         }
+    }
+
+    /// The spool counters of this output, created if it had none (a relay that gets a
+    /// spool in a reload).
+    pub fn spool_or_new(&self) -> Arc<SpoolStats> {
+        Arc::clone(lock(&self.spool).get_or_insert_with(Arc::default))
+    }
+
+    /// The spool counters, if the relay has (had) a spool.
+    pub fn spool(&self) -> Option<Arc<SpoolStats>> {
+        lock(&self.spool).clone()
     }
 
     /// Adds the counters of a new sender of the same output.
@@ -266,12 +289,17 @@ impl RelayCollect {
     }
 
     fn delivered(&self) -> u64 {
-        self.snapshots().iter().map(|s| s.sent_messages).sum()
+        let sent: u64 = self.snapshots().iter().map(|s| s.sent_messages).sum();
+        let replayed = self.spool().map_or(0, |s| s.replayed());
+        sent.saturating_sub(replayed)
     }
 
     fn dropped(&self) -> u64 {
-        let senders: u64 = self.snapshots().iter().map(|s| s.dropped_total()).sum();
-        senders + self.output.failed() + self.output.closed()
+        let relay: u64 = match self.spool() {
+            Some(s) => s.dropped_full() + s.dropped_corrupt() + s.write_failed(),
+            None => self.snapshots().iter().map(|s| s.dropped_total()).sum(),
+        };
+        relay + self.output.failed() + self.output.closed()
     }
 }
 
@@ -285,27 +313,38 @@ impl Collect for RelayCollect {
             "Messages delivered, by output.",
             Kind::Counter,
         );
-        out.sample(
-            "hep_delivered_total",
-            &[("output", o)],
-            sum(|s| s.sent_messages),
-        );
+        out.sample("hep_delivered_total", &[("output", o)], self.delivered());
         out.declare(
             "hep_dropped_total",
             "Messages not delivered, by stage and reason.",
             Kind::Counter,
         );
-        for reason in SenderDropReason::ALL {
-            let n = snaps.iter().map(|s| s.dropped(reason)).sum();
-            out.sample(
-                "hep_dropped_total",
-                &[
-                    ("stage", "relay"),
-                    ("output", o),
-                    ("reason", reason.label()),
-                ],
-                n,
-            );
+        let spool = self.spool();
+        if let Some(sp) = &spool {
+            for (reason, n) in [
+                ("spool_full", sp.dropped_full()),
+                ("spool_corrupt", sp.dropped_corrupt()),
+                ("spool_write_failed", sp.write_failed()),
+            ] {
+                out.sample(
+                    "hep_dropped_total",
+                    &[("stage", "spool"), ("output", o), ("reason", reason)],
+                    n,
+                );
+            }
+        } else {
+            for reason in SenderDropReason::ALL {
+                let n = snaps.iter().map(|s| s.dropped(reason)).sum();
+                out.sample(
+                    "hep_dropped_total",
+                    &[
+                        ("stage", "relay"),
+                        ("output", o),
+                        ("reason", reason.label()),
+                    ],
+                    n,
+                );
+            }
         }
         out.sample(
             "hep_dropped_total",
@@ -355,6 +394,41 @@ impl Collect for RelayCollect {
             &[("output", o)],
             sum(|s| s.connects),
         );
+        if let Some(sp) = &spool {
+            out.declare(
+                "hep_relay_send_failures_total",
+                "Writes of a spooling relay that failed (the message stays in the spool \
+                 and is sent again), by reason.",
+                Kind::Counter,
+            );
+            for reason in SenderDropReason::ALL {
+                let n = snaps.iter().map(|s| s.dropped(reason)).sum();
+                out.sample(
+                    "hep_relay_send_failures_total",
+                    &[("output", o), ("reason", reason.label())],
+                    n,
+                );
+            }
+            out.declare(
+                "hep_relay_replayed_total",
+                "Messages a spooling relay sent again after a failure or a restart although \
+                 they had been written before (possible duplicates at the destination).",
+                Kind::Counter,
+            );
+            out.sample("hep_relay_replayed_total", &[("output", o)], sp.replayed());
+            out.declare(
+                "hep_spool_bytes",
+                "Bytes of a relay's spool on disk.",
+                Kind::Gauge,
+            );
+            out.sample("hep_spool_bytes", &[("output", o)], sp.bytes());
+            out.declare(
+                "hep_spool_messages",
+                "Messages in a relay's spool not yet written to the destination.",
+                Kind::Gauge,
+            );
+            out.sample("hep_spool_messages", &[("output", o)], sp.messages());
+        }
         self.output.collect_active(out);
     }
 }
@@ -454,6 +528,14 @@ impl fmt::Display for Summary {
             self.skipped(),
             self.delivered(),
             self.dropped()
-        )
+        )?;
+        let spools: Vec<Arc<SpoolStats>> = self.relays.iter().filter_map(|r| r.spool()).collect();
+        if !spools.is_empty() {
+            // What spooling relays left for the next run, and what they sent twice.
+            let spooled: u64 = spools.iter().map(|s| s.messages()).sum();
+            let replayed: u64 = spools.iter().map(|s| s.replayed()).sum();
+            write!(f, ", spooled {spooled}, replayed {replayed}")?;
+        }
+        Ok(())
     }
 }

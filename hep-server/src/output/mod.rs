@@ -1,7 +1,7 @@
 //! Where received messages go: one module per output kind.
 //!
 //! Output specs (DESIGN.md): `stdout`, `json:PATH|-`, `pcap:PATH`,
-//! `relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N]`, `null`.
+//! `relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N][;spool=DIR]`, `null`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,6 +12,7 @@ use hep_transport::HepDestination;
 pub mod fanout;
 pub mod pcap;
 pub(crate) mod set;
+pub mod spool;
 pub(crate) mod writer;
 
 /// A parsed output spec.
@@ -25,7 +26,12 @@ pub enum OutputSpec {
     /// A pcap file of the captured packets, rebuilt from the HEP headers.
     Pcap(PathBuf),
     /// Forward the HEP messages to another collector.
-    Relay(HepDestination),
+    Relay {
+        /// Where to.
+        dest: HepDestination,
+        /// The spool directory (`;spool=DIR`), if the relay spools to disk.
+        spool: Option<PathBuf>,
+    },
     /// Count and discard (for benchmarks).
     Null,
 }
@@ -36,6 +42,16 @@ pub enum OutputSpec {
 pub struct OutputSpecError {
     input: String,
     reason: String,
+}
+
+impl OutputSpec {
+    /// The destination of a relay output.
+    pub fn relay_destination(&self) -> Option<&HepDestination> {
+        match self {
+            Self::Relay { dest, .. } => Some(dest),
+            _ => None,
+        }
+    }
 }
 
 impl FromStr for OutputSpec {
@@ -59,12 +75,27 @@ impl FromStr for OutputSpec {
             }
             ("json", Some(p)) => Ok(Self::Json(Some(PathBuf::from(p)))),
             ("pcap", Some(p)) => Ok(Self::Pcap(PathBuf::from(p))),
-            ("relay", Some(dest)) => dest
-                .parse()
-                .map(Self::Relay)
-                .map_err(|e: hep_transport::SpecError| err(&e.to_string())),
+            ("relay", Some(arg)) => {
+                // `;spool=DIR` is ours; the rest is the destination's.
+                let mut spool = None;
+                let mut dest = Vec::new();
+                for part in arg.split(';') {
+                    match part.trim().strip_prefix("spool=") {
+                        Some("") => return Err(err("expected a directory after `spool=`")),
+                        Some(_) if spool.is_some() => return Err(err("`spool=` given twice")),
+                        Some(dir) => spool = Some(PathBuf::from(dir)),
+                        None => dest.push(part),
+                    }
+                }
+                let dest = dest
+                    .join(";")
+                    .parse()
+                    .map_err(|e: hep_transport::SpecError| err(&e.to_string()))?;
+                Ok(Self::Relay { dest, spool })
+            }
             _ => Err(err(
-                "expected stdout, json:PATH|-, pcap:PATH, relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N] or null",
+                "expected stdout, json:PATH|-, pcap:PATH, \
+                 relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N][;spool=DIR] or null",
             )),
         }
     }
@@ -78,7 +109,42 @@ impl fmt::Display for OutputSpec {
             Self::Json(None) => f.write_str("json:-"),
             Self::Json(Some(p)) => write!(f, "json:{}", p.display()),
             Self::Pcap(p) => write!(f, "pcap:{}", p.display()),
-            Self::Relay(d) => write!(f, "relay:{d}"),
+            Self::Relay { dest, spool: None } => write!(f, "relay:{dest}"),
+            Self::Relay {
+                dest,
+                spool: Some(dir),
+            } => write!(f, "relay:{dest};spool={}", dir.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relay_takes_a_spool_directory_beside_its_version() {
+        let spec: OutputSpec = "relay:hep_tcp:127.0.0.1:9060;version=3;spool=/var/spool/hep"
+            .parse()
+            .unwrap();
+        let OutputSpec::Relay { dest, spool } = &spec else {
+            panic!("{spec:?}")
+        };
+        assert_eq!(dest.version(), hep_proto::HepVersion::V3);
+        assert_eq!(spool.as_deref(), Some(std::path::Path::new("/var/spool/hep")));
+        assert_eq!(spec.to_string().parse::<OutputSpec>().unwrap(), spec);
+        let plain: OutputSpec = "relay:hep_udp:10.0.0.1:9060;version=2".parse().unwrap();
+        assert!(matches!(plain, OutputSpec::Relay { spool: None, .. }));
+    }
+
+    #[test]
+    fn an_empty_or_repeated_spool_is_refused() {
+        for bad in [
+            "relay:hep_tcp:h:1;spool=",
+            "relay:hep_tcp:h:1;spool=/a;spool=/b",
+            "relay:hep_tcp:h:1;spoll=/a",
+        ] {
+            assert!(bad.parse::<OutputSpec>().is_err(), "{bad}");
         }
     }
 }

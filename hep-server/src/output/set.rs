@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::OutputSpec;
 use super::fanout::{Fanout, OutputQueue, OutputStats, Queued};
 use super::pcap::PcapFileWriter;
+use super::spool::{self, Spool, SpoolStats};
 use super::writer::{self, Format};
 use crate::config::{Config, RelayTlsConfig};
 use crate::metrics::Registry;
@@ -189,11 +190,14 @@ impl Outputs {
             .into_iter()
             .map(|spec| {
                 let relay = match &spec {
-                    OutputSpec::Relay(d) if d.transport() == Transport::Tls => {
+                    // A spooling relay is never restarted by a reload: two instances
+                    // must not write one spool. Its settings change with a restart.
+                    OutputSpec::Relay { spool: Some(_), .. } => None,
+                    OutputSpec::Relay { dest, .. } if dest.transport() == Transport::Tls => {
                         Some(settings.clone())
                     }
                     // `[relay_tls]` does not concern it.
-                    OutputSpec::Relay(_) => Some(RelaySettings {
+                    OutputSpec::Relay { .. } => Some(RelaySettings {
                         relay_tls: None,
                         ..settings.clone()
                     }),
@@ -219,7 +223,8 @@ impl Outputs {
             })
             .collect();
 
-        // A new file output must not truncate a file a running output writes.
+        // A new file output must not truncate a file a running output writes, nor a new
+        // spooling relay open a spool a running one writes.
         for ((spec, _), _) in wanted.iter().zip(&plan).filter(|(_, p)| p.is_none()) {
             if let Some(path) = file_of(spec)
                 && let Some(other) = self
@@ -238,7 +243,10 @@ impl Outputs {
 
         // Start the new outputs; on error stop those started.
         let tls = if plan.iter().zip(&wanted).any(|(p, (spec, _))| {
-            p.is_none() && matches!(spec, OutputSpec::Relay(d) if d.transport() == Transport::Tls)
+            p.is_none()
+                && spec
+                    .relay_destination()
+                    .is_some_and(|d| d.transport() == Transport::Tls)
         }) {
             relay_tls(config)?
         } else {
@@ -370,29 +378,56 @@ impl Outputs {
                 let stats = self.stats_for(key.spec.clone(), false);
                 Ok(running(stats, None, Worker::Inline))
             }
-            OutputSpec::Relay(dest) => {
-                let sender = HepSender::new(dest.clone(), sender_config(config, tls))
+            OutputSpec::Relay { dest, spool } => {
+                let mut sender_cfg = sender_config(config, tls);
+                if spool.is_some() {
+                    // Each write's outcome decides what is sent again; there is no
+                    // cooldown, the spool holds the messages while the destination is down.
+                    sender_cfg.hep_async = false;
+                    sender_cfg.max_retries = 0;
+                }
+                let sender = HepSender::new(dest.clone(), sender_cfg)
                     .with_context(|| format!("output `{spec}`"))?;
                 let stats = self.stats_for(key.spec.clone(), true);
-                match self.relays.iter().find(|r| r.output().name() == key.spec) {
-                    Some(r) => r.add_sender(Arc::clone(sender.stats())),
+                let collect = match self.relays.iter().find(|r| r.output().name() == key.spec) {
+                    Some(r) => {
+                        r.add_sender(Arc::clone(sender.stats()));
+                        Arc::clone(r)
+                    }
                     None => {
                         let collect = Arc::new(RelayCollect::new(
                             Arc::clone(&stats),
                             Arc::clone(sender.stats()),
+                            spool.as_ref().map(|_| Arc::new(SpoolStats::default())),
                         ));
                         self.registry.register(Arc::clone(&collect) as _);
-                        self.relays.push(collect);
+                        self.relays.push(Arc::clone(&collect));
+                        collect
                     }
-                }
+                };
                 let (queue, rx) = OutputQueue::new(self.capacity, Arc::clone(&stats));
-                let task = tokio::spawn(relay(
-                    dest.clone(),
-                    sender,
-                    rx,
-                    Arc::clone(&stats),
-                    close.clone(),
-                ));
+                let task = match spool {
+                    None => tokio::spawn(relay(
+                        dest.clone(),
+                        sender,
+                        rx,
+                        Arc::clone(&stats),
+                        close.clone(),
+                    )),
+                    Some(dir) => {
+                        let spool_stats = collect.spool_or_new();
+                        let opened = Spool::open(dir, config.spool, spool_stats)
+                            .with_context(|| format!("output `{spec}`: spool"))?;
+                        tokio::spawn(spool::relay(
+                            dest.clone(),
+                            sender,
+                            rx,
+                            Arc::clone(&stats),
+                            opened,
+                            close.clone(),
+                        ))
+                    }
+                };
                 Ok(running(stats, Some(queue), Worker::Task(task)))
             }
             OutputSpec::Stdout | OutputSpec::Json(_) | OutputSpec::Pcap(_) => {
@@ -415,10 +450,14 @@ impl Outputs {
     }
 }
 
-/// The file an output writes, if any.
+/// The file (or spool directory) an output writes, if any.
 fn file_of(spec: &OutputSpec) -> Option<&Path> {
     match spec {
-        OutputSpec::Json(Some(p)) | OutputSpec::Pcap(p) => Some(p),
+        OutputSpec::Json(Some(p))
+        | OutputSpec::Pcap(p)
+        | OutputSpec::Relay {
+            spool: Some(p), ..
+        } => Some(p),
         _ => None,
     }
 }
@@ -434,7 +473,10 @@ pub(crate) fn relay_tls(config: &Config) -> anyhow::Result<Option<ClientTls>> {
         let tls_relay = config
             .output_specs()
             .into_iter()
-            .find(|o| matches!(o, OutputSpec::Relay(d) if d.transport() == Transport::Tls));
+            .find(|o| {
+                o.relay_destination()
+                    .is_some_and(|d| d.transport() == Transport::Tls)
+            });
         if let Some(o) = tls_relay {
             anyhow::bail!(
                 "output `{o}`: a hep_tls relay needs a [relay_tls] section with `ca_file` \

@@ -35,7 +35,8 @@ pub(crate) const UDP_SETS: &[&str] = &[
 
 // ===== the server as a child process =====
 
-/// The exit summary: `received N, decoded N, rejected N, skipped N, delivered N, dropped N`.
+/// The exit summary: `received N, decoded N, rejected N, skipped N, delivered N, dropped N`,
+/// then `, spooled N, replayed N` when a relay spools.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Counts {
     pub(crate) received: u64,
@@ -44,6 +45,8 @@ pub(crate) struct Counts {
     pub(crate) skipped: u64,
     pub(crate) delivered: u64,
     pub(crate) dropped: u64,
+    pub(crate) spooled: Option<u64>,
+    pub(crate) replayed: Option<u64>,
 }
 
 impl Counts {
@@ -60,7 +63,7 @@ impl Counts {
                 v.parse().unwrap_or_else(|_| panic!("bad summary `{line}`"))
             })
             .collect();
-        assert_eq!(n.len(), 6, "summary `{line}`");
+        assert!(n.len() == 6 || n.len() == 8, "summary `{line}`");
         Self {
             received: n[0],
             decoded: n[1],
@@ -68,6 +71,8 @@ impl Counts {
             skipped: n[3],
             delivered: n[4],
             dropped: n[5],
+            spooled: n.get(6).copied(),
+            replayed: n.get(7).copied(),
         }
     }
 }

@@ -1,0 +1,934 @@
+//! The disk spool of a relay output (`relay:...;spool=DIR`): a write-ahead log the relay
+//! sends from.
+//!
+//! # Why every message goes through the spool
+//!
+//! A spooling relay appends **every** message to the spool and sends only what it reads
+//! back from it, in order. Spilling to disk only while the destination is down would
+//! need a hand-over between the in-memory path and the disk path at every outage (the
+//! spooled backlog first, new messages held back until it is drained, and the two paths'
+//! positions agreed); with one path there is nothing to hand over and no way to reorder.
+//! What it costs is one buffered `write` per batch of messages and an `fsync` per
+//! [`SpoolConfig::sync_interval_ms`]; the data is read back from the page cache.
+//!
+//! # On disk
+//!
+//! A directory of append-only segment files ([`segment`]: a header with a magic and a
+//! version, then records of `length | crc32 | payload`), and a `cursor` file ([`cursor`])
+//! with the position to resume from, replaced atomically. On open the segments are
+//! checked record by record: a torn or corrupt tail is cut off (logged, and counted as
+//! `spool_corrupt`); a file with a segment's name that is not a segment, or a cursor that
+//! is not one, is refused with an error naming it.
+//!
+//! # Bounds
+//!
+//! - [`SpoolConfig::max_bytes`]: over it, the oldest whole segments are deleted and the
+//!   messages in them not yet sent are counted as dropped (`spool_full`).
+//! - [`SpoolConfig::sync_interval_ms`] and [`SpoolConfig::sync_messages`]: what a power cut
+//!   or a kernel crash can lose. A `kill -9` loses nothing written to the spool (it is in
+//!   the page cache); it loses the messages still in the relay's in-memory queue.
+//!
+//! # Delivery contract: at-least-once, duplicates bounded and counted
+//!
+//! A write the kernel accepted is not a message the destination received: when the
+//! destination dies, what sits in the socket buffers of both ends is lost, and HEP has no
+//! acknowledgement to tell. So the relay keeps the last
+//! [`SpoolConfig::replay_bytes`] of written messages as a replay window: after a failed
+//! write (or a restart) it resumes sending from the start of that window. Messages sent
+//! again that had been written before are counted as replayed (`hep_relay_replayed_total`):
+//! per failure at most the window plus the messages in flight
+//! (`hep_async_max_postponed_chunks`). After a `kill -9`, the messages sent in the last
+//! sync interval may be sent again without being counted (the cursor saying they were
+//! sent was not yet on disk). Loss: none, as long as what the destination lost in its
+//! buffers fits in the window.
+
+mod cursor;
+mod relay;
+mod segment;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub(crate) use relay::run as relay;
+
+use cursor::Cursor;
+use segment::{Damage, HEADER_LEN, RECORD_HEADER_LEN, Record};
+
+/// The bounds of a spool (`[spool]` in the configuration file; they apply to every
+/// spooling relay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SpoolConfig {
+    /// Bytes on disk at most, all segments together (default 1 GiB).
+    pub max_bytes: u64,
+    /// Size at which a segment is closed and the next one started (default 64 MiB).
+    pub segment_bytes: u64,
+    /// Longest time between `fsync`s while messages arrive, ms (default 100).
+    pub sync_interval_ms: u64,
+    /// Messages appended between `fsync`s at most (default 10,000).
+    pub sync_messages: u64,
+    /// Bytes of messages already written that are sent again after a failure or a
+    /// restart (default 4 MiB).
+    pub replay_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1 << 30,
+            segment_bytes: 64 << 20,
+            sync_interval_ms: 100,
+            sync_messages: 10_000,
+            replay_bytes: 4 << 20,
+        }
+    }
+}
+
+impl SpoolConfig {
+    /// Checks that the bounds make sense together.
+    ///
+    /// # Errors
+    /// A message naming the key that is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        if self.segment_bytes < 4096 {
+            return Err("segment_bytes must be at least 4096".into());
+        }
+        if self.max_bytes < 2 * self.segment_bytes {
+            return Err(format!(
+                "max_bytes ({}) must be at least twice segment_bytes ({}): the oldest \
+                 segment is dropped whole while the newest is being written",
+                self.max_bytes, self.segment_bytes
+            ));
+        }
+        if self.sync_interval_ms == 0 || self.sync_messages == 0 {
+            return Err("sync_interval_ms and sync_messages must be above 0".into());
+        }
+        Ok(())
+    }
+
+    /// [`sync_interval_ms`](Self::sync_interval_ms) as a `Duration`.
+    pub const fn sync_interval(&self) -> Duration {
+        Duration::from_millis(self.sync_interval_ms)
+    }
+}
+
+/// A place in the spool: a segment and a byte offset in it. Later places compare greater.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub(crate) struct Pos {
+    segment: u64,
+    offset: u64,
+}
+
+impl Pos {
+    const fn new(segment: u64, offset: u64) -> Self {
+        Self { segment, offset }
+    }
+
+    const fn start(segment: u64) -> Self {
+        Self::new(segment, HEADER_LEN)
+    }
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.segment, self.offset)
+    }
+}
+
+/// A spool that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpoolError {
+    /// Reading or writing a file of the spool failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A file named like a spool file that is not one: the directory is not (only) a
+    /// spool; nothing is overwritten.
+    #[error(
+        "{}: not a hep-server spool segment or cursor (wrong magic); is the spool \
+         directory shared with something else?",
+        .0.display()
+    )]
+    Foreign(PathBuf),
+    /// A spool file of a format version this build does not read.
+    #[error("{}: spool format version {version}, this build reads version 1", path.display())]
+    Version {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        version: u32,
+    },
+    /// The cursor file's CRC does not match.
+    #[error(
+        "{}: the spool cursor is damaged (CRC mismatch); remove it to resend the whole spool",
+        .0.display()
+    )]
+    CorruptCursor(PathBuf),
+}
+
+impl SpoolError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// The counters of one spool (metrics and the exit summary).
+#[derive(Debug, Default)]
+pub struct SpoolStats {
+    bytes: AtomicU64,
+    messages: AtomicU64,
+    dropped_full: AtomicU64,
+    dropped_corrupt: AtomicU64,
+    replayed: AtomicU64,
+    write_failed: AtomicU64,
+}
+
+impl SpoolStats {
+    /// Bytes of the spool's segment files now.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Messages in the spool not yet written to the destination.
+    pub fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+
+    /// Messages deleted unsent because the spool was over `max_bytes`.
+    pub fn dropped_full(&self) -> u64 {
+        self.dropped_full.load(Ordering::Relaxed)
+    }
+
+    /// Torn or corrupt records cut off or skipped (one per damage found).
+    pub fn dropped_corrupt(&self) -> u64 {
+        self.dropped_corrupt.load(Ordering::Relaxed)
+    }
+
+    /// Messages sent again although they had been written before (possible duplicates).
+    pub fn replayed(&self) -> u64 {
+        self.replayed.load(Ordering::Relaxed)
+    }
+
+    /// Messages lost because appending them to the spool failed (disk full, IO error).
+    pub fn write_failed(&self) -> u64 {
+        self.write_failed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_replayed(&self, n: u64) {
+        self.replayed.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// One segment file.
+#[derive(Debug)]
+struct Segment {
+    id: u64,
+    /// Bytes written to the file (header and whole records).
+    len: u64,
+    records: u64,
+}
+
+/// A record read back from the spool.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    /// Where it starts.
+    pub(crate) start: Pos,
+    /// Where the next one starts.
+    pub(crate) end: Pos,
+    /// The encoded HEP message.
+    pub(crate) bytes: Bytes,
+}
+
+/// An open spool: appends at the head segment, reads from the read position.
+pub(crate) struct Spool {
+    dir: PathBuf,
+    config: SpoolConfig,
+    /// Oldest first; the last one is the head, appended to.
+    segments: VecDeque<Segment>,
+    head: File,
+    /// Encoded records not yet written to `head`.
+    pending: Vec<u8>,
+    pending_records: u64,
+    /// Records written since the last `fsync`.
+    unsynced: u64,
+    read: Pos,
+    reader: Option<(u64, BufReader<File>)>,
+    cursor: Cursor,
+    persisted: Option<Cursor>,
+    stats: Arc<SpoolStats>,
+}
+
+impl fmt::Debug for Spool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spool")
+            .field("dir", &self.dir)
+            .field("segments", &self.segments.len())
+            .field("read", &self.read)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `dir`: checks every segment, cuts off a damaged
+    /// tail, deletes segments wholly sent, and starts a new head segment.
+    ///
+    /// # Errors
+    /// A foreign file, another format version, a damaged cursor, or an IO error.
+    pub(crate) fn open(
+        dir: &Path,
+        config: SpoolConfig,
+        stats: Arc<SpoolStats>,
+    ) -> Result<Self, SpoolError> {
+        fs::create_dir_all(dir).map_err(|e| SpoolError::io(dir, e))?;
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(dir).map_err(|e| SpoolError::io(dir, e))? {
+            let entry = entry.map_err(|e| SpoolError::io(dir, e))?;
+            if let Some(id) = entry.file_name().to_str().and_then(segment::parse_name) {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        let saved = cursor::load(dir)?;
+        let mut cur = saved.unwrap_or_else(|| {
+            let first = Pos::start(ids.first().copied().unwrap_or(1));
+            Cursor {
+                resume: first,
+                delivered: first,
+            }
+        });
+
+        let mut segments = VecDeque::with_capacity(ids.len() + 1);
+        let mut backlog = 0;
+        for id in ids {
+            let path = dir.join(segment::file_name(id));
+            if id < cur.resume.segment {
+                // Sent before the last cursor was stored; its deletion did not happen.
+                fs::remove_file(&path).map_err(|e| SpoolError::io(&path, e))?;
+                continue;
+            }
+            let from = match id.cmp(&cur.delivered.segment) {
+                std::cmp::Ordering::Less => u64::MAX,
+                std::cmp::Ordering::Equal => cur.delivered.offset,
+                std::cmp::Ordering::Greater => 0,
+            };
+            let scan = segment::scan(&path, from)?;
+            if let Some(damage) = scan.damage {
+                let what = match damage {
+                    Damage::TornTail => "a torn last record (a write cut short)",
+                    Damage::Corrupt => "a corrupt record (CRC mismatch); the rest of the segment",
+                };
+                tracing::warn!(
+                    segment = %path.display(),
+                    valid_bytes = scan.valid_len,
+                    "spool: cutting off {what}"
+                );
+                stats.dropped_corrupt.fetch_add(1, Ordering::Relaxed);
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| SpoolError::io(&path, e))?;
+                f.set_len(scan.valid_len)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| SpoolError::io(&path, e))?;
+            }
+            backlog += scan.records_from;
+            segments.push_back(Segment {
+                id,
+                len: scan.valid_len,
+                records: scan.records,
+            });
+        }
+
+        // A new head: records appended from now on come after every saved position.
+        let head_id = segments
+            .back()
+            .map_or(0, |s| s.id)
+            .max(cur.resume.segment)
+            .max(cur.delivered.segment)
+            + 1;
+        let head = create_segment(dir, head_id)?;
+        segments.push_back(Segment {
+            id: head_id,
+            len: HEADER_LEN,
+            records: 0,
+        });
+
+        // Positions in segments deleted by a full spool move to the next one.
+        let first = Pos::start(segments[0].id);
+        let clamp = |p: Pos| {
+            if p < first {
+                return first;
+            }
+            match segments.iter().find(|s| s.id == p.segment) {
+                Some(s) if p.offset > s.len => Pos::new(s.id, s.len),
+                Some(_) => p,
+                None => segments
+                    .iter()
+                    .find(|s| s.id > p.segment)
+                    .map_or(first, |s| Pos::start(s.id)),
+            }
+        };
+        cur.resume = clamp(cur.resume);
+        cur.delivered = clamp(cur.delivered).max(cur.resume);
+
+        stats.messages.store(backlog, Ordering::Relaxed);
+        stats
+            .bytes
+            .store(segments.iter().map(|s| s.len).sum(), Ordering::Relaxed);
+        if backlog > 0 {
+            tracing::info!(
+                spool = %dir.display(),
+                messages = backlog,
+                resume = %cur.resume,
+                "spool: resending what the last run did not send"
+            );
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            config,
+            segments,
+            head,
+            pending: Vec::with_capacity(1 << 16),
+            pending_records: 0,
+            unsynced: 0,
+            read: cur.resume,
+            reader: None,
+            cursor: cur,
+            persisted: saved,
+            stats,
+        })
+    }
+
+    /// The spool's directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The bounds.
+    pub(crate) fn config(&self) -> &SpoolConfig {
+        &self.config
+    }
+
+    /// The counters.
+    pub(crate) fn stats(&self) -> &Arc<SpoolStats> {
+        &self.stats
+    }
+
+    /// Appends one message (written to the file at the next [`flush`](Self::flush)).
+    ///
+    /// # Errors
+    /// Writing the segment or starting the next one failed.
+    pub(crate) fn append(&mut self, payload: &[u8]) -> Result<(), SpoolError> {
+        segment::encode_record(&mut self.pending, payload);
+        self.pending_records += 1;
+        let head_len = self.segments.back().map_or(0, |s| s.len);
+        if head_len + self.pending.len() as u64 >= self.config.segment_bytes {
+            self.flush()?;
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Whether appended messages wait for an `fsync` that
+    /// [`SpoolConfig::sync_messages`] asks for now.
+    pub(crate) fn sync_due(&self) -> bool {
+        self.unsynced + self.pending_records >= self.config.sync_messages
+    }
+
+    /// Writes the appended messages to the head segment (one `write`), then deletes the
+    /// oldest segments while the spool is over `max_bytes`.
+    ///
+    /// # Errors
+    /// The write failed.
+    pub(crate) fn flush(&mut self) -> Result<(), SpoolError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let head = self.segments.back_mut().expect("a spool always has a head");
+        if let Err(e) = self.head.write_all(&self.pending) {
+            let path = self.dir.join(segment::file_name(head.id));
+            // The file may now end inside a record; the next open cuts it off. Start a
+            // new segment so that later records are readable.
+            self.stats
+                .write_failed
+                .fetch_add(self.pending_records, Ordering::Relaxed);
+            self.pending.clear();
+            self.pending_records = 0;
+            let _ = self.roll();
+            return Err(SpoolError::io(&path, e));
+        }
+        head.len += self.pending.len() as u64;
+        head.records += self.pending_records;
+        self.stats
+            .messages
+            .fetch_add(self.pending_records, Ordering::Relaxed);
+        self.stats
+            .bytes
+            .fetch_add(self.pending.len() as u64, Ordering::Relaxed);
+        self.unsynced += self.pending_records;
+        self.pending.clear();
+        self.pending_records = 0;
+        let mut total: u64 = self.segments.iter().map(|s| s.len).sum();
+        while total > self.config.max_bytes && self.segments.len() > 1 {
+            total -= self.drop_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Makes what was appended durable (`fsync`), stores the cursor if it moved, and
+    /// deletes the segments wholly before it.
+    ///
+    /// # Errors
+    /// An IO error; the spool stays usable (the next sync tries again).
+    pub(crate) fn sync(&mut self) -> Result<(), SpoolError> {
+        self.flush()?;
+        if self.unsynced > 0 {
+            let id = self.segments.back().map_or(0, |s| s.id);
+            self.head
+                .sync_data()
+                .map_err(|e| SpoolError::io(&self.dir.join(segment::file_name(id)), e))?;
+            self.unsynced = 0;
+        }
+        if self.persisted != Some(self.cursor) {
+            cursor::store(&self.dir, &self.cursor)?;
+            self.persisted = Some(self.cursor);
+        }
+        // Segments before the stored resume position are sent: no longer needed.
+        while self.segments.len() > 1 && self.segments[0].id < self.cursor.resume.segment {
+            if let Some(s) = self.segments.pop_front() {
+                self.remove(&s)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next record from the read position, `None` when every record was read.
+    ///
+    /// A corrupt record found here (the disk changed under a sealed segment) is counted
+    /// as `spool_corrupt` and the rest of its segment skipped.
+    ///
+    /// # Errors
+    /// An IO error reading the segment.
+    pub(crate) fn next(&mut self) -> Result<Option<Entry>, SpoolError> {
+        loop {
+            let Some(i) = self.segments.iter().position(|s| s.id >= self.read.segment) else {
+                return Ok(None);
+            };
+            let seg = &self.segments[i];
+            if seg.id != self.read.segment {
+                self.read = Pos::start(seg.id);
+                self.reader = None;
+            }
+            if self.read.offset >= seg.len {
+                if i + 1 == self.segments.len() {
+                    return Ok(None);
+                }
+                self.read = Pos::start(self.segments[i + 1].id);
+                self.reader = None;
+                continue;
+            }
+            let id = seg.id;
+            let path = self.dir.join(segment::file_name(id));
+            let reader = match &mut self.reader {
+                Some((rid, r)) if *rid == id => r,
+                slot => &mut slot.insert((id, segment::open_at(&path, self.read.offset)?)).1,
+            };
+            match segment::read_record(reader).map_err(|e| SpoolError::io(&path, e))? {
+                Record::Valid(payload) => {
+                    let start = self.read;
+                    self.read.offset += RECORD_HEADER_LEN + payload.len() as u64;
+                    return Ok(Some(Entry {
+                        start,
+                        end: self.read,
+                        bytes: Bytes::from(payload),
+                    }));
+                }
+                damaged @ (Record::Corrupt | Record::Torn | Record::End) => {
+                    tracing::warn!(
+                        segment = %path.display(),
+                        offset = self.read.offset,
+                        found = ?damaged,
+                        "spool: damaged record; skipping the rest of the segment"
+                    );
+                    self.stats.dropped_corrupt.fetch_add(1, Ordering::Relaxed);
+                    if i + 1 == self.segments.len() {
+                        self.flush()?;
+                        self.roll()?;
+                    }
+                    let seg = &mut self.segments[i];
+                    seg.len = self.read.offset;
+                    self.reader = None;
+                }
+            }
+        }
+    }
+
+    /// Reads from `to` again (after a failed write: the replay window).
+    pub(crate) fn rewind(&mut self, to: Pos) {
+        self.read = to;
+        self.reader = None;
+    }
+
+    /// The record ending at `end` was written to the destination.
+    pub(crate) fn delivered(&mut self, end: Pos) {
+        if end > self.cursor.delivered {
+            self.cursor.delivered = end;
+            let _ = self
+                .stats
+                .messages
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        }
+    }
+
+    /// The end of the last record known written.
+    pub(crate) fn delivered_pos(&self) -> Pos {
+        self.cursor.delivered
+    }
+
+    /// Where sending resumes after a failure or a restart.
+    pub(crate) fn resume_pos(&self) -> Pos {
+        self.cursor.resume
+    }
+
+    /// Where a restart resumes sending (stored at the next [`sync`](Self::sync)).
+    pub(crate) fn set_resume(&mut self, pos: Pos) {
+        self.cursor.resume = pos.max(Pos::start(self.segments[0].id));
+    }
+
+    /// Closes the head segment and starts the next one.
+    fn roll(&mut self) -> Result<(), SpoolError> {
+        let id = self.segments.back().map_or(0, |s| s.id);
+        self.head
+            .sync_data()
+            .map_err(|e| SpoolError::io(&self.dir.join(segment::file_name(id)), e))?;
+        self.unsynced = 0;
+        self.head = create_segment(&self.dir, id + 1)?;
+        self.segments.push_back(Segment {
+            id: id + 1,
+            len: HEADER_LEN,
+            records: 0,
+        });
+        self.stats.bytes.fetch_add(HEADER_LEN, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Deletes the oldest segment because the spool is full; its bytes.
+    fn drop_oldest(&mut self) -> Result<u64, SpoolError> {
+        let Some(s) = self.segments.pop_front() else {
+            return Ok(0);
+        };
+        let delivered = self.cursor.delivered;
+        let unsent = match s.id.cmp(&delivered.segment) {
+            std::cmp::Ordering::Less => 0,
+            std::cmp::Ordering::Greater => s.records,
+            std::cmp::Ordering::Equal => {
+                let path = self.dir.join(segment::file_name(s.id));
+                segment::scan(&path, delivered.offset)?.records_from
+            }
+        };
+        self.remove(&s)?;
+        self.stats.dropped_full.fetch_add(unsent, Ordering::Relaxed);
+        let _ = self
+            .stats
+            .messages
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(unsent))
+            });
+        tracing::warn!(
+            spool = %self.dir.display(),
+            segment = s.id,
+            messages = unsent,
+            "spool full (max_bytes {}): dropped the oldest segment",
+            self.config.max_bytes
+        );
+        let first = Pos::start(self.segments[0].id);
+        self.cursor.resume = self.cursor.resume.max(first);
+        self.cursor.delivered = self.cursor.delivered.max(first);
+        if self.read < first {
+            self.rewind(first);
+        }
+        Ok(s.len)
+    }
+
+    fn remove(&self, s: &Segment) -> Result<(), SpoolError> {
+        let path = self.dir.join(segment::file_name(s.id));
+        fs::remove_file(&path).map_err(|e| SpoolError::io(&path, e))?;
+        self.stats.bytes.fetch_sub(s.len, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Creates segment `id` in `dir` with its header, durably.
+fn create_segment(dir: &Path, id: u64) -> Result<File, SpoolError> {
+    let path = dir.join(segment::file_name(id));
+    let mut f = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| SpoolError::io(&path, e))?;
+    f.write_all(&segment::header())
+        .and_then(|()| f.sync_data())
+        .and_then(|()| cursor::sync_dir(dir))
+        .map_err(|e| SpoolError::io(&path, e))?;
+    Ok(f)
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A fresh directory, removed when dropped.
+    pub(crate) struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new(name: &str) -> Self {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!(
+                "hep-spool-test-{}-{n}-{name}",
+                std::process::id()
+            ));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        pub(crate) fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn small() -> SpoolConfig {
+        SpoolConfig {
+            max_bytes: 3 * 4096,
+            segment_bytes: 4096,
+            ..SpoolConfig::default()
+        }
+    }
+
+    fn open(dir: &Path, config: SpoolConfig) -> Spool {
+        Spool::open(dir, config, Arc::new(SpoolStats::default())).unwrap()
+    }
+
+    fn message(i: u32) -> Vec<u8> {
+        format!("message {i:06} {}", "x".repeat(90)).into_bytes()
+    }
+
+    /// Reads every record left, marking each delivered.
+    fn drain(spool: &mut Spool) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(e) = spool.next().unwrap() {
+            spool.delivered(e.end);
+            spool.set_resume(e.end);
+            out.push(e.bytes.to_vec());
+        }
+        out
+    }
+
+    fn segment_files(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn messages_come_back_in_order_across_segments() {
+        let dir = TempDir::new("order");
+        let mut s = open(dir.path(), SpoolConfig { max_bytes: 1 << 20, ..small() });
+        for i in 0..200 {
+            s.append(&message(i)).unwrap();
+        }
+        s.flush().unwrap();
+        assert!(segment_files(dir.path()).len() > 3, "several segments");
+        assert_eq!(s.stats().messages(), 200);
+        let got = drain(&mut s);
+        assert_eq!(got, (0..200).map(message).collect::<Vec<_>>());
+        assert_eq!(s.stats().messages(), 0);
+    }
+
+    #[test]
+    fn a_reopened_spool_resumes_at_the_stored_cursor() {
+        let dir = TempDir::new("resume");
+        {
+            let mut s = open(dir.path(), small());
+            for i in 0..10 {
+                s.append(&message(i)).unwrap();
+            }
+            s.flush().unwrap();
+            for _ in 0..4 {
+                let e = s.next().unwrap().unwrap();
+                s.delivered(e.end);
+                s.set_resume(e.end);
+            }
+            s.sync().unwrap();
+        }
+        let mut s = open(dir.path(), small());
+        assert_eq!(s.stats().messages(), 6);
+        assert_eq!(drain(&mut s), (4..10).map(message).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn records_between_resume_and_delivered_are_read_again_after_a_restart() {
+        let dir = TempDir::new("window");
+        {
+            let mut s = open(dir.path(), small());
+            for i in 0..5 {
+                s.append(&message(i)).unwrap();
+            }
+            s.flush().unwrap();
+            let first = s.next().unwrap().unwrap();
+            s.delivered(first.end);
+            s.set_resume(first.end);
+            for _ in 0..3 {
+                let e = s.next().unwrap().unwrap();
+                s.delivered(e.end);
+            }
+            s.sync().unwrap();
+        }
+        let mut s = open(dir.path(), small());
+        // 1..4 written but inside the window: sent again; only 4 was never sent.
+        assert_eq!(s.stats().messages(), 1);
+        let e = s.next().unwrap().unwrap();
+        assert_eq!(e.bytes, message(1));
+        assert!(e.start < s.delivered_pos(), "counted as a replay by the relay");
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_off_and_counted_and_the_rest_survives() {
+        let dir = TempDir::new("torn");
+        {
+            let mut s = open(dir.path(), small());
+            for i in 0..3 {
+                s.append(&message(i)).unwrap();
+            }
+            s.sync().unwrap();
+        }
+        let seg = segment_files(dir.path()).pop().unwrap();
+        let len = fs::metadata(&seg).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(len - 5).unwrap();
+        drop(f);
+        let mut s = open(dir.path(), small());
+        assert_eq!(s.stats().dropped_corrupt(), 1);
+        assert_eq!(drain(&mut s), vec![message(0), message(1)]);
+        s.append(&message(3)).unwrap();
+        s.flush().unwrap();
+        assert_eq!(drain(&mut s), vec![message(3)]);
+    }
+
+    #[test]
+    fn a_corrupt_record_ends_its_segment_and_is_counted() {
+        let dir = TempDir::new("crc");
+        {
+            let mut s = open(dir.path(), small());
+            for i in 0..3 {
+                s.append(&message(i)).unwrap();
+            }
+            s.sync().unwrap();
+        }
+        let seg = segment_files(dir.path()).pop().unwrap();
+        let mut bytes = fs::read(&seg).unwrap();
+        let second = (HEADER_LEN + RECORD_HEADER_LEN) as usize + message(0).len();
+        bytes[second + 12] ^= 0x40;
+        fs::write(&seg, bytes).unwrap();
+        let mut s = open(dir.path(), small());
+        assert_eq!(s.stats().dropped_corrupt(), 1);
+        assert_eq!(drain(&mut s), vec![message(0)]);
+    }
+
+    #[test]
+    fn a_foreign_file_with_a_segment_name_is_refused() {
+        let dir = TempDir::new("foreign");
+        fs::write(dir.path().join(segment::file_name(1)), b"PK\x03\x04 a zip file").unwrap();
+        let e = Spool::open(dir.path(), small(), Arc::default()).unwrap_err();
+        assert!(matches!(e, SpoolError::Foreign(_)), "{e}");
+        assert!(e.to_string().contains("00000000000000000001.seg"), "{e}");
+        // Nothing was overwritten.
+        assert_eq!(
+            fs::read(dir.path().join(segment::file_name(1))).unwrap(),
+            b"PK\x03\x04 a zip file"
+        );
+    }
+
+    #[test]
+    fn over_max_bytes_the_oldest_segments_go_and_their_unsent_messages_are_counted() {
+        let dir = TempDir::new("full");
+        let mut s = open(dir.path(), small());
+        let n = 200;
+        for i in 0..n {
+            s.append(&message(i)).unwrap();
+            s.flush().unwrap();
+        }
+        let on_disk: u64 = segment_files(dir.path())
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum();
+        assert!(on_disk <= small().max_bytes, "{on_disk} bytes on disk");
+        assert_eq!(s.stats().bytes(), on_disk);
+        let got = drain(&mut s);
+        let dropped = s.stats().dropped_full();
+        assert!(dropped > 0);
+        assert_eq!(got.len() as u64 + dropped, u64::from(n), "every message sent or counted");
+        // What is left is the newest messages, in order.
+        let first = n - got.len() as u32;
+        assert_eq!(got, (first..n).map(message).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn sent_segments_are_deleted_once_the_cursor_is_stored() {
+        let dir = TempDir::new("cleanup");
+        let mut s = open(dir.path(), SpoolConfig { max_bytes: 1 << 20, ..small() });
+        for i in 0..200 {
+            s.append(&message(i)).unwrap();
+        }
+        s.flush().unwrap();
+        assert!(segment_files(dir.path()).len() > 3);
+        drain(&mut s);
+        s.sync().unwrap();
+        assert_eq!(segment_files(dir.path()).len(), 1, "only the head is left");
+        assert_eq!(s.stats().bytes(), fs::metadata(&segment_files(dir.path())[0]).unwrap().len());
+    }
+
+    #[test]
+    fn bounds_that_cannot_work_together_are_refused() {
+        assert!(SpoolConfig::default().check().is_ok());
+        let e = SpoolConfig {
+            max_bytes: 100 << 20,
+            segment_bytes: 64 << 20,
+            ..SpoolConfig::default()
+        }
+        .check()
+        .unwrap_err();
+        assert!(e.contains("max_bytes"), "{e}");
+    }
+}

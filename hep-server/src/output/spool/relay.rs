@@ -1,0 +1,239 @@
+//! The task of a spooling relay: appends what its queue brings to the spool, and sends
+//! the spool, in order, to the destination.
+//!
+//! The sender is in sync mode (each send's future says whether the message was written)
+//! with at most `hep_async_max_postponed_chunks - 1` messages in flight. The futures are
+//! awaited in order; the first failure stops sending, lets the rest of the flight end,
+//! then reads again from the start of the replay window ([`super`], "Delivery
+//! contract"). Every message sent whose start lies before the furthest point ever written
+//! is counted as replayed.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hep_transport::sender::future::ResponseFuture;
+use hep_transport::{HepDestination, HepSender};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::{Entry, Pos, Spool};
+use crate::output::fanout::{OutputStats, Queued};
+
+/// Pause after a failed round before sending again, so that a destination refusing at
+/// once cannot make the relay spin (the sender's own backoff paces reconnects).
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Messages taken from the queue and appended per write.
+const APPEND_BATCH: usize = 1024;
+
+struct InFlight {
+    start: Pos,
+    end: Pos,
+    len: u64,
+    fut: Pin<Box<ResponseFuture>>,
+}
+
+enum Event {
+    Queued(usize),
+    Sent(Result<(), hep_transport::sender::error::SendError>),
+    Tick,
+    Close,
+    Resume,
+    CloseDeadline,
+}
+
+/// Runs a spooling relay until its queue is closed and drained (after `close` or when
+/// every sender of the queue is gone). At the end the spool is synced: what was not sent
+/// stays in it for the next run. Sending goes on after `close` only while the destination
+/// takes messages, for at most `close_timeout` of the sender.
+pub(crate) async fn run(
+    dest: HepDestination,
+    sender: HepSender,
+    mut rx: mpsc::Receiver<Queued>,
+    stats: Arc<OutputStats>,
+    mut spool: Spool,
+    close: CancellationToken,
+) {
+    let version = dest.version();
+    let max_in_flight = sender
+        .config()
+        .hep_async_max_postponed_chunks
+        .saturating_sub(1)
+        .max(1);
+    let replay_bytes = spool.config().replay_bytes;
+    let close_timeout = sender.config().close_timeout;
+    let mut tick = tokio::time::interval(spool.config().sync_interval());
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+    let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(max_in_flight);
+    // Written messages inside the replay window: (start, length), oldest first.
+    let mut window: VecDeque<(Pos, u64)> = VecDeque::new();
+    let mut window_bytes = 0u64;
+    // The furthest end of a message written, failed rounds included.
+    let mut sent_high = spool.delivered_pos();
+    let mut failing = false;
+    let mut down = false;
+    let mut paused_until: Option<Instant> = None;
+    let mut queue_done = false;
+    let mut close_by: Option<Instant> = None;
+    let mut batch = Vec::with_capacity(APPEND_BATCH);
+    let mut exhausted = false;
+
+    loop {
+        // Send what the spool has, within the flight bound. After `close`, only while
+        // the destination takes messages and the close deadline has not passed.
+        let stop_sending = close_by.is_some_and(|t| down || Instant::now() >= t);
+        if paused_until.is_none() && !failing && !stop_sending {
+            while in_flight.len() < max_in_flight {
+                match spool.next() {
+                    Ok(Some(Entry { start, end, bytes })) => {
+                        exhausted = false;
+                        if start < sent_high {
+                            spool.stats().add_replayed(1);
+                        }
+                        let len = bytes.len() as u64 + super::RECORD_HEADER_LEN;
+                        let fut = Box::pin(sender.send(bytes));
+                        in_flight.push_back(InFlight {
+                            start,
+                            end,
+                            len,
+                            fut,
+                        });
+                    }
+                    Ok(None) => {
+                        exhausted = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(output = %dest, error = %e, "spool: cannot read");
+                        paused_until = Some(Instant::now() + RETRY_PAUSE);
+                        break;
+                    }
+                }
+            }
+        }
+        if queue_done && in_flight.is_empty() && (exhausted || stop_sending) {
+            break;
+        }
+
+        // Not biased: a busy queue must not starve the completions, nor the reverse.
+        let event = tokio::select! {
+            () = close.cancelled(), if close_by.is_none() => Event::Close,
+            n = rx.recv_many(&mut batch, APPEND_BATCH), if !queue_done => Event::Queued(n),
+            r = async { in_flight.front_mut().map(|f| f.fut.as_mut()).expect("not empty").await },
+                if !in_flight.is_empty() => Event::Sent(r),
+            _ = tick.tick() => Event::Tick,
+            () = sleep_until(paused_until.unwrap_or_else(Instant::now)), if paused_until.is_some() => Event::Resume,
+            () = sleep_until(close_by.unwrap_or_else(Instant::now)), if close_by.is_some() && in_flight.is_empty() => Event::CloseDeadline,
+        };
+
+        match event {
+            Event::Close => {
+                // No new messages; those queued or reserved still come (to the spool).
+                rx.close();
+                close_by = Some(Instant::now() + close_timeout);
+            }
+            Event::Queued(0) => queue_done = true,
+            Event::Queued(n) => {
+                stats.dequeued(n as u64);
+                for m in batch.drain(..) {
+                    let bytes = if !m.modified && m.message.version == Some(version) {
+                        m.wire.clone()
+                    } else {
+                        match m.message.encode(version) {
+                            Ok(b) => b,
+                            Err(e) => {
+                                tracing::debug!(output = %dest, error = %e, "cannot encode for the relay");
+                                stats.add_failed(1);
+                                continue;
+                            }
+                        }
+                    };
+                    // A failed write is counted by the spool (`spool_write_failed`).
+                    if let Err(e) = spool.append(&bytes) {
+                        tracing::error!(output = %dest, error = %e, "spool: cannot append");
+                    }
+                }
+                if let Err(e) = spool.flush() {
+                    tracing::error!(output = %dest, error = %e, "spool: cannot write");
+                }
+                if spool.sync_due()
+                    && let Err(e) = spool.sync()
+                {
+                    tracing::error!(output = %dest, error = %e, "spool: cannot sync");
+                }
+            }
+            Event::Sent(result) => {
+                let f = in_flight.pop_front().expect("the future came from the front");
+                match result {
+                    Ok(()) => {
+                        sent_high = sent_high.max(f.end);
+                        if !failing {
+                            if down {
+                                down = false;
+                                tracing::info!(output = %dest, "relay destination back: sending the spool");
+                            }
+                            spool.delivered(f.end);
+                            window.push_back((f.start, f.len));
+                            window_bytes += f.len;
+                            while window_bytes > replay_bytes {
+                                let Some((_, len)) = window.pop_front() else { break };
+                                window_bytes -= len;
+                            }
+                            spool.set_resume(window.front().map_or(f.end, |w| w.0));
+                        }
+                    }
+                    Err(e) => {
+                        if !down {
+                            down = true;
+                            tracing::warn!(
+                                output = %dest,
+                                error = %e,
+                                backlog = spool.stats().messages(),
+                                "relay destination failed: spooling, will resend from the \
+                                 replay window"
+                            );
+                        }
+                        failing = true;
+                    }
+                }
+                if failing && in_flight.is_empty() {
+                    let from = window.front().map_or_else(|| spool.resume_pos(), |w| w.0);
+                    spool.rewind(from);
+                    window.clear();
+                    window_bytes = 0;
+                    failing = false;
+                    paused_until = Some(Instant::now() + RETRY_PAUSE);
+                }
+            }
+            Event::Resume => paused_until = None,
+            Event::Tick => {
+                if let Err(e) = spool.sync() {
+                    tracing::error!(output = %dest, error = %e, "spool: cannot sync");
+                }
+            }
+            Event::CloseDeadline => {}
+        }
+    }
+
+    // A clean end with the destination up: what was written is on its way (the
+    // connection is closed gracefully below), so the next run starts after it.
+    if !down && !failing {
+        spool.set_resume(spool.delivered_pos());
+    }
+    if let Err(e) = spool.sync() {
+        tracing::error!(output = %dest, error = %e, "spool: cannot sync at exit");
+    }
+    let left = spool.stats().messages();
+    if left > 0 {
+        tracing::info!(
+            output = %dest,
+            spool = %spool.dir().display(),
+            messages = left,
+            "relay stopped with messages in its spool: they are sent by the next run"
+        );
+    }
+    sender.close().await;
+}
