@@ -385,6 +385,7 @@ impl Outputs {
                     // cooldown, the spool holds the messages while the destination is down.
                     sender_cfg.hep_async = false;
                     sender_cfg.max_retries = 0;
+                    sender_cfg.fence_on_connection_end = true;
                 }
                 let sender = HepSender::new(dest.clone(), sender_cfg)
                     .with_context(|| format!("output `{spec}`"))?;

@@ -95,6 +95,9 @@ pub(crate) struct Shared {
     pub(crate) retry: RetryState,
     pub(crate) current: Mutex<Option<Arc<Conn>>>,
     pub(crate) closed: AtomicBool,
+    /// A connection ended and `fence_on_connection_end` is on: no new connection until
+    /// `clear_fence`.
+    pub(crate) fenced: AtomicBool,
     /// Sync mode: one permit per message in flight (queued or being written).
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) runtime: Handle,
@@ -208,6 +211,7 @@ impl Shared {
             retry: RetryState::default(),
             current: Mutex::new(None),
             closed: AtomicBool::new(false),
+            fenced: AtomicBool::new(false),
             slots,
             runtime,
             connector,
@@ -283,6 +287,9 @@ impl Shared {
                 Some(c) => c.clone(),
                 None => {
                     let cfg = &self.config;
+                    if cfg.fence_on_connection_end && self.fenced.load(Ordering::Acquire) {
+                        return Submitted::Dropped(self.drop_one(DropReason::Closed, None));
+                    }
                     if self
                         .retry
                         .cooling_down(Instant::now(), cfg.max_retries, cfg.retry_cooldown)
@@ -462,6 +469,11 @@ impl Conn {
     /// Ends the connection: every queued message is dropped with `end`'s reason, the
     /// writer is told. Returns false if it had already ended. Takes no sender lock.
     pub(crate) fn end(&self, shared: &Shared, end: End) -> bool {
+        // Before the end is visible: a submit that finds this connection ended must
+        // find the fence up.
+        if shared.config.fence_on_connection_end {
+            shared.fenced.store(true, Ordering::Release);
+        }
         let drained = {
             let mut st = self.lock();
             if st.end.is_some() {

@@ -187,6 +187,12 @@ pub struct SenderConfig {
     pub send_buffer_size: Option<usize>,
     /// TLS settings, required for `transport=tls` destinations.
     pub tls: Option<ClientTls>,
+    /// When a connection ends (for any reason), refuse every message that would open a
+    /// new one, as [`DropReason::Closed`], until [`HepSender::clear_fence`] (ours;
+    /// default false). For a caller that resends from a log after a break: without the
+    /// fence, messages it sent after the break but before it saw the failure would go
+    /// out on a new connection, ahead of the ones it is about to resend.
+    pub fence_on_connection_end: bool,
 }
 
 impl Default for SenderConfig {
@@ -205,6 +211,7 @@ impl Default for SenderConfig {
             close_timeout: Duration::from_secs(1),
             send_buffer_size: None,
             tls: None,
+            fence_on_connection_end: false,
         }
     }
 }
@@ -408,6 +415,12 @@ impl HepSender {
             let _ = timeout_at(deadline + margin, finished.wait_for(|done| *done)).await;
             conn.end(shared, End::closed());
         }
+    }
+
+    /// Lets messages open a new connection again after a connection ended
+    /// ([`SenderConfig::fence_on_connection_end`]).
+    pub fn clear_fence(&self) {
+        self.shared().fenced.store(false, Ordering::Release);
     }
 
     /// Sync mode: the slot a message needs (the reservation if any, else a free one).

@@ -2,11 +2,18 @@
 //! the spool, in order, to the destination.
 //!
 //! The sender is in sync mode (each send's future says whether the message was written)
-//! with at most `hep_async_max_postponed_chunks - 1` messages in flight. The futures are
+//! with at most `hep_async_max_postponed_chunks - 1` messages in flight, and fenced
+//! ([`SenderConfig::fence_on_connection_end`](hep_transport::SenderConfig)): after a
+//! connection ends, no message goes out on a new one until the relay has rewound, so the
+//! destination never sees a later message ahead of the resent ones. The futures are
 //! awaited in order; the first failure stops sending, lets the rest of the flight end,
 //! then reads again from the start of the replay window ([`super`], "Delivery
-//! contract"). Every message sent whose start lies before the furthest point ever written
-//! is counted as replayed.
+//! contract").
+//!
+//! Written messages form a prefix of the spool that only grows (the delivered position):
+//! a message written again whose start lies before it is counted as replayed; so is a
+//! message written during a failed round (it is written again after the rewind). So
+//! `sent - replayed` is the number of distinct messages written.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -71,8 +78,6 @@ pub(crate) async fn run(
     // Written messages inside the replay window: (start, length), oldest first.
     let mut window: VecDeque<(Pos, u64)> = VecDeque::new();
     let mut window_bytes = 0u64;
-    // The furthest end of a message written, failed rounds included.
-    let mut sent_high = spool.delivered_pos();
     let mut failing = false;
     let mut down = false;
     let mut paused_until: Option<Instant> = None;
@@ -90,9 +95,6 @@ pub(crate) async fn run(
                 match spool.next() {
                     Ok(Some(Entry { start, end, bytes })) => {
                         exhausted = false;
-                        if start < sent_high {
-                            spool.stats().add_replayed(1);
-                        }
                         let len = bytes.len() as u64 + super::RECORD_HEADER_LEN;
                         let fut = Box::pin(sender.send(bytes));
                         in_flight.push_back(InFlight {
@@ -114,7 +116,11 @@ pub(crate) async fn run(
                 }
             }
         }
-        if queue_done && in_flight.is_empty() && (exhausted || stop_sending) {
+        // Done when the queue is drained into the spool and either everything was sent,
+        // or (closing) the destination is down or the close deadline passed: then the
+        // messages still in flight are left to the sender's close, and stay in the
+        // spool (the cursor does not cover them).
+        if queue_done && ((in_flight.is_empty() && exhausted) || stop_sending) {
             break;
         }
 
@@ -126,7 +132,7 @@ pub(crate) async fn run(
                 if !in_flight.is_empty() => Event::Sent(r),
             _ = tick.tick() => Event::Tick,
             () = sleep_until(paused_until.unwrap_or_else(Instant::now)), if paused_until.is_some() => Event::Resume,
-            () = sleep_until(close_by.unwrap_or_else(Instant::now)), if close_by.is_some() && in_flight.is_empty() => Event::CloseDeadline,
+            () = sleep_until(close_by.unwrap_or_else(Instant::now)), if close_by.is_some_and(|t| Instant::now() < t) => Event::CloseDeadline,
         };
 
         match event {
@@ -168,22 +174,28 @@ pub(crate) async fn run(
             Event::Sent(result) => {
                 let f = in_flight.pop_front().expect("the future came from the front");
                 match result {
+                    // Written now and before: counted as replayed, once per extra copy.
+                    // Written during a failed round: it is sent again after the rewind,
+                    // so this copy is the extra one.
+                    Ok(()) if failing => spool.stats().add_replayed(1),
                     Ok(()) => {
-                        sent_high = sent_high.max(f.end);
-                        if !failing {
-                            if down {
-                                down = false;
-                                tracing::info!(output = %dest, "relay destination back: sending the spool");
-                            }
-                            spool.delivered(f.end);
-                            window.push_back((f.start, f.len));
-                            window_bytes += f.len;
-                            while window_bytes > replay_bytes {
-                                let Some((_, len)) = window.pop_front() else { break };
-                                window_bytes -= len;
-                            }
-                            spool.set_resume(window.front().map_or(f.end, |w| w.0));
+                        if f.start < spool.delivered_pos() {
+                            spool.stats().add_replayed(1);
                         }
+                        if down {
+                            down = false;
+                            tracing::info!(output = %dest, "relay destination back: sending the spool");
+                        }
+                        spool.delivered(f.end);
+                        window.push_back((f.start, f.len));
+                        window_bytes += f.len;
+                        while window_bytes > replay_bytes {
+                            let Some((_, len)) = window.pop_front() else {
+                                break;
+                            };
+                            window_bytes -= len;
+                        }
+                        spool.set_resume(window.front().map_or(f.end, |w| w.0));
                     }
                     Err(e) => {
                         if !down {
@@ -202,6 +214,9 @@ pub(crate) async fn run(
                 if failing && in_flight.is_empty() {
                     let from = window.front().map_or_else(|| spool.resume_pos(), |w| w.0);
                     spool.rewind(from);
+                    // Only now may a new connection open: nothing sent after the break
+                    // went out ahead of the resent messages.
+                    sender.clear_fence();
                     window.clear();
                     window_bytes = 0;
                     failing = false;
