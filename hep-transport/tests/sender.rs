@@ -689,6 +689,41 @@ async fn down_destination_backs_off_cools_down_and_recovers() {
 }
 
 #[tokio::test]
+async fn a_fenced_sender_opens_no_new_connection_until_the_fence_is_cleared() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = SenderConfig::default();
+    cfg.hep_async = false;
+    cfg.fence_on_connection_end = true;
+    cfg.backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(10));
+    let sender = HepSender::new(tcp_dest(listener.local_addr().unwrap()), cfg).unwrap();
+
+    sender.send(hep3(0, 100)).await.unwrap();
+    let (first, _) = listener.accept().await.unwrap();
+    let mut first = Frames::new(first);
+    assert_eq!(first.next().await, Some(hep3(0, 100)));
+    // The peer closes the connection: the sender finds out on its next read or write.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while sender.send(hep3(1, 100)).await.is_ok() {
+        assert!(Instant::now() < deadline, "the closed connection was never noticed");
+        sleep(Duration::from_millis(10)).await;
+    }
+    // Fenced: refused at once, no connection attempted.
+    let e = sender.send(hep3(2, 100)).await.unwrap_err();
+    assert!(e.is_closed(), "{e}");
+    assert_eq!(sender.stats().snapshot().connects, 1);
+
+    sender.clear_fence();
+    sender.send(hep3(3, 100)).await.unwrap();
+    let (second, _) = timeout(Duration::from_secs(3), listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(Frames::new(second).next().await, Some(hep3(3, 100)));
+    sender.close().await;
+}
+
+#[tokio::test]
 async fn destination_that_never_answers_connect_is_bounded() {
     // TEST-NET-1: either unroutable (fails at once) or silent (times out).
     let mut cfg = SenderConfig::default();

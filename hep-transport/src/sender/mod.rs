@@ -85,6 +85,15 @@
 //! count is per destination, and async TCP connect failures count too (OpenSIPS counts
 //! only the queueing, which always succeeds).
 //!
+//! # Fencing (for callers that resend from a log)
+//!
+//! With [`SenderConfig::fence_on_connection_end`], the end of a connection (for any
+//! reason) raises a fence: messages that would open a new connection are refused
+//! ([`DropReason::Closed`]) until [`clear_fence`](HepSender::clear_fence). A caller that
+//! resends from a position after a failure (hep-server's spooling relay) clears it once
+//! it has rewound, so nothing it sent before it saw the failure goes out on the new
+//! connection ahead of what it resends.
+//!
 //! # Counters
 //!
 //! [`SenderStats`]: sent messages and bytes, dropped by [`DropReason`], connects,

@@ -9,7 +9,9 @@
 //! spooled backlog first, new messages held back until it is drained, and the two paths'
 //! positions agreed); with one path there is nothing to hand over and no way to reorder.
 //! What it costs is one buffered `write` per batch of messages and an `fsync` per
-//! [`SpoolConfig::sync_interval_ms`]; the data is read back from the page cache.
+//! [`SpoolConfig::sync_interval_ms`]; the data is read back from the page cache. The
+//! `fsync`s run on the relay's task (a few milliseconds on one worker thread every
+//! interval): the relay's queue absorbs the pause.
 //!
 //! # On disk
 //!
