@@ -770,7 +770,12 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
             };
             c.check().map_err(|m| {
                 let at = text.find("[spool]");
-                ConfigError::at(path, text, at.map(|a| a..a + 7), format!("section [spool]: {m}"))
+                ConfigError::at(
+                    path,
+                    text,
+                    at.map(|a| a..a + 7),
+                    format!("section [spool]: {m}"),
+                )
             })?;
             c
         }

@@ -705,7 +705,10 @@ async fn a_fenced_sender_opens_no_new_connection_until_the_fence_is_cleared() {
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(3);
     while sender.send(hep3(1, 100)).await.is_ok() {
-        assert!(Instant::now() < deadline, "the closed connection was never noticed");
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection was never noticed"
+        );
         sleep(Duration::from_millis(10)).await;
     }
     // Fenced: refused at once, no connection attempted.

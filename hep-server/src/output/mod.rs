@@ -93,10 +93,8 @@ impl FromStr for OutputSpec {
                     .map_err(|e: hep_transport::SpecError| err(&e.to_string()))?;
                 Ok(Self::Relay { dest, spool })
             }
-            _ => Err(err(
-                "expected stdout, json:PATH|-, pcap:PATH, \
-                 relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N][;spool=DIR] or null",
-            )),
+            _ => Err(err("expected stdout, json:PATH|-, pcap:PATH, \
+                 relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N][;spool=DIR] or null")),
         }
     }
 }
@@ -131,7 +129,10 @@ mod tests {
             panic!("{spec:?}")
         };
         assert_eq!(dest.version(), hep_proto::HepVersion::V3);
-        assert_eq!(spool.as_deref(), Some(std::path::Path::new("/var/spool/hep")));
+        assert_eq!(
+            spool.as_deref(),
+            Some(std::path::Path::new("/var/spool/hep"))
+        );
         assert_eq!(spec.to_string().parse::<OutputSpec>().unwrap(), spec);
         let plain: OutputSpec = "relay:hep_udp:10.0.0.1:9060;version=2".parse().unwrap();
         assert!(matches!(plain, OutputSpec::Relay { spool: None, .. }));

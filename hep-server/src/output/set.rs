@@ -386,6 +386,10 @@ impl Outputs {
                     sender_cfg.hep_async = false;
                     sender_cfg.max_retries = 0;
                     sender_cfg.fence_on_connection_end = true;
+                    // A closed connection costs a resend of the replay window: a write
+                    // that is merely slow must not close it (see docs/CONFIG.md).
+                    sender_cfg.hep_send_timeout =
+                        sender_cfg.hep_send_timeout.max(sender_cfg.stall_timeout);
                 }
                 let sender = HepSender::new(dest.clone(), sender_cfg)
                     .with_context(|| format!("output `{spec}`"))?;
@@ -456,9 +460,7 @@ fn file_of(spec: &OutputSpec) -> Option<&Path> {
     match spec {
         OutputSpec::Json(Some(p))
         | OutputSpec::Pcap(p)
-        | OutputSpec::Relay {
-            spool: Some(p), ..
-        } => Some(p),
+        | OutputSpec::Relay { spool: Some(p), .. } => Some(p),
         _ => None,
     }
 }
@@ -471,13 +473,10 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// The client side of `relay:hep_tls:` outputs, from `[relay_tls]`.
 pub(crate) fn relay_tls(config: &Config) -> anyhow::Result<Option<ClientTls>> {
     let Some(t) = &config.relay_tls else {
-        let tls_relay = config
-            .output_specs()
-            .into_iter()
-            .find(|o| {
-                o.relay_destination()
-                    .is_some_and(|d| d.transport() == Transport::Tls)
-            });
+        let tls_relay = config.output_specs().into_iter().find(|o| {
+            o.relay_destination()
+                .is_some_and(|d| d.transport() == Transport::Tls)
+        });
         if let Some(o) = tls_relay {
             anyhow::bail!(
                 "output `{o}`: a hep_tls relay needs a [relay_tls] section with `ca_file` \

@@ -477,15 +477,20 @@ impl Spool {
         }
         head.len += self.pending.len() as u64;
         head.records += self.pending_records;
-        self.stats
-            .messages
-            .fetch_add(self.pending_records, Ordering::Relaxed);
-        self.stats
-            .bytes
-            .fetch_add(self.pending.len() as u64, Ordering::Relaxed);
         self.unsynced += self.pending_records;
+        let (records, bytes) = (self.pending_records, self.pending.len() as u64);
         self.pending.clear();
         self.pending_records = 0;
+        // The gauges take the new records only once the bound is kept again, so that
+        // they never show a spool over its bound.
+        let kept = self.keep_bound();
+        self.stats.messages.fetch_add(records, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+        kept
+    }
+
+    /// Deletes the oldest segments while the spool is over `max_bytes` (never the head).
+    fn keep_bound(&mut self) -> Result<(), SpoolError> {
         let mut total: u64 = self.segments.iter().map(|s| s.len).sum();
         while total > self.config.max_bytes && self.segments.len() > 1 {
             total -= self.drop_oldest()?;
@@ -549,7 +554,11 @@ impl Spool {
             let path = self.dir.join(segment::file_name(id));
             let reader = match &mut self.reader {
                 Some((rid, r)) if *rid == id => r,
-                slot => &mut slot.insert((id, segment::open_at(&path, self.read.offset)?)).1,
+                slot => {
+                    &mut slot
+                        .insert((id, segment::open_at(&path, self.read.offset)?))
+                        .1
+                }
             };
             match segment::read_record(reader).map_err(|e| SpoolError::io(&path, e))? {
                 Record::Valid(payload) => {
@@ -629,7 +638,7 @@ impl Spool {
             records: 0,
         });
         self.stats.bytes.fetch_add(HEADER_LEN, Ordering::Relaxed);
-        Ok(())
+        self.keep_bound()
     }
 
     /// Deletes the oldest segment because the spool is full; its bytes.
@@ -706,10 +715,8 @@ pub(super) mod tests {
         pub(crate) fn new(name: &str) -> Self {
             static N: AtomicUsize = AtomicUsize::new(0);
             let n = N.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!(
-                "hep-spool-test-{}-{n}-{name}",
-                std::process::id()
-            ));
+            let dir = std::env::temp_dir()
+                .join(format!("hep-spool-test-{}-{n}-{name}", std::process::id()));
             let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(&dir).unwrap();
             Self(dir)
@@ -766,7 +773,13 @@ pub(super) mod tests {
     #[test]
     fn messages_come_back_in_order_across_segments() {
         let dir = TempDir::new("order");
-        let mut s = open(dir.path(), SpoolConfig { max_bytes: 1 << 20, ..small() });
+        let mut s = open(
+            dir.path(),
+            SpoolConfig {
+                max_bytes: 1 << 20,
+                ..small()
+            },
+        );
         for i in 0..200 {
             s.append(&message(i)).unwrap();
         }
@@ -822,7 +835,10 @@ pub(super) mod tests {
         assert_eq!(s.stats().messages(), 1);
         let e = s.next().unwrap().unwrap();
         assert_eq!(e.bytes, message(1));
-        assert!(e.start < s.delivered_pos(), "counted as a replay by the relay");
+        assert!(
+            e.start < s.delivered_pos(),
+            "counted as a replay by the relay"
+        );
     }
 
     #[test]
@@ -871,7 +887,11 @@ pub(super) mod tests {
     #[test]
     fn a_foreign_file_with_a_segment_name_is_refused() {
         let dir = TempDir::new("foreign");
-        fs::write(dir.path().join(segment::file_name(1)), b"PK\x03\x04 a zip file").unwrap();
+        fs::write(
+            dir.path().join(segment::file_name(1)),
+            b"PK\x03\x04 a zip file",
+        )
+        .unwrap();
         let e = Spool::open(dir.path(), small(), Arc::default()).unwrap_err();
         assert!(matches!(e, SpoolError::Foreign(_)), "{e}");
         assert!(e.to_string().contains("00000000000000000001.seg"), "{e}");
@@ -900,7 +920,11 @@ pub(super) mod tests {
         let got = drain(&mut s);
         let dropped = s.stats().dropped_full();
         assert!(dropped > 0);
-        assert_eq!(got.len() as u64 + dropped, u64::from(n), "every message sent or counted");
+        assert_eq!(
+            got.len() as u64 + dropped,
+            u64::from(n),
+            "every message sent or counted"
+        );
         // What is left is the newest messages, in order.
         let first = n - got.len() as u32;
         assert_eq!(got, (first..n).map(message).collect::<Vec<_>>());
@@ -909,7 +933,13 @@ pub(super) mod tests {
     #[test]
     fn sent_segments_are_deleted_once_the_cursor_is_stored() {
         let dir = TempDir::new("cleanup");
-        let mut s = open(dir.path(), SpoolConfig { max_bytes: 1 << 20, ..small() });
+        let mut s = open(
+            dir.path(),
+            SpoolConfig {
+                max_bytes: 1 << 20,
+                ..small()
+            },
+        );
         for i in 0..200 {
             s.append(&message(i)).unwrap();
         }
@@ -918,7 +948,10 @@ pub(super) mod tests {
         drain(&mut s);
         s.sync().unwrap();
         assert_eq!(segment_files(dir.path()).len(), 1, "only the head is left");
-        assert_eq!(s.stats().bytes(), fs::metadata(&segment_files(dir.path())[0]).unwrap().len());
+        assert_eq!(
+            s.stats().bytes(),
+            fs::metadata(&segment_files(dir.path())[0]).unwrap().len()
+        );
     }
 
     #[test]

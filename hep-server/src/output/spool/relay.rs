@@ -172,7 +172,9 @@ pub(crate) async fn run(
                 }
             }
             Event::Sent(result) => {
-                let f = in_flight.pop_front().expect("the future came from the front");
+                let f = in_flight
+                    .pop_front()
+                    .expect("the future came from the front");
                 match result {
                     // Written now and before: counted as replayed, once per extra copy.
                     // Written during a failed round: it is sent again after the rewind,

@@ -225,7 +225,12 @@ mod tests {
         assert_eq!(file_name(7), "00000000000000000007.seg");
         assert_eq!(parse_name(&file_name(u64::MAX)), Some(u64::MAX));
         assert!(file_name(9) < file_name(10));
-        for other in ["cursor", "7.seg", "0000000000000000000x.seg", "00000000000000000007"] {
+        for other in [
+            "cursor",
+            "7.seg",
+            "0000000000000000000x.seg",
+            "00000000000000000007",
+        ] {
             assert_eq!(parse_name(other), None, "{other}");
         }
     }
@@ -236,7 +241,10 @@ mod tests {
         let mut r = &bytes[HEADER_LEN as usize..];
         assert_eq!(read_record(&mut r).unwrap(), Record::Valid(b"one".to_vec()));
         assert_eq!(read_record(&mut r).unwrap(), Record::Valid(Vec::new()));
-        assert_eq!(read_record(&mut r).unwrap(), Record::Valid(b"three".to_vec()));
+        assert_eq!(
+            read_record(&mut r).unwrap(),
+            Record::Valid(b"three".to_vec())
+        );
         assert_eq!(read_record(&mut r).unwrap(), Record::End);
     }
 
@@ -267,7 +275,10 @@ mod tests {
         assert!(check_header(p, &mut &header()[..]).is_ok());
         let e = check_header(p, &mut &b"GIF89a.........."[..]).unwrap_err();
         assert!(matches!(e, SpoolError::Foreign(_)), "{e}");
-        assert!(e.to_string().contains("not a hep-server spool segment"), "{e}");
+        assert!(
+            e.to_string().contains("not a hep-server spool segment"),
+            "{e}"
+        );
         let e = check_header(p, &mut &b"HEPS"[..]).unwrap_err();
         assert!(matches!(e, SpoolError::Foreign(_)), "{e}");
         let mut v2 = header();
