@@ -446,9 +446,8 @@ fn a_foreign_file_in_the_spool_directory_stops_the_start_with_its_name() {
         "--output",
         &format!("relay:hep_tcp:{};spool={}", free_addr(), spool.display()),
     ]);
-    let err = match Server::try_spawn(cmd) {
-        Ok(_) => panic!("started with a foreign file in its spool"),
-        Err(err) => err,
+    let Err(err) = Server::try_spawn(cmd) else {
+        panic!("started with a foreign file in its spool")
     };
     assert!(
         err.contains("00000000000000000001.seg") && err.contains("not a hep-server spool"),

@@ -15,8 +15,8 @@
 //!
 //! # On disk
 //!
-//! A directory of append-only segment files ([`segment`]: a header with a magic and a
-//! version, then records of `length | crc32 | payload`), and a `cursor` file ([`cursor`])
+//! A directory of append-only segment files (`segment.rs`: a header with a magic and a
+//! version, then records of `length | crc32 | payload`), and a `cursor` file (`cursor.rs`)
 //! with the position to resume from, replaced atomically. On open the segments are
 //! checked record by record: a torn or corrupt tail is cut off (logged, and counted as
 //! `spool_corrupt`); a file with a segment's name that is not a segment, or a cursor that
