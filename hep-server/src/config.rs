@@ -1026,18 +1026,29 @@ mod tests {
             e.starts_with("hep.toml:3:3: key `outputs`: spool directory /var/spool/hep is used"),
             "{e}"
         );
-        parse("outputs = [\"relay:hep_tcp:a:1;spool=/a\", \"relay:hep_tcp:b:1;spool=/b\"]").unwrap();
+        parse("outputs = [\"relay:hep_tcp:a:1;spool=/a\", \"relay:hep_tcp:b:1;spool=/b\"]")
+            .unwrap();
     }
 
     #[test]
     fn spool_bounds_default_and_are_checked_together() {
         assert_eq!(parse("").unwrap().spool, SpoolConfig::default());
         let c = parse("[spool]\nmax_bytes = 1048576\nsegment_bytes = 65536\n").unwrap();
-        assert_eq!((c.spool.max_bytes, c.spool.segment_bytes), (1 << 20, 1 << 16));
+        assert_eq!(
+            (c.spool.max_bytes, c.spool.segment_bytes),
+            (1 << 20, 1 << 16)
+        );
         assert_eq!(c.spool.replay_bytes, SpoolConfig::default().replay_bytes);
-        let e = parse("\n[spool]\nmax_bytes = 100000\n").unwrap_err().to_string();
-        assert!(e.starts_with("hep.toml:2:1: section [spool]: max_bytes (100000)"), "{e}");
-        let e = parse("[spool]\nsync_intervall_ms = 5\n").unwrap_err().to_string();
+        let e = parse("\n[spool]\nmax_bytes = 100000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("hep.toml:2:1: section [spool]: max_bytes (100000)"),
+            "{e}"
+        );
+        let e = parse("[spool]\nsync_intervall_ms = 5\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown field `sync_intervall_ms`"), "{e}");
     }
 

@@ -10,8 +10,8 @@
 //! positions agreed); with one path there is nothing to hand over and no way to reorder.
 //! What it costs is one buffered `write` per batch of messages and an `fsync` per
 //! [`SpoolConfig::sync_interval_ms`]; the data is read back from the page cache. The
-//! `fsync`s run on the relay's task (a few milliseconds on one worker thread every
-//! interval): the relay's queue absorbs the pause.
+//! periodic `fsync`s run on the relay's task in `block_in_place` (the runtime moves the
+//! worker's other tasks elsewhere meanwhile); the relay's queue absorbs the pause.
 //!
 //! # On disk
 //!

@@ -144,6 +144,7 @@ pub(crate) async fn run(
             Event::Queued(0) => queue_done = true,
             Event::Queued(n) => {
                 stats.dequeued(n as u64);
+                exhausted = false;
                 for m in batch.drain(..) {
                     let bytes = if !m.modified && m.message.version == Some(version) {
                         m.wire.clone()
@@ -166,7 +167,7 @@ pub(crate) async fn run(
                     tracing::error!(output = %dest, error = %e, "spool: cannot write");
                 }
                 if spool.sync_due()
-                    && let Err(e) = spool.sync()
+                    && let Err(e) = blocking(|| spool.sync())
                 {
                     tracing::error!(output = %dest, error = %e, "spool: cannot sync");
                 }
@@ -227,7 +228,7 @@ pub(crate) async fn run(
             }
             Event::Resume => paused_until = None,
             Event::Tick => {
-                if let Err(e) = spool.sync() {
+                if let Err(e) = blocking(|| spool.sync()) {
                     tracing::error!(output = %dest, error = %e, "spool: cannot sync");
                 }
             }
@@ -240,7 +241,7 @@ pub(crate) async fn run(
     if !down && !failing {
         spool.set_resume(spool.delivered_pos());
     }
-    if let Err(e) = spool.sync() {
+    if let Err(e) = blocking(|| spool.sync()) {
         tracing::error!(output = %dest, error = %e, "spool: cannot sync at exit");
     }
     let left = spool.stats().messages();
@@ -253,4 +254,13 @@ pub(crate) async fn run(
         );
     }
     sender.close().await;
+}
+
+/// Runs `f` (an `fsync`) letting the runtime move this worker's other tasks to another
+/// thread meanwhile, when it can (a multi-threaded runtime, as `hep-server run` has).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
