@@ -433,6 +433,51 @@ fn a_full_spool_drops_the_oldest_messages_and_counts_them() {
 }
 
 #[test]
+fn a_reload_keeps_a_spooling_relay_and_never_opens_its_spool_twice() {
+    let dir = test_dir("spool-reload");
+    let spool = dir.join("spool");
+    let (a, b) = (free_addr(), free_addr());
+    let config = |outputs: &[String], rest: &str| {
+        let outputs: Vec<String> = outputs.iter().map(|o| format!("\"{o}\"")).collect();
+        format!(
+            "listen = [\"hep_tcp:127.0.0.1:0\"]\noutputs = [{}]\n{rest}",
+            outputs.join(", ")
+        )
+    };
+    let relay_a = format!("relay:hep_tcp:{a};spool={}", spool.display());
+    let path = dir.join("hep-server.toml");
+    std::fs::write(&path, config(std::slice::from_ref(&relay_a), "")).unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["run", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "info");
+    let server = Server::spawn(cmd);
+
+    // Changed sender settings: the spooling relay is kept (they apply at a restart).
+    std::fs::write(
+        &path,
+        config(std::slice::from_ref(&relay_a), "hep_async = false\n"),
+    )
+    .unwrap();
+    server.signal("HUP");
+    let line = server.wait_log("reloaded ", 1);
+    assert!(
+        line.contains(&format!("spool={}]", spool.display()))
+            && !line.contains("(restarted")
+            && !line.contains("(added"),
+        "{line}"
+    );
+
+    // Another relay on the same spool, in the same reload that removes the first: refused.
+    let relay_b = format!("relay:hep_tcp:{b};spool={}", spool.display());
+    std::fs::write(&path, config(&[relay_b], "")).unwrap();
+    server.signal("HUP");
+    let line = server.wait_log("failed", 1);
+    assert!(line.contains("is being written by output"), "{line}");
+    let stopped = server.stop();
+    assert_eq!(stopped.counts.spooled, Some(0));
+}
+
+#[test]
 fn a_foreign_file_in_the_spool_directory_stops_the_start_with_its_name() {
     let dir = test_dir("spool-foreign");
     let spool = dir.join("spool");
