@@ -44,9 +44,13 @@
 //! sent was not yet on disk). Loss: none, as long as what the destination lost in its
 //! buffers fits in the window.
 
+mod config;
 mod cursor;
 mod relay;
 mod segment;
+mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -54,72 +58,16 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
+pub use config::SpoolConfig;
 pub(crate) use relay::run as relay;
+pub use stats::SpoolStats;
 
 use cursor::Cursor;
 use segment::{Damage, HEADER_LEN, RECORD_HEADER_LEN, Record};
-
-/// The bounds of a spool (`[spool]` in the configuration file; they apply to every
-/// spooling relay).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct SpoolConfig {
-    /// Bytes on disk at most, all segments together (default 1 GiB).
-    pub max_bytes: u64,
-    /// Size at which a segment is closed and the next one started (default 64 MiB).
-    pub segment_bytes: u64,
-    /// Longest time between `fsync`s while messages arrive, ms (default 100).
-    pub sync_interval_ms: u64,
-    /// Messages appended between `fsync`s at most (default 10,000).
-    pub sync_messages: u64,
-    /// Bytes of messages already written that are sent again after a failure or a
-    /// restart (default 4 MiB).
-    pub replay_bytes: u64,
-}
-
-impl Default for SpoolConfig {
-    fn default() -> Self {
-        Self {
-            max_bytes: 1 << 30,
-            segment_bytes: 64 << 20,
-            sync_interval_ms: 100,
-            sync_messages: 10_000,
-            replay_bytes: 4 << 20,
-        }
-    }
-}
-
-impl SpoolConfig {
-    /// Checks that the bounds make sense together.
-    ///
-    /// # Errors
-    /// A message naming the key that is wrong.
-    pub fn check(&self) -> Result<(), String> {
-        if self.segment_bytes < 4096 {
-            return Err("segment_bytes must be at least 4096".into());
-        }
-        if self.max_bytes < 2 * self.segment_bytes {
-            return Err(format!(
-                "max_bytes ({}) must be at least twice segment_bytes ({}): the oldest \
-                 segment is dropped whole while the newest is being written",
-                self.max_bytes, self.segment_bytes
-            ));
-        }
-        if self.sync_interval_ms == 0 || self.sync_messages == 0 {
-            return Err("sync_interval_ms and sync_messages must be above 0".into());
-        }
-        Ok(())
-    }
-
-    /// [`sync_interval_ms`](Self::sync_interval_ms) as a `Duration`.
-    pub const fn sync_interval(&self) -> Duration {
-        Duration::from_millis(self.sync_interval_ms)
-    }
-}
 
 /// A place in the spool: a segment and a byte offset in it. Later places compare greater.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -186,53 +134,6 @@ impl SpoolError {
             path: path.to_owned(),
             source,
         }
-    }
-}
-
-/// The counters of one spool (metrics and the exit summary).
-#[derive(Debug, Default)]
-pub struct SpoolStats {
-    bytes: AtomicU64,
-    messages: AtomicU64,
-    dropped_full: AtomicU64,
-    dropped_corrupt: AtomicU64,
-    replayed: AtomicU64,
-    write_failed: AtomicU64,
-}
-
-impl SpoolStats {
-    /// Bytes of the spool's segment files now.
-    pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
-    }
-
-    /// Messages in the spool not yet written to the destination.
-    pub fn messages(&self) -> u64 {
-        self.messages.load(Ordering::Relaxed)
-    }
-
-    /// Messages deleted unsent because the spool was over `max_bytes`.
-    pub fn dropped_full(&self) -> u64 {
-        self.dropped_full.load(Ordering::Relaxed)
-    }
-
-    /// Torn or corrupt records cut off or skipped (one per damage found).
-    pub fn dropped_corrupt(&self) -> u64 {
-        self.dropped_corrupt.load(Ordering::Relaxed)
-    }
-
-    /// Messages sent again although they had been written before (possible duplicates).
-    pub fn replayed(&self) -> u64 {
-        self.replayed.load(Ordering::Relaxed)
-    }
-
-    /// Messages lost because appending them to the spool failed (disk full, IO error).
-    pub fn write_failed(&self) -> u64 {
-        self.write_failed.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn add_replayed(&self, n: u64) {
-        self.replayed.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -700,270 +601,4 @@ fn create_segment(dir: &Path, id: u64) -> Result<File, SpoolError> {
         .and_then(|()| cursor::sync_dir(dir))
         .map_err(|e| SpoolError::io(&path, e))?;
     Ok(f)
-}
-
-#[cfg(test)]
-pub(super) mod tests {
-    use std::sync::atomic::AtomicUsize;
-
-    use super::*;
-
-    /// A fresh directory, removed when dropped.
-    pub(crate) struct TempDir(PathBuf);
-
-    impl TempDir {
-        pub(crate) fn new(name: &str) -> Self {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir()
-                .join(format!("hep-spool-test-{}-{n}-{name}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-
-        pub(crate) fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn small() -> SpoolConfig {
-        SpoolConfig {
-            max_bytes: 3 * 4096,
-            segment_bytes: 4096,
-            ..SpoolConfig::default()
-        }
-    }
-
-    fn open(dir: &Path, config: SpoolConfig) -> Spool {
-        Spool::open(dir, config, Arc::new(SpoolStats::default())).unwrap()
-    }
-
-    fn message(i: u32) -> Vec<u8> {
-        format!("message {i:06} {}", "x".repeat(90)).into_bytes()
-    }
-
-    /// Reads every record left, marking each delivered.
-    fn drain(spool: &mut Spool) -> Vec<Vec<u8>> {
-        let mut out = Vec::new();
-        while let Some(e) = spool.next().unwrap() {
-            spool.delivered(e.end);
-            spool.set_resume(e.end);
-            out.push(e.bytes.to_vec());
-        }
-        out
-    }
-
-    fn segment_files(dir: &Path) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-            .collect();
-        v.sort();
-        v
-    }
-
-    #[test]
-    fn messages_come_back_in_order_across_segments() {
-        let dir = TempDir::new("order");
-        let mut s = open(
-            dir.path(),
-            SpoolConfig {
-                max_bytes: 1 << 20,
-                ..small()
-            },
-        );
-        for i in 0..200 {
-            s.append(&message(i)).unwrap();
-        }
-        s.flush().unwrap();
-        assert!(segment_files(dir.path()).len() > 3, "several segments");
-        assert_eq!(s.stats().messages(), 200);
-        let got = drain(&mut s);
-        assert_eq!(got, (0..200).map(message).collect::<Vec<_>>());
-        assert_eq!(s.stats().messages(), 0);
-    }
-
-    #[test]
-    fn a_reopened_spool_resumes_at_the_stored_cursor() {
-        let dir = TempDir::new("resume");
-        {
-            let mut s = open(dir.path(), small());
-            for i in 0..10 {
-                s.append(&message(i)).unwrap();
-            }
-            s.flush().unwrap();
-            for _ in 0..4 {
-                let e = s.next().unwrap().unwrap();
-                s.delivered(e.end);
-                s.set_resume(e.end);
-            }
-            s.sync().unwrap();
-        }
-        let mut s = open(dir.path(), small());
-        assert_eq!(s.stats().messages(), 6);
-        assert_eq!(drain(&mut s), (4..10).map(message).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn records_between_resume_and_delivered_are_read_again_after_a_restart() {
-        let dir = TempDir::new("window");
-        {
-            let mut s = open(dir.path(), small());
-            for i in 0..5 {
-                s.append(&message(i)).unwrap();
-            }
-            s.flush().unwrap();
-            let first = s.next().unwrap().unwrap();
-            s.delivered(first.end);
-            s.set_resume(first.end);
-            for _ in 0..3 {
-                let e = s.next().unwrap().unwrap();
-                s.delivered(e.end);
-            }
-            s.sync().unwrap();
-        }
-        let mut s = open(dir.path(), small());
-        // 1..4 written but inside the window: sent again; only 4 was never sent.
-        assert_eq!(s.stats().messages(), 1);
-        let e = s.next().unwrap().unwrap();
-        assert_eq!(e.bytes, message(1));
-        assert!(
-            e.start < s.delivered_pos(),
-            "counted as a replay by the relay"
-        );
-    }
-
-    #[test]
-    fn a_torn_tail_is_cut_off_and_counted_and_the_rest_survives() {
-        let dir = TempDir::new("torn");
-        {
-            let mut s = open(dir.path(), small());
-            for i in 0..3 {
-                s.append(&message(i)).unwrap();
-            }
-            s.sync().unwrap();
-        }
-        let seg = segment_files(dir.path()).pop().unwrap();
-        let len = fs::metadata(&seg).unwrap().len();
-        let f = OpenOptions::new().write(true).open(&seg).unwrap();
-        f.set_len(len - 5).unwrap();
-        drop(f);
-        let mut s = open(dir.path(), small());
-        assert_eq!(s.stats().dropped_corrupt(), 1);
-        assert_eq!(drain(&mut s), vec![message(0), message(1)]);
-        s.append(&message(3)).unwrap();
-        s.flush().unwrap();
-        assert_eq!(drain(&mut s), vec![message(3)]);
-    }
-
-    #[test]
-    fn a_corrupt_record_ends_its_segment_and_is_counted() {
-        let dir = TempDir::new("crc");
-        {
-            let mut s = open(dir.path(), small());
-            for i in 0..3 {
-                s.append(&message(i)).unwrap();
-            }
-            s.sync().unwrap();
-        }
-        let seg = segment_files(dir.path()).pop().unwrap();
-        let mut bytes = fs::read(&seg).unwrap();
-        let second = (HEADER_LEN + RECORD_HEADER_LEN) as usize + message(0).len();
-        bytes[second + 12] ^= 0x40;
-        fs::write(&seg, bytes).unwrap();
-        let mut s = open(dir.path(), small());
-        assert_eq!(s.stats().dropped_corrupt(), 1);
-        assert_eq!(drain(&mut s), vec![message(0)]);
-    }
-
-    #[test]
-    fn a_foreign_file_with_a_segment_name_is_refused() {
-        let dir = TempDir::new("foreign");
-        fs::write(
-            dir.path().join(segment::file_name(1)),
-            b"PK\x03\x04 a zip file",
-        )
-        .unwrap();
-        let e = Spool::open(dir.path(), small(), Arc::default()).unwrap_err();
-        assert!(matches!(e, SpoolError::Foreign(_)), "{e}");
-        assert!(e.to_string().contains("00000000000000000001.seg"), "{e}");
-        // Nothing was overwritten.
-        assert_eq!(
-            fs::read(dir.path().join(segment::file_name(1))).unwrap(),
-            b"PK\x03\x04 a zip file"
-        );
-    }
-
-    #[test]
-    fn over_max_bytes_the_oldest_segments_go_and_their_unsent_messages_are_counted() {
-        let dir = TempDir::new("full");
-        let mut s = open(dir.path(), small());
-        let n = 200;
-        for i in 0..n {
-            s.append(&message(i)).unwrap();
-            s.flush().unwrap();
-        }
-        let on_disk: u64 = segment_files(dir.path())
-            .iter()
-            .map(|p| fs::metadata(p).unwrap().len())
-            .sum();
-        assert!(on_disk <= small().max_bytes, "{on_disk} bytes on disk");
-        assert_eq!(s.stats().bytes(), on_disk);
-        let got = drain(&mut s);
-        let dropped = s.stats().dropped_full();
-        assert!(dropped > 0);
-        assert_eq!(
-            got.len() as u64 + dropped,
-            u64::from(n),
-            "every message sent or counted"
-        );
-        // What is left is the newest messages, in order.
-        let first = n - got.len() as u32;
-        assert_eq!(got, (first..n).map(message).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn sent_segments_are_deleted_once_the_cursor_is_stored() {
-        let dir = TempDir::new("cleanup");
-        let mut s = open(
-            dir.path(),
-            SpoolConfig {
-                max_bytes: 1 << 20,
-                ..small()
-            },
-        );
-        for i in 0..200 {
-            s.append(&message(i)).unwrap();
-        }
-        s.flush().unwrap();
-        assert!(segment_files(dir.path()).len() > 3);
-        drain(&mut s);
-        s.sync().unwrap();
-        assert_eq!(segment_files(dir.path()).len(), 1, "only the head is left");
-        assert_eq!(
-            s.stats().bytes(),
-            fs::metadata(&segment_files(dir.path())[0]).unwrap().len()
-        );
-    }
-
-    #[test]
-    fn bounds_that_cannot_work_together_are_refused() {
-        assert!(SpoolConfig::default().check().is_ok());
-        let e = SpoolConfig {
-            max_bytes: 100 << 20,
-            segment_bytes: 64 << 20,
-            ..SpoolConfig::default()
-        }
-        .check()
-        .unwrap_err();
-        assert!(e.contains("max_bytes"), "{e}");
-    }
 }

@@ -1,0 +1,251 @@
+//! The spool as a whole: order, restarts, damage, bounds, clean-up.
+
+use std::sync::atomic::AtomicUsize;
+
+use super::*;
+
+/// A fresh directory, removed when dropped.
+pub(crate) struct TempDir(PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(name: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("hep-spool-test-{}-{n}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn small() -> SpoolConfig {
+    SpoolConfig {
+        max_bytes: 3 * 4096,
+        segment_bytes: 4096,
+        ..SpoolConfig::default()
+    }
+}
+
+fn open(dir: &Path, config: SpoolConfig) -> Spool {
+    Spool::open(dir, config, Arc::new(SpoolStats::default())).unwrap()
+}
+
+fn message(i: u32) -> Vec<u8> {
+    format!("message {i:06} {}", "x".repeat(90)).into_bytes()
+}
+
+/// Reads every record left, marking each delivered.
+fn drain(spool: &mut Spool) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(e) = spool.next().unwrap() {
+        spool.delivered(e.end);
+        spool.set_resume(e.end);
+        out.push(e.bytes.to_vec());
+    }
+    out
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn messages_come_back_in_order_across_segments() {
+    let dir = TempDir::new("order");
+    let mut s = open(
+        dir.path(),
+        SpoolConfig {
+            max_bytes: 1 << 20,
+            ..small()
+        },
+    );
+    for i in 0..200 {
+        s.append(&message(i)).unwrap();
+    }
+    s.flush().unwrap();
+    assert!(segment_files(dir.path()).len() > 3, "several segments");
+    assert_eq!(s.stats().messages(), 200);
+    let got = drain(&mut s);
+    assert_eq!(got, (0..200).map(message).collect::<Vec<_>>());
+    assert_eq!(s.stats().messages(), 0);
+}
+
+#[test]
+fn a_reopened_spool_resumes_at_the_stored_cursor() {
+    let dir = TempDir::new("resume");
+    {
+        let mut s = open(dir.path(), small());
+        for i in 0..10 {
+            s.append(&message(i)).unwrap();
+        }
+        s.flush().unwrap();
+        for _ in 0..4 {
+            let e = s.next().unwrap().unwrap();
+            s.delivered(e.end);
+            s.set_resume(e.end);
+        }
+        s.sync().unwrap();
+    }
+    let mut s = open(dir.path(), small());
+    assert_eq!(s.stats().messages(), 6);
+    assert_eq!(drain(&mut s), (4..10).map(message).collect::<Vec<_>>());
+}
+
+#[test]
+fn records_between_resume_and_delivered_are_read_again_after_a_restart() {
+    let dir = TempDir::new("window");
+    {
+        let mut s = open(dir.path(), small());
+        for i in 0..5 {
+            s.append(&message(i)).unwrap();
+        }
+        s.flush().unwrap();
+        let first = s.next().unwrap().unwrap();
+        s.delivered(first.end);
+        s.set_resume(first.end);
+        for _ in 0..3 {
+            let e = s.next().unwrap().unwrap();
+            s.delivered(e.end);
+        }
+        s.sync().unwrap();
+    }
+    let mut s = open(dir.path(), small());
+    // 1..4 written but inside the window: sent again; only 4 was never sent.
+    assert_eq!(s.stats().messages(), 1);
+    let e = s.next().unwrap().unwrap();
+    assert_eq!(e.bytes, message(1));
+    assert!(
+        e.start < s.delivered_pos(),
+        "counted as a replay by the relay"
+    );
+}
+
+#[test]
+fn a_torn_tail_is_cut_off_and_counted_and_the_rest_survives() {
+    let dir = TempDir::new("torn");
+    {
+        let mut s = open(dir.path(), small());
+        for i in 0..3 {
+            s.append(&message(i)).unwrap();
+        }
+        s.sync().unwrap();
+    }
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let len = fs::metadata(&seg).unwrap().len();
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - 5).unwrap();
+    drop(f);
+    let mut s = open(dir.path(), small());
+    assert_eq!(s.stats().dropped_corrupt(), 1);
+    assert_eq!(drain(&mut s), vec![message(0), message(1)]);
+    s.append(&message(3)).unwrap();
+    s.flush().unwrap();
+    assert_eq!(drain(&mut s), vec![message(3)]);
+}
+
+#[test]
+fn a_corrupt_record_ends_its_segment_and_is_counted() {
+    let dir = TempDir::new("crc");
+    {
+        let mut s = open(dir.path(), small());
+        for i in 0..3 {
+            s.append(&message(i)).unwrap();
+        }
+        s.sync().unwrap();
+    }
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let mut bytes = fs::read(&seg).unwrap();
+    let second = (HEADER_LEN + RECORD_HEADER_LEN) as usize + message(0).len();
+    bytes[second + 12] ^= 0x40;
+    fs::write(&seg, bytes).unwrap();
+    let mut s = open(dir.path(), small());
+    assert_eq!(s.stats().dropped_corrupt(), 1);
+    assert_eq!(drain(&mut s), vec![message(0)]);
+}
+
+#[test]
+fn a_foreign_file_with_a_segment_name_is_refused() {
+    let dir = TempDir::new("foreign");
+    fs::write(
+        dir.path().join(segment::file_name(1)),
+        b"PK\x03\x04 a zip file",
+    )
+    .unwrap();
+    let e = Spool::open(dir.path(), small(), Arc::default()).unwrap_err();
+    assert!(matches!(e, SpoolError::Foreign(_)), "{e}");
+    assert!(e.to_string().contains("00000000000000000001.seg"), "{e}");
+    // Nothing was overwritten.
+    assert_eq!(
+        fs::read(dir.path().join(segment::file_name(1))).unwrap(),
+        b"PK\x03\x04 a zip file"
+    );
+}
+
+#[test]
+fn over_max_bytes_the_oldest_segments_go_and_their_unsent_messages_are_counted() {
+    let dir = TempDir::new("full");
+    let mut s = open(dir.path(), small());
+    let n = 200;
+    for i in 0..n {
+        s.append(&message(i)).unwrap();
+        s.flush().unwrap();
+    }
+    let on_disk: u64 = segment_files(dir.path())
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    assert!(on_disk <= small().max_bytes, "{on_disk} bytes on disk");
+    assert_eq!(s.stats().bytes(), on_disk);
+    let got = drain(&mut s);
+    let dropped = s.stats().dropped_full();
+    assert!(dropped > 0);
+    assert_eq!(
+        got.len() as u64 + dropped,
+        u64::from(n),
+        "every message sent or counted"
+    );
+    // What is left is the newest messages, in order.
+    let first = n - got.len() as u32;
+    assert_eq!(got, (first..n).map(message).collect::<Vec<_>>());
+}
+
+#[test]
+fn sent_segments_are_deleted_once_the_cursor_is_stored() {
+    let dir = TempDir::new("cleanup");
+    let mut s = open(
+        dir.path(),
+        SpoolConfig {
+            max_bytes: 1 << 20,
+            ..small()
+        },
+    );
+    for i in 0..200 {
+        s.append(&message(i)).unwrap();
+    }
+    s.flush().unwrap();
+    assert!(segment_files(dir.path()).len() > 3);
+    drain(&mut s);
+    s.sync().unwrap();
+    assert_eq!(segment_files(dir.path()).len(), 1, "only the head is left");
+    assert_eq!(
+        s.stats().bytes(),
+        fs::metadata(&segment_files(dir.path())[0]).unwrap().len()
+    );
+}
