@@ -98,7 +98,13 @@ pub(super) fn load(dir: &Path) -> Result<Option<Cursor>, SpoolError> {
 pub(super) fn store(dir: &Path, cursor: &Cursor) -> Result<(), SpoolError> {
     let tmp = dir.join(TMP);
     let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
+        let mut f = super::private_file(
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )
+        .open(&tmp)?;
         f.write_all(&cursor.encode())?;
         f.sync_data()?;
         fs::rename(&tmp, dir.join(FILE))?;

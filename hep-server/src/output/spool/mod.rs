@@ -198,7 +198,7 @@ impl Spool {
         config: SpoolConfig,
         stats: Arc<SpoolStats>,
     ) -> Result<Self, SpoolError> {
-        fs::create_dir_all(dir).map_err(|e| SpoolError::io(dir, e))?;
+        private_dir(dir).map_err(|e| SpoolError::io(dir, e))?;
         let mut ids = Vec::new();
         for entry in fs::read_dir(dir).map_err(|e| SpoolError::io(dir, e))? {
             let entry = entry.map_err(|e| SpoolError::io(dir, e))?;
@@ -591,9 +591,7 @@ impl Spool {
 /// Creates segment `id` in `dir` with its header, durably.
 fn create_segment(dir: &Path, id: u64) -> Result<File, SpoolError> {
     let path = dir.join(segment::file_name(id));
-    let mut f = OpenOptions::new()
-        .append(true)
-        .create_new(true)
+    let mut f = private_file(OpenOptions::new().append(true).create_new(true))
         .open(&path)
         .map_err(|e| SpoolError::io(&path, e))?;
     f.write_all(&segment::header())
@@ -601,4 +599,21 @@ fn create_segment(dir: &Path, id: u64) -> Result<File, SpoolError> {
         .and_then(|()| cursor::sync_dir(dir))
         .map_err(|e| SpoolError::io(&path, e))?;
     Ok(f)
+}
+
+/// Creates `dir` (and its parents) if needed; a directory this creates is readable by
+/// its owner only: it holds captured traffic (SECURITY.md).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+}
+
+/// `options` creating files readable by their owner only.
+pub(super) fn private_file(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
+    options
 }

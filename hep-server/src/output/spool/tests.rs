@@ -249,3 +249,18 @@ fn sent_segments_are_deleted_once_the_cursor_is_stored() {
         fs::metadata(&segment_files(dir.path())[0]).unwrap().len()
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_new_spool_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = TempDir::new("private");
+    let spool_dir = dir.path().join("a/spool");
+    let mut s = open(&spool_dir, small());
+    s.append(&message(1)).unwrap();
+    s.sync().unwrap();
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&spool_dir), 0o700);
+    assert_eq!(mode(&segment_files(&spool_dir)[0]), 0o600);
+    assert_eq!(mode(&spool_dir.join(cursor::FILE)), 0o600);
+}
