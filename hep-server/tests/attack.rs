@@ -17,7 +17,7 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::io::{self, BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -97,6 +97,18 @@ fn sorted_tags(prefix: &str, n: usize) -> Vec<String> {
     v
 }
 
+/// Whether a read says the server closed (or reset) the connection; a read that timed
+/// out says it is open.
+fn closed(read: io::Result<usize>) -> bool {
+    match read {
+        Ok(n) => n == 0,
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+        ),
+    }
+}
+
 /// Whether the server has closed (or reset) `s`; a look that does not wait.
 fn closed_by_the_server(s: &TcpStream) -> bool {
     s.set_nonblocking(true).unwrap();
@@ -147,6 +159,91 @@ fn server_with_many_files(config: &Path) -> Server {
         config.to_str().unwrap(),
     ]);
     Server::spawn(cmd)
+}
+
+// ===== a connection flood =====
+
+#[test]
+fn a_connection_flood_beyond_max_connections_is_refused_and_counted_and_a_free_slot_serves_an_agent()
+ {
+    const MAX: usize = 16;
+    const FLOOD: usize = 64;
+    let dir = test_dir("attack-conn-flood");
+    let out = dir.join("out.jsonl");
+    let server = Server::run(&[
+        "--config",
+        config(
+            &dir,
+            &out,
+            &["hep_udp:127.0.0.1:0", "hep_tcp:127.0.0.1:0"],
+            &format!("[limits]\nmax_connections = {MAX}\n"),
+        )
+        .to_str()
+        .unwrap(),
+    ]);
+    let tcp_listener = format!("hep_tcp:{}", server.tcp());
+
+    // The flood: connections that never send anything.
+    // A connect may already see the reset of a refused one.
+    let flood: Vec<io::Result<TcpStream>> = (0..FLOOD)
+        .map(|_| TcpStream::connect_timeout(&server.tcp(), Duration::from_secs(2)))
+        .collect();
+    // UDP is served meanwhile.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..50 {
+        udp.send_to(&message(&format!("udp-{i}")), server.udp())
+            .unwrap();
+    }
+    let m = wait_for("the excess refused", PROCESS_WAIT, || {
+        let m = server.metrics();
+        let refused = m.get(
+            "hep_rejected_total",
+            &[("listener", &tcp_listener), ("reason", "max_connections")],
+        );
+        (refused == (FLOOD - MAX) as u64).then_some(m)
+    });
+    assert_eq!(
+        m.get("hep_connections_open", &[("listener", &tcp_listener)]),
+        MAX as u64
+    );
+    // Each excess connection sees its close at once: none is left waiting.
+    let refused_now = |s: &io::Result<TcpStream>| s.as_ref().map_or(true, closed_by_the_server);
+    wait_for("the refused to see their close", OUTPUT_WAIT, || {
+        (flood.iter().filter(|s| refused_now(s)).count() == FLOOD - MAX).then_some(())
+    });
+    let (refused, open): (Vec<_>, Vec<_>) = flood.into_iter().partition(refused_now);
+    let mut open: Vec<TcpStream> = open.into_iter().map(Result::unwrap).collect();
+    assert_eq!((refused.len(), open.len()), (FLOOD - MAX, MAX));
+
+    // A well-behaved agent while every slot is taken: refused too, and counted.
+    if let Ok(mut early) = TcpStream::connect_timeout(&server.tcp(), Duration::from_secs(2)) {
+        early.set_read_timeout(Some(PROCESS_WAIT)).unwrap();
+        assert!(closed(early.read(&mut [0u8; 1])), "refused while full");
+    }
+
+    // One slot frees: the agent that connects now is served in full.
+    drop(open.pop());
+    wait_for("a free slot", PROCESS_WAIT, || {
+        let m = server.metrics();
+        (m.get("hep_connections_open", &[("listener", &tcp_listener)]) == (MAX - 1) as u64)
+            .then_some(())
+    });
+    agent(server.tcp(), "agent", 20);
+
+    wait_json(&out, 50 + 20);
+    assert_eq!(tags(&out, "udp"), sorted_tags("udp", 50));
+    assert_eq!(tags(&out, "tcp"), sorted_tags("agent", 20));
+    let m = server.metrics();
+    assert_eq!(
+        m.get(
+            "hep_rejected_total",
+            &[("listener", &tcp_listener), ("reason", "max_connections")]
+        ),
+        (FLOOD - MAX + 1) as u64
+    );
+    drop((open, refused));
+    let stopped = server.stop();
+    assert_eq!(stopped.counts.delivered, 70);
 }
 
 // ===== slow senders =====
@@ -201,10 +298,7 @@ fn slow_senders_are_cut_by_the_frame_limits_and_give_their_slots_back() {
     silent.set_read_timeout(Some(PROCESS_WAIT)).unwrap();
     assert!(chunks.join().unwrap(), "cut by hep_max_msg_chunks");
     assert!(slow.join().unwrap(), "cut by frame_timeout");
-    assert!(
-        matches!(silent.read(&mut [0u8; 1]), Ok(0) | Err(_)),
-        "cut by idle_timeout"
-    );
+    assert!(closed(silent.read(&mut [0u8; 1])), "cut by idle_timeout");
 
     // The slots are free again: a well-behaved agent is served in full.
     wait_for("every slot free", PROCESS_WAIT, || {

@@ -55,6 +55,8 @@ pub enum RejectReason {
     /// frames loses nothing and is not counted; in the middle of a frame it is
     /// [`Truncated`](Self::Truncated).
     Io,
+    /// A TCP/TLS connection beyond `max_connections`: reset at accept, before any read.
+    MaxConnections,
 }
 
 impl RejectReason {
@@ -66,6 +68,7 @@ impl RejectReason {
         "tls_handshake",
         "truncated",
         "io",
+        "max_connections",
     ];
 
     /// The metrics label, e.g. `"max_msg_chunks"`.
@@ -81,6 +84,7 @@ impl RejectReason {
             Self::TlsHandshake => 3,
             Self::Truncated => 4,
             Self::Io => 5,
+            Self::MaxConnections => 6,
         }
     }
 }
@@ -146,7 +150,6 @@ pub struct ListenerStats {
     dropped: [AtomicU64; DROP_SLOTS],
     accepted: AtomicU64,
     closed: AtomicU64,
-    limit_waits: AtomicU64,
     accept_errors: AtomicU64,
 }
 
@@ -169,7 +172,6 @@ impl ListenerStats {
             dropped: [const { AtomicU64::new(0) }; DROP_SLOTS],
             accepted: AtomicU64::new(0),
             closed: AtomicU64::new(0),
-            limit_waits: AtomicU64::new(0),
             accept_errors: AtomicU64::new(0),
         }
     }
@@ -225,11 +227,6 @@ impl ListenerStats {
     /// Counts a closed connection.
     pub fn record_closed(&self) {
         self.closed.fetch_add(1, Relaxed);
-    }
-
-    /// Counts one time the accept loop waited because `max_connections` were open.
-    pub fn record_limit_wait(&self) {
-        self.limit_waits.fetch_add(1, Relaxed);
     }
 
     /// Counts a failed `accept()`.
@@ -318,7 +315,6 @@ impl ListenerStats {
             dropped: self.dropped.each_ref().map(|c| c.load(Relaxed)),
             connections_closed: self.closed.load(Relaxed),
             connections_accepted: self.accepted.load(Relaxed),
-            connection_limit_waits: self.limit_waits.load(Relaxed),
             accept_errors: self.accept_errors.load(Relaxed),
         }
     }
@@ -334,7 +330,6 @@ pub struct StatsSnapshot {
     dropped: [u64; DROP_SLOTS],
     connections_accepted: u64,
     connections_closed: u64,
-    connection_limit_waits: u64,
     accept_errors: u64,
 }
 
@@ -420,12 +415,6 @@ impl StatsSnapshot {
     pub fn connections_open(&self) -> u64 {
         self.connections_accepted
             .saturating_sub(self.connections_closed)
-    }
-
-    /// Times the accept loop waited because `max_connections` were open (the next peer
-    /// waited in the kernel's backlog; it was not refused).
-    pub fn connection_limit_waits(&self) -> u64 {
-        self.connection_limit_waits
     }
 
     /// Failed `accept()` calls.

@@ -1,11 +1,15 @@
 //! `hep_tcp` (and the stream half of `hep_tls`): HEPv3 frames back to back.
 //!
 //! # Connections
-//! The accept loop takes a permit from a semaphore of [`TcpConfig::max_connections`]
-//! *before* `accept()` (as mini-redis does): at the limit, the next peer waits in the
-//! kernel's backlog until a connection closes, instead of being accepted and refused.
-//! Failed `accept()` calls (e.g. out of file descriptors) are backed off exponentially,
-//! 1 ms to 1 s. Each connection is one task.
+//! Each accepted connection takes a permit from a semaphore of
+//! [`TcpConfig::max_connections`]. At the limit a new connection is reset at once and
+//! counted (`max_connections`), as OpenSIPS's `tcp_max_connections` closes it. Holding
+//! it in the kernel's backlog instead (mini-redis takes the permit before `accept()`)
+//! hides a flood: nothing counts the peers waiting there, a well-behaved agent queues
+//! behind every flood connection made before it, and once the backlog is full the
+//! kernel drops handshakes unseen. Refused, an agent knows and reconnects, and the
+//! operator sees the refusals. Failed `accept()` calls (e.g. out of file descriptors)
+//! are backed off exponentially, 1 ms to 1 s. Each connection is one task.
 //!
 //! # Framing
 //! A connection reads into a buffer and splits frames off it with
@@ -101,8 +105,8 @@ pub struct TcpConfig {
     /// Longest frame accepted, checked from its header (at most 65535, HEP3's u16).
     /// Default: 65535.
     pub max_frame_length: usize,
-    /// Connections served at once; more wait in the backlog. Default:
-    /// [`DEFAULT_MAX_CONNECTIONS`] (4096).
+    /// Connections served at once; more are reset at accept and counted
+    /// ([`RejectReason::MaxConnections`]). Default: [`DEFAULT_MAX_CONNECTIONS`] (4096).
     pub max_connections: usize,
     /// Bytes a busy connection reads at once. Default: [`DEFAULT_READ_BUFFER_SIZE`]
     /// (64 KiB).
@@ -171,27 +175,6 @@ where
         while let Some(joined) = conns.try_join_next() {
             log_panic(&shared, joined);
         }
-        let permit = match limit.clone().try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(_) => {
-                shared.stats.record_limit_wait();
-                if let Some(suppressed) = shared.warn_service.check() {
-                    tracing::warn!(
-                        listener = %shared.spec,
-                        max_connections = shared.config.tcp.max_connections,
-                        suppressed,
-                        "connection limit reached: new connections wait until one closes"
-                    );
-                }
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    permit = limit.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => break, // never closed
-                    },
-                }
-            }
-        };
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
             accepted = listener.accept() => accepted,
@@ -199,6 +182,10 @@ where
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::ZERO;
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    refuse_over_limit(&shared, stream, peer);
+                    continue;
+                };
                 shared.stats.record_accepted();
                 conns.spawn(connection(
                     stream,
@@ -241,6 +228,27 @@ where
         log_panic(&shared, joined);
     }
     Ok(())
+}
+
+/// Closes a connection beyond `max_connections` at once, counted and logged
+/// (rate-limited). With `SO_LINGER` 0 the close is a reset: nothing of the peer's is
+/// read, the peer learns at once that it was refused (and may retry), and no
+/// `TIME_WAIT` is left behind for a flood of them.
+#[cold]
+fn refuse_over_limit(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
+    shared.stats.record_rejected(RejectReason::MaxConnections);
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+    if let Some(suppressed) = shared.warn_service.check() {
+        tracing::warn!(
+            listener = %shared.spec,
+            %peer,
+            max_connections = shared.config.tcp.max_connections,
+            reason = RejectReason::MaxConnections.label(),
+            suppressed,
+            "connection limit reached: refused a new connection"
+        );
+    }
 }
 
 fn log_panic(shared: &Shared, joined: Result<(), tokio::task::JoinError>) {

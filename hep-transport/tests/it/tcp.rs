@@ -201,7 +201,7 @@ async fn a_peer_that_leaves_mid_frame_is_counted_as_truncated() {
 }
 
 #[tokio::test]
-async fn the_connection_limit_holds_a_new_peer_until_one_closes() {
+async fn a_connection_beyond_the_limit_is_refused_and_counted_and_a_free_slot_serves_the_next() {
     let frame = &tcp_frames()[0];
     let mut cfg = config();
     cfg.tcp.max_connections = 2;
@@ -214,20 +214,25 @@ async fn the_connection_limit_holds_a_new_peer_until_one_closes() {
     b.write_all(frame).await.unwrap();
     assert_eq!(recv(&mut rx).await.info.peer, b.local_addr().unwrap());
 
-    // The kernel completes the third handshake (backlog) but the listener does not
-    // accept it, so its frame waits.
+    // The third is reset at accept, before its frame is read: refused, not held.
     let mut c = connect(srv.addr).await;
-    c.write_all(frame).await.unwrap();
-    assert_nothing(&mut rx, Duration::from_millis(300)).await;
+    let _ = c.write_all(frame).await;
+    expect_closed(&mut c).await;
+    assert_nothing(&mut rx, Duration::from_millis(100)).await;
+    assert_eq!(srv.stats.rejected_by("max_connections"), 1);
     assert_eq!(srv.stats.connections_open(), 2);
-    assert!(srv.stats.snapshot().connection_limit_waits() >= 1);
+    assert_eq!(srv.stats.connections_accepted(), 2);
 
+    // A slot frees: the next peer is served.
     drop(a);
+    wait_for("a free slot", || srv.stats.connections_open() == 1).await;
+    let mut d = connect(srv.addr).await;
+    d.write_all(frame).await.unwrap();
     let msg = recv(&mut rx).await;
-    assert_eq!(msg.info.peer, c.local_addr().unwrap());
+    assert_eq!(msg.info.peer, d.local_addr().unwrap());
     assert_eq!(&msg.wire[..], &frame[..]);
     assert_eq!(srv.stats.connections_accepted(), 3);
-    drop((b, c));
+    drop((b, c, d));
     srv.stop().await.unwrap();
 }
 
