@@ -4,7 +4,8 @@
 //! relaxed atomic; a scrape walks the [`Collect`] sources and groups the samples by
 //! metric family, as the text format requires. The HTTP side is a deliberately small
 //! HTTP/1.1 responder: one request per connection, `GET /metrics` only, bounded request
-//! size and time, so that it costs nothing when nobody scrapes and cannot be held open.
+//! size and time, and at most [`MAX_CONNECTIONS`] at once, so that it costs nothing when
+//! nobody scrapes and cannot be held open.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// A source of metric samples.
 pub trait Collect: Send + Sync {
@@ -137,9 +139,16 @@ impl Registry {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+/// Metrics connections served at once; one more is closed at accept. Scrapers send one
+/// request at a time; the bound keeps a flood of idle connections to this port from
+/// taking the file descriptors the HEP listeners need (each may take 5 s to time out).
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// Serves `GET /metrics` on `listener` until `shutdown` completes, at most
+/// [`MAX_CONNECTIONS`] connections at once.
 pub async fn serve(listener: TcpListener, registry: Registry, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
             () = &mut shutdown => return,
@@ -150,11 +159,17 @@ pub async fn serve(listener: TcpListener, registry: Registry, shutdown: impl Fut
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!(%peer, "metrics connection refused: {MAX_CONNECTIONS} already open");
+            drop(stream);
+            continue;
+        };
         let registry = registry.clone();
         tokio::spawn(async move {
             if let Err(e) = answer(stream, &registry).await {
                 tracing::debug!(%peer, error = %e, "metrics request failed");
             }
+            drop(slot);
         });
     }
 }

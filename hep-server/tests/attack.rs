@@ -20,6 +20,8 @@ use std::io::{self, BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hep_proto::{HepMessage, HepVersion, ProtoType};
@@ -529,6 +531,67 @@ fn ten_thousand_idle_connections_leave_an_agent_served_and_memory_bounded() {
     let addr = server.tcp();
     idle_connections(&server, &out, N, || Box::new(idle_peer(addr, N)));
     assert_eq!(server.stop().counts.delivered, 100);
+}
+
+// ===== the metrics endpoint =====
+
+#[test]
+fn a_connection_flood_on_the_metrics_port_cannot_take_the_file_descriptors_of_the_listeners() {
+    const FLOOD: usize = 300;
+    let dir = test_dir("attack-metrics-flood");
+    let out = dir.join("out.jsonl");
+    // A small open-files limit, so that the flood could exhaust it.
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "ulimit -n 200 && exec \"$0\" run --config \"$1\"",
+        BIN,
+        config(&dir, &out, &["hep_tcp:127.0.0.1:0"], "")
+            .to_str()
+            .unwrap(),
+    ]);
+    let server = Server::spawn(cmd);
+    let metrics = server.metrics.expect("a metrics endpoint");
+    // Connections that never send their request, replaced as they are closed, until
+    // the agent is done (or 20 s).
+    let done = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let connect = || TcpStream::connect_timeout(&metrics, Duration::from_secs(2)).ok();
+            let mut conns: Vec<Option<TcpStream>> = (0..FLOOD).map(|_| connect()).collect();
+            let started = Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                if started.elapsed() > Duration::from_secs(20) {
+                    return false;
+                }
+                for c in &mut conns {
+                    if c.as_ref().is_none_or(closed_by_the_server) {
+                        *c = connect();
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            true
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // An agent gets a connection and is served while the flood goes on.
+    agent(server.tcp(), "agent", 20);
+    wait_json(&out, 20);
+    done.store(true, Ordering::Relaxed);
+    assert!(
+        flood.join().unwrap(),
+        "the agent was served only after the flood"
+    );
+    assert_eq!(tags(&out, "tcp"), sorted_tags("agent", 20));
+    let stopped = server.stop();
+    assert_eq!(stopped.counts.delivered, 20);
+    assert!(
+        !stopped.stderr.contains("accept failed"),
+        "the HEP listener ran out of file descriptors:\n{}",
+        stopped.stderr
+    );
 }
 
 // ===== a UDP flood =====
