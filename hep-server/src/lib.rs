@@ -32,6 +32,7 @@ pub mod capture_file;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod fd_limit;
 pub mod ladder;
 pub mod metrics;
 pub mod output;

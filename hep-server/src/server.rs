@@ -38,6 +38,7 @@ use tower::Layer as _;
 
 use crate::callbacks::CallbackSet;
 use crate::config::Config;
+use crate::fd_limit;
 use crate::metrics::{self, Registry};
 use crate::output::fanout::Fanout;
 use crate::output::set::{Outputs, Retired};
@@ -302,7 +303,13 @@ fn listener_config(config: &Config) -> anyhow::Result<ListenerConfig> {
     l.tcp.idle_timeout = Config::ms(config.limits.idle_timeout_ms);
     l.tcp.frame_timeout = Config::ms(config.limits.frame_timeout_ms);
     l.tcp.max_frame_length = config.limits.max_frame_length;
-    l.tcp.max_connections = config.limits.max_connections;
+    let stream_listeners = config
+        .listen_specs()
+        .iter()
+        .filter(|s| s.transport != Transport::Udp)
+        .count();
+    l.tcp.max_connections =
+        fd_limit::fitted_max_connections(config.limits.max_connections, stream_listeners);
     let wants_tls = config
         .listen_specs()
         .iter()

@@ -252,6 +252,63 @@ fn a_connection_flood_beyond_max_connections_is_refused_and_counted_and_a_free_s
     assert_eq!(stopped.counts.delivered, 70);
 }
 
+#[test]
+fn a_connection_flood_cannot_exhaust_the_file_descriptors_when_max_connections_exceeds_ulimit() {
+    const FLOOD: usize = 300;
+    let dir = test_dir("attack-conn-flood-fds");
+    let out = dir.join("out.jsonl");
+    // max_connections at its default (4096), the open-files limit far below it.
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "ulimit -n 200 && exec \"$0\" run --config \"$1\"",
+        BIN,
+        config(
+            &dir,
+            &out,
+            &["hep_udp:127.0.0.1:0", "hep_tcp:127.0.0.1:0"],
+            "",
+        )
+        .to_str()
+        .unwrap(),
+    ]);
+    let server = Server::spawn(cmd);
+    let tcp_listener = format!("hep_tcp:{}", server.tcp());
+    assert!(
+        server.stderr().contains("open-files limit"),
+        "says that max_connections does not fit:\n{}",
+        server.stderr()
+    );
+    let flood: Vec<io::Result<TcpStream>> = (0..FLOOD)
+        .map(|_| TcpStream::connect_timeout(&server.tcp(), Duration::from_secs(2)))
+        .collect();
+    // The excess is refused and counted, and the server still has descriptors for the
+    // metrics endpoint (a scrape is a new connection) and everything else.
+    let m = wait_for("the excess refused", PROCESS_WAIT, || {
+        let m = server.metrics();
+        let refused = m.get(
+            "hep_rejected_total",
+            &[("listener", &tcp_listener), ("reason", "max_connections")],
+        );
+        let open = m.get("hep_connections_open", &[("listener", &tcp_listener)]);
+        (refused + open == FLOOD as u64).then_some(m)
+    });
+    assert!(m.get("hep_rejected_total", &[("reason", "max_connections")]) > 0);
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..20 {
+        udp.send_to(&message(&format!("udp-{i}")), server.udp())
+            .unwrap();
+    }
+    wait_json(&out, 20);
+    drop(flood);
+    let stopped = server.stop();
+    assert!(
+        !stopped.stderr.contains("accept failed"),
+        "the listener ran out of file descriptors:\n{}",
+        stopped.stderr
+    );
+}
+
 // ===== slow senders =====
 
 /// Writes `frame` a few bytes at a time, `gap` apart, until the server closes the
