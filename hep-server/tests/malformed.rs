@@ -61,7 +61,8 @@ enum Stream {
     Reset,
     /// The bytes, then nothing: a peer gone without a FIN. A timeout closes it.
     Vanished,
-    /// TLS only: the bytes in plain text on the TLS port, instead of a handshake.
+    /// TLS only: the bytes in plain text on the TLS port instead of a handshake (none: a
+    /// peer that never starts one, cut by `handshake_timeout_ms`).
     NotTls,
 }
 
@@ -198,6 +199,7 @@ fn cases() -> Vec<Case> {
         case("vanished_mid_frame", &invite[..30], None, Some((Vanished, Some("frame_timeout")))),
         case("vanished_between_frames", &b""[..], None, Some((Vanished, Some("idle_timeout")))),
         case("plain_text_on_the_tls_port", valid_message("plain", 0), None, Some((NotTls, Some("tls_handshake")))),
+        case("silent_on_the_tls_port", &b""[..], None, Some((NotTls, Some("tls_handshake")))),
     ]
 }
 
