@@ -666,8 +666,8 @@ struct Flood {
 /// Floods the server's UDP listener with `count` datagrams from `hep-server send`
 /// (as fast as it sends, GSO batches) while an agent sends `agent_n` messages over
 /// TCP, one a millisecond; checks that the agent lost nothing and that every datagram
-/// is accounted for.
-fn udp_flood(name: &str, count: u64, agent_n: usize) -> Flood {
+/// is accounted for. `limits` is added to the configuration.
+fn udp_flood(name: &str, count: u64, agent_n: usize, limits: &str) -> Flood {
     let dir = test_dir(name);
     let out = dir.join("out.jsonl");
     let server = Server::run(&[
@@ -676,7 +676,7 @@ fn udp_flood(name: &str, count: u64, agent_n: usize) -> Flood {
             &dir,
             &out,
             &["hep_udp:127.0.0.1:0", "hep_tcp:127.0.0.1:0"],
-            "",
+            limits,
         )
         .to_str()
         .unwrap(),
@@ -813,13 +813,19 @@ fn json_count(path: &Path, transport: &str) -> u64 {
 
 #[test]
 fn a_udp_flood_is_shed_and_counted_while_a_tcp_agent_loses_nothing() {
-    udp_flood("attack-udp-flood", 50_000, 200);
+    // Small queues and buffers, so that even a debug build sheds.
+    udp_flood(
+        "attack-udp-flood",
+        50_000,
+        200,
+        "[limits]\noutput_queue = 256\nudp_recv_buffer = 262144\n",
+    );
 }
 
 #[test]
 #[ignore = "heavy: millions of datagrams; run in release with --ignored"]
 fn a_udp_flood_far_above_capacity_is_shed_and_counted_while_a_tcp_agent_loses_nothing() {
-    let flood = udp_flood("attack-udp-flood-heavy", 4_000_000, 2000);
+    let flood = udp_flood("attack-udp-flood-heavy", 4_000_000, 2000, "");
     assert!(
         flood.received < flood.sent || flood.dropped_overload > 0,
         "the flood was above capacity"
