@@ -141,8 +141,13 @@ impl Registry {
 
 /// Metrics connections served at once; one more is closed at accept. Scrapers send one
 /// request at a time; the bound keeps a flood of idle connections to this port from
-/// taking the file descriptors the HEP listeners need (each may take 5 s to time out).
+/// taking the file descriptors the HEP listeners need (each may take 5 s to send its
+/// request and 5 s to take its answer).
 pub const MAX_CONNECTIONS: usize = 16;
+
+/// How long a metrics connection may take to send its request, and then to take its
+/// answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves `GET /metrics` on `listener` until `shutdown` completes, at most
 /// [`MAX_CONNECTIONS`] connections at once.
@@ -178,7 +183,7 @@ async fn answer(mut stream: tokio::net::TcpStream, registry: &Registry) -> std::
     let mut buf = [0u8; 2048];
     let mut len = 0;
     // Read the request head, bounded in size and time.
-    let head = tokio::time::timeout(Duration::from_secs(5), async {
+    let head = tokio::time::timeout(IO_TIMEOUT, async {
         loop {
             let n = stream.read(&mut buf[len..]).await?;
             len += n;
@@ -211,8 +216,13 @@ async fn answer(mut stream: tokio::net::TcpStream, registry: &Registry) -> std::
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    // Bounded too: a scraper that never reads must not hold its slot.
+    tokio::time::timeout(IO_TIMEOUT, async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "writing the answer"))?
 }
 
 /// Binds the metrics endpoint.
@@ -291,5 +301,37 @@ mod tests {
         assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
         tx.send(()).unwrap();
         server.await.unwrap();
+    }
+
+    /// A source with a large exposition (about 6 MB), more than the socket buffers of
+    /// both ends hold.
+    struct Large;
+    impl Collect for Large {
+        fn collect(&self, out: &mut Samples) {
+            for i in 0..100_000 {
+                out.sample("hep_test_total", &[("n", &format!("{i:058}"))], 1);
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scraper_that_never_reads_its_answer_does_not_hold_its_slot() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (accepted, client) =
+            tokio::join!(listener.accept(), tokio::net::TcpStream::connect(addr));
+        let mut client = client.unwrap();
+        client
+            .write_all(b"GET /metrics HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let r = Registry::new();
+        r.register(Arc::new(Large));
+        // The paused clock jumps to the next timer whenever both ends wait: the
+        // answer must end on its own timer, before this one.
+        let answered =
+            tokio::time::timeout(Duration::from_secs(60), answer(accepted.unwrap().0, &r)).await;
+        assert!(answered.is_ok(), "the write waited for the client forever");
+        drop(client);
     }
 }
