@@ -467,16 +467,17 @@ fn four_thousand_stalled_large_frames_hold_bounded_memory() {
 
 // ===== idle connections =====
 
-/// `n` idle connections held by the server while an agent sends 100 messages; returns
+/// `n` idle connections held by `listener` (its spec) while an agent sends 100 messages
+/// over TCP; returns
 /// the server's RSS (KiB) before and with them.
 fn idle_connections(
     server: &Server,
     out: &Path,
     n: usize,
+    listener: &str,
     hold: impl FnOnce() -> Box<dyn Any>,
 ) -> (u64, u64) {
     let pid = server.child.id();
-    let listener = format!("hep_tcp:{}", server.tcp());
     let before = rss_kib(pid);
     let held = hold();
     wait_for(
@@ -484,7 +485,7 @@ fn idle_connections(
         Duration::from_secs(60),
         || {
             let m = server.metrics();
-            (m.get("hep_connections_open", &[("listener", &listener)]) == n as u64).then_some(())
+            (m.get("hep_connections_open", &[("listener", listener)]) == n as u64).then_some(())
         },
     );
     let with = rss_kib(pid);
@@ -494,13 +495,13 @@ fn idle_connections(
     assert_eq!(
         server
             .metrics()
-            .get("hep_connections_open", &[("listener", &listener)]),
+            .get("hep_connections_open", &[("listener", listener)]),
         n as u64,
         "the idle connections are still open"
     );
     drop(held);
     eprintln!(
-        "{n} idle connections: server RSS {:.1} MiB before, {:.1} MiB with them ({:.0} bytes each)",
+        "{n} idle connections on {listener}: server RSS {:.1} MiB before, {:.1} MiB with them ({:.0} bytes each)",
         before as f64 / 1024.0,
         with as f64 / 1024.0,
         (with.saturating_sub(before) * 1024) as f64 / n as f64
@@ -524,7 +525,8 @@ fn hundreds_of_idle_connections_leave_an_agent_served_and_memory_bounded() {
             .unwrap(),
     ]);
     let addr = server.tcp();
-    idle_connections(&server, &out, N, || {
+    let listener = format!("hep_tcp:{addr}");
+    idle_connections(&server, &out, N, &listener, || {
         let held: Vec<TcpStream> = (0..N)
             .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap())
             .collect();
@@ -586,8 +588,50 @@ fn ten_thousand_idle_connections_leave_an_agent_served_and_memory_bounded() {
         "[limits]\nmax_connections = 12000\n",
     ));
     let addr = server.tcp();
-    idle_connections(&server, &out, N, || Box::new(idle_peer(addr, N)));
+    let listener = format!("hep_tcp:{addr}");
+    idle_connections(&server, &out, N, &listener, || Box::new(idle_peer(addr, N)));
     assert_eq!(server.stop().counts.delivered, 100);
+}
+
+/// `n` idle TLS connections (handshake done) while an agent is served over TCP.
+fn idle_tls_connections(n: usize) {
+    let dir = test_dir(&format!("attack-idle-tls-{n}"));
+    let out = dir.join("out.jsonl");
+    let (cert_file, key_file, cert) = self_signed(&dir);
+    let server = server_with_many_files(&config(
+        &dir,
+        &out,
+        &["hep_tcp:127.0.0.1:0", "hep_tls:127.0.0.1:0"],
+        &format!(
+            "[limits]\nmax_connections = {}\n[tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+            n + 16,
+            cert_file.to_str().unwrap(),
+            key_file.to_str().unwrap(),
+        ),
+    ));
+    let tls_addr = server.tls.expect("a hep_tls listener");
+    let client = tls_client(cert);
+    idle_connections(&server, &out, n, &format!("hep_tls:{tls_addr}"), || {
+        let held: Vec<_> = (0..n)
+            .map(|_| {
+                let tcp = TcpStream::connect_timeout(&tls_addr, Duration::from_secs(2)).unwrap();
+                tls_handshake(tcp, &client)
+            })
+            .collect();
+        Box::new(held)
+    });
+    assert_eq!(server.stop().counts.delivered, 100);
+}
+
+#[test]
+fn idle_tls_connections_leave_an_agent_served_and_memory_bounded() {
+    idle_tls_connections(50);
+}
+
+#[test]
+#[ignore = "heavy: 4,000 TLS handshakes; run in release with --ignored"]
+fn four_thousand_idle_tls_connections_leave_an_agent_served_and_memory_bounded() {
+    idle_tls_connections(4000);
 }
 
 // ===== the metrics endpoint =====

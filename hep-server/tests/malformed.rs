@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use hep_proto::{HepMessage, HepVersion, ProtoType};
 use hep_testkit::vectors::read;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 mod common;
 
@@ -261,16 +261,7 @@ impl Client {
         tcp.set_nodelay(true).unwrap();
         match transport {
             "tcp" => Self::Tcp(tcp),
-            "tls" => {
-                let name = ServerName::try_from("localhost").unwrap();
-                let conn = ClientConnection::new(Arc::clone(tls), name).unwrap();
-                let mut s = StreamOwned::new(conn, tcp);
-                // Complete the handshake now, so that the bytes that follow are data.
-                while s.conn.is_handshaking() {
-                    s.conn.complete_io(&mut s.sock).unwrap();
-                }
-                Self::Tls(Box::new(s))
-            }
+            "tls" => Self::Tls(Box::new(tls_handshake(tcp, tls))),
             other => panic!("not a stream transport: {other}"),
         }
     }
@@ -337,19 +328,6 @@ impl Client {
             Err(_) => {} // reset, or TLS without close_notify: closed
         }
     }
-}
-
-/// A TLS client config that trusts `cert`.
-fn tls_client(cert: CertificateDer<'static>) -> Arc<ClientConfig> {
-    let mut roots = RootCertStore::empty();
-    roots.add(cert).unwrap();
-    Arc::new(
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
 }
 
 /// Runs one stream case on `transport`: a valid frame, the case, a valid frame (on the
@@ -496,11 +474,7 @@ fn rejected_by_reason(m: &Metrics, listener: &str) -> BTreeMap<String, u64> {
 
 /// The server's configuration, and the certificate of its TLS listener.
 fn config(dir: &Path, out: &Path) -> (String, CertificateDer<'static>) {
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server.key"));
-    std::fs::write(&cert_file, cert.pem()).unwrap();
-    std::fs::write(&key_file, signing_key.serialize_pem()).unwrap();
+    let (cert_file, key_file, cert) = self_signed(dir);
     let text = format!(
         "listen = [\"hep_udp:127.0.0.1:0\", \"hep_tcp:127.0.0.1:0\", \"hep_tls:127.0.0.1:0\"]\n\
          outputs = [\"json:{out}\"]\n\
@@ -520,7 +494,7 @@ fn config(dir: &Path, out: &Path) -> (String, CertificateDer<'static>) {
         cert = cert_file.to_str().unwrap(),
         key = key_file.to_str().unwrap(),
     );
-    (text, cert.der().clone())
+    (text, cert)
 }
 
 #[test]

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use hep_testkit::vectors::{kamailio, testdata_dir};
 use serde_json::Value;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_hep-server");
 
@@ -464,4 +466,45 @@ pub(crate) fn hep3_frames(mut stream: &[u8]) -> Vec<Vec<u8>> {
     }
     assert!(stream.is_empty(), "a partial frame at the end");
     frames
+}
+
+// ===== TLS clients =====
+
+/// A TLS client config that trusts `cert` (for the name `localhost`).
+pub(crate) fn tls_client(cert: CertificateDer<'static>) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(cert).unwrap();
+    Arc::new(
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// Completes a TLS handshake for `localhost` over `tcp` (blocking), so that the bytes
+/// written next are data.
+pub(crate) fn tls_handshake(
+    tcp: TcpStream,
+    config: &Arc<ClientConfig>,
+) -> StreamOwned<ClientConnection, TcpStream> {
+    let name = ServerName::try_from("localhost").unwrap();
+    let conn = ClientConnection::new(Arc::clone(config), name).unwrap();
+    let mut s = StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).unwrap();
+    }
+    s
+}
+
+/// A self-signed certificate for `localhost` written to `dir` as `server.pem` and
+/// `server.key`: the two files, and the certificate for [`tls_client`].
+pub(crate) fn self_signed(dir: &Path) -> (PathBuf, PathBuf, CertificateDer<'static>) {
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_file, key_file) = (dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, signing_key.serialize_pem()).unwrap();
+    (cert_file, key_file, cert.der().clone())
 }
