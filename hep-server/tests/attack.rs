@@ -1,10 +1,13 @@
 //! Resource limits under attack, against the running binary (issue 7): a connection
-//! flood beyond `[limits] max_connections`, slow senders, many idle connections and a
-//! UDP flood far above capacity. In each, memory stays bounded, the overload is shed
-//! and counted, and a well-behaved agent alongside is served in full.
+//! flood beyond `[limits] max_connections` (and beyond the open-files limit), a flood
+//! on the metrics port, slow senders, connections stalled inside a large frame, many
+//! idle TCP and TLS connections, and a UDP flood far above capacity. In each, memory
+//! stays bounded, the overload is shed and counted, and a well-behaved agent alongside
+//! is served in full.
 //!
-//! The heavy versions (10,000 idle connections, a UDP flood of millions of datagrams)
-//! are `#[ignore]`d; run them in release, with their numbers on stderr:
+//! The heavy versions (10,000 idle connections, 4,000 idle TLS connections, 4,000
+//! stalled frames, a UDP flood of millions of datagrams) are `#[ignore]`d; run them in
+//! release, with their numbers on stderr (SECURITY.md, "What it withstands"):
 //!
 //! ```sh
 //! cargo build --release -p hep-testkit --bin hep-bench-peer
