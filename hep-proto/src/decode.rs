@@ -89,12 +89,7 @@ impl DecodeOptions {
         match buf.first() {
             Some(1 | 2) => decode_v12(buf),
             _ if buf.len() >= 4 && self.is_v3_magic(&buf[..4]) => self.decode_v3(buf),
-            _ => {
-                let mut head = [0u8; 4];
-                let n = buf.len().min(4);
-                head[..n].copy_from_slice(&buf[..n]);
-                Err(DecodeError::UnknownVersion(head))
-            }
+            _ => Err(unknown_version(buf)),
         }
     }
 
@@ -382,6 +377,15 @@ pub(crate) fn check_kept_size(vendor_type: u32, len: u16) -> Result<(), DecodeEr
         }),
         _ => Ok(()),
     }
+}
+
+/// The error for bytes that start no known version: it shows their first four bytes.
+#[cold]
+pub(crate) fn unknown_version(buf: &[u8]) -> DecodeError {
+    let mut head = [0u8; 4];
+    let n = buf.len().min(4);
+    head[..n].copy_from_slice(&buf[..n]);
+    DecodeError::UnknownVersion(head)
 }
 
 /// The error for a chunk whose length is below its header or beyond the message.

@@ -7,7 +7,7 @@ use crate::chunk::CHUNK_HEADER_LEN;
 use crate::compress::inflate;
 use crate::decode::{
     FAST_FIELDS, FIELD_TYPES, HEP3_HEADER_LEN, LayoutV12, RareChunks, Walk, check_kept_size,
-    layout_v12, value, walk_v3,
+    layout_v12, unknown_version, value, walk_v3,
 };
 use crate::{AddressFamily, DecodeError, DecodeOptions, HepVersion, ProtoType};
 
@@ -329,12 +329,7 @@ impl DecodeOptions {
                     walk,
                 })
             }
-            _ => {
-                let mut head = [0u8; 4];
-                let n = buf.len().min(4);
-                head[..n].copy_from_slice(&buf[..n]);
-                Err(DecodeError::UnknownVersion(head))
-            }
+            _ => Err(unknown_version(buf)),
         }
     }
 }
