@@ -198,11 +198,14 @@ impl std::fmt::Display for FileRole {
 }
 
 /// The TLS certificate, key or CA could not be used; says which file and why.
+///
+/// The underlying error is the [`source`](std::error::Error::source), not repeated in the
+/// message: print the chain (`{:#}` with anyhow) to see both.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
     /// The file could not be read or is not valid PEM.
-    #[error("{role} file {}: {source}", path.display())]
+    #[error("{role} file {}: cannot be read as PEM", path.display())]
     Pem {
         /// Which file.
         role: FileRole,
@@ -220,7 +223,7 @@ pub enum TlsConfigError {
         path: PathBuf,
     },
     /// rustls refused the material (e.g. the key does not match the certificate).
-    #[error("{what}: {source}")]
+    #[error("{what}: refused by rustls")]
     Rustls {
         /// What was being done, naming the files.
         what: String,

@@ -136,11 +136,14 @@ pub enum BuildError {
 }
 
 /// Why a [`ClientTls`](super::ClientTls) could not be built.
+///
+/// The underlying error is the [`source`](std::error::Error::source), not repeated in the
+/// message: print the chain (`{:#}` with anyhow) to see both.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
     /// A PEM file could not be read or parsed.
-    #[error("cannot read {what} from {origin}: {source}")]
+    #[error("cannot read {what} from {origin}")]
     Pem {
         /// What was being read: "CA certificates", "client certificate", "client key".
         what: &'static str,
@@ -164,7 +167,7 @@ pub enum TlsConfigError {
     NoRoots,
     /// rustls refused a certificate or key (e.g. a CA certificate that does not parse, or a
     /// key that does not match the certificate).
-    #[error("TLS configuration rejected: {0}")]
+    #[error("TLS configuration rejected by rustls")]
     Rustls(#[from] tokio_rustls::rustls::Error),
     /// The server name override is not a valid DNS name or IP address.
     #[error("`{0}` is not a valid TLS server name (a DNS name or an IP address)")]
