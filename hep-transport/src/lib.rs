@@ -13,7 +13,9 @@
 //! and counted.
 //!
 //! # Layout
-//! - `spec`: [`ListenSpec`] (`hep_udp:IP[:PORT]` ...), [`Transport`], [`HEP_PORT`].
+//! - `spec`: [`ListenSpec`] (`hep_udp:IP[:PORT]` ...), [`ListenOn`] (a spec with its
+//!   options: `;allow=NETWORKS`), [`Transport`], [`HEP_PORT`].
+//! - `allow`: [`SourceAllowlist`], the agents' networks a listener accepts.
 //! - `recv`: [`Received`], [`RecvInfo`].
 //! - [`listener`]: [`Listener`] (bind, then run until a shutdown future), [`serve`],
 //!   [`ListenerConfig`], [`ListenError`], [`RateLimitedWarn`].
@@ -27,6 +29,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![warn(clippy::unwrap_used)]
 
+mod allow;
 pub mod layer;
 pub mod listener;
 mod recv;
@@ -37,10 +40,11 @@ pub mod tcp;
 pub mod tls;
 pub mod udp;
 
+pub use allow::{AllowlistError, SourceAllowlist};
 pub use listener::{ListenError, Listener, ListenerConfig, RateLimitedWarn, serve};
 pub use recv::{Received, RecvInfo};
 pub use sender::{HepDestination, HepSender, SenderConfig};
-pub use spec::{HEP_PORT, ListenSpec, SpecError, Transport};
+pub use spec::{HEP_PORT, ListenOn, ListenSpec, SpecError, Transport};
 pub use stats::{DropReason, ListenerStats, RejectReason, StatsSnapshot};
 pub use tcp::TcpConfig;
 pub use tls::{TlsConfig, TlsConfigError};

@@ -1,8 +1,11 @@
-//! Listen specs: `hep_udp:IP[:PORT]`, `hep_tcp:IP[:PORT]`, `hep_tls:IP[:PORT]`.
+//! Listen specs: `hep_udp:IP[:PORT]`, `hep_tcp:IP[:PORT]`, `hep_tls:IP[:PORT]`, and with
+//! options: `hep_udp:0.0.0.0:9060;allow=10.0.0.0/8,192.0.2.7`.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
+
+use crate::SourceAllowlist;
 
 /// The port a listen spec without one uses: the seed's `hep_port` as documented (5656).
 ///
@@ -139,6 +142,102 @@ impl fmt::Display for ListenSpec {
     }
 }
 
+/// A listen spec with its options, as `listen = [...]` and `--listen` take it:
+/// `SPEC[;allow=NETWORKS]`.
+///
+/// - `allow=NET,NET,...`: a [`SourceAllowlist`]; the listener refuses agents from other
+///   addresses before reading anything from them (see
+///   [`ListenerConfig::allow`](crate::ListenerConfig::allow)).
+///
+/// ```
+/// use hep_transport::{ListenOn, Transport};
+///
+/// let l: ListenOn = "hep_udp:0.0.0.0:9060;allow=10.0.0.0/8,192.0.2.7".parse().unwrap();
+/// assert_eq!(l.spec.transport, Transport::Udp);
+/// assert!(l.allow.as_ref().unwrap().contains("10.1.2.3".parse().unwrap()));
+/// assert_eq!(l.to_string(), "hep_udp:0.0.0.0:9060;allow=10.0.0.0/8,192.0.2.7");
+/// let plain: ListenOn = "hep_tcp:127.0.0.1".parse().unwrap();
+/// assert_eq!(plain.allow, None);
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListenOn {
+    /// Where to listen.
+    pub spec: ListenSpec,
+    /// `allow=`: the agents' networks, if restricted.
+    pub allow: Option<SourceAllowlist>,
+}
+
+impl ListenOn {
+    /// A spec without options.
+    pub const fn new(spec: ListenSpec) -> Self {
+        Self { spec, allow: None }
+    }
+
+    /// This spec, accepting agents from `allow` only.
+    #[must_use]
+    pub fn with_allow(mut self, allow: SourceAllowlist) -> Self {
+        self.allow = Some(allow);
+        self
+    }
+
+    /// Parses `SPEC[;allow=NETWORKS]`, using `default_port` when the spec has none.
+    ///
+    /// # Errors
+    /// A [`SpecError`] saying what was expected.
+    pub fn parse_with_default_port(s: &str, default_port: u16) -> Result<Self, SpecError> {
+        let mut parts = s.split(';');
+        let spec = ListenSpec::parse_with_default_port(
+            parts.next().unwrap_or_default().trim(),
+            default_port,
+        )
+        .map_err(|e| SpecError::new("listen spec", s, e.reason))?;
+        let mut listen = Self::new(spec);
+        for option in parts {
+            let err = |reason| SpecError::new("listen spec", s, reason);
+            let (key, value) = option
+                .split_once('=')
+                .ok_or_else(|| err("expected an option as key=value, e.g. allow=10.0.0.0/8"))?;
+            match key.trim() {
+                "allow" if listen.allow.is_some() => return Err(err("allow= is given twice")),
+                "allow" => {
+                    let allow = value.parse::<SourceAllowlist>().map_err(|_| {
+                        err("allow= expects networks or addresses separated by commas, \
+                             e.g. allow=10.0.0.0/8,192.0.2.7")
+                    })?;
+                    listen.allow = Some(allow);
+                }
+                _ => return Err(err("the only listen option is allow=NETWORKS")),
+            }
+        }
+        Ok(listen)
+    }
+}
+
+impl FromStr for ListenOn {
+    type Err = SpecError;
+
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        Self::parse_with_default_port(s, HEP_PORT)
+    }
+}
+
+impl From<ListenSpec> for ListenOn {
+    fn from(spec: ListenSpec) -> Self {
+        Self::new(spec)
+    }
+}
+
+impl fmt::Display for ListenOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.spec)?;
+        if let Some(allow) = &self.allow {
+            write!(f, ";allow={allow}")?;
+        }
+        Ok(())
+    }
+}
+
 /// `IP`, `IP:PORT`, `[IPv6]`, `[IPv6]:PORT` or a bare IPv6 address.
 pub(crate) fn parse_ip_port(s: &str, default_port: u16) -> Option<SocketAddr> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
@@ -186,5 +285,33 @@ mod tests {
         assert!("hep_udp:localhost".parse::<ListenSpec>().is_err());
         assert!("hep_udp:1.2.3.4:99999".parse::<ListenSpec>().is_err());
         assert!("hep_udp".parse::<ListenSpec>().is_err());
+    }
+
+    #[test]
+    fn listen_options_parse_and_print_back() {
+        let l: ListenOn = "hep_tcp:[::]:9061;allow=2001:db8::/32, 127.0.0.1"
+            .parse()
+            .unwrap();
+        assert_eq!(l.spec.addr, "[::]:9061".parse().unwrap());
+        assert_eq!(l.to_string(), "hep_tcp:[::]:9061;allow=2001:db8::/32,127.0.0.1");
+        assert_eq!(l.to_string().parse::<ListenOn>().unwrap(), l);
+        let l = ListenOn::parse_with_default_port("hep_udp:10.0.0.1;allow=10.0.0.0/8", 9060)
+            .unwrap();
+        assert_eq!(l.spec.addr.port(), 9060);
+    }
+
+    #[test]
+    fn bad_listen_options_say_what_was_expected() {
+        let e = |s: &str| s.parse::<ListenOn>().unwrap_err().to_string();
+        assert_eq!(
+            e("hep_udp:0.0.0.0;allow=10.0.0.0/33"),
+            "invalid listen spec `hep_udp:0.0.0.0;allow=10.0.0.0/33`: allow= expects \
+             networks or addresses separated by commas, e.g. allow=10.0.0.0/8,192.0.2.7"
+        );
+        assert!(e("hep_udp:0.0.0.0;allow=").contains("allow= expects"));
+        assert!(e("hep_udp:0.0.0.0;deny=10.0.0.0/8").contains("the only listen option"));
+        assert!(e("hep_udp:0.0.0.0;allow").contains("key=value"));
+        assert!(e("hep_udp:0.0.0.0;allow=::1;allow=::2").contains("twice"));
+        assert!(e("udp:0.0.0.0;allow=::1").contains("the transport must be"));
     }
 }

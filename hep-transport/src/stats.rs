@@ -57,6 +57,14 @@ pub enum RejectReason {
     Io,
     /// A TCP/TLS connection beyond `max_connections`: reset at accept, before any read.
     MaxConnections,
+    /// The agent's address is not in the listener's allowlist
+    /// ([`ListenerConfig::allow`](crate::ListenerConfig::allow)): a datagram dropped before
+    /// decoding, or a connection closed at accept.
+    SourceNotAllowed,
+    /// A TLS client certificate that verified but that the listener's client check
+    /// ([`TlsConfig::with_client_check`](crate::TlsConfig::with_client_check)) does not
+    /// know: the connection is closed after the handshake, before any read.
+    ClientCertNotAllowed,
 }
 
 impl RejectReason {
@@ -69,6 +77,8 @@ impl RejectReason {
         "truncated",
         "io",
         "max_connections",
+        "source_not_allowed",
+        "client_cert_not_allowed",
     ];
 
     /// The metrics label, e.g. `"max_msg_chunks"`.
@@ -85,6 +95,8 @@ impl RejectReason {
             Self::Truncated => 4,
             Self::Io => 5,
             Self::MaxConnections => 6,
+            Self::SourceNotAllowed => 7,
+            Self::ClientCertNotAllowed => 8,
         }
     }
 }
@@ -210,6 +222,13 @@ impl ListenerStats {
     /// Counts one transport-level rejection.
     pub fn record_rejected(&self, reason: RejectReason) {
         self.rejected_transport[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Counts `n` transport-level rejections of one reason (e.g. a GRO batch of datagrams).
+    pub fn record_rejected_many(&self, reason: RejectReason, n: u64) {
+        if n > 0 {
+            self.rejected_transport[reason.index()].fetch_add(n, Relaxed);
+        }
     }
 
     /// Counts `n` decoded messages that were not delivered.

@@ -182,6 +182,14 @@ where
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::ZERO;
+                if let Some(allow) = &shared.config.allow
+                    && !allow.contains(peer.ip())
+                {
+                    // Before a slot is taken: strangers never count against the limit.
+                    // Closed before a TLS handshake or a read.
+                    refuse_source(&shared, stream, peer);
+                    continue;
+                }
                 let Ok(permit) = limit.clone().try_acquire_owned() else {
                     refuse_over_limit(&shared, stream, peer);
                     continue;
@@ -247,6 +255,25 @@ fn refuse_over_limit(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
             reason = RejectReason::MaxConnections.label(),
             suppressed,
             "connection limit reached: refused a new connection"
+        );
+    }
+}
+
+/// Closes a connection from outside the allowlist at once, counted and logged
+/// (rate-limited). With `SO_LINGER` 0 the close is a reset: nothing of the peer's is
+/// read, and no `TIME_WAIT` is left behind for a peer that keeps trying.
+#[cold]
+fn refuse_source(shared: &Shared, stream: TcpStream, peer: SocketAddr) {
+    shared.stats.record_rejected(RejectReason::SourceNotAllowed);
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+    if let Some(suppressed) = shared.warn_input.check() {
+        tracing::warn!(
+            listener = %shared.spec,
+            %peer,
+            reason = RejectReason::SourceNotAllowed.label(),
+            suppressed,
+            "refused a connection from a source outside the listener's allowlist"
         );
     }
 }
@@ -433,6 +460,9 @@ fn describe(reason: RejectReason, config: &TcpConfig) -> String {
         }
         RejectReason::Truncated => "the peer closed the connection in the middle of a frame".into(),
         RejectReason::TlsHandshake => "TLS handshake failed".into(),
+        RejectReason::ClientCertNotAllowed => {
+            "the client certificate is not one the listener knows".into()
+        }
         _ => reason.label().into(),
     }
 }

@@ -54,7 +54,10 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::listener::{Dispatcher, Shared, next_backoff};
-use crate::{BoxError, DropReason, ListenError, ListenSpec, Received, RecvInfo, RejectReason};
+use crate::{
+    BoxError, DropReason, ListenError, ListenSpec, Received, RecvInfo, RejectReason,
+    SourceAllowlist,
+};
 
 /// The default [`UdpConfig::recv_buffer_size`]: 8 MiB.
 pub const DEFAULT_RECV_BUFFER_SIZE: usize = 8 << 20;
@@ -260,6 +263,7 @@ where
         scratch: vec![0; SLOT * quinn_udp::BATCH_SIZE],
         meta: [RecvMeta::default(); quinn_udp::BATCH_SIZE],
         arena: BytesMut::with_capacity(ARENA),
+        allow: shared.config.allow.clone(),
         shared: shared.clone(),
         bytes: 0,
     };
@@ -286,6 +290,8 @@ struct Receiver {
     meta: [RecvMeta; quinn_udp::BATCH_SIZE],
     /// Where datagrams are packed before being handed on.
     arena: BytesMut,
+    /// The listener's allowlist, if any (checked before a datagram is copied).
+    allow: Option<SourceAllowlist>,
     shared: Arc<Shared>,
     /// Bytes received, not yet added to the shared counter (once per batch).
     bytes: u64,
@@ -334,6 +340,12 @@ impl Receiver {
                 let meta = self.meta[i];
                 let start = i * SLOT;
                 let len = meta.len.min(SLOT);
+                if let Some(allow) = &self.allow
+                    && !allow.contains(meta.addr.ip())
+                {
+                    self.refuse(&meta, len);
+                    continue;
+                }
                 // A GRO buffer holds datagrams of one sender at `stride` intervals; an
                 // empty datagram is one (bad) datagram too.
                 let stride = if meta.stride == 0 { len } else { meta.stride };
@@ -357,6 +369,30 @@ impl Receiver {
         // Stopped: hand on nothing more, finish what is pending.
         dispatcher.drain().await;
         Ok(())
+    }
+
+    /// Counts and skips a receive buffer (one datagram, or a GRO batch of one sender's)
+    /// from a source the allowlist does not have: before any copy or decode.
+    #[cold]
+    fn refuse(&mut self, meta: &RecvMeta, len: usize) {
+        let datagrams = if meta.stride == 0 || len == 0 {
+            1
+        } else {
+            len.div_ceil(meta.stride)
+        };
+        self.bytes += len as u64;
+        self.shared
+            .stats
+            .record_rejected_many(RejectReason::SourceNotAllowed, datagrams as u64);
+        if let Some(suppressed) = self.shared.warn_input.check() {
+            tracing::warn!(
+                listener = %self.shared.spec,
+                peer = %meta.addr,
+                reason = RejectReason::SourceNotAllowed.label(),
+                suppressed,
+                "dropped a datagram from a source outside the listener's allowlist"
+            );
+        }
     }
 
     /// One datagram at `scratch[at..at + len]`: copy and decode it, then submit it to the

@@ -70,7 +70,9 @@ pub use warn::RateLimitedWarn;
 use crate::tcp::{self, TcpConfig};
 use crate::tls::{TlsConfig, TlsConfigError};
 use crate::udp::{self, UdpConfig};
-use crate::{BoxError, ListenSpec, ListenerStats, Received, Transport};
+use crate::{BoxError, ListenSpec, ListenerStats, Received, SourceAllowlist, Transport};
+#[cfg(doc)]
+use crate::ListenOn;
 
 /// The default [`ListenerConfig::shutdown_grace`]: 5 s.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -101,6 +103,11 @@ pub struct ListenerConfig {
     pub tcp: TcpConfig,
     /// `hep_tls` certificate, key and client verification. Required for a `hep_tls` spec.
     pub tls: Option<TlsConfig>,
+    /// The agents' networks this listener accepts (the `;allow=` of a [`ListenOn`]);
+    /// `None` (the default) accepts everyone. Other sources are refused before any work:
+    /// datagrams before decoding, connections at accept (before a TLS handshake or a
+    /// read), each counted as `rejected{reason="source_not_allowed"}`.
+    pub allow: Option<SourceAllowlist>,
 }
 
 impl Default for ListenerConfig {
@@ -111,6 +118,7 @@ impl Default for ListenerConfig {
             udp: UdpConfig::default(),
             tcp: TcpConfig::default(),
             tls: None,
+            allow: None,
         }
     }
 }
@@ -120,6 +128,13 @@ impl ListenerConfig {
     #[must_use]
     pub fn with_tls(mut self, tls: TlsConfig) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// This config accepting agents from `allow` only (see [`allow`](Self::allow)).
+    #[must_use]
+    pub fn with_allow(mut self, allow: Option<SourceAllowlist>) -> Self {
+        self.allow = allow;
         self
     }
 }
@@ -251,7 +266,12 @@ impl Listener {
             }
         };
         let spec = ListenSpec::new(spec.transport, local);
-        tracing::info!(listener = %spec, recv_buffer_size, "listening");
+        match &config.allow {
+            Some(allow) => {
+                tracing::info!(listener = %spec, recv_buffer_size, %allow, "listening; agents from the allowed networks only");
+            }
+            None => tracing::info!(listener = %spec, recv_buffer_size, "listening"),
+        }
         Ok(Self {
             shared: Arc::new(Shared {
                 spec,

@@ -1,6 +1,7 @@
 //! hep-transport integration tests: one binary, one module per subject. Loopback only;
 //! every wait is bounded (see `support`).
 
+mod allow;
 mod layer;
 mod shutdown;
 mod support;
