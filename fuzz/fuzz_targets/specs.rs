@@ -3,12 +3,15 @@
 #![no_main]
 
 use hep_server::output::OutputSpec;
-use hep_transport::{HepDestination, ListenSpec};
+use hep_transport::{HepDestination, ListenOn, ListenSpec};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(spec) = text.parse::<ListenSpec>() {
         assert_eq!(spec.to_string().parse::<ListenSpec>().expect("listen spec round trip"), spec);
+    }
+    if let Ok(listen) = text.parse::<ListenOn>() {
+        assert_eq!(listen.to_string().parse::<ListenOn>().expect("listen option round trip"), listen);
     }
     if let Ok(dest) = text.parse::<HepDestination>() {
         assert_eq!(dest.to_string().parse::<HepDestination>().expect("destination round trip"), dest);

@@ -29,7 +29,7 @@ use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hep_proto::{HepVersion, ProtoType};
-use hep_transport::{HepDestination, ListenSpec, SpecError};
+use hep_transport::{HepDestination, ListenOn, SpecError};
 
 /// `hep-server`: receives, checks, routes, stores and relays HEP (Homer Encapsulation
 /// Protocol) traffic.
@@ -76,9 +76,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where to listen: `hep_udp:IP[:PORT]`, `hep_tcp:IP[:PORT]` or `hep_tls:IP[:PORT]`
-    /// (port 5656 when omitted); repeatable, replaces the config's listeners.
+    /// (port 5656 when omitted), optionally `;allow=NET,...` (the agents' networks it
+    /// accepts); repeatable, replaces the config's listeners.
     #[arg(long = "listen", value_name = "SPEC")]
-    pub listen: Vec<ListenSpec>,
+    pub listen: Vec<ListenOn>,
     /// Where messages go: `stdout`, `json:PATH|-`, `pcap:PATH`,
     /// `relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N]` or `null`; repeatable.
     #[arg(long = "output", value_name = "SPEC")]

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hep_proto::ProtoType;
-use hep_transport::{HEP_PORT, ListenSpec, Transport};
+use hep_transport::{HEP_PORT, ListenOn, Transport};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -440,11 +440,11 @@ impl Config {
         resolve(raw, path, text)
     }
 
-    /// The listen specs, parsed.
-    pub fn listen_specs(&self) -> Vec<ListenSpec> {
+    /// The listen specs with their options (`;allow=`), parsed.
+    pub fn listen_specs(&self) -> Vec<ListenOn> {
         self.listen
             .iter()
-            .filter_map(|s| ListenSpec::parse_with_default_port(s, self.hep_port).ok())
+            .filter_map(|s| ListenOn::parse_with_default_port(s, self.hep_port).ok())
             .collect()
     }
 
@@ -516,9 +516,9 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
     let listen = match raw.listen {
         Some(list) => {
             for s in &list {
-                let spec = ListenSpec::parse_with_default_port(s.get_ref(), hep_port)
+                let listen = ListenOn::parse_with_default_port(s.get_ref(), hep_port)
                     .map_err(|e| err(s.span(), format!("key `listen`: {e}")))?;
-                if spec.transport == Transport::Tls && tls_listener.is_none() {
+                if listen.spec.transport == Transport::Tls && tls_listener.is_none() {
                     tls_listener = Some(s.span());
                 }
             }
@@ -917,7 +917,31 @@ mod tests {
     #[test]
     fn hep_port_is_the_default_port_of_listen_specs() {
         let c = parse("hep_port = 9060\nlisten = [\"hep_udp:127.0.0.1\"]").unwrap();
-        assert_eq!(c.listen_specs()[0].addr, "127.0.0.1:9060".parse().unwrap());
+        assert_eq!(
+            c.listen_specs()[0].spec.addr,
+            "127.0.0.1:9060".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_listener_may_name_the_networks_it_accepts() {
+        let c = parse(
+            "listen = [\"hep_udp:0.0.0.0:9060;allow=10.0.0.0/8,192.0.2.7\", \"hep_tcp:0.0.0.0\"]",
+        )
+        .unwrap();
+        let specs = c.listen_specs();
+        let allow = specs[0].allow.as_ref().unwrap();
+        assert!(allow.contains("10.1.2.3".parse().unwrap()));
+        assert!(!allow.contains("192.0.2.8".parse().unwrap()));
+        assert_eq!(specs[1].allow, None);
+        let e = parse("listen = [\"hep_udp:0.0.0.0;allow=10.0.0.0/33\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("hep.toml:1:11: key `listen`: invalid listen spec"),
+            "{e}"
+        );
+        assert!(e.contains("allow= expects networks"), "{e}");
     }
 
     #[test]

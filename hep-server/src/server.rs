@@ -101,12 +101,12 @@ pub async fn run_with_reloads(
         // Listeners: bind all before running any, so a port in use is reported up front.
         let listener_config = listener_config(&config)?;
         let mut listeners = Vec::new();
-        for spec in config.listen_specs() {
+        for listen in config.listen_specs() {
             let stats = Arc::new(ListenerStats::new());
-            let listener =
-                Listener::bind_with_stats(spec, listener_config.clone(), Arc::clone(&stats))
-                    .await
-                    .with_context(|| format!("listen `{spec}`"))?;
+            let own = listener_config.clone().with_allow(listen.allow.clone());
+            let listener = Listener::bind_with_stats(listen.spec, own, Arc::clone(&stats))
+                .await
+                .with_context(|| format!("listen `{listen}`"))?;
             // Labelled with the bound address: `hep_udp:127.0.0.1:0` names no listener.
             let collect = Arc::new(ListenerCollect::new(listener.spec(), Arc::clone(&stats)));
             registry.register(Arc::clone(&collect) as _);
@@ -151,13 +151,16 @@ pub async fn run_with_reloads(
     let mut running = JoinSet::new();
     for listener in listeners {
         let spec = listener.spec();
-        let note = match listener.recv_buffer_size() {
+        let mut note = match listener.recv_buffer_size() {
             Some(n) => format!(
                 " (receive buffer {} KiB as granted by the kernel)",
                 n / 1024
             ),
             None => String::new(),
         };
+        if let Some(allow) = listener.allow() {
+            note.push_str(&format!(" (agents from {allow} only)"));
+        }
         eprintln!(
             "hep-server: listening on {}:{}{note}",
             spec.transport.scheme(),
@@ -306,14 +309,14 @@ fn listener_config(config: &Config) -> anyhow::Result<ListenerConfig> {
     let stream_listeners = config
         .listen_specs()
         .iter()
-        .filter(|s| s.transport != Transport::Udp)
+        .filter(|l| l.spec.transport != Transport::Udp)
         .count();
     l.tcp.max_connections =
         fd_limit::fitted_max_connections(config.limits.max_connections, stream_listeners);
     let wants_tls = config
         .listen_specs()
         .iter()
-        .any(|s| s.transport == Transport::Tls);
+        .any(|l| l.spec.transport == Transport::Tls);
     match (&config.tls, wants_tls) {
         (Some(t), _) => {
             let tls =

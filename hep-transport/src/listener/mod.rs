@@ -295,6 +295,11 @@ impl Listener {
         self.shared.spec
     }
 
+    /// The agents' networks it accepts, if restricted ([`ListenerConfig::allow`]).
+    pub fn allow(&self) -> Option<&SourceAllowlist> {
+        self.shared.config.allow.as_ref()
+    }
+
     /// The listener's counters.
     pub fn stats(&self) -> &Arc<ListenerStats> {
         &self.shared.stats
