@@ -41,7 +41,8 @@
 //! # Built-ins
 //!
 //! Each is a [`HepCallback`], usable alone as a layer ([`CallbackLayer::new`]) or
-//! registered with others: [`AuthKeyCheck`] (chunk 0x000e), [`Filter`], [`Rewrite`],
+//! registered with others: [`AuthKeyCheck`] (chunk 0x000e), [`ClientCaptureIds`] (TLS
+//! client certificates to capture ids), [`Filter`], [`Rewrite`],
 //! [`Dedup`], [`RateLimit`].
 //!
 //! # Layout
@@ -60,6 +61,7 @@ pub mod sip;
 
 pub use async_layer::{AsyncCallback, AsyncCallbackLayer};
 pub use builtin::auth::{AuthKeyCheck, AuthKeys};
+pub use builtin::client_ids::{ClientCaptureIds, ClientKeyError};
 pub use builtin::dedup::Dedup;
 pub use builtin::filter::Filter;
 pub use builtin::rate_limit::RateLimit;

@@ -1,5 +1,5 @@
-//! The callback chain of the configuration's `[auth]`, `[filter]`, `[rate_limit]`,
-//! `[rewrite]` and `[dedup]`, and how a reload rebuilds it.
+//! The callback chain of the configuration's `[tls.clients]`, `[auth]`, `[filter]`,
+//! `[rate_limit]`, `[rewrite]` and `[dedup]`, and how a reload rebuilds it.
 //!
 //! A reload builds a new chain, but a callback whose section did not change is the same
 //! instance in it: a dedup keeps its window of payloads, a rate limit its buckets. A
@@ -9,14 +9,16 @@
 use std::fmt;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use hep_callbacks::{
-    AuthKeyCheck, CallbackStats, Dedup, Filter, HepCallback, HepCallbacks, RateLimit, Rewrite,
-    Verdict,
+    AuthKeyCheck, CallbackStats, ClientCaptureIds, Dedup, Filter, HepCallback, HepCallbacks,
+    RateLimit, Rewrite, Verdict,
 };
 use hep_transport::Received;
 
 use crate::config::{
-    AuthConfig, Config, DedupConfig, FilterConfig, RateLimitConfig, RewriteConfig,
+    AuthConfig, Config, DedupConfig, FilterConfig, RateLimitConfig, RewriteConfig, TlsConfig,
 };
 
 /// One configured callback: its section's values and the instance built from them.
@@ -45,6 +47,7 @@ impl<C: HepCallback> HepCallback for Shared<C> {
 /// The configured callbacks, in the order they run.
 #[derive(Default)]
 pub(crate) struct CallbackSet {
+    tls_clients: Option<Slot<BTreeMap<String, Vec<u32>>, ClientCaptureIds>>,
     auth: Option<Slot<AuthConfig, AuthKeyCheck>>,
     filter: Option<Slot<FilterConfig, Filter>>,
     rate_limit: Option<Slot<RateLimitConfig, RateLimit>>,
@@ -111,7 +114,15 @@ impl CallbackSet {
     /// The callbacks of `config`, reusing those of `self` whose section is unchanged.
     pub(crate) fn rebuild(&self, config: &Config) -> (Self, CallbackChanges) {
         let mut changes = CallbackChanges::default();
+        let clients = config.tls.as_ref().filter(|t| !t.clients.is_empty());
         let set = Self {
+            tls_clients: rebuild(
+                "tls_clients",
+                clients.map(|t| &t.clients),
+                self.tls_clients.as_ref(),
+                |_| clients.and_then(TlsConfig::client_ids).unwrap_or_default(),
+                &mut changes,
+            ),
             auth: rebuild(
                 "auth",
                 config.auth.as_ref(),
@@ -164,6 +175,7 @@ impl CallbackSet {
             }
         }
         let mut chain = HepCallbacks::new();
+        chain = add(chain, self.tls_clients.as_ref());
         chain = add(chain, self.auth.as_ref());
         chain = add(chain, self.filter.as_ref());
         chain = add(chain, self.rate_limit.as_ref());

@@ -595,11 +595,7 @@ impl Packets {
                 L4::Udp => out.push_back(Ok(Frame {
                     location,
                     wire: share(file, p.payload),
-                    recv: Some(RecvInfo {
-                        transport: Transport::Udp,
-                        peer: p.src,
-                        listener: p.dst,
-                    }),
+                    recv: Some(RecvInfo::new(Transport::Udp, p.src, p.dst)),
                 })),
                 L4::Tcp { seq, flags } => {
                     let flow = self.flows.entry((p.src, p.dst)).or_default();
@@ -742,11 +738,7 @@ impl Flow {
                             listener,
                         },
                         wire,
-                        recv: Some(RecvInfo {
-                            transport: Transport::Tcp,
-                            peer,
-                            listener,
-                        }),
+                        recv: Some(RecvInfo::new(Transport::Tcp, peer, listener)),
                     }));
                 }
                 Ok(None) => break,

@@ -19,6 +19,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hep_callbacks::ClientCaptureIds;
 use hep_proto::ProtoType;
 use hep_transport::{HEP_PORT, ListenOn, Transport};
 use ipnet::IpNet;
@@ -112,6 +113,7 @@ struct RawTls {
     key_file: PathBuf,
     client_ca_file: Option<PathBuf>,
     handshake_timeout_ms: Option<u64>,
+    clients: Option<Spanned<BTreeMap<String, Vec<u32>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,6 +260,26 @@ pub struct TlsConfig {
     pub client_ca_file: Option<PathBuf>,
     /// Handshake timeout, ms (default 5000).
     pub handshake_timeout_ms: u64,
+    /// `[tls.clients]`: client certificate (DNS name or `sha256:` fingerprint) → the
+    /// capture ids it may send. Empty: any certificate `client_ca_file` signed, any id.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub clients: BTreeMap<String, Vec<u32>>,
+}
+
+impl TlsConfig {
+    /// The `[tls.clients]` map as a check, if there is one.
+    pub fn client_ids(&self) -> Option<ClientCaptureIds> {
+        if self.clients.is_empty() {
+            return None;
+        }
+        // Every key was checked when the configuration was resolved.
+        self.clients
+            .iter()
+            .try_fold(ClientCaptureIds::new(), |ids, (key, capture_ids)| {
+                ids.allow(key, capture_ids.iter().copied())
+            })
+            .ok()
+    }
 }
 
 /// TLS client settings of `relay:hep_tls:` outputs (`[relay_tls]`).
@@ -629,6 +651,35 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
                 .into(),
         ));
     }
+    let tls = match raw.tls {
+        Some(t) => {
+            let mut clients = BTreeMap::new();
+            if let Some(map) = t.clients {
+                for (key, ids) in map.get_ref() {
+                    ClientCaptureIds::new()
+                        .allow(key, ids.iter().copied())
+                        .map_err(|e| err(map.span(), format!("section [tls.clients]: {e}")))?;
+                }
+                if !map.get_ref().is_empty() && t.client_ca_file.is_none() {
+                    return Err(err(
+                        map.span(),
+                        "section [tls.clients]: needs `client_ca_file` in [tls] (agents must \
+                         present a certificate for it to be mapped)"
+                            .into(),
+                    ));
+                }
+                clients = map.into_inner();
+            }
+            Some(TlsConfig {
+                cert_file: t.cert_file,
+                key_file: t.key_file,
+                client_ca_file: t.client_ca_file,
+                handshake_timeout_ms: t.handshake_timeout_ms.unwrap_or(5_000),
+                clients,
+            })
+        }
+        None => None,
+    };
     let metrics = match raw.metrics {
         Some(m) => Some(MetricsConfig {
             listen: m.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
@@ -793,12 +844,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
         hep_async_local_connect_timeout: raw.hep_async_local_connect_timeout.unwrap_or(100),
         hep_async_local_write_timeout: raw.hep_async_local_write_timeout.unwrap_or(10),
         limits,
-        tls: raw.tls.map(|t| TlsConfig {
-            cert_file: t.cert_file,
-            key_file: t.key_file,
-            client_ca_file: t.client_ca_file,
-            handshake_timeout_ms: t.handshake_timeout_ms.unwrap_or(5_000),
-        }),
+        tls,
         relay_tls,
         metrics,
         log,
@@ -1107,6 +1153,36 @@ mod tests {
         );
         parse("outputs = [\"relay:hep_tls:homer:9061\"]\n[relay_tls]\nca_file = \"ca.pem\"")
             .unwrap();
+    }
+
+    #[test]
+    fn tls_clients_map_certificates_to_capture_ids() {
+        let fp = format!("sha256:{}", ["ab"; 32].join(":"));
+        let c = parse(&format!(
+            "[tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\nclient_ca_file = \"ca.pem\"\n\
+             [tls.clients]\n\"agent-a.example\" = [2001, 2002]\n\"{fp}\" = [3001]\n"
+        ))
+        .unwrap();
+        let tls = c.tls.as_ref().unwrap();
+        assert_eq!(tls.clients["agent-a.example"], [2001, 2002]);
+        let ids = tls.client_ids().unwrap();
+        let a = hep_transport::ClientIdentity::new([0; 32], ["agent-a.example".to_owned()]);
+        assert!(ids.allows(&a, 2002) && !ids.allows(&a, 3001));
+        assert_eq!(parse(&c.to_toml()).unwrap(), c, "prints and parses back");
+
+        let e = parse(
+            "[tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\n[tls.clients]\n\"a.example\" = [1]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("section [tls.clients]: needs `client_ca_file`"), "{e}");
+        let e = parse(
+            "[tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\nclient_ca_file = \"ca.pem\"\n\
+             [tls.clients]\n\"sha256:abcd\" = [1]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("hep.toml:5:1: section [tls.clients]: `sha256:abcd` is not"), "{e}");
     }
 
     #[test]

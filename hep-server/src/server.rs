@@ -319,9 +319,14 @@ fn listener_config(config: &Config) -> anyhow::Result<ListenerConfig> {
         .any(|l| l.spec.transport == Transport::Tls);
     match (&config.tls, wants_tls) {
         (Some(t), _) => {
-            let tls =
+            let mut tls =
                 TlsConfig::from_pem_files(&t.cert_file, &t.key_file, t.client_ca_file.as_deref())?
                     .with_handshake_timeout(Config::ms(t.handshake_timeout_ms));
+            // `[tls.clients]`: a certificate it does not name is refused at the handshake;
+            // the callback checks each message's capture id against it.
+            if let Some(ids) = t.client_ids() {
+                tls = tls.with_client_check(Arc::new(move |client| ids.knows(client)));
+            }
             l = l.with_tls(tls);
         }
         (None, true) => {

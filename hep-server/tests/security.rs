@@ -92,3 +92,130 @@ fn a_bad_allowlist_is_refused_at_start_naming_it() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("allow= expects networks"), "{err}");
 }
+
+// ===== TLS client certificates mapped to capture ids =====
+
+/// A CA, a server certificate for `localhost`, and client certificates on demand.
+struct Pki {
+    dir: std::path::PathBuf,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new(dir: std::path::PathBuf) -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        let pki = Self { dir, ca };
+        pki.issue("server", "localhost");
+        pki
+    }
+
+    /// `NAME.pem` and `NAME.key`: a certificate for DNS name `dns` signed by the CA; returns
+    /// its SHA-256 fingerprint as `sha256:AB:...`.
+    fn issue(&self, name: &str, dns: &str) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![dns.to_owned()])
+            .unwrap()
+            .signed_by(&key, &self.ca)
+            .unwrap();
+        std::fs::write(self.dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(self.dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        let id = hep_transport::ClientIdentity::from_der(cert.der());
+        format!("sha256:{}", id.fingerprint())
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+}
+
+/// `hep-server send` over TLS with client certificate `agent`, `count` messages of
+/// capture id `capture_id`; returns its stderr.
+fn send_tls(pki: &Pki, to: SocketAddr, agent: &str, capture_id: u32, count: u64) -> String {
+    let payload = pki.dir.join("options.sip");
+    std::fs::write(&payload, "OPTIONS sip:probe@example.com SIP/2.0\r\n\r\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["send", "--dest", &format!("hep_tls:{to}")])
+        .args(["--tls-ca", &pki.path("ca.pem"), "--tls-server-name", "localhost"])
+        .args(["--tls-cert", &pki.path(&format!("{agent}.pem"))])
+        .args(["--tls-key", &pki.path(&format!("{agent}.key"))])
+        .args(["--capture-id", &capture_id.to_string()])
+        .args(["--count", &count.to_string()])
+        .arg(&payload)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn tls_client_certificates_send_only_their_capture_ids() {
+    let dir = test_dir("tls-clients");
+    let pki = Pki::new(dir.clone());
+    pki.issue("agent-a", "agent-a.example");
+    let pinned = pki.issue("agent-c", "agent-c.example");
+    pki.issue("agent-b", "agent-b.example"); // signed by the CA, but not in the map
+    let out = dir.join("out.jsonl");
+    let server = Server::with_config(
+        &dir,
+        &format!(
+            "listen = [\"hep_tls:127.0.0.1:0\"]\noutputs = [\"json:{}\"]\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [tls]\ncert_file = {:?}\nkey_file = {:?}\nclient_ca_file = {:?}\n\
+             [tls.clients]\n\"agent-a.example\" = [2001, 2002]\n\"{pinned}\" = [3001]\n",
+            out.display(),
+            pki.path("server.pem"),
+            pki.path("server.key"),
+            pki.path("ca.pem"),
+        ),
+    );
+    let tls = server.tls.expect("a hep_tls listener");
+
+    // Their own capture ids: delivered. A's by its DNS name, C's by its fingerprint.
+    send_tls(&pki, tls, "agent-a", 2001, 5);
+    send_tls(&pki, tls, "agent-a", 2002, 5);
+    send_tls(&pki, tls, "agent-c", 3001, 5);
+    // Someone else's: refused message by message.
+    send_tls(&pki, tls, "agent-a", 3001, 7);
+    send_tls(&pki, tls, "agent-c", 2001, 4);
+    // A certificate the map does not name: its connection is closed after the handshake,
+    // unread. (With TLS 1.3 the agent's side of the handshake completes first, so the
+    // agent may count its writes as sent: only the collector knows.)
+    send_tls(&pki, tls, "agent-b", 2001, 3);
+
+    let records = wait_json(&out, 15);
+    wait_for("the refusals in the metrics", OUTPUT_WAIT, || {
+        let m = server.metrics();
+        let wrong_id = m.get(
+            "hep_dropped_total",
+            &[
+                ("stage", "tls_clients"),
+                ("reason", "capture_id_not_allowed_for_client"),
+            ],
+        );
+        let unknown = m.get(
+            "hep_rejected_total",
+            &[("reason", "client_cert_not_allowed")],
+        );
+        (wrong_id == 11 && unknown >= 1).then_some(())
+    });
+    let stopped = server.stop();
+    let mut ids: Vec<u64> = records
+        .iter()
+        .map(|r| r["capture_id"].as_u64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [2001, 2001, 2001, 2001, 2001, 2002, 2002, 2002, 2002, 2002, 3001, 3001, 3001, 3001, 3001]
+    );
+    assert_eq!(json_lines(&out).len(), 15, "nothing else was let through");
+    assert_eq!(stopped.counts.decoded, 15 + 11, "{:?}", stopped.counts);
+    assert!(
+        stopped.stderr.contains("agent-b.example (sha256 "),
+        "the refused certificate is logged so that it can be added:\n{}",
+        stopped.stderr
+    );
+}

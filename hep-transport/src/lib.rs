@@ -16,7 +16,8 @@
 //! - `spec`: [`ListenSpec`] (`hep_udp:IP[:PORT]` ...), [`ListenOn`] (a spec with its
 //!   options: `;allow=NETWORKS`), [`Transport`], [`HEP_PORT`].
 //! - `allow`: [`SourceAllowlist`], the agents' networks a listener accepts.
-//! - `recv`: [`Received`], [`RecvInfo`].
+//! - `recv`: [`Received`], [`RecvInfo`]; `identity`: [`ClientIdentity`] (a verified TLS
+//!   client certificate, in [`RecvInfo::client`]).
 //! - [`listener`]: [`Listener`] (bind, then run until a shutdown future), [`serve`],
 //!   [`ListenerConfig`], [`ListenError`], [`RateLimitedWarn`].
 //! - [`udp`], [`tcp`], [`tls`]: the three listeners, their settings ([`UdpConfig`],
@@ -30,6 +31,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod allow;
+mod identity;
 pub mod layer;
 pub mod listener;
 mod recv;
@@ -41,13 +43,14 @@ pub mod tls;
 pub mod udp;
 
 pub use allow::{AllowlistError, SourceAllowlist};
+pub use identity::ClientIdentity;
 pub use listener::{ListenError, Listener, ListenerConfig, RateLimitedWarn, serve};
 pub use recv::{Received, RecvInfo};
 pub use sender::{HepDestination, HepSender, SenderConfig};
 pub use spec::{HEP_PORT, ListenOn, ListenSpec, SpecError, Transport};
 pub use stats::{DropReason, ListenerStats, RejectReason, StatsSnapshot};
 pub use tcp::TcpConfig;
-pub use tls::{TlsConfig, TlsConfigError};
+pub use tls::{ClientCheck, TlsConfig, TlsConfigError};
 pub use udp::UdpConfig;
 
 /// The boxed error tower middleware returns.

@@ -1,14 +1,23 @@
 //! What a listener hands to the service: a message and where it came from.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use hep_proto::HepMessage;
 
-use crate::Transport;
+use crate::{ClientIdentity, Transport};
 
 /// Where and how a message was received (OpenSIPS's `receive_info` of the outer packet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// ```
+/// use hep_transport::{RecvInfo, Transport};
+///
+/// let info = RecvInfo::new(Transport::Udp, "10.0.0.1:5060".parse().unwrap(), "0.0.0.0:9060".parse().unwrap());
+/// assert_eq!(info.client, None);
+/// ```
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RecvInfo {
     /// The transport it arrived on.
     pub transport: Transport,
@@ -16,6 +25,28 @@ pub struct RecvInfo {
     pub peer: SocketAddr,
     /// The local address of the listener that received it.
     pub listener: SocketAddr,
+    /// `hep_tls` with client certificates (mTLS): the agent's verified certificate, shared
+    /// by every message of the connection. `None` for UDP, TCP, and TLS without mTLS.
+    pub client: Option<Arc<ClientIdentity>>,
+}
+
+impl RecvInfo {
+    /// Receive info without a client certificate.
+    pub const fn new(transport: Transport, peer: SocketAddr, listener: SocketAddr) -> Self {
+        Self {
+            transport,
+            peer,
+            listener,
+            client: None,
+        }
+    }
+
+    /// This info with the agent's verified client certificate.
+    #[must_use]
+    pub fn with_client(mut self, client: Option<Arc<ClientIdentity>>) -> Self {
+        self.client = client;
+        self
+    }
 }
 
 /// A received, decoded HEP message: the request type of the service stack.

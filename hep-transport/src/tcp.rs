@@ -309,11 +309,7 @@ async fn connection<S>(
     S: Service<Received, Response = ()>,
     S::Error: Into<BoxError>,
 {
-    let info = RecvInfo {
-        transport: shared.spec.transport,
-        peer,
-        listener: shared.spec.addr,
-    };
+    let info = RecvInfo::new(shared.spec.transport, peer, shared.spec.addr);
     tracing::debug!(listener = %shared.spec, %peer, "connection accepted");
     match tls {
         None => serve_stream(stream, info, &shared, service, &stop, &hard_stop).await,
@@ -322,8 +318,9 @@ async fn connection<S>(
             // connection's task as large as a TLS one's (5.5 KB instead of 2 KB; 10,000
             // idle plain TCP connections took 107 MB instead of 73 MB, docs/BENCHMARKS.md).
             Box::pin(async {
-                let stream = crate::tls::handshake(&acceptor, stream, &info, &shared, &stop).await;
-                if let Some(stream) = stream {
+                let accepted = crate::tls::handshake(&acceptor, stream, &info, &shared, &stop).await;
+                if let Some((stream, client)) = accepted {
+                    let info = info.with_client(client);
                     serve_stream(stream, info, &shared, service, &stop, &hard_stop).await;
                 }
             })
@@ -378,6 +375,7 @@ pub(crate) async fn serve_stream<IO, S>(
     S::Error: Into<BoxError>,
 {
     let tcp = &shared.config.tcp;
+    let peer = info.peer;
     let mut codec = HepFrameCodec::new();
     codec.set_max_frame_length(tcp.max_frame_length);
     codec.set_accept_eep3(shared.config.decode.get_accept_eep3());
@@ -404,7 +402,6 @@ pub(crate) async fn serve_stream<IO, S>(
         }
         return;
     };
-    let peer = info.peer;
     let spec = &shared.spec;
     match end {
         End::Eof => tracing::debug!(listener = %spec, %peer, "connection closed by the peer"),
@@ -607,7 +604,7 @@ where
                 self.dispatcher
                     .count_received(message.version.unwrap_or(HepVersion::V3));
                 self.dispatcher
-                    .submit(Received::new(message, frame, self.info));
+                    .submit(Received::new(message, frame, self.info.clone()));
                 true
             }
             Err(e) => {

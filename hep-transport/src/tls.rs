@@ -22,7 +22,6 @@
 //! # }
 //! ```
 
-use std::fmt::Write as _;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,17 +40,32 @@ use tokio_util::sync::CancellationToken;
 
 use crate::listener::Shared;
 use crate::tcp::ReadReady;
-use crate::{RecvInfo, RejectReason};
+use crate::{ClientIdentity, RecvInfo, RejectReason};
 
 /// The default [`TlsConfig::handshake_timeout`]: 5 s.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// TLS settings of a `hep_tls` listener: the rustls server config and the handshake
-/// timeout.
-#[derive(Debug, Clone)]
+/// Decides whether a verified client certificate may connect (see
+/// [`TlsConfig::with_client_check`]).
+pub type ClientCheck = Arc<dyn Fn(&ClientIdentity) -> bool + Send + Sync>;
+
+/// TLS settings of a `hep_tls` listener: the rustls server config, the handshake
+/// timeout, and which client certificates may connect.
+#[derive(Clone)]
 pub struct TlsConfig {
     server: Arc<ServerConfig>,
     handshake_timeout: Duration,
+    client_check: Option<ClientCheck>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("server", &self.server)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("client_check", &self.client_check.is_some())
+            .finish()
+    }
 }
 
 impl TlsConfig {
@@ -116,7 +130,34 @@ impl TlsConfig {
         Self {
             server,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            client_check: None,
         }
+    }
+
+    /// Admits only the client certificates `check` accepts: a connection whose verified
+    /// certificate it refuses (or that presents none) is closed right after the
+    /// handshake, before anything is read, and counted as
+    /// `rejected{reason="client_cert_not_allowed"}`. The certificate's identity is logged
+    /// (rate-limited), so that an operator can add it.
+    ///
+    /// The check runs once per connection. It needs client certificates: build the config
+    /// with a `client_ca` (without one, every connection is refused).
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use hep_transport::TlsConfig;
+    ///
+    /// # fn main() -> Result<(), hep_transport::TlsConfigError> {
+    /// let tls = TlsConfig::from_pem_files("server.pem", "server.key", Some("agents-ca.pem".as_ref()))?
+    ///     .with_client_check(Arc::new(|client| client.dns_names().iter().any(|n| n.ends_with(".agents.example"))));
+    /// # let _ = tls;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_client_check(mut self, check: ClientCheck) -> Self {
+        self.client_check = Some(check);
+        self
     }
 
     /// Sets how long a handshake may take (default [`DEFAULT_HANDSHAKE_TIMEOUT`], 5 s).
@@ -250,28 +291,33 @@ impl<IO> ReadReady for TlsStream<IO> {
     }
 }
 
-/// Runs the server handshake under the timeout; `None` (counted and logged) if it fails,
-/// times out, or the listener stops meanwhile.
+/// Runs the server handshake under the timeout; the stream and the client certificate's
+/// identity (with mTLS), or `None` (counted and logged) if the handshake fails, times
+/// out, the listener stops meanwhile, or the client check refuses the certificate.
 pub(crate) async fn handshake(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
     info: &RecvInfo,
     shared: &Shared,
     stop: &CancellationToken,
-) -> Option<TlsStream<TcpStream>> {
-    let timeout = shared
-        .config
-        .tls
-        .as_ref()
-        .map_or(DEFAULT_HANDSHAKE_TIMEOUT, TlsConfig::handshake_timeout);
+) -> Option<(TlsStream<TcpStream>, Option<Arc<ClientIdentity>>)> {
+    let tls = shared.config.tls.as_ref();
+    let timeout = tls.map_or(DEFAULT_HANDSHAKE_TIMEOUT, TlsConfig::handshake_timeout);
     let res = tokio::select! {
         () = stop.cancelled() => return None,
         res = tokio::time::timeout(timeout, acceptor.accept(stream)) => res,
     };
     let err = match res {
         Ok(Ok(stream)) => {
-            log_peer(&stream, info, shared);
-            return Some(stream);
+            let client = client_identity(&stream);
+            log_peer(&stream, client.as_deref(), info, shared);
+            if let Some(check) = tls.and_then(|t| t.client_check.as_ref())
+                && !client.as_deref().is_some_and(|c| check(c))
+            {
+                refuse_client(client.as_deref(), info, shared);
+                return None;
+            }
+            return Some((stream, client));
         }
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("no handshake within {timeout:?}"),
@@ -289,38 +335,53 @@ pub(crate) async fn handshake(
     None
 }
 
-fn log_peer(stream: &TlsStream<TcpStream>, info: &RecvInfo, shared: &Shared) {
+/// The identity of the verified client certificate, if the client presented one.
+fn client_identity(stream: &TlsStream<TcpStream>) -> Option<Arc<ClientIdentity>> {
+    let (_, conn) = stream.get_ref();
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .map(|cert| Arc::new(ClientIdentity::from_der(cert)))
+}
+
+#[cold]
+fn refuse_client(client: Option<&ClientIdentity>, info: &RecvInfo, shared: &Shared) {
+    shared
+        .stats
+        .record_rejected(RejectReason::ClientCertNotAllowed);
+    if let Some(suppressed) = shared.warn_input.check() {
+        let who = client.map_or_else(|| "no certificate".to_owned(), ToString::to_string);
+        tracing::warn!(
+            listener = %shared.spec,
+            peer = %info.peer,
+            reason = RejectReason::ClientCertNotAllowed.label(),
+            suppressed,
+            "closing a TLS connection: its client certificate is not one the listener knows: {who}"
+        );
+    }
+}
+
+fn log_peer(
+    stream: &TlsStream<TcpStream>,
+    client: Option<&ClientIdentity>,
+    info: &RecvInfo,
+    shared: &Shared,
+) {
     if !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
     let (_, conn) = stream.get_ref();
     let protocol = conn.protocol_version().map(|v| format!("{v:?}"));
-    match conn.peer_certificates().and_then(|c| c.first()) {
-        Some(cert) => tracing::debug!(
+    match client {
+        Some(client) => tracing::debug!(
             listener = %shared.spec,
             peer = %info.peer,
             ?protocol,
-            client_cert_sha256 = %fingerprint(cert),
+            client_cert_sha256 = %client.fingerprint(),
+            client_cert_dns_names = ?client.dns_names(),
             "TLS connection with a verified client certificate"
         ),
         None => {
             tracing::debug!(listener = %shared.spec, peer = %info.peer, ?protocol, "TLS connection")
         }
     }
-}
-
-/// SHA-256 of a DER certificate as colon-separated upper-case hex.
-fn fingerprint(cert: &CertificateDer<'_>) -> String {
-    let Some(suite) = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256.tls13() else {
-        return String::new();
-    };
-    let digest = suite.common.hash_provider.hash(cert.as_ref());
-    let mut out = String::with_capacity(digest.as_ref().len() * 3);
-    for (i, b) in digest.as_ref().iter().enumerate() {
-        if i > 0 {
-            out.push(':');
-        }
-        let _ = write!(out, "{b:02X}");
-    }
-    out
 }

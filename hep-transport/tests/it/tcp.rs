@@ -32,11 +32,7 @@ async fn the_kamailio_stream_one_byte_per_write_arrives_complete_and_in_order() 
         client.write_all(std::slice::from_ref(byte)).await.unwrap();
     }
     let got = recv_n(&mut rx, frames.len()).await;
-    let info = RecvInfo {
-        transport: Transport::Tcp,
-        peer: client.local_addr().unwrap(),
-        listener: srv.addr,
-    };
+    let info = RecvInfo::new(Transport::Tcp, client.local_addr().unwrap(), srv.addr);
     for (msg, frame) in got.iter().zip(&frames) {
         assert_eq!(&msg.wire[..], &frame[..], "in order, unchanged");
         assert_eq!(msg.info, info);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hep_transport::{ListenError, Listener, ListenerConfig, TlsConfig, Transport};
+use hep_transport::{ClientIdentity, ListenError, Listener, ListenerConfig, TlsConfig, Transport};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -305,4 +305,80 @@ async fn certificate_errors_name_the_file_and_the_problem() {
     .await
     .expect_err("no TLS settings");
     assert!(matches!(err, ListenError::MissingTls { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn the_client_certificate_reaches_the_service_and_a_client_check_refuses_the_unknown() {
+    let pki = Pki::new();
+    let tls = TlsConfig::from_pem_files(&pki.server_cert, &pki.server_key, Some(&pki.ca_file))
+        .unwrap()
+        .with_client_check(Arc::new(|c: &ClientIdentity| {
+            c.dns_names().iter().any(|n| n == "agent-a.example")
+        }));
+    let (srv, mut rx) = start_collecting(
+        "hep_tls:127.0.0.1:0",
+        ListenerConfig::default().with_tls(tls),
+    )
+    .await;
+    let frame = &tcp_frames()[0];
+
+    // Signed by the CA, but the check does not know it: closed unread, counted.
+    let (cert, key) = Pki::issue(&pki.ca, "agent-b.example");
+    if let Ok(mut b) = tls_connect(srv.addr, pki.ca_der(), Some(client_identity(&cert, &key))).await
+    {
+        let _ = b.write_all(frame).await;
+        let _ = b.flush().await;
+        expect_closed(&mut b).await;
+    }
+    wait_for("agent b refused", || {
+        srv.stats.rejected_by("client_cert_not_allowed") == 1
+    })
+    .await;
+    assert_eq!(srv.stats.rejected_by("tls_handshake"), 0);
+    assert_nothing(&mut rx, Duration::from_millis(50)).await;
+
+    // Known: its messages carry its identity.
+    let (cert, key) = Pki::issue(&pki.ca, "Agent-A.example");
+    let identity = client_identity(&cert, &key);
+    let expected = ClientIdentity::from_der(&identity.0[0]);
+    let mut a = tls_connect(srv.addr, pki.ca_der(), Some(identity))
+        .await
+        .unwrap();
+    a.write_all(frame).await.unwrap();
+    a.write_all(frame).await.unwrap();
+    a.flush().await.unwrap();
+    for got in recv_n(&mut rx, 2).await {
+        let client = got.info.client.as_deref().expect("the client certificate");
+        assert_eq!(client, &expected);
+        assert_eq!(client.dns_names(), ["agent-a.example"]);
+    }
+    drop(a);
+    srv.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_tls_listener_with_an_allowlist_refuses_strangers_before_the_handshake() {
+    let pki = Pki::new();
+    let tls = TlsConfig::from_pem_files(&pki.server_cert, &pki.server_key, None).unwrap();
+    let allow = "127.0.0.1".parse().unwrap();
+    let (srv, mut rx) = start_collecting(
+        "hep_tls:127.0.0.1:0",
+        ListenerConfig::default().with_tls(tls).with_allow(Some(allow)),
+    )
+    .await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut stranger = sock.connect(srv.addr).await.unwrap();
+    expect_closed(&mut stranger).await;
+    wait_for("the refusal", || {
+        srv.stats.rejected_by("source_not_allowed") == 1
+    })
+    .await;
+    assert_eq!(srv.stats.rejected_by("tls_handshake"), 0, "no handshake was tried");
+    let mut agent = tls_connect(srv.addr, pki.ca_der(), None).await.unwrap();
+    agent.write_all(&tcp_frames()[0]).await.unwrap();
+    agent.flush().await.unwrap();
+    assert_eq!(recv_n(&mut rx, 1).await[0].info.client, None);
+    drop(agent);
+    srv.stop().await.unwrap();
 }

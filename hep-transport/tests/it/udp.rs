@@ -41,11 +41,7 @@ async fn mixed_versions_arrive_with_their_recv_info_on_ipv4_and_ipv6() {
         }
         let got = recv_n(&mut rx, sent.len()).await;
 
-        let expected_info = RecvInfo {
-            transport: Transport::Udp,
-            peer: client.local_addr().unwrap(),
-            listener: srv.addr,
-        };
+        let expected_info = RecvInfo::new(Transport::Udp, client.local_addr().unwrap(), srv.addr);
         for msg in &got {
             assert_eq!(msg.info, expected_info, "{spec}");
             assert!(!msg.modified);
