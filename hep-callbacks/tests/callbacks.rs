@@ -26,7 +26,11 @@ fn received_from(payload: &str, peer: &str) -> Received {
         .capture_id(2001)
         .payload(payload.to_owned())
         .build();
-    let info = RecvInfo::new(Transport::Udp, peer.parse().unwrap(), "127.0.0.1:9060".parse().unwrap());
+    let info = RecvInfo::new(
+        Transport::Udp,
+        peer.parse().unwrap(),
+        "127.0.0.1:9060".parse().unwrap(),
+    );
     Received::new(msg, Bytes::new(), info)
 }
 

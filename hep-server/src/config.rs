@@ -1175,14 +1175,20 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("section [tls.clients]: needs `client_ca_file`"), "{e}");
+        assert!(
+            e.contains("section [tls.clients]: needs `client_ca_file`"),
+            "{e}"
+        );
         let e = parse(
             "[tls]\ncert_file = \"s.pem\"\nkey_file = \"s.key\"\nclient_ca_file = \"ca.pem\"\n\
              [tls.clients]\n\"sha256:abcd\" = [1]\n",
         )
         .unwrap_err()
         .to_string();
-        assert!(e.starts_with("hep.toml:5:1: section [tls.clients]: `sha256:abcd` is not"), "{e}");
+        assert!(
+            e.starts_with("hep.toml:5:1: section [tls.clients]: `sha256:abcd` is not"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -317,7 +317,11 @@ mod tests {
                 .timestamp(1, 2)
                 .build()
         };
-        let recv = RecvInfo::new(Transport::Tcp, "[::1]:40000".parse().unwrap(), "127.0.0.1:9060".parse().unwrap());
+        let recv = RecvInfo::new(
+            Transport::Tcp,
+            "[::1]:40000".parse().unwrap(),
+            "127.0.0.1:9060".parse().unwrap(),
+        );
         let v = json(&msg, Some(&recv));
         assert_eq!(v["version"], 3);
         assert_eq!(v["family"], "ipv6");

@@ -252,7 +252,11 @@ mod tests {
             .proto_type(ProtoType::Log)
             .payload("kamailio hlog: INVITE from 127.0.0.1:5061")
             .build();
-        let recv = RecvInfo::new(Transport::Tcp, "127.0.0.1:40000".parse().unwrap(), "127.0.0.1:9060".parse().unwrap());
+        let recv = RecvInfo::new(
+            Transport::Tcp,
+            "127.0.0.1:40000".parse().unwrap(),
+            "127.0.0.1:9060".parse().unwrap(),
+        );
         assert_eq!(
             TextLine::new(&msg, Some(&recv)).to_string(),
             "1970-01-01T00:00:00.000001Z cid=2001 127.0.0.1:5061 -> 127.0.0.1:5060 tcp/udp log | kamailio hlog: INVITE from 127.0.0.1:5061"

@@ -139,7 +139,12 @@ fn send_tls(pki: &Pki, to: SocketAddr, agent: &str, capture_id: u32, count: u64)
     std::fs::write(&payload, "OPTIONS sip:probe@example.com SIP/2.0\r\n\r\n").unwrap();
     let out = std::process::Command::new(BIN)
         .args(["send", "--dest", &format!("hep_tls:{to}")])
-        .args(["--tls-ca", &pki.path("ca.pem"), "--tls-server-name", "localhost"])
+        .args([
+            "--tls-ca",
+            &pki.path("ca.pem"),
+            "--tls-server-name",
+            "localhost",
+        ])
         .args(["--tls-cert", &pki.path(&format!("{agent}.pem"))])
         .args(["--tls-key", &pki.path(&format!("{agent}.key"))])
         .args(["--capture-id", &capture_id.to_string()])
@@ -209,7 +214,10 @@ fn tls_client_certificates_send_only_their_capture_ids() {
     ids.sort_unstable();
     assert_eq!(
         ids,
-        [2001, 2001, 2001, 2001, 2001, 2002, 2002, 2002, 2002, 2002, 3001, 3001, 3001, 3001, 3001]
+        [
+            2001, 2001, 2001, 2001, 2001, 2002, 2002, 2002, 2002, 2002, 3001, 3001, 3001, 3001,
+            3001
+        ]
     );
     assert_eq!(json_lines(&out).len(), 15, "nothing else was let through");
     assert_eq!(stopped.counts.decoded, 15 + 11, "{:?}", stopped.counts);
@@ -217,5 +225,124 @@ fn tls_client_certificates_send_only_their_capture_ids() {
         stopped.stderr.contains("agent-b.example (sha256 "),
         "the refused certificate is logged so that it can be added:\n{}",
         stopped.stderr
+    );
+}
+
+// ===== the auth key under a flood of bad keys =====
+
+/// Bad-key attempts of [`with_auth_on_no_message_with_a_wrong_or_missing_key_gets_in`]
+/// (the report in SECURITY.md); `HEP_AUTH_ATTEMPTS` changes it.
+fn auth_attempts() -> u64 {
+    std::env::var("HEP_AUTH_ATTEMPTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000)
+}
+
+/// `hep-server send` over TCP as a child process: `count` messages of `capture_id` with
+/// `key` (none if `None`).
+fn sender(
+    to: SocketAddr,
+    payload: &std::path::Path,
+    capture_id: u32,
+    key: Option<&str>,
+    count: u64,
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["send", "--dest", &format!("hep_tcp:{to}")])
+        .args(["--capture-id", &capture_id.to_string()])
+        .args(["--count", &count.to_string()])
+        .arg(payload)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(key) = key {
+        cmd.args(["--auth-key", key]);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// The auth report of SECURITY.md: `auth_attempts()` messages with a wrong key, no key,
+/// or another agent's key, sent over TCP alongside agents with the right keys. None of
+/// the bad ones is accepted, every good one is delivered, every refusal is counted.
+#[test]
+fn with_auth_on_no_message_with_a_wrong_or_missing_key_gets_in() {
+    let bad = auth_attempts();
+    let (wrong, missing, borrowed) = (bad * 2 / 5, bad * 2 / 5, bad - bad * 4 / 5);
+    let good = (bad / 10).max(1);
+    let dir = test_dir("auth-flood");
+    let out = dir.join("out.jsonl");
+    let payload = dir.join("options.sip");
+    std::fs::write(
+        &payload,
+        "OPTIONS sip:probe@example.com SIP/2.0\r\nCall-ID: flood\r\n\r\n",
+    )
+    .unwrap();
+    let server = Server::with_config(
+        &dir,
+        &format!(
+            "listen = [\"hep_tcp:127.0.0.1:0\"]\noutputs = [\"json:{}\"]\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n\
+             [auth]\nkeys = {{ 2001 = \"key-2001\", 2002 = \"key-2002\" }}\n",
+            out.display()
+        ),
+    );
+    let to = server.tcp();
+    let started = std::time::Instant::now();
+    let senders = [
+        sender(to, &payload, 2001, Some("not-the-key"), wrong),
+        sender(to, &payload, 2001, None, missing),
+        sender(to, &payload, 2002, Some("key-2001"), borrowed),
+        sender(to, &payload, 2001, Some("key-2001"), good),
+        sender(to, &payload, 2002, Some("key-2002"), good),
+    ];
+    for mut s in senders {
+        let status = s.wait().unwrap();
+        let mut err = String::new();
+        s.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(status.success() && err.contains("dropped 0"), "{err}");
+    }
+    let expected_wrong = wrong + borrowed;
+    let counted = wait_for("every message counted", Duration::from_secs(60), || {
+        let m = server.metrics();
+        let wrong_key = m.get(
+            "hep_dropped_total",
+            &[("stage", "auth"), ("reason", "wrong_key")],
+        );
+        let missing_key = m.get(
+            "hep_dropped_total",
+            &[("stage", "auth"), ("reason", "missing_key")],
+        );
+        let delivered = m.get("hep_delivered_total", &[]);
+        (wrong_key + missing_key + delivered == bad + 2 * good).then_some((
+            wrong_key,
+            missing_key,
+            delivered,
+        ))
+    });
+    let elapsed = started.elapsed();
+    let stopped = server.stop();
+    assert_eq!(
+        counted,
+        (expected_wrong, missing, 2 * good),
+        "(wrong_key, missing_key, delivered)"
+    );
+    let c = stopped.counts;
+    assert_eq!(
+        (c.decoded, c.delivered, c.dropped),
+        (bad + 2 * good, 2 * good, bad),
+        "{c:?}"
+    );
+    let records = json_lines(&out);
+    assert_eq!(records.len() as u64, 2 * good);
+    for r in &records {
+        let id = r["capture_id"].as_u64().unwrap();
+        assert_eq!(r["auth_key"], format!("key-{id}"), "{r}");
+    }
+    eprintln!(
+        "auth report: {bad} attempts with a wrong or missing key ({expected_wrong} wrong_key, \
+         {missing} missing_key), 0 accepted; {} valid delivered of {}; {:.1} s",
+        records.len(),
+        2 * good,
+        elapsed.as_secs_f64()
     );
 }

@@ -160,7 +160,13 @@ mod tests {
     #[test]
     fn networks_match_their_addresses_only() {
         let a = allow("10.0.0.0/8, 127.0.0.1, ::1, 2001:db8:20::/48");
-        for yes in ["10.0.0.0", "10.255.255.255", "127.0.0.1", "::1", "2001:db8:20:ffff::9"] {
+        for yes in [
+            "10.0.0.0",
+            "10.255.255.255",
+            "127.0.0.1",
+            "::1",
+            "2001:db8:20:ffff::9",
+        ] {
             assert!(a.contains(yes.parse().unwrap()), "{yes}");
         }
         for no in ["11.0.0.0", "127.0.0.2", "::2", "2001:db8:21::1", "0.0.0.0"] {

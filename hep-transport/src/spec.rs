@@ -293,10 +293,13 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(l.spec.addr, "[::]:9061".parse().unwrap());
-        assert_eq!(l.to_string(), "hep_tcp:[::]:9061;allow=2001:db8::/32,127.0.0.1");
+        assert_eq!(
+            l.to_string(),
+            "hep_tcp:[::]:9061;allow=2001:db8::/32,127.0.0.1"
+        );
         assert_eq!(l.to_string().parse::<ListenOn>().unwrap(), l);
-        let l = ListenOn::parse_with_default_port("hep_udp:10.0.0.1;allow=10.0.0.0/8", 9060)
-            .unwrap();
+        let l =
+            ListenOn::parse_with_default_port("hep_udp:10.0.0.1;allow=10.0.0.0/8", 9060).unwrap();
         assert_eq!(l.spec.addr.port(), 9060);
     }
 

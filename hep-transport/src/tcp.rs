@@ -318,7 +318,8 @@ async fn connection<S>(
             // connection's task as large as a TLS one's (5.5 KB instead of 2 KB; 10,000
             // idle plain TCP connections took 107 MB instead of 73 MB, docs/BENCHMARKS.md).
             Box::pin(async {
-                let accepted = crate::tls::handshake(&acceptor, stream, &info, &shared, &stop).await;
+                let accepted =
+                    crate::tls::handshake(&acceptor, stream, &info, &shared, &stop).await;
                 if let Some((stream, client)) = accepted {
                     let info = info.with_client(client);
                     serve_stream(stream, info, &shared, service, &stop, &hard_stop).await;

@@ -414,11 +414,8 @@ impl Receiver {
         match self.shared.config.decode.decode(&wire) {
             Ok(message) => {
                 dispatcher.count_received(message.version.unwrap_or(HepVersion::V3));
-                let info = RecvInfo::new(
-                    self.shared.spec.transport,
-                    meta.addr,
-                    self.shared.spec.addr,
-                );
+                let info =
+                    RecvInfo::new(self.shared.spec.transport, meta.addr, self.shared.spec.addr);
                 dispatcher.submit(Received::new(message, wire, info));
                 true
             }

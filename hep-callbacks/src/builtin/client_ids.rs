@@ -180,8 +180,14 @@ mod tests {
         let ids = ClientCaptureIds::new()
             .allow("AGENT-A.example", [2001, 2002])
             .unwrap();
-        assert_eq!(ids.call(&mut received(Some(2001), Some(agent_a()))), Verdict::Continue);
-        assert_eq!(ids.call(&mut received(Some(2002), Some(agent_a()))), Verdict::Continue);
+        assert_eq!(
+            ids.call(&mut received(Some(2001), Some(agent_a()))),
+            Verdict::Continue
+        );
+        assert_eq!(
+            ids.call(&mut received(Some(2002), Some(agent_a()))),
+            Verdict::Continue
+        );
         assert_eq!(
             ids.call(&mut received(Some(2003), Some(agent_a()))),
             Verdict::Reject("capture_id_not_allowed_for_client")

@@ -67,12 +67,12 @@ use tower::Service;
 pub(crate) use dispatch::Dispatcher;
 pub use warn::RateLimitedWarn;
 
+#[cfg(doc)]
+use crate::ListenOn;
 use crate::tcp::{self, TcpConfig};
 use crate::tls::{TlsConfig, TlsConfigError};
 use crate::udp::{self, UdpConfig};
 use crate::{BoxError, ListenSpec, ListenerStats, Received, SourceAllowlist, Transport};
-#[cfg(doc)]
-use crate::ListenOn;
 
 /// The default [`ListenerConfig::shutdown_grace`]: 5 s.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

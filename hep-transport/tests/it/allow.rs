@@ -47,14 +47,21 @@ async fn udp_datagrams_from_outside_the_allowlist_are_dropped_and_counted() {
         agent.send_to(&d, srv.addr).await.unwrap();
     }
     let got = recv_n(&mut rx, 5).await;
-    assert!(got.iter().all(|m| m.info.peer == agent.local_addr().unwrap()));
+    assert!(
+        got.iter()
+            .all(|m| m.info.peer == agent.local_addr().unwrap())
+    );
     wait_for("20 refused datagrams", || {
         srv.stats.rejected_by("source_not_allowed") == 20
     })
     .await;
     assert_nothing(&mut rx, Duration::from_millis(50)).await;
     let snap = srv.stats.snapshot();
-    assert_eq!(snap.received_total(), 5, "the stranger's were never decoded");
+    assert_eq!(
+        snap.received_total(),
+        5,
+        "the stranger's were never decoded"
+    );
     assert_eq!(snap.rejected_total(), 20);
     srv.stop().await.unwrap();
 }

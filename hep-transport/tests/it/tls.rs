@@ -363,7 +363,9 @@ async fn a_tls_listener_with_an_allowlist_refuses_strangers_before_the_handshake
     let allow = "127.0.0.1".parse().unwrap();
     let (srv, mut rx) = start_collecting(
         "hep_tls:127.0.0.1:0",
-        ListenerConfig::default().with_tls(tls).with_allow(Some(allow)),
+        ListenerConfig::default()
+            .with_tls(tls)
+            .with_allow(Some(allow)),
     )
     .await;
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
@@ -374,7 +376,11 @@ async fn a_tls_listener_with_an_allowlist_refuses_strangers_before_the_handshake
         srv.stats.rejected_by("source_not_allowed") == 1
     })
     .await;
-    assert_eq!(srv.stats.rejected_by("tls_handshake"), 0, "no handshake was tried");
+    assert_eq!(
+        srv.stats.rejected_by("tls_handshake"),
+        0,
+        "no handshake was tried"
+    );
     let mut agent = tls_connect(srv.addr, pki.ca_der(), None).await.unwrap();
     agent.write_all(&tcp_frames()[0]).await.unwrap();
     agent.flush().await.unwrap();
