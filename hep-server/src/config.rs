@@ -104,6 +104,7 @@ struct RawLimits {
     max_frame_length: Option<usize>,
     max_inflated_len: Option<usize>,
     output_queue: Option<usize>,
+    shutdown_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +248,16 @@ pub struct Limits {
     pub max_inflated_len: usize,
     /// Messages queued per output before it drops (counted) or pushes back (default 65536).
     pub output_queue: usize,
+    /// How long a stop (SIGTERM, SIGINT) may take to deliver what was accepted, ms
+    /// (default 10000; 0 = no deadline). What is still queued then is counted lost.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Limits {
+    /// The shutdown deadline, `None` for none (`shutdown_timeout_ms = 0`).
+    pub fn shutdown_timeout(&self) -> Option<Duration> {
+        (self.shutdown_timeout_ms > 0).then(|| Duration::from_millis(self.shutdown_timeout_ms))
+    }
 }
 
 /// TLS listener settings (`[tls]`).
@@ -612,6 +623,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
             .max_inflated_len
             .unwrap_or(hep_proto::DEFAULT_MAX_INFLATED_LEN),
         output_queue: limits.output_queue.unwrap_or(65_536).max(1),
+        shutdown_timeout_ms: limits.shutdown_timeout_ms.unwrap_or(10_000),
     };
     let relay_tls = match raw.relay_tls {
         Some(t) => {
@@ -958,6 +970,16 @@ mod tests {
             ),
             (1, 100, 10)
         );
+    }
+
+    #[test]
+    fn the_shutdown_deadline_defaults_to_10_s_and_0_means_none() {
+        assert_eq!(
+            parse("").unwrap().limits.shutdown_timeout(),
+            Some(Duration::from_secs(10))
+        );
+        let c = parse("[limits]\nshutdown_timeout_ms = 0").unwrap();
+        assert_eq!(c.limits.shutdown_timeout(), None);
     }
 
     #[test]

@@ -34,6 +34,7 @@ use hep_transport::layer::overload::OverloadDrop;
 use hep_transport::{Listener, ListenerConfig, ListenerStats, TlsConfig, Transport};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 use tower::Layer as _;
 
 use crate::callbacks::CallbackSet;
@@ -142,10 +143,14 @@ pub async fn run_with_reloads(
             let _ = rx.wait_for(|s| *s).await;
         }
     };
+    // The metrics stay up while the outputs drain, so that the drain can be watched.
+    let (metrics_stop_tx, mut metrics_stop_rx) = tokio::sync::watch::channel(false);
 
     let metrics_task = metrics_listener.map(|(l, addr)| {
         eprintln!("hep-server: metrics on http://{addr}/metrics");
-        tokio::spawn(metrics::serve(l, registry.clone(), stopped()))
+        tokio::spawn(metrics::serve(l, registry.clone(), async move {
+            let _ = metrics_stop_rx.wait_for(|s| *s).await;
+        }))
     });
 
     let mut running = JoinSet::new();
@@ -195,6 +200,7 @@ pub async fn run_with_reloads(
         callback_collect,
         reload_collect,
         retiring: JoinSet::new(),
+        give_up: CancellationToken::new(),
     };
     tokio::pin!(shutdown);
     let mut reloads_open = true;
@@ -217,20 +223,57 @@ pub async fn run_with_reloads(
             },
         }
     }
+    // The deadline of everything from here on (`[limits] shutdown_timeout_ms`).
+    let timeout = live.config.limits.shutdown_timeout();
+    if let Some(timeout) = timeout {
+        let give_up = live.give_up.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            give_up.cancel();
+        });
+    }
     let _ = stop_tx.send(true);
-    while let Some(done) = running.join_next().await {
-        if let Ok((spec, Err(e))) = done {
-            tracing::error!(listener = %spec, error = %e, "listener failed while stopping");
+    // The listeners finish the frames they are reading within their grace (at most half
+    // the deadline), counting what they drop.
+    loop {
+        tokio::select! {
+            done = running.join_next() => match done {
+                Some(Ok((spec, Err(e)))) => {
+                    tracing::error!(listener = %spec, error = %e, "listener failed while stopping");
+                }
+                Some(_) => {}
+                None => break,
+            },
+            () = live.give_up.cancelled() => {
+                tracing::error!("shutdown deadline: listeners still running; stopping them");
+                running.abort_all();
+                while running.join_next().await.is_some() {}
+                break;
+            }
         }
     }
     // The listeners are done: close every output, which drains its queue, and wait for
-    // those a reload retired.
+    // those a reload retired; at the deadline, each gives up and counts what it still had.
     for o in live.outputs.retire_all() {
-        live.retiring.spawn(o.close());
+        live.retiring
+            .spawn(o.close_until(live.give_up.clone().cancelled_owned()));
     }
-    while live.retiring.join_next().await.is_some() {}
+    let mut lost = 0;
+    while let Some(done) = live.retiring.join_next().await {
+        lost += done.unwrap_or(0);
+    }
+    let _ = metrics_stop_tx.send(true);
     if let Some(m) = metrics_task {
         let _ = m.await;
+    }
+    if lost > 0 {
+        let timeout = timeout.unwrap_or_default();
+        tracing::warn!(lost, ?timeout, "shutdown deadline passed");
+        eprintln!(
+            "hep-server: the shutdown deadline ({} ms) passed: {lost} accepted messages still \
+             queued in outputs were not delivered (hep_dropped_total{{stage=\"shutdown\",reason=\"deadline\"}})",
+            timeout.as_millis()
+        );
     }
     (summary.outputs, summary.relays) = live.outputs.counters();
     Ok(summary)
@@ -245,8 +288,11 @@ struct Live {
     publisher: Publisher<Stack>,
     callback_collect: Arc<CallbackCollect>,
     reload_collect: Arc<ReloadCollect>,
-    /// Outputs a reload removed, draining.
-    retiring: JoinSet<()>,
+    /// Outputs a reload removed, draining; each gives the messages it lost at the
+    /// shutdown deadline.
+    retiring: JoinSet<u64>,
+    /// Cancelled when the shutdown deadline passes: draining outputs give up.
+    give_up: CancellationToken,
 }
 
 impl Live {
@@ -286,16 +332,21 @@ impl Live {
             );
         }
         for old in outputs.retired {
-            self.retiring.spawn(retire(old));
+            self.retiring
+                .spawn(retire(old, self.give_up.clone().cancelled_owned()));
         }
     }
 }
 
-/// Closes an output a reload removed (or restarted), once it has written what it had.
-async fn retire(old: Retired) {
+/// Closes an output a reload removed (or restarted), once it has written what it had
+/// (or at the shutdown deadline, counting what it had not).
+async fn retire(old: Retired, give_up: impl Future<Output = ()>) -> u64 {
     let spec = old.spec().to_string();
-    old.close().await;
-    tracing::info!(output = %spec, "output closed after the reload: its queue is written");
+    let lost = old.close_until(give_up).await;
+    if lost == 0 {
+        tracing::info!(output = %spec, "output closed after the reload: its queue is written");
+    }
+    lost
 }
 
 fn listener_config(config: &Config) -> anyhow::Result<ListenerConfig> {
@@ -313,6 +364,10 @@ fn listener_config(config: &Config) -> anyhow::Result<ListenerConfig> {
         .count();
     l.tcp.max_connections =
         fd_limit::fitted_max_connections(config.limits.max_connections, stream_listeners);
+    // Listeners get at most half the shutdown deadline, the outputs the rest.
+    if let Some(timeout) = config.limits.shutdown_timeout() {
+        l.shutdown_grace = l.shutdown_grace.min(timeout / 2);
+    }
     let wants_tls = config
         .listen_specs()
         .iter()

@@ -364,6 +364,7 @@ impl Collect for RelayCollect {
             ],
             self.output.closed(),
         );
+        self.output.collect_deadline(out);
         out.declare(
             "hep_output_queue_depth",
             "Messages waiting in an output's queue.",
@@ -505,7 +506,18 @@ impl Summary {
             .filter(|o| !relay_names.contains(&o.name()))
             .map(|o| o.failed() + o.closed())
             .sum();
-        listeners + callbacks + outputs + self.relays.iter().map(|r| r.dropped()).sum::<u64>()
+        // Relays included: their sender's counters do not have it.
+        let deadline: u64 = self.outputs.iter().map(|o| o.lost_at_deadline()).sum();
+        listeners
+            + callbacks
+            + outputs
+            + deadline
+            + self.relays.iter().map(|r| r.dropped()).sum::<u64>()
+    }
+
+    /// Messages still queued in outputs when the shutdown deadline passed.
+    pub fn lost_at_deadline(&self) -> u64 {
+        self.outputs.iter().map(|o| o.lost_at_deadline()).sum()
     }
 
     /// Overload drops at the listeners (UDP).

@@ -26,6 +26,7 @@ pub struct OutputStats {
     failed: AtomicU64,
     closed: AtomicU64,
     queued: AtomicU64,
+    deadline: AtomicU64,
     active: AtomicBool,
 }
 
@@ -38,6 +39,7 @@ impl OutputStats {
             failed: AtomicU64::new(0),
             closed: AtomicU64::new(0),
             queued: AtomicU64::new(0),
+            deadline: AtomicU64::new(0),
             active: AtomicBool::new(true),
         }
     }
@@ -65,6 +67,19 @@ impl OutputStats {
     /// Messages waiting in the output's queue now.
     pub fn queued(&self) -> u64 {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Messages still queued when the shutdown deadline passed, not delivered.
+    pub fn lost_at_deadline(&self) -> u64 {
+        self.deadline.load(Ordering::Relaxed)
+    }
+
+    /// Counts what is queued now as lost at the shutdown deadline (its worker has been
+    /// stopped, or is stuck); returns how many.
+    pub(crate) fn abandon(&self) -> u64 {
+        let n = self.queued();
+        self.deadline.fetch_add(n, Ordering::Relaxed);
+        n
     }
 
     /// Whether the output is in the running configuration (a reload may have removed it;
@@ -128,11 +143,25 @@ impl Collect for OutputStats {
             self.closed(),
         );
         out.sample("hep_output_queue_depth", &[("output", o)], self.queued());
+        self.collect_deadline(out);
         self.collect_active(out);
     }
 }
 
 impl OutputStats {
+    /// `hep_dropped_total{stage="shutdown",output,reason="deadline"}`.
+    pub(crate) fn collect_deadline(&self, out: &mut Samples) {
+        out.sample(
+            "hep_dropped_total",
+            &[
+                ("stage", "shutdown"),
+                ("output", self.name.as_str()),
+                ("reason", "deadline"),
+            ],
+            self.lost_at_deadline(),
+        );
+    }
+
     /// `hep_output_active{output}`: 1 while the output is configured, 0 once a reload
     /// removed it.
     pub(crate) fn collect_active(&self, out: &mut Samples) {

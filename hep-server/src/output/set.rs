@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -104,18 +105,49 @@ impl Retired {
     /// Closes the output's queue to new messages, lets its worker write what the queue
     /// holds (and what was reserved in it), and waits until the worker is done.
     pub(crate) async fn close(self) {
+        self.close_until(std::future::pending()).await;
+    }
+
+    /// As [`close`](Self::close), giving up when `give_up` completes first (the shutdown
+    /// deadline): a relay's task is stopped, a file writer's thread is left to the
+    /// process's exit, and what is still queued is counted lost
+    /// ([`OutputStats::abandon`]). Returns how many messages were lost that way.
+    pub(crate) async fn close_until(self, give_up: impl Future<Output = ()>) -> u64 {
         let r = self.0;
         r.close.cancel();
-        match r.worker {
-            Worker::Inline => {}
+        tokio::pin!(give_up);
+        let finished = match r.worker {
+            Worker::Inline => true,
             Worker::Thread(t) => {
-                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+                let join = tokio::task::spawn_blocking(move || t.join());
+                tokio::select! {
+                    _ = join => true,
+                    () = &mut give_up => false,
+                }
             }
-            Worker::Task(t) => {
-                let _ = t.await;
+            Worker::Task(mut t) => {
+                tokio::select! {
+                    _ = &mut t => true,
+                    () = &mut give_up => {
+                        // Stop it before counting, so that the count is final.
+                        t.abort();
+                        let _ = t.await;
+                        false
+                    }
+                }
             }
+        };
+        if finished {
+            tracing::debug!(output = %r.spec, "output closed");
+            return 0;
         }
-        tracing::debug!(output = %r.spec, "output closed");
+        let lost = r.stats.abandon();
+        tracing::warn!(
+            output = %r.spec,
+            lost,
+            "shutdown deadline: gave up on the output; the messages still queued are lost"
+        );
+        lost
     }
 
     /// The output's spec.
@@ -552,7 +584,9 @@ async fn relay(
         if n == 0 {
             break;
         }
-        stats.dequeued(n as u64);
+        // Counted as dequeued once handed to the sender (below): until then the run is
+        // still this output's, and a shutdown deadline counts it lost.
+        let taken = n as u64;
         for m in queued.drain(..) {
             if !m.modified && m.message.version == Some(version) {
                 bytes.push(m.wire.clone());
@@ -566,7 +600,10 @@ async fn relay(
                 }
             }
         }
-        let Some(last) = bytes.pop() else { continue };
+        let Some(last) = bytes.pop() else {
+            stats.dequeued(taken);
+            continue;
+        };
         // Outcomes (sent, dropped) are counted by the sender.
         while written.len() >= 2 {
             if let Some(oldest) = written.pop_front() {
@@ -576,6 +613,7 @@ async fn relay(
         sender.send_batch(&bytes);
         bytes.clear();
         written.push_back(sender.send(last));
+        stats.dequeued(taken);
     }
     for outcome in written {
         let _ = outcome.await;
