@@ -21,7 +21,17 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-/// The networks a listener accepts agents from (see the [module docs](self)).
+/// The networks a listener accepts agents from.
+///
+/// A listener with an allowlist ([`ListenerConfig::allow`](crate::ListenerConfig::allow))
+/// refuses everything from other addresses before any other work: a UDP datagram is
+/// dropped before it is copied or decoded, a TCP/TLS connection is closed right after
+/// `accept()`, before a TLS handshake or a read. Both are counted as
+/// `rejected{reason="source_not_allowed"}`. The check is a few integer compares per
+/// datagram; a listener without an allowlist does not check at all.
+///
+/// A UDP source address can be forged: for UDP an allowlist keeps out misconfigured
+/// agents and scanners, not a determined attacker.
 ///
 /// Parsed from a comma-separated list of networks (`10.0.0.0/8`) and single addresses
 /// (`192.0.2.7`, `::1`), IPv4 and IPv6 mixed; printed back in the same form. An

@@ -23,7 +23,6 @@ use crate::{HepCallback, Verdict};
 ///   `Reject("capture_id_not_allowed_for_client")`.
 ///
 /// ```
-/// use std::sync::Arc;
 /// use hep_callbacks::ClientCaptureIds;
 /// use hep_transport::ClientIdentity;
 ///
