@@ -470,3 +470,70 @@ fn sigterm_with_a_stalled_relay_exits_at_the_deadline_and_counts_what_was_left()
         took.as_secs_f64()
     );
 }
+
+/// The same with a file output that blocks: a FIFO whose reader never reads. The writer
+/// thread is stuck in `write(2)` and cannot be stopped; the server still exits at the
+/// deadline, and every accepted message is counted once per output, delivered or lost.
+#[test]
+fn sigterm_with_a_blocked_file_output_exits_at_the_deadline() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = test_dir("shutdown-deadline-fifo");
+    let fifo = dir.join("stuck.jsonl");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
+    // The reader opens the FIFO (so that the server's open succeeds) and never reads.
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (fifo, done) = (fifo.clone(), std::sync::Arc::clone(&done));
+        std::thread::spawn(move || {
+            let _held = std::fs::File::open(&fifo).unwrap();
+            let until = std::time::Instant::now() + Duration::from_secs(60);
+            while !done.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let payload = dir.join("options.sip");
+    std::fs::write(&payload, "OPTIONS sip:probe@example.com SIP/2.0\r\n\r\n").unwrap();
+    let server = Server::with_config(
+        &dir,
+        &format!(
+            "listen = [\"hep_tcp:127.0.0.1:0\"]\noutputs = [\"json:{}\", \"null\"]\n\
+             [limits]\nshutdown_timeout_ms = 1000\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+            fifo.display()
+        ),
+    );
+    let sent = 20_000;
+    assert!(
+        sender(server.tcp(), &payload, 2001, None, sent)
+            .wait()
+            .unwrap()
+            .success()
+    );
+    wait_for(
+        "all accepted, the file stuck",
+        Duration::from_secs(20),
+        || {
+            let m = server.metrics();
+            let accepted = m.get("hep_delivered_total", &[("output", "null")]);
+            (accepted == sent && m.get("hep_output_queue_depth", &[]) > 0).then_some(())
+        },
+    );
+    let stopped = server.stop(); // fails the test if the server is not gone in 10 s
+    done.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let c = stopped.counts;
+    assert_eq!(c.decoded, sent, "{c:?}");
+    assert_eq!(c.delivered + c.dropped, 2 * sent, "{c:?}");
+    assert!(c.dropped > 0, "{c:?}");
+    assert!(
+        stopped
+            .stderr
+            .contains("the shutdown deadline (1000 ms) passed"),
+        "{}",
+        stopped.stderr
+    );
+}

@@ -7,8 +7,8 @@
 //! is dropped without a counter.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use hep_transport::Received;
@@ -27,6 +27,9 @@ pub struct OutputStats {
     closed: AtomicU64,
     queued: AtomicU64,
     deadline: AtomicU64,
+    /// Set when the shutdown deadline gave up on the output: its counters are final, a
+    /// worker that is still running (a thread stuck in a write) no longer changes them.
+    abandoned: Mutex<bool>,
     active: AtomicBool,
 }
 
@@ -40,6 +43,7 @@ impl OutputStats {
             closed: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             deadline: AtomicU64::new(0),
+            abandoned: Mutex::new(false),
             active: AtomicBool::new(true),
         }
     }
@@ -74,12 +78,40 @@ impl OutputStats {
         self.deadline.load(Ordering::Relaxed)
     }
 
-    /// Counts what is queued now as lost at the shutdown deadline (its worker has been
-    /// stopped, or is stuck); returns how many.
+    /// Counts what is queued now (taken by the worker but not yet written included) as
+    /// lost at the shutdown deadline, and freezes the counters (see
+    /// [`record_written`](Self::record_written)); returns how many.
     pub(crate) fn abandon(&self) -> u64 {
+        let mut abandoned = self
+            .abandoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *abandoned {
+            return 0;
+        }
+        *abandoned = true;
         let n = self.queued();
         self.deadline.fetch_add(n, Ordering::Relaxed);
         n
+    }
+
+    /// A writer's batch: `taken` messages left the queue, `written` of them were written
+    /// (the rest failed). `false`, counting nothing, once the output was abandoned at the
+    /// shutdown deadline (its queue, this batch included, was counted lost): the writer
+    /// stops. So a message is counted once, delivered or lost, even when a stuck write
+    /// completes after the deadline.
+    pub(crate) fn record_written(&self, taken: u64, written: u64) -> bool {
+        let abandoned = self
+            .abandoned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *abandoned {
+            return false;
+        }
+        self.dequeued(taken);
+        self.add_delivered(written);
+        self.add_failed(taken - written);
+        true
     }
 
     /// Whether the output is in the running configuration (a reload may have removed it;

@@ -94,7 +94,8 @@ struct Running {
 
 enum Worker {
     Inline,
-    Thread(std::thread::JoinHandle<()>),
+    /// Completes when the writer thread has ended.
+    Thread(tokio::sync::oneshot::Receiver<()>),
     Task(tokio::task::JoinHandle<()>),
 }
 
@@ -118,10 +119,9 @@ impl Retired {
         tokio::pin!(give_up);
         let finished = match r.worker {
             Worker::Inline => true,
-            Worker::Thread(t) => {
-                let join = tokio::task::spawn_blocking(move || t.join());
+            Worker::Thread(finished) => {
                 tokio::select! {
-                    _ = join => true,
+                    _ = finished => true,
                     () = &mut give_up => false,
                 }
             }

@@ -5,11 +5,11 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::Receiver;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::fanout::{OutputStats, Queued};
@@ -63,16 +63,20 @@ impl Format {
 
 /// Starts the writer thread; it ends when the queue is drained after every sender of
 /// `rx` is gone, or after `close` (then no new message is queued; those queued or with a
-/// slot reserved are still written).
+/// slot reserved are still written). The receiver completes (with an error: its sender
+/// is dropped) when the thread ends, panics included: waiting for it takes no blocking
+/// thread, so a writer stuck in a write cannot hold up the runtime's shutdown.
 pub(crate) fn spawn(
     mut format: Format,
     mut rx: Receiver<Queued>,
     stats: Arc<OutputStats>,
     close: CancellationToken,
-) -> io::Result<JoinHandle<()>> {
+) -> io::Result<oneshot::Receiver<()>> {
+    let (finished, finished_rx) = oneshot::channel::<()>();
     // The thread waits for a message or `close` on the runtime's handle.
     let runtime = Handle::current();
     std::thread::Builder::new().name(format!("out {}", stats.name())).spawn(move || {
+        let _finished = finished;
         let mut last_flush = Instant::now();
         let mut last_warn: Option<Instant> = None;
         let mut warn = |e: &io::Error, stats: &OutputStats| {
@@ -90,9 +94,10 @@ pub(crate) fn spawn(
                 batch += 1;
                 written += u64::from(format.write(&m).map_err(|e| warn(&e, &stats)).is_ok());
             }
-            stats.dequeued(batch as u64);
-            stats.add_delivered(written);
-            stats.add_failed(batch as u64 - written);
+            if !stats.record_written(batch as u64, written) {
+                // The shutdown deadline gave up on this output and counted the rest.
+                return;
+            }
             if rx.is_empty() || last_flush.elapsed() >= FLUSH_EVERY {
                 if let Err(e) = format.flush() {
                     warn(&e, &stats);
@@ -104,6 +109,7 @@ pub(crate) fn spawn(
             warn(&e, &stats);
         }
     })
+    .map(|_detached| finished_rx)
 }
 
 /// The next message, waiting; `None` once the queue is closed and drained.
