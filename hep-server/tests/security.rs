@@ -522,7 +522,9 @@ fn sigterm_with_a_blocked_file_output_exits_at_the_deadline() {
             (accepted == sent && m.get("hep_output_queue_depth", &[]) > 0).then_some(())
         },
     );
+    let started = std::time::Instant::now();
     let stopped = server.stop(); // fails the test if the server is not gone in 10 s
+    let took = started.elapsed();
     done.store(true, Ordering::Relaxed);
     reader.join().unwrap();
     let c = stopped.counts;
@@ -535,5 +537,9 @@ fn sigterm_with_a_blocked_file_output_exits_at_the_deadline() {
             .contains("the shutdown deadline (1000 ms) passed"),
         "{}",
         stopped.stderr
+    );
+    eprintln!(
+        "shutdown deadline 1000 ms, blocked file output: stopped in {:.2} s; summary {c:?}",
+        took.as_secs_f64()
     );
 }

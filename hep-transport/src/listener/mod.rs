@@ -43,6 +43,16 @@
 //!   and counts `dropped{reason="overload"}` when the inner service is not ready), usually
 //!   around a `Buffer` whose capacity is the burst you accept.
 //!
+//! # Who may send
+//! - [`ListenerConfig::allow`] (a [`ListenOn`]'s `;allow=`): agents from other addresses
+//!   are refused before any work: datagrams before they are copied or decoded,
+//!   connections right after `accept()` (reset, before a TLS handshake or a read); counted
+//!   as `rejected{reason="source_not_allowed"}`.
+//! - `hep_tls` with client certificates: each message's [`RecvInfo::client`] names the
+//!   verified certificate ([`ClientIdentity`](crate::ClientIdentity)), for a service to
+//!   check; [`TlsConfig::with_client_check`] refuses unknown certificates after the
+//!   handshake (`rejected{reason="client_cert_not_allowed"}`).
+//!
 //! # Shutdown
 //! When the shutdown future completes, a listener stops accepting (the listening socket is
 //! closed) and stops receiving datagrams; a connection finishes the frame it is reading
@@ -67,12 +77,12 @@ use tower::Service;
 pub(crate) use dispatch::Dispatcher;
 pub use warn::RateLimitedWarn;
 
-#[cfg(doc)]
-use crate::ListenOn;
 use crate::tcp::{self, TcpConfig};
 use crate::tls::{TlsConfig, TlsConfigError};
 use crate::udp::{self, UdpConfig};
 use crate::{BoxError, ListenSpec, ListenerStats, Received, SourceAllowlist, Transport};
+#[cfg(doc)]
+use crate::{ListenOn, RecvInfo};
 
 /// The default [`ListenerConfig::shutdown_grace`]: 5 s.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
