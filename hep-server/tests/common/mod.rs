@@ -508,3 +508,25 @@ pub(crate) fn self_signed(dir: &Path) -> (PathBuf, PathBuf, CertificateDer<'stat
     std::fs::write(&key_file, signing_key.serialize_pem()).unwrap();
     (cert_file, key_file, cert.der().clone())
 }
+
+/// `hep-server send` over TCP as a child process: `count` messages of `capture_id` with
+/// `key` (none if `None`).
+pub(crate) fn spawn_send_tcp(
+    to: SocketAddr,
+    payload: &Path,
+    capture_id: u32,
+    key: Option<&str>,
+    count: u64,
+) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["send", "--dest", &format!("hep_tcp:{to}")])
+        .args(["--capture-id", &capture_id.to_string()])
+        .args(["--count", &count.to_string()])
+        .arg(payload)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(key) = key {
+        cmd.args(["--auth-key", key]);
+    }
+    cmd.spawn().unwrap()
+}
