@@ -119,3 +119,33 @@ async fn an_allowlist_of_networks_lets_every_address_in_them_through() {
     .await;
     srv.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn strangers_are_refused_before_the_connection_limit_is_counted() {
+    let mut config = only_the_agent();
+    config.tcp.max_connections = 1;
+    let (srv, mut rx) = start_collecting("hep_tcp:127.0.0.1:0", config).await;
+    // The agent holds the only slot.
+    let mut agent = connect_from(AGENT, srv.addr).await;
+    agent.write_all(&tcp_frames()[0]).await.unwrap();
+    recv(&mut rx).await;
+    // Strangers are refused as strangers, not as one connection too many.
+    for _ in 0..5 {
+        let mut stranger = connect_from(STRANGER, srv.addr).await;
+        expect_closed(&mut stranger).await;
+    }
+    wait_for("five refusals", || {
+        srv.stats.rejected_by("source_not_allowed") == 5
+    })
+    .await;
+    assert_eq!(srv.stats.rejected_by("max_connections"), 0);
+    // A second agent finds the slot taken.
+    let mut second = connect_from(AGENT, srv.addr).await;
+    expect_closed(&mut second).await;
+    wait_for("the limit", || {
+        srv.stats.rejected_by("max_connections") == 1
+    })
+    .await;
+    drop(agent);
+    srv.stop().await.unwrap();
+}
