@@ -8,6 +8,8 @@
 //! hep-server send --dest SPEC [--hep-version 1|2|3] [--proto-type N|sip|log|...]
 //!                 [--src IP:PORT] [--dst IP:PORT] [--capture-id N] [--auth-key K]
 //!                 [--correlation-id ID] [--count N] [--rate R] [FILE|-]...
+//! hep-server search [--store DIR] [--call-id ID] [--user U] [--method M] [--since T]
+//!                   [--until T] [--limit N] [--format ladder|json|pcap] [--output FILE]
 //! ```
 //!
 //! ```
@@ -66,6 +68,86 @@ pub enum Command {
     Decode(DecodeArgs),
     /// Pack payloads as HEP and send them (a capture agent, and a load generator).
     Send(SendArgs),
+    /// Find messages in a store (`store:DIR`) and show them as a call flow, JSON records
+    /// or pcap.
+    Search(SearchArgs),
+}
+
+/// `hep-server search`.
+#[derive(Debug, Clone, Args)]
+#[command(after_long_help = SEARCH_LONG_HELP)]
+pub struct SearchArgs {
+    /// The store directory (what `store:DIR` of `run` names).
+    #[arg(long, value_name = "DIR", default_value = crate::store::DEFAULT_DIR)]
+    pub store: PathBuf,
+    /// Messages of this call, with the other legs linked by correlation id or X-CID.
+    #[arg(long, value_name = "ID")]
+    pub call_id: Option<String>,
+    /// Messages whose From or To user is U.
+    #[arg(long, value_name = "U")]
+    pub user: Option<String>,
+    /// Requests of method M and their responses (`invite`), or responses with status M
+    /// (`486`).
+    #[arg(long, value_name = "M")]
+    pub method: Option<String>,
+    /// Captured at or after T: Unix seconds, RFC 3339 (`2026-11-26T05:21:49Z`), a date,
+    /// or a span ago (`-15m`, `2h`, `1d`).
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    pub since: Option<i64>,
+    /// Captured before T (same forms as --since).
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    pub until: Option<i64>,
+    /// At most N matching messages, the newest (a call's other legs come in addition).
+    #[arg(long, value_name = "N", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: u64,
+    /// How to show them: a call flow diagram, JSON records, or pcap for Wireshark.
+    #[arg(long, value_enum, default_value_t = SearchFormat::Ladder)]
+    pub format: SearchFormat,
+    /// Write to FILE instead of standard output (pcap needs it on a terminal).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Colors in the ladder: when stdout is a terminal (`auto`), `always` or `never`.
+    #[arg(long, value_enum, default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
+}
+
+const SEARCH_LONG_HELP: &str = "\
+Every filter given must match. Without --call-id, --user, --method or a time, the newest
+--limit messages are shown. Results are in capture time order. Exit status: 0 when
+something matched, 1 when nothing did (or on an error), 2 on a usage error.";
+
+/// The output format of `search`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[non_exhaustive]
+pub enum SearchFormat {
+    /// The call flow: one column per address:port, an arrow per message.
+    #[default]
+    Ladder,
+    /// The JSON record of DESIGN.md, one object per line.
+    Json,
+    /// A pcap file of the messages rebuilt as packets.
+    Pcap,
+}
+
+/// When to use colors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[non_exhaustive]
+pub enum ColorWhen {
+    /// When writing to a terminal.
+    #[default]
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+fn parse_time(s: &str) -> Result<i64, String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    crate::time::parse_instant(s, now)
 }
 
 /// `hep-server run`.
@@ -80,8 +162,9 @@ pub struct RunArgs {
     /// accepts); repeatable, replaces the config's listeners.
     #[arg(long = "listen", value_name = "SPEC")]
     pub listen: Vec<ListenOn>,
-    /// Where messages go: `stdout`, `json:PATH|-`, `pcap:PATH`,
-    /// `relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N]` or `null`; repeatable.
+    /// Where messages go: `store:DIR` (default: `store:hep-store`), `stdout`,
+    /// `json:PATH|-`, `pcap:PATH`, `relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N]` or
+    /// `null`; repeatable.
     #[arg(long = "output", value_name = "SPEC")]
     pub output: Vec<String>,
     /// Serve Prometheus metrics at `http://ADDR/metrics`.
@@ -396,6 +479,38 @@ mod tests {
             argv.extend(bad);
             assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?}");
         }
+    }
+
+    #[test]
+    fn search_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "hep-server",
+            "search",
+            "--call-id",
+            "a@b",
+            "--since",
+            "2026-11-26T05:00:00Z",
+            "--until",
+            "1795670509",
+            "--format",
+            "json",
+            "--limit",
+            "5",
+        ])
+        .unwrap();
+        let Some(Command::Search(args)) = cli.command else {
+            panic!("not search")
+        };
+        assert_eq!(args.store, PathBuf::from("hep-store"));
+        assert_eq!(args.call_id.as_deref(), Some("a@b"));
+        assert_eq!(args.since, Some(1_795_669_200_000_000));
+        assert_eq!(args.until, Some(1_795_670_509_000_000));
+        assert_eq!((args.format, args.limit), (SearchFormat::Json, 5));
+        let err = Cli::try_parse_from(["hep-server", "search", "--since", "yesterday"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RFC 3339"), "{err}");
+        assert!(Cli::try_parse_from(["hep-server", "search", "--limit", "0"]).is_err());
     }
 
     #[test]

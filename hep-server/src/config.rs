@@ -81,6 +81,7 @@ struct RawConfig {
     rewrite: Option<RawRewrite>,
     dedup: Option<RawDedup>,
     rate_limit: Option<RawRateLimit>,
+    store: Option<RawStore>,
     spool: Option<RawSpool>,
 }
 
@@ -176,6 +177,16 @@ struct RawDedup {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawStore {
+    max_age_hours: Option<u64>,
+    max_size_mb: Option<u64>,
+    min_free_mb: Option<u64>,
+    partition_minutes: Option<Spanned<u32>>,
+    batch_size: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRateLimit {
     rate: f64,
     burst: Option<f64>,
@@ -228,6 +239,40 @@ pub struct Config {
     pub rate_limit: Option<RateLimitConfig>,
     /// Bounds of the spools of `relay:...;spool=DIR` outputs (`[spool]`).
     pub spool: SpoolConfig,
+    /// Settings of `store:` outputs.
+    pub store: StoreConfig,
+}
+
+/// Settings of `store:DIR` outputs (`[store]`); see `docs/CONFIG.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoreConfig {
+    /// Partitions whose time span ended longer ago than this are deleted, and messages
+    /// captured before it are dropped (counted, `reason="expired"`), hours; 0 = keep
+    /// forever (default 168, a week).
+    pub max_age_hours: u64,
+    /// The store's files take at most this much disk, MiB: the oldest partitions go
+    /// first; 0 = no limit (default 10240).
+    pub max_size_mb: u64,
+    /// Below this much free space on the store's filesystem nothing is written and
+    /// messages are dropped (counted, `reason="disk_low"`), MiB; 0 = no floor (default
+    /// 1024).
+    pub min_free_mb: u64,
+    /// Capture time one partition file covers, minutes, 1 to 1440 (default 60).
+    pub partition_minutes: u32,
+    /// Messages written in one transaction at most (default 20000).
+    pub batch_size: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            max_age_hours: 168,
+            max_size_mb: 10_240,
+            min_free_mb: 1_024,
+            partition_minutes: 60,
+            batch_size: 20_000,
+        }
+    }
 }
 
 /// Receive-side limits (`[limits]`).
@@ -512,6 +557,7 @@ impl Config {
         check("[metrics]", self.metrics == new.metrics);
         check("[log]", self.log == new.log);
         check("[spool]", self.spool == new.spool);
+        check("[store]", self.store == new.store);
         changed
     }
 
@@ -529,6 +575,7 @@ impl Config {
             metrics: self.metrics.clone(),
             log: self.log.clone(),
             spool: self.spool,
+            store: self.store.clone(),
             ..new
         }
     }
@@ -596,7 +643,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
             }
             list.into_iter().map(Spanned::into_inner).collect()
         }
-        None => vec!["stdout".to_owned()],
+        None => vec![format!("store:{}", crate::store::DEFAULT_DIR)],
     };
     let hep_async = match raw.hep_async {
         None => true,
@@ -844,6 +891,45 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
         }
         None => SpoolConfig::default(),
     };
+    let store = match raw.store {
+        None => StoreConfig::default(),
+        Some(st) => {
+            let d = StoreConfig::default();
+            let partition_minutes = match st.partition_minutes {
+                None => d.partition_minutes,
+                Some(m) if (1..=1_440).contains(m.get_ref()) => m.into_inner(),
+                Some(m) => {
+                    return Err(err(
+                        m.span(),
+                        format!(
+                            "key `store.partition_minutes`: expected 1 to 1440 (a day), found {}",
+                            m.get_ref()
+                        ),
+                    ));
+                }
+            };
+            let batch_size = match st.batch_size {
+                None => d.batch_size,
+                Some(b) if (1..=1_000_000).contains(b.get_ref()) => b.into_inner(),
+                Some(b) => {
+                    return Err(err(
+                        b.span(),
+                        format!(
+                            "key `store.batch_size`: expected 1 to 1000000, found {}",
+                            b.get_ref()
+                        ),
+                    ));
+                }
+            };
+            StoreConfig {
+                max_age_hours: st.max_age_hours.unwrap_or(d.max_age_hours),
+                max_size_mb: st.max_size_mb.unwrap_or(d.max_size_mb),
+                min_free_mb: st.min_free_mb.unwrap_or(d.min_free_mb),
+                partition_minutes,
+                batch_size,
+            }
+        }
+    };
     Ok(Config {
         listen,
         outputs,
@@ -876,6 +962,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
             burst: r.burst.unwrap_or(r.rate),
         }),
         spool,
+        store,
     })
 }
 
@@ -952,7 +1039,8 @@ mod tests {
     fn empty_file_is_the_embedded_default() {
         let c = parse("").unwrap();
         assert_eq!(c.listen, ["hep_udp:0.0.0.0:5656", "hep_tcp:0.0.0.0:5656"]);
-        assert_eq!(c.outputs, ["stdout"]);
+        assert_eq!(c.outputs, ["store:hep-store"]);
+        assert_eq!(c.store, StoreConfig::default());
         assert_eq!(
             (
                 c.hep_send_timeout,
@@ -1222,6 +1310,33 @@ mod tests {
             [ProtoType::Sip, ProtoType::Log, ProtoType::Rtcp]
         );
         assert_eq!(f.proto_types.unwrap(), ["sip", "100", "5"]);
+    }
+
+    #[test]
+    fn store_settings_are_checked() {
+        let c =
+            parse("[store]\nmax_age_hours = 0\npartition_minutes = 1440\nbatch_size = 5").unwrap();
+        assert_eq!(
+            (
+                c.store.max_age_hours,
+                c.store.partition_minutes,
+                c.store.batch_size
+            ),
+            (0, 1440, 5)
+        );
+        assert_eq!(c.store.max_size_mb, 10_240);
+        let e = parse("[store]\npartition_minutes = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("hep.toml:2:21: key `store.partition_minutes`: expected 1 to 1440"),
+            "{e}"
+        );
+        let e = parse("[store]\nretention = 3").unwrap_err().to_string();
+        assert!(
+            e.starts_with("hep.toml:2:1: unknown field `retention`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //! - [`server`]: the collector: listeners -> callback stack -> outputs, until shutdown;
 //!   reloads (SIGHUP) of the callbacks and outputs.
 //! - [`switch`]: the service listeners hold, whose stack a reload replaces.
+//! - [`store`]: the embedded capture store (`store:DIR`, SQLite partitions) and its
+//!   search.
 //! - [`stats`]: the counters as metrics, and the summary line printed at exit.
 //! - [`record`]: the JSON record of a message ([`record::write_json_line`]).
 //! - [`text`]: the one-line human-readable form ([`text::TextLine`]).
@@ -40,6 +42,7 @@ pub mod record;
 pub mod server;
 pub mod sip;
 pub mod stats;
+pub mod store;
 pub mod switch;
 pub mod text;
 pub mod time;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser as _;
-use hep_server::cli::{CheckConfigArgs, Cli, Command, DecodeArgs, RunArgs, SendArgs};
+use hep_server::cli::{CheckConfigArgs, Cli, Command, DecodeArgs, RunArgs, SearchArgs, SendArgs};
 use hep_server::commands;
 use hep_server::config::{Config, LogConfig, LogFormat, MetricsConfig};
 use hep_server::output::OutputSpec;
@@ -45,6 +45,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::CheckConfig(args) => check_config(args),
         Command::Decode(args) => decode(&args),
         Command::Send(args) => send(args),
+        Command::Search(args) => search(&args),
         _ => bail!("this subcommand is not implemented yet"),
     }
 }
@@ -197,4 +198,14 @@ fn decode(args: &DecodeArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn search(args: &SearchArgs) -> anyhow::Result<ExitCode> {
+    let dest = commands::search::Destination::of(args)?;
+    let summary = commands::search::run(args, dest)?;
+    if summary.messages == 0 {
+        eprintln!("hep-server: no message matches");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -162,6 +162,37 @@ impl<'a> SipSummary<'a> {
     }
 }
 
+/// The value of the first header called `name` (any case) in a SIP message's header
+/// section, trimmed; `None` when absent, empty or not UTF-8. For headers the
+/// [`SipSummary`] does not pick out, such as `X-CID` (the other leg's Call-ID that some
+/// B2BUAs add).
+///
+/// ```
+/// use hep_server::sip::header;
+/// let msg = b"INVITE sip:b@h SIP/2.0\r\nx-cid:  leg-a@h \r\n\r\nX-CID: body";
+/// assert_eq!(header(msg, "X-CID"), Some("leg-a@h"));
+/// assert_eq!(header(msg, "Call-ID"), None);
+/// ```
+pub fn header<'a>(payload: &'a [u8], name: &str) -> Option<&'a str> {
+    let (_, mut rest) = split_line(payload);
+    while !rest.is_empty() {
+        let (line, next) = split_line(rest);
+        rest = next;
+        if line.is_empty() {
+            return None;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if trim(&line[..colon]).eq_ignore_ascii_case(name.as_bytes()) {
+            return std::str::from_utf8(trim(&line[colon + 1..]))
+                .ok()
+                .filter(|v| !v.is_empty());
+        }
+    }
+    None
+}
+
 /// The first line of `buf` without its `\n` or `\r\n`, and what follows it.
 ///
 /// ```

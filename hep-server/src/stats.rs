@@ -504,7 +504,7 @@ impl Summary {
             .outputs
             .iter()
             .filter(|o| !relay_names.contains(&o.name()))
-            .map(|o| o.failed() + o.closed())
+            .map(|o| o.dropped())
             .sum();
         // Relays included: their sender's counters do not have it.
         let deadline: u64 = self.outputs.iter().map(|o| o.lost_at_deadline()).sum();

@@ -29,6 +29,126 @@ pub const fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month as u32, day as u32)
 }
 
+/// The day count since 1970-01-01 of a civil date (the inverse of [`civil_from_days`]).
+///
+/// ```
+/// use hep_server::time::days_from_civil;
+/// assert_eq!(days_from_civil(1970, 1, 1), 0);
+/// assert_eq!(days_from_civil(2024, 2, 29), 19_782);
+/// ```
+pub const fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = m as i64;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A point in time as people type it, in microseconds since the Unix epoch: Unix seconds
+/// (`1795670509`, `1795670509.25`), RFC 3339 (`2026-11-26T05:21:49Z`,
+/// `2026-11-26T07:21:49.5+02:00`, a space for the `T`, no zone meaning UTC), a date alone
+/// (`2026-11-26`, midnight UTC), or a span before `now_usec` (`-15m`, `2h ago`, `1d`;
+/// units `s`, `m`, `h`, `d`).
+///
+/// # Errors
+/// A message saying what was expected, for people.
+///
+/// ```
+/// use hep_server::time::parse_instant;
+/// let t = 1_795_670_509_000_000;
+/// assert_eq!(parse_instant("1795670509", 0), Ok(t));
+/// assert_eq!(parse_instant("2026-11-26T05:21:49Z", 0), Ok(t));
+/// assert_eq!(parse_instant("2026-11-26 07:21:49+02:00", 0), Ok(t));
+/// assert_eq!(parse_instant("-1h", t), Ok(t - 3_600_000_000));
+/// assert!(parse_instant("yesterday", 0).unwrap_err().contains("RFC 3339"));
+/// ```
+pub fn parse_instant(text: &str, now_usec: i64) -> Result<i64, String> {
+    let s = text.trim();
+    let err = || {
+        format!(
+            "`{text}` is not a time (expected Unix seconds like 1795670509, RFC 3339 like \
+             2026-11-26T05:21:49Z or 2026-11-26 07:21:49+02:00, a date like 2026-11-26, or a \
+             span ago like -15m, 2h, 1d)"
+        )
+    };
+    if let Some(span) = parse_span(s) {
+        return Ok(now_usec - span);
+    }
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let secs: f64 = s.parse().map_err(|_| err())?;
+        return Ok((secs * 1e6).round() as i64);
+    }
+    parse_rfc3339(s).ok_or_else(err)
+}
+
+/// `-15m`, `15m`, `15m ago`, `2h`, `1d`, `30s`: microseconds.
+fn parse_span(s: &str) -> Option<i64> {
+    let s = s.strip_suffix("ago").unwrap_or(s).trim();
+    let s = s.strip_prefix('-').unwrap_or(s);
+    let unit = s.chars().last()?;
+    let n: i64 = s[..s.len() - unit.len_utf8()].trim().parse().ok()?;
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(secs)?.checked_mul(1_000_000)
+}
+
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let num = |t: &str| -> Option<i64> {
+        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    let (date, rest) = match s.find(['T', 't', ' ']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let mut d = date.splitn(3, '-');
+    let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let days = days_from_civil(y, m as u32, day as u32);
+    let Some(rest) = rest else {
+        return Some(days * 86_400_000_000);
+    };
+    // The zone: `Z`, `+hh:mm`, `-hh:mm`, or none (UTC).
+    let rest = rest.trim();
+    let (time, offset_secs) = if let Some(t) = rest.strip_suffix(['Z', 'z']) {
+        (t, 0)
+    } else if let Some(i) = rest.rfind(['+', '-']) {
+        let (h, mi) = rest[i + 1..]
+            .split_once(':')
+            .unwrap_or((&rest[i + 1..], "0"));
+        let off = num(h)? * 3_600 + num(mi)? * 60;
+        (&rest[..i], if &rest[i..=i] == "-" { -off } else { off })
+    } else {
+        (rest, 0)
+    };
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.split(':');
+    let h = num(t.next()?)?;
+    let mi = t.next().map_or(Some(0), num)?;
+    let sec = t.next().map_or(Some(0), num)?;
+    if h > 23 || mi > 59 || sec > 60 || t.next().is_some() {
+        return None;
+    }
+    let usec = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
+        num(&digits)?
+    };
+    Some((days * 86_400 + h * 3_600 + mi * 60 + sec - offset_secs) * 1_000_000 + usec)
+}
+
 /// A UTC instant shown as ISO-8601 with microseconds: `2026-11-26T05:21:49.909050Z`.
 ///
 /// Microseconds of a million or more (some agents write them) carry into the seconds.
@@ -83,18 +203,6 @@ impl fmt::Display for UtcTimestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The inverse (Hinnant's `days_from_civil`), to check every day of a wide range.
-    fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-        let y = if m <= 2 { y - 1 } else { y };
-        let era = y.div_euclid(400);
-        let yoe = y.rem_euclid(400);
-        let m = i64::from(m);
-        let mp = if m > 2 { m - 3 } else { m + 9 };
-        let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        era * 146_097 + doe - 719_468
-    }
 
     fn is_leap(y: i64) -> bool {
         (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
@@ -161,6 +269,34 @@ mod tests {
             UtcTimestamp::new(-1, 0).to_string(),
             "1969-12-31T23:59:59.000000Z"
         );
+    }
+
+    #[test]
+    fn instants_parse_leniently() {
+        let t = 1_795_670_509_909_050;
+        for text in [
+            "1795670509.90905",
+            "2026-11-26T05:21:49.909050Z",
+            "2026-11-26t05:21:49.90905z",
+            "2026-11-26 05:21:49.909050",
+            "2026-11-26T06:21:49.909050+01:00",
+            "2026-11-26T04:21:49.909050-01:00",
+        ] {
+            assert_eq!(parse_instant(text, 0), Ok(t), "{text}");
+        }
+        assert_eq!(parse_instant("2026-11-26", 0), Ok(1_795_651_200_000_000));
+        assert_eq!(parse_instant("10m ago", 600_000_000), Ok(0));
+        assert_eq!(parse_instant("1d", 86_400_000_000), Ok(0));
+        for bad in [
+            "",
+            "now",
+            "2026-13-01",
+            "2026-11-26T25:00",
+            "12x",
+            "2026-11-26T05:21:49+xx",
+        ] {
+            assert!(parse_instant(bad, 0).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! The subcommands' implementations, one module each (the binary dispatches to them).
 
 pub mod decode;
+pub mod search;
 pub mod send;

@@ -31,6 +31,8 @@ pub struct OutputStats {
     /// worker that is still running (a thread stuck in a write) no longer changes them.
     abandoned: Mutex<bool>,
     active: AtomicBool,
+    /// Drops of output-specific reasons (the store's `disk_low`, `expired`), by reason.
+    other: Mutex<Vec<(&'static str, u64)>>,
 }
 
 impl OutputStats {
@@ -45,6 +47,7 @@ impl OutputStats {
             deadline: AtomicU64::new(0),
             abandoned: Mutex::new(false),
             active: AtomicBool::new(true),
+            other: Mutex::new(Vec::new()),
         }
     }
 
@@ -66,6 +69,33 @@ impl OutputStats {
     /// Messages lost because the output had stopped.
     pub fn closed(&self) -> u64 {
         self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Messages dropped for an output-specific `reason` (see [`OutputStats::other`]).
+    pub fn add_dropped(&self, reason: &'static str, n: u64) {
+        let mut other = self
+            .other
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match other.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, count)) => *count += n,
+            None => other.push((reason, n)),
+        }
+    }
+
+    /// Messages dropped for output-specific reasons, by reason (the store's `disk_low`:
+    /// free space below `[store] min_free_mb`; `expired`: captured before the retention
+    /// age).
+    pub fn other(&self) -> Vec<(&'static str, u64)> {
+        self.other
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every message the output dropped: failed, closed and output-specific reasons.
+    pub fn dropped(&self) -> u64 {
+        self.failed() + self.closed() + self.other().iter().map(|(_, n)| n).sum::<u64>()
     }
 
     /// Messages waiting in the output's queue now.
@@ -101,6 +131,18 @@ impl OutputStats {
     /// stops. So a message is counted once, delivered or lost, even when a stuck write
     /// completes after the deadline.
     pub(crate) fn record_written(&self, taken: u64, written: u64) -> bool {
+        self.record_batch(taken, written, &[])
+    }
+
+    /// As [`record_written`](Self::record_written), with some of the `taken` messages
+    /// dropped for output-specific reasons (`other`: reason, count), neither written nor
+    /// failed.
+    pub(crate) fn record_batch(
+        &self,
+        taken: u64,
+        written: u64,
+        other: &[(&'static str, u64)],
+    ) -> bool {
         let abandoned = self
             .abandoned
             .lock()
@@ -108,9 +150,13 @@ impl OutputStats {
         if *abandoned {
             return false;
         }
+        let dropped: u64 = other.iter().map(|(_, n)| n).sum();
         self.dequeued(taken);
         self.add_delivered(written);
-        self.add_failed(taken - written);
+        self.add_failed(taken - written - dropped);
+        for &(reason, n) in other.iter().filter(|(_, n)| *n > 0) {
+            self.add_dropped(reason, n);
+        }
         true
     }
 
@@ -174,6 +220,13 @@ impl Collect for OutputStats {
             ],
             self.closed(),
         );
+        for (reason, n) in self.other() {
+            out.sample(
+                "hep_dropped_total",
+                &[("stage", "output"), ("output", o), ("reason", reason)],
+                n,
+            );
+        }
         out.sample("hep_output_queue_depth", &[("output", o)], self.queued());
         self.collect_deadline(out);
         self.collect_active(out);

@@ -1,7 +1,7 @@
 //! Where received messages go: one module per output kind.
 //!
-//! Output specs (DESIGN.md): `stdout`, `json:PATH|-`, `pcap:PATH`,
-//! `relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N][;spool=DIR]`, `null`.
+//! Output specs (DESIGN.md): `store:DIR` (the default), `stdout`, `json:PATH|-`,
+//! `pcap:PATH`, `relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N][;spool=DIR]`, `null`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -34,6 +34,8 @@ pub enum OutputSpec {
     },
     /// Count and discard (for benchmarks).
     Null,
+    /// The embedded capture store in this directory (`hep-server search` reads it).
+    Store(PathBuf),
 }
 
 /// An output spec that could not be parsed.
@@ -73,6 +75,10 @@ impl FromStr for OutputSpec {
             ("json" | "pcap", Some("")) | ("json" | "pcap", None) => {
                 Err(err("expected a file path after the colon"))
             }
+            ("store", Some("")) | ("store", None) => {
+                Err(err("expected a directory after the colon"))
+            }
+            ("store", Some(p)) => Ok(Self::Store(PathBuf::from(p))),
             ("json", Some(p)) => Ok(Self::Json(Some(PathBuf::from(p)))),
             ("pcap", Some(p)) => Ok(Self::Pcap(PathBuf::from(p))),
             ("relay", Some(arg)) => {
@@ -93,7 +99,7 @@ impl FromStr for OutputSpec {
                     .map_err(|e: hep_transport::SpecError| err(&e.to_string()))?;
                 Ok(Self::Relay { dest, spool })
             }
-            _ => Err(err("expected stdout, json:PATH|-, pcap:PATH, \
+            _ => Err(err("expected store:DIR, stdout, json:PATH|-, pcap:PATH, \
                  relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N][;spool=DIR] or null")),
         }
     }
@@ -107,6 +113,7 @@ impl fmt::Display for OutputSpec {
             Self::Json(None) => f.write_str("json:-"),
             Self::Json(Some(p)) => write!(f, "json:{}", p.display()),
             Self::Pcap(p) => write!(f, "pcap:{}", p.display()),
+            Self::Store(p) => write!(f, "store:{}", p.display()),
             Self::Relay { dest, spool: None } => write!(f, "relay:{dest}"),
             Self::Relay {
                 dest,

@@ -218,7 +218,7 @@ const SNAPLEN: u32 = 262_144;
 /// and 16 per record; `pcap-file`'s writer has no way to flush while writing, which a
 /// file that `tail`-like readers follow needs.)
 pub struct PcapFileWriter {
-    file: BufWriter<File>,
+    file: BufWriter<Box<dyn Write + Send>>,
     builder: FrameBuilder,
 }
 
@@ -228,7 +228,15 @@ impl PcapFileWriter {
     /// # Errors
     /// When the file cannot be created or written.
     pub fn create(path: &Path) -> io::Result<Self> {
-        let mut file = BufWriter::with_capacity(256 * 1024, File::create(path)?);
+        Self::new(Box::new(File::create(path)?))
+    }
+
+    /// Writes the pcap header to `out` (e.g. standard output), and then the frames.
+    ///
+    /// # Errors
+    /// When `out` cannot be written.
+    pub fn new(out: Box<dyn Write + Send>) -> io::Result<Self> {
+        let mut file = BufWriter::with_capacity(256 * 1024, out);
         file.write_all(&0xa1b2_c3d4u32.to_le_bytes())?; // magic, microseconds
         file.write_all(&2u16.to_le_bytes())?; // version 2.4
         file.write_all(&4u16.to_le_bytes())?;

@@ -39,12 +39,15 @@ use super::writer::{self, Format};
 use crate::config::{Config, RelayTlsConfig};
 use crate::metrics::Registry;
 use crate::stats::RelayCollect;
+use crate::store::StoreStats;
+use crate::store::writer::{self as store_writer, StoreWriter};
 
 /// The outputs of a run: those in use, and the counters of every output it has had.
 pub(crate) struct Outputs {
     running: Vec<Running>,
     stats: Vec<Arc<OutputStats>>,
     relays: Vec<Arc<RelayCollect>>,
+    stores: Vec<Arc<StoreStats>>,
     registry: Registry,
     /// `[limits] output_queue`: fixed for the run.
     capacity: usize,
@@ -204,6 +207,7 @@ impl Outputs {
             running: Vec::new(),
             stats: Vec::new(),
             relays: Vec::new(),
+            stores: Vec::new(),
             registry,
             capacity,
         }
@@ -467,6 +471,24 @@ impl Outputs {
                 };
                 Ok(running(stats, Some(queue), Worker::Task(task)))
             }
+            OutputSpec::Store(dir) => {
+                let stats = self.stats_for(key.spec.clone(), false);
+                let store_stats = match self.stores.iter().find(|s| s.name() == key.spec) {
+                    Some(s) => Arc::clone(s),
+                    None => {
+                        let s = Arc::new(StoreStats::new(key.spec.clone()));
+                        self.registry.register(Arc::clone(&s) as _);
+                        self.stores.push(Arc::clone(&s));
+                        s
+                    }
+                };
+                let store = StoreWriter::open(dir, config.store.clone(), store_stats)
+                    .with_context(|| format!("output `{spec}`"))?;
+                let (queue, rx) = OutputQueue::new(self.capacity, Arc::clone(&stats));
+                let thread = store_writer::spawn(store, rx, Arc::clone(&stats), close.clone())
+                    .with_context(|| format!("output `{spec}`: thread"))?;
+                Ok(running(stats, Some(queue), Worker::Thread(thread)))
+            }
             OutputSpec::Stdout | OutputSpec::Json(_) | OutputSpec::Pcap(_) => {
                 let format = match spec {
                     OutputSpec::Json(path) => Format::json(path.as_deref())
@@ -492,6 +514,7 @@ fn file_of(spec: &OutputSpec) -> Option<&Path> {
     match spec {
         OutputSpec::Json(Some(p))
         | OutputSpec::Pcap(p)
+        | OutputSpec::Store(p)
         | OutputSpec::Relay { spool: Some(p), .. } => Some(p),
         _ => None,
     }

@@ -113,7 +113,7 @@ pub(crate) fn spawn(
 }
 
 /// The next message, waiting; `None` once the queue is closed and drained.
-fn next(
+pub(crate) fn next(
     rx: &mut Receiver<Queued>,
     close: &CancellationToken,
     runtime: &Handle,

@@ -1,0 +1,101 @@
+//! The embedded capture store: `store:DIR` keeps every message in SQLite files, one per
+//! span of capture time, and `hep-server search` finds them again.
+//!
+//! Why SQLite: it is a library, not a server (nothing to install or run beside the
+//! collector), its files are readable with the `sqlite3` shell, it is built into the
+//! binary (`rusqlite` with SQLite bundled), and with WAL, `synchronous = NORMAL` and
+//! large batched transactions one thread inserts several hundred thousand rows a second.
+//!
+//! - [`partition`]: the files of a store directory, their names, the checks that refuse a
+//!   foreign or corrupt file.
+//! - [`schema`]: the table and indexes of a partition.
+//! - [`query`]: searches by Call-ID (with the other legs), user, method and time.
+//! - the writer (a thread behind the output's bounded queue) and retention (whole
+//!   partitions by age and size; a free-space floor) are internal.
+//!
+//! # Schema
+//! One table `messages` per file: `ts` and `recv_ts` (us), `proto_type`, `capture_id`,
+//! `src`, `dst`, `call_id`, `method`, `status`, `cseq`, `from_user`, `from_tag`,
+//! `to_user`, `to_tag`, `correlation_id`, `transport`, `peer`, `listener` and `hep` (the
+//! HEP bytes); indexed by Call-ID, correlation id, From user, To user and `ts`.
+
+use std::path::{Path, PathBuf};
+
+pub mod partition;
+pub mod query;
+pub(crate) mod retention;
+pub(crate) mod row;
+pub mod schema;
+pub(crate) mod writer;
+
+pub use query::{Query, Stored, search};
+pub use writer::StoreStats;
+
+/// Default directory of the store (relative to the working directory): where
+/// `hep-server` with no arguments keeps what it captures, and where `search` looks.
+pub const DEFAULT_DIR: &str = "hep-store";
+
+/// A store error, naming the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A file that is not (or no longer) what the store expects; never overwritten.
+    #[error("store: {}: {reason}", path.display())]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what was expected.
+        reason: String,
+    },
+    /// SQLite failed on a partition.
+    #[error("store: {}: {source}", path.display())]
+    Sqlite {
+        /// The partition.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// A file or directory could not be read or written.
+    #[error("store: {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn foreign(path: &Path, reason: impl Into<String>) -> Self {
+        Self::Foreign {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn sqlite(path: &Path, source: rusqlite::Error) -> Self {
+        // SQLite says "file is not a database" for a damaged or foreign file.
+        if let rusqlite::Error::SqliteFailure(e, _) = &source
+            && matches!(
+                e.code,
+                rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt
+            )
+        {
+            return Self::foreign(
+                path,
+                format!("{source}: the partition is damaged or not a hep-server store file"),
+            );
+        }
+        Self::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

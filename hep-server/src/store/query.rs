@@ -1,0 +1,268 @@
+//! Searches: the messages matching a [`Query`], from every partition whose time span
+//! meets the query's, with the other legs of a call.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use bytes::Bytes;
+use hep_proto::HepMessage;
+use hep_transport::{RecvInfo, Transport};
+use rusqlite::types::Value;
+
+use super::StoreError;
+use super::partition::{self, Partition};
+use super::schema;
+
+/// What to look for; every filter given must match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// Messages of this call: its Call-ID, and the messages linked to it by correlation
+    /// id or `X-CID` in either direction (one level: both legs of a B2BUA call).
+    pub call_id: Option<String>,
+    /// Messages whose From or To user is this.
+    pub user: Option<String>,
+    /// Requests of this method and their responses (`INVITE`, any case), or responses of
+    /// this status code (`486`).
+    pub method: Option<String>,
+    /// Captured at or after, us since the epoch.
+    pub since_usec: Option<i64>,
+    /// Captured before, us since the epoch.
+    pub until_usec: Option<i64>,
+    /// At most this many messages matched (the newest), plus the linked legs' messages.
+    pub limit: usize,
+}
+
+impl Default for Query {
+    fn default() -> Self {
+        Self {
+            call_id: None,
+            user: None,
+            method: None,
+            since_usec: None,
+            until_usec: None,
+            limit: 1_000,
+        }
+    }
+}
+
+/// A message read back from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The message, decoded again from the HEP bytes kept.
+    pub message: HepMessage,
+    /// How it was received.
+    pub recv: Option<RecvInfo>,
+    /// Capture time (receive time for HEPv1), us since the epoch.
+    pub ts_usec: i64,
+    /// Receive time, us since the epoch.
+    pub recv_ts_usec: i64,
+    /// Its Call-ID, if SIP.
+    pub call_id: Option<String>,
+}
+
+/// One row as read, before decoding.
+struct Found {
+    partition: usize,
+    id: i64,
+    ts: i64,
+    recv_ts: i64,
+    transport: Option<String>,
+    peer: Option<String>,
+    listener: Option<String>,
+    hep: Vec<u8>,
+    call_id: Option<String>,
+    correlation_id: Option<String>,
+}
+
+const COLUMNS: &str = "id, ts, recv_ts, transport, peer, listener, hep, call_id, correlation_id";
+
+/// The messages of the store in `dir` matching `q`, oldest first.
+///
+/// # Errors
+/// The directory does not exist or holds a foreign file; a partition cannot be read; a
+/// stored message does not decode (naming the partition).
+pub fn search(dir: &Path, q: &Query) -> Result<Vec<Stored>, StoreError> {
+    if !dir.is_dir() {
+        return Err(StoreError::foreign(
+            dir,
+            "no such store directory (`hep-server run` writes one with the output \
+             store:DIR; the default is hep-store in the working directory)",
+        ));
+    }
+    let mut partitions = partition::scan(dir)?;
+    partitions.retain(|p| {
+        q.since_usec.is_none_or(|s| p.end() * 1_000_000 > s)
+            && q.until_usec.is_none_or(|u| p.start * 1_000_000 < u)
+    });
+    // Newest first: a limit keeps the newest matches.
+    partitions.reverse();
+
+    let mut filter = Filter::default();
+    if let Some(id) = &q.call_id {
+        filter.push("(call_id = ? OR correlation_id = ?)", &[id, id]);
+    }
+    if let Some(u) = &q.user {
+        filter.push("(from_user = ? OR to_user = ?)", &[u, u]);
+    }
+    if let Some(m) = &q.method {
+        match m.parse::<u16>() {
+            Ok(code) => filter.push_value("status = ?", Value::Integer(code.into())),
+            Err(_) => filter.push("method = ?", &[&m.to_ascii_uppercase()]),
+        }
+    }
+    let mut time = Filter::default();
+    if let Some(s) = q.since_usec {
+        time.push_value("ts >= ?", Value::Integer(s));
+    }
+    if let Some(u) = q.until_usec {
+        time.push_value("ts < ?", Value::Integer(u));
+    }
+    let mut found = select(&partitions, &filter.and(&time), q.limit)?;
+
+    // The other legs: calls whose Call-ID the found messages name as correlation id, or
+    // that name the searched Call-ID (found above through `correlation_id = ?`).
+    if let Some(id) = &q.call_id {
+        let legs: BTreeSet<&str> = found
+            .iter()
+            .flat_map(|f| [f.call_id.as_deref(), f.correlation_id.as_deref()])
+            .flatten()
+            .filter(|c| c != id)
+            .collect();
+        if !legs.is_empty() {
+            let mut by_leg = Filter::default();
+            let marks = vec!["?"; legs.len()].join(", ");
+            by_leg.push(
+                &format!("call_id IN ({marks})"),
+                &legs.iter().map(|s| *s).collect::<Vec<_>>(),
+            );
+            let more = select(&partitions, &by_leg.and(&time), usize::MAX)?;
+            let seen: BTreeSet<(usize, i64)> = found.iter().map(|f| (f.partition, f.id)).collect();
+            found.extend(
+                more.into_iter()
+                    .filter(|f| !seen.contains(&(f.partition, f.id))),
+            );
+        }
+    }
+    found.sort_by_key(|f| (f.ts, f.partition, f.id));
+    found.into_iter().map(|f| decode(f, &partitions)).collect()
+}
+
+/// A `WHERE` clause and its parameters.
+#[derive(Debug, Default, Clone)]
+struct Filter {
+    terms: Vec<String>,
+    params: Vec<Value>,
+}
+
+impl Filter {
+    fn push(&mut self, term: &str, params: &[&str]) {
+        self.terms.push(term.to_owned());
+        self.params
+            .extend(params.iter().map(|p| Value::Text((*p).to_owned())));
+    }
+
+    fn push_value(&mut self, term: &str, v: Value) {
+        self.terms.push(term.to_owned());
+        self.params.push(v);
+    }
+
+    fn and(&self, other: &Self) -> Self {
+        let mut f = self.clone();
+        f.terms.extend(other.terms.iter().cloned());
+        f.params.extend(other.params.iter().cloned());
+        f
+    }
+
+    fn sql(&self) -> String {
+        if self.terms.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.terms.join(" AND "))
+        }
+    }
+}
+
+/// Up to `limit` rows matching `filter`, newest partitions first.
+fn select(
+    partitions: &[Partition],
+    filter: &Filter,
+    limit: usize,
+) -> Result<Vec<Found>, StoreError> {
+    let mut found = Vec::new();
+    for (i, p) in partitions.iter().enumerate() {
+        if found.len() >= limit {
+            break;
+        }
+        let sql_err = |e| StoreError::sqlite(&p.path, e);
+        let conn = schema::open_for_read(&p.path)?;
+        // A file created but never written has no table yet.
+        let has_table: bool = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'messages'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(sql_err)?
+            > 0;
+        if !has_table {
+            continue;
+        }
+        let left = (limit - found.len()).min(i64::MAX as usize) as i64;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM messages{} ORDER BY ts DESC, id DESC LIMIT {left}",
+            filter.sql()
+        );
+        let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(filter.params.iter()), |r| {
+                Ok(Found {
+                    partition: i,
+                    id: r.get(0)?,
+                    ts: r.get(1)?,
+                    recv_ts: r.get(2)?,
+                    transport: r.get(3)?,
+                    peer: r.get(4)?,
+                    listener: r.get(5)?,
+                    hep: r.get(6)?,
+                    call_id: r.get(7)?,
+                    correlation_id: r.get(8)?,
+                })
+            })
+            .map_err(sql_err)?;
+        for row in rows {
+            found.push(row.map_err(sql_err)?);
+        }
+    }
+    Ok(found)
+}
+
+fn decode(f: Found, partitions: &[Partition]) -> Result<Stored, StoreError> {
+    let path = &partitions[f.partition].path;
+    let message = HepMessage::decode(Bytes::from(f.hep)).map_err(|e| {
+        StoreError::foreign(
+            path,
+            format!(
+                "message id {} does not decode as HEP ({e}): the file is damaged",
+                f.id
+            ),
+        )
+    })?;
+    let recv = match (&f.transport, &f.peer, &f.listener) {
+        (Some(t), Some(p), Some(l)) => Some(RecvInfo::new(
+            Transport::parse(t).unwrap_or(Transport::Udp),
+            p.parse::<SocketAddr>()
+                .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into()),
+            l.parse::<SocketAddr>()
+                .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into()),
+        )),
+        _ => None,
+    };
+    Ok(Stored {
+        message,
+        recv,
+        ts_usec: f.ts,
+        recv_ts_usec: f.recv_ts,
+        call_id: f.call_id,
+    })
+}

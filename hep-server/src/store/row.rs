@@ -1,0 +1,102 @@
+//! What the store keeps of one message: the indexed summary and the HEP bytes.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+use hep_proto::{HepMessage, HepVersion};
+use hep_transport::Received;
+
+use crate::sip::{self, SipSummary};
+
+/// The values of one `messages` row, borrowed from the message where they can be.
+#[derive(Debug)]
+pub(crate) struct Row<'a> {
+    /// Capture time, us (receive time for HEPv1, which has none).
+    pub(crate) ts: i64,
+    pub(crate) recv_ts: i64,
+    pub(crate) proto_type: Option<u8>,
+    pub(crate) capture_id: Option<u32>,
+    pub(crate) src: Option<String>,
+    pub(crate) dst: Option<String>,
+    pub(crate) sip: Option<SipSummary<'a>>,
+    pub(crate) correlation_id: Option<&'a str>,
+    pub(crate) transport: &'static str,
+    pub(crate) peer: String,
+    pub(crate) listener: String,
+    /// The HEP bytes: as received, or re-encoded when a callback changed the message
+    /// (so that what is stored is what the outputs saw, e.g. without a stripped key).
+    pub(crate) hep: Bytes,
+}
+
+impl<'a> Row<'a> {
+    /// The row of `m`, received at `recv_ts` (us); `None` when a changed message cannot be
+    /// encoded again.
+    pub(crate) fn new(m: &'a Received, recv_ts: i64) -> Option<Self> {
+        let msg = &m.message;
+        let hep = if m.modified {
+            let version = msg.version.unwrap_or(HepVersion::V3);
+            msg.encode(version)
+                .or_else(|_| msg.encode(HepVersion::V3))
+                .ok()?
+        } else {
+            m.wire.clone()
+        };
+        let ts = match msg.ts_sec {
+            Some(s) => i64::from(s) * 1_000_000 + i64::from(msg.ts_usec.unwrap_or(0)),
+            None => recv_ts,
+        };
+        let payload = msg.payload.bytes();
+        let sip = SipSummary::parse(payload);
+        Some(Self {
+            ts,
+            recv_ts,
+            proto_type: msg.proto_type.map(|t| t.id()),
+            capture_id: msg.capture_id,
+            src: addr(msg.src_ip, msg.src_port),
+            dst: addr(msg.dst_ip, msg.dst_port),
+            correlation_id: correlation_id(msg, sip.as_ref(), payload),
+            sip,
+            transport: m.info.transport.as_str(),
+            peer: m.info.peer.to_string(),
+            listener: m.info.listener.to_string(),
+            hep,
+        })
+    }
+}
+
+/// The id linking this message to another call: chunk 0x0011 when it names something
+/// other than the message's own Call-ID (agents often repeat the Call-ID there), else
+/// the `X-CID` header a B2BUA puts on its other leg.
+fn correlation_id<'a>(
+    msg: &'a HepMessage,
+    sip: Option<&SipSummary<'a>>,
+    payload: &'a [u8],
+) -> Option<&'a str> {
+    let call_id = sip.and_then(|s| s.call_id);
+    let chunk = msg
+        .correlation_id
+        .as_deref()
+        .and_then(|c| std::str::from_utf8(c).ok())
+        .filter(|c| !c.is_empty());
+    if let Some(c) = chunk
+        && Some(c) != call_id
+    {
+        return Some(c);
+    }
+    let x_cid = sip.and(sip::header(payload, "X-CID"));
+    x_cid.or(chunk)
+}
+
+/// `IP:PORT` (`[IP]:PORT` for IPv6), the IP alone without a port, or `None`.
+fn addr(ip: Option<IpAddr>, port: Option<u16>) -> Option<String> {
+    let ip = ip?;
+    Some(match port {
+        Some(p) => SocketAddr::new(ip, p).to_string(),
+        None => {
+            let mut s = String::with_capacity(40);
+            let _ = write!(s, "{ip}");
+            s
+        }
+    })
+}

@@ -1,0 +1,129 @@
+//! The schema of a partition file, and how connections to it are opened.
+//!
+//! One table, `messages`: the indexed summary of each message and its HEP bytes as
+//! received (`hep`), which searches decode again to print records or pcap. Times are
+//! microseconds since the Unix epoch, UTC. Indexes are few on purpose, as each one costs
+//! insert speed: Call-ID, correlation id, From user, To user (partial: rows without the
+//! value are not indexed) and capture time.
+//!
+//! The file carries SQLite's `application_id` (`HEPS`) and `user_version` (the schema
+//! version), so that a foreign or newer database is recognised from its header.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::StoreError;
+
+/// `PRAGMA application_id` of a partition: `HEPS`.
+pub const APPLICATION_ID: u32 = u32::from_be_bytes(*b"HEPS");
+/// `PRAGMA user_version` of the schema below.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Page size of new files: large rows (a SIP message is ~0.5-1.5 KB) pack better in
+/// bigger pages and the B-trees are shallower.
+const PAGE_SIZE: u32 = 16_384;
+
+/// The table and its indexes (`IF NOT EXISTS`: the same text opens an existing file).
+const CREATE: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    id             INTEGER PRIMARY KEY,
+    ts             INTEGER NOT NULL, -- capture time, us (receive time for HEPv1)
+    recv_ts        INTEGER NOT NULL, -- receive time, us
+    proto_type     INTEGER,
+    capture_id     INTEGER,
+    src            TEXT,             -- captured source IP:PORT
+    dst            TEXT,             -- captured destination IP:PORT
+    call_id        TEXT,
+    method         TEXT,             -- request method, or for a response its CSeq method
+    status         INTEGER,          -- response status code
+    cseq           INTEGER,
+    from_user      TEXT,
+    from_tag       TEXT,
+    to_user        TEXT,
+    to_tag         TEXT,
+    correlation_id TEXT,             -- chunk 0x0011, or the X-CID header: the other leg
+    transport      TEXT,             -- how it reached us: udp, tcp, tls
+    peer           TEXT,             -- the agent's IP:PORT
+    listener       TEXT,             -- our listener's IP:PORT
+    hep            BLOB NOT NULL     -- the HEP message as received
+);
+CREATE INDEX IF NOT EXISTS messages_call_id ON messages(call_id) WHERE call_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_correlation_id ON messages(correlation_id)
+    WHERE correlation_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_from_user ON messages(from_user) WHERE from_user IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_to_user ON messages(to_user) WHERE to_user IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_ts ON messages(ts);
+";
+
+/// The insert a writer prepares once per connection.
+pub(crate) const INSERT: &str = "INSERT INTO messages (ts, recv_ts, proto_type, capture_id, \
+    src, dst, call_id, method, status, cseq, from_user, from_tag, to_user, to_tag, \
+    correlation_id, transport, peer, listener, hep) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+
+/// Opens (creating if needed) a partition for writing: WAL journal (readers never wait
+/// for the writer), `synchronous = NORMAL` (a commit is not an fsync; a power cut may lose
+/// the last commits, never the file), a large page cache.
+///
+/// # Errors
+/// The file cannot be opened or created, or is not a store partition.
+pub(crate) fn open_for_write(path: &Path) -> Result<Connection, StoreError> {
+    let sql = |e| StoreError::sqlite(path, e);
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql)?;
+    let app: u32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(sql)?;
+    let fresh = app == 0 && is_empty(&conn).map_err(sql)?;
+    if !fresh && app != APPLICATION_ID {
+        return Err(StoreError::foreign(
+            path,
+            format!("an SQLite database of another application (application_id {app:#010x})"),
+        ));
+    }
+    if fresh {
+        // Before WAL: in WAL mode the header (application id, version) would stay in the
+        // WAL until a checkpoint, and a file checked meanwhile would look foreign.
+        conn.execute_batch(&format!(
+            "PRAGMA page_size = {PAGE_SIZE}; BEGIN; {CREATE} \
+             PRAGMA application_id = {APPLICATION_ID}; \
+             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))
+        .map_err(sql)?;
+    }
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA cache_size = -65536;
+         PRAGMA temp_store = MEMORY;",
+    )
+    .map_err(sql)?;
+    Ok(conn)
+}
+
+/// Opens a partition for searching, read-only.
+///
+/// # Errors
+/// The file cannot be opened.
+pub(crate) fn open_for_read(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::sqlite(path, e))?;
+    Ok(conn)
+}
+
+/// Whether the database has no table at all (a file SQLite has just created).
+fn is_empty(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n == 0)
+}

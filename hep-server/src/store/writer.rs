@@ -1,0 +1,409 @@
+//! The store output's thread: takes batches off the output's queue and writes each in
+//! one transaction per partition, with a prepared insert.
+//!
+//! Under load a batch is up to `[store] batch_size` messages (one commit for all of
+//! them); when traffic is light, each wake-up writes what is queued, so a message is
+//! searchable within milliseconds. Before each batch the free space of the filesystem is
+//! checked: below `[store] min_free_mb` the batch is dropped and counted
+//! (`reason="disk_low"`), the disk is never filled. Retention runs at start, when a new
+//! partition is created and every 10 seconds.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, params};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc::Receiver;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::StoreError;
+use super::partition::{self, LOCK_FILE, Partition};
+use super::retention::{self, Limits};
+use super::row::Row;
+use super::schema::{self, INSERT};
+use crate::config::StoreConfig;
+use crate::metrics::{Collect, Kind, Samples};
+use crate::output::fanout::{OutputStats, Queued};
+
+/// Retention runs at least this often.
+const RETENTION_EVERY: Duration = Duration::from_secs(10);
+/// Partitions kept open for writing: the current one and the one before (late messages).
+const MAX_OPEN: usize = 2;
+
+/// The store's own gauges: partitions and bytes on disk.
+#[derive(Debug)]
+pub struct StoreStats {
+    name: String,
+    partitions: AtomicU64,
+    bytes: AtomicU64,
+    removed: AtomicU64,
+}
+
+impl StoreStats {
+    /// Gauges for the store output written as `name` (its spec).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            partitions: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            removed: AtomicU64::new(0),
+        }
+    }
+
+    /// The store output's spec.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Collect for StoreStats {
+    fn collect(&self, out: &mut Samples) {
+        let o = [("output", self.name.as_str())];
+        out.declare(
+            "hep_store_partitions",
+            "Partition files in the store.",
+            Kind::Gauge,
+        );
+        out.sample(
+            "hep_store_partitions",
+            &o,
+            self.partitions.load(Ordering::Relaxed),
+        );
+        out.declare(
+            "hep_store_bytes",
+            "Bytes the store's files take on disk (as of the last retention pass).",
+            Kind::Gauge,
+        );
+        out.sample("hep_store_bytes", &o, self.bytes.load(Ordering::Relaxed));
+        out.declare(
+            "hep_store_partitions_removed_total",
+            "Partition files deleted by retention (age or size).",
+            Kind::Counter,
+        );
+        out.sample(
+            "hep_store_partitions_removed_total",
+            &o,
+            self.removed.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// An open store directory, written by one thread.
+pub(crate) struct StoreWriter {
+    dir: PathBuf,
+    config: StoreConfig,
+    /// Held for the writer's life: a second collector on the same directory is refused.
+    _lock: File,
+    /// Every partition on disk, by (start, span).
+    partitions: BTreeMap<(i64, i64), Partition>,
+    /// Open connections, least recently used first.
+    open: Vec<(Partition, Connection)>,
+    stats: Arc<StoreStats>,
+    last_retention: Instant,
+    /// Why the last batch was refused, for a log line on each change.
+    disk_low: bool,
+}
+
+/// What one batch came to.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Written {
+    pub(crate) stored: u64,
+    pub(crate) failed: u64,
+    pub(crate) expired: u64,
+    pub(crate) disk_low: u64,
+}
+
+impl StoreWriter {
+    /// Opens `dir` (creating it), locks it, checks every file in it, and applies
+    /// retention once.
+    ///
+    /// # Errors
+    /// The directory cannot be created or locked (another process writes it), or holds a
+    /// file that is not a partition of the store (named in the error).
+    pub(crate) fn open(
+        dir: &Path,
+        config: StoreConfig,
+        stats: Arc<StoreStats>,
+    ) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let lock = lock(dir)?;
+        let partitions = partition::scan(dir)?
+            .into_iter()
+            .map(|p| ((p.start, p.span), p))
+            .collect();
+        let mut w = Self {
+            dir: dir.to_path_buf(),
+            config,
+            _lock: lock,
+            partitions,
+            open: Vec::new(),
+            stats,
+            last_retention: Instant::now(),
+            disk_low: false,
+        };
+        w.retention(now_usec() / 1_000_000);
+        Ok(w)
+    }
+
+    /// Writes one batch.
+    pub(crate) fn write(&mut self, batch: &[Queued]) -> Written {
+        let mut out = Written::default();
+        let now = now_usec();
+        if self.free_space_is_low() {
+            out.disk_low = batch.len() as u64;
+            return out;
+        }
+        let expired_before = match self.config.max_age_hours {
+            0 => i64::MIN,
+            h => now - (h as i64) * 3_600_000_000,
+        };
+        let span = i64::from(self.config.partition_minutes) * 60;
+        let mut rows: Vec<(i64, Row<'_>)> = Vec::with_capacity(batch.len());
+        for m in batch {
+            match Row::new(m, now) {
+                None => out.failed += 1,
+                Some(r) if r.ts < expired_before => out.expired += 1,
+                Some(r) => rows.push((r.ts.div_euclid(1_000_000).div_euclid(span) * span, r)),
+            }
+        }
+        // Usually one partition; a batch across an hour's end, or late messages, two.
+        rows.sort_by_key(|(start, _)| *start);
+        let mut created = false;
+        for group in rows.chunk_by(|a, b| a.0 == b.0) {
+            let n = group.len() as u64;
+            match self.insert(group[0].0, span, group, &mut created) {
+                Ok(()) => out.stored += n,
+                Err(e) => {
+                    out.failed += n;
+                    tracing::warn!(error = %e, messages = n, "store: write failed");
+                }
+            }
+        }
+        if created || self.last_retention.elapsed() >= RETENTION_EVERY {
+            self.retention(now / 1_000_000);
+        }
+        out
+    }
+
+    fn insert(
+        &mut self,
+        start: i64,
+        span: i64,
+        rows: &[(i64, Row<'_>)],
+        created: &mut bool,
+    ) -> Result<(), StoreError> {
+        let p = Partition::holding(&self.dir, start, span);
+        let path = p.path.clone();
+        let conn = self.connection(p, created)?;
+        let sql = |e| StoreError::sqlite(&path, e);
+        let tx = conn.transaction().map_err(sql)?;
+        {
+            let mut insert = tx.prepare_cached(INSERT).map_err(sql)?;
+            for (_, r) in rows {
+                let sip = r.sip.as_ref();
+                insert
+                    .execute(params![
+                        r.ts,
+                        r.recv_ts,
+                        r.proto_type,
+                        r.capture_id,
+                        r.src,
+                        r.dst,
+                        sip.and_then(|s| s.call_id),
+                        sip.and_then(|s| s.method()),
+                        sip.and_then(|s| s.status()),
+                        sip.and_then(|s| s.cseq).map(|c| c.seq),
+                        sip.and_then(|s| s.from).and_then(|f| f.user),
+                        sip.and_then(|s| s.from).and_then(|f| f.tag),
+                        sip.and_then(|s| s.to).and_then(|t| t.user),
+                        sip.and_then(|s| s.to).and_then(|t| t.tag),
+                        r.correlation_id,
+                        r.transport,
+                        r.peer,
+                        r.listener,
+                        &r.hep[..],
+                    ])
+                    .map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// The open connection to `p`, opening (and creating) it if needed.
+    fn connection(
+        &mut self,
+        p: Partition,
+        created: &mut bool,
+    ) -> Result<&mut Connection, StoreError> {
+        if let Some(i) = self.open.iter().position(|(o, _)| *o == p) {
+            let last = self.open.len() - 1;
+            self.open.swap(i, last);
+            return Ok(&mut self.open[last].1);
+        }
+        let exists = p.path.exists();
+        if exists {
+            partition::check_header(&p.path)?;
+        }
+        let conn = schema::open_for_write(&p.path)?;
+        if !exists {
+            *created = true;
+            tracing::info!(partition = %p.path.display(), "store: new partition");
+        }
+        self.partitions.insert((p.start, p.span), p.clone());
+        if self.open.len() >= MAX_OPEN {
+            // Closing checkpoints the WAL into the file.
+            self.open.remove(0);
+        }
+        self.open.push((p, conn));
+        let last = self.open.len() - 1;
+        Ok(&mut self.open[last].1)
+    }
+
+    /// Deletes the partitions past the age or size limit; updates the gauges.
+    fn retention(&mut self, now_secs: i64) {
+        self.last_retention = Instant::now();
+        let limits = Limits {
+            max_age: (self.config.max_age_hours > 0)
+                .then(|| self.config.max_age_hours as i64 * 3_600),
+            max_bytes: (self.config.max_size_mb > 0).then(|| self.config.max_size_mb << 20),
+        };
+        let sized: Vec<(Partition, u64)> = self
+            .partitions
+            .values()
+            .map(|p| (p.clone(), p.bytes()))
+            .collect();
+        let mut removed = 0u64;
+        for i in retention::to_delete(&sized, now_secs, limits) {
+            let p = &sized[i].0;
+            // Close it first: SQLite must not write a file we are deleting.
+            self.open.retain(|(o, _)| o != p);
+            let mut ok = true;
+            for f in p.files() {
+                match std::fs::remove_file(&f) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        ok = false;
+                        tracing::warn!(file = %f.display(), error = %e, "store: cannot delete an expired partition");
+                    }
+                }
+            }
+            if ok {
+                tracing::info!(partition = %p.path.display(), "store: retention removed a partition");
+                self.partitions.remove(&(p.start, p.span));
+                removed += 1;
+            }
+        }
+        self.stats.removed.fetch_add(removed, Ordering::Relaxed);
+        self.stats
+            .partitions
+            .store(self.partitions.len() as u64, Ordering::Relaxed);
+        let bytes: u64 = self.partitions.values().map(Partition::bytes).sum();
+        self.stats.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether the filesystem's free space is below `min_free_mb` (logged on each change).
+    fn free_space_is_low(&mut self) -> bool {
+        let floor = self.config.min_free_mb << 20;
+        if floor == 0 {
+            return false;
+        }
+        let free = match rustix::fs::statvfs(&self.dir) {
+            Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "store: cannot read the free space");
+                return false;
+            }
+        };
+        let low = free < floor;
+        if low != self.disk_low {
+            if low {
+                tracing::error!(
+                    dir = %self.dir.display(),
+                    free_mb = free >> 20,
+                    min_free_mb = self.config.min_free_mb,
+                    "store: free space below the floor: messages are dropped (reason disk_low) until there is room"
+                );
+            } else {
+                tracing::info!(dir = %self.dir.display(), "store: free space above the floor again: writing");
+            }
+            self.disk_low = low;
+        }
+        low
+    }
+}
+
+/// Locks `dir/hep-store.lock` (an advisory lock, released when the process ends).
+fn lock(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io(&path, e))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+        |_| {
+            StoreError::foreign(
+                &path,
+                "the store is in use by another hep-server (its lock is held); give each \
+             collector its own directory",
+            )
+        },
+    )?;
+    Ok(file)
+}
+
+/// Now, microseconds since the Unix epoch.
+pub(crate) fn now_usec() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Starts the store thread; it ends when the queue is drained after every sender of `rx`
+/// is gone, or after `close` (see `output::writer::spawn`, whose contract this follows:
+/// the receiver completes when the thread ends; after the shutdown deadline abandoned the
+/// output, the thread counts nothing more and stops).
+pub(crate) fn spawn(
+    mut store: StoreWriter,
+    mut rx: Receiver<Queued>,
+    stats: Arc<OutputStats>,
+    close: CancellationToken,
+) -> std::io::Result<oneshot::Receiver<()>> {
+    let (finished, finished_rx) = oneshot::channel::<()>();
+    let runtime = Handle::current();
+    let batch_size = store.config.batch_size.max(1);
+    std::thread::Builder::new()
+        .name(format!("out {}", stats.name()))
+        .spawn(move || {
+            let _finished = finished;
+            let mut closing = false;
+            let mut batch = Vec::with_capacity(batch_size);
+            while let Some(first) =
+                crate::output::writer::next(&mut rx, &close, &runtime, &mut closing)
+            {
+                batch.push(first);
+                while batch.len() < batch_size {
+                    let Ok(m) = rx.try_recv() else { break };
+                    batch.push(m);
+                }
+                let w = store.write(&batch);
+                let recorded = stats.record_batch(
+                    batch.len() as u64,
+                    w.stored,
+                    &[("expired", w.expired), ("disk_low", w.disk_low)],
+                );
+                if !recorded {
+                    return;
+                }
+                batch.clear();
+            }
+        })
+        .map(|_detached| finished_rx)
+}
