@@ -765,7 +765,7 @@ fn check_config_prints_the_effective_config() {
     assert!(ok, "{err}");
     for line in [
         "listen = [\n    \"hep_udp:0.0.0.0:9060\",\n    \"hep_tcp:0.0.0.0:9060\",\n]",
-        "outputs = [\"stdout\"]",
+        "outputs = [\"store:hep-store\"]",
         "hep_port = 9060",
         "hep_send_timeout = 100",
         "hep_max_msg_chunks = 32",
@@ -776,6 +776,9 @@ fn check_config_prints_the_effective_config() {
         "hep_async_local_write_timeout = 10",
         "[limits]",
         "output_queue = 65536",
+        "[store]",
+        "max_age_hours = 168",
+        "partition_minutes = 60",
         "[auth]",
         "key = \"k\"",
     ] {
@@ -872,7 +875,7 @@ fn a_port_in_use_is_reported_at_start() {
 // ===== no arguments =====
 
 #[test]
-fn without_arguments_it_listens_on_5656_and_prints_lines() {
+fn without_arguments_it_listens_on_5656_and_stores_in_hep_store() {
     let skip =
         || println!("note: port 5656 is in use on this machine; skipping the no-argument run");
     let free = UdpSocket::bind("0.0.0.0:5656").is_ok() && TcpListener::bind("0.0.0.0:5656").is_ok();
@@ -880,7 +883,11 @@ fn without_arguments_it_listens_on_5656_and_prints_lines() {
         skip();
         return;
     }
-    let server = match Server::try_spawn(Command::new(BIN)) {
+    // The default store is `hep-store` in the working directory.
+    let dir = test_dir("no-arguments");
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(&dir);
+    let server = match Server::try_spawn(cmd) {
         Ok(server) => server,
         // Taken between the check and the start (another test run).
         Err(stderr) if stderr.contains("5656") && stderr.contains("in use") => {
@@ -893,30 +900,47 @@ fn without_arguments_it_listens_on_5656_and_prints_lines() {
     for want in [
         "hep-server: listening on hep_udp:0.0.0.0:5656",
         "hep-server: listening on hep_tcp:0.0.0.0:5656",
-        "hep-server: writing to stdout",
+        "hep-server: writing to store:hep-store",
     ] {
         assert!(err.contains(want), "`{want}` in\n{err}");
     }
+    // Captured now: the default retention (a week) keeps it.
+    let mut invite = HepMessage::decode(Bytes::from(read("kamailio/v3-udp-0001.hep"))).unwrap();
+    invite.ts_sec = Some(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as u32,
+    );
     send_udp(
         "127.0.0.1:5656".parse().unwrap(),
-        &[read("kamailio/v3-udp-0001.hep")],
+        &[invite.encode(HepVersion::V3).unwrap().to_vec()],
     );
-    let line = wait_for("a line on stdout", OUTPUT_WAIT, || {
-        let out = server.stdout();
-        out.ends_with('\n').then_some(out)
-    });
-    assert_eq!(line.lines().count(), 1, "{line}");
-    for want in [
-        "2001",
-        "127.0.0.1:5061",
-        "127.0.0.1:5060",
-        "udp/udp sip",
-        "INVITE sip:service@127.0.0.1:5060 SIP/2.0",
-        "1-13274@127.0.0.1",
-    ] {
-        assert!(line.contains(want), "`{want}` in {line}");
-    }
     let stopped = server.stop();
-    assert_eq!(stopped.stdout, line, "nothing else on stdout");
     assert_eq!(stopped.counts.delivered, 1);
+    assert_eq!(stopped.stdout, "", "nothing on stdout");
+    let out = Command::new(BIN)
+        .current_dir(&dir)
+        .args([
+            "search",
+            "--call-id",
+            "1-13274@127.0.0.1",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(found["ts_sec"], invite.ts_sec.unwrap());
+    assert!(
+        found["payload"]
+            .as_str()
+            .unwrap()
+            .starts_with("INVITE sip:service@127.0.0.1:5060")
+    );
 }

@@ -120,8 +120,9 @@ pub fn search(dir: &Path, q: &Query) -> Result<Vec<Stored>, StoreError> {
     }
     let mut found = select(&partitions, &filter.and(&time), q.limit)?;
 
-    // The other legs: calls whose Call-ID the found messages name as correlation id, or
-    // that name the searched Call-ID (found above through `correlation_id = ?`).
+    // The other legs (one level): the calls the found messages name as correlation id or
+    // whose messages name the searched Call-ID (found above through `correlation_id = ?`),
+    // with what is linked to those calls in turn (a log line about the other leg).
     if let Some(id) = &q.call_id {
         let legs: BTreeSet<&str> = found
             .iter()
@@ -132,9 +133,10 @@ pub fn search(dir: &Path, q: &Query) -> Result<Vec<Stored>, StoreError> {
         if !legs.is_empty() {
             let mut by_leg = Filter::default();
             let marks = vec!["?"; legs.len()].join(", ");
+            let legs: Vec<&str> = legs.into_iter().collect();
             by_leg.push(
-                &format!("call_id IN ({marks})"),
-                &legs.iter().map(|s| *s).collect::<Vec<_>>(),
+                &format!("(call_id IN ({marks}) OR correlation_id IN ({marks}))"),
+                &[&legs[..], &legs[..]].concat(),
             );
             let more = select(&partitions, &by_leg.and(&time), usize::MAX)?;
             let seen: BTreeSet<(usize, i64)> = found.iter().map(|f| (f.partition, f.id)).collect();

@@ -5,7 +5,16 @@
 //! hep-bench-peer tcp-sink   --listen ADDR                    TCP ceiling; relay latency probes
 //! hep-bench-peer stall      --listen ADDR                    a relay destination that never reads
 //! hep-bench-peer idle-conns --dest ADDR --count N            N idle TCP connections
+//! hep-bench-peer sip-calls  --dest ADDR --messages N [--spread-secs S] [--start-ts T]
+//!                                                            N SIP messages of distinct calls
 //! ```
+//!
+//! `sip-calls` writes HEP3 frames over one TCP connection as fast as the receiver takes
+//! them: calls of 7 messages (INVITE, 100, 180, 200, ACK, BYE, 200), each call with its
+//! own Call-ID (`bench-N@10.0.0.1`) and tags, From/To users out of 50,000, capture times
+//! from `--start-ts` (Unix seconds, default now) spread evenly over `--spread-secs`
+//! (default 0: all now). It says `ready` once every message is written: the load for the
+//! store's insert rate and for a search among millions of stored messages.
 //!
 //! Each prints `ready ...` on stdout once it listens (or has connected), then serves
 //! commands read from stdin, one a line, answering each with one line on stdout:
@@ -109,6 +118,12 @@ fn run(args: Vec<String>) -> Result<(), String> {
         "tcp-sink" => tcp_sink(opts.need("listen")?, start)?,
         "stall" => stall(opts.need("listen")?)?,
         "idle-conns" => idle_conns(opts.need("dest")?, opts.need("count")?)?,
+        "sip-calls" => sip_calls(
+            opts.need("dest")?,
+            opts.need("messages")?,
+            opts.get("spread-secs")?.unwrap_or(0),
+            opts.get("start-ts")?,
+        )?,
         other => return Err(format!("unknown mode `{other}`")),
     };
     serve_commands(stats, max, start)
@@ -525,6 +540,97 @@ fn idle_conns(dest: SocketAddr, count: usize) -> Result<Box<dyn Fn() -> String +
         let _keep = &held;
         format!("connected={connected} failed={failed}")
     }))
+}
+
+/// The messages of one call, `(from_caller, text)`; `{c}` is the call number.
+const CALL: [(bool, &str); 7] = [
+    (
+        true,
+        "INVITE sip:bob{u}@10.0.0.2:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{c}-1\r\nFrom: \"Alice\" <sip:alice{u}@10.0.0.1:5060>;tag=a{c}\r\nTo: <sip:bob{u}@10.0.0.2:5060>\r\nCall-ID: bench-{c}@10.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice{u}@10.0.0.1:5060>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: 129\r\n\r\nv=0\r\no=user1 53655765 2353687637 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 6004 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+    ),
+    (
+        false,
+        "SIP/2.0 100 Trying\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{c}-1\r\nFrom: \"Alice\" <sip:alice{u}@10.0.0.1:5060>;tag=a{c}\r\nTo: <sip:bob{u}@10.0.0.2:5060>\r\nCall-ID: bench-{c}@10.0.0.1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+    ),
+    (
+        false,
+        "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{c}-1\r\nFrom: \"Alice\" <sip:alice{u}@10.0.0.1:5060>;tag=a{c}\r\nTo: <sip:bob{u}@10.0.0.2:5060>;tag=b{c}\r\nCall-ID: bench-{c}@10.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:bob{u}@10.0.0.2:5060>\r\nContent-Length: 0\r\n\r\n",
+    ),
+    (
+        false,
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{c}-1\r\nFrom: \"Alice\" <sip:alice{u}@10.0.0.1:5060>;tag=a{c}\r\nTo: <sip:bob{u}@10.0.0.2:5060>;tag=b{c}\r\nCall-ID: bench-{c}@10.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:bob{u}@10.0.0.2:5060>\r\nContent-Type: application/sdp\r\nContent-Length: 129\r\n\r\nv=0\r\no=user2 53655765 2353687637 IN IP4 10.0.0.2\r\ns=-\r\nc=IN IP4 10.0.0.2\r\nt=0 0\r\nm=audio 6006 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+    ),
+    (
+        true,
+        "ACK sip:bob{u}@10.0.0.2:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{c}-2\r\nFrom: \"Alice\" <sip:alice{u}@10.0.0.1:5060>;tag=a{c}\r\nTo: <sip:bob{u}@10.0.0.2:5060>;tag=b{c}\r\nCall-ID: bench-{c}@10.0.0.1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+    ),
+    (
+        true,
+        "BYE sip:bob{u}@10.0.0.2:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{c}-3\r\nFrom: \"Alice\" <sip:alice{u}@10.0.0.1:5060>;tag=a{c}\r\nTo: <sip:bob{u}@10.0.0.2:5060>;tag=b{c}\r\nCall-ID: bench-{c}@10.0.0.1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+    ),
+    (
+        false,
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{c}-3\r\nFrom: \"Alice\" <sip:alice{u}@10.0.0.1:5060>;tag=a{c}\r\nTo: <sip:bob{u}@10.0.0.2:5060>;tag=b{c}\r\nCall-ID: bench-{c}@10.0.0.1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
+    ),
+];
+
+/// Users the calls are spread over.
+const USERS: u64 = 50_000;
+
+/// Writes `messages` SIP messages of distinct calls as HEP3 frames to `dest` over TCP.
+fn sip_calls(
+    dest: SocketAddr,
+    messages: u64,
+    spread_secs: u64,
+    start_ts: Option<u64>,
+) -> Result<Box<dyn Fn() -> String + Send>, String> {
+    let started = Instant::now();
+    let start_us = match start_ts {
+        Some(s) => s * 1_000_000,
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?
+            .as_micros() as u64,
+    };
+    let step_us = (spread_secs * 1_000_000).checked_div(messages).unwrap_or(0);
+    let mut conn = TcpStream::connect_timeout(&dest, Duration::from_secs(5))
+        .map_err(|e| format!("connect {dest}: {e}"))?;
+    let caller: SocketAddr = "10.0.0.1:5060".parse().map_err(|_| "addr")?;
+    let callee: SocketAddr = "10.0.0.2:5060".parse().map_err(|_| "addr")?;
+    let mut buf = Vec::with_capacity(1 << 20);
+    for i in 0..messages {
+        let (call, step) = (i / 7, (i % 7) as usize);
+        let (from_caller, text) = CALL[step];
+        let payload = text
+            .replace("{c}", &call.to_string())
+            .replace("{u}", &(call % USERS).to_string());
+        let ts = start_us + i * step_us;
+        let (src, dst) = if from_caller {
+            (caller, callee)
+        } else {
+            (callee, caller)
+        };
+        let msg = HepMessage::builder()
+            .src(src)
+            .dst(dst)
+            .timestamp((ts / 1_000_000) as u32, (ts % 1_000_000) as u32)
+            .proto_type(ProtoType::Sip)
+            .capture_id(2001)
+            .payload(payload)
+            .build();
+        let wire = msg.encode(HepVersion::V3).map_err(|e| e.to_string())?;
+        buf.extend_from_slice(&wire);
+        if buf.len() >= 1 << 20 {
+            conn.write_all(&buf).map_err(|e| format!("write: {e}"))?;
+            buf.clear();
+        }
+    }
+    conn.write_all(&buf).map_err(|e| format!("write: {e}"))?;
+    conn.flush().map_err(|e| format!("write: {e}"))?;
+    drop(conn);
+    let secs = started.elapsed().as_secs_f64();
+    say_ready(&format!("sip-calls {dest} sent={messages} secs={secs:.3}"))?;
+    Ok(Box::new(move || format!("sent={messages} secs={secs:.3}")))
 }
 
 #[cfg(test)]

@@ -1,0 +1,498 @@
+//! The embedded store, with the real binary: `run --output store:DIR` keeps messages,
+//! `search` finds them again (README "The capture store", docs/CONFIG.md `[store]`).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hep_proto::{HepMessage, HepVersion, ProtoType};
+use hep_testkit::vectors::read;
+use serde_json::Value;
+
+use common::*;
+
+/// A server on loopback UDP and TCP writing `store:DIR` and `json:DIR/all.jsonl`, with
+/// `store` as its `[store]` section.
+fn start(dir: &Path, store: &str) -> Server {
+    let text = format!(
+        "listen = [\"hep_udp:127.0.0.1:0\", \"hep_tcp:127.0.0.1:0\"]\n\
+         outputs = [\"store:{}\", \"json:{}\"]\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n\
+         [store]\n{store}\n",
+        dir.join("store").display(),
+        dir.join("all.jsonl").display(),
+    );
+    let path = dir.join("hep-server.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config", path.to_str().unwrap()]);
+    Server::spawn(cmd)
+}
+
+/// `hep-server search --store DIR ARGS...`.
+fn search(store: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["search", "--store", store.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The JSON records `search --format json ARGS...` prints (it must succeed).
+fn search_json(store: &Path, args: &[&str]) -> Vec<Value> {
+    let out = search(store, &[&["--format", "json"], args].concat());
+    assert!(
+        out.status.success(),
+        "search {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Whole records (with `recv`) as sorted JSON text.
+fn as_set(records: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = records.iter().map(Value::to_string).collect();
+    v.sort();
+    v
+}
+
+fn now_secs() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32
+}
+
+/// A HEPv3 SIP message from `src` to `dst` captured at `ts` with `payload`.
+fn sip(ts: u32, src: &str, dst: &str, payload: &str) -> Vec<u8> {
+    HepMessage::builder()
+        .src(src.parse().unwrap())
+        .dst(dst.parse().unwrap())
+        .timestamp(ts, 0)
+        .proto_type(ProtoType::Sip)
+        .capture_id(7)
+        .payload(payload.to_owned())
+        .build()
+        .encode(HepVersion::V3)
+        .unwrap()
+        .to_vec()
+}
+
+fn invite(call_id: &str, user: &str, extra: &str) -> String {
+    format!(
+        "INVITE sip:{user}@example.com SIP/2.0\r\nFrom: <sip:caller@example.com>;tag=f1\r\n\
+         To: <sip:{user}@example.com>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n{extra}\r\n"
+    )
+}
+
+fn ok(call_id: &str, user: &str) -> String {
+    format!(
+        "SIP/2.0 200 OK\r\nFrom: <sip:caller@example.com>;tag=f1\r\n\
+         To: <sip:{user}@example.com>;tag=t1\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\r\n"
+    )
+}
+
+fn partitions(store: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".db"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn every_vector_set_survives_a_store_and_search_round_trip() {
+    let dir = test_dir("store-round-trip");
+    // No age limit: the vectors were captured on 2026-11-26.
+    let server = start(&dir, "max_age_hours = 0");
+    let mut sent = 0;
+    for set in UDP_SETS {
+        let datagrams = set_bytes(set);
+        sent += datagrams.len();
+        send_udp(server.udp(), &datagrams);
+    }
+    let others: Vec<Vec<u8>> = [
+        "hepjs/hepjs-v3-options.hep",
+        "hepjs/hepjs-v3-utf8-truncated.hep",
+        "spec/hep3-spec-example.hep",
+    ]
+    .iter()
+    .map(|f| read(f))
+    .collect();
+    sent += others.len();
+    send_udp(server.udp(), &others);
+    let stream = read("kamailio/v3-tcp-stream.bin");
+    sent += hep3_frames(&stream).len();
+    send_tcp(server.tcp(), &stream);
+    let written = wait_json(&dir.join("all.jsonl"), sent);
+    let store = dir.join("store");
+    let label = [("output", &*format!("store:{}", store.display()))];
+    wait_for("the store to write every message", OUTPUT_WAIT, || {
+        (server.metrics().get("hep_delivered_total", &label) == sent as u64).then_some(())
+    });
+    let metrics = server.metrics();
+    assert!(metrics.get("hep_store_partitions", &label) >= 1);
+    assert!(metrics.get("hep_store_bytes", &label) > 0);
+
+    // While the server runs (a reader beside the writer), and after it stopped.
+    let live = search_json(&store, &["--limit", "100000"]);
+    let stopped = server.stop();
+    assert_eq!(stopped.counts.dropped, 0);
+    let found = search_json(&store, &["--limit", "100000"]);
+    assert_eq!(found.len(), sent);
+    assert_eq!(
+        as_set(&found),
+        as_set(&written),
+        "every field of every record"
+    );
+    assert_eq!(as_set(&live), as_set(&written));
+    // Oldest first (HEPv1 messages, without a capture time, sort by receive time).
+    let ts: Vec<u64> = found
+        .iter()
+        .filter_map(|r| {
+            r["ts_sec"]
+                .as_u64()
+                .map(|s| s * 1_000_000 + r["ts_usec"].as_u64().unwrap())
+        })
+        .collect();
+    assert!(ts.is_sorted(), "{ts:?}");
+}
+
+#[test]
+fn searches_filter_by_call_id_user_method_and_time() {
+    let dir = test_dir("store-filters");
+    let server = start(&dir, "max_age_hours = 0");
+    send_udp(server.udp(), &set_bytes("v3-udp-"));
+    wait_json(&dir.join("all.jsonl"), 12);
+    server.stop();
+    let store = dir.join("store");
+    // The set is one sipp call through Kamailio: 12 SIP messages with one Call-ID.
+    let all = search_json(&store, &[]);
+    assert_eq!(all.len(), 12);
+    let call = search_json(&store, &["--call-id", "1-13274@127.0.0.1"]);
+    assert_eq!(call.len(), 12);
+    assert!(
+        search(&store, &["--call-id", "1-13274@127.0.0.2"])
+            .status
+            .code()
+            == Some(1)
+    );
+
+    let byes = search_json(&store, &["--method", "bye"]);
+    assert!(!byes.is_empty());
+    for r in &byes {
+        let p = r["payload"].as_str().unwrap();
+        assert!(p.contains("CSeq: 2 BYE") || p.starts_with("BYE "), "{p}");
+    }
+    let ringing = search_json(&store, &["--method", "180"]);
+    assert!(
+        ringing
+            .iter()
+            .all(|r| r["payload"].as_str().unwrap().starts_with("SIP/2.0 180"))
+    );
+    assert!(!ringing.is_empty());
+    assert_eq!(
+        search_json(&store, &["--user", "sipp"]).len(),
+        12,
+        "the From user"
+    );
+    assert_eq!(
+        search_json(&store, &["--user", "service"]).len(),
+        12,
+        "the To user"
+    );
+    assert_eq!(search(&store, &["--user", "nobody"]).status.code(), Some(1));
+    assert_eq!(search_json(&store, &["--limit", "3"]).len(), 3);
+
+    // The vectors were captured within one second: split them at the seventh message.
+    let at = |r: &Value| r["ts_sec"].as_u64().unwrap() * 1_000_000 + r["ts_usec"].as_u64().unwrap();
+    let split = at(&all[6]);
+    let since = format!("{}.{:06}", split / 1_000_000, split % 1_000_000);
+    let late = search_json(&store, &["--since", &since]);
+    assert!(late.iter().all(|r| at(r) >= split));
+    assert!(late.len() >= 6 && late.len() < 12, "{}", late.len());
+    let early = search_json(&store, &["--until", &since]);
+    assert!(early.iter().all(|r| at(r) < split));
+    assert_eq!(early.len() + late.len(), all.len());
+    let none = search(&store, &["--since", "2100-01-01", "--format", "json"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&none.stderr).contains("no message matches"));
+    let bad = search(&store, &["--since", "last tuesday"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
+}
+
+#[test]
+fn a_call_search_brings_the_other_leg_of_a_b2bua() {
+    let dir = test_dir("store-legs");
+    let server = start(&dir, "");
+    let now = now_secs();
+    let (a, b) = ("leg-a@pbx", "leg-b@pbx");
+    let mut msgs = vec![
+        sip(now, "10.0.0.1:5060", "10.0.0.2:5060", &invite(a, "bob", "")),
+        // The B2BUA's outgoing leg names the incoming one.
+        sip(
+            now,
+            "10.0.0.2:5060",
+            "10.0.0.3:5060",
+            &invite(b, "bob", "X-CID: leg-a@pbx\r\n"),
+        ),
+        sip(now, "10.0.0.3:5060", "10.0.0.2:5060", &ok(b, "bob")),
+        sip(now, "10.0.0.2:5060", "10.0.0.1:5060", &ok(a, "bob")),
+        sip(
+            now,
+            "10.0.0.9:5060",
+            "10.0.0.2:5060",
+            &invite("other@pbx", "carol", ""),
+        ),
+    ];
+    // A log line about leg A, linked by the HEP correlation id (chunk 0x0011).
+    msgs.push({
+        let mut m =
+            HepMessage::decode(Bytes::from(sip(now, "10.0.0.2:0", "10.0.0.2:0", "x"))).unwrap();
+        m.proto_type = Some(ProtoType::Log);
+        m.correlation_id = Some(Bytes::from_static(b"leg-a@pbx"));
+        m.payload = hep_proto::Payload::Plain(Bytes::from_static(b"routing to 10.0.0.3"));
+        m.encode(HepVersion::V3).unwrap().to_vec()
+    });
+    send_udp(server.udp(), &msgs);
+    wait_json(&dir.join("all.jsonl"), msgs.len());
+    server.stop();
+    let store = dir.join("store");
+    let payloads = |records: &[Value]| -> Vec<String> {
+        let mut v: Vec<String> = records
+            .iter()
+            .map(|r| {
+                r["payload"]
+                    .as_str()
+                    .unwrap()
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let from_a = search_json(&store, &["--call-id", a]);
+    assert_eq!(from_a.len(), 5, "both legs and the log line: {from_a:#?}");
+    assert!(!payloads(&from_a).iter().any(|p| p.contains("carol")));
+    let from_b = search_json(&store, &["--call-id", b]);
+    assert_eq!(
+        as_set(&from_b),
+        as_set(&from_a),
+        "the same call from either leg"
+    );
+    assert_eq!(search_json(&store, &["--call-id", "other@pbx"]).len(), 1);
+}
+
+#[test]
+fn retention_removes_old_partitions_and_keeps_recent_ones() {
+    let dir = test_dir("store-retention");
+    let store = dir.join("store");
+    let now = now_secs();
+    let old = now - 3 * 24 * 3_600;
+    // First run: no age limit, one message three days old and one of now.
+    let server = start(&dir, "max_age_hours = 0");
+    send_udp(
+        server.udp(),
+        &[
+            sip(
+                old,
+                "10.0.0.1:5060",
+                "10.0.0.2:5060",
+                &invite("old@x", "bob", ""),
+            ),
+            sip(
+                now,
+                "10.0.0.1:5060",
+                "10.0.0.2:5060",
+                &invite("new@x", "bob", ""),
+            ),
+        ],
+    );
+    wait_json(&dir.join("all.jsonl"), 2);
+    server.stop();
+    assert_eq!(
+        partitions(&store).len(),
+        2,
+        "one partition per hour of capture time"
+    );
+    assert_eq!(search_json(&store, &["--user", "bob"]).len(), 2);
+
+    // Second run: a day's retention removes the old hour at start, keeps the recent one,
+    // and drops (counted) what is captured before the limit.
+    let server = start(&dir, "max_age_hours = 24");
+    send_udp(
+        server.udp(),
+        &[
+            sip(
+                old,
+                "10.0.0.1:5060",
+                "10.0.0.2:5060",
+                &invite("old-again@x", "bob", ""),
+            ),
+            sip(
+                now,
+                "10.0.0.1:5060",
+                "10.0.0.2:5060",
+                &invite("new-again@x", "bob", ""),
+            ),
+        ],
+    );
+    wait_json(&dir.join("all.jsonl"), 2);
+    let label = format!("store:{}", store.display());
+    wait_for("the expired message counted", OUTPUT_WAIT, || {
+        let m = server.metrics();
+        (m.get(
+            "hep_dropped_total",
+            &[("output", &*label), ("reason", "expired")],
+        ) == 1)
+            .then_some(())
+    });
+    let m = server.metrics();
+    assert_eq!(
+        m.get("hep_store_partitions_removed_total", &[("output", &*label)]),
+        1
+    );
+    let stopped = server.stop();
+    assert_eq!(stopped.counts.dropped, 1);
+    let kept = partitions(&store);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let hour = now - now % 3_600;
+    assert!(kept[0].contains(&format_hour(hour)), "{kept:?}");
+    let left = search_json(&store, &["--user", "bob"]);
+    let ids: Vec<&str> = left
+        .iter()
+        .map(|r| r["payload"].as_str().unwrap())
+        .collect();
+    assert_eq!(left.len(), 2, "{ids:?}");
+    assert!(ids.iter().all(|p| p.contains("Call-ID: new")), "{ids:?}");
+}
+
+/// `HHMMSSZ` of a partition name for the hour starting at `secs`.
+fn format_hour(secs: u32) -> String {
+    let sod = secs % 86_400;
+    format!("T{:02}0000Z-3600s.db", sod / 3_600)
+}
+
+#[test]
+fn a_restart_appends_to_the_store() {
+    let dir = test_dir("store-restart");
+    let store = dir.join("store");
+    let now = now_secs();
+    for round in 0..2 {
+        let server = start(&dir, "");
+        let id = format!("call-{round}@x");
+        send_udp(
+            server.udp(),
+            &[sip(
+                now,
+                "10.0.0.1:5060",
+                "10.0.0.2:5060",
+                &invite(&id, "bob", ""),
+            )],
+        );
+        wait_json(&dir.join("all.jsonl"), 1);
+        server.stop();
+    }
+    let found = search_json(&store, &["--user", "bob"]);
+    assert_eq!(found.len(), 2);
+    assert!(found[0]["payload"].as_str().unwrap().contains("call-0@x"));
+    assert!(found[1]["payload"].as_str().unwrap().contains("call-1@x"));
+}
+
+#[test]
+fn a_foreign_file_in_the_store_is_refused_and_left_alone() {
+    let dir = test_dir("store-foreign");
+    let store = dir.join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let refused = |file: &Path, contents: &[u8], says: &str| {
+        std::fs::write(file, contents).unwrap();
+        let config = dir.join("c.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = [\"hep_udp:127.0.0.1:0\"]\noutputs = [\"store:{}\"]\n",
+                store.display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--config", config.to_str().unwrap()]);
+        let err = Server::try_spawn(cmd)
+            .err()
+            .expect("the server refuses to start");
+        assert!(
+            err.contains(&file.display().to_string()),
+            "names the file: {err}"
+        );
+        assert!(err.contains(says), "`{says}` in {err}");
+        let out = search(&store, &["--format", "json"]);
+        let search_err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            search_err.contains(&file.display().to_string()),
+            "{search_err}"
+        );
+        assert_eq!(std::fs::read(file).unwrap(), contents, "never overwritten");
+        std::fs::remove_file(file).unwrap();
+    };
+    refused(
+        &store.join("notes.txt"),
+        b"my notes",
+        "expected names like hep-",
+    );
+    refused(
+        &store.join("hep-20261126T050000Z-3600s.db"),
+        b"not a database at all, but long enough to have a header of a hundred bytes..........................",
+        "not an SQLite database",
+    );
+}
+
+#[test]
+fn pcap_search_writes_the_call_for_wireshark() {
+    let dir = test_dir("store-pcap");
+    let server = start(&dir, "max_age_hours = 0");
+    send_udp(server.udp(), &set_bytes("v3-udp-"));
+    wait_json(&dir.join("all.jsonl"), 12);
+    server.stop();
+    let store = dir.join("store");
+    let file = dir.join("call.pcap");
+    let out = search(
+        &store,
+        &[
+            "--call-id",
+            "1-13274@127.0.0.1",
+            "--format",
+            "pcap",
+            "--output",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = search_json(&store, &["--call-id", "1-13274@127.0.0.1"]);
+    let mut r = pcap_file::pcap::PcapReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+    let mut n = 0;
+    while let Some(p) = r.next_packet() {
+        let p = p.unwrap();
+        let payload = expected[n]["payload"].as_str().unwrap();
+        assert!(p.data.ends_with(payload.as_bytes()), "packet {n}");
+        n += 1;
+    }
+    assert_eq!(n, expected.len());
+}
