@@ -1,7 +1,7 @@
 //! The command line (DESIGN.md, "External interfaces"), parsed with clap.
 //!
 //! ```text
-//! hep-server                       run on embedded defaults
+//! hep-server                       run on embedded defaults (store in ./hep-store)
 //! hep-server run [--config FILE] [--listen SPEC]... [--output SPEC]... [--metrics ADDR]
 //! hep-server check-config --config FILE
 //! hep-server decode [--format json|text] FILE...
