@@ -112,11 +112,12 @@ pub fn search(dir: &Path, q: &Query) -> Result<Vec<Stored>, StoreError> {
         }
     }
     let mut time = Filter::default();
+    // The row id is the capture time (see `schema::row_id`): a range of the table itself.
     if let Some(s) = q.since_usec {
-        time.push_value("ts >= ?", Value::Integer(s));
+        time.push_value("id >= ?", Value::Integer(s.saturating_mul(schema::IDS_PER_USEC)));
     }
     if let Some(u) = q.until_usec {
-        time.push_value("ts < ?", Value::Integer(u));
+        time.push_value("id < ?", Value::Integer(u.saturating_mul(schema::IDS_PER_USEC)));
     }
     let mut found = select(&partitions, &filter.and(&time), q.limit)?;
 
@@ -146,7 +147,7 @@ pub fn search(dir: &Path, q: &Query) -> Result<Vec<Stored>, StoreError> {
             );
         }
     }
-    found.sort_by_key(|f| (f.ts, f.partition, f.id));
+    found.sort_by_key(|f| (f.id, f.partition));
     found.into_iter().map(|f| decode(f, &partitions)).collect()
 }
 
@@ -212,7 +213,7 @@ fn select(
         }
         let left = (limit - found.len()).min(i64::MAX as usize) as i64;
         let sql = format!(
-            "SELECT {COLUMNS} FROM messages{} ORDER BY ts DESC, id DESC LIMIT {left}",
+            "SELECT {COLUMNS} FROM messages{} ORDER BY id DESC LIMIT {left}",
             filter.sql()
         );
         let mut stmt = conn.prepare(&sql).map_err(sql_err)?;

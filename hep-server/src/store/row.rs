@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use hep_proto::{HepMessage, HepVersion};
-use hep_transport::Received;
+use hep_transport::{Received, RecvInfo};
 
 use crate::sip::{self, SipSummary};
 
@@ -21,9 +21,8 @@ pub(crate) struct Row<'a> {
     pub(crate) dst: Option<String>,
     pub(crate) sip: Option<SipSummary<'a>>,
     pub(crate) correlation_id: Option<&'a str>,
-    pub(crate) transport: &'static str,
-    pub(crate) peer: String,
-    pub(crate) listener: String,
+    /// How it reached us (written as text; see [`RecvText`]).
+    pub(crate) recv: RecvInfo,
     /// The HEP bytes: as received, or re-encoded when a callback changed the message
     /// (so that what is stored is what the outputs saw, e.g. without a stripped key).
     pub(crate) hep: Bytes,
@@ -57,9 +56,7 @@ impl<'a> Row<'a> {
             dst: addr(msg.dst_ip, msg.dst_port),
             correlation_id: correlation_id(msg, sip.as_ref(), payload),
             sip,
-            transport: m.info.transport.as_str(),
-            peer: m.info.peer.to_string(),
-            listener: m.info.listener.to_string(),
+            recv: m.info,
             hep,
         })
     }
@@ -99,4 +96,22 @@ fn addr(ip: Option<IpAddr>, port: Option<u16>) -> Option<String> {
             s
         }
     })
+}
+
+/// The text of the last receive info written: messages of one connection (and of one
+/// agent over UDP) come in runs, so the addresses are formatted once per run.
+#[derive(Debug, Default)]
+pub(crate) struct RecvText {
+    last: Option<(RecvInfo, String, String)>,
+}
+
+impl RecvText {
+    /// `(transport, peer, listener)` of `r`.
+    pub(crate) fn of(&mut self, r: RecvInfo) -> (&'static str, &str, &str) {
+        if self.last.as_ref().is_none_or(|(l, _, _)| *l != r) {
+            self.last = Some((r, r.peer.to_string(), r.listener.to_string()));
+        }
+        let (_, peer, listener) = self.last.as_ref().expect("just set");
+        (r.transport.as_str(), peer, listener)
+    }
 }

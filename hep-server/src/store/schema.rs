@@ -4,7 +4,9 @@
 //! received (`hep`), which searches decode again to print records or pcap. Times are
 //! microseconds since the Unix epoch, UTC. Indexes are few on purpose, as each one costs
 //! insert speed: Call-ID, correlation id, From user, To user (partial: rows without the
-//! value are not indexed) and capture time.
+//! value are not indexed). Time needs no index of its own: the row id is the capture time
+//! in microseconds times 1024 plus a number that makes it unique ([`row_id`]), so the
+//! table itself is in time order and a time range is a range of row ids.
 //!
 //! The file carries SQLite's `application_id` (`HEPS`) and `user_version` (the schema
 //! version), so that a foreign or newer database is recognised from its header.
@@ -27,7 +29,7 @@ const PAGE_SIZE: u32 = 16_384;
 /// The table and its indexes (`IF NOT EXISTS`: the same text opens an existing file).
 const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS messages (
-    id             INTEGER PRIMARY KEY,
+    id             INTEGER PRIMARY KEY, -- ts * 1024 + n: rows are kept in time order
     ts             INTEGER NOT NULL, -- capture time, us (receive time for HEPv1)
     recv_ts        INTEGER NOT NULL, -- receive time, us
     proto_type     INTEGER,
@@ -53,18 +55,33 @@ CREATE INDEX IF NOT EXISTS messages_correlation_id ON messages(correlation_id)
     WHERE correlation_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_from_user ON messages(from_user) WHERE from_user IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_to_user ON messages(to_user) WHERE to_user IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_ts ON messages(ts);
 ";
 
+/// Row ids per microsecond of capture time.
+pub const IDS_PER_USEC: i64 = 1_024;
+
+/// The row id of the `n`th try to store a message captured at `ts_usec`: time order, and
+/// unique as long as fewer than 1024 messages share a microsecond (a clash is retried
+/// with the next `n`).
+///
+/// ```
+/// use hep_server::store::schema::row_id;
+/// assert_eq!(row_id(1, 0), 1024);
+/// assert!(row_id(1, 1023) < row_id(2, 0));
+/// ```
+pub const fn row_id(ts_usec: i64, n: u32) -> i64 {
+    ts_usec * IDS_PER_USEC + (n as i64 % IDS_PER_USEC)
+}
+
 /// The insert a writer prepares once per connection.
-pub(crate) const INSERT: &str = "INSERT INTO messages (ts, recv_ts, proto_type, capture_id, \
+pub(crate) const INSERT: &str = "INSERT INTO messages (id, ts, recv_ts, proto_type, capture_id, \
     src, dst, call_id, method, status, cseq, from_user, from_tag, to_user, to_tag, \
     correlation_id, transport, peer, listener, hep) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
 
 /// Opens (creating if needed) a partition for writing: WAL journal (readers never wait
 /// for the writer), `synchronous = NORMAL` (a commit is not an fsync; a power cut may lose
-/// the last commits, never the file), a large page cache.
+/// the last commits, never the file), a large page cache (128 MiB, so that the indexes of a busy hour stay in memory).
 ///
 /// # Errors
 /// The file cannot be opened or created, or is not a store partition.
@@ -100,7 +117,7 @@ pub(crate) fn open_for_write(path: &Path) -> Result<Connection, StoreError> {
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
-         PRAGMA cache_size = -65536;
+         PRAGMA cache_size = -131072;
          PRAGMA temp_store = MEMORY;",
     )
     .map_err(sql)?;

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::StoreError;
 use super::partition::{self, LOCK_FILE, Partition};
 use super::retention::{self, Limits};
-use super::row::Row;
+use super::row::{RecvText, Row};
 use super::schema::{self, INSERT};
 use crate::config::StoreConfig;
 use crate::metrics::{Collect, Kind, Samples};
@@ -107,6 +107,8 @@ pub(crate) struct StoreWriter {
     last_retention: Instant,
     /// Why the last batch was refused, for a log line on each change.
     disk_low: bool,
+    /// The low bits of the next row id (see [`schema::row_id`]).
+    next_n: u32,
 }
 
 /// What one batch came to.
@@ -145,6 +147,7 @@ impl StoreWriter {
             stats,
             last_retention: Instant::now(),
             disk_low: false,
+            next_n: 0,
         };
         w.retention(now_usec() / 1_000_000);
         Ok(w)
@@ -199,15 +202,21 @@ impl StoreWriter {
     ) -> Result<(), StoreError> {
         let p = Partition::holding(&self.dir, start, span);
         let path = p.path.clone();
+        let mut next_n = self.next_n;
         let conn = self.connection(p, created)?;
         let sql = |e| StoreError::sqlite(&path, e);
         let tx = conn.transaction().map_err(sql)?;
         {
             let mut insert = tx.prepare_cached(INSERT).map_err(sql)?;
+            let mut recv = RecvText::default();
             for (_, r) in rows {
                 let sip = r.sip.as_ref();
-                insert
-                    .execute(params![
+                let (transport, peer, listener) = recv.of(r.recv);
+                let first = next_n;
+                let mut n = first;
+                loop {
+                    let done = insert.execute(params![
+                        schema::row_id(r.ts, n),
                         r.ts,
                         r.recv_ts,
                         r.proto_type,
@@ -223,15 +232,27 @@ impl StoreWriter {
                         sip.and_then(|s| s.to).and_then(|t| t.user),
                         sip.and_then(|s| s.to).and_then(|t| t.tag),
                         r.correlation_id,
-                        r.transport,
-                        r.peer,
-                        r.listener,
+                        transport,
+                        peer,
+                        listener,
                         &r.hep[..],
-                    ])
-                    .map_err(sql)?;
+                    ]);
+                    n = n.wrapping_add(1);
+                    match done {
+                        Ok(_) => break,
+                        // Another message of the same microsecond has this id: next one.
+                        Err(rusqlite::Error::SqliteFailure(e, _))
+                            if e.code == rusqlite::ErrorCode::ConstraintViolation
+                                && n.wrapping_sub(first) < schema::IDS_PER_USEC as u32 => {}
+                        Err(e) => return Err(sql(e)),
+                    }
+                }
+                next_n = n;
             }
         }
-        tx.commit().map_err(sql)
+        tx.commit().map_err(sql)?;
+        self.next_n = next_n;
+        Ok(())
     }
 
     /// The open connection to `p`, opening (and creating) it if needed.

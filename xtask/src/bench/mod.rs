@@ -6,7 +6,8 @@
 //! rates into hep-server, the `hep-bench-peer` recvmmsg sink and Kamailio sipcapture,
 //! interleaved), `tcp` (1 and 16 connections), `relay` (UDP in, TCP out: zero-loss rate,
 //! latency at half of it), `memory` (peak RSS, a stalled relay destination, idle
-//! connections).
+//! connections), `store` (insert rate of `store:DIR`, search of one call among 10 M
+//! stored messages).
 //!
 //! The machine is shared and noisy: every figure is taken side by side with what it is
 //! compared to (receivers interleaved run by run at each rate), repeated (`--runs`,
@@ -26,6 +27,7 @@ mod ingest;
 mod procs;
 mod relay;
 mod report;
+mod store;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,7 +38,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::Workspace;
 
 /// The sections, in the order they run.
-const SECTIONS: [&str; 5] = ["codec", "udp", "tcp", "relay", "memory"];
+const SECTIONS: [&str; 6] = ["codec", "udp", "tcp", "relay", "memory", "store"];
 
 /// Parsed `cargo xtask bench` arguments.
 #[derive(Debug, PartialEq, Eq)]
@@ -224,6 +226,9 @@ pub(crate) fn run(ws: &Workspace, opts: &Options) -> Result<ExitCode> {
     if opts.wants("memory") {
         let relay_zero = rep.relay.as_ref().map(|r| r.zero_loss);
         rep.memory = Some(relay::memory(&ctx, udp_zero, relay_zero)?);
+    }
+    if opts.wants("store") {
+        rep.store = Some(store::store(&ctx)?);
     }
     rep.finish(started.elapsed());
 

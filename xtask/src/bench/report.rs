@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
+use super::store::StoreResult;
 use super::codec::CodecRow;
 use super::ingest::{Step, TcpResult, UdpResult};
 use super::relay::{MemoryResult, RelayResult};
@@ -28,6 +29,7 @@ pub(crate) struct Report {
     pub(crate) tcp: Option<TcpResult>,
     pub(crate) relay: Option<RelayResult>,
     pub(crate) memory: Option<MemoryResult>,
+    pub(crate) store: Option<StoreResult>,
 }
 
 fn read(path: &str) -> String {
@@ -140,6 +142,7 @@ impl Report {
             tcp: None,
             relay: None,
             memory: None,
+            store: None,
         }
     }
 
@@ -195,6 +198,9 @@ impl Report {
         }
         if let Some(m) = &self.memory {
             write_memory(s, m)?;
+        }
+        if let Some(st) = &self.store {
+            write_store(s, st)?;
         }
         writeln!(s, "### Targets (issue 6)\n")?;
         writeln!(s, "| target | measured | |\n|---|---|---|")?;
@@ -296,6 +302,23 @@ impl Report {
                 ));
             }
         }
+        let insert = self.store.as_ref().map(StoreResult::insert_rate);
+        t.push((
+            "store >= 200,000 SIP msg/s sustained (issue 8)".into(),
+            insert.map_or_else(|| "-".into(), |r| format!("{r:.0} msg/s (median)")),
+            insert.map(|r| r >= 200_000.0),
+        ));
+        let search = self.store.as_ref().map(|s| {
+            (median(s.search.call_ms.clone()), s.search.stored)
+        });
+        t.push((
+            "search of one call among 10 M stored < 100 ms (issue 8)".into(),
+            search.map_or_else(
+                || "-".into(),
+                |(ms, n)| format!("{ms:.1} ms among {n} (median, process start included)"),
+            ),
+            search.and_then(|(ms, n)| (n >= 10_000_000).then_some(ms < 100.0)),
+        ));
         t
     }
 
@@ -328,7 +351,7 @@ fn pct(a: u64, b: u64) -> String {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
@@ -683,4 +706,50 @@ mod tests {
         assert!(t.contains("two") && !t.contains("one"), "{t}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+fn write_store(s: &mut String, st: &StoreResult) -> std::fmt::Result {
+    writeln!(s, "### 6. The capture store\n")?;
+    writeln!(
+        s,
+        "`hep-bench-peer sip-calls` writes SIP messages of distinct calls (7 a call: INVITE, \
+         100, 180, 200, ACK, BYE, 200; own Call-ID and tags, From/To users out of 50,000; \
+         HEPv3, 300-600 bytes) over one TCP connection into `hep-server run --listen \
+         hep_tcp:127.0.0.1:PORT --output store:DIR` (`[store] max_age_hours = 0`, defaults \
+         otherwise: hourly partitions, batches of up to 20,000). Rate = messages / time from \
+         the peer's start to the store output's `hep_delivered_total` reaching them all.\n"
+    )?;
+    writeln!(s, "| run | messages | seconds | msg/s | dropped |\n|---:|---:|---:|---:|---:|")?;
+    for (i, r) in st.inserts.iter().enumerate() {
+        writeln!(
+            s,
+            "| {} | {} | {:.2} | {:.0} | {} |",
+            i + 1,
+            r.messages,
+            r.secs,
+            r.rate(),
+            r.dropped
+        )?;
+    }
+    let q = &st.search;
+    writeln!(
+        s,
+        "\nSearch: {} messages stored with capture times spread over 24 hours ({} partitions, \
+         {:.1} GiB on disk; filled at {:.0} msg/s), then `hep-server search --store DIR \
+         --call-id ID --format json` for one call in the middle ({} messages found) and \
+         `--user U --limit 100`: wall time of the whole process, ms.\n",
+        q.stored,
+        q.partitions,
+        q.bytes as f64 / f64::from(1u32 << 30),
+        q.fill_rate,
+        q.call_found
+    )?;
+    let spread = |v: &[f64]| {
+        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = v.iter().copied().fold(0.0, f64::max);
+        format!("{:.1} [{min:.1}-{max:.1}]", median(v.to_vec()))
+    };
+    writeln!(s, "| search | ms median [min-max] |\n|---|---:|")?;
+    writeln!(s, "| `--call-id` | {} |", spread(&q.call_ms))?;
+    writeln!(s, "| `--user --limit 100` | {} |\n", spread(&q.user_ms))
 }
