@@ -362,7 +362,10 @@ fn retention_removes_old_partitions_and_keeps_recent_ones() {
     });
     let m = server.metrics();
     assert_eq!(
-        m.get("hep_dropped_total", &[("output", &*label), ("reason", "expired")]),
+        m.get(
+            "hep_dropped_total",
+            &[("output", &*label), ("reason", "expired")]
+        ),
         1
     );
     assert_eq!(
@@ -499,4 +502,58 @@ fn pcap_search_writes_the_call_for_wireshark() {
         n += 1;
     }
     assert_eq!(n, expected.len());
+}
+
+#[test]
+fn a_burst_of_messages_with_one_timestamp_is_stored_whole() {
+    // `send` stamps every message of a run with the same time: 3000 in one microsecond
+    // (ids of one microsecond are 1024; the rest spill over without a loss).
+    let dir = test_dir("store-burst");
+    let server = start(&dir, "");
+    let payload = dir.join("invite.sip");
+    std::fs::write(&payload, invite("burst@x", "bob", "")).unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "send",
+            "--dest",
+            &format!("hep_tcp:{}", server.tcp()),
+            "--count",
+            "3000",
+        ])
+        .arg(&payload)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_json(&dir.join("all.jsonl"), 3000);
+    let stopped = server.stop();
+    assert_eq!(stopped.counts.dropped, 0);
+    let found = search_json(
+        &dir.join("store"),
+        &["--call-id", "burst@x", "--limit", "10000"],
+    );
+    assert_eq!(found.len(), 3000);
+    let ts = (found[0]["ts_sec"].clone(), found[0]["ts_usec"].clone());
+    let t = found[0]["ts_sec"].as_u64().unwrap();
+    assert!(
+        found
+            .iter()
+            .all(|r| (r["ts_sec"].clone(), r["ts_usec"].clone()) == ts)
+    );
+    // The time filters still find all of them.
+    let around = search_json(
+        &dir.join("store"),
+        &[
+            "--since",
+            &t.to_string(),
+            "--until",
+            &(t + 1).to_string(),
+            "--limit",
+            "10000",
+        ],
+    );
+    assert_eq!(around.len(), 3000);
 }

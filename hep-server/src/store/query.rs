@@ -112,12 +112,22 @@ pub fn search(dir: &Path, q: &Query) -> Result<Vec<Stored>, StoreError> {
         }
     }
     let mut time = Filter::default();
-    // The row id is the capture time (see `schema::row_id`): a range of the table itself.
+    // The row id is the capture time (see `schema::RowIds`): a range of the table itself,
+    // and `ts` for the exact bounds (ids of a burst in one microsecond spill over).
     if let Some(s) = q.since_usec {
-        time.push_value("id >= ?", Value::Integer(s.saturating_mul(schema::IDS_PER_USEC)));
+        time.push_value(
+            "id >= ?",
+            Value::Integer(s.saturating_mul(schema::IDS_PER_USEC)),
+        );
+        time.push_value("ts >= ?", Value::Integer(s));
     }
     if let Some(u) = q.until_usec {
-        time.push_value("id < ?", Value::Integer(u.saturating_mul(schema::IDS_PER_USEC)));
+        let spill = u.saturating_add(1_000_000);
+        time.push_value(
+            "id < ?",
+            Value::Integer(spill.saturating_mul(schema::IDS_PER_USEC)),
+        );
+        time.push_value("ts < ?", Value::Integer(u));
     }
     let mut found = select(&partitions, &filter.and(&time), q.limit)?;
 

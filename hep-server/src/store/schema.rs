@@ -5,8 +5,8 @@
 //! microseconds since the Unix epoch, UTC. Indexes are few on purpose, as each one costs
 //! insert speed: Call-ID, correlation id, From user, To user (partial: rows without the
 //! value are not indexed). Time needs no index of its own: the row id is the capture time
-//! in microseconds times 1024 plus a number that makes it unique ([`row_id`]), so the
-//! table itself is in time order and a time range is a range of row ids.
+//! in microseconds times 1024, made unique ([`RowIds`]), so the table itself is in time
+//! order and a time range is a range of row ids.
 //!
 //! The file carries SQLite's `application_id` (`HEPS`) and `user_version` (the schema
 //! version), so that a foreign or newer database is recognised from its header.
@@ -29,7 +29,7 @@ const PAGE_SIZE: u32 = 16_384;
 /// The table and its indexes (`IF NOT EXISTS`: the same text opens an existing file).
 const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS messages (
-    id             INTEGER PRIMARY KEY, -- ts * 1024 + n: rows are kept in time order
+    id             INTEGER PRIMARY KEY, -- ts * 1024, made unique: rows are kept in time order
     ts             INTEGER NOT NULL, -- capture time, us (receive time for HEPv1)
     recv_ts        INTEGER NOT NULL, -- receive time, us
     proto_type     INTEGER,
@@ -60,17 +60,44 @@ CREATE INDEX IF NOT EXISTS messages_to_user ON messages(to_user) WHERE to_user I
 /// Row ids per microsecond of capture time.
 pub const IDS_PER_USEC: i64 = 1_024;
 
-/// The row id of the `n`th try to store a message captured at `ts_usec`: time order, and
-/// unique as long as fewer than 1024 messages share a microsecond (a clash is retried
-/// with the next `n`).
+/// The row ids a writer gives one partition: the capture time in microseconds times
+/// [`IDS_PER_USEC`], so the table is in time order and a time range is a range of ids.
+///
+/// Messages sharing a microsecond (or an agent that only sends whole seconds) take the
+/// ids after the last one given, as long as they do not go back in time: a burst of a
+/// million messages of one timestamp costs no retries, and spills at most a second into
+/// the ids of the following microseconds. A late message starts at its own time; an id
+/// already taken (a late message, a restart) is retried with the next one.
 ///
 /// ```
-/// use hep_server::store::schema::row_id;
-/// assert_eq!(row_id(1, 0), 1024);
-/// assert!(row_id(1, 1023) < row_id(2, 0));
+/// use hep_server::store::schema::RowIds;
+/// let mut ids = RowIds::default();
+/// assert_eq!(ids.first(5), 5 * 1024);
+/// ids.stored(5, 5 * 1024);
+/// assert_eq!(ids.first(5), 5 * 1024 + 1, "the same microsecond: the next id");
+/// assert_eq!(ids.first(9), 9 * 1024, "later: its own time");
+/// assert_eq!(ids.first(2), 2 * 1024, "earlier: its own time");
 /// ```
-pub const fn row_id(ts_usec: i64, n: u32) -> i64 {
-    ts_usec * IDS_PER_USEC + (n as i64 % IDS_PER_USEC)
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RowIds {
+    /// The first id of the last message's microsecond, and the id it got.
+    last: Option<(i64, i64)>,
+}
+
+impl RowIds {
+    /// The first id to try for a message captured at `ts_usec`.
+    pub fn first(&self, ts_usec: i64) -> i64 {
+        let base = ts_usec.saturating_mul(IDS_PER_USEC);
+        match self.last {
+            Some((last_base, last_id)) if base >= last_base && base <= last_id => last_id + 1,
+            _ => base,
+        }
+    }
+
+    /// Records that the message captured at `ts_usec` got `id`.
+    pub fn stored(&mut self, ts_usec: i64, id: i64) {
+        self.last = Some((ts_usec.saturating_mul(IDS_PER_USEC), id));
+    }
 }
 
 /// The insert a writer prepares once per connection.

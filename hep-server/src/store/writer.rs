@@ -25,7 +25,7 @@ use super::StoreError;
 use super::partition::{self, LOCK_FILE, Partition};
 use super::retention::{self, Limits};
 use super::row::{RecvText, Row};
-use super::schema::{self, INSERT};
+use super::schema::{self, INSERT, RowIds};
 use crate::config::StoreConfig;
 use crate::metrics::{Collect, Kind, Samples};
 use crate::output::fanout::{OutputStats, Queued};
@@ -101,15 +101,23 @@ pub(crate) struct StoreWriter {
     _lock: File,
     /// Every partition on disk, by (start, span).
     partitions: BTreeMap<(i64, i64), Partition>,
-    /// Open connections, least recently used first.
-    open: Vec<(Partition, Connection)>,
+    /// Open connections and their row ids, least recently used first.
+    open: Vec<Open>,
     stats: Arc<StoreStats>,
     last_retention: Instant,
     /// Why the last batch was refused, for a log line on each change.
     disk_low: bool,
-    /// The low bits of the next row id (see [`schema::row_id`]).
-    next_n: u32,
 }
+
+/// A partition open for writing.
+struct Open {
+    partition: Partition,
+    conn: Connection,
+    ids: RowIds,
+}
+
+/// Tries at most this many ids for one message (taken ones are skipped).
+const MAX_ID_TRIES: u32 = 1 << 20;
 
 /// What one batch came to.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +155,6 @@ impl StoreWriter {
             stats,
             last_retention: Instant::now(),
             disk_low: false,
-            next_n: 0,
         };
         w.retention(now_usec() / 1_000_000);
         Ok(w)
@@ -202,21 +209,21 @@ impl StoreWriter {
     ) -> Result<(), StoreError> {
         let p = Partition::holding(&self.dir, start, span);
         let path = p.path.clone();
-        let mut next_n = self.next_n;
-        let conn = self.connection(p, created)?;
+        let open = self.connection(p, created)?;
         let sql = |e| StoreError::sqlite(&path, e);
-        let tx = conn.transaction().map_err(sql)?;
+        let mut ids = open.ids;
+        let tx = open.conn.transaction().map_err(sql)?;
         {
             let mut insert = tx.prepare_cached(INSERT).map_err(sql)?;
             let mut recv = RecvText::default();
             for (_, r) in rows {
                 let sip = r.sip.as_ref();
                 let (transport, peer, listener) = recv.of(r.recv);
-                let first = next_n;
-                let mut n = first;
+                let mut id = ids.first(r.ts);
+                let mut tries = 0;
                 loop {
                     let done = insert.execute(params![
-                        schema::row_id(r.ts, n),
+                        id,
                         r.ts,
                         r.recv_ts,
                         r.proto_type,
@@ -237,52 +244,56 @@ impl StoreWriter {
                         listener,
                         &r.hep[..],
                     ]);
-                    n = n.wrapping_add(1);
+                    tries += 1;
                     match done {
                         Ok(_) => break,
-                        // Another message of the same microsecond has this id: next one.
+                        // Taken (a late message, or rows of an earlier run): the next id.
                         Err(rusqlite::Error::SqliteFailure(e, _))
                             if e.code == rusqlite::ErrorCode::ConstraintViolation
-                                && n.wrapping_sub(first) < schema::IDS_PER_USEC as u32 => {}
+                                && tries < MAX_ID_TRIES =>
+                        {
+                            id += 1;
+                        }
                         Err(e) => return Err(sql(e)),
                     }
                 }
-                next_n = n;
+                ids.stored(r.ts, id);
             }
         }
         tx.commit().map_err(sql)?;
-        self.next_n = next_n;
+        // After the commit: a failed batch leaves the ids as they were.
+        self.open.last_mut().expect("the connection just used").ids = ids;
         Ok(())
     }
 
-    /// The open connection to `p`, opening (and creating) it if needed.
-    fn connection(
-        &mut self,
-        p: Partition,
-        created: &mut bool,
-    ) -> Result<&mut Connection, StoreError> {
-        if let Some(i) = self.open.iter().position(|(o, _)| *o == p) {
-            let last = self.open.len() - 1;
-            self.open.swap(i, last);
-            return Ok(&mut self.open[last].1);
+    /// The open connection to `p`, opening (and creating) it if needed; it is then the
+    /// last of `open`.
+    fn connection(&mut self, p: Partition, created: &mut bool) -> Result<&mut Open, StoreError> {
+        if let Some(i) = self.open.iter().position(|o| o.partition == p) {
+            let o = self.open.remove(i);
+            self.open.push(o);
+        } else {
+            let exists = p.path.exists();
+            if exists {
+                partition::check_header(&p.path)?;
+            }
+            let conn = schema::open_for_write(&p.path)?;
+            if !exists {
+                *created = true;
+                tracing::info!(partition = %p.path.display(), "store: new partition");
+            }
+            self.partitions.insert((p.start, p.span), p.clone());
+            if self.open.len() >= MAX_OPEN {
+                // Closing checkpoints the WAL into the file.
+                self.open.remove(0);
+            }
+            self.open.push(Open {
+                partition: p,
+                conn,
+                ids: RowIds::default(),
+            });
         }
-        let exists = p.path.exists();
-        if exists {
-            partition::check_header(&p.path)?;
-        }
-        let conn = schema::open_for_write(&p.path)?;
-        if !exists {
-            *created = true;
-            tracing::info!(partition = %p.path.display(), "store: new partition");
-        }
-        self.partitions.insert((p.start, p.span), p.clone());
-        if self.open.len() >= MAX_OPEN {
-            // Closing checkpoints the WAL into the file.
-            self.open.remove(0);
-        }
-        self.open.push((p, conn));
-        let last = self.open.len() - 1;
-        Ok(&mut self.open[last].1)
+        Ok(self.open.last_mut().expect("just pushed"))
     }
 
     /// Deletes the partitions past the age or size limit; updates the gauges.
@@ -302,7 +313,7 @@ impl StoreWriter {
         for i in retention::to_delete(&sized, now_secs, limits) {
             let p = &sized[i].0;
             // Close it first: SQLite must not write a file we are deleting.
-            self.open.retain(|(o, _)| o != p);
+            self.open.retain(|o| o.partition != *p);
             let mut ok = true;
             for f in p.files() {
                 match std::fs::remove_file(&f) {
