@@ -10,6 +10,7 @@
 //!                 [--correlation-id ID] [--count N] [--rate R] [FILE|-]...
 //! hep-server search [--store DIR] [--call-id ID] [--user U] [--method M] [--since T]
 //!                   [--until T] [--limit N] [--format ladder|json|pcap] [--output FILE]
+//!                   [--color auto|always|never] [--ascii]
 //! ```
 //!
 //! ```
@@ -110,6 +111,9 @@ pub struct SearchArgs {
     /// Colors in the ladder: when stdout is a terminal (`auto`), `always` or `never`.
     #[arg(long, value_enum, default_value_t = ColorWhen::Auto)]
     pub color: ColorWhen,
+    /// Draw the ladder with ASCII characters only (terminals without UTF-8).
+    #[arg(long)]
+    pub ascii: bool,
 }
 
 const SEARCH_LONG_HELP: &str = "\

@@ -557,3 +557,38 @@ fn a_burst_of_messages_with_one_timestamp_is_stored_whole() {
     );
     assert_eq!(around.len(), 3000);
 }
+
+#[test]
+fn the_kamailio_sipp_call_searched_from_the_store_draws_as_its_golden_ladder() {
+    let dir = test_dir("store-ladder");
+    let server = start(&dir, "max_age_hours = 0");
+    // The call with the other sets around it: the search picks out its 12 messages.
+    let mut sent = 0;
+    for set in ["v3-udp-", "v2-udp-ipv6-", "v3-udp-hlog-authkey-"] {
+        let datagrams = set_bytes(set);
+        sent += datagrams.len();
+        send_udp(server.udp(), &datagrams);
+    }
+    wait_json(&dir.join("all.jsonl"), sent);
+    server.stop();
+    // The default format is the ladder; no colors when not on a terminal.
+    let out = search(&dir.join("store"), &["--call-id", "1-13274@127.0.0.1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/ladder-kamailio-v3.txt");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        std::fs::read_to_string(golden).unwrap()
+    );
+    let colored = search(
+        &dir.join("store"),
+        &["--call-id", "1-13274@127.0.0.1", "--color", "always"],
+    );
+    assert!(
+        colored.stdout.windows(2).any(|w| w == b"\x1b["),
+        "ANSI colors"
+    );
+}

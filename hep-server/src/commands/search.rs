@@ -4,14 +4,16 @@
 //! The query goes to [`store::search`]: every filter given must match, a call's other
 //! legs come with it, results are in capture time order. The formats reuse the
 //! collector's writers: [`record`](crate::record) for JSON (the same record `json:`
-//! writes, `recv` included), [`PcapFileWriter`] for pcap (as `pcap:` writes).
+//! writes, `recv` included), [`PcapFileWriter`] for pcap (as `pcap:` writes), and
+//! [`ladder`] for the call flow (the default).
 
 use std::io::{self, BufWriter, Write};
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context as _;
 
-use crate::cli::{SearchArgs, SearchFormat};
+use crate::cli::{ColorWhen, SearchArgs, SearchFormat};
+use crate::ladder::{self, Arrow, LadderStyle};
 use crate::output::pcap::PcapFileWriter;
 use crate::record::write_json_line;
 use crate::store::{self, Query, Stored};
@@ -90,12 +92,33 @@ pub fn run(args: &SearchArgs, dest: Destination) -> anyhow::Result<SearchSummary
             pcap.flush()?;
         }
         SearchFormat::Ladder => {
-            anyhow::bail!("--format ladder: the call flow renderer is not in this build yet")
+            let arrows: Vec<Arrow> = found.iter().map(arrow).collect();
+            let style = LadderStyle {
+                color: match args.color {
+                    ColorWhen::Always => true,
+                    ColorWhen::Never => false,
+                    ColorWhen::Auto => ladder::color_for(dest.is_terminal),
+                },
+                ascii: args.ascii,
+            };
+            let mut out = BufWriter::with_capacity(256 * 1024, dest.out);
+            ladder::render(&arrows, &style, &mut out)?;
+            out.flush()?;
         }
     }
     Ok(SearchSummary {
         messages: found.len(),
     })
+}
+
+/// The arrow of a stored message; a HEPv1 message, without a capture time, is drawn at
+/// its receive time.
+fn arrow(s: &Stored) -> Arrow {
+    let mut a = ladder::arrow_of(&s.message);
+    if s.message.ts_sec.is_none() {
+        a.ts_usec = s.ts_usec;
+    }
+    a
 }
 
 /// The receive time, for messages without a capture time (HEPv1).
