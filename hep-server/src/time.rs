@@ -126,7 +126,7 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
     } else if let Some(i) = rest.rfind(['+', '-']) {
         let (h, mi) = rest[i + 1..]
             .split_once(':')
-            .unwrap_or((&rest[i + 1..], "0"));
+            .unwrap_or_else(|| (&rest[i + 1..], "0"));
         let off = num(h)? * 3_600 + num(mi)? * 60;
         (&rest[..i], if &rest[i..=i] == "-" { -off } else { off })
     } else {

@@ -152,7 +152,7 @@ pub fn scan(dir: &Path) -> Result<Vec<Partition>, StoreError> {
         check_header(&path)?;
         partitions.push(Partition { start, span, path });
     }
-    partitions.sort_by(|a, b| (a.start, a.span).cmp(&(b.start, b.span)));
+    partitions.sort_by_key(|p| (p.start, p.span));
     Ok(partitions)
 }
 

@@ -81,7 +81,7 @@ fn correlation_id<'a>(
     {
         return Some(c);
     }
-    let x_cid = sip.and(sip::header(payload, "X-CID"));
+    let x_cid = sip.and_then(|_| sip::header(payload, "X-CID"));
     x_cid.or(chunk)
 }
 

@@ -302,7 +302,7 @@ impl StoreWriter {
         let limits = Limits {
             max_age: (self.config.max_age_hours > 0)
                 .then(|| self.config.max_age_hours as i64 * 3_600),
-            max_bytes: (self.config.max_size_mb > 0).then(|| self.config.max_size_mb << 20),
+            max_bytes: (self.config.max_size_mb > 0).then_some(self.config.max_size_mb << 20),
         };
         let sized: Vec<(Partition, u64)> = self
             .partitions

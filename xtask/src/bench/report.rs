@@ -689,26 +689,6 @@ pub(crate) fn write_between_markers(path: &Path, block: &str) -> Result<()> {
     std::fs::write(path, new).with_context(|| format!("writing {}", path.display()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_block_replaces_only_what_is_between_the_markers() {
-        let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("B.md");
-        write_between_markers(&f, &format!("{BEGIN}\none\n{END}\n")).unwrap();
-        let t = std::fs::read_to_string(&f).unwrap();
-        std::fs::write(&f, format!("intro\n{t}outro\n")).unwrap();
-        write_between_markers(&f, &format!("{BEGIN}\ntwo\n{END}\n")).unwrap();
-        let t = std::fs::read_to_string(&f).unwrap();
-        assert!(t.starts_with("intro\n") && t.ends_with("outro\n"), "{t}");
-        assert!(t.contains("two") && !t.contains("one"), "{t}");
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
 fn write_store(s: &mut String, st: &StoreResult) -> std::fmt::Result {
     writeln!(s, "### 6. The capture store\n")?;
     writeln!(
@@ -756,4 +736,24 @@ fn write_store(s: &mut String, st: &StoreResult) -> std::fmt::Result {
     writeln!(s, "| search | ms median [min-max] |\n|---|---:|")?;
     writeln!(s, "| `--call-id` | {} |", spread(&q.call_ms))?;
     writeln!(s, "| `--user --limit 100` | {} |\n", spread(&q.user_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_block_replaces_only_what_is_between_the_markers() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("B.md");
+        write_between_markers(&f, &format!("{BEGIN}\none\n{END}\n")).unwrap();
+        let t = std::fs::read_to_string(&f).unwrap();
+        std::fs::write(&f, format!("intro\n{t}outro\n")).unwrap();
+        write_between_markers(&f, &format!("{BEGIN}\ntwo\n{END}\n")).unwrap();
+        let t = std::fs::read_to_string(&f).unwrap();
+        assert!(t.starts_with("intro\n") && t.ends_with("outro\n"), "{t}");
+        assert!(t.contains("two") && !t.contains("one"), "{t}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
