@@ -13,8 +13,9 @@
 //! them: calls of 7 messages (INVITE, 100, 180, 200, ACK, BYE, 200), each call with its
 //! own Call-ID (`bench-N@10.0.0.1`) and tags, From/To users out of 50,000, capture times
 //! from `--start-ts` (Unix seconds, default now) spread evenly over `--spread-secs`
-//! (default 0: all now). It says `ready` once every message is written: the load for the
-//! store's insert rate and for a search among millions of stored messages.
+//! (default 0: all now). It says `ready` once connected and writes in the background
+//! (`stats`: `sent=N sending|done`): the load for the store's insert rate and for a
+//! search among millions of stored messages.
 //!
 //! Each prints `ready ...` on stdout once it listens (or has connected), then serves
 //! commands read from stdin, one a line, answering each with one line on stdout:
@@ -595,6 +596,39 @@ fn sip_calls(
     let step_us = (spread_secs * 1_000_000).checked_div(messages).unwrap_or(0);
     let mut conn = TcpStream::connect_timeout(&dest, Duration::from_secs(5))
         .map_err(|e| format!("connect {dest}: {e}"))?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(Mutex::new(None::<Result<f64, String>>));
+    let (sent2, done2) = (Arc::clone(&sent), Arc::clone(&done));
+    // Written in the background: `ready` comes at once, `stats` tells the progress.
+    std::thread::spawn(move || {
+        let r = write_calls(&mut conn, messages, start_us, step_us, &sent2)
+            .map(|()| started.elapsed().as_secs_f64());
+        drop(conn);
+        *done2
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(r);
+    });
+    say_ready(&format!("sip-calls {dest} messages={messages}"))?;
+    Ok(Box::new(move || {
+        let state = match &*done
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        {
+            None => "sending".to_owned(),
+            Some(Ok(secs)) => format!("done secs={secs:.3}"),
+            Some(Err(e)) => format!("error {e:?}"),
+        };
+        format!("sent={} {state}", sent.load(Relaxed))
+    }))
+}
+
+fn write_calls(
+    conn: &mut TcpStream,
+    messages: u64,
+    start_us: u64,
+    step_us: u64,
+    sent: &AtomicU64,
+) -> Result<(), String> {
     let caller: SocketAddr = "10.0.0.1:5060".parse().map_err(|_| "addr")?;
     let callee: SocketAddr = "10.0.0.2:5060".parse().map_err(|_| "addr")?;
     let mut buf = Vec::with_capacity(1 << 20);
@@ -623,14 +657,13 @@ fn sip_calls(
         if buf.len() >= 1 << 20 {
             conn.write_all(&buf).map_err(|e| format!("write: {e}"))?;
             buf.clear();
+            sent.store(i + 1, Relaxed);
         }
     }
     conn.write_all(&buf).map_err(|e| format!("write: {e}"))?;
     conn.flush().map_err(|e| format!("write: {e}"))?;
-    drop(conn);
-    let secs = started.elapsed().as_secs_f64();
-    say_ready(&format!("sip-calls {dest} sent={messages} secs={secs:.3}"))?;
-    Ok(Box::new(move || format!("sent={messages} secs={secs:.3}")))
+    sent.store(messages, Relaxed);
+    Ok(())
 }
 
 #[cfg(test)]
