@@ -281,7 +281,8 @@ mod tests {
     #[test]
     fn options() {
         let o = parse(&[]).unwrap();
-        assert_eq!((o.quick, o.runs, o.sections.len()), (false, 3, 5));
+        assert_eq!((o.quick, o.runs, o.sections.len()), (false, 3, 6));
+        assert_eq!(parse(&["store"]).unwrap().sections, ["store"]);
         let o = parse(&["--quick", "udp", "tcp"]).unwrap();
         assert_eq!((o.quick, o.runs), (true, 1));
         assert_eq!(o.sections, ["udp", "tcp"]);
