@@ -22,7 +22,7 @@ pub(crate) struct Row<'a> {
     pub(crate) sip: Option<SipSummary<'a>>,
     pub(crate) correlation_id: Option<&'a str>,
     /// How it reached us (written as text; see [`RecvText`]).
-    pub(crate) recv: RecvInfo,
+    pub(crate) recv: &'a RecvInfo,
     /// The HEP bytes: as received, or re-encoded when a callback changed the message
     /// (so that what is stored is what the outputs saw, e.g. without a stripped key).
     pub(crate) hep: Bytes,
@@ -56,7 +56,7 @@ impl<'a> Row<'a> {
             dst: addr(msg.dst_ip, msg.dst_port),
             correlation_id: correlation_id(msg, sip.as_ref(), payload),
             sip,
-            recv: m.info,
+            recv: &m.info,
             hep,
         })
     }
@@ -102,16 +102,25 @@ fn addr(ip: Option<IpAddr>, port: Option<u16>) -> Option<String> {
 /// agent over UDP) come in runs, so the addresses are formatted once per run.
 #[derive(Debug, Default)]
 pub(crate) struct RecvText {
-    last: Option<(RecvInfo, String, String)>,
+    last: Option<(SocketAddr, SocketAddr, String, String)>,
 }
 
 impl RecvText {
     /// `(transport, peer, listener)` of `r`.
-    pub(crate) fn of(&mut self, r: RecvInfo) -> (&'static str, &str, &str) {
-        if self.last.as_ref().is_none_or(|(l, _, _)| *l != r) {
-            self.last = Some((r, r.peer.to_string(), r.listener.to_string()));
+    pub(crate) fn of(&mut self, r: &RecvInfo) -> (&'static str, &str, &str) {
+        if self
+            .last
+            .as_ref()
+            .is_none_or(|(p, l, _, _)| (*p, *l) != (r.peer, r.listener))
+        {
+            self.last = Some((
+                r.peer,
+                r.listener,
+                r.peer.to_string(),
+                r.listener.to_string(),
+            ));
         }
-        let (_, peer, listener) = self.last.as_ref().expect("just set");
+        let (_, _, peer, listener) = self.last.as_ref().expect("just set");
         (r.transport.as_str(), peer, listener)
     }
 }
