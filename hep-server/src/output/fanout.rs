@@ -73,10 +73,7 @@ impl OutputStats {
 
     /// Messages dropped for an output-specific `reason` (see [`OutputStats::other`]).
     pub fn add_dropped(&self, reason: &'static str, n: u64) {
-        let mut other = self
-            .other
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut other = self.other.lock().unwrap_or_else(PoisonError::into_inner);
         match other.iter_mut().find(|(r, _)| *r == reason) {
             Some((_, count)) => *count += n,
             None => other.push((reason, n)),
