@@ -592,3 +592,39 @@ fn the_kamailio_sipp_call_searched_from_the_store_draws_as_its_golden_ladder() {
         "ANSI colors"
     );
 }
+
+#[test]
+fn below_the_free_space_floor_nothing_is_written_and_drops_are_counted() {
+    let dir = test_dir("store-disk-low");
+    // A floor of a thousand tebibytes: no disk here has that much free.
+    let server = start(&dir, "min_free_mb = 1000000000");
+    let now = now_secs();
+    send_udp(
+        server.udp(),
+        &[sip(
+            now,
+            "10.0.0.1:5060",
+            "10.0.0.2:5060",
+            &invite("full@x", "bob", ""),
+        )],
+    );
+    wait_json(&dir.join("all.jsonl"), 1);
+    wait_for("the drop counted", OUTPUT_WAIT, || {
+        server
+            .metrics()
+            .0
+            .contains("reason=\"disk_low\"} 1")
+            .then_some(())
+    });
+    let stopped = server.stop();
+    assert_eq!(stopped.counts.dropped, 1);
+    assert!(
+        stopped.stderr.contains("free space below the floor"),
+        "{}",
+        stopped.stderr
+    );
+    assert!(
+        partitions(&dir.join("store")).is_empty(),
+        "no partition written"
+    );
+}
