@@ -508,6 +508,9 @@ async fn async_overflow_drops_the_connection_and_counts_every_loss() {
     cfg.hep_async_local_connect_timeout = Duration::from_millis(1);
     cfg.backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(20));
     cfg.stall_timeout = Duration::from_secs(10); // overflow, not the stall timer, ends it
+    // The peer never reads: without a limit on retries the sender would cool down after
+    // 5 overflows (see the next test); here every overflow is to be seen.
+    cfg.max_retries = 0;
     cfg.close_timeout = Duration::from_millis(200);
     let mut sender = HepSender::new(tcp_dest(peer.addr), cfg).unwrap();
     let offered = 600;
@@ -540,6 +543,47 @@ async fn async_overflow_drops_the_connection_and_counts_every_loss() {
     // Exactly what was counted as sent arrived; nothing counted as lost did.
     let connects = usize::try_from(s.connects).unwrap();
     assert_eq!(peer.drain(connects).await as u64, s.sent_messages, "{s:?}");
+}
+
+#[tokio::test]
+async fn a_peer_that_accepts_and_never_reads_leads_to_the_cooldown() {
+    // Each new connection takes writes until the kernel's buffers are full; those writes
+    // must not count as the destination being healthy, or the sender would reconnect
+    // forever and never stop offering it messages.
+    let peer = StalledPeer::start();
+    let mut cfg = SenderConfig::default();
+    cfg.send_buffer_size = Some(4096);
+    cfg.hep_async_local_write_timeout = Duration::from_millis(1);
+    cfg.hep_async_local_connect_timeout = Duration::from_millis(1);
+    cfg.backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(5)).without_jitter();
+    cfg.max_retries = 3;
+    cfg.retry_cooldown = Duration::from_secs(30);
+    cfg.close_timeout = Duration::from_millis(200);
+    let sender = HepSender::new(tcp_dest(peer.addr), cfg).unwrap();
+    let mut offered = 0u64;
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never cooled down: {:?}",
+            sender.stats().snapshot()
+        );
+        offered += 1;
+        match sender.send(hep3(offered as usize, 1500)).await {
+            Err(e) if e.is_cooldown() => break,
+            _ => {}
+        }
+    }
+    sender.close().await;
+    // The writer of the last connection accounts for what it held when it sees the end.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sender.stats().snapshot().queue_depth > 0 && Instant::now() < deadline {
+        sleep(Duration::from_millis(10)).await;
+    }
+    let s = sender.stats().snapshot();
+    // The connections made before the cooldown are the retries, no more.
+    assert_eq!(s.connects, 3, "{s:?}");
+    assert_all_accounted(&s, offered);
 }
 
 #[tokio::test]

@@ -731,6 +731,14 @@ impl Writer {
         let mut scratch = [0u8; 256];
         let mut out = BytesMut::new();
         let mut ends: Vec<usize> = Vec::new();
+        // Writes into a fresh connection fill the kernel's socket buffers (megabytes on
+        // loopback) whether or not the peer reads: they prove nothing until the
+        // connection has outlived the stall timer. Crediting them at once let a peer that
+        // accepts and never reads reset the failure count on every reconnect, so the
+        // sender reconnected forever (8 times a second at 50,000 msg/s) and never
+        // reached the cooldown (docs/BENCHMARKS.md, "stalled destination").
+        let proven_at = Instant::now() + self.shared.config.stall_timeout;
+        let mut proven = false;
         let peer_closed = || {
             End::io(
                 DropReason::Closed,
@@ -818,7 +826,12 @@ impl Writer {
             // TLS buffers records: push them out before taking the next batch.
             match self.interruptible(timeout_at(deadline, wr.flush())).await {
                 None => return,
-                Some(Ok(Ok(()))) => self.shared.retry.success(),
+                Some(Ok(Ok(()))) => {
+                    proven = proven || Instant::now() >= proven_at;
+                    if proven {
+                        self.shared.retry.success();
+                    }
+                }
                 Some(Ok(Err(e))) => return self.fail(End::io(DropReason::Io, e)),
                 Some(Err(_)) => return self.fail(End::new(DropReason::WriteTimeout, None)),
             }

@@ -80,7 +80,10 @@
 //! connection waits for the [`Backoff`] (100 ms doubling to 30 s, with jitter); messages
 //! queue meanwhile. After `max_retries` consecutive failures, messages are refused at once
 //! (`cooldown`) until `retry_cooldown` has passed since the last attempt; then the next
-//! message tries again. A message written successfully resets the count. Unlike
+//! message tries again. A message written successfully resets the count, on a stream
+//! connection only once the connection has lived [`stall_timeout`](SenderConfig::stall_timeout):
+//! writes into a fresh connection fill the kernel's socket buffers whether or not the peer
+//! reads, so a peer that accepts and never reads still reaches the cooldown. Unlike
 //! OpenSIPS, whose counter is global (one failing destination silences all others), the
 //! count is per destination, and async TCP connect failures count too (OpenSIPS counts
 //! only the queueing, which always succeeds).
