@@ -54,7 +54,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use hep_proto::{DecodeError, HEP3_HEADER_LEN, HepCodecError, HepFrameCodec, HepVersion};
+use hep_proto::{
+    DecodeError, HEP3_HEADER_LEN, HepCodecError, HepFrameCodec, HepMessage, HepVersion,
+};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -552,12 +554,18 @@ where
                 match self.codec.decode(&mut self.buf) {
                     Ok(Some(frame)) => {
                         completed = true;
-                        if self.frame(frame) {
-                            let dispatched =
-                                std::future::poll_fn(|cx| self.dispatcher.poll_dispatch(cx)).await;
-                            if let Err(e) = dispatched {
-                                return End::ServiceFailed(e);
+                        // Ready first, then decode straight into the call (see
+                        // `Dispatcher::poll_ready`).
+                        let ready = std::future::poll_fn(|cx| self.dispatcher.poll_ready(cx)).await;
+                        if let Err(e) = ready {
+                            if self.decode(&frame).is_some() {
+                                shared.stats.record_dropped(DropReason::ServiceError, 1);
                             }
+                            return End::ServiceFailed(e);
+                        }
+                        if let Some(message) = self.decode(&frame) {
+                            self.dispatcher
+                                .call(Received::new(message, frame, self.info.clone()));
                         }
                     }
                     Ok(None) => break,
@@ -597,16 +605,14 @@ where
         }
     }
 
-    /// One complete frame: decode it and submit it to the dispatcher (`true`), or count
-    /// and skip it (`false`).
-    fn frame(&mut self, frame: Bytes) -> bool {
-        match self.shared.config.decode.decode(&frame) {
+    /// One complete frame decoded and counted as received, or counted and skipped
+    /// (`None`).
+    fn decode(&mut self, frame: &Bytes) -> Option<HepMessage> {
+        match self.shared.config.decode.decode(frame) {
             Ok(message) => {
                 self.dispatcher
                     .count_received(message.version.unwrap_or(HepVersion::V3));
-                self.dispatcher
-                    .submit(Received::new(message, frame, self.info.clone()));
-                true
+                Some(message)
             }
             Err(e) => {
                 self.shared.stats.record_decode_error(&e);
@@ -620,7 +626,7 @@ where
                         frame.len()
                     );
                 }
-                false
+                None
             }
         }
     }

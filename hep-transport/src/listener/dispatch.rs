@@ -169,6 +169,40 @@ where
         Poll::Ready(Ok(()))
     }
 
+    /// Stream listeners: waits for room and for the service, without a message in hand;
+    /// then the next frame goes straight to [`call`](Self::call). Decoding a frame only
+    /// once the service is ready spares moving the 368-byte [`Received`] through the
+    /// `next` slot (a `memcpy` a message). Cancel-safe.
+    ///
+    /// # Errors
+    /// The service failed in `poll_ready`: it cannot take more requests.
+    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let _ = self.poll_drain(cx);
+        if self.in_flight() >= self.max_in_flight {
+            // The oldest answer is pending and has our waker.
+            self.flush_counts();
+            return Poll::Pending;
+        }
+        match self.service.poll_ready(cx) {
+            Poll::Ready(r) => Poll::Ready(r.map_err(Into::into)),
+            Poll::Pending => {
+                self.flush_counts();
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Calls the service, which [`poll_ready`](Self::poll_ready) found ready. The answer
+    /// is driven by the next `poll_ready` or [`drain`](Self::drain).
+    pub(crate) fn call(&mut self, req: Received) {
+        let fut = self.service.call(req);
+        if self.in_flight() == 0 {
+            self.head.set(Some(fut));
+        } else {
+            self.queue.push_back(Box::pin(fut));
+        }
+    }
+
     /// Completes when no answer is pending; drives them meanwhile. Cancel-safe.
     pub(crate) async fn drain(&mut self) {
         std::future::poll_fn(|cx| self.poll_drain(cx)).await;
