@@ -292,7 +292,8 @@ impl Report {
                     || "-".into(),
                     |g| format!("{g:+.1} MiB over the second half"),
                 ),
-                flat.map(|g| g.abs() <= 2.0),
+                // Flat means no growth: memory given back (a fall) is not a leak.
+                flat.map(|g| g <= 2.0),
             ));
             if let Some((n, open, _, after, _)) = m.idle {
                 t.push((
