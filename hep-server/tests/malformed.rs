@@ -592,7 +592,9 @@ fn every_class_of_bad_input_is_counted_and_valid_traffic_around_it_is_delivered_
     let sent = sent.0.lock().unwrap().clone();
     let records = wait_for(
         &format!("{} records", sent.len()),
-        Duration::from_secs(10),
+        // A bound, not a timing: a loaded CI machine running every test binary at once
+        // has been seen to need more than 10 s here.
+        Duration::from_secs(30),
         || {
             let records = json_lines(&out);
             (records.len() >= sent.len()).then_some(records)
@@ -637,7 +639,7 @@ fn every_class_of_bad_input_is_counted_and_valid_traffic_around_it_is_delivered_
         }
     }
     // Counters are added per batch and as connections end: wait until they settle.
-    let settled = Instant::now() + Duration::from_secs(10);
+    let settled = Instant::now() + Duration::from_secs(30);
     let last = loop {
         let m = server.metrics();
         let last: BTreeMap<&str, _> = addrs
