@@ -102,9 +102,6 @@ pub fn search(dir: &Path, q: &Query) -> Result<Vec<Stored>, StoreError> {
     if let Some(id) = &q.call_id {
         filter.push("(call_id = ? OR correlation_id = ?)", &[id, id]);
     }
-    if let Some(u) = &q.user {
-        filter.push("(from_user = ? OR to_user = ?)", &[u, u]);
-    }
     if let Some(m) = &q.method {
         match m.parse::<u16>() {
             Ok(code) => filter.push_value("status = ?", Value::Integer(code.into())),
@@ -128,6 +125,17 @@ pub fn search(dir: &Path, q: &Query) -> Result<Vec<Stored>, StoreError> {
             Value::Integer(spill.saturating_mul(schema::IDS_PER_USEC)),
         );
         time.push_value("ts < ?", Value::Integer(u));
+    }
+    if let Some(u) = &q.user {
+        // Users are indexed on the requests that start a dialog (or stand alone), see
+        // `schema`: first the calls, then their messages.
+        let calls = calls_of_user(&partitions, u, &time)?;
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks = vec!["?"; calls.len()].join(", ");
+        let calls: Vec<&str> = calls.iter().map(String::as_str).collect();
+        filter.push(&format!("call_id IN ({marks})"), &calls);
     }
     let mut found = select(&partitions, &filter.and(&time), q.limit)?;
 
@@ -194,6 +202,70 @@ impl Filter {
             format!(" WHERE {}", self.terms.join(" AND "))
         }
     }
+}
+
+/// A user search looks at this many calls at most (the newest), which bounds its memory
+/// and keeps its `IN` list under SQLite's limit of variables.
+pub const MAX_USER_CALLS: usize = 10_000;
+
+/// The Call-IDs of the dialogs (and lone requests) whose initial request has `user` as
+/// From or To user, newest first, at most [`MAX_USER_CALLS`].
+fn calls_of_user(
+    partitions: &[Partition],
+    user: &str,
+    time: &Filter,
+) -> Result<Vec<String>, StoreError> {
+    let mut calls = Vec::new();
+    let mut seen = BTreeSet::new();
+    for p in partitions {
+        let sql_err = |e| StoreError::sqlite(&p.path, e);
+        let conn = schema::open_for_read(&p.path)?;
+        if !has_table(&conn).map_err(sql_err)? {
+            continue;
+        }
+        // The same terms as the partial indexes' `WHERE`, so that SQLite uses them.
+        let mut from = Filter::default();
+        from.push(
+            "status IS NULL AND to_tag IS NULL AND from_user = ?",
+            &[user],
+        );
+        let mut to = Filter::default();
+        to.push("status IS NULL AND to_tag IS NULL AND to_user = ?", &[user]);
+        let (from, to) = (from.and(time), to.and(time));
+        let sql = format!(
+            "SELECT id, call_id FROM messages{} UNION ALL SELECT id, call_id FROM messages{} \
+             ORDER BY 1 DESC",
+            from.sql(),
+            to.sql()
+        );
+        let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+        let params = from.params.iter().chain(to.params.iter());
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params))
+            .map_err(sql_err)?;
+        while let Some(r) = rows.next().map_err(sql_err)? {
+            let Some(call_id) = r.get::<_, Option<String>>(1).map_err(sql_err)? else {
+                continue;
+            };
+            if seen.insert(call_id.clone()) {
+                calls.push(call_id);
+                if calls.len() >= MAX_USER_CALLS {
+                    return Ok(calls);
+                }
+            }
+        }
+    }
+    Ok(calls)
+}
+
+/// Whether the partition has its table (a file created but never written has none).
+fn has_table(conn: &rusqlite::Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE name = 'messages'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
 }
 
 /// Up to `limit` rows matching `filter`, newest partitions first.

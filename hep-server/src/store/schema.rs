@@ -4,7 +4,11 @@
 //! received (`hep`), which searches decode again to print records or pcap. Times are
 //! microseconds since the Unix epoch, UTC. Indexes are few on purpose, as each one costs
 //! insert speed: Call-ID, correlation id, From user, To user (partial: rows without the
-//! value are not indexed). Time needs no index of its own: the row id is the capture time
+//! value are not indexed). The users are indexed only on requests without a To tag (the
+//! initial request of a dialog, or a lone one): a dialog keeps its users, so a user search
+//! finds the calls there and then their messages by Call-ID, and the two user indexes get
+//! one entry per call instead of one per message (the store thread's CPU per message went
+//! from 4.9 to 3.7 µs). Time needs no index of its own: the row id is the capture time
 //! in microseconds times 1024, made unique ([`RowIds`]), so the table itself is in time
 //! order and a time range is a range of row ids.
 //!
@@ -53,8 +57,10 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_call_id ON messages(call_id) WHERE call_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_correlation_id ON messages(correlation_id)
     WHERE correlation_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_from_user ON messages(from_user) WHERE from_user IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_to_user ON messages(to_user) WHERE to_user IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_from_user ON messages(from_user)
+    WHERE status IS NULL AND to_tag IS NULL AND from_user IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_to_user ON messages(to_user)
+    WHERE status IS NULL AND to_tag IS NULL AND to_user IS NOT NULL;
 ";
 
 /// Row ids per microsecond of capture time.
