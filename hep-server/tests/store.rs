@@ -297,6 +297,43 @@ fn a_call_search_brings_the_other_leg_of_a_b2bua() {
 }
 
 #[test]
+fn a_user_search_shows_whole_calls_found_by_their_initial_request() {
+    let dir = test_dir("store-user-calls");
+    let store = dir.join("store");
+    // The INVITE in the last second of an hour, its answer in the next hour's partition.
+    let hour_end = now_secs() / 3_600 * 3_600 - 1;
+    let server = start(&dir, "max_age_hours = 0");
+    let (a, b) = ("10.0.0.1:5060", "10.0.0.2:5060");
+    send_udp(
+        server.udp(),
+        &[
+            sip(hour_end, a, b, &invite("across@x", "carol", "")),
+            sip(hour_end + 2, b, a, &ok("across@x", "carol")),
+            // Only the answer of this call was captured: no initial request names carol.
+            sip(hour_end + 2, b, a, &ok("answer-only@x", "carol")),
+        ],
+    );
+    wait_json(&dir.join("all.jsonl"), 3);
+    server.stop();
+    assert_eq!(partitions(&store).len(), 2);
+    let found = search_json(&store, &["--user", "carol"]);
+    let calls: Vec<&str> = found
+        .iter()
+        .map(|r| {
+            let payload = r["payload"].as_str().unwrap();
+            let at = payload.find("Call-ID: ").unwrap() + "Call-ID: ".len();
+            payload[at..].split("\r\n").next().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        ["across@x", "across@x"],
+        "the INVITE and its 200 from the next partition; not the call without its INVITE"
+    );
+    assert_eq!(search_json(&store, &["--call-id", "answer-only@x"]).len(), 1);
+}
+
+#[test]
 fn retention_removes_old_partitions_and_keeps_recent_ones() {
     let dir = test_dir("store-retention");
     let store = dir.join("store");
