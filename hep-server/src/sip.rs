@@ -181,6 +181,15 @@ pub fn header<'a>(payload: &'a [u8], name: &str) -> Option<&'a str> {
         if line.is_empty() {
             return None;
         }
+        // Most lines are other headers: their first letter tells (the store looks for
+        // `X-CID` in every SIP message). A folded continuation line starts with a blank.
+        if !name
+            .as_bytes()
+            .first()
+            .is_some_and(|f| line[0].eq_ignore_ascii_case(f))
+        {
+            continue;
+        }
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
@@ -201,7 +210,7 @@ pub fn header<'a>(payload: &'a [u8], name: &str) -> Option<&'a str> {
 /// assert_eq!(split_line(b"a"), (&b"a"[..], &b""[..]));
 /// ```
 pub fn split_line(buf: &[u8]) -> (&[u8], &[u8]) {
-    match buf.iter().position(|&b| b == b'\n') {
+    match memchr::memchr(b'\n', buf) {
         Some(nl) => {
             let line = &buf[..nl];
             (line.strip_suffix(b"\r").unwrap_or(line), &buf[nl + 1..])
