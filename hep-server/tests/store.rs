@@ -330,7 +330,10 @@ fn a_user_search_shows_whole_calls_found_by_their_initial_request() {
         ["across@x", "across@x"],
         "the INVITE and its 200 from the next partition; not the call without its INVITE"
     );
-    assert_eq!(search_json(&store, &["--call-id", "answer-only@x"]).len(), 1);
+    assert_eq!(
+        search_json(&store, &["--call-id", "answer-only@x"]).len(),
+        1
+    );
 }
 
 #[test]
