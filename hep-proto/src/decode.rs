@@ -102,12 +102,10 @@ impl DecodeOptions {
             chunks: Vec::new(),
             inflated: None,
         };
-        let Walk {
-            end,
-            at,
-            len_of,
-            family,
-        } = walk_v3(buf, &mut rare)?;
+        let mut walk = Walk::EMPTY;
+        walk_v3(buf, &mut rare, &mut walk)?;
+        // Read in place, field by field (a copy of the arrays would stall on forwarding).
+        let (end, at, len_of, family) = (walk.end, &walk.at, &walk.len_of, walk.family);
         let data = &buf[..end];
         let Rare {
             chunks, inflated, ..
@@ -195,6 +193,16 @@ pub(crate) struct Walk {
     pub(crate) family: Option<AddressFamily>,
 }
 
+impl Walk {
+    /// Nothing found yet: what a walk starts from.
+    pub(crate) const EMPTY: Self = Self {
+        end: 0,
+        at: [0; FIELD_TYPES],
+        len_of: [0; FIELD_TYPES],
+        family: None,
+    };
+}
+
 /// What a chunk walk does with the chunks off its fast path: the chunks that are kept
 /// raw, and the compressed payload (0x0010).
 pub(crate) trait RareChunks {
@@ -225,7 +233,11 @@ pub(crate) trait RareChunks {
 /// and 0x0010 came last), vendor chunks and types without a field go to `rare`, and
 /// the family must agree with the addresses.
 #[inline(always)]
-pub(crate) fn walk_v3(buf: &[u8], rare: &mut impl RareChunks) -> Result<Walk, DecodeError> {
+pub(crate) fn walk_v3(
+    buf: &[u8],
+    rare: &mut impl RareChunks,
+    walk: &mut Walk,
+) -> Result<(), DecodeError> {
     let Some(&[_, _, _, _, hi, lo]) = buf.get(..HEP3_HEADER_LEN) else {
         return Err(DecodeError::TooShort {
             len: buf.len(),
@@ -245,8 +257,8 @@ pub(crate) fn walk_v3(buf: &[u8], rare: &mut impl RareChunks) -> Result<Walk, De
         });
     };
 
-    let mut at = [0u16; FIELD_TYPES];
-    let mut len_of = [0u16; FIELD_TYPES];
+    walk.end = end;
+    let Walk { at, len_of, .. } = walk;
     let mut off = HEP3_HEADER_LEN;
     while off + CHUNK_HEADER_LEN <= end {
         let Some(&[v0, v1, t0, t1, l0, l1]) = data.get(off..off + CHUNK_HEADER_LEN) else {
@@ -255,14 +267,15 @@ pub(crate) fn walk_v3(buf: &[u8], rare: &mut impl RareChunks) -> Result<Walk, De
         // Vendor and type together: generic chunks are the values below 0x10000.
         let vendor_type = u32::from_be_bytes([v0, v1, t0, t1]);
         let len = u16::from_be_bytes([l0, l1]);
-        // A length below the header's wraps to at least 65530, more than any message
-        // can hold after a header: one comparison rejects both too small and too long.
-        let body_len = len.wrapping_sub(CHUNK_HEADER_LEN as u16);
+        // The next offset depends on nothing but this length: the walk's speed is this
+        // chain (load, byte swap, add), so the checks stay off it.
         let start = off + CHUNK_HEADER_LEN;
-        if usize::from(body_len) > end - start {
+        let next = off + usize::from(len);
+        if next < start || next > end {
             return Err(chunk_length_error(vendor_type, len, off, end - off));
         }
-        off = start + usize::from(body_len);
+        let body_len = len - CHUNK_HEADER_LEN as u16;
+        off = next;
         // A vendor chunk never sets a generic field (OpenSIPS lets vendor chunks with
         // types 1-12 overwrite them; we keep them verbatim instead).
         if vendor_type < FIELD_TYPES as u32 && FAST_FIELDS & (1 << vendor_type) != 0 {
@@ -293,12 +306,8 @@ pub(crate) fn walk_v3(buf: &[u8], rare: &mut impl RareChunks) -> Result<Walk, De
     let seen_v4 = at[0x03] | at[0x04] != 0;
     let seen_v6 = at[0x05] | at[0x06] != 0;
     let family = check_family(value::<1>(data, at[0x01]).map(|[v]| v), seen_v4, seen_v6)?;
-    Ok(Walk {
-        end,
-        at,
-        len_of,
-        family,
-    })
+    walk.family = family;
+    Ok(())
 }
 
 /// What [`DecodeOptions::decode`] does off the fast path: keeps chunks and inflates a

@@ -322,12 +322,16 @@ impl DecodeOptions {
         match buf.first() {
             Some(1 | 2) => view_v12(buf),
             _ if buf.len() >= 4 && self.is_v3_magic(&buf[..4]) => {
-                let walk = walk_v3(buf, &mut Unkept)?;
-                Ok(HepView {
-                    data: buf.get(..walk.end).unwrap_or_default(),
+                // Walked in place: a copy of the recorded places right after the walk's
+                // 16-bit stores would stall on store forwarding.
+                let mut view = HepView {
+                    data: buf,
                     version: HepVersion::V3,
-                    walk,
-                })
+                    walk: Walk::EMPTY,
+                };
+                walk_v3(buf, &mut Unkept, &mut view.walk)?;
+                view.data = buf.get(..view.walk.end).unwrap_or_default();
+                Ok(view)
             }
             _ => Err(unknown_version(buf)),
         }
