@@ -44,16 +44,7 @@ fn search(store: &Path, args: &[&str]) -> Output {
 /// The JSON records `search --format json ARGS...` prints (it must succeed).
 fn search_json(store: &Path, args: &[&str]) -> Vec<Value> {
     let out = search(store, &[&["--format", "json"], args].concat());
-    assert!(
-        out.status.success(),
-        "search {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    json_records(&out, &format!("search {args:?}"))
 }
 
 /// Whole records (with `recv`) as sorted JSON text.

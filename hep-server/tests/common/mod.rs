@@ -394,13 +394,17 @@ pub(crate) fn decode(files: &[PathBuf]) -> Vec<Value> {
         .args(files)
         .output()
         .unwrap();
+    json_records(&out, "decode")
+}
+
+/// The JSON records (one a line) a `hep-server` command printed; it must have succeeded.
+pub(crate) fn json_records(out: &std::process::Output, what: &str) -> Vec<Value> {
     assert!(
         out.status.success(),
-        "{}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
