@@ -5,7 +5,7 @@
 //! Two loopback addresses stand for two hosts: the agent sends from 127.0.0.1, a stranger
 //! from 127.0.0.2 (Linux routes all of 127.0.0.0/8 to `lo`).
 
-use std::io::{Read as _, Write as _};
+use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
@@ -17,14 +17,14 @@ use common::*;
 
 const STRANGER: &str = "127.0.0.2";
 
-/// A TCP connection to `to` from `from_ip`.
-fn connect_from(from_ip: &str, to: SocketAddr) -> TcpStream {
+/// A TCP connection to `to` from `from_ip`. A server that resets it at accept can do
+/// so before the connect returns: then the connect itself fails with ECONNRESET.
+fn connect_from(from_ip: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
     let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
     let from: SocketAddr = format!("{from_ip}:0").parse().unwrap();
     sock.bind(&from.into()).unwrap();
-    sock.connect_timeout(&to.into(), Duration::from_secs(2))
-        .unwrap();
-    sock.into()
+    sock.connect_timeout(&to.into(), Duration::from_secs(2))?;
+    Ok(sock.into())
 }
 
 #[test]
@@ -55,14 +55,18 @@ fn listeners_with_an_allowlist_refuse_strangers_and_serve_agents() {
     for d in &datagrams {
         s.send_to(d, server.udp()).unwrap();
     }
-    let mut conn = connect_from(STRANGER, server.tcp());
-    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let _ = conn.write_all(&stream);
-    let mut buf = [0u8; 16];
-    assert!(
-        matches!(conn.read(&mut buf), Ok(0) | Err(_)),
-        "the stranger's connection is closed"
-    );
+    match connect_from(STRANGER, server.tcp()) {
+        Ok(mut conn) => {
+            conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let _ = conn.write_all(&stream);
+            let mut buf = [0u8; 16];
+            assert!(
+                matches!(conn.read(&mut buf), Ok(0) | Err(_)),
+                "the stranger's connection is closed"
+            );
+        }
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+    }
 
     // The agent, alongside.
     send_udp(server.udp(), &datagrams);

@@ -160,6 +160,19 @@ pub(crate) async fn expect_closed<S: AsyncReadExt + Unpin>(stream: &mut S) {
 }
 
 /// A connected client with `TCP_NODELAY`, so that each write is its own segment.
+/// What a connection the server resets at accept looks like from here: the reset can
+/// come before the connect returns (`connected` is then ECONNRESET) or after (the
+/// connection then ends). Whatever it manages to write first (`first`) is never read.
+pub(crate) async fn expect_refused(connected: std::io::Result<TcpStream>, first: &[u8]) {
+    match connected {
+        Ok(mut conn) => {
+            let _ = conn.write_all(first).await;
+            expect_closed(&mut conn).await;
+        }
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+}
+
 pub(crate) async fn connect(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).await.unwrap();
     stream.set_nodelay(true).unwrap();

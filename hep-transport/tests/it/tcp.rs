@@ -7,12 +7,13 @@ use std::time::Duration;
 use hep_testkit::hex;
 use hep_transport::{ListenerConfig, RecvInfo, Transport};
 use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tower::limit::ConcurrencyLimit;
 
 use crate::support::{
-    Running, assert_nothing, collector, connect, expect_closed, recv, recv_n, start_collecting,
-    tcp_frames, tcp_stream, wait_for, write_in_pieces,
+    Running, assert_nothing, collector, connect, expect_closed, expect_refused, recv, recv_n,
+    start_collecting, tcp_frames, tcp_stream, wait_for, write_in_pieces,
 };
 
 fn config() -> ListenerConfig {
@@ -185,7 +186,7 @@ async fn a_peer_that_leaves_mid_frame_is_counted_as_truncated() {
         socket2::SockRef::from(&std)
             .set_linger(Some(Duration::ZERO))
             .unwrap();
-        tokio::net::TcpStream::from_std(std).unwrap()
+        TcpStream::from_std(std).unwrap()
     };
     resets.write_all(&frame[..50]).await.unwrap();
     wait_for("the server read the half frame", || stats.bytes() >= 100).await;
@@ -211,9 +212,7 @@ async fn a_connection_beyond_the_limit_is_refused_and_counted_and_a_free_slot_se
     assert_eq!(recv(&mut rx).await.info.peer, b.local_addr().unwrap());
 
     // The third is reset at accept, before its frame is read: refused, not held.
-    let mut c = connect(srv.addr).await;
-    let _ = c.write_all(frame).await;
-    expect_closed(&mut c).await;
+    expect_refused(TcpStream::connect(srv.addr).await, frame).await;
     assert_nothing(&mut rx, Duration::from_millis(100)).await;
     assert_eq!(srv.stats.rejected_by("max_connections"), 1);
     assert_eq!(srv.stats.connections_open(), 2);
@@ -228,7 +227,7 @@ async fn a_connection_beyond_the_limit_is_refused_and_counted_and_a_free_slot_se
     assert_eq!(msg.info.peer, d.local_addr().unwrap());
     assert_eq!(&msg.wire[..], &frame[..]);
     assert_eq!(srv.stats.connections_accepted(), 3);
-    drop((b, c, d));
+    drop((b, d));
     srv.stop().await.unwrap();
 }
 
