@@ -327,6 +327,18 @@ fn a_user_search_shows_whole_calls_found_by_their_initial_request() {
     );
 }
 
+/// Two INVITEs to bob, captured at `old` and at `now` (Call-IDs `old{tag}@x`, `new{tag}@x`).
+fn bobs_calls(old: u32, now: u32, tag: &str) -> [Vec<u8>; 2] {
+    [(old, "old"), (now, "new")].map(|(ts, name)| {
+        sip(
+            ts,
+            "10.0.0.1:5060",
+            "10.0.0.2:5060",
+            &invite(&format!("{name}{tag}@x"), "bob", ""),
+        )
+    })
+}
+
 #[test]
 fn retention_removes_old_partitions_and_keeps_recent_ones() {
     let dir = test_dir("store-retention");
@@ -335,23 +347,7 @@ fn retention_removes_old_partitions_and_keeps_recent_ones() {
     let old = now - 3 * 24 * 3_600;
     // First run: no age limit, one message three days old and one of now.
     let server = start(&dir, "max_age_hours = 0");
-    send_udp(
-        server.udp(),
-        &[
-            sip(
-                old,
-                "10.0.0.1:5060",
-                "10.0.0.2:5060",
-                &invite("old@x", "bob", ""),
-            ),
-            sip(
-                now,
-                "10.0.0.1:5060",
-                "10.0.0.2:5060",
-                &invite("new@x", "bob", ""),
-            ),
-        ],
-    );
+    send_udp(server.udp(), &bobs_calls(old, now, ""));
     wait_json(&dir.join("all.jsonl"), 2);
     server.stop();
     assert_eq!(
@@ -364,23 +360,7 @@ fn retention_removes_old_partitions_and_keeps_recent_ones() {
     // Second run: a day's retention removes the old hour at start, keeps the recent one,
     // and drops (counted) what is captured before the limit.
     let server = start(&dir, "max_age_hours = 24");
-    send_udp(
-        server.udp(),
-        &[
-            sip(
-                old,
-                "10.0.0.1:5060",
-                "10.0.0.2:5060",
-                &invite("old-again@x", "bob", ""),
-            ),
-            sip(
-                now,
-                "10.0.0.1:5060",
-                "10.0.0.2:5060",
-                &invite("new-again@x", "bob", ""),
-            ),
-        ],
-    );
+    send_udp(server.udp(), &bobs_calls(old, now, "-again"));
     wait_json(&dir.join("all.jsonl"), 2);
     let label = format!("store:{}", store.display());
     wait_for("the expired message counted", OUTPUT_WAIT, || {
