@@ -105,7 +105,7 @@ impl DecodeOptions {
         let mut walk = Walk::EMPTY;
         walk_v3(buf, &mut rare, &mut walk)?;
         // Read in place, field by field (a copy of the arrays would stall on forwarding).
-        let (end, at, len_of, family) = (walk.end, &walk.at, &walk.len_of, walk.family);
+        let (end, at, family) = (walk.end, &walk.at, walk.family);
         let data = &buf[..end];
         let Rare {
             chunks, inflated, ..
@@ -114,12 +114,11 @@ impl DecodeOptions {
         // The payload chunk that came last, as in OpenSIPS (the walk saw one of them).
         let (plain, compressed) = (at[0x0f], at[0x10]);
         let payload = if plain > compressed {
-            Payload::Plain(buf.slice(usize::from(plain)..usize::from(plain + len_of[0x0f])))
+            Payload::Plain(slice_of(buf, plain))
         } else {
             Payload::Compressed {
                 inflated: inflated.unwrap_or_default(),
-                compressed: buf
-                    .slice(usize::from(compressed)..usize::from(compressed + len_of[0x10])),
+                compressed: slice_of(buf, compressed),
             }
         };
         let src_ip = match (value::<4>(data, at[0x03]), value::<16>(data, at[0x05])) {
@@ -135,9 +134,9 @@ impl DecodeOptions {
             (None, None, None)
         } else {
             (
-                octets(buf, at[0x0e], len_of[0x0e]),
-                octets(buf, at[0x11], len_of[0x11]),
-                octets(buf, at[0x13], len_of[0x13]),
+                octets(buf, at[0x0e]),
+                octets(buf, at[0x11]),
+                octets(buf, at[0x13]),
             )
         };
         Ok(HepMessage {
@@ -174,9 +173,24 @@ pub(crate) fn value<const N: usize>(data: &[u8], at: u16) -> Option<[u8; N]> {
 
 /// The bytes of an octets field recorded at `at` (0: absent).
 #[inline(never)]
-fn octets(buf: &Bytes, at: u16, len: u16) -> Option<Bytes> {
+fn octets(buf: &Bytes, at: u16) -> Option<Bytes> {
+    (at != 0).then(|| slice_of(buf, at))
+}
+
+/// The value of the chunk whose value the walk recorded at `at` (not 0).
+fn slice_of(buf: &Bytes, at: u16) -> Bytes {
     let at = usize::from(at);
-    (at != 0).then(|| buf.slice(at..at + usize::from(len)))
+    buf.slice(at..at + value_len(buf, at))
+}
+
+/// The length of the chunk value at `at`, read from the chunk's header just before it
+/// (the walk checked it: at least the header's 6 bytes, within the message).
+#[inline]
+pub(crate) fn value_len(data: &[u8], at: usize) -> usize {
+    match data.get(at.wrapping_sub(2)..at) {
+        Some(&[hi, lo]) => usize::from(u16::from_be_bytes([hi, lo])).saturating_sub(CHUNK_HEADER_LEN),
+        _ => 0,
+    }
 }
 
 /// Where each field of a HEPv3 message is, as the chunk walk found it.
@@ -185,10 +199,10 @@ pub(crate) struct Walk {
     /// The total length: the message is `buf[..end]`.
     pub(crate) end: usize,
     /// Per generic field type: the offset of the last such chunk's value (0 = absent: no
-    /// value starts before byte 12). Offsets fit u16: the total length does.
+    /// value starts before byte 12). Offsets fit u16: the total length does. A value's
+    /// length is not recorded: its chunk header, just before it, has it
+    /// ([`value_len`]); one store a chunk instead of two, and a smaller view.
     pub(crate) at: [u16; FIELD_TYPES],
-    /// Per generic field type: the length of that value.
-    pub(crate) len_of: [u16; FIELD_TYPES],
     /// The family chunk's value, checked against the address chunks.
     pub(crate) family: Option<AddressFamily>,
 }
@@ -198,7 +212,6 @@ impl Walk {
     pub(crate) const EMPTY: Self = Self {
         end: 0,
         at: [0; FIELD_TYPES],
-        len_of: [0; FIELD_TYPES],
         family: None,
     };
 }
@@ -207,14 +220,14 @@ impl Walk {
 /// raw, and the compressed payload (0x0010).
 pub(crate) trait RareChunks {
     /// A chunk that is not a plain field (`vendor_type` is vendor and type together),
-    /// with its value at `range`. For 0x0010 it records the value in `place` as the
-    /// walk records fields.
+    /// with its value at `range`. For 0x0010 it records the value's offset in `place` as
+    /// the walk records fields.
     fn chunk(
         &mut self,
         vendor_type: u32,
         len: u16,
         range: std::ops::Range<usize>,
-        place: (&mut u16, &mut u16),
+        place: &mut u16,
     ) -> Result<(), DecodeError>;
 }
 
@@ -258,7 +271,7 @@ pub(crate) fn walk_v3(
     };
 
     walk.end = end;
-    let Walk { at, len_of, .. } = walk;
+    let at = &mut walk.at;
     let mut off = HEP3_HEADER_LEN;
     while off + CHUNK_HEADER_LEN <= end {
         let Some(&[v0, v1, t0, t1, l0, l1]) = data.get(off..off + CHUNK_HEADER_LEN) else {
@@ -288,10 +301,8 @@ pub(crate) fn walk_v3(
                 ));
             }
             at[t] = start as u16;
-            len_of[t] = body_len;
         } else {
-            let place = (&mut at[0x10], &mut len_of[0x10]);
-            rare.chunk(vendor_type, len, start..off, place)?;
+            rare.chunk(vendor_type, len, start..off, &mut at[0x10])?;
         }
     }
     if off != end {
@@ -328,14 +339,13 @@ impl RareChunks for Rare<'_> {
         vendor_type: u32,
         len: u16,
         range: std::ops::Range<usize>,
-        (at, len_of): (&mut u16, &mut u16),
+        at: &mut u16,
     ) -> Result<(), DecodeError> {
         if vendor_type == 0x10 {
             let body = self.buf.get(range.clone()).unwrap_or_default();
             self.inflated = Some(inflate(body, self.opts.max_inflated_len)?);
             // `range.start` fits u16: the message's total length does.
             *at = range.start as u16;
-            *len_of = len - CHUNK_HEADER_LEN as u16;
             return Ok(());
         }
         check_kept_size(vendor_type, len)?;

@@ -7,7 +7,7 @@ use crate::chunk::CHUNK_HEADER_LEN;
 use crate::compress::inflate;
 use crate::decode::{
     FAST_FIELDS, FIELD_TYPES, HEP3_HEADER_LEN, LayoutV12, RareChunks, Walk, check_kept_size,
-    layout_v12, unknown_version, value, walk_v3,
+    layout_v12, unknown_version, value, value_len, walk_v3,
 };
 use crate::{AddressFamily, DecodeError, DecodeOptions, HepVersion, ProtoType};
 
@@ -97,12 +97,11 @@ impl RareChunks for Unkept {
         vendor_type: u32,
         len: u16,
         range: std::ops::Range<usize>,
-        (at, len_of): (&mut u16, &mut u16),
+        at: &mut u16,
     ) -> Result<(), DecodeError> {
         if vendor_type == 0x10 {
             // `range.start` fits u16: the message's total length does.
             *at = range.start as u16;
-            *len_of = len - CHUNK_HEADER_LEN as u16;
             return Ok(());
         }
         check_kept_size(vendor_type, len)
@@ -287,7 +286,7 @@ impl<'a> HepView<'a> {
     fn octets(&self, t: usize) -> Option<&'a [u8]> {
         let at = usize::from(self.walk.at[t]);
         (at != 0)
-            .then(|| self.data.get(at..at + usize::from(self.walk.len_of[t])))
+            .then(|| self.data.get(at..at + value_len(self.data, at)))
             .flatten()
     }
 
@@ -370,7 +369,6 @@ fn view_v12(buf: &[u8]) -> Result<HepView<'_>, DecodeError> {
         walk: Walk {
             end: buf.len(),
             at,
-            len_of: [0; FIELD_TYPES],
             family: Some(family),
         },
     })
