@@ -103,9 +103,9 @@ impl DecodeOptions {
             inflated: None,
         };
         let mut walk = Walk::EMPTY;
-        walk_v3(buf, &mut rare, &mut walk)?;
+        let end = walk_v3(buf, &mut rare, &mut walk)?;
         // Read in place, field by field (a copy of the arrays would stall on forwarding).
-        let (end, at, family) = (walk.end, &walk.at, walk.family);
+        let (at, family) = (&walk.at, walk.family);
         let data = &buf[..end];
         let Rare {
             chunks, inflated, ..
@@ -188,7 +188,9 @@ fn slice_of(buf: &Bytes, at: u16) -> Bytes {
 #[inline]
 pub(crate) fn value_len(data: &[u8], at: usize) -> usize {
     match data.get(at.wrapping_sub(2)..at) {
-        Some(&[hi, lo]) => usize::from(u16::from_be_bytes([hi, lo])).saturating_sub(CHUNK_HEADER_LEN),
+        Some(&[hi, lo]) => {
+            usize::from(u16::from_be_bytes([hi, lo])).saturating_sub(CHUNK_HEADER_LEN)
+        }
         _ => 0,
     }
 }
@@ -196,8 +198,6 @@ pub(crate) fn value_len(data: &[u8], at: usize) -> usize {
 /// Where each field of a HEPv3 message is, as the chunk walk found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Walk {
-    /// The total length: the message is `buf[..end]`.
-    pub(crate) end: usize,
     /// Per generic field type: the offset of the last such chunk's value (0 = absent: no
     /// value starts before byte 12). Offsets fit u16: the total length does. A value's
     /// length is not recorded: its chunk header, just before it, has it
@@ -210,7 +210,6 @@ pub(crate) struct Walk {
 impl Walk {
     /// Nothing found yet: what a walk starts from.
     pub(crate) const EMPTY: Self = Self {
-        end: 0,
         at: [0; FIELD_TYPES],
         family: None,
     };
@@ -232,7 +231,7 @@ pub(crate) trait RareChunks {
 }
 
 /// The HEPv3 chunk walk: checks the header, the total length and every chunk, and
-/// records where each field's value is.
+/// records where each field's value is; gives the message's total length.
 ///
 /// Written for the collector's hot path (profiles in `docs/BENCHMARKS.md`). The walk
 /// records, for each generic chunk type with a field (0x01-0x13 but 0x0d), where the
@@ -250,7 +249,7 @@ pub(crate) fn walk_v3(
     buf: &[u8],
     rare: &mut impl RareChunks,
     walk: &mut Walk,
-) -> Result<(), DecodeError> {
+) -> Result<usize, DecodeError> {
     let Some(&[_, _, _, _, hi, lo]) = buf.get(..HEP3_HEADER_LEN) else {
         return Err(DecodeError::TooShort {
             len: buf.len(),
@@ -270,7 +269,6 @@ pub(crate) fn walk_v3(
         });
     };
 
-    walk.end = end;
     let at = &mut walk.at;
     let mut off = HEP3_HEADER_LEN;
     while off + CHUNK_HEADER_LEN <= end {
@@ -318,7 +316,7 @@ pub(crate) fn walk_v3(
     let seen_v6 = at[0x05] | at[0x06] != 0;
     let family = check_family(value::<1>(data, at[0x01]).map(|[v]| v), seen_v4, seen_v6)?;
     walk.family = family;
-    Ok(())
+    Ok(end)
 }
 
 /// What [`DecodeOptions::decode`] does off the fast path: keeps chunks and inflates a

@@ -113,53 +113,63 @@ impl<'a> HepView<'a> {
     ///
     /// # Errors
     /// A [`DecodeError`] naming the first thing found wrong.
+    #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<Self, DecodeError> {
         DecodeOptions::default().view(buf)
     }
 
     /// The version, told by the first bytes.
+    #[inline]
     pub const fn version(&self) -> HepVersion {
         self.version
     }
 
     /// The message's bytes: for HEPv3 up to its total length (a datagram's tail is not
     /// part of it), for v1/v2 the whole datagram. Forward these to relay it unchanged.
+    #[inline]
     pub const fn as_bytes(&self) -> &'a [u8] {
         self.data
     }
 
     /// Address family (chunk 0x0001, or `hp_f`).
+    #[inline]
     pub const fn family(&self) -> Option<AddressFamily> {
         self.walk.family
     }
 
     /// IP protocol (chunk 0x0002, or `hp_p`).
+    #[inline]
     pub fn ip_proto(&self) -> Option<u8> {
         self.fixed::<1>(0x02).map(|[v]| v)
     }
 
     /// Source address (chunk 0x0003/0x0005).
+    #[inline]
     pub fn src_ip(&self) -> Option<IpAddr> {
         self.ip(0x03, 0x05)
     }
 
     /// Destination address (chunk 0x0004/0x0006).
+    #[inline]
     pub fn dst_ip(&self) -> Option<IpAddr> {
         self.ip(0x04, 0x06)
     }
 
     /// Source port (chunk 0x0007).
+    #[inline]
     pub fn src_port(&self) -> Option<u16> {
         self.fixed(0x07).map(u16::from_be_bytes)
     }
 
     /// Destination port (chunk 0x0008).
+    #[inline]
     pub fn dst_port(&self) -> Option<u16> {
         self.fixed(0x08).map(u16::from_be_bytes)
     }
 
     /// Source address and port, when the address is known (as
     /// [`HepMessage::src`](crate::HepMessage::src)).
+    #[inline]
     pub fn src(&self) -> Option<SocketAddr> {
         Some(SocketAddr::new(
             self.src_ip()?,
@@ -168,6 +178,7 @@ impl<'a> HepView<'a> {
     }
 
     /// Destination address and port, when the address is known.
+    #[inline]
     pub fn dst(&self) -> Option<SocketAddr> {
         Some(SocketAddr::new(
             self.dst_ip()?,
@@ -176,21 +187,25 @@ impl<'a> HepView<'a> {
     }
 
     /// Capture time, seconds since the epoch (chunk 0x0009, or the v2 time block).
+    #[inline]
     pub fn ts_sec(&self) -> Option<u32> {
         self.time(0x09)
     }
 
     /// Capture time, microseconds (chunk 0x000a, or the v2 time block).
+    #[inline]
     pub fn ts_usec(&self) -> Option<u32> {
         self.time(0x0a)
     }
 
     /// What the payload is (chunk 0x000b).
+    #[inline]
     pub fn proto_type(&self) -> Option<ProtoType> {
         self.fixed::<1>(0x0b).map(|[v]| ProtoType::from_id(v))
     }
 
     /// Capture agent id (chunk 0x000c, or the 16-bit v2 `captid`).
+    #[inline]
     pub fn capture_id(&self) -> Option<u32> {
         match self.version {
             HepVersion::V3 => self.fixed(0x0c).map(u32::from_be_bytes),
@@ -199,26 +214,31 @@ impl<'a> HepView<'a> {
     }
 
     /// Authentication key (chunk 0x000e).
+    #[inline]
     pub fn auth_key(&self) -> Option<&'a [u8]> {
         self.octets(0x0e)
     }
 
     /// Correlation id (chunk 0x0011).
+    #[inline]
     pub fn correlation_id(&self) -> Option<&'a [u8]> {
         self.octets(0x11)
     }
 
     /// VLAN id (chunk 0x0012).
+    #[inline]
     pub fn vlan(&self) -> Option<u16> {
         self.fixed(0x12).map(u16::from_be_bytes)
     }
 
     /// Capture agent name / node name (chunk 0x0013).
+    #[inline]
     pub fn node_name(&self) -> Option<&'a [u8]> {
         self.octets(0x13)
     }
 
     /// The payload chunk that came last (as in OpenSIPS), or the v1/v2 payload.
+    #[inline]
     pub fn payload(&self) -> PayloadView<'a> {
         let (plain, compressed) = (self.walk.at[0x0f], self.walk.at[0x10]);
         if self.version != HepVersion::V3 {
@@ -283,6 +303,7 @@ impl<'a> HepView<'a> {
     }
 
     /// The value of octets field type `t`.
+    #[inline]
     fn octets(&self, t: usize) -> Option<&'a [u8]> {
         let at = usize::from(self.walk.at[t]);
         (at != 0)
@@ -292,6 +313,7 @@ impl<'a> HepView<'a> {
 
     /// The address of the IPv4 type `v4` or the IPv6 type `v6` (the walk made sure at
     /// most one family is present).
+    #[inline]
     fn ip(&self, v4: usize, v6: usize) -> Option<IpAddr> {
         match (self.fixed::<4>(v4), self.fixed::<16>(v6)) {
             (Some(a), _) => Some(IpAddr::V4(Ipv4Addr::from(a))),
@@ -300,6 +322,7 @@ impl<'a> HepView<'a> {
     }
 
     /// A time field: big-endian in a v3 chunk, little-endian in the v2 time block.
+    #[inline]
     fn time(&self, t: usize) -> Option<u32> {
         let raw = self.fixed::<4>(t)?;
         Some(match self.version {
@@ -317,6 +340,7 @@ impl DecodeOptions {
     ///
     /// # Errors
     /// A [`DecodeError`] naming the first thing found wrong.
+    #[inline]
     pub fn view<'a>(&self, buf: &'a [u8]) -> Result<HepView<'a>, DecodeError> {
         match buf.first() {
             Some(1 | 2) => view_v12(buf),
@@ -328,8 +352,8 @@ impl DecodeOptions {
                     version: HepVersion::V3,
                     walk: Walk::EMPTY,
                 };
-                walk_v3(buf, &mut Unkept, &mut view.walk)?;
-                view.data = buf.get(..view.walk.end).unwrap_or_default();
+                let end = walk_v3(buf, &mut Unkept, &mut view.walk)?;
+                view.data = buf.get(..end).unwrap_or_default();
                 Ok(view)
             }
             _ => Err(unknown_version(buf)),
@@ -367,7 +391,6 @@ fn view_v12(buf: &[u8]) -> Result<HepView<'_>, DecodeError> {
         data: buf,
         version,
         walk: Walk {
-            end: buf.len(),
             at,
             family: Some(family),
         },
