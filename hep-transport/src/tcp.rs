@@ -385,6 +385,7 @@ pub(crate) async fn serve_stream<IO, S>(
     let mut conn = Conn {
         io,
         buf: BytesMut::new(),
+        filled: false,
         codec,
         info,
         dispatcher: Dispatcher::new(service, shared.clone(), tcp.max_in_flight, false),
@@ -474,6 +475,8 @@ where
     io: IO,
     /// Bytes read and not yet framed: at most one incomplete frame between reads.
     buf: BytesMut,
+    /// The last read filled all the room it had (see [`read_some`]).
+    filled: bool,
     codec: HepFrameCodec,
     info: RecvInfo,
     dispatcher: Dispatcher<S>,
@@ -526,6 +529,7 @@ where
                 read = read_some(
                     &mut self.io,
                     &mut self.buf,
+                    &mut self.filled,
                     tcp.read_buffer_size,
                     limit,
                 ) => read,
@@ -635,9 +639,18 @@ where
 /// Reads once into `buf`. Between frames (`buf` empty) it first waits for readability
 /// and, if it has to wait, gives the buffer back: an idle connection holds no buffer.
 /// Cancel-safe.
+///
+/// `filled` says the last read filled all the room it had: the peer is likely sending
+/// faster than one buffer a read, so the buffer grows to `read_size`. Otherwise a buffer
+/// taken after a wait is [`FIRST_READ`] small, so that many connections waking with one
+/// message each take little memory. Without `filled`, a busy connection stayed on its
+/// first 8 KiB buffer for good: the frame codec reclaims the same allocation for the
+/// frame it completes, so the room never fell below [`MIN_READ`], and the connection
+/// read 7.9 KB at a time where 64 KiB was possible (docs/BENCHMARKS.md).
 async fn read_some<IO>(
     io: &mut IO,
     buf: &mut BytesMut,
+    filled: &mut bool,
     read_size: usize,
     limit: Option<usize>,
 ) -> io::Result<usize>
@@ -647,25 +660,34 @@ where
     if buf.is_empty() {
         std::future::poll_fn(|cx| {
             let ready = io.poll_read_ready(cx);
-            if ready.is_pending() && buf.capacity() > 0 {
-                *buf = BytesMut::new();
+            if ready.is_pending() {
+                *filled = false;
+                if buf.capacity() > 0 {
+                    *buf = BytesMut::new();
+                }
             }
             ready
         })
         .await?;
     }
-    if buf.capacity() - buf.len() < MIN_READ {
-        let want = if buf.capacity() == 0 {
-            read_size.min(FIRST_READ)
-        } else {
+    let room = buf.capacity() - buf.len();
+    if room < MIN_READ || (*filled && buf.capacity() < read_size) {
+        let want = if *filled || buf.capacity() > 0 {
             read_size
+        } else {
+            read_size.min(FIRST_READ)
         };
-        buf.reserve(want.max(MIN_READ));
+        // Room for `want` bytes in all (the unfinished frame included), not `want` more:
+        // asking for more than the allocation holds would double it.
+        buf.reserve(want.saturating_sub(buf.len()).max(MIN_READ));
     }
-    match limit {
-        Some(n) => io.take(n as u64).read_buf(buf).await,
-        None => io.read_buf(buf).await,
-    }
+    let room = buf.capacity() - buf.len();
+    let n = match limit {
+        Some(n) => io.take(n as u64).read_buf(buf).await?,
+        None => io.read_buf(buf).await?,
+    };
+    *filled = n == room;
+    Ok(n)
 }
 
 /// Bytes still missing from the frame at the head of `buf` (up to its 6-byte header when
