@@ -700,3 +700,73 @@ fn missing_of_current_frame(buf: &[u8]) -> usize {
         _ => HEP3_HEADER_LEN - buf.len(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+
+    use tokio::io::ReadBuf;
+
+    use super::*;
+
+    /// A peer that always has more whole frames waiting than a read takes, and records
+    /// how much room each read offered.
+    struct Busy {
+        frame: Vec<u8>,
+        at: usize,
+        rooms: Vec<usize>,
+    }
+
+    impl AsyncRead for Busy {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let room = buf.remaining();
+            self.rooms.push(room);
+            for _ in 0..room {
+                let byte = self.frame[self.at];
+                buf.put_slice(&[byte]);
+                self.at = (self.at + 1) % self.frame.len();
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl ReadReady for Busy {
+        fn poll_read_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_busy_connection_grows_its_first_small_buffer_to_the_read_size() {
+        // 608-byte frames: 13 of them fill the 8 KiB first buffer but for 288 bytes,
+        // the frame the codec then reclaims the buffer for.
+        let mut frame = vec![0u8; 608];
+        frame[..4].copy_from_slice(b"HEP3");
+        frame[4..6].copy_from_slice(&608u16.to_be_bytes());
+        let mut io = Busy {
+            frame,
+            at: 0,
+            rooms: Vec::new(),
+        };
+        let (mut buf, mut filled, mut codec) = (BytesMut::new(), false, HepFrameCodec::new());
+        let read_size = DEFAULT_READ_BUFFER_SIZE;
+        for _ in 0..8 {
+            read_some(&mut io, &mut buf, &mut filled, read_size, None)
+                .await
+                .unwrap();
+            while codec.decode(&mut buf).unwrap().is_some() {}
+        }
+        assert!(io.rooms[0] <= FIRST_READ, "first read: {:?}", io.rooms);
+        let last = *io.rooms.last().unwrap();
+        assert!(
+            last >= read_size - 608,
+            "a busy connection should read about {read_size} bytes at a time: {:?}",
+            io.rooms
+        );
+        assert!(last <= read_size, "the buffer doubled: {:?}", io.rooms);
+    }
+}
