@@ -21,12 +21,16 @@
 
 use std::path::{Path, PathBuf};
 
+pub(crate) mod checkpoint;
 pub mod partition;
 pub mod query;
 pub(crate) mod retention;
 pub(crate) mod row;
 pub mod schema;
 pub(crate) mod writer;
+
+#[cfg(test)]
+mod tests;
 
 pub use query::{Query, Stored, search};
 pub use writer::StoreStats;

@@ -12,7 +12,7 @@ use rusqlite::types::Value;
 
 use super::StoreError;
 use super::partition::{self, Partition};
-use super::schema;
+use super::schema::{self, Version, text_hash};
 
 /// What to look for; every filter given must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +100,7 @@ pub fn search(dir: &Path, q: &Query) -> Result<Vec<Stored>, StoreError> {
 
     let mut filter = Filter::default();
     if let Some(id) = &q.call_id {
-        filter.push("(call_id = ? OR correlation_id = ?)", &[id, id]);
+        filter.terms.push(Term::CallOrLinked(vec![id.clone()]));
     }
     if let Some(m) = &q.method {
         match m.parse::<u16>() {
@@ -133,9 +133,7 @@ pub fn search(dir: &Path, q: &Query) -> Result<Vec<Stored>, StoreError> {
         if calls.is_empty() {
             return Ok(Vec::new());
         }
-        let marks = vec!["?"; calls.len()].join(", ");
-        let calls: Vec<&str> = calls.iter().map(String::as_str).collect();
-        filter.push(&format!("call_id IN ({marks})"), &calls);
+        filter.terms.push(Term::CallIn(calls));
     }
     let mut found = select(&partitions, &filter.and(&time), q.limit)?;
 
@@ -151,12 +149,9 @@ pub fn search(dir: &Path, q: &Query) -> Result<Vec<Stored>, StoreError> {
             .collect();
         if !legs.is_empty() {
             let mut by_leg = Filter::default();
-            let marks = vec!["?"; legs.len()].join(", ");
-            let legs: Vec<&str> = legs.into_iter().collect();
-            by_leg.push(
-                &format!("(call_id IN ({marks}) OR correlation_id IN ({marks}))"),
-                &[&legs[..], &legs[..]].concat(),
-            );
+            by_leg.terms.push(Term::CallOrLinked(
+                legs.into_iter().map(str::to_owned).collect(),
+            ));
             let more = select(&partitions, &by_leg.and(&time), usize::MAX)?;
             let seen: BTreeSet<(usize, i64)> = found.iter().map(|f| (f.partition, f.id)).collect();
             found.extend(
@@ -169,38 +164,103 @@ pub fn search(dir: &Path, q: &Query) -> Result<Vec<Stored>, StoreError> {
     found.into_iter().map(|f| decode(f, &partitions)).collect()
 }
 
-/// A `WHERE` clause and its parameters.
+/// A `WHERE` clause: terms that must all match, written in the terms of each file's
+/// schema version.
 #[derive(Debug, Default, Clone)]
 struct Filter {
-    terms: Vec<String>,
-    params: Vec<Value>,
+    terms: Vec<Term>,
+}
+
+/// One term of a [`Filter`].
+#[derive(Debug, Clone)]
+enum Term {
+    /// The same SQL in every version, and its parameters.
+    Sql(String, Vec<Value>),
+    /// Messages whose Call-ID is one of these.
+    CallIn(Vec<String>),
+    /// Messages whose Call-ID or correlation id is one of these.
+    CallOrLinked(Vec<String>),
+}
+
+impl Term {
+    /// Appends the term's SQL to `sql` and its parameters to `params`, for a file of
+    /// `version`. Version 2 asks for the hash (its index) and the text (the hash of
+    /// another value may be equal: the text decides).
+    fn write(&self, version: Version, sql: &mut String, params: &mut Vec<Value>) {
+        let texts = |ids: &[String], params: &mut Vec<Value>| {
+            params.extend(ids.iter().map(|i| Value::Text(i.clone())));
+            marks(ids.len())
+        };
+        let hashes = |ids: &[String], params: &mut Vec<Value>| {
+            params.extend(ids.iter().map(|i| Value::Integer(text_hash(i))));
+            marks(ids.len())
+        };
+        match (self, version) {
+            (Self::Sql(term, values), _) => {
+                sql.push_str(term);
+                params.extend(values.iter().cloned());
+            }
+            (Self::CallIn(ids), Version::V1) => {
+                let m = texts(ids, params);
+                sql.push_str(&format!("call_id IN ({m})"));
+            }
+            (Self::CallIn(ids), Version::V2) => {
+                let h = hashes(ids, params);
+                let t = texts(ids, params);
+                sql.push_str(&format!("call_id_hash IN ({h}) AND call_id IN ({t})"));
+            }
+            (Self::CallOrLinked(ids), Version::V1) => {
+                let c = texts(ids, params);
+                let l = texts(ids, params);
+                sql.push_str(&format!("(call_id IN ({c}) OR correlation_id IN ({l}))"));
+            }
+            (Self::CallOrLinked(ids), Version::V2) => {
+                let ch = hashes(ids, params);
+                let c = texts(ids, params);
+                let lh = hashes(ids, params);
+                let l = texts(ids, params);
+                sql.push_str(&format!(
+                    "((call_id_hash IN ({ch}) AND call_id IN ({c})) \
+                     OR (correlation_hash IN ({lh}) AND correlation_id IN ({l})))"
+                ));
+            }
+        }
+    }
+}
+
+/// `?, ?, ?` for `n` parameters.
+fn marks(n: usize) -> String {
+    vec!["?"; n].join(", ")
 }
 
 impl Filter {
     fn push(&mut self, term: &str, params: &[&str]) {
-        self.terms.push(term.to_owned());
-        self.params
-            .extend(params.iter().map(|p| Value::Text((*p).to_owned())));
+        let values = params
+            .iter()
+            .map(|p| Value::Text((*p).to_owned()))
+            .collect();
+        self.terms.push(Term::Sql(term.to_owned(), values));
     }
 
     fn push_value(&mut self, term: &str, v: Value) {
-        self.terms.push(term.to_owned());
-        self.params.push(v);
+        self.terms.push(Term::Sql(term.to_owned(), vec![v]));
     }
 
     fn and(&self, other: &Self) -> Self {
         let mut f = self.clone();
         f.terms.extend(other.terms.iter().cloned());
-        f.params.extend(other.params.iter().cloned());
         f
     }
 
-    fn sql(&self) -> String {
-        if self.terms.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", self.terms.join(" AND "))
+    /// ` WHERE ...` (or nothing) and its parameters, for a file of `version`.
+    fn sql(&self, version: Version) -> (String, Vec<Value>) {
+        let mut sql = String::new();
+        let mut params = Vec::new();
+        for (i, t) in self.terms.iter().enumerate() {
+            sql.push_str(if i == 0 { " WHERE " } else { " AND " });
+            t.write(version, &mut sql, &mut params);
         }
+        (sql, params)
     }
 }
 
@@ -219,10 +279,9 @@ fn calls_of_user(
     let mut seen = BTreeSet::new();
     for p in partitions {
         let sql_err = |e| StoreError::sqlite(&p.path, e);
-        let conn = schema::open_for_read(&p.path)?;
-        if !has_table(&conn).map_err(sql_err)? {
+        let Some((conn, version)) = open(p)? else {
             continue;
-        }
+        };
         // The same terms as the partial indexes' `WHERE`, so that SQLite uses them.
         let mut from = Filter::default();
         from.push(
@@ -231,17 +290,16 @@ fn calls_of_user(
         );
         let mut to = Filter::default();
         to.push("status IS NULL AND to_tag IS NULL AND to_user = ?", &[user]);
-        let (from, to) = (from.and(time), to.and(time));
+        let (from, mut params) = from.and(time).sql(version);
+        let (to, to_params) = to.and(time).sql(version);
+        params.extend(to_params);
         let sql = format!(
-            "SELECT id, call_id FROM messages{} UNION ALL SELECT id, call_id FROM messages{} \
-             ORDER BY 1 DESC",
-            from.sql(),
-            to.sql()
+            "SELECT id, call_id FROM messages{from} UNION ALL SELECT id, call_id FROM messages{to} \
+             ORDER BY 1 DESC"
         );
         let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
-        let params = from.params.iter().chain(to.params.iter());
         let mut rows = stmt
-            .query(rusqlite::params_from_iter(params))
+            .query(rusqlite::params_from_iter(params.iter()))
             .map_err(sql_err)?;
         while let Some(r) = rows.next().map_err(sql_err)? {
             let Some(call_id) = r.get::<_, Option<String>>(1).map_err(sql_err)? else {
@@ -258,14 +316,23 @@ fn calls_of_user(
     Ok(calls)
 }
 
-/// Whether the partition has its table (a file created but never written has none).
-fn has_table(conn: &rusqlite::Connection) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE name = 'messages'",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n > 0)
+/// A partition opened for reading and its schema version; `None` for a file created but
+/// never written (no table yet).
+fn open(p: &Partition) -> Result<Option<(rusqlite::Connection, Version)>, StoreError> {
+    let conn = schema::open_for_read(&p.path)?;
+    let has_table = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'messages'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(|e| StoreError::sqlite(&p.path, e))?
+        > 0;
+    if !has_table {
+        return Ok(None);
+    }
+    let version = schema::read_version(&conn, &p.path)?;
+    Ok(Some((conn, version)))
 }
 
 /// Up to `limit` rows matching `filter`, newest partitions first.
@@ -280,27 +347,15 @@ fn select(
             break;
         }
         let sql_err = |e| StoreError::sqlite(&p.path, e);
-        let conn = schema::open_for_read(&p.path)?;
-        // A file created but never written has no table yet.
-        let has_table: bool = conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE name = 'messages'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(sql_err)?
-            > 0;
-        if !has_table {
+        let Some((conn, version)) = open(p)? else {
             continue;
-        }
+        };
         let left = (limit - found.len()).min(i64::MAX as usize) as i64;
-        let sql = format!(
-            "SELECT {COLUMNS} FROM messages{} ORDER BY id DESC LIMIT {left}",
-            filter.sql()
-        );
+        let (filter, params) = filter.sql(version);
+        let sql = format!("SELECT {COLUMNS} FROM messages{filter} ORDER BY id DESC LIMIT {left}");
         let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
         let rows = stmt
-            .query_map(rusqlite::params_from_iter(filter.params.iter()), |r| {
+            .query_map(rusqlite::params_from_iter(params.iter()), |r| {
                 Ok(Found {
                     partition: i,
                     id: r.get(0)?,
@@ -350,4 +405,29 @@ fn decode(f: Found, partitions: &[Partition]) -> Result<Stored, StoreError> {
         recv_ts_usec: f.recv_ts,
         call_id: f.call_id,
     })
+}
+
+/// The query plan (`EXPLAIN QUERY PLAN`, one step a line) of a Call-ID search in a file of
+/// `version`.
+#[cfg(test)]
+pub(crate) fn plan_of_call_search(
+    conn: &rusqlite::Connection,
+    version: Version,
+    call_id: &str,
+) -> String {
+    let mut f = Filter::default();
+    f.terms.push(Term::CallOrLinked(vec![call_id.to_owned()]));
+    let (filter, params) = f.sql(version);
+    let sql = format!(
+        "EXPLAIN QUERY PLAN SELECT {COLUMNS} FROM messages{filter} ORDER BY id DESC LIMIT 10"
+    );
+    let mut stmt = conn.prepare(&sql).expect("prepares");
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(params.iter()), |r| {
+            r.get::<_, String>(3)
+        })
+        .expect("explains");
+    rows.map(|r| r.expect("a step"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -14,7 +14,20 @@
 //!
 //! The file carries SQLite's `application_id` (`HEPS`) and `user_version` (the schema
 //! version), so that a foreign or newer database is recognised from its header.
-
+//!
+//! # Versions
+//! - **2** (this build writes it into new files): the Call-ID and the correlation id are
+//!   indexed by an 8-byte hash of their text (`call_id_hash`, `correlation_hash`,
+//!   [`text_hash`]: FNV-1a 64 of the UTF-8 bytes, its bits read as a signed integer)
+//!   instead of the text: keys of 8 bytes instead of 20-60, compared as integers. A
+//!   search asks for `call_id_hash = H AND call_id = ID`, so two values of one hash
+//!   (possible, and harmless) are told apart by the text. The hash is part of the file
+//!   format: files outlive the process, so it must never change within a version.
+//! - **1**: the same table without the two hash columns, with the indexes on `call_id`
+//!   and `correlation_id` themselves. Files of version 1 are still searched (a search
+//!   reads each file's `user_version` and asks in that file's terms), and a writer that
+//!   finds a version-1 file for the hour it writes keeps appending version-1 rows to it
+//!   (a file has one schema); the next partition is version 2.
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
@@ -23,16 +36,68 @@ use super::StoreError;
 
 /// `PRAGMA application_id` of a partition: `HEPS`.
 pub const APPLICATION_ID: u32 = u32::from_be_bytes(*b"HEPS");
-/// `PRAGMA user_version` of the schema below.
-pub const SCHEMA_VERSION: u32 = 1;
+/// `PRAGMA user_version` of the schema below, written into new files.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The schema versions this build reads and appends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// Call-ID and correlation id indexed by their text.
+    V1,
+    /// Call-ID and correlation id indexed by [`text_hash`].
+    V2,
+}
+
+impl Version {
+    /// The version of a file's `user_version`; `None` for one this build does not know.
+    pub const fn of(user_version: u32) -> Option<Self> {
+        match user_version {
+            1 => Some(Self::V1),
+            2 => Some(Self::V2),
+            _ => None,
+        }
+    }
+
+    /// Its `user_version`.
+    pub const fn number(self) -> u32 {
+        match self {
+            Self::V1 => 1,
+            Self::V2 => 2,
+        }
+    }
+}
+
+/// The 8-byte key of a Call-ID or correlation id in a version-2 file: FNV-1a 64 of the
+/// UTF-8 bytes (offset basis `0xcbf29ce484222325`, prime `0x100000001b3`), its bits
+/// read as an `i64` (SQLite's integer).
+///
+/// A fixed function, not std's `Hasher` (randomly keyed per process): the keys are
+/// stored in files that outlive the process.
+///
+/// ```
+/// use hep_server::store::schema::text_hash;
+/// // The published FNV-1a 64 test vectors.
+/// assert_eq!(text_hash("") as u64, 0xcbf2_9ce4_8422_2325);
+/// assert_eq!(text_hash("a") as u64, 0xaf63_dc4c_8601_ec8c);
+/// assert_eq!(text_hash("foobar") as u64, 0x8594_4171_f739_67e8);
+/// ```
+pub fn text_hash(text: &str) -> i64 {
+    const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let h = text
+        .bytes()
+        .fold(OFFSET_BASIS, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    h as i64
+}
 
 /// Page size of new files: large rows (a SIP message is ~0.5-1.5 KB) pack better in
 /// bigger pages and the B-trees are shallower.
 const PAGE_SIZE: u32 = 16_384;
 
-/// The table and its indexes (`IF NOT EXISTS`: the same text opens an existing file).
-const CREATE: &str = "
-CREATE TABLE IF NOT EXISTS messages (
+/// The columns both versions share, in the order of the inserts below.
+macro_rules! shared_columns {
+    () => {
+        "
     id             INTEGER PRIMARY KEY, -- ts * 1024, made unique: rows are kept in time order
     ts             INTEGER NOT NULL, -- capture time, us (receive time for HEPv1)
     recv_ts        INTEGER NOT NULL, -- receive time, us
@@ -52,16 +117,52 @@ CREATE TABLE IF NOT EXISTS messages (
     transport      TEXT,             -- how it reached us: udp, tcp, tls
     peer           TEXT,             -- the agent's IP:PORT
     listener       TEXT,             -- our listener's IP:PORT
-    hep            BLOB NOT NULL     -- the HEP message as received
-);
-CREATE INDEX IF NOT EXISTS messages_call_id ON messages(call_id) WHERE call_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_correlation_id ON messages(correlation_id)
-    WHERE correlation_id IS NOT NULL;
+    -- the HEP message as received:
+    hep            BLOB NOT NULL"
+    };
+}
+
+/// The user indexes, the same in both versions.
+macro_rules! user_indexes {
+    () => {
+        "
 CREATE INDEX IF NOT EXISTS messages_from_user ON messages(from_user)
     WHERE status IS NULL AND to_tag IS NULL AND from_user IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_to_user ON messages(to_user)
     WHERE status IS NULL AND to_tag IS NULL AND to_user IS NOT NULL;
-";
+"
+    };
+}
+
+/// Version 2: the table and its indexes (`IF NOT EXISTS`: the same text opens an
+/// existing file).
+const CREATE_V2: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS messages (",
+    shared_columns!(),
+    ",
+    call_id_hash     INTEGER,        -- text_hash(call_id)
+    correlation_hash INTEGER         -- text_hash(correlation_id)
+);
+CREATE INDEX IF NOT EXISTS messages_call_id_hash ON messages(call_id_hash)
+    WHERE call_id_hash IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_correlation_hash ON messages(correlation_hash)
+    WHERE correlation_hash IS NOT NULL;",
+    user_indexes!()
+);
+
+/// Version 1, as earlier builds created it: kept to describe (and in tests, to create)
+/// the files they left.
+#[cfg_attr(not(test), allow(dead_code))]
+const CREATE_V1: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS messages (",
+    shared_columns!(),
+    "
+);
+CREATE INDEX IF NOT EXISTS messages_call_id ON messages(call_id) WHERE call_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_correlation_id ON messages(correlation_id)
+    WHERE correlation_id IS NOT NULL;",
+    user_indexes!()
+);
 
 /// Row ids per microsecond of capture time.
 pub const IDS_PER_USEC: i64 = 1_024;
@@ -106,19 +207,56 @@ impl RowIds {
     }
 }
 
-/// The insert a writer prepares once per connection.
-pub(crate) const INSERT: &str = "INSERT INTO messages (id, ts, recv_ts, proto_type, capture_id, \
-    src, dst, call_id, method, status, cseq, from_user, from_tag, to_user, to_tag, \
+/// The insert of a version-1 file: 20 parameters, `?1` the id ... `?20` the HEP bytes.
+pub(crate) const INSERT_V1: &str = "INSERT INTO messages (id, ts, recv_ts, proto_type, \
+    capture_id, src, dst, call_id, method, status, cseq, from_user, from_tag, to_user, to_tag, \
     correlation_id, transport, peer, listener, hep) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
 
+/// The insert of a version-2 file: those of [`INSERT_V1`], then `?21` the Call-ID's hash
+/// and `?22` the correlation id's.
+pub(crate) const INSERT_V2: &str = "INSERT INTO messages (id, ts, recv_ts, proto_type, \
+    capture_id, src, dst, call_id, method, status, cseq, from_user, from_tag, to_user, to_tag, \
+    correlation_id, transport, peer, listener, hep, call_id_hash, correlation_hash) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+    ?20, ?21, ?22)";
+
+impl Version {
+    /// The insert a writer prepares for a file of this version.
+    pub(crate) const fn insert(self) -> &'static str {
+        match self {
+            Self::V1 => INSERT_V1,
+            Self::V2 => INSERT_V2,
+        }
+    }
+
+    const fn create(self) -> &'static str {
+        match self {
+            Self::V1 => CREATE_V1,
+            Self::V2 => CREATE_V2,
+        }
+    }
+}
+
 /// Opens (creating if needed) a partition for writing: WAL journal (readers never wait
 /// for the writer), `synchronous = NORMAL` (a commit is not an fsync; a power cut may lose
-/// the last commits, never the file), a large page cache (128 MiB, so that the indexes of a busy hour stay in memory).
+/// the last commits, never the file), checkpoints left to the checkpointer thread, a large page cache (128 MiB, so that the indexes of
+/// a busy hour stay in memory). A new file gets the schema of [`SCHEMA_VERSION`]; an
+/// existing one keeps its own, which is returned.
 ///
 /// # Errors
-/// The file cannot be opened or created, or is not a store partition.
-pub(crate) fn open_for_write(path: &Path) -> Result<Connection, StoreError> {
+/// The file cannot be opened or created, or is not a store partition of a version this
+/// build knows.
+pub(crate) fn open_for_write(path: &Path) -> Result<(Connection, Version), StoreError> {
+    open_for_write_creating(path, Version::V2)
+}
+
+/// [`open_for_write`], creating a new file with the schema of `new` (tests create
+/// version-1 files with it, as earlier builds did).
+pub(crate) fn open_for_write_creating(
+    path: &Path,
+    new: Version,
+) -> Result<(Connection, Version), StoreError> {
     let sql = |e| StoreError::sqlite(path, e);
     let conn = Connection::open_with_flags(
         path,
@@ -141,20 +279,42 @@ pub(crate) fn open_for_write(path: &Path) -> Result<Connection, StoreError> {
         // Before WAL: in WAL mode the header (application id, version) would stay in the
         // WAL until a checkpoint, and a file checked meanwhile would look foreign.
         conn.execute_batch(&format!(
-            "PRAGMA page_size = {PAGE_SIZE}; BEGIN; {CREATE} \
+            "PRAGMA page_size = {PAGE_SIZE}; BEGIN; {} \
              PRAGMA application_id = {APPLICATION_ID}; \
-             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+             PRAGMA user_version = {}; COMMIT;",
+            new.create(),
+            new.number()
         ))
         .map_err(sql)?;
     }
+    let version = read_version(&conn, path)?;
+    // No checkpoints in the writer's commits: the checkpointer thread runs them
+    // (`checkpoint`).
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
+         PRAGMA wal_autocheckpoint = 0;
          PRAGMA cache_size = -131072;
          PRAGMA temp_store = MEMORY;",
     )
     .map_err(sql)?;
-    Ok(conn)
+    Ok((conn, version))
+}
+
+/// The schema version of an open partition.
+///
+/// # Errors
+/// SQLite fails, or the version is not one this build knows.
+pub(crate) fn read_version(conn: &Connection, path: &Path) -> Result<Version, StoreError> {
+    let n: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| StoreError::sqlite(path, e))?;
+    Version::of(n).ok_or_else(|| {
+        StoreError::foreign(
+            path,
+            format!("schema version {n}: this hep-server reads versions 1 to {SCHEMA_VERSION}"),
+        )
+    })
 }
 
 /// Opens a partition for searching, read-only.

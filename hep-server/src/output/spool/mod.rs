@@ -50,7 +50,7 @@ mod relay;
 mod segment;
 mod stats;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::VecDeque;
 use std::fmt;
