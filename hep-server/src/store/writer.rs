@@ -15,17 +15,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, Statement};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::StoreError;
+use super::checkpoint::{Checkpointer, WAL_MAX_BYTES};
 use super::partition::{self, LOCK_FILE, Partition};
 use super::retention::{self, Limits};
 use super::row::{RecvText, Row};
-use super::schema::{self, INSERT, RowIds};
+use super::schema::{self, RowIds, Version, text_hash};
 use crate::config::StoreConfig;
 use crate::metrics::{Collect, Kind, Samples};
 use crate::output::fanout::{OutputStats, Queued};
@@ -103,6 +104,8 @@ pub(crate) struct StoreWriter {
     partitions: BTreeMap<(i64, i64), Partition>,
     /// Open connections and their row ids, least recently used first.
     open: Vec<Open>,
+    /// Copies the WAL into the partition files after commits.
+    checkpointer: Checkpointer,
     stats: Arc<StoreStats>,
     last_retention: Instant,
     /// Why the last batch was refused, for a log line on each change.
@@ -113,6 +116,8 @@ pub(crate) struct StoreWriter {
 struct Open {
     partition: Partition,
     conn: Connection,
+    /// The file's schema: a version-1 file left by an earlier build gets version-1 rows.
+    version: Version,
     ids: RowIds,
 }
 
@@ -146,12 +151,14 @@ impl StoreWriter {
             .into_iter()
             .map(|p| ((p.start, p.span), p))
             .collect();
+        let checkpointer = Checkpointer::spawn(stats.name()).map_err(|e| StoreError::io(dir, e))?;
         let mut w = Self {
             dir: dir.to_path_buf(),
             config,
             _lock: lock,
             partitions,
             open: Vec::new(),
+            checkpointer,
             stats,
             last_retention: Instant::now(),
             disk_low: false,
@@ -212,38 +219,19 @@ impl StoreWriter {
         let open = self.connection(p, created)?;
         let sql = |e| StoreError::sqlite(&path, e);
         let mut ids = open.ids;
+        let version = open.version;
         let tx = open.conn.transaction().map_err(sql)?;
         {
-            let mut insert = tx.prepare_cached(INSERT).map_err(sql)?;
+            let mut insert = tx.prepare_cached(version.insert()).map_err(sql)?;
             let mut recv = RecvText::default();
             for (_, r) in rows {
-                let sip = r.sip.as_ref();
                 let (transport, peer, listener) = recv.of(r.recv);
+                bind(&mut insert, version, r, transport, peer, listener).map_err(sql)?;
                 let mut id = ids.first(r.ts);
                 let mut tries = 0;
                 loop {
-                    let done = insert.execute(params![
-                        id,
-                        r.ts,
-                        r.recv_ts,
-                        r.proto_type,
-                        r.capture_id,
-                        r.src,
-                        r.dst,
-                        sip.and_then(|s| s.call_id),
-                        sip.and_then(|s| s.method()),
-                        sip.and_then(|s| s.status()),
-                        sip.and_then(|s| s.cseq).map(|c| c.seq),
-                        sip.and_then(|s| s.from).and_then(|f| f.user),
-                        sip.and_then(|s| s.from).and_then(|f| f.tag),
-                        sip.and_then(|s| s.to).and_then(|t| t.user),
-                        sip.and_then(|s| s.to).and_then(|t| t.tag),
-                        r.correlation_id,
-                        transport,
-                        peer,
-                        listener,
-                        &r.hep[..],
-                    ]);
+                    insert.raw_bind_parameter(1, id).map_err(sql)?;
+                    let done = insert.raw_execute();
                     tries += 1;
                     match done {
                         Ok(_) => break,
@@ -262,7 +250,20 @@ impl StoreWriter {
         }
         tx.commit().map_err(sql)?;
         // After the commit: a failed batch leaves the ids as they were.
-        self.open.last_mut().expect("the connection just used").ids = ids;
+        let open = self.open.last_mut().expect("the connection just used");
+        open.ids = ids;
+        self.checkpointer.request(&path);
+        let wal = open.partition.files()[1].clone();
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_MAX_BYTES) {
+            // The checkpointer fell behind (or failed): bound the WAL here. The batch is
+            // committed whatever this does.
+            if let Err(e) = open
+                .conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            {
+                tracing::warn!(partition = %path.display(), error = %e, "store: checkpoint failed");
+            }
+        }
         Ok(())
     }
 
@@ -277,7 +278,7 @@ impl StoreWriter {
             if exists {
                 partition::check_header(&p.path)?;
             }
-            let conn = schema::open_for_write(&p.path)?;
+            let (conn, version) = schema::open_for_write(&p.path)?;
             if !exists {
                 *created = true;
                 tracing::info!(partition = %p.path.display(), "store: new partition");
@@ -290,6 +291,7 @@ impl StoreWriter {
             self.open.push(Open {
                 partition: p,
                 conn,
+                version,
                 ids: RowIds::default(),
             });
         }
@@ -310,7 +312,10 @@ impl StoreWriter {
             .map(|p| (p.clone(), p.bytes()))
             .collect();
         let mut removed = 0u64;
-        for i in retention::to_delete(&sized, now_secs, limits) {
+        let doomed = retention::to_delete(&sized, now_secs, limits);
+        // No checkpoint runs while files are deleted (it would write into them).
+        let _paused = (!doomed.is_empty()).then(|| self.checkpointer.pause());
+        for i in doomed {
             let p = &sized[i].0;
             // Close it first: SQLite must not write a file we are deleting.
             self.open.retain(|o| o.partition != *p);
@@ -368,6 +373,48 @@ impl StoreWriter {
         }
         low
     }
+}
+
+/// Binds the values of `r` to a prepared insert of `version` (all but the id, `?1`).
+///
+/// One call a parameter on the cached statement: no slice of trait objects built for each
+/// row, and a bound value stays bound (SQLite keeps the bindings across executions).
+fn bind(
+    insert: &mut Statement<'_>,
+    version: Version,
+    r: &Row<'_>,
+    transport: &str,
+    peer: &str,
+    listener: &str,
+) -> rusqlite::Result<()> {
+    let sip = r.sip.as_ref();
+    let call_id = sip.and_then(|s| s.call_id);
+    let from = sip.and_then(|s| s.from);
+    let to = sip.and_then(|s| s.to);
+    insert.raw_bind_parameter(2, r.ts)?;
+    insert.raw_bind_parameter(3, r.recv_ts)?;
+    insert.raw_bind_parameter(4, r.proto_type)?;
+    insert.raw_bind_parameter(5, r.capture_id)?;
+    insert.raw_bind_parameter(6, r.src.as_deref())?;
+    insert.raw_bind_parameter(7, r.dst.as_deref())?;
+    insert.raw_bind_parameter(8, call_id)?;
+    insert.raw_bind_parameter(9, sip.and_then(|s| s.method()))?;
+    insert.raw_bind_parameter(10, sip.and_then(|s| s.status()))?;
+    insert.raw_bind_parameter(11, sip.and_then(|s| s.cseq).map(|c| c.seq))?;
+    insert.raw_bind_parameter(12, from.and_then(|f| f.user))?;
+    insert.raw_bind_parameter(13, from.and_then(|f| f.tag))?;
+    insert.raw_bind_parameter(14, to.and_then(|t| t.user))?;
+    insert.raw_bind_parameter(15, to.and_then(|t| t.tag))?;
+    insert.raw_bind_parameter(16, r.correlation_id)?;
+    insert.raw_bind_parameter(17, transport)?;
+    insert.raw_bind_parameter(18, peer)?;
+    insert.raw_bind_parameter(19, listener)?;
+    insert.raw_bind_parameter(20, &r.hep[..])?;
+    if version == Version::V2 {
+        insert.raw_bind_parameter(21, call_id.map(text_hash))?;
+        insert.raw_bind_parameter(22, r.correlation_id.map(text_hash))?;
+    }
+    Ok(())
 }
 
 /// Locks `dir/hep-store.lock` (an advisory lock, released when the process ends).
