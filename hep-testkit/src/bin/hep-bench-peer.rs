@@ -6,14 +6,16 @@
 //! hep-bench-peer stall      --listen ADDR                    a relay destination that never reads
 //! hep-bench-peer idle-conns --dest ADDR --count N            N idle TCP connections
 //! hep-bench-peer sip-calls  --dest ADDR --messages N [--spread-secs S] [--start-ts T]
-//!                                                            N SIP messages of distinct calls
+//!                           [--random-call-ids 1]            N SIP messages of distinct calls
 //! ```
 //!
 //! `sip-calls` writes HEP3 frames over one TCP connection as fast as the receiver takes
 //! them: calls of 7 messages (INVITE, 100, 180, 200, ACK, BYE, 200), each call with its
 //! own Call-ID (`bench-N@10.0.0.1`) and tags, From/To users out of 50,000, capture times
 //! from `--start-ts` (Unix seconds, default now) spread evenly over `--spread-secs`
-//! (default 0: all now). It says `ready` once connected and writes in the background
+//! (default 0: all now). With `--random-call-ids 1` the Call-IDs are
+//! `HHHHHHHHHHHHHHHH-N@10.0.0.1` (16 hex digits mixed from N): consecutive calls far apart
+//! in a Call-ID index, as the Call-IDs of most agents are, instead of neighbours. It says `ready` once connected and writes in the background
 //! (`stats`: `sent=N sending|done`): the load for the store's insert rate and for a
 //! search among millions of stored messages.
 //!
@@ -124,6 +126,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
             opts.need("messages")?,
             opts.get("spread-secs")?.unwrap_or(0),
             opts.get("start-ts")?,
+            opts.get::<u8>("random-call-ids")?.unwrap_or(0) != 0,
         )?,
         other => return Err(format!("unknown mode `{other}`")),
     };
@@ -575,6 +578,14 @@ const CALL: [(bool, &str); 7] = [
     ),
 ];
 
+/// A bijective mix of `x` (SplitMix64's finaliser): call numbers to scattered Call-IDs.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Users the calls are spread over.
 const USERS: u64 = 50_000;
 
@@ -584,6 +595,7 @@ fn sip_calls(
     messages: u64,
     spread_secs: u64,
     start_ts: Option<u64>,
+    random_call_ids: bool,
 ) -> Result<Box<dyn Fn() -> String + Send>, String> {
     let started = Instant::now();
     let start_us = match start_ts {
@@ -601,8 +613,15 @@ fn sip_calls(
     let (sent2, done2) = (Arc::clone(&sent), Arc::clone(&done));
     // Written in the background: `ready` comes at once, `stats` tells the progress.
     std::thread::spawn(move || {
-        let r = write_calls(&mut conn, messages, start_us, step_us, &sent2)
-            .map(|()| started.elapsed().as_secs_f64());
+        let r = write_calls(
+            &mut conn,
+            messages,
+            start_us,
+            step_us,
+            random_call_ids,
+            &sent2,
+        )
+        .map(|()| started.elapsed().as_secs_f64());
         drop(conn);
         *done2
             .lock()
@@ -627,6 +646,7 @@ fn write_calls(
     messages: u64,
     start_us: u64,
     step_us: u64,
+    random_call_ids: bool,
     sent: &AtomicU64,
 ) -> Result<(), String> {
     let caller: SocketAddr = "10.0.0.1:5060".parse().map_err(|_| "addr")?;
@@ -635,9 +655,15 @@ fn write_calls(
     for i in 0..messages {
         let (call, step) = (i / 7, (i % 7) as usize);
         let (from_caller, text) = CALL[step];
-        let payload = text
+        let mut payload = text
             .replace("{c}", &call.to_string())
             .replace("{u}", &(call % USERS).to_string());
+        if random_call_ids {
+            payload = payload.replace(
+                &format!("Call-ID: bench-{call}@"),
+                &format!("Call-ID: {:016x}-{call}@", splitmix64(call)),
+            );
+        }
         let ts = start_us + i * step_us;
         let (src, dst) = if from_caller {
             (caller, callee)
