@@ -4,20 +4,23 @@
 //! Why SQLite: it is a library, not a server (nothing to install or run beside the
 //! collector), its files are readable with the `sqlite3` shell, it is built into the
 //! binary (`rusqlite` with SQLite bundled), and with WAL, `synchronous = NORMAL` and
-//! large batched transactions one thread inserts several hundred thousand rows a second.
+//! large batched transactions one thread inserts a quarter of a million rows a second.
 //!
 //! - [`partition`]: the files of a store directory, their names, the checks that refuse a
 //!   foreign or corrupt file.
 //! - [`schema`]: the table and indexes of a partition.
 //! - [`query`]: searches by Call-ID (with the other legs), user, method and time.
-//! - the writer (a thread behind the output's bounded queue) and retention (whole
-//!   partitions by age and size; a free-space floor) are internal.
+//! - the writer (a thread behind the output's bounded queue), its checkpointer (a thread
+//!   that copies the WAL into the partition files) and retention (whole partitions by
+//!   age and size; a free-space floor) are internal.
 //!
 //! # Schema
 //! One table `messages` per file: `ts` and `recv_ts` (us), `proto_type`, `capture_id`,
 //! `src`, `dst`, `call_id`, `method`, `status`, `cseq`, `from_user`, `from_tag`,
 //! `to_user`, `to_tag`, `correlation_id`, `transport`, `peer`, `listener` and `hep` (the
-//! HEP bytes); indexed by Call-ID, correlation id, From user, To user and `ts`.
+//! HEP bytes), and in version 2 `call_id_hash` and `correlation_hash`; indexed by Call-ID
+//! and correlation id (version 2: by their hashes), and by From and To user on initial
+//! requests; the row id is the capture time. See [`schema`] for the versions.
 
 use std::path::{Path, PathBuf};
 

@@ -95,21 +95,24 @@ impl Collect for StoreStats {
 }
 
 /// An open store directory, written by one thread.
+///
+/// Dropped in the order of the fields: the checkpointer's thread ends, then the
+/// connections close (the last one checkpoints and deletes the WAL), then the lock goes.
 pub(crate) struct StoreWriter {
     dir: PathBuf,
     config: StoreConfig,
-    /// Held for the writer's life: a second collector on the same directory is refused.
-    _lock: File,
-    /// Every partition on disk, by (start, span).
-    partitions: BTreeMap<(i64, i64), Partition>,
-    /// Open connections and their row ids, least recently used first.
-    open: Vec<Open>,
     /// Copies the WAL into the partition files after commits.
     checkpointer: Checkpointer,
+    /// Open connections and their row ids, least recently used first.
+    open: Vec<Open>,
+    /// Every partition on disk, by (start, span).
+    partitions: BTreeMap<(i64, i64), Partition>,
     stats: Arc<StoreStats>,
     last_retention: Instant,
     /// Why the last batch was refused, for a log line on each change.
     disk_low: bool,
+    /// Held for the writer's life: a second collector on the same directory is refused.
+    _lock: File,
 }
 
 /// A partition open for writing.
