@@ -209,3 +209,46 @@ fn a_call_id_search_of_a_version_2_file_goes_through_the_hash_index() {
     );
     assert!(!plan.contains("SCAN messages"), "{plan}");
 }
+
+/// Rows in the partition of the hour of `ts`.
+fn rows_in(dir: &Path, ts: u32) -> i64 {
+    let p = Partition::holding(dir, i64::from(ts), 3_600);
+    let conn = schema::open_for_read(&p.path).expect("opens");
+    conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .expect("counts")
+}
+
+#[test]
+fn a_big_batch_built_on_two_threads_keeps_every_message_of_every_partition() {
+    // Above `PARALLEL_ROWS`: its rows are built in two parts on two threads. Calls of 5
+    // messages at 10:00 and 11:00, with a late message of 09:00 now and then.
+    let dir = TempDir::new("store-big-batch");
+    let eleven = TEN + 3_600;
+    let batch: Vec<Queued> = (0..6_000u32)
+        .map(|i| {
+            let ts = match i {
+                _ if i % 1_000 == 999 => NINE + i / 100,
+                _ if i < 3_500 => TEN + i / 10,
+                _ => eleven + i / 10,
+            };
+            invite(ts, &format!("big-{}", i / 5), "alice", "")
+        })
+        .collect();
+    let mut w = writer(dir.path());
+    let written = w.write(&batch);
+    assert_eq!(written.stored, 6_000);
+    assert_eq!((written.failed, written.expired), (0, 0));
+    drop(w);
+    assert_eq!(rows_in(dir.path(), NINE), 6);
+    assert_eq!(rows_in(dir.path(), TEN), 3_500 - 3);
+    assert_eq!(rows_in(dir.path(), eleven), 2_500 - 3);
+    // The first part's calls, the second part's, and one across the split (3,600 / 5 = 720).
+    for call in ["big-0", "big-719", "big-720", "big-1100"] {
+        assert_eq!(call_ids(dir.path(), &by_call(call)).len(), 5, "{call}");
+    }
+    assert_eq!(
+        call_ids(dir.path(), &by_call("big-199")),
+        ["big-199"; 5],
+        "message 999 (late, 09:00) with its call's others"
+    );
+}

@@ -124,6 +124,9 @@ struct Open {
     ids: RowIds,
 }
 
+/// Batches of at least this many messages have their rows built on two threads.
+const PARALLEL_ROWS: usize = 4_096;
+
 /// Tries at most this many ids for one message (taken ones are skipped).
 const MAX_ID_TRIES: u32 = 1 << 20;
 
@@ -183,14 +186,27 @@ impl StoreWriter {
             h => now - (h as i64) * 3_600_000_000,
         };
         let span = i64::from(self.config.partition_minutes) * 60;
-        let mut rows: Vec<(i64, Row<'_>)> = Vec::with_capacity(batch.len());
-        for m in batch {
-            match Row::new(m, now) {
-                None => out.failed += 1,
-                Some(r) if r.ts < expired_before => out.expired += 1,
-                Some(r) => rows.push((r.ts.div_euclid(1_000_000).div_euclid(span) * span, r)),
-            }
-        }
+        let build = |part| build_rows(part, now, expired_before, span);
+        let (mut rows, failed, expired) = if batch.len() >= PARALLEL_ROWS {
+            // A big batch: a helper thread builds the rows of its first part meanwhile.
+            let (first, second) = batch.split_at(batch.len() * 3 / 5);
+            std::thread::scope(|s| {
+                let helper = std::thread::Builder::new()
+                    .name("store rows".into())
+                    .spawn_scoped(s, || build(first));
+                let (rows2, f2, e2) = build(second);
+                let (mut rows, f1, e1) = match helper {
+                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                    Err(_) => build(first),
+                };
+                rows.extend(rows2);
+                (rows, f1 + f2, e1 + e2)
+            })
+        } else {
+            build(batch)
+        };
+        out.failed += failed;
+        out.expired += expired;
         // Usually one partition; a batch across an hour's end, or late messages, two.
         rows.sort_by_key(|(start, _)| *start);
         let mut created = false;
@@ -376,6 +392,26 @@ impl StoreWriter {
         }
         low
     }
+}
+
+/// The rows of `part` with their partition's start, and how many messages failed (a
+/// changed message that does not encode again) or are older than `expired_before`.
+fn build_rows(
+    part: &[Queued],
+    now: i64,
+    expired_before: i64,
+    span: i64,
+) -> (Vec<(i64, Row<'_>)>, u64, u64) {
+    let mut rows = Vec::with_capacity(part.len());
+    let (mut failed, mut expired) = (0, 0);
+    for m in part {
+        match Row::new(m, now) {
+            None => failed += 1,
+            Some(r) if r.ts < expired_before => expired += 1,
+            Some(r) => rows.push((r.ts.div_euclid(1_000_000).div_euclid(span) * span, r)),
+        }
+    }
+    (rows, failed, expired)
 }
 
 /// Binds the values of `r` to a prepared insert of `version` (all but the id, `?1`).
