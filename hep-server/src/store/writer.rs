@@ -3,7 +3,9 @@
 //!
 //! Under load a batch is up to `[store] batch_size` messages (one commit for all of
 //! them); when traffic is light, each wake-up writes what is queued, so a message is
-//! searchable within milliseconds. Before each batch the free space of the filesystem is
+//! searchable within milliseconds. The rows of a batch of [`PARALLEL_ROWS`] or more are
+//! built on two threads, and WAL checkpoints run on the checkpointer's thread
+//! (`super::checkpoint`). Before each batch the free space of the filesystem is
 //! checked: below `[store] min_free_mb` the batch is dropped and counted
 //! (`reason="disk_low"`), the disk is never filled. Retention runs at start, when a new
 //! partition is created and every 10 seconds.
