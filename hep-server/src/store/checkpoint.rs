@@ -6,31 +6,56 @@
 //! default, which was an eighth of the store thread's cycles (and all of its `fsync`s).
 //! The writer's connections run with `wal_autocheckpoint = 0` and ask this thread after
 //! each commit instead; it opens the partition, runs a `PASSIVE` checkpoint (which never
-//! waits for the writer or for searches) and closes it. The WAL then starts over at the
-//! writer's next transaction, as with SQLite's own checkpoints. If the checkpointer falls
-//! behind, the writer checkpoints itself once the WAL passes [`WAL_MAX_BYTES`], so the
-//! WAL stays bounded whatever happens here.
+//! waits for the writer or for searches) and closes it.
+//!
+//! The WAL starts over from its beginning only when a transaction begins after a
+//! checkpoint copied all of it. So the writer builds the rows of its next batch while the
+//! checkpoint runs, then waits for it ([`Checkpointer::wait_idle`]) before it begins the
+//! transaction: the WAL holds one batch at most, as with SQLite's own checkpoints (without
+//! the wait a checkpoint never catches up with a busy writer, and the WAL grows). If the
+//! checkpointer falls behind anyway, the writer checkpoints itself once the WAL passes
+//! [`WAL_MAX_BYTES`].
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
 /// Past this size of a partition's WAL the writer checkpoints (and truncates it) itself.
 pub(crate) const WAL_MAX_BYTES: u64 = 256 << 20;
 
-/// Requests waiting at most: one a partition open for writing (see the writer).
-const QUEUE: usize = 2;
+/// The writer waits at most this long for a checkpoint before it writes anyway.
+const MAX_WAIT: Duration = Duration::from_secs(10);
+
+/// What the thread is asked to do and is doing.
+#[derive(Debug, Default)]
+pub(crate) struct Work {
+    /// Partitions to checkpoint (each once, whatever the number of requests).
+    wanted: Vec<PathBuf>,
+    /// A checkpoint is running.
+    running: bool,
+    /// The writer is gone: the thread ends once `wanted` is done.
+    closed: bool,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    work: Mutex<Work>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Work> {
+        self.work.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// The checkpointer thread and the way to it; dropping it stops and joins the thread.
 #[derive(Debug)]
 pub(crate) struct Checkpointer {
-    requests: Option<SyncSender<PathBuf>>,
-    /// Held by the thread while it checkpoints, and by retention while it deletes files:
-    /// a file is never deleted under a checkpoint.
-    files: Arc<Mutex<()>>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -40,58 +65,98 @@ impl Checkpointer {
     /// # Errors
     /// The thread cannot be started.
     pub(crate) fn spawn(name: &str) -> std::io::Result<Self> {
-        let (requests, rx) = std::sync::mpsc::sync_channel(QUEUE);
-        let files = Arc::new(Mutex::new(()));
-        let held = Arc::clone(&files);
+        let shared = Arc::new(Shared::default());
+        let theirs = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name(format!("ckpt {name}"))
-            .spawn(move || run(&rx, &held))?;
+            .spawn(move || run(&theirs))?;
         Ok(Self {
-            requests: Some(requests),
-            files,
+            shared,
             thread: Some(thread),
         })
     }
 
-    /// Asks for a checkpoint of the partition at `path`. When requests are already
-    /// waiting it is skipped: the next checkpoint of the file copies every frame
-    /// committed by then.
+    /// Asks for a checkpoint of the partition at `path`: one that starts after this call,
+    /// so that it copies every frame committed by now.
     pub(crate) fn request(&self, path: &Path) {
-        if let Some(tx) = &self.requests {
-            match tx.try_send(path.to_path_buf()) {
-                Ok(()) | Err(TrySendError::Full(_)) => {}
-                Err(TrySendError::Disconnected(_)) => {
-                    tracing::warn!(
-                        "store: the checkpointer thread is gone; the writer checkpoints when the WAL is large"
-                    );
-                }
+        let mut work = self.shared.lock();
+        if !work.wanted.iter().any(|p| p == path) {
+            work.wanted.push(path.to_path_buf());
+        }
+        drop(work);
+        self.shared.changed.notify_all();
+    }
+
+    /// Waits until every requested checkpoint is done (at most 10 s: a stuck checkpoint
+    /// does not stop the writer, whose WAL bound then applies).
+    pub(crate) fn wait_idle(&self) {
+        let deadline = Instant::now() + MAX_WAIT;
+        let mut work = self.shared.lock();
+        while work.running || !work.wanted.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                tracing::warn!("store: a checkpoint takes longer than 10 s; writing on");
+                return;
             }
+            work = self
+                .shared
+                .changed
+                .wait_timeout(work, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
     }
 
     /// Waits for a running checkpoint to end and holds off the next one while the guard
     /// lives (retention deletes files under it).
-    pub(crate) fn pause(&self) -> MutexGuard<'_, ()> {
-        self.files.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) fn pause(&self) -> MutexGuard<'_, Work> {
+        let mut work = self.shared.lock();
+        while work.running {
+            work = self
+                .shared
+                .changed
+                .wait(work)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        work
     }
 }
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        self.requests = None;
+        self.shared.lock().closed = true;
+        self.shared.changed.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-/// The thread: one checkpoint per request until the writer is gone.
-fn run(rx: &Receiver<PathBuf>, files: &Mutex<()>) {
-    while let Ok(path) = rx.recv() {
-        let _files = files.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(e) = checkpoint(&path) {
-            tracing::warn!(partition = %path.display(), error = %e, "store: checkpoint failed; the writer checkpoints when the WAL is large");
+/// The thread: the requested checkpoints, until the writer is gone.
+fn run(shared: &Shared) {
+    let mut work = shared.lock();
+    loop {
+        if work.wanted.is_empty() {
+            if work.closed {
+                return;
+            }
+            work = shared
+                .changed
+                .wait(work)
+                .unwrap_or_else(PoisonError::into_inner);
+            continue;
         }
+        let wanted = std::mem::take(&mut work.wanted);
+        work.running = true;
+        drop(work);
+        for path in wanted {
+            if let Err(e) = checkpoint(&path) {
+                tracing::warn!(partition = %path.display(), error = %e, "store: checkpoint failed; the writer checkpoints when the WAL is large");
+            }
+        }
+        work = shared.lock();
+        work.running = false;
+        shared.changed.notify_all();
     }
 }
 
@@ -143,6 +208,37 @@ mod tests {
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .expect("read");
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn after_wait_idle_the_next_transaction_starts_the_wal_over() {
+        let dir = TempDir::new("ckpt-restart");
+        let path = dir.path().join("db");
+        let writer = Connection::open(&path).expect("open");
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+                 CREATE TABLE t (x BLOB);",
+            )
+            .expect("create");
+        let wal = dir.path().join("db-wal");
+        let wal_len = || std::fs::metadata(&wal).expect("the WAL").len();
+        let ckpt = Checkpointer::spawn("test").expect("the thread");
+        let mut lengths = Vec::new();
+        for _ in 0..5 {
+            writer
+                .execute("INSERT INTO t VALUES (zeroblob(200000))", [])
+                .expect("write");
+            ckpt.request(&path);
+            ckpt.wait_idle();
+            lengths.push(wal_len());
+        }
+        // Each transaction found the WAL copied and wrote from its start again: the file
+        // keeps the size of one transaction instead of growing by one each time.
+        assert!(
+            lengths.windows(2).all(|w| w[1] <= w[0]),
+            "the WAL grew: {lengths:?}"
+        );
     }
 
     #[test]

@@ -237,6 +237,9 @@ impl StoreWriter {
     ) -> Result<(), StoreError> {
         let p = Partition::holding(&self.dir, start, span);
         let path = p.path.clone();
+        // The checkpoint of the last commit (which ran while the rows were built) must be
+        // done for this transaction to write the WAL from its start again.
+        self.checkpointer.wait_idle();
         let open = self.connection(p, created)?;
         let sql = |e| StoreError::sqlite(&path, e);
         let mut ids = open.ids;
@@ -491,7 +494,7 @@ pub(crate) fn now_usec() -> i64 {
 /// the receiver completes when the thread ends; after the shutdown deadline abandoned the
 /// output, the thread counts nothing more and stops).
 pub(crate) fn spawn(
-    mut store: StoreWriter,
+    store: StoreWriter,
     mut rx: Receiver<Queued>,
     stats: Arc<OutputStats>,
     close: CancellationToken,
@@ -503,6 +506,9 @@ pub(crate) fn spawn(
         .name(format!("out {}", stats.name()))
         .spawn(move || {
             let _finished = finished;
+            // Dropped before `_finished` (locals go in reverse order): the connections'
+            // last checkpoint is done before the process may exit.
+            let mut store = store;
             let mut closing = false;
             let mut batch = Vec::with_capacity(batch_size);
             while let Some(first) =
