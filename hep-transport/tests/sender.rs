@@ -513,7 +513,7 @@ impl StalledPeer {
 }
 
 #[tokio::test]
-async fn async_overflow_drops_the_connection_and_counts_every_loss() {
+async fn async_overflow_of_a_stalled_connection_drops_it_and_counts_every_loss() {
     let peer = StalledPeer::start();
     let mut cfg = SenderConfig::default();
     cfg.send_buffer_size = Some(4096);
@@ -521,6 +521,9 @@ async fn async_overflow_drops_the_connection_and_counts_every_loss() {
     cfg.hep_async_local_connect_timeout = Duration::from_millis(1);
     cfg.backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(20));
     cfg.stall_timeout = Duration::from_secs(10); // overflow, not the stall timer, ends it
+    // OpenSIPS's rule: every overflow of an established connection ends it (by default
+    // only one whose writer made no progress for 200 ms; see the next tests).
+    cfg.overflow_stall_timeout = Duration::ZERO;
     // The peer never reads: without a limit on retries the sender would cool down after
     // 5 overflows (see the next test); here every overflow is to be seen.
     cfg.max_retries = 0;
@@ -556,6 +559,70 @@ async fn async_overflow_drops_the_connection_and_counts_every_loss() {
     // Exactly what was counted as sent arrived; nothing counted as lost did.
     let connects = usize::try_from(s.connects).unwrap();
     assert_eq!(peer.drain(connects).await as u64, s.sent_messages, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_sender_to_a_reading_destination_keeps_delivering() {
+    // The destination reads, through a small receive buffer and slower than it is
+    // offered messages: the 32-message queue overflows again and again. That is
+    // overload, not a failure: the excess is dropped and counted, the connection stays,
+    // and the destination is never cooled down.
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(8).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut frames = Frames::new(stream);
+        let mut n = 0u64;
+        while frames.next().await.is_some() {
+            n += 1;
+            if n % 16 == 0 {
+                sleep(Duration::from_millis(1)).await;
+            }
+        }
+        n
+    });
+    let mut cfg = SenderConfig::default();
+    cfg.send_buffer_size = Some(4096);
+    let sender = HepSender::new(tcp_dest(addr), cfg).unwrap();
+    let (rounds, per_round) = (20u64, 1000);
+    let mut offered = 0u64;
+    for round in 0..rounds {
+        let before = sender.stats().snapshot().sent_messages;
+        // As fast as the relay offers them: nothing awaits a write.
+        for i in 0..per_round {
+            offered += 1;
+            let _ = sender.enqueue(hep3(i, 1500));
+        }
+        // Every round delivers some (the bound is generous: the count is what matters).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sender.stats().snapshot().sent_messages == before {
+            assert!(
+                Instant::now() < deadline,
+                "round {round} delivered nothing: {:?}",
+                sender.stats().snapshot()
+            );
+            sleep(Duration::from_millis(2)).await;
+        }
+    }
+    sender.close().await;
+    let s = settled(&sender).await;
+    assert!(
+        s.dropped(DropReason::QueueOverflow) > 0,
+        "never overloaded: {s:?}"
+    );
+    assert_eq!(s.dropped(DropReason::Cooldown), 0, "{s:?}");
+    assert_eq!(s.connect_errors, 0, "{s:?}");
+    assert!(s.sent_messages >= rounds, "{s:?}");
+    assert_all_accounted(&s, offered);
+    // What was counted as sent arrived.
+    let received = timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the sender never closed the connection")
+        .unwrap();
+    assert_eq!(received, s.sent_messages, "{s:?}");
 }
 
 #[tokio::test]

@@ -178,6 +178,10 @@ pub(crate) struct Conn {
     abort: Notify,
     /// Close was requested (a deadline is set).
     closing: Notify,
+    /// When the writer last made progress (the connection was established, or the
+    /// socket took bytes), in milliseconds since `Shared::created`: an overflow tells a
+    /// destination that reads slowly from one that stalled by it.
+    progress_ms: AtomicU64,
     pub(crate) finished: watch::Sender<bool>,
 }
 
@@ -222,6 +226,19 @@ impl Shared {
             warn_overflow: WarnLimiter::new(),
             warn_connect: WarnLimiter::new(),
         }
+    }
+
+    /// Milliseconds since this sender was created (the clock of `Conn::progress_ms`).
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.created.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether `conn`'s writer has made no progress for `overflow_stall_timeout`.
+    fn stalled(&self, conn: &Conn) -> bool {
+        let quiet = self
+            .now_ms()
+            .saturating_sub(conn.progress_ms.load(Ordering::Relaxed));
+        u128::from(quiet) >= self.config.overflow_stall_timeout.as_millis()
     }
 
     pub(crate) fn error(&self, reason: DropReason, source: Option<Source>) -> SendError {
@@ -335,8 +352,21 @@ impl Shared {
                 && st.queue.len() + st.held >= self.config.hep_async_max_postponed_chunks
             {
                 drop(st);
-                if established {
-                    // OpenSIPS: the connection is marked bad and dropped with its queue.
+                if established && !self.stalled(&conn) {
+                    // The destination reads: we offer more than it (or we) can take. Only
+                    // this message is lost; ending the connection would lose the queue,
+                    // and counting a failure would cool a healthy destination down.
+                    if let Some(suppressed) = self.warn_overflow.check(self.created) {
+                        tracing::warn!(
+                            destination = %self.label,
+                            queue = self.config.hep_async_max_postponed_chunks,
+                            suppressed,
+                            "HEP destination not keeping up: dropping the messages beyond its send queue"
+                        );
+                    }
+                } else if established {
+                    // Its writer has stalled. OpenSIPS: the connection is marked bad and
+                    // dropped with its queue.
                     if let Some(suppressed) = self.warn_overflow.check(self.created) {
                         tracing::warn!(
                             destination = %self.label,
@@ -458,6 +488,7 @@ impl Conn {
             wake: Notify::new(),
             abort: Notify::new(),
             closing: Notify::new(),
+            progress_ms: AtomicU64::new(0),
             finished: watch::Sender::new(false),
         }
     }
@@ -554,6 +585,13 @@ impl Writer {
         self.conn.end(&self.shared, end);
     }
 
+    /// The socket took bytes (or the connection was just established).
+    fn progressed(&self) {
+        self.conn
+            .progress_ms
+            .store(self.shared.now_ms(), Ordering::Relaxed);
+    }
+
     /// Ends the connection because of a failure of the destination.
     fn fail(&self, end: End) {
         if let Some(source) = &end.source {
@@ -619,6 +657,7 @@ impl Writer {
         let again = shared.connected_before.swap(true, Ordering::Relaxed);
         shared.stats.connected(again);
         tracing::debug!(destination = %shared.label, conn = self.conn.id, "HEP connection established");
+        self.progressed();
         {
             let mut st = self.conn.lock();
             st.phase = Phase::Established;
@@ -711,6 +750,7 @@ impl Writer {
                     {
                         None => return,
                         Some(Ok(Ok(_))) => {
+                            self.progressed();
                             self.complete_sent(1);
                             self.shared.retry.success();
                         }
@@ -807,6 +847,7 @@ impl Writer {
                         return self.fail(End::io(DropReason::Io, e));
                     }
                     Step::Write(Ok(Ok(n))) => {
+                        self.progressed();
                         pos += n;
                         let before = done;
                         while ends.get(done).is_some_and(|&end| end <= pos) {

@@ -44,12 +44,18 @@
 //! has passed — then the message simply stays queued. Dropping the future never cancels
 //! the send.
 //!
-//! When the queue of an **established** connection is full, the connection is marked
-//! broken and dropped (OpenSIPS's `S_CONN_BAD`), and every message lost — the queued
+//! When the queue of an **established** connection is full, what happens depends on
+//! whether its writer still makes progress. If the destination has taken bytes within
+//! [`overflow_stall_timeout`](SenderConfig::overflow_stall_timeout) (200 ms), it reads
+//! and we offer more than it (or we) can take: the overflowing message alone is dropped
+//! and counted as `queue_overflow`, the connection stays, and nothing counts towards the
+//! cooldown. Otherwise the connection is marked broken and dropped (OpenSIPS's
+//! `S_CONN_BAD`, which OpenSIPS does on every overflow), every message lost — the queued
 //! ones, the one being written, and the one that overflowed — is counted as
-//! `queue_overflow`; the next message opens a new connection (after backoff). While a
-//! connection is still being made, an overflowing message alone is dropped (dropping the
-//! attempt would restart it, and at a high rate no connect would ever finish). A
+//! `queue_overflow`, it is a failure of the destination, and the next message opens a
+//! new connection (after backoff). While a connection is still being made, an
+//! overflowing message alone is dropped (dropping the attempt would restart it, and at a
+//! high rate no connect would ever finish). A
 //! connection whose writes make no progress for [`stall_timeout`](SenderConfig::stall_timeout)
 //! is closed (`write_timeout`), so a stalled peer cannot hold messages forever at a low
 //! rate.
@@ -76,7 +82,8 @@
 //! # Failures, backoff, cooldown
 //!
 //! A failed connect (resolution, connect, TLS handshake), a write error or timeout, or an
-//! overflow of an established connection is a failure of the destination. The next
+//! overflow of an established connection whose writer has stalled is a failure of the
+//! destination (an overflow while the destination reads is not). The next
 //! connection waits for the [`Backoff`] (100 ms doubling to 30 s, with jitter); messages
 //! queue meanwhile. After `max_retries` consecutive failures, messages are refused at once
 //! (`cooldown`) until `retry_cooldown` has passed since the last attempt; then the next
@@ -192,6 +199,13 @@ pub struct SenderConfig {
     /// stalled peer would hold up to `hep_async_max_postponed_chunks` messages until the
     /// next overflow, which at a low rate may never come.
     pub stall_timeout: Duration,
+    /// Async mode: an overflow of an established connection's queue ends the connection
+    /// only when its writer has made no write progress for this long (ours; default
+    /// 200 ms). Until then only the overflowing message is dropped (`queue_overflow`): a
+    /// destination that reads, however slowly, is overloaded, not failed, and must not
+    /// count towards `max_retries`. `Duration::ZERO` gives OpenSIPS's behaviour (every
+    /// overflow drops the connection and its queue).
+    pub overflow_stall_timeout: Duration,
     /// How long [`HepSender::close`] (or dropping the sender) lets the queue flush
     /// (ours; default 1 s).
     pub close_timeout: Duration,
@@ -220,6 +234,7 @@ impl Default for SenderConfig {
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(3),
             stall_timeout: Duration::from_secs(2),
+            overflow_stall_timeout: Duration::from_millis(200),
             close_timeout: Duration::from_secs(1),
             send_buffer_size: None,
             tls: None,

@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DropReason {
-    /// The per-connection queue (`hep_async_max_postponed_chunks`) overflowed. On an
-    /// established connection the connection is dropped and every queued message with it;
-    /// while still connecting only the overflowing message is dropped. In sync mode: a
+    /// The per-connection queue (`hep_async_max_postponed_chunks`) overflowed. Only the
+    /// overflowing message is dropped, unless the connection is established and its
+    /// writer has stalled (no progress for `overflow_stall_timeout`): then the connection
+    /// is dropped and every queued message with it. In sync mode: a
     /// message sent without a free slot (`poll_ready` not called).
     QueueOverflow,
     /// The connection (name resolution, TCP connect, TLS handshake) failed or timed out.
