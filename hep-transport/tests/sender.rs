@@ -522,7 +522,7 @@ async fn async_overflow_of_a_stalled_connection_drops_it_and_counts_every_loss()
     cfg.backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(20));
     cfg.stall_timeout = Duration::from_secs(10); // overflow, not the stall timer, ends it
     // OpenSIPS's rule: every overflow of an established connection ends it (by default
-    // only one whose writer made no progress for 200 ms; see the next tests).
+    // only one whose writer made no progress for 1 s; see the next tests).
     cfg.overflow_stall_timeout = Duration::ZERO;
     // The peer never reads: without a limit on retries the sender would cool down after
     // 5 overflows (see the next test); here every overflow is to be seen.

@@ -371,6 +371,9 @@ impl Shared {
                         tracing::warn!(
                             destination = %self.label,
                             queue = self.config.hep_async_max_postponed_chunks,
+                            no_progress_ms = self
+                                .now_ms()
+                                .saturating_sub(conn.progress_ms.load(Ordering::Relaxed)),
                             suppressed,
                             "HEP send queue overflowed: dropping the connection and its queued messages"
                         );

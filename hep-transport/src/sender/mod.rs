@@ -46,7 +46,7 @@
 //!
 //! When the queue of an **established** connection is full, what happens depends on
 //! whether its writer still makes progress. If the destination has taken bytes within
-//! [`overflow_stall_timeout`](SenderConfig::overflow_stall_timeout) (200 ms), it reads
+//! [`overflow_stall_timeout`](SenderConfig::overflow_stall_timeout) (1 s), it reads
 //! and we offer more than it (or we) can take: the overflowing message alone is dropped
 //! and counted as `queue_overflow`, the connection stays, and nothing counts towards the
 //! cooldown. Otherwise the connection is marked broken and dropped (OpenSIPS's
@@ -201,10 +201,12 @@ pub struct SenderConfig {
     pub stall_timeout: Duration,
     /// Async mode: an overflow of an established connection's queue ends the connection
     /// only when its writer has made no write progress for this long (ours; default
-    /// 200 ms). Until then only the overflowing message is dropped (`queue_overflow`): a
+    /// 1 s). Until then only the overflowing message is dropped (`queue_overflow`): a
     /// destination that reads, however slowly, is overloaded, not failed, and must not
-    /// count towards `max_retries`. `Duration::ZERO` gives OpenSIPS's behaviour (every
-    /// overflow drops the connection and its queue).
+    /// count towards `max_retries`. With 200 ms, a relay at 600,000 msg/s to a reading
+    /// hep-server on a loaded 2-core machine still saw a few such gaps in 8 s, each one
+    /// a failure (docs/BENCHMARKS.md). `Duration::ZERO` gives OpenSIPS's behaviour
+    /// (every overflow drops the connection and its queue).
     pub overflow_stall_timeout: Duration,
     /// How long [`HepSender::close`] (or dropping the sender) lets the queue flush
     /// (ours; default 1 s).
@@ -234,7 +236,7 @@ impl Default for SenderConfig {
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(3),
             stall_timeout: Duration::from_secs(2),
-            overflow_stall_timeout: Duration::from_millis(200),
+            overflow_stall_timeout: Duration::from_secs(1),
             close_timeout: Duration::from_secs(1),
             send_buffer_size: None,
             tls: None,
