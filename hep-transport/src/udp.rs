@@ -215,8 +215,7 @@ where
         // to make the task yield. For a datagram worker that `Pending` reads as "the
         // service is not ready", and the rest of the batch was dropped as overload with
         // the output queues empty (a relay lost 20% at 100,000 messages/s). The worker
-        // yields anyway: it awaits the socket after each batch (at most `BATCH_SIZE`
-        // buffers).
+        // yields explicitly after each batch (at most `BATCH_SIZE` buffers); see `run`.
         workers.spawn(tokio::task::unconstrained(worker(
             sock,
             shared.clone(),
@@ -365,6 +364,13 @@ impl Receiver {
             self.shared
                 .stats
                 .record_bytes(std::mem::take(&mut self.bytes));
+            // Awaiting a socket that has data does not yield, and this task is outside the
+            // cooperative budget: under load it would keep its worker thread for as long as
+            // datagrams keep coming. A task it wakes (a relay's output task, woken by the
+            // output queue) lands in this worker's LIFO slot, which no other worker may
+            // steal, so it waited: a relay's output queue (65,536) filled and overflowed
+            // at 400,000 msg/s with a core to spare (docs/BENCHMARKS.md).
+            tokio::task::yield_now().await;
         }
         // Stopped: hand on nothing more, finish what is pending.
         dispatcher.drain().await;
