@@ -578,7 +578,7 @@ async fn an_overloaded_sender_to_a_reading_destination_keeps_delivering() {
         let mut n = 0u64;
         while frames.next().await.is_some() {
             n += 1;
-            if n % 16 == 0 {
+            if n.is_multiple_of(16) {
                 sleep(Duration::from_millis(1)).await;
             }
         }

@@ -107,6 +107,9 @@ pub(crate) struct Shared {
     conn_ids: AtomicU64,
     created: Instant,
     warn_overflow: WarnLimiter,
+    /// Overload (an overflow while the destination reads): its own limiter, so that its
+    /// steady stream of lines cannot hide a stalled connection being dropped.
+    warn_overload: WarnLimiter,
     warn_connect: WarnLimiter,
 }
 
@@ -224,6 +227,7 @@ impl Shared {
             conn_ids: AtomicU64::new(0),
             created: Instant::now(),
             warn_overflow: WarnLimiter::new(),
+            warn_overload: WarnLimiter::new(),
             warn_connect: WarnLimiter::new(),
         }
     }
@@ -356,7 +360,7 @@ impl Shared {
                     // The destination reads: we offer more than it (or we) can take. Only
                     // this message is lost; ending the connection would lose the queue,
                     // and counting a failure would cool a healthy destination down.
-                    if let Some(suppressed) = self.warn_overflow.check(self.created) {
+                    if let Some(suppressed) = self.warn_overload.check(self.created) {
                         tracing::warn!(
                             destination = %self.label,
                             queue = self.config.hep_async_max_postponed_chunks,
