@@ -23,7 +23,7 @@ pub(crate) struct CodecRow {
 }
 
 /// The criterion benchmarks read back: (group/name, label).
-const BENCHES: [(&str, &str); 9] = [
+pub(crate) const BENCHES: [(&str, &str); 9] = [
     (
         "decode/v3_invite_608B",
         "decode v3 INVITE (608 B, Kamailio)",

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
-use super::codec::CodecRow;
+use super::codec::{BENCHES, CodecRow};
 use super::ingest::{Step, TcpResult, UdpResult};
 use super::relay::{MemoryResult, RelayResult};
 use super::store::StoreResult;
@@ -221,11 +221,10 @@ impl Report {
     /// (target, measured, met?).
     fn targets(&self) -> Vec<(String, String, Option<bool>)> {
         let mut t = Vec::new();
-        let codec = |i: usize| {
-            self.codec
-                .as_ref()
-                .and_then(|c| c.get(i))
-                .and_then(|r| r.ns)
+        // By criterion id: a row number went stale once (the encode target read the view).
+        let codec = |id: &str| {
+            let i = BENCHES.iter().position(|(b, _)| *b == id)?;
+            self.codec.as_ref()?.get(i)?.ns
         };
         let push_ns = |t: &mut Vec<_>, what: &str, v: Option<f64>, max: f64| {
             t.push((
@@ -236,10 +235,10 @@ impl Report {
         };
         // The checked read in place is the decode the target (and the C chunk walk it is
         // set against) means; building an owned `HepMessage` is shown beside it.
-        let view = codec(4);
+        let view = codec("view/v3_invite_608B");
         t.push((
             "decode v3 SIP <= 45 ns (checked read in place, `HepView`)".into(),
-            match (view, codec(0)) {
+            match (view, codec("decode/v3_invite_608B")) {
                 (Some(v), owned) => format!(
                     "{v:.1} ns (criterion median); an owned `HepMessage`: {}",
                     owned.map_or_else(|| "-".into(), |o| format!("{o:.1} ns"))
@@ -248,7 +247,12 @@ impl Report {
             },
             view.map(|v| v <= 45.0),
         ));
-        push_ns(&mut t, "encode v3 SIP", codec(4), 60.0);
+        push_ns(
+            &mut t,
+            "encode v3 SIP",
+            codec("encode/v3_invite_608B"),
+            60.0,
+        );
         let udp = self.udp.as_ref().and_then(|u| u.zero_loss("hep-server"));
         t.push((
             "UDP zero loss >= 800,000 msg/s (hep-server run, null output)".into(),
