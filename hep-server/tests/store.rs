@@ -363,14 +363,7 @@ fn retention_removes_old_partitions_and_keeps_recent_ones() {
     send_udp(server.udp(), &bobs_calls(old, now, "-again"));
     wait_json(&dir.join("all.jsonl"), 2);
     let label = format!("store:{}", store.display());
-    wait_for("the expired message counted", OUTPUT_WAIT, || {
-        // The series appears with the first drop of its reason.
-        server
-            .metrics()
-            .0
-            .contains("reason=\"expired\"} 1")
-            .then_some(())
-    });
+    wait_first_drop(&server, "expired");
     let m = server.metrics();
     assert_eq!(
         m.get(
@@ -620,13 +613,7 @@ fn below_the_free_space_floor_nothing_is_written_and_drops_are_counted() {
         )],
     );
     wait_json(&dir.join("all.jsonl"), 1);
-    wait_for("the drop counted", OUTPUT_WAIT, || {
-        server
-            .metrics()
-            .0
-            .contains("reason=\"disk_low\"} 1")
-            .then_some(())
-    });
+    wait_first_drop(&server, "disk_low");
     let stopped = server.stop();
     assert_eq!(stopped.counts.dropped, 1);
     assert!(
@@ -638,4 +625,13 @@ fn below_the_free_space_floor_nothing_is_written_and_drops_are_counted() {
         partitions(&dir.join("store")).is_empty(),
         "no partition written"
     );
+}
+
+/// Waits until the first message dropped for `reason` is counted (the series appears with
+/// the first drop of its reason).
+fn wait_first_drop(server: &Server, reason: &str) {
+    let series = format!("reason=\"{reason}\"}} 1");
+    wait_for(&format!("a {reason} drop counted"), OUTPUT_WAIT, || {
+        server.metrics().0.contains(&series).then_some(())
+    });
 }

@@ -184,17 +184,24 @@ mod tests {
     use super::*;
     use crate::output::spool::tests::TempDir;
 
-    #[test]
-    fn a_requested_checkpoint_copies_the_wal_into_the_file() {
-        let dir = TempDir::new("ckpt-copies");
+    /// A WAL database `dir/db` that checkpoints only when asked, with a table `t` and
+    /// whatever `sql` writes then.
+    fn wal_db(dir: &TempDir, sql: &str) -> (PathBuf, Connection) {
         let path = dir.path().join("db");
         let writer = Connection::open(&path).expect("open");
         writer
-            .execute_batch(
+            .execute_batch(&format!(
                 "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
-                 CREATE TABLE t (x BLOB); INSERT INTO t VALUES (zeroblob(100000));",
-            )
+                 CREATE TABLE t (x BLOB); {sql}"
+            ))
             .expect("write");
+        (path, writer)
+    }
+
+    #[test]
+    fn a_requested_checkpoint_copies_the_wal_into_the_file() {
+        let dir = TempDir::new("ckpt-copies");
+        let (path, writer) = wal_db(&dir, "INSERT INTO t VALUES (zeroblob(100000));");
         let file_len = || std::fs::metadata(&path).expect("the file").len();
         assert!(file_len() < 100_000, "the rows are in the WAL only");
         let ckpt = Checkpointer::spawn("test").expect("the thread");
@@ -213,14 +220,7 @@ mod tests {
     #[test]
     fn after_wait_idle_the_next_transaction_starts_the_wal_over() {
         let dir = TempDir::new("ckpt-restart");
-        let path = dir.path().join("db");
-        let writer = Connection::open(&path).expect("open");
-        writer
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
-                 CREATE TABLE t (x BLOB);",
-            )
-            .expect("create");
+        let (path, writer) = wal_db(&dir, "");
         let wal = dir.path().join("db-wal");
         let wal_len = || std::fs::metadata(&wal).expect("the WAL").len();
         let ckpt = Checkpointer::spawn("test").expect("the thread");
