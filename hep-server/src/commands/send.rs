@@ -44,8 +44,11 @@
 //! - Without `--rate`: batches of [`BATCH`] messages back to back.
 //! - With `--rate R`: message `k` is due `k / R` seconds after the start. The generator
 //!   wakes at most once a millisecond (or when the next message is due, if later) and
-//!   sends every message due by then, so a late wake-up is caught up in the next batch.
-//!   It sleeps between batches: it never spins.
+//!   sends every message due by then, so a late wake-up is caught up in the next batch;
+//!   it waits until a millisecond's worth is due (`R / 1000` messages, at least one,
+//!   at most [`BATCH`]), so that each send carries a full GSO batch instead of the one or
+//!   two datagrams that fell due while the last send ran. It sleeps between batches: it
+//!   never spins.
 //!
 //! The generator applies back-pressure to itself instead of letting the sender drop: it
 //! sends a batch only while the connection's queue has room for it (TCP/TLS), or is
@@ -106,6 +109,52 @@ pub const DRAIN_STALL: Duration = Duration::from_secs(5);
 
 /// Yields before the generator sleeps while it waits for room.
 const SPINS_BEFORE_SLEEP: u32 = 16;
+
+/// When a run's messages are due, and in what runs they go.
+///
+/// Paced, messages go in runs of a millisecond's worth (`rate / 1000`, at least one, at
+/// most [`BATCH`]). Sending whatever was due at each turn of the loop chased the clock:
+/// at 300,000 msg/s a turn took longer than the 3.3 us between two messages, so each
+/// send carried one or two datagrams, and the generator cost 1.3-2.3 us of CPU a
+/// message, more than the server it measured (docs/BENCHMARKS.md).
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    count: u64,
+    rate: Option<f64>,
+    run: u64,
+}
+
+/// What the generator does next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Due {
+    /// Send up to this many messages in all (those offered included).
+    Send(u64),
+    /// Sleep until this long after the start.
+    WaitUntil(Duration),
+}
+
+impl Pace {
+    fn new(count: u64, rate: Option<f64>) -> Self {
+        let run = rate.map_or(1, |r| ((r / 1000.0) as u64).clamp(1, BATCH as u64));
+        Self { count, rate, run }
+    }
+
+    /// With `offered` messages handed to the sender, `elapsed` after the start.
+    fn due(&self, offered: u64, elapsed: Duration) -> Due {
+        let Some(r) = self.rate else {
+            return Due::Send(self.count);
+        };
+        // Message `k` is due `k / r` after the start.
+        let due = self.count.min((elapsed.as_secs_f64() * r) as u64 + 1);
+        let next_run = (offered + self.run).min(self.count);
+        if due >= next_run {
+            Due::Send(due)
+        } else {
+            // When the last message of the next run is due.
+            Due::WaitUntil(Duration::from_secs_f64((next_run - 1) as f64 / r))
+        }
+    }
+}
 
 /// What a run did: the sender's counters at the end, and how long it took.
 #[derive(Debug, Clone)]
@@ -317,21 +366,16 @@ pub async fn send(plan: Plan) -> anyhow::Result<SendSummary> {
             .take(p * (BATCH.div_ceil(p) + 1))
             .cloned()
             .collect();
+        let pace = Pace::new(count, rate);
         let mut spins = 0u32;
         while offered < count {
-            let due = match rate {
-                None => count,
-                Some(r) => {
-                    let since = start.elapsed().as_secs_f64();
-                    count.min((since * r) as u64 + 1)
+            let due = match pace.due(offered, start.elapsed()) {
+                Due::Send(due) => due,
+                Due::WaitUntil(at) => {
+                    sleep_until((start + at).max(Instant::now() + Duration::from_millis(1))).await;
+                    continue;
                 }
             };
-            if due <= offered {
-                let Some(r) = rate else { break };
-                let next = start + Duration::from_secs_f64(offered as f64 / r);
-                sleep_until(next.max(Instant::now() + Duration::from_millis(1))).await;
-                continue;
-            }
             let depth = stats.snapshot().queue_depth as usize;
             let room = if udp && depth > 0 {
                 0
@@ -579,6 +623,59 @@ mod tests {
     fn stdin_at_most_once() {
         let e = plan_of(&["--dest", "hep_udp:127.0.0.1:9", "-", "-"]).unwrap_err();
         assert!(e.to_string().contains("only once"), "{e}");
+    }
+
+    /// Drives a pace as the loop does, each send taking `per_send`: the runs it sent and
+    /// when the last one went.
+    fn runs_of(pace: Pace, per_send: Duration) -> (Vec<u64>, Duration) {
+        let (mut offered, mut now, mut runs) = (0, Duration::ZERO, Vec::new());
+        loop {
+            match pace.due(offered, now) {
+                Due::Send(due) => {
+                    let n = (due - offered).min(BATCH as u64);
+                    runs.push(n);
+                    offered += n;
+                    if offered == pace.count {
+                        return (runs, now);
+                    }
+                    now += per_send;
+                }
+                Due::WaitUntil(at) => now = at.max(now + Duration::from_millis(1)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_paced_run_goes_in_runs_of_a_millisecond_even_when_each_send_is_slow() {
+        // 300,000 msg/s with sends slower than the 3.3 us between two messages: the
+        // generator must not chase the clock with one-message sends...
+        let (runs, end) = runs_of(Pace::new(30_000, Some(300_000.0)), Duration::from_micros(5));
+        let (_last, full) = runs.split_last().unwrap();
+        assert!(full.iter().all(|&n| n >= 300), "{runs:?}");
+        assert_eq!(runs.iter().sum::<u64>(), 30_000);
+        // ...and keeps the rate: 30,000 messages take about 100 ms.
+        assert!(
+            (Duration::from_millis(95)..Duration::from_millis(105)).contains(&end),
+            "{end:?}"
+        );
+    }
+
+    #[test]
+    fn a_slow_rate_sends_each_message_when_due_and_no_rate_sends_at_once() {
+        let pace = Pace::new(3, Some(10.0));
+        assert_eq!(pace.due(0, Duration::ZERO), Due::Send(1));
+        assert_eq!(
+            pace.due(1, Duration::from_millis(20)),
+            Due::WaitUntil(Duration::from_millis(100))
+        );
+        assert_eq!(pace.due(1, Duration::from_millis(100)), Due::Send(2));
+        assert_eq!(Pace::new(5, None).due(0, Duration::ZERO), Due::Send(5));
+        // Fast: runs of at most BATCH, and a short run waits only for its own last message.
+        assert_eq!(Pace::new(10, Some(5e6)).run, BATCH as u64);
+        assert_eq!(
+            Pace::new(10, Some(5e6)).due(0, Duration::ZERO),
+            Due::WaitUntil(Duration::from_secs_f64(9.0 / 5e6))
+        );
     }
 
     #[test]
