@@ -625,6 +625,155 @@ async fn an_overloaded_sender_to_a_reading_destination_keeps_delivering() {
     assert_eq!(received, s.sent_messages, "{s:?}");
 }
 
+/// Offers `msgs` as the relay does: runs taken whole or in part, the rest offered again
+/// once the sender has room. Returns how many offers took less than they were given.
+async fn offer_all(sender: &HepSender, msgs: &[Bytes], run: usize) -> usize {
+    let mut short = 0;
+    for chunk in msgs.chunks(run) {
+        let mut at = 0;
+        while at < chunk.len() {
+            let taken = sender.offer_batch(&chunk[at..]);
+            at += taken;
+            if at < chunk.len() {
+                short += 1;
+                timeout(Duration::from_secs(10), sender.room())
+                    .await
+                    .expect("room never came");
+            }
+        }
+    }
+    short
+}
+
+#[tokio::test]
+async fn an_idle_tcp_connection_takes_an_offer_at_once_from_the_callers_thread() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let msgs: Vec<Bytes> = (0..200).map(|i| hep3(i, 100 + i * 7)).collect();
+    let expected = msgs.clone();
+    let sender = HepSender::new(tcp_dest(addr), SenderConfig::default()).unwrap();
+    let (accepted, first) = tokio::join!(listener.accept(), sender.send(msgs[0].clone()));
+    first.unwrap();
+    // 199 messages, far more than the 32 the queue holds: an idle established
+    // connection writes them from this thread (this test's runtime has one thread, and
+    // nothing here yields to the writer task), so all are sent when the call returns.
+    assert_eq!(sender.offer_batch(&msgs[1..]), 199);
+    let s = sender.stats().snapshot();
+    assert_eq!(
+        (s.sent_messages, s.queue_depth, s.dropped_total()),
+        (200, 0, 0)
+    );
+    let mut frames = Frames::new(accepted.unwrap().0);
+    for (i, want) in expected.iter().enumerate() {
+        let got = timeout(Duration::from_secs(5), frames.next())
+            .await
+            .unwrap();
+        assert_eq!(got.as_ref(), Some(want), "frame {i}");
+    }
+    sender.close().await;
+    assert_all_accounted(&sender.stats().snapshot(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_to_a_slow_reader_arrive_whole_and_in_order_and_none_is_lost_for_room() {
+    // A destination that reads slowly through small buffers: direct writes are cut
+    // short mid-message, the rest of the message and of the run waits in the sender's
+    // queue and then in the caller's hands. The stream must stay framed and ordered,
+    // and nothing may be dropped: the caller waits for room instead.
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(8).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let msgs: Vec<Bytes> = (0..6000).map(|i| hep3(i, 60 + (i * 131) % 1400)).collect();
+    let expected = msgs.clone();
+    let reader = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut frames = Frames::new(stream);
+        for (i, want) in expected.iter().enumerate() {
+            let got = timeout(Duration::from_secs(10), frames.next())
+                .await
+                .unwrap();
+            assert_eq!(got.as_ref(), Some(want), "frame {i}");
+            if i % 64 == 0 {
+                sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+    let mut cfg = SenderConfig::default();
+    cfg.send_buffer_size = Some(4096);
+    let sender = HepSender::new(tcp_dest(addr), cfg).unwrap();
+    let short = offer_all(&sender, &msgs, 256).await;
+    assert!(short > 0, "the reader never held the sender back");
+    timeout(Duration::from_secs(60), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    sender.close().await;
+    let s = sender.stats().snapshot();
+    assert_eq!((s.sent_messages, s.dropped_total()), (6000, 0), "{s:?}");
+    assert_eq!(s.connects, 1, "{s:?}");
+    assert_all_accounted(&s, 6000);
+}
+
+#[tokio::test]
+async fn offers_to_a_stalled_destination_wait_then_meet_the_overflow_rule() {
+    // The destination never reads: the offers wait for room until the writer has made
+    // no progress for overflow_stall_timeout, then the next one drops the connection
+    // with its queue (counted), as a send would; later connections stall the same way
+    // until the cooldown refuses the rest. Every message is accounted for.
+    let peer = StalledPeer::start();
+    let mut cfg = SenderConfig::default();
+    cfg.send_buffer_size = Some(4096);
+    cfg.overflow_stall_timeout = Duration::from_millis(50);
+    cfg.stall_timeout = Duration::from_secs(10);
+    cfg.backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(20));
+    cfg.max_retries = 3;
+    cfg.close_timeout = Duration::from_millis(100);
+    let sender = HepSender::new(tcp_dest(peer.addr), cfg).unwrap();
+    let msgs: Vec<Bytes> = (0..3000).map(|i| hep3(i, 1000)).collect();
+    timeout(Duration::from_secs(20), offer_all(&sender, &msgs, 256))
+        .await
+        .expect("offers to a stalled destination never finished");
+    sender.close().await;
+    let s = settled(&sender).await;
+    assert!(s.dropped(DropReason::QueueOverflow) > 0, "{s:?}");
+    assert!(s.dropped(DropReason::Cooldown) > 0, "{s:?}");
+    assert_all_accounted(&s, 3000);
+    let connects = usize::try_from(s.connects).unwrap();
+    assert_eq!(peer.drain(connects).await as u64, s.sent_messages, "{s:?}");
+}
+
+#[tokio::test]
+async fn sync_offers_take_free_slots_only() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut cfg = SenderConfig::default();
+    cfg.hep_async = false;
+    cfg.hep_async_max_postponed_chunks = 8;
+    let sender = HepSender::new(tcp_dest(addr), cfg).unwrap();
+    let msgs: Vec<Bytes> = (0..20).map(|i| hep3(i, 200)).collect();
+    // Nothing is written before this task yields: 8 slots, 8 taken.
+    assert_eq!(sender.offer_batch(&msgs), 8);
+    let reader = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).await.unwrap();
+        count_frames(&all)
+    });
+    let mut at = 8;
+    while at < msgs.len() {
+        timeout(Duration::from_secs(5), sender.room())
+            .await
+            .unwrap();
+        at += sender.offer_batch(&msgs[at..]);
+    }
+    sender.close().await;
+    assert_eq!(reader.await.unwrap(), 20);
+    let s = sender.stats().snapshot();
+    assert_eq!((s.sent_messages, s.dropped_total()), (20, 0), "{s:?}");
+}
+
 #[tokio::test]
 async fn a_peer_that_accepts_and_never_reads_leads_to_the_cooldown() {
     // Each new connection takes writes until the kernel's buffers are full; those writes

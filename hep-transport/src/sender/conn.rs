@@ -7,7 +7,7 @@
 //! dropped with the reason the connection ended with.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSlice, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -28,6 +28,8 @@ use super::{DropReason, HepDestination, SenderConfig, SenderStats};
 /// The most messages and bytes the writer takes from the queue for one write.
 const MAX_BATCH_MESSAGES: usize = 256;
 const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// The most messages one direct write carries (Linux's `IOV_MAX` is 1024).
+const MAX_DIRECT_MESSAGES: usize = 256;
 
 pub(crate) type Source = Arc<dyn std::error::Error + Send + Sync>;
 
@@ -163,6 +165,16 @@ impl Entry {
     }
 }
 
+/// A second handle on an established plain TCP connection's socket: a caller writes its
+/// batch through it while the writer is idle, as OpenSIPS writes a message at once and
+/// postpones it only when the socket would block. No hop to the writer task, and the
+/// caller's whole batch in one system call.
+pub(crate) struct TcpDirect {
+    sock: std::net::TcpStream,
+    /// Before this, writes prove nothing about the peer (see `Writer::run_stream`).
+    proven_at: Instant,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
     /// Waiting for the backoff deadline.
@@ -179,6 +191,9 @@ pub(crate) struct Conn {
     wake: Notify,
     /// The connection was ended by someone other than the writer.
     abort: Notify,
+    /// The queue may have room again: the writer took messages off it, the connection
+    /// was established or ended (`HepSender::room`).
+    room: Notify,
     /// Close was requested (a deadline is set).
     closing: Notify,
     /// When the writer last made progress (the connection was established, or the
@@ -195,6 +210,8 @@ pub(crate) struct ConnState {
     pub(crate) phase: Phase,
     /// UDP: the socket, for the caller's direct-send fast path.
     pub(crate) udp: Option<UdpLink>,
+    /// Plain TCP in async mode, once established: the callers' direct writes.
+    tcp: Option<TcpDirect>,
     pub(crate) end: Option<End>,
     pub(crate) close_deadline: Option<Instant>,
 }
@@ -476,6 +493,174 @@ impl Shared {
         conn.wake.notify_one();
         msgs.len()
     }
+    /// Async streams: takes leading `msgs` as OpenSIPS takes a message, written at once
+    /// where the socket takes it (plain TCP, idle established connection: one vectored
+    /// write from this thread), else queued (postponed) up to
+    /// `hep_async_max_postponed_chunks`. Unlike [`submit`](Self::submit) it never drops a
+    /// message because the queue is full while the destination reads: it stops, and the
+    /// caller keeps the rest until [`room`](Self::room). A message that must open a
+    /// connection, is refused (cooldown, fence, close) or meets a stalled connection goes
+    /// through `submit`, with its rules and counters. Returns how many it took.
+    pub(crate) fn offer_batch(self: &Arc<Self>, msgs: &[Bytes]) -> usize {
+        let mut taken = 0;
+        while taken < msgs.len() {
+            let rest = &msgs[taken..];
+            let conn = lock(&self.current)
+                .clone()
+                .filter(|_| !self.closed.load(Ordering::Acquire));
+            let Some(conn) = conn else {
+                self.submit(rest[0].clone(), false, None);
+                taken += 1;
+                continue;
+            };
+            let mut st = conn.lock();
+            if st.end.is_some() {
+                drop(st);
+                self.submit(rest[0].clone(), false, None);
+                taken += 1;
+                continue;
+            }
+            let established = st.phase == Phase::Established;
+            let written = if established && st.queue.is_empty() && st.held == 0 {
+                self.write_direct(&conn, &mut st, rest)
+            } else {
+                0
+            };
+            let room = self
+                .config
+                .hep_async_max_postponed_chunks
+                .saturating_sub(st.queue.len() + st.held);
+            let queued = room.min(rest.len() - written);
+            st.queue
+                .extend(rest[written..written + queued].iter().map(|bytes| Entry {
+                    bytes: bytes.clone(),
+                    done: None,
+                    _permit: None,
+                }));
+            let wake = !st.queue.is_empty();
+            drop(st);
+            self.stats.queued_many(queued as u64);
+            if wake {
+                conn.wake.notify_one();
+            }
+            taken += written + queued;
+            if taken < msgs.len() {
+                if established && self.stalled(&conn) {
+                    // OpenSIPS's rule for a writer that no longer makes progress: `submit`
+                    // drops the connection with its queue, and counts a failure.
+                    self.submit(msgs[taken].clone(), false, None);
+                    taken += 1;
+                    continue;
+                }
+                break;
+            }
+        }
+        taken
+    }
+
+    /// Writes leading `msgs` through the connection's direct handle, if it has one.
+    /// Returns how many it took: those written whole (counted sent), and one the socket
+    /// took only part of, whose rest is queued for the writer (which the caller wakes).
+    /// Stops at the first write the socket does not take in full.
+    fn write_direct(&self, conn: &Conn, st: &mut ConnState, msgs: &[Bytes]) -> usize {
+        let Some(direct) = st.tcp.take() else {
+            return 0;
+        };
+        let mut taken = 0;
+        let mut slices = Vec::with_capacity(msgs.len().min(MAX_DIRECT_MESSAGES));
+        let mut keep = true;
+        while taken < msgs.len() {
+            let chunk = &msgs[taken..msgs.len().min(taken + MAX_DIRECT_MESSAGES)];
+            slices.clear();
+            slices.extend(chunk.iter().map(|m| IoSlice::new(m)));
+            let want: usize = chunk.iter().map(Bytes::len).sum();
+            let n = match (&direct.sock).write_vectored(&slices) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // The socket is full (`WouldBlock`): the writer takes over. Any other
+                    // error the writer meets again on its next write or read, and ends
+                    // the connection with it.
+                    keep = e.kind() == io::ErrorKind::WouldBlock;
+                    break;
+                }
+            };
+            let (mut left, mut whole) = (n, 0);
+            while whole < chunk.len() && left >= chunk[whole].len() {
+                left -= chunk[whole].len();
+                whole += 1;
+            }
+            // Bytes of a message cut short count as sent now; its rest, when written.
+            self.stats.sent_many(whole as u64, n as u64);
+            taken += whole;
+            if n > 0 {
+                conn.progress_ms.store(self.now_ms(), Ordering::Relaxed);
+            }
+            if left > 0 {
+                st.queue.push_back(Entry {
+                    bytes: msgs[taken].slice(left..),
+                    done: None,
+                    _permit: None,
+                });
+                self.stats.queued();
+                taken += 1;
+            }
+            if n < want {
+                keep = n > 0;
+                break;
+            }
+        }
+        if taken > 0 && Instant::now() >= direct.proven_at {
+            self.retry.success();
+        }
+        if keep {
+            st.tcp = Some(direct);
+        }
+        taken
+    }
+
+    /// Resolves when an [`offer_batch`](Self::offer_batch) may take more: the current
+    /// connection's queue has room, or it ended, or there is none (the next offer opens
+    /// one or is refused), or it is established and its writer has stalled (the next
+    /// offer applies the stall rule), or the sender is closed.
+    pub(crate) async fn room(&self) {
+        loop {
+            let Some(conn) = lock(&self.current).clone() else {
+                return;
+            };
+            let notified = conn.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let established = {
+                let st = conn.lock();
+                if self.closed.load(Ordering::Acquire)
+                    || st.end.is_some()
+                    || st.queue.len() + st.held < self.config.hep_async_max_postponed_chunks
+                {
+                    return;
+                }
+                st.phase == Phase::Established
+            };
+            if !established {
+                notified.await;
+                continue;
+            }
+            let quiet = self
+                .now_ms()
+                .saturating_sub(conn.progress_ms.load(Ordering::Relaxed));
+            let stall = self
+                .config
+                .overflow_stall_timeout
+                .saturating_sub(std::time::Duration::from_millis(quiet));
+            if stall.is_zero() {
+                return;
+            }
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep(stall) => return,
+            }
+        }
+    }
 }
 
 // ===== impl Conn =====
@@ -489,11 +674,13 @@ impl Conn {
                 held: 0,
                 phase: Phase::Waiting,
                 udp: None,
+                tcp: None,
                 end: None,
                 close_deadline: None,
             }),
             wake: Notify::new(),
             abort: Notify::new(),
+            room: Notify::new(),
             closing: Notify::new(),
             progress_ms: AtomicU64::new(0),
             finished: watch::Sender::new(false),
@@ -519,10 +706,12 @@ impl Conn {
             }
             st.end = Some(end.clone());
             st.udp = None;
+            st.tcp = None;
             std::mem::take(&mut st.queue)
         };
         shared.drop_entries(drained, &end);
         self.abort.notify_one();
+        self.room.notify_waiters();
         true
     }
 
@@ -665,18 +854,31 @@ impl Writer {
         shared.stats.connected(again);
         tracing::debug!(destination = %shared.label, conn = self.conn.id, "HEP connection established");
         self.progressed();
-        {
+        let link = {
             let mut st = self.conn.lock();
             st.phase = Phase::Established;
-            if let Link::Udp(u) = &link
-                && st.end.is_none()
-            {
-                st.udp = Some(u.clone());
+            match link {
+                Link::Udp(u) => {
+                    if st.end.is_none() {
+                        st.udp = Some(u.clone());
+                    }
+                    Link::Udp(u)
+                }
+                Link::Stream(s, direct) => {
+                    if st.end.is_none() {
+                        st.tcp = direct.map(|sock| TcpDirect {
+                            sock,
+                            proven_at: Instant::now() + shared.config.stall_timeout,
+                        });
+                    }
+                    Link::Stream(s, None)
+                }
             }
-        }
+        };
+        self.conn.room.notify_waiters();
         match link {
             Link::Udp(u) => self.run_udp(&u).await,
-            Link::Stream(s) => self.run_stream(s).await,
+            Link::Stream(s, _) => self.run_stream(s).await,
         }
     }
 
@@ -717,6 +919,7 @@ impl Writer {
         }
         self.shared.stats.sent_many(n as u64, bytes as u64);
         self.shared.stats.dequeued(n as u64);
+        self.conn.room.notify_waiters();
     }
 
     fn write_bound(&self) -> std::time::Duration {

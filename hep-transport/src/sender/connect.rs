@@ -21,7 +21,11 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> AsyncStream for T {}
 /// An open connection.
 pub(crate) enum Link {
     Udp(UdpLink),
-    Stream(Box<dyn AsyncStream>),
+    /// The stream the writer drives, and for plain TCP in async mode a second handle on
+    /// the same socket for the callers' direct writes ([`HepSender::offer_batch`]).
+    ///
+    /// [`HepSender::offer_batch`]: super::HepSender::offer_batch
+    Stream(Box<dyn AsyncStream>, Option<std::net::TcpStream>),
 }
 
 /// A connected UDP socket.
@@ -193,14 +197,26 @@ async fn connect_one(shared: &Shared, addr: SocketAddr) -> io::Result<Link> {
                 peer: addr,
             }))
         }
-        Connector::Tcp => Ok(Link::Stream(Box::new(tcp(shared, addr).await?))),
+        Connector::Tcp => {
+            let stream = tcp(shared, addr).await?;
+            // The same open socket (non-blocking, as tokio set it): writes through it
+            // never wait, and tokio's readiness for the writer stays right (a write that
+            // finds the socket full clears it).
+            let direct = shared
+                .config
+                .hep_async
+                .then(|| socket2::SockRef::from(&stream).try_clone())
+                .transpose()?
+                .map(std::net::TcpStream::from);
+            Ok(Link::Stream(Box::new(stream), direct))
+        }
         Connector::Tls {
             connector,
             server_name,
         } => {
             let tcp = tcp(shared, addr).await?;
             let tls = connector.connect(server_name.clone(), tcp).await?;
-            Ok(Link::Stream(Box::new(tls)))
+            Ok(Link::Stream(Box::new(tls), None))
         }
     }
 }

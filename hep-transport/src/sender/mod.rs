@@ -424,6 +424,79 @@ impl HepSender {
         accepted
     }
 
+    /// Offers messages in order and takes as many leading ones as the destination takes
+    /// now, never losing one for lack of room: the relay's way to forward a run of
+    /// messages it holds in a queue of its own. Returns how many it took (sent, queued,
+    /// or dropped and counted for another reason: cooldown, close, a stalled connection);
+    /// the caller keeps the rest and offers them again once [`room`](Self::room) resolves.
+    ///
+    /// - TCP, async mode: while the connection is established and idle, the messages are
+    ///   written at once from the caller's thread, in one vectored write (no hop to the
+    ///   writer task); what the socket does not take is queued (postponed, as OpenSIPS
+    ///   postpones a write that would block) up to `hep_async_max_postponed_chunks`, and
+    ///   the offer stops there. Before the connection is established, messages queue up
+    ///   to the same bound. A connection whose writer has made no progress for
+    ///   [`overflow_stall_timeout`](SenderConfig::overflow_stall_timeout) meets the
+    ///   overflow rule of [`send`](Self::send): it is dropped with its queue.
+    /// - TLS, async mode: queued up to the bound, as above, for the writer.
+    /// - Sync mode: each message takes a free slot; the offer stops when none is free.
+    /// - UDP: all are taken, as by [`send_batch`](Self::send_batch).
+    ///
+    /// ```no_run
+    /// use bytes::Bytes;
+    /// use hep_transport::{HepDestination, HepSender, SenderConfig};
+    ///
+    /// # async fn run(frames: Vec<Bytes>) -> Result<(), Box<dyn std::error::Error>> {
+    /// let dest: HepDestination = "[homer] 10.0.0.5:9060; transport=tcp".parse()?;
+    /// let sender = HepSender::new(dest, SenderConfig::default())?;
+    /// let mut at = 0;
+    /// while at < frames.len() {
+    ///     at += sender.offer_batch(&frames[at..]);
+    ///     if at < frames.len() {
+    ///         sender.room().await;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// # let _ = run;
+    /// ```
+    pub fn offer_batch(&self, messages: &[Bytes]) -> usize {
+        let shared = self.shared();
+        if matches!(shared.connector, Connector::Udp) {
+            self.send_batch(messages);
+            return messages.len();
+        }
+        if shared.config.hep_async {
+            return shared.offer_batch(messages);
+        }
+        let mut taken = 0;
+        for m in messages {
+            let permit = match shared.slots.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(TryAcquireError::NoPermits) => break,
+                Err(TryAcquireError::Closed) => None,
+            };
+            if permit.is_none() {
+                shared.drop_one(DropReason::Closed, None);
+            } else {
+                shared.submit(m.clone(), false, permit);
+            }
+            taken += 1;
+        }
+        taken
+    }
+
+    /// Resolves when [`offer_batch`](Self::offer_batch) may take more: the connection's
+    /// queue (sync mode: a slot) is free again, the connection ended or stalled, or the
+    /// sender was closed. It may resolve early; offering again is always safe.
+    pub async fn room(&self) {
+        let shared = self.shared();
+        if shared.config.hep_async {
+            shared.room().await;
+        } else if let Ok(permit) = shared.slots.acquire().await {
+            drop(permit);
+        }
+    }
+
     /// Stops accepting messages (for every clone), lets the writer flush the queue for
     /// at most [`SenderConfig::close_timeout`], then stops it. Messages still unsent are
     /// counted as `closed`. Later sends fail with [`DropReason::Closed`].
