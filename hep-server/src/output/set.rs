@@ -18,15 +18,14 @@
 //! `hep_output_active` 0, and in the exit summary), one that comes back or is restarted
 //! continues them.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use bytes::Bytes;
 use hep_transport::sender::ClientTls;
-use hep_transport::sender::future::ResponseFuture;
 use hep_transport::{HepDestination, HepSender, SenderConfig, Transport};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -561,20 +560,24 @@ fn sender_config(config: &Config, tls: Option<&ClientTls>) -> SenderConfig {
     s
 }
 
+/// The most messages a relay takes off its queue at once: when the destination keeps
+/// up, one vectored write of them all (about 150 KB of SIP).
+const RELAY_RUN: usize = 256;
+
 /// Forwards queued messages: the received bytes when nothing changed them and the
 /// destination speaks their version, else the message re-encoded. Ends when the queue
 /// is drained after every sender is gone or after `close`.
 ///
-/// Pipelined in two halves of the sender's bound: messages are taken from this output's
-/// queue in runs of up to `(hep_async_max_postponed_chunks - 1) / 2`; all but the last of
-/// a run go to the sender without a completion (`send_batch`), the last with one
-/// (`send`), and a run is handed over only once the run before the previous one has been
-/// written. So at most `hep_async_max_postponed_chunks - 1` messages are ever pending in
-/// the sender (async mode never overflows, and drops the connection, because of the
-/// relay's own pace; sync mode always finds a slot), the writer has the next run while it
-/// writes one, and there is one completion per run, not per message. Awaiting every
-/// message before taking the next (a write and two task wake-ups per message) held a
-/// relay to about 60,000 messages/s (`docs/BENCHMARKS.md`).
+/// Runs of up to [`RELAY_RUN`] messages are taken from this output's queue and offered to
+/// the sender ([`HepSender::offer_batch`]). Over plain TCP they are written at once from
+/// this task while the socket takes them, one system call a run; what the socket does
+/// not take waits in the sender's queue (`hep_async_max_postponed_chunks`, OpenSIPS's
+/// postponed writes) and the rest of the run here, until the sender has room. So a
+/// destination that reads never costs a message for lack of room in the sender's queue:
+/// this output's own bounded queue absorbs bursts, and its overflow is counted. Awaiting
+/// every message's write held a relay to about 60,000 messages/s, and handing runs of 15
+/// to the sender's writer task, within its 32 pending messages, to 300,000
+/// (`docs/BENCHMARKS.md`).
 async fn relay(
     dest: HepDestination,
     sender: HepSender,
@@ -583,63 +586,52 @@ async fn relay(
     close: CancellationToken,
 ) {
     let version = dest.version();
-    let run = (sender
-        .config()
-        .hep_async_max_postponed_chunks
-        .saturating_sub(1)
-        / 2)
-    .max(1);
-    let mut written: VecDeque<ResponseFuture> = VecDeque::with_capacity(2);
-    let mut queued = Vec::with_capacity(run);
-    let mut bytes = Vec::with_capacity(run);
+    let mut queued = Vec::with_capacity(RELAY_RUN);
+    let mut run: Vec<Bytes> = Vec::with_capacity(RELAY_RUN);
+    let mut offered = 0;
     let mut closing = false;
     loop {
-        let n = tokio::select! {
-            biased;
-            n = rx.recv_many(&mut queued, run) => n,
-            () = close.cancelled(), if !closing => {
-                // No new messages; those queued or reserved still come.
-                rx.close();
-                closing = true;
-                continue;
+        if offered == run.len() {
+            run.clear();
+            offered = 0;
+            let n = tokio::select! {
+                biased;
+                n = rx.recv_many(&mut queued, RELAY_RUN) => n,
+                () = close.cancelled(), if !closing => {
+                    // No new messages; those queued or reserved still come.
+                    rx.close();
+                    closing = true;
+                    continue;
+                }
+            };
+            if n == 0 {
+                break;
             }
-        };
-        if n == 0 {
-            break;
-        }
-        // Counted as dequeued once handed to the sender (below): until then the run is
-        // still this output's, and a shutdown deadline counts it lost.
-        let taken = n as u64;
-        for m in queued.drain(..) {
-            if !m.modified && m.message.version == Some(version) {
-                bytes.push(m.wire.clone());
-                continue;
-            }
-            match m.message.encode(version) {
-                Ok(b) => bytes.push(b),
-                Err(e) => {
-                    tracing::debug!(output = %dest, error = %e, "cannot encode for the relay");
-                    stats.add_failed(1);
+            // Counted as dequeued once the sender takes them (below): until then they
+            // are still this output's, and a shutdown deadline counts them lost.
+            for m in queued.drain(..) {
+                if !m.modified && m.message.version == Some(version) {
+                    run.push(m.wire.clone());
+                    continue;
+                }
+                match m.message.encode(version) {
+                    Ok(b) => run.push(b),
+                    Err(e) => {
+                        tracing::debug!(output = %dest, error = %e, "cannot encode for the relay");
+                        stats.add_failed(1);
+                        stats.dequeued(1);
+                    }
                 }
             }
-        }
-        let Some(last) = bytes.pop() else {
-            stats.dequeued(taken);
             continue;
-        };
-        // Outcomes (sent, dropped) are counted by the sender.
-        while written.len() >= 2 {
-            if let Some(oldest) = written.pop_front() {
-                let _ = oldest.await;
-            }
         }
-        sender.send_batch(&bytes);
-        bytes.clear();
-        written.push_back(sender.send(last));
-        stats.dequeued(taken);
-    }
-    for outcome in written {
-        let _ = outcome.await;
+        // Outcomes (sent, dropped) are counted by the sender.
+        let taken = sender.offer_batch(&run[offered..]);
+        offered += taken;
+        stats.dequeued(taken as u64);
+        if offered < run.len() {
+            sender.room().await;
+        }
     }
     sender.close().await;
 }
