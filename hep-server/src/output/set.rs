@@ -572,9 +572,12 @@ const RELAY_RUN: usize = 256;
 /// the sender ([`HepSender::offer_batch`]). Over plain TCP they are written at once from
 /// this task while the socket takes them, one system call a run; what the socket does
 /// not take waits in the sender's queue (`hep_async_max_postponed_chunks`, OpenSIPS's
-/// postponed writes) and the rest of the run here, until the sender has room. So a
-/// destination that reads never costs a message for lack of room in the sender's queue:
-/// this output's own bounded queue absorbs bursts, and its overflow is counted. Awaiting
+/// postponed writes) and the rest of the run here, until the sender has room, for at most
+/// `hep_async_local_write_timeout`; when it does not come in time, the rest of each run is
+/// offered as sends are (what does not fit is dropped and counted) until the destination
+/// takes a whole run again. So a destination that keeps up with bursts costs no
+/// message for lack of room in the sender's queue, and one that stalls cannot hold up
+/// this output's queue and with it the other outputs. Awaiting
 /// every message's write held a relay to about 60,000 messages/s, and handing runs of 15
 /// to the sender's writer task, within its 32 pending messages, to 300,000
 /// (`docs/BENCHMARKS.md`).
@@ -589,6 +592,8 @@ async fn relay(
     let mut queued = Vec::with_capacity(RELAY_RUN);
     let mut run: Vec<Bytes> = Vec::with_capacity(RELAY_RUN);
     let mut offered = 0;
+    // Room did not come in time, and no run was taken whole since.
+    let mut behind = false;
     let mut closing = false;
     loop {
         if offered == run.len() {
@@ -629,8 +634,19 @@ async fn relay(
         let taken = sender.offer_batch(&run[offered..]);
         offered += taken;
         stats.dequeued(taken as u64);
-        if offered < run.len() {
-            sender.room().await;
+        if offered == run.len() {
+            behind = false;
+        } else if behind || !sender.room().await {
+            // No room within hep_async_local_write_timeout: the destination is not
+            // keeping up. Until it takes a whole run again, the rest of each run goes as
+            // sends go, what does not fit dropped and counted (`queue_overflow`), with no
+            // more waiting: waiting on every run would let one slow destination fill this
+            // output's queue, and a full queue holds up every output (UDP datagrams are
+            // then dropped for all of them).
+            behind = true;
+            sender.send_batch(&run[offered..]);
+            stats.dequeued((run.len() - offered) as u64);
+            offered = run.len();
         }
     }
     sender.close().await;

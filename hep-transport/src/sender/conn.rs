@@ -619,14 +619,17 @@ impl Shared {
         taken
     }
 
-    /// Resolves when an [`offer_batch`](Self::offer_batch) may take more: the current
-    /// connection's queue has room, or it ended, or there is none (the next offer opens
-    /// one or is refused), or it is established and its writer has stalled (the next
-    /// offer applies the stall rule), or the sender is closed.
-    pub(crate) async fn room(&self) {
+    /// Waits until an [`offer_batch`](Self::offer_batch) may take more: `true` when the
+    /// current connection's queue has room, or it ended, or there is none (the next offer
+    /// opens one or is refused), or its writer has stalled (the next offer applies the
+    /// overflow rule), or the sender is closed; `false` when none of that happened within
+    /// `hep_async_local_write_timeout` (`hep_async_local_connect_timeout` while the
+    /// connection is being made), OpenSIPS's bound on how long a send may wait.
+    pub(crate) async fn room(&self) -> bool {
+        let start = Instant::now();
         loop {
             let Some(conn) = lock(&self.current).clone() else {
-                return;
+                return true;
             };
             let notified = conn.room.notified();
             tokio::pin!(notified);
@@ -637,27 +640,23 @@ impl Shared {
                     || st.end.is_some()
                     || st.queue.len() + st.held < self.config.hep_async_max_postponed_chunks
                 {
-                    return;
+                    return true;
                 }
                 st.phase == Phase::Established
             };
-            if !established {
-                notified.await;
-                continue;
+            if established && self.stalled(&conn) {
+                return true;
             }
-            let quiet = self
-                .now_ms()
-                .saturating_sub(conn.progress_ms.load(Ordering::Relaxed));
-            let stall = self
-                .config
-                .overflow_stall_timeout
-                .saturating_sub(std::time::Duration::from_millis(quiet));
-            if stall.is_zero() {
-                return;
-            }
+            let cfg = &self.config;
+            let deadline = start
+                + if established {
+                    cfg.hep_async_local_write_timeout
+                } else {
+                    cfg.hep_async_local_connect_timeout
+                };
             tokio::select! {
                 () = notified => {}
-                () = tokio::time::sleep(stall) => return,
+                () = sleep_until(deadline) => return false,
             }
         }
     }

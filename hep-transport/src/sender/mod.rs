@@ -63,6 +63,16 @@
 //! `poll_ready` is always ready (until [`close`](HepSender::close)): overload is not
 //! pushed back, it is dropped and counted, as in OpenSIPS.
 //!
+//! A caller that holds messages in a bounded queue of its own (a relay) uses
+//! [`offer_batch`](HepSender::offer_batch) and [`room`](HepSender::room) instead: over
+//! plain TCP an idle established connection is written at once from the caller's
+//! thread, a whole run in one vectored write, as OpenSIPS writes a message at once and
+//! postpones it only when the socket would block; what the socket does not take is
+//! queued up to the bound, and the offer stops there rather than drop while the
+//! destination reads; [`room`](HepSender::room) waits for room as long as a send may wait
+//! (`hep_async_local_write_timeout`). A stalled connection still meets the overflow rule
+//! above.
+//!
 //! # Sync mode (`hep_async = false`)
 //!
 //! The future completes when the message is written. Each message's write is bounded by
@@ -425,10 +435,12 @@ impl HepSender {
     }
 
     /// Offers messages in order and takes as many leading ones as the destination takes
-    /// now, never losing one for lack of room: the relay's way to forward a run of
-    /// messages it holds in a queue of its own. Returns how many it took (sent, queued,
-    /// or dropped and counted for another reason: cooldown, close, a stalled connection);
-    /// the caller keeps the rest and offers them again once [`room`](Self::room) resolves.
+    /// now, without dropping one for lack of room while it reads: the relay's way to
+    /// forward a run of messages it holds in a bounded queue of its own. Returns how many
+    /// it took (sent, queued, or dropped and counted for another reason: cooldown, close,
+    /// a stalled connection); the caller keeps the rest, and offers them again when
+    /// [`room`](Self::room) says so, or hands them to [`send_batch`](Self::send_batch)
+    /// when it does not.
     ///
     /// - TCP, async mode: while the connection is established and idle, the messages are
     ///   written at once from the caller's thread, in one vectored write (no hop to the
@@ -452,8 +464,11 @@ impl HepSender {
     /// let mut at = 0;
     /// while at < frames.len() {
     ///     at += sender.offer_batch(&frames[at..]);
-    ///     if at < frames.len() {
-    ///         sender.room().await;
+    ///     if at < frames.len() && !sender.room().await {
+    ///         // No room within hep_async_local_write_timeout: drop what does not fit
+    ///         // (counted), rather than hold up everything queued behind it.
+    ///         sender.send_batch(&frames[at..]);
+    ///         at = frames.len();
     ///     }
     /// }
     /// # Ok(()) }
@@ -485,15 +500,21 @@ impl HepSender {
         taken
     }
 
-    /// Resolves when [`offer_batch`](Self::offer_batch) may take more: the connection's
-    /// queue (sync mode: a slot) is free again, the connection ended or stalled, or the
-    /// sender was closed. It may resolve early; offering again is always safe.
-    pub async fn room(&self) {
+    /// Waits until [`offer_batch`](Self::offer_batch) may take more, for as long as
+    /// OpenSIPS lets a send wait. `true`: offer again (the connection's queue has room,
+    /// the connection ended or stalled, or the sender was closed). `false`: no room within
+    /// `hep_async_local_write_timeout` (`hep_async_local_connect_timeout` while the
+    /// connection is being made); the destination is not keeping up. Sync mode waits for
+    /// a free slot (each write is bounded by `hep_send_timeout`) and returns `true`.
+    pub async fn room(&self) -> bool {
         let shared = self.shared();
         if shared.config.hep_async {
-            shared.room().await;
-        } else if let Ok(permit) = shared.slots.acquire().await {
-            drop(permit);
+            shared.room().await
+        } else {
+            if let Ok(permit) = shared.slots.acquire().await {
+                drop(permit);
+            }
+            true
         }
     }
 
