@@ -651,3 +651,109 @@ async fn relay(
     }
     sender.close().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::net::SocketAddr;
+    use std::task::Poll;
+    use std::time::Duration;
+
+    use hep_proto::{HepMessage, HepVersion, ProtoType};
+    use hep_transport::sender::DropReason;
+    use hep_transport::{Received, RecvInfo};
+    use tokio::time::{Instant, sleep_until, timeout};
+    use tower::Service as _;
+
+    use super::*;
+
+    fn received(i: u64) -> Received {
+        let payload = format!(
+            "OPTIONS sip:{i}@example.com SIP/2.0\r\nX-Pad: {}\r\n\r\n",
+            "x".repeat(900)
+        );
+        let wire = HepMessage::builder()
+            .src("10.0.0.1:5060".parse().unwrap())
+            .dst("10.0.0.2:5060".parse().unwrap())
+            .timestamp(1_700_000_000, 0)
+            .proto_type(ProtoType::Sip)
+            .payload(payload.into_bytes())
+            .build()
+            .encode(HepVersion::V3)
+            .unwrap();
+        let message = HepMessage::decode(wire.clone()).unwrap();
+        let at: SocketAddr = "127.0.0.1:5656".parse().unwrap();
+        Received::new(message, wire, RecvInfo::new(Transport::Udp, at, at))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_destination_does_not_hold_up_the_relays_queue() {
+        // A destination that accepts and never reads. The relay may wait for room once
+        // per connection (hep_async_local_write_timeout); after that it must drain its
+        // queue as fast as messages come, dropping (and counting) what the destination
+        // does not take: a relay that waited on every run would fill its queue, and a
+        // full output queue makes the UDP listener drop messages for every output.
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = sock.listen(16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let dest: HepDestination = format!("hep_tcp:{addr}").parse().unwrap();
+        let mut cfg = SenderConfig::default();
+        cfg.send_buffer_size = Some(4096);
+        cfg.max_retries = 0;
+        let sender = HepSender::new(dest.clone(), cfg).unwrap();
+        let stats = Arc::new(OutputStats::new("relay"));
+        // 200 ms of the load below.
+        let (queue, rx) = OutputQueue::new(8_000, Arc::clone(&stats));
+        let task = tokio::spawn(relay(
+            dest,
+            sender.clone(),
+            rx,
+            Arc::clone(&stats),
+            CancellationToken::new(),
+        ));
+        // 40,000 messages/s for 2 s, handed over as the UDP listener does (outside
+        // tokio's cooperative budget, which would otherwise make a queue with room look
+        // full): a message that finds the queue full is dropped (counted here).
+        let mut fanout = Fanout::new(vec![queue], Vec::new());
+        let count = 80_000u64;
+        let full = tokio::task::unconstrained(async {
+            let mut full = 0u64;
+            let start = Instant::now();
+            for i in 0..count {
+                if i % 40 == 0 {
+                    sleep_until(start + Duration::from_millis(i / 40)).await;
+                }
+                match poll_fn(|cx| Poll::Ready(fanout.poll_ready(cx))).await {
+                    Poll::Ready(_) => {
+                        let _ = fanout.call(received(i));
+                    }
+                    Poll::Pending => full += 1,
+                }
+            }
+            full
+        })
+        .await;
+        drop(fanout);
+        timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the relay never finished")
+            .unwrap();
+        holder.abort();
+        assert_eq!(full, 0, "the relay's queue filled up");
+        let s = sender.stats().snapshot();
+        assert!(s.dropped(DropReason::QueueOverflow) > 0, "{s:?}");
+        assert_eq!(
+            s.sent_messages + s.dropped_total() + s.queue_depth,
+            count,
+            "{s:?}"
+        );
+    }
+}
