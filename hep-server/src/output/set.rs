@@ -733,7 +733,7 @@ mod tests {
                 }
                 match poll_fn(|cx| Poll::Ready(fanout.poll_ready(cx))).await {
                     Poll::Ready(_) => {
-                        let _ = fanout.call(received(i));
+                        fanout.call(received(i)).await.unwrap();
                     }
                     Poll::Pending => full += 1,
                 }
