@@ -574,8 +574,8 @@ const RELAY_RUN: usize = 256;
 /// not take waits in the sender's queue (`hep_async_max_postponed_chunks`, OpenSIPS's
 /// postponed writes) and the rest of the run here, until the sender has room, for at most
 /// `hep_async_local_write_timeout`; when it does not come in time, the rest of each run is
-/// offered as sends are (what does not fit is dropped and counted) until the destination
-/// takes a whole run again. So a destination that keeps up with bursts costs no
+/// offered as sends are (what does not fit is dropped and counted) until the sender's
+/// queue is empty again. So a destination that keeps up with bursts costs no
 /// message for lack of room in the sender's queue, and one that stalls cannot hold up
 /// this output's queue and with it the other outputs. Awaiting
 /// every message's write held a relay to about 60,000 messages/s, and handing runs of 15
@@ -592,7 +592,7 @@ async fn relay(
     let mut queued = Vec::with_capacity(RELAY_RUN);
     let mut run: Vec<Bytes> = Vec::with_capacity(RELAY_RUN);
     let mut offered = 0;
-    // Room did not come in time, and no run was taken whole since.
+    // Room did not come in time, and the sender's queue has not been empty since.
     let mut behind = false;
     let mut closing = false;
     loop {
@@ -630,19 +630,19 @@ async fn relay(
             }
             continue;
         }
+        // The destination caught up: the sender's queue is empty.
+        behind = behind && sender.stats().queue_depth() > 0;
         // Outcomes (sent, dropped) are counted by the sender.
         let taken = sender.offer_batch(&run[offered..]);
         offered += taken;
         stats.dequeued(taken as u64);
-        if offered == run.len() {
-            behind = false;
-        } else if behind || !sender.room().await {
+        if offered < run.len() && (behind || !sender.room().await) {
             // No room within hep_async_local_write_timeout: the destination is not
-            // keeping up. Until it takes a whole run again, the rest of each run goes as
-            // sends go, what does not fit dropped and counted (`queue_overflow`), with no
-            // more waiting: waiting on every run would let one slow destination fill this
-            // output's queue, and a full queue holds up every output (UDP datagrams are
-            // then dropped for all of them).
+            // keeping up. Until it empties the sender's queue, the rest of each run goes
+            // as sends go, what does not fit dropped and counted (`queue_overflow`), with
+            // no more waiting: waiting on every run would let one slow destination fill
+            // this output's queue, and a full queue holds up every output (UDP datagrams
+            // are then dropped for all of them).
             behind = true;
             sender.send_batch(&run[offered..]);
             stats.dequeued((run.len() - offered) as u64);

@@ -99,6 +99,12 @@ impl SenderStats {
         Self::default()
     }
 
+    /// Messages queued and not yet written or dropped (the gauge of
+    /// [`SenderStatsSnapshot::queue_depth`], read alone).
+    pub fn queue_depth(&self) -> u64 {
+        self.queue_depth.load(Relaxed)
+    }
+
     /// A copy of every counter. Each is read atomically; the set is not one atomic read.
     pub fn snapshot(&self) -> SenderStatsSnapshot {
         let mut dropped = [0; REASONS];
