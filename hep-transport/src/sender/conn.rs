@@ -7,7 +7,7 @@
 //! dropped with the reason the connection ended with.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write as _};
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -30,6 +30,12 @@ const MAX_BATCH_MESSAGES: usize = 256;
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// The most messages one direct write carries (Linux's `IOV_MAX` is 1024).
 const MAX_DIRECT_MESSAGES: usize = 256;
+/// A direct write to a connection the peer has reset must fail with `EPIPE`, not raise
+/// `SIGPIPE`: the program using this library may not ignore it (Rust programs do).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: libc::c_int = 0;
 
 pub(crate) type Source = Arc<dyn std::error::Error + Send + Sync>;
 
@@ -170,7 +176,7 @@ impl Entry {
 /// postpones it only when the socket would block. No hop to the writer task, and the
 /// caller's whole batch in one system call.
 pub(crate) struct TcpDirect {
-    sock: std::net::TcpStream,
+    sock: socket2::Socket,
     /// Before this, writes prove nothing about the peer (see `Writer::run_stream`).
     proven_at: Instant,
 }
@@ -574,7 +580,7 @@ impl Shared {
             slices.clear();
             slices.extend(chunk.iter().map(|m| IoSlice::new(m)));
             let want: usize = chunk.iter().map(Bytes::len).sum();
-            let n = match (&direct.sock).write_vectored(&slices) {
+            let n = match direct.sock.send_vectored_with_flags(&slices, SEND_FLAGS) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {

@@ -25,7 +25,7 @@ pub(crate) enum Link {
     /// the same socket for the callers' direct writes ([`HepSender::offer_batch`]).
     ///
     /// [`HepSender::offer_batch`]: super::HepSender::offer_batch
-    Stream(Box<dyn AsyncStream>, Option<std::net::TcpStream>),
+    Stream(Box<dyn AsyncStream>, Option<socket2::Socket>),
 }
 
 /// A connected UDP socket.
@@ -206,8 +206,7 @@ async fn connect_one(shared: &Shared, addr: SocketAddr) -> io::Result<Link> {
                 .config
                 .hep_async
                 .then(|| socket2::SockRef::from(&stream).try_clone())
-                .transpose()?
-                .map(std::net::TcpStream::from);
+                .transpose()?;
             Ok(Link::Stream(Box::new(stream), direct))
         }
         Connector::Tls {
