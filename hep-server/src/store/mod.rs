@@ -25,6 +25,7 @@
 use std::path::{Path, PathBuf};
 
 pub(crate) mod checkpoint;
+pub mod hepfile;
 pub mod partition;
 pub mod query;
 pub(crate) mod retention;
@@ -35,7 +36,7 @@ pub(crate) mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use query::{Query, Stored, search};
+pub use query::{Query, Results, Stored, search};
 pub use writer::StoreStats;
 
 /// Default directory of the store (relative to the working directory): where
