@@ -305,8 +305,7 @@ impl StoreWriter {
             let mut insert = tx.prepare_cached(version.insert()).map_err(sql)?;
             let mut recv = RecvText::default();
             for (_, r) in rows {
-                let (transport, peer, listener) = recv.of(r.recv);
-                bind(&mut insert, version, r, transport, peer, listener).map_err(sql)?;
+                bind(&mut insert, version, r, recv.changed(r.recv)).map_err(sql)?;
                 if version.has_side_file() {
                     let offset = hep_start + hep_bytes.len() as u64;
                     insert.raw_bind_parameter(20, offset as i64).map_err(sql)?;
@@ -490,7 +489,8 @@ fn build_rows(
 }
 
 /// Binds the values of `r` to a prepared insert of `version` (all but the id, `?1`, and
-/// in version 3 the offset of the HEP bytes, `?20`).
+/// in version 3 the offset of the HEP bytes, `?20`); the receive info's text only when
+/// `recv` has it (it changed since the row before).
 ///
 /// One call a parameter on the cached statement: no slice of trait objects built for each
 /// row, and a bound value stays bound (SQLite keeps the bindings across executions).
@@ -498,9 +498,7 @@ fn bind(
     insert: &mut Statement<'_>,
     version: Version,
     r: &Row<'_>,
-    transport: &str,
-    peer: &str,
-    listener: &str,
+    recv: Option<(&str, &str, &str)>,
 ) -> rusqlite::Result<()> {
     let sip = r.sip.as_ref();
     let call_id = sip.and_then(|s| s.call_id);
@@ -521,9 +519,12 @@ fn bind(
     insert.raw_bind_parameter(14, to.and_then(|t| t.user))?;
     insert.raw_bind_parameter(15, to.and_then(|t| t.tag))?;
     insert.raw_bind_parameter(16, r.correlation_id)?;
-    insert.raw_bind_parameter(17, transport)?;
-    insert.raw_bind_parameter(18, peer)?;
-    insert.raw_bind_parameter(19, listener)?;
+    // Bound again only when they change (still bound from the row before otherwise).
+    if let Some((transport, peer, listener)) = recv {
+        insert.raw_bind_parameter(17, transport)?;
+        insert.raw_bind_parameter(18, peer)?;
+        insert.raw_bind_parameter(19, listener)?;
+    }
     match version {
         Version::V1 => insert.raw_bind_parameter(20, &r.hep[..])?,
         Version::V2 => {
