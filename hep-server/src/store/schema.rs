@@ -1,7 +1,9 @@
 //! The schema of a partition file, and how connections to it are opened.
 //!
-//! One table, `messages`: the indexed summary of each message and its HEP bytes as
-//! received (`hep`), which searches decode again to print records or pcap. Times are
+//! One table, `messages`: the indexed summary of each message and where its HEP bytes as
+//! received are (`hep_offset`, `hep_len` in the partition's side file,
+//! [`super::hepfile`]; in versions 1 and 2 the bytes themselves, `hep`), which searches
+//! decode again to print records or pcap. Times are
 //! microseconds since the Unix epoch, UTC. Indexes are few on purpose, as each one costs
 //! insert speed: Call-ID, correlation id, From user, To user (partial: rows without the
 //! value are not indexed). The users are indexed only on requests without a To tag (the
@@ -16,7 +18,16 @@
 //! version), so that a foreign or newer database is recognised from its header.
 //!
 //! # Versions
-//! - **2** (this build writes it into new files): the Call-ID and the correlation id are
+//! - **3** (this build writes it into new files): version 2 with the HEP bytes in the
+//!   side file `hep-...-3600s.hep` beside the partition instead of the `hep` column: the
+//!   row holds `hep_offset` and `hep_len`. The bytes (most of a row's size) are written
+//!   once, appended a batch at a time, instead of into the WAL and again into the file at
+//!   the checkpoint. Two small tables go with them: `hep_file` (one row, the end of the
+//!   bytes the committed rows point into, updated in each batch's transaction) and
+//!   `hep_lost` (ranges of the side file a crash lost: after a power cut the file may be
+//!   shorter than the rows say; the writer then appends after the rows' end, so no row
+//!   ever points at another message's bytes, and searches report the lost ones).
+//! - **2**: the Call-ID and the correlation id are
 //!   indexed by an 8-byte hash of their text (`call_id_hash`, `correlation_hash`,
 //!   [`text_hash`]: FNV-1a 64 of the UTF-8 bytes, its bits read as a signed integer)
 //!   instead of the text: keys of 8 bytes instead of 20-60, compared as integers. A
@@ -27,7 +38,8 @@
 //!   and `correlation_id` themselves. Files of version 1 are still searched (a search
 //!   reads each file's `user_version` and asks in that file's terms), and a writer that
 //!   finds a version-1 file for the hour it writes keeps appending version-1 rows to it
-//!   (a file has one schema); the next partition is version 2.
+//!   (a file has one schema); the next partition is version 3. The same holds for a
+//!   version-2 file.
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
