@@ -14,8 +14,8 @@
 //! # Durability
 //! The same as the rows' (WAL, `synchronous = NORMAL`): a batch's bytes are written
 //! before its transaction commits (a committed row never points past what was written),
-//! and the file is synced ([`sync`]) before a checkpoint copies the WAL into the database
-//! (so a checkpointed row's bytes are on disk). After a power cut the file may hold bytes
+//! and the checkpointer syncs the file before it copies the WAL into the database (so a
+//! checkpointed row's bytes are on disk). After a power cut the file may hold bytes
 //! no row points to (the writer appends after them), or be shorter than the last commits
 //! say: the partition records the end the committed rows point into (`hep_file`), the
 //! writer appends after that end, never into bytes a surviving row points to, and records
