@@ -398,6 +398,54 @@ fn retention_deletes_the_side_file_with_its_partition_and_counts_its_size() {
     assert_eq!(call_ids(dir.path(), &Query::default()), ["new"]);
 }
 
+/// `m` as received by `transport` from `peer`.
+fn from_peer(m: &Queued, transport: Transport, peer: &str) -> Queued {
+    let listener: SocketAddr = "127.0.0.1:5656".parse().expect("addr");
+    let peer: SocketAddr = peer.parse().expect("addr");
+    Arc::new(Received::new(
+        m.message.clone(),
+        m.wire.clone(),
+        RecvInfo::new(transport, peer, listener),
+    ))
+}
+
+#[test]
+fn each_message_keeps_its_own_receive_info_when_connections_interleave() {
+    // The receive info is bound once per run of one connection's messages: runs of one,
+    // two and three, alternating between a TCP agent and a UDP agent.
+    let dir = TempDir::new("store-recv-runs");
+    let agents = [
+        (Transport::Tcp, "127.0.0.1:40000"),
+        (Transport::Udp, "127.0.0.2:5060"),
+    ];
+    let pattern = [0, 1, 1, 0, 0, 0, 1, 0];
+    let batch: Vec<Queued> = pattern
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| {
+            let m = invite(TEN + i as u32, "runs", "alice", "");
+            from_peer(&m, agents[a].0, agents[a].1)
+        })
+        .collect();
+    let mut w = writer(dir.path());
+    assert_eq!(w.write(&batch).stored, pattern.len() as u64);
+    drop(w);
+    let found = search(dir.path(), &by_call("runs")).expect("searches");
+    let got: Vec<(Transport, String)> = found
+        .messages
+        .iter()
+        .map(|s| {
+            let r = s.recv.as_ref().expect("receive info");
+            (r.transport, r.peer.to_string())
+        })
+        .collect();
+    let expected: Vec<(Transport, String)> = pattern
+        .iter()
+        .map(|&a| (agents[a].0, agents[a].1.to_owned()))
+        .collect();
+    assert_eq!(got, expected);
+}
+
 #[test]
 fn two_call_ids_of_one_hash_are_told_apart_by_their_text() {
     let dir = TempDir::new("store-collision");
