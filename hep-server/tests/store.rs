@@ -465,9 +465,59 @@ fn a_foreign_file_in_the_store_is_refused_and_left_alone() {
         "expected names like hep-",
     );
     refused(
+        &store.join("hep-20261126T050000Z-3600s.hep"),
+        b"named like the side file of a partition, but another program's bytes",
+        "not a side file of a hep-server partition",
+    );
+    refused(
         &store.join("hep-20261126T050000Z-3600s.db"),
         b"not a database at all, but long enough to have a header of a hundred bytes..........................",
         "not an SQLite database",
+    );
+}
+
+#[test]
+fn a_message_whose_bytes_a_crash_lost_is_reported_and_the_rest_are_found() {
+    let dir = test_dir("store-lost-tail");
+    let server = start(&dir, "");
+    let now = now_secs();
+    let messages: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            sip(
+                now,
+                "10.0.0.1:5060",
+                "10.0.0.2:5060",
+                &invite("lost@x", "bob", &format!("X-N: {i}\r\n")),
+            )
+        })
+        .collect();
+    send_tcp(server.tcp(), &messages.concat());
+    wait_json(&dir.join("all.jsonl"), 3);
+    server.stop();
+    let store = dir.join("store");
+    // The HEP bytes are in the side file beside the partition (schema version 3).
+    let side = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "hep"))
+        .expect("a .hep side file");
+    // A power cut lost the file's tail: half of the last message.
+    let len = std::fs::metadata(&side).unwrap().len();
+    let cut = len - messages[2].len() as u64 / 2;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&side)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let out = search(&store, &["--call-id", "lost@x", "--format", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let found = json_records(&out, "search");
+    assert_eq!(found.len(), 2, "the messages whose bytes are there");
+    assert!(
+        stderr.contains("warning") && stderr.contains(&side.display().to_string()),
+        "the lost one is reported, naming the file: {stderr}"
     );
 }
 

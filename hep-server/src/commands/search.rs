@@ -75,7 +75,14 @@ pub fn run(args: &SearchArgs, dest: Destination) -> anyhow::Result<SearchSummary
         until_usec: args.until,
         limit: usize::try_from(args.limit).unwrap_or(usize::MAX),
     };
-    let found = store::search(&args.store, &query)?;
+    let store::Results {
+        messages: found,
+        damaged,
+        ..
+    } = store::search(&args.store, &query)?;
+    for e in &damaged {
+        eprintln!("hep-server: warning: a matching message is left out: {e}");
+    }
     match args.format {
         SearchFormat::Json => {
             let mut out = BufWriter::with_capacity(256 * 1024, dest.out);

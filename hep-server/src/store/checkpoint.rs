@@ -12,7 +12,10 @@
 //! checkpoint copied all of it. So the writer builds the rows of its next batch while the
 //! checkpoint runs, then waits for it ([`Checkpointer::wait_idle`]) before it begins the
 //! transaction: the WAL holds one batch at most, as with SQLite's own checkpoints (without
-//! the wait a checkpoint never catches up with a busy writer, and the WAL grows). If the
+//! the wait a checkpoint never catches up with a busy writer, and the WAL grows). Before
+//! each checkpoint it syncs the partition's side file of HEP bytes (schema version 3), so
+//! that no row reaches the database file before the bytes it points to reach the disk
+//! (the `fsync`s stay off the writer's path, as the checkpoint's own do). If the
 //! checkpointer falls behind anyway, the writer checkpoints itself once the WAL passes
 //! [`WAL_MAX_BYTES`].
 
@@ -22,6 +25,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
+
+use super::StoreError;
+use super::hepfile;
 
 /// Past this size of a partition's WAL the writer checkpoints (and truncates it) itself.
 pub(crate) const WAL_MAX_BYTES: u64 = 256 << 20;
@@ -160,21 +166,27 @@ fn run(shared: &Shared) {
     }
 }
 
-/// A `PASSIVE` checkpoint of the partition at `path`, on a connection of its own.
+/// A `PASSIVE` checkpoint of the partition at `path`, on a connection of its own, after
+/// its side file of HEP bytes (version 3) is synced: a row in the database file points to
+/// bytes on the disk.
 ///
 /// The file is opened without `CREATE`: one deleted meanwhile is not made again.
-fn checkpoint(path: &Path) -> rusqlite::Result<()> {
+fn checkpoint(path: &Path) -> Result<(), StoreError> {
     if !path.exists() {
         return Ok(());
     }
+    hepfile::sync(path)?;
+    let sql = |e| StoreError::sqlite(path, e);
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    let (busy, log, copied): (i64, i64, i64) =
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+    )
+    .map_err(sql)?;
+    let (busy, log, copied): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
+        })
+        .map_err(sql)?;
     tracing::debug!(partition = %path.display(), busy, log, copied, "store: checkpoint");
     Ok(())
 }

@@ -3,15 +3,18 @@
 //! `hep-20261126T090000Z-3600s.db` holds the messages captured from 2026-11-26 09:00:00
 //! UTC for 3600 seconds. The name alone tells retention what a file covers, so old data
 //! goes by deleting whole files, never by `DELETE` of rows. SQLite's `-wal`, `-shm` and
-//! `-journal` files sit beside their partition; `hep-store.lock` marks a directory in
-//! use. Anything else in the directory is not ours: [`scan`] refuses it by name instead
-//! of touching it.
+//! `-journal` files sit beside their partition, and so does (schema version 3) the side
+//! file of its HEP bytes, `hep-20261126T090000Z-3600s.hep` ([`super::hepfile`]);
+//! `hep-store.lock` marks a directory in use. Anything else in the directory is not
+//! ours: [`scan`] refuses it by name (or a side file by its header) instead of touching
+//! it.
 
 use std::fs::File;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
+use super::hepfile;
 use super::schema::{APPLICATION_ID, SCHEMA_VERSION};
 use crate::time::{civil_from_days, days_from_civil};
 
@@ -49,7 +52,7 @@ impl Partition {
         self.start.saturating_add(self.span)
     }
 
-    /// Bytes on disk: the database and its side files.
+    /// Bytes on disk: the database, SQLite's files beside it and the HEP bytes' file.
     pub fn bytes(&self) -> u64 {
         self.files()
             .iter()
@@ -58,7 +61,8 @@ impl Partition {
             .sum()
     }
 
-    /// The database file, then its side files (which may not exist).
+    /// The database file, SQLite's `-wal`, `-shm` and `-journal`, then the HEP bytes'
+    /// file (`.hep`, version 3); all but the first may not exist.
     pub fn files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.path.clone()];
         for suffix in SIDE_FILES {
@@ -66,6 +70,7 @@ impl Partition {
             p.push(suffix);
             files.push(p.into());
         }
+        files.push(hepfile::path_of(&self.path));
         files
     }
 }
@@ -116,7 +121,8 @@ pub fn parse_file_name(name: &str) -> Option<(i64, i64)> {
 ///
 /// # Errors
 /// [`StoreError::Foreign`] naming the first file that is not a partition, its side file
-/// or the lock (a foreign file is never touched); IO errors reading the directory.
+/// (a `.hep` file also needs its header) or the lock (a foreign file is never touched);
+/// IO errors reading the directory.
 pub fn scan(dir: &Path) -> Result<Vec<Partition>, StoreError> {
     let io = |e| StoreError::io(dir, e);
     let mut partitions = Vec::new();
@@ -136,11 +142,18 @@ pub fn scan(dir: &Path) -> Result<Vec<Partition>, StoreError> {
         {
             continue;
         }
+        if let Some(stem) = name.strip_suffix(".hep")
+            && parse_file_name(&format!("{stem}.db")).is_some()
+        {
+            hepfile::check(&path)?;
+            continue;
+        }
         let Some((start, span)) = parse_file_name(name) else {
             return Err(StoreError::foreign(
                 &path,
                 "this is not a partition of the store (expected names like \
-                 hep-20261126T090000Z-3600s.db, their -wal/-shm files and hep-store.lock)",
+                 hep-20261126T090000Z-3600s.db, their -wal/-shm and .hep files and \
+                 hep-store.lock)",
             ));
         };
         if !entry.file_type().map_err(io)?.is_file() {
@@ -235,6 +248,7 @@ mod tests {
     fn other_names_are_not_partitions() {
         for name in [
             "hep-20261126T050000Z-3600s.db-wal",
+            "hep-20261126T050000Z-3600s.hep",
             "hep-20261126T050000Z-0s.db",
             "hep-20261326T050000Z-3600s.db",
             "hep-20261126T250000Z-3600s.db",

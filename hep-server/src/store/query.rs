@@ -11,6 +11,7 @@ use hep_transport::{RecvInfo, Transport};
 use rusqlite::types::Value;
 
 use super::StoreError;
+use super::hepfile;
 use super::partition::{self, Partition};
 use super::schema::{self, Version, text_hash};
 
@@ -61,6 +62,17 @@ pub struct Stored {
     pub call_id: Option<String>,
 }
 
+/// What a search found.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Results {
+    /// The messages matching, oldest first.
+    pub messages: Vec<Stored>,
+    /// Matching messages that could not be read back, each naming its file and what is
+    /// wrong (bytes lost in a crash, a damaged file); the search went on without them.
+    pub damaged: Vec<StoreError>,
+}
+
 /// One row as read, before decoding.
 struct Found {
     partition: usize,
@@ -70,19 +82,28 @@ struct Found {
     transport: Option<String>,
     peer: Option<String>,
     listener: Option<String>,
-    hep: Vec<u8>,
+    /// The HEP bytes, or why they could not be read.
+    hep: Result<Vec<u8>, StoreError>,
     call_id: Option<String>,
     correlation_id: Option<String>,
 }
 
-const COLUMNS: &str = "id, ts, recv_ts, transport, peer, listener, hep, call_id, correlation_id";
+/// The columns a search reads, in a file of `version`: the HEP bytes last (version 3:
+/// their place in the side file).
+const fn columns(version: Version) -> &'static str {
+    if version.has_side_file() {
+        "id, ts, recv_ts, transport, peer, listener, call_id, correlation_id, hep_offset, hep_len"
+    } else {
+        "id, ts, recv_ts, transport, peer, listener, call_id, correlation_id, hep"
+    }
+}
 
-/// The messages of the store in `dir` matching `q`, oldest first.
+/// The messages of the store in `dir` matching `q`, oldest first, and those that
+/// matched but could not be read back.
 ///
 /// # Errors
-/// The directory does not exist or holds a foreign file; a partition cannot be read; a
-/// stored message does not decode (naming the partition).
-pub fn search(dir: &Path, q: &Query) -> Result<Vec<Stored>, StoreError> {
+/// The directory does not exist or holds a foreign file; a partition cannot be read.
+pub fn search(dir: &Path, q: &Query) -> Result<Results, StoreError> {
     if !dir.is_dir() {
         return Err(StoreError::foreign(
             dir,
@@ -131,7 +152,7 @@ pub fn search(dir: &Path, q: &Query) -> Result<Vec<Stored>, StoreError> {
         // `schema`: first the calls, then their messages.
         let calls = calls_of_user(&partitions, u, &time)?;
         if calls.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Results::default());
         }
         filter.terms.push(Term::CallIn(calls));
     }
@@ -161,7 +182,14 @@ pub fn search(dir: &Path, q: &Query) -> Result<Vec<Stored>, StoreError> {
         }
     }
     found.sort_by_key(|f| (f.id, f.partition));
-    found.into_iter().map(|f| decode(f, &partitions)).collect()
+    let mut results = Results::default();
+    for f in found {
+        match decode(f, &partitions) {
+            Ok(s) => results.messages.push(s),
+            Err(e) => results.damaged.push(e),
+        }
+    }
+    Ok(results)
 }
 
 /// A `WHERE` clause: terms that must all match, written in the terms of each file's
@@ -184,8 +212,8 @@ enum Term {
 
 impl Term {
     /// Appends the term's SQL to `sql` and its parameters to `params`, for a file of
-    /// `version`. Version 2 asks for the hash (its index) and the text (the hash of
-    /// another value may be equal: the text decides).
+    /// `version`. Versions 2 and 3 ask for the hash (its index) and the text (the hash
+    /// of another value may be equal: the text decides).
     fn write(&self, version: Version, sql: &mut String, params: &mut Vec<Value>) {
         let texts = |ids: &[String], params: &mut Vec<Value>| {
             params.extend(ids.iter().map(|i| Value::Text(i.clone())));
@@ -204,7 +232,7 @@ impl Term {
                 let m = texts(ids, params);
                 sql.push_str(&format!("call_id IN ({m})"));
             }
-            (Self::CallIn(ids), Version::V2) => {
+            (Self::CallIn(ids), Version::V2 | Version::V3) => {
                 let h = hashes(ids, params);
                 let t = texts(ids, params);
                 sql.push_str(&format!("call_id_hash IN ({h}) AND call_id IN ({t})"));
@@ -214,7 +242,7 @@ impl Term {
                 let l = texts(ids, params);
                 sql.push_str(&format!("(call_id IN ({c}) OR correlation_id IN ({l}))"));
             }
-            (Self::CallOrLinked(ids), Version::V2) => {
+            (Self::CallOrLinked(ids), Version::V2 | Version::V3) => {
                 let ch = hashes(ids, params);
                 let c = texts(ids, params);
                 let lh = hashes(ids, params);
@@ -352,10 +380,31 @@ fn select(
         };
         let left = (limit - found.len()).min(i64::MAX as usize) as i64;
         let (filter, params) = filter.sql(version);
-        let sql = format!("SELECT {COLUMNS} FROM messages{filter} ORDER BY id DESC LIMIT {left}");
+        let sql = format!(
+            "SELECT {} FROM messages{filter} ORDER BY id DESC LIMIT {left}",
+            columns(version)
+        );
+        // Version 3: the bytes are read from the side file, with positioned reads.
+        let side = if version.has_side_file() {
+            let lost = conn
+                .prepare(schema::HEP_LOST)
+                .and_then(|mut s| {
+                    s.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+                        .map(|r| r.map(|(from, to)| (from.max(0) as u64, to.max(0) as u64)))
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(sql_err)?;
+            Some(hepfile::Reader::open(&p.path, lost)?)
+        } else {
+            None
+        };
         let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(params.iter()), |r| {
+                let hep = match &side {
+                    Some(side) => side.read(r.get(8)?, r.get(9)?),
+                    None => Ok(r.get(8)?),
+                };
                 Ok(Found {
                     partition: i,
                     id: r.get(0)?,
@@ -364,9 +413,9 @@ fn select(
                     transport: r.get(3)?,
                     peer: r.get(4)?,
                     listener: r.get(5)?,
-                    hep: r.get(6)?,
-                    call_id: r.get(7)?,
-                    correlation_id: r.get(8)?,
+                    call_id: r.get(6)?,
+                    correlation_id: r.get(7)?,
+                    hep,
                 })
             })
             .map_err(sql_err)?;
@@ -379,7 +428,7 @@ fn select(
 
 fn decode(f: Found, partitions: &[Partition]) -> Result<Stored, StoreError> {
     let path = &partitions[f.partition].path;
-    let message = HepMessage::decode(Bytes::from(f.hep)).map_err(|e| {
+    let message = HepMessage::decode(Bytes::from(f.hep?)).map_err(|e| {
         StoreError::foreign(
             path,
             format!(
@@ -419,7 +468,8 @@ pub(crate) fn plan_of_call_search(
     f.terms.push(Term::CallOrLinked(vec![call_id.to_owned()]));
     let (filter, params) = f.sql(version);
     let sql = format!(
-        "EXPLAIN QUERY PLAN SELECT {COLUMNS} FROM messages{filter} ORDER BY id DESC LIMIT 10"
+        "EXPLAIN QUERY PLAN SELECT {} FROM messages{filter} ORDER BY id DESC LIMIT 10",
+        columns(version)
     );
     let mut stmt = conn.prepare(&sql).expect("prepares");
     let rows = stmt

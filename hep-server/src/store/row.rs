@@ -141,6 +141,20 @@ pub(crate) struct RecvText {
 }
 
 impl RecvText {
+    /// `(transport, peer, listener)` of `r` when they differ from those of the last call
+    /// (or on the first); `None` when they are the same: a prepared insert keeps the
+    /// values bound, so a run of one connection's messages binds them once.
+    pub(crate) fn changed(&mut self, r: &RecvInfo) -> Option<(&'static str, &str, &str)> {
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|(p, l, _, _)| (*p, *l) == (r.peer, r.listener))
+        {
+            return None;
+        }
+        Some(self.of(r))
+    }
+
     /// `(transport, peer, listener)` of `r`.
     pub(crate) fn of(&mut self, r: &RecvInfo) -> (&'static str, &str, &str) {
         if self

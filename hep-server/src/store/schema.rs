@@ -1,7 +1,9 @@
 //! The schema of a partition file, and how connections to it are opened.
 //!
-//! One table, `messages`: the indexed summary of each message and its HEP bytes as
-//! received (`hep`), which searches decode again to print records or pcap. Times are
+//! One table, `messages`: the indexed summary of each message and where its HEP bytes as
+//! received are (`hep_offset`, `hep_len` in the partition's side file,
+//! [`super::hepfile`]; in versions 1 and 2 the bytes themselves, `hep`), which searches
+//! decode again to print records or pcap. Times are
 //! microseconds since the Unix epoch, UTC. Indexes are few on purpose, as each one costs
 //! insert speed: Call-ID, correlation id, From user, To user (partial: rows without the
 //! value are not indexed). The users are indexed only on requests without a To tag (the
@@ -16,7 +18,16 @@
 //! version), so that a foreign or newer database is recognised from its header.
 //!
 //! # Versions
-//! - **2** (this build writes it into new files): the Call-ID and the correlation id are
+//! - **3** (this build writes it into new files): version 2 with the HEP bytes in the
+//!   side file `hep-...-3600s.hep` beside the partition instead of the `hep` column: the
+//!   row holds `hep_offset` and `hep_len`. The bytes (most of a row's size) are written
+//!   once, appended a batch at a time, instead of into the WAL and again into the file at
+//!   the checkpoint. Two small tables go with them: `hep_file` (one row, the end of the
+//!   bytes the committed rows point into, updated in each batch's transaction) and
+//!   `hep_lost` (ranges of the side file a crash lost: after a power cut the file may be
+//!   shorter than the rows say; the writer then appends after the rows' end, so no row
+//!   ever points at another message's bytes, and searches report the lost ones).
+//! - **2**: the Call-ID and the correlation id are
 //!   indexed by an 8-byte hash of their text (`call_id_hash`, `correlation_hash`,
 //!   [`text_hash`]: FNV-1a 64 of the UTF-8 bytes, its bits read as a signed integer)
 //!   instead of the text: keys of 8 bytes instead of 20-60, compared as integers. A
@@ -27,7 +38,8 @@
 //!   and `correlation_id` themselves. Files of version 1 are still searched (a search
 //!   reads each file's `user_version` and asks in that file's terms), and a writer that
 //!   finds a version-1 file for the hour it writes keeps appending version-1 rows to it
-//!   (a file has one schema); the next partition is version 2.
+//!   (a file has one schema); the next partition is version 3. The same holds for a
+//!   version-2 file.
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
@@ -37,7 +49,7 @@ use super::StoreError;
 /// `PRAGMA application_id` of a partition: `HEPS`.
 pub const APPLICATION_ID: u32 = u32::from_be_bytes(*b"HEPS");
 /// `PRAGMA user_version` of the schema below, written into new files.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The schema versions this build reads and appends to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +58,9 @@ pub enum Version {
     V1,
     /// Call-ID and correlation id indexed by [`text_hash`].
     V2,
+    /// As version 2, with the HEP bytes in the partition's side file
+    /// ([`super::hepfile`]) instead of the `hep` column.
+    V3,
 }
 
 impl Version {
@@ -54,6 +69,7 @@ impl Version {
         match user_version {
             1 => Some(Self::V1),
             2 => Some(Self::V2),
+            3 => Some(Self::V3),
             _ => None,
         }
     }
@@ -63,7 +79,14 @@ impl Version {
         match self {
             Self::V1 => 1,
             Self::V2 => 2,
+            Self::V3 => 3,
         }
+    }
+
+    /// Whether its rows keep the HEP bytes in the side file (`hep_offset`, `hep_len`)
+    /// instead of the `hep` column.
+    pub const fn has_side_file(self) -> bool {
+        matches!(self, Self::V3)
     }
 }
 
@@ -94,7 +117,7 @@ pub fn text_hash(text: &str) -> i64 {
 /// bigger pages and the B-trees are shallower.
 const PAGE_SIZE: u32 = 16_384;
 
-/// The columns both versions share, in the order of the inserts below.
+/// The columns every version shares, in the order of the inserts below.
 macro_rules! shared_columns {
     () => {
         "
@@ -116,13 +139,22 @@ macro_rules! shared_columns {
     correlation_id TEXT,             -- chunk 0x0011, or the X-CID header: the other leg
     transport      TEXT,             -- how it reached us: udp, tcp, tls
     peer           TEXT,             -- the agent's IP:PORT
-    listener       TEXT,             -- our listener's IP:PORT
-    -- the HEP message as received:
+    -- our listener's IP:PORT (each fragment ends without a comment: the next one
+    -- starts with its comma)
+    listener       TEXT"
+    };
+}
+
+/// The HEP bytes in the row (versions 1 and 2).
+macro_rules! hep_blob {
+    () => {
+        ",
+    -- the HEP message as received
     hep            BLOB NOT NULL"
     };
 }
 
-/// The user indexes, the same in both versions.
+/// The user indexes, the same in every version.
 macro_rules! user_indexes {
     () => {
         "
@@ -136,17 +168,64 @@ CREATE INDEX IF NOT EXISTS messages_to_user ON messages(to_user)
 
 /// Version 2: the table and its indexes (`IF NOT EXISTS`: the same text opens an
 /// existing file).
-const CREATE_V2: &str = concat!(
-    "CREATE TABLE IF NOT EXISTS messages (",
-    shared_columns!(),
-    ",
+/// The hash columns (versions 2 and 3).
+macro_rules! hash_columns {
+    () => {
+        ",
     call_id_hash     INTEGER,        -- text_hash(call_id)
-    correlation_hash INTEGER         -- text_hash(correlation_id)
-);
+    correlation_hash INTEGER         -- text_hash(correlation_id)"
+    };
+}
+
+/// The indexes on the hashes (versions 2 and 3).
+macro_rules! hash_indexes {
+    () => {
+        "
 CREATE INDEX IF NOT EXISTS messages_call_id_hash ON messages(call_id_hash)
     WHERE call_id_hash IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_correlation_hash ON messages(correlation_hash)
-    WHERE correlation_hash IS NOT NULL;",
+    WHERE correlation_hash IS NOT NULL;"
+    };
+}
+
+/// Version 3: version 2's table with the HEP bytes' place in the side file instead of
+/// the bytes; `hep_file`, one row holding the end of the bytes the committed rows point
+/// into, and `hep_lost`, the ranges of the side file a crash lost (see
+/// [`super::hepfile`]: after a crash the side file may be shorter than the rows say).
+const CREATE_V3: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS messages (",
+    shared_columns!(),
+    ",
+    hep_offset     INTEGER NOT NULL, -- where its HEP bytes start in the side file
+    -- and how many there are
+    hep_len        INTEGER NOT NULL",
+    hash_columns!(),
+    "
+);",
+    hash_indexes!(),
+    user_indexes!(),
+    "CREATE TABLE IF NOT EXISTS hep_file (
+    id  INTEGER PRIMARY KEY CHECK (id = 0),
+    end_offset INTEGER NOT NULL      -- the end of the bytes the rows point into
+);
+INSERT OR IGNORE INTO hep_file (id, end_offset) VALUES (0, 0);
+CREATE TABLE IF NOT EXISTS hep_lost (
+    start      INTEGER NOT NULL,     -- bytes of the side file lost in a crash, from
+    end_offset INTEGER NOT NULL      -- to (exclusive): the rows pointing there are reported
+);"
+);
+
+/// Version 2, as the build before version 3 created it: kept to describe (and in tests,
+/// to create) the files it left.
+#[cfg_attr(not(test), allow(dead_code))]
+const CREATE_V2: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS messages (",
+    shared_columns!(),
+    hep_blob!(),
+    hash_columns!(),
+    "
+);",
+    hash_indexes!(),
     user_indexes!()
 );
 
@@ -156,6 +235,7 @@ CREATE INDEX IF NOT EXISTS messages_correlation_hash ON messages(correlation_has
 const CREATE_V1: &str = concat!(
     "CREATE TABLE IF NOT EXISTS messages (",
     shared_columns!(),
+    hep_blob!(),
     "
 );
 CREATE INDEX IF NOT EXISTS messages_call_id ON messages(call_id) WHERE call_id IS NOT NULL;
@@ -221,12 +301,35 @@ pub(crate) const INSERT_V2: &str = "INSERT INTO messages (id, ts, recv_ts, proto
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
     ?20, ?21, ?22)";
 
+/// The insert of a version-3 file: those of [`INSERT_V1`] with `?20` the offset of the
+/// HEP bytes in the side file instead of the bytes, then `?21` their length, `?22` the
+/// Call-ID's hash and `?23` the correlation id's.
+pub(crate) const INSERT_V3: &str = "INSERT INTO messages (id, ts, recv_ts, proto_type, \
+    capture_id, src, dst, call_id, method, status, cseq, from_user, from_tag, to_user, to_tag, \
+    correlation_id, transport, peer, listener, hep_offset, hep_len, call_id_hash, \
+    correlation_hash) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+    ?20, ?21, ?22, ?23)";
+
+/// The end of the side file's bytes the committed rows point into (version 3), `?1`.
+pub(crate) const SET_HEP_END: &str = "UPDATE hep_file SET end_offset = ?1 WHERE id = 0";
+
+/// The end of the side file's bytes the committed rows point into (version 3).
+pub(crate) const HEP_END: &str = "SELECT end_offset FROM hep_file WHERE id = 0";
+
+/// Records bytes of the side file lost in a crash, `?1` to `?2` (version 3).
+pub(crate) const ADD_HEP_LOST: &str = "INSERT INTO hep_lost (start, end_offset) VALUES (?1, ?2)";
+
+/// The bytes of the side file lost in crashes (version 3).
+pub(crate) const HEP_LOST: &str = "SELECT start, end_offset FROM hep_lost";
+
 impl Version {
     /// The insert a writer prepares for a file of this version.
     pub(crate) const fn insert(self) -> &'static str {
         match self {
             Self::V1 => INSERT_V1,
             Self::V2 => INSERT_V2,
+            Self::V3 => INSERT_V3,
         }
     }
 
@@ -234,6 +337,7 @@ impl Version {
         match self {
             Self::V1 => CREATE_V1,
             Self::V2 => CREATE_V2,
+            Self::V3 => CREATE_V3,
         }
     }
 }
@@ -248,7 +352,7 @@ impl Version {
 /// The file cannot be opened or created, or is not a store partition of a version this
 /// build knows.
 pub(crate) fn open_for_write(path: &Path) -> Result<(Connection, Version), StoreError> {
-    open_for_write_creating(path, Version::V2)
+    open_for_write_creating(path, Version::V3)
 }
 
 /// [`open_for_write`], creating a new file with the schema of `new` (tests create

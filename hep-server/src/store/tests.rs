@@ -1,5 +1,7 @@
-//! The store across schema versions: files of version 1 (left by earlier builds) and
-//! version 2 searched side by side, appended to after a restart, and Call-IDs of one hash.
+//! The store across schema versions: files of versions 1 and 2 (left by earlier builds)
+//! and version 3 searched side by side, appended to after a restart, Call-IDs of one
+//! hash; version 3's side file of HEP bytes through restarts, crashes, retention and a
+//! foreign file in its place.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -8,6 +10,7 @@ use std::sync::Arc;
 use hep_proto::{HepMessage, HepVersion, ProtoType};
 use hep_transport::{Received, RecvInfo, Transport};
 
+use super::hepfile;
 use super::partition::Partition;
 use super::query::{Query, search};
 use super::schema::{self, Version, text_hash};
@@ -44,6 +47,11 @@ fn sip(ts: u32, call_id: &str, first_line: &str, user: &str, extra: &str) -> Que
     ))
 }
 
+/// The message as a search gives it back: its wire bytes decoded.
+fn as_received(m: &Queued) -> HepMessage {
+    HepMessage::decode(m.wire.clone()).expect("decodes")
+}
+
 fn invite(ts: u32, call_id: &str, user: &str, extra: &str) -> Queued {
     sip(
         ts,
@@ -68,6 +76,7 @@ fn writer(dir: &Path) -> StoreWriter {
 fn call_ids(dir: &Path, q: &Query) -> Vec<String> {
     search(dir, q)
         .expect("searches")
+        .messages
         .into_iter()
         .map(|s| s.call_id.unwrap_or_default())
         .collect()
@@ -86,21 +95,28 @@ fn user_version(path: &Path) -> u32 {
         .expect("reads")
 }
 
-/// A version-1 partition for the hour of `ts`, as an earlier build created it.
-fn version_1_partition(dir: &Path, ts: u32) -> Partition {
+/// A partition of `version` for the hour of `ts`, as an earlier build created it.
+fn old_partition(dir: &Path, ts: u32, version: Version) -> Partition {
     let p = Partition::holding(dir, i64::from(ts), 3_600);
-    let (conn, v) = schema::open_for_write_creating(&p.path, Version::V1).expect("creates");
-    assert_eq!(v, Version::V1);
+    let (conn, v) = schema::open_for_write_creating(&p.path, version).expect("creates");
+    assert_eq!(v, version);
     drop(conn);
     p
 }
 
+/// A version-1 partition for the hour of `ts`.
+fn version_1_partition(dir: &Path, ts: u32) -> Partition {
+    old_partition(dir, ts, Version::V1)
+}
+
 #[test]
-fn a_version_1_file_and_a_version_2_file_are_searched_side_by_side() {
-    let dir = TempDir::new("store-v1-v2");
-    let old = version_1_partition(dir.path(), NINE);
+fn files_of_versions_1_2_and_3_are_searched_side_by_side() {
+    let dir = TempDir::new("store-v1-v2-v3");
+    let eleven = TEN + 3_600;
+    let v1 = version_1_partition(dir.path(), NINE);
+    let v2 = old_partition(dir.path(), TEN, Version::V2);
     let mut w = writer(dir.path());
-    // One call across both hours; the other leg of a B2BUA in each (X-CID), and a
+    // One call across the three hours; the other leg of a B2BUA in each (X-CID), and a
     // stranger in each.
     let written = w.write(&[
         invite(NINE + 10, "call-a", "alice", ""),
@@ -109,21 +125,29 @@ fn a_version_1_file_and_a_version_2_file_are_searched_side_by_side() {
         invite(TEN + 10, "call-a", "alice", ""),
         invite(TEN + 11, "leg-c", "dave", "X-CID: call-a\r\n"),
         invite(TEN + 12, "stranger-2", "erin", ""),
+        invite(eleven + 10, "call-a", "alice", ""),
+        invite(eleven + 11, "leg-d", "frank", "X-CID: call-a\r\n"),
+        invite(eleven + 12, "stranger-3", "alice", ""),
     ]);
-    assert_eq!(written.stored, 6);
+    assert_eq!(written.stored, 9);
     drop(w);
-    let new = Partition::holding(dir.path(), i64::from(TEN), 3_600);
-    assert_eq!(user_version(&old.path), 1, "the old file keeps its schema");
-    assert_eq!(user_version(&new.path), 2, "a new file gets this build's");
-
+    let v3 = Partition::holding(dir.path(), i64::from(eleven), 3_600);
+    assert_eq!(user_version(&v1.path), 1, "the old files keep their schema");
+    assert_eq!(user_version(&v2.path), 2);
+    assert_eq!(user_version(&v3.path), 3, "a new file gets this build's");
+    let side = |p: &Partition| hepfile::path_of(&p.path).exists();
     assert_eq!(
-        call_ids(dir.path(), &by_call("call-a")),
-        ["call-a", "leg-b", "call-a", "leg-c"]
+        (side(&v1), side(&v2), side(&v3)),
+        (false, false, true),
+        "only version 3 keeps the HEP bytes beside the partition"
     );
+
+    let all = ["call-a", "leg-b", "call-a", "leg-c", "call-a", "leg-d"];
+    assert_eq!(call_ids(dir.path(), &by_call("call-a")), all);
     assert_eq!(
         call_ids(dir.path(), &by_call("leg-b")),
-        ["call-a", "leg-b", "call-a", "leg-c"],
-        "a leg brings the call it names and that call's other leg, from both files"
+        all,
+        "a leg brings the call it names and that call's other legs, from all files"
     );
     let alice = Query {
         user: Some("alice".into()),
@@ -131,8 +155,14 @@ fn a_version_1_file_and_a_version_2_file_are_searched_side_by_side() {
     };
     assert_eq!(
         call_ids(dir.path(), &alice),
-        ["call-a", "stranger-1", "call-a"]
+        ["call-a", "stranger-1", "call-a", "call-a", "stranger-3"]
     );
+    // The bytes read back are the bytes sent, from each version.
+    let found = search(dir.path(), &by_call("call-a")).expect("searches");
+    assert!(found.damaged.is_empty());
+    let sent = invite(eleven + 10, "call-a", "alice", "");
+    assert_eq!(found.messages[4].message, as_received(&sent));
+    assert_eq!(found.messages[0].message.payload, sent.message.payload);
 }
 
 #[test]
@@ -156,6 +186,264 @@ fn a_restart_keeps_appending_version_1_rows_to_a_version_1_file() {
     assert_eq!(columns, 0, "no version-2 column was added to the old file");
     assert_eq!(call_ids(dir.path(), &by_call("first-run")), ["first-run"]);
     assert_eq!(call_ids(dir.path(), &by_call("second-run")), ["second-run"]);
+}
+
+#[test]
+fn a_restart_keeps_appending_version_2_rows_to_a_version_2_file() {
+    let dir = TempDir::new("store-v2-restart");
+    let old = old_partition(dir.path(), NINE, Version::V2);
+    for (i, call) in ["first-run", "second-run"].into_iter().enumerate() {
+        let mut w = writer(dir.path());
+        let ts = NINE + 100 + i as u32;
+        assert_eq!(w.write(&[invite(ts, call, "alice", "")]).stored, 1);
+    }
+    assert_eq!(user_version(&old.path), 2);
+    assert!(
+        !hepfile::path_of(&old.path).exists(),
+        "no side file: the bytes stay in its rows"
+    );
+    assert_eq!(call_ids(dir.path(), &by_call("first-run")), ["first-run"]);
+    assert_eq!(call_ids(dir.path(), &by_call("second-run")), ["second-run"]);
+}
+
+/// The side file of the partition of the hour of `ts`.
+fn side_file(dir: &Path, ts: u32) -> std::path::PathBuf {
+    hepfile::path_of(&Partition::holding(dir, i64::from(ts), 3_600).path)
+}
+
+fn side_len(dir: &Path, ts: u32) -> u64 {
+    std::fs::metadata(side_file(dir, ts))
+        .expect("the side file")
+        .len()
+}
+
+#[test]
+fn a_batch_appends_its_hep_bytes_to_the_side_file_and_the_rows_point_at_them() {
+    let dir = TempDir::new("store-side-file");
+    let batch = [
+        invite(TEN + 1, "one", "alice", ""),
+        invite(TEN + 2, "two", "bob", ""),
+    ];
+    let mut w = writer(dir.path());
+    assert_eq!(w.write(&batch).stored, 2);
+    drop(w);
+    let wire: Vec<u8> = batch.iter().flat_map(|m| m.wire.to_vec()).collect();
+    let file = std::fs::read(side_file(dir.path(), TEN)).expect("reads");
+    assert_eq!(&file[..8], b"HEPSBYTE", "the header");
+    assert_eq!(
+        &file[16..],
+        &wire[..],
+        "the messages as received, one after the other"
+    );
+    let p = Partition::holding(dir.path(), i64::from(TEN), 3_600);
+    let conn = schema::open_for_read(&p.path).expect("opens");
+    let places: Vec<(i64, i64)> = conn
+        .prepare("SELECT hep_offset, hep_len FROM messages ORDER BY id")
+        .expect("prepares")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("reads")
+        .map(|r| r.expect("a row"))
+        .collect();
+    let first = batch[0].wire.len() as i64;
+    assert_eq!(
+        places,
+        [(16, first), (16 + first, batch[1].wire.len() as i64)]
+    );
+}
+
+#[test]
+fn a_restart_appends_after_the_bytes_already_in_the_side_file() {
+    let dir = TempDir::new("store-side-restart");
+    let mut w = writer(dir.path());
+    assert_eq!(
+        w.write(&[invite(TEN + 1, "first-run", "alice", "")]).stored,
+        1
+    );
+    drop(w);
+    // A crash between the write and the commit leaves bytes no row points to.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(side_file(dir.path(), TEN))
+        .expect("opens");
+    std::io::Write::write_all(&mut file, b"bytes of a batch never committed").expect("writes");
+    drop(file);
+    let before = side_len(dir.path(), TEN);
+    let second = invite(TEN + 2, "second-run", "alice", "");
+    let mut w = writer(dir.path());
+    assert_eq!(w.write(std::slice::from_ref(&second)).stored, 1);
+    drop(w);
+    assert_eq!(
+        side_len(dir.path(), TEN),
+        before + second.wire.len() as u64,
+        "appended after the existing bytes, none overwritten"
+    );
+    assert_eq!(call_ids(dir.path(), &by_call("first-run")), ["first-run"]);
+    assert_eq!(call_ids(dir.path(), &by_call("second-run")), ["second-run"]);
+}
+
+#[test]
+fn a_row_pointing_past_the_end_of_a_truncated_side_file_is_reported_and_the_others_are_found() {
+    let dir = TempDir::new("store-side-truncated");
+    let mut w = writer(dir.path());
+    let batch = [
+        invite(TEN + 1, "call-t", "alice", ""),
+        invite(TEN + 2, "call-t", "alice", ""),
+        invite(TEN + 3, "call-t", "alice", ""),
+    ];
+    assert_eq!(w.write(&batch).stored, 3);
+    drop(w);
+    // A power cut lost the tail of the side file (the last message's bytes, half of them).
+    let side = side_file(dir.path(), TEN);
+    let cut = side_len(dir.path(), TEN) - batch[2].wire.len() as u64 / 2;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&side)
+        .expect("opens")
+        .set_len(cut)
+        .expect("truncates");
+    let found = search(dir.path(), &by_call("call-t")).expect("searches on");
+    assert_eq!(
+        found.messages.len(),
+        2,
+        "the messages whose bytes are there"
+    );
+    assert_eq!(found.messages[1].message, as_received(&batch[1]));
+    assert_eq!(found.damaged.len(), 1);
+    let report = found.damaged[0].to_string();
+    assert!(
+        report.contains(&side.display().to_string()) && report.contains("ends before them"),
+        "{report}"
+    );
+
+    // The writer appends after the end the rows point into, not after the cut: a new
+    // message never takes the place of a lost one.
+    let mut w = writer(dir.path());
+    assert_eq!(w.write(&[invite(TEN + 4, "call-t", "alice", "")]).stored, 1);
+    drop(w);
+    let found = search(dir.path(), &by_call("call-t")).expect("searches on");
+    assert_eq!(found.messages.len(), 3);
+    assert_eq!(found.damaged.len(), 1, "the lost message is still reported");
+    assert_eq!(found.messages[2].ts_usec, i64::from(TEN + 4) * 1_000_000);
+}
+
+#[test]
+fn a_foreign_side_file_is_refused_and_left_untouched() {
+    let dir = TempDir::new("store-side-foreign");
+    let side = side_file(dir.path(), TEN);
+    let contents = b"a file of another program, named like a side file".to_vec();
+    std::fs::write(&side, &contents).expect("writes");
+    let config = StoreConfig {
+        max_age_hours: 0,
+        ..StoreConfig::default()
+    };
+    let refused = StoreWriter::open(dir.path(), config, Arc::new(StoreStats::new("store:t")))
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&refused, super::StoreError::Foreign { path, .. } if *path == side),
+        "{refused}"
+    );
+    let searched = search(dir.path(), &Query::default()).expect_err("refused");
+    assert!(
+        matches!(searched, super::StoreError::Foreign { .. }),
+        "{searched}"
+    );
+    assert_eq!(
+        std::fs::read(&side).expect("reads"),
+        contents,
+        "never written"
+    );
+}
+
+#[test]
+fn retention_deletes_the_side_file_with_its_partition_and_counts_its_size() {
+    let dir = TempDir::new("store-side-retention");
+    let now = (super::writer::now_usec() / 1_000_000) as u32;
+    let (old, new) = (now - 3 * 86_400, now);
+    // Messages of 2 KB: most of the old partition's bytes are in its side file.
+    let pad = format!("X-Pad: {}\r\n", "p".repeat(2_000));
+    let batch: Vec<Queued> = (0..600)
+        .map(|i| invite(old + i, &format!("old-{i}"), "alice", &pad))
+        .chain([invite(new, "new", "alice", "")])
+        .collect();
+    let mut w = writer(dir.path());
+    assert_eq!(w.write(&batch).stored, 601);
+    drop(w);
+    let p = Partition::holding(dir.path(), i64::from(old), 3_600);
+    let side = hepfile::path_of(&p.path);
+    let db_only = std::fs::metadata(&p.path).expect("the db").len();
+    assert!(p.files().contains(&side));
+    assert_eq!(p.bytes(), db_only + side_len(dir.path(), old));
+    assert!(
+        db_only < 1 << 20 && p.bytes() > 1 << 20,
+        "{db_only} {}",
+        p.bytes()
+    );
+
+    // A size limit of 1 MiB: only the side file's bytes put the old partition over it.
+    let config = StoreConfig {
+        max_age_hours: 0,
+        max_size_mb: 1,
+        min_free_mb: 0,
+        ..StoreConfig::default()
+    };
+    let w =
+        StoreWriter::open(dir.path(), config, Arc::new(StoreStats::new("store:t"))).expect("opens");
+    drop(w);
+    assert!(!p.path.exists() && !side.exists(), "both files deleted");
+    assert!(
+        side_file(dir.path(), new).exists(),
+        "the newest partition is kept"
+    );
+    assert_eq!(call_ids(dir.path(), &Query::default()), ["new"]);
+}
+
+/// `m` as received by `transport` from `peer`.
+fn from_peer(m: &Queued, transport: Transport, peer: &str) -> Queued {
+    let listener: SocketAddr = "127.0.0.1:5656".parse().expect("addr");
+    let peer: SocketAddr = peer.parse().expect("addr");
+    Arc::new(Received::new(
+        m.message.clone(),
+        m.wire.clone(),
+        RecvInfo::new(transport, peer, listener),
+    ))
+}
+
+#[test]
+fn each_message_keeps_its_own_receive_info_when_connections_interleave() {
+    // The receive info is bound once per run of one connection's messages: runs of one,
+    // two and three, alternating between a TCP agent and a UDP agent.
+    let dir = TempDir::new("store-recv-runs");
+    let agents = [
+        (Transport::Tcp, "127.0.0.1:40000"),
+        (Transport::Udp, "127.0.0.2:5060"),
+    ];
+    let pattern = [0, 1, 1, 0, 0, 0, 1, 0];
+    let batch: Vec<Queued> = pattern
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| {
+            let m = invite(TEN + i as u32, "runs", "alice", "");
+            from_peer(&m, agents[a].0, agents[a].1)
+        })
+        .collect();
+    let mut w = writer(dir.path());
+    assert_eq!(w.write(&batch).stored, pattern.len() as u64);
+    drop(w);
+    let found = search(dir.path(), &by_call("runs")).expect("searches");
+    let got: Vec<(Transport, String)> = found
+        .messages
+        .iter()
+        .map(|s| {
+            let r = s.recv.as_ref().expect("receive info");
+            (r.transport, r.peer.to_string())
+        })
+        .collect();
+    let expected: Vec<(Transport, String)> = pattern
+        .iter()
+        .map(|&a| (agents[a].0, agents[a].1.to_owned()))
+        .collect();
+    assert_eq!(got, expected);
 }
 
 #[test]
@@ -195,14 +483,14 @@ fn two_call_ids_of_one_hash_are_told_apart_by_their_text() {
 }
 
 #[test]
-fn a_call_id_search_of_a_version_2_file_goes_through_the_hash_index() {
+fn a_call_id_search_goes_through_the_hash_index() {
     let dir = TempDir::new("store-plan");
     let mut w = writer(dir.path());
     assert_eq!(w.write(&[invite(TEN + 1, "call-x", "alice", "")]).stored, 1);
     drop(w);
     let p = Partition::holding(dir.path(), i64::from(TEN), 3_600);
     let conn = schema::open_for_read(&p.path).expect("opens");
-    let plan = super::query::plan_of_call_search(&conn, Version::V2, "call-x");
+    let plan = super::query::plan_of_call_search(&conn, Version::V3, "call-x");
     assert!(
         plan.contains("messages_call_id_hash") && plan.contains("messages_correlation_hash"),
         "{plan}"

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::StoreError;
 use super::checkpoint::{Checkpointer, WAL_MAX_BYTES};
+use super::hepfile::HepFile;
 use super::partition::{self, LOCK_FILE, Partition};
 use super::retention::{self, Limits};
 use super::row::{RecvText, Row};
@@ -109,6 +110,9 @@ pub(crate) struct StoreWriter {
     open: Vec<Open>,
     /// Every partition on disk, by (start, span).
     partitions: BTreeMap<(i64, i64), Partition>,
+    /// The HEP bytes of the batch being written to a version-3 partition (kept between
+    /// batches for its capacity).
+    hep_bytes: Vec<u8>,
     stats: Arc<StoreStats>,
     last_retention: Instant,
     /// Why the last batch was refused, for a log line on each change.
@@ -120,10 +124,25 @@ pub(crate) struct StoreWriter {
 /// A partition open for writing.
 struct Open {
     partition: Partition,
+    /// The side file of the HEP bytes (version 3; `None` for earlier versions, which keep
+    /// them in the rows).
+    hep: Option<HepFile>,
     conn: Connection,
-    /// The file's schema: a version-1 file left by an earlier build gets version-1 rows.
+    /// The file's schema: a file left by an earlier build gets rows of its version.
     version: Version,
     ids: RowIds,
+}
+
+impl Drop for Open {
+    /// Closing the last connection checkpoints the WAL into the database: the bytes its
+    /// rows point to go to the disk first.
+    fn drop(&mut self) {
+        if let Some(h) = &self.hep
+            && let Err(e) = h.sync()
+        {
+            tracing::warn!(error = %e, "store: cannot sync the side file");
+        }
+    }
 }
 
 /// Batches of at least this many messages have their rows built on two threads.
@@ -165,6 +184,7 @@ impl StoreWriter {
             config,
             _lock: lock,
             partitions,
+            hep_bytes: Vec::new(),
             open: Vec::new(),
             checkpointer,
             stats,
@@ -240,17 +260,57 @@ impl StoreWriter {
         // The checkpoint of the last commit (which ran while the rows were built) must be
         // done for this transaction to write the WAL from its start again.
         self.checkpointer.wait_idle();
+        let mut hep_bytes = std::mem::take(&mut self.hep_bytes);
+        hep_bytes.clear();
+        let done = self.insert_rows(p, rows, created, &mut hep_bytes);
+        self.hep_bytes = hep_bytes;
+        done?;
+        // After the commit: the checkpoint copies it into the file.
+        let open = self.open.last_mut().expect("the connection just used");
+        self.checkpointer.request(&path);
+        let wal = open.partition.files()[1].clone();
+        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_MAX_BYTES) {
+            // The checkpointer fell behind (or failed): bound the WAL here. The batch is
+            // committed whatever this does; the rows' bytes go to the disk first.
+            let synced = open.hep.as_ref().map_or(Ok(()), HepFile::sync);
+            if let Err(e) = synced.and_then(|()| {
+                open.conn
+                    .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                    .map_err(|e| StoreError::sqlite(&path, e))
+            }) {
+                tracing::warn!(partition = %path.display(), error = %e, "store: checkpoint failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts `rows` into the partition `p` in one transaction; for a version-3 file
+    /// their HEP bytes are gathered in `hep_bytes` and appended to its side file with one
+    /// write before the commit.
+    fn insert_rows(
+        &mut self,
+        p: Partition,
+        rows: &[(i64, Row<'_>)],
+        created: &mut bool,
+        hep_bytes: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let path = p.path.clone();
         let open = self.connection(p, created)?;
         let sql = |e| StoreError::sqlite(&path, e);
         let mut ids = open.ids;
         let version = open.version;
+        let hep_start = open.hep.as_ref().map_or(0, HepFile::end);
         let tx = open.conn.transaction().map_err(sql)?;
         {
             let mut insert = tx.prepare_cached(version.insert()).map_err(sql)?;
             let mut recv = RecvText::default();
             for (_, r) in rows {
-                let (transport, peer, listener) = recv.of(r.recv);
-                bind(&mut insert, version, r, transport, peer, listener).map_err(sql)?;
+                bind(&mut insert, version, r, recv.changed(r.recv)).map_err(sql)?;
+                if version.has_side_file() {
+                    let offset = hep_start + hep_bytes.len() as u64;
+                    insert.raw_bind_parameter(20, offset as i64).map_err(sql)?;
+                    hep_bytes.extend_from_slice(&r.hep);
+                }
                 let mut id = ids.first(r.ts);
                 let mut tries = 0;
                 loop {
@@ -272,22 +332,15 @@ impl StoreWriter {
                 ids.stored(r.ts, id);
             }
         }
+        if let Some(hep) = &mut open.hep {
+            // Before the commit: a committed row never points past what was written.
+            hep.append(hep_bytes)?;
+            tx.execute(schema::SET_HEP_END, [hep.end() as i64])
+                .map_err(sql)?;
+        }
         tx.commit().map_err(sql)?;
         // After the commit: a failed batch leaves the ids as they were.
-        let open = self.open.last_mut().expect("the connection just used");
         open.ids = ids;
-        self.checkpointer.request(&path);
-        let wal = open.partition.files()[1].clone();
-        if std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_MAX_BYTES) {
-            // The checkpointer fell behind (or failed): bound the WAL here. The batch is
-            // committed whatever this does.
-            if let Err(e) = open
-                .conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            {
-                tracing::warn!(partition = %path.display(), error = %e, "store: checkpoint failed");
-            }
-        }
         Ok(())
     }
 
@@ -303,6 +356,21 @@ impl StoreWriter {
                 partition::check_header(&p.path)?;
             }
             let (conn, version) = schema::open_for_write(&p.path)?;
+            let hep = if version.has_side_file() {
+                let sql = |e| StoreError::sqlite(&p.path, e);
+                let committed_end: i64 = conn
+                    .query_row(schema::HEP_END, [], |r| r.get(0))
+                    .map_err(sql)?;
+                let (hep, lost) = HepFile::open(&p.path, committed_end.max(0) as u64)?;
+                if let Some((from, to)) = lost {
+                    // Recorded before anything is written after the gap.
+                    conn.execute(schema::ADD_HEP_LOST, [from as i64, to as i64])
+                        .map_err(sql)?;
+                }
+                Some(hep)
+            } else {
+                None
+            };
             if !exists {
                 *created = true;
                 tracing::info!(partition = %p.path.display(), "store: new partition");
@@ -314,6 +382,7 @@ impl StoreWriter {
             }
             self.open.push(Open {
                 partition: p,
+                hep,
                 conn,
                 version,
                 ids: RowIds::default(),
@@ -419,7 +488,9 @@ fn build_rows(
     (rows, failed, expired)
 }
 
-/// Binds the values of `r` to a prepared insert of `version` (all but the id, `?1`).
+/// Binds the values of `r` to a prepared insert of `version` (all but the id, `?1`, and
+/// in version 3 the offset of the HEP bytes, `?20`); the receive info's text only when
+/// `recv` has it (it changed since the row before).
 ///
 /// One call a parameter on the cached statement: no slice of trait objects built for each
 /// row, and a bound value stays bound (SQLite keeps the bindings across executions).
@@ -427,9 +498,7 @@ fn bind(
     insert: &mut Statement<'_>,
     version: Version,
     r: &Row<'_>,
-    transport: &str,
-    peer: &str,
-    listener: &str,
+    recv: Option<(&str, &str, &str)>,
 ) -> rusqlite::Result<()> {
     let sip = r.sip.as_ref();
     let call_id = sip.and_then(|s| s.call_id);
@@ -450,13 +519,25 @@ fn bind(
     insert.raw_bind_parameter(14, to.and_then(|t| t.user))?;
     insert.raw_bind_parameter(15, to.and_then(|t| t.tag))?;
     insert.raw_bind_parameter(16, r.correlation_id)?;
-    insert.raw_bind_parameter(17, transport)?;
-    insert.raw_bind_parameter(18, peer)?;
-    insert.raw_bind_parameter(19, listener)?;
-    insert.raw_bind_parameter(20, &r.hep[..])?;
-    if version == Version::V2 {
-        insert.raw_bind_parameter(21, call_id.map(text_hash))?;
-        insert.raw_bind_parameter(22, r.correlation_id.map(text_hash))?;
+    // Bound again only when they change (still bound from the row before otherwise).
+    if let Some((transport, peer, listener)) = recv {
+        insert.raw_bind_parameter(17, transport)?;
+        insert.raw_bind_parameter(18, peer)?;
+        insert.raw_bind_parameter(19, listener)?;
+    }
+    match version {
+        Version::V1 => insert.raw_bind_parameter(20, &r.hep[..])?,
+        Version::V2 => {
+            insert.raw_bind_parameter(20, &r.hep[..])?;
+            insert.raw_bind_parameter(21, call_id.map(text_hash))?;
+            insert.raw_bind_parameter(22, r.correlation_id.map(text_hash))?;
+        }
+        Version::V3 => {
+            // `?20`, the offset in the side file, is bound by the caller.
+            insert.raw_bind_parameter(21, r.hep.len() as i64)?;
+            insert.raw_bind_parameter(22, call_id.map(text_hash))?;
+            insert.raw_bind_parameter(23, r.correlation_id.map(text_hash))?;
+        }
     }
     Ok(())
 }
