@@ -34,7 +34,8 @@
 //! anything of hep-server: a tokio current-thread runtime waits for readability, then
 //! `recvmmsg` through quinn-udp (batches of up to `quinn_udp::BATCH_SIZE` buffers, UDP GRO
 //! on, as in hep-transport), an `SO_RCVBUF` of `--rcvbuf` (default 8 MiB; Linux caps it
-//! at `net.core.rmem_max` and reports twice the granted size), and a minimal HEP3 check
+//! at `net.core.rmem_max` unless the process has `CAP_NET_ADMIN`, as hep-server's listener
+//! does, and reports twice the granted size), and a minimal HEP3 check
 //! per datagram ([`walk`]: magic, total length, every chunk header, the exact size of
 //! chunks 1-12, a payload), as the C sink of `docs/limits.md` does.
 //!
@@ -244,6 +245,10 @@ fn udp_sink(listen: SocketAddr, rcvbuf: usize) -> Result<Box<dyn Fn() -> String 
     .map_err(err("socket"))?;
     sock.set_recv_buffer_size(rcvbuf)
         .map_err(err("SO_RCVBUF"))?;
+    // As hep-server's listener: above rmem_max when privileged, so that the ceiling and
+    // the server are measured with the same buffer.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = rustix::net::sockopt::set_socket_recv_buffer_size_force(&sock, rcvbuf);
     let granted = sock.recv_buffer_size().map_err(err("SO_RCVBUF"))?;
     sock.set_nonblocking(true).map_err(err("O_NONBLOCK"))?;
     sock.bind(&listen.into()).map_err(err("bind"))?;

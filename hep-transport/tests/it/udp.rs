@@ -206,6 +206,39 @@ async fn the_granted_receive_buffer_is_reported() {
 }
 
 #[tokio::test]
+async fn a_privileged_listener_gets_its_receive_buffer_above_rmem_max() {
+    // Ask for twice net.core.rmem_max. Without CAP_NET_ADMIN Linux caps the buffer at
+    // rmem_max (reported doubled); with it (root), SO_RCVBUFFORCE grants the request.
+    let Some(rmem_max) = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+    else {
+        return; // not Linux
+    };
+    let mut config = ListenerConfig::default();
+    config.udp.recv_buffer_size = rmem_max * 2;
+    let udp = hep_transport::Listener::bind("hep_udp:127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap();
+    let granted = udp.recv_buffer_size().expect("UDP reports SO_RCVBUF");
+    let privileged = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 12) != 0); // CAP_NET_ADMIN
+    if privileged {
+        assert_eq!(
+            granted,
+            rmem_max * 4,
+            "SO_RCVBUFFORCE: the request, doubled"
+        );
+    } else {
+        assert_eq!(granted, rmem_max * 2, "capped at rmem_max, doubled");
+    }
+}
+
+#[tokio::test]
 async fn a_port_in_use_is_a_bind_error_that_names_the_spec() {
     for transport in ["hep_udp", "hep_tcp"] {
         let first = hep_transport::Listener::bind(
