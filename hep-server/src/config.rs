@@ -14,6 +14,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -377,15 +378,52 @@ pub enum LogFormat {
     Json,
 }
 
-/// Auth key check (`[auth]`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Auth key check (`[auth]`). The keys are secrets: `check-config` (whose output ends up
+/// in tickets and chats) and `Debug` show that a key is set, never the key.
+#[derive(Clone, PartialEq, Serialize)]
 pub struct AuthConfig {
     /// The shared key (or the fallback when `keys` is set).
+    #[serde(serialize_with = "redact_key")]
     pub key: Option<String>,
     /// Keys per capture id (TOML keys are strings; each is checked to be a number).
+    #[serde(serialize_with = "redact_keys")]
     pub keys: BTreeMap<String, String>,
     /// Remove the key from accepted messages before outputs see them (default false).
     pub strip: bool,
+}
+
+/// What is shown instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+fn redact_key<S: serde::Serializer>(key: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match key {
+        Some(_) => s.serialize_some(REDACTED),
+        None => s.serialize_none(),
+    }
+}
+
+fn redact_keys<S: serde::Serializer>(
+    keys: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(keys.keys().map(|id| (id, REDACTED)))
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("key", &self.key.as_ref().map(|_| REDACTED))
+            .field(
+                "keys",
+                &self
+                    .keys
+                    .keys()
+                    .map(|id| (id, REDACTED))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .field("strip", &self.strip)
+            .finish()
+    }
 }
 
 /// Filter rules (`[filter]`); see [`hep_callbacks::Filter`].
@@ -1354,5 +1392,20 @@ mod tests {
         assert!(printed.contains("hep_max_msg_chunks = 32"), "{printed}");
         let again = parse(&printed).unwrap();
         assert_eq!(again.to_toml(), printed);
+    }
+
+    #[test]
+    fn printed_and_debugged_configs_show_that_keys_are_set_never_the_keys() {
+        let c =
+            parse("[auth]\nkey = \"shared-s3cret\"\nkeys = { 2001 = \"agent-s3cret\" }\n").unwrap();
+        let auth = c.auth.as_ref().unwrap();
+        assert_eq!(auth.key.as_deref(), Some("shared-s3cret"), "kept for use");
+        for shown in [c.to_toml(), format!("{c:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(
+                shown.contains(REDACTED) && shown.contains("2001"),
+                "{shown}"
+            );
+        }
     }
 }
