@@ -575,12 +575,11 @@ const RELAY_RUN: usize = 256;
 /// postponed writes) and the rest of the run here, until the sender has room, for at most
 /// `hep_async_local_write_timeout`; when it does not come in time, the rest of each run is
 /// offered as sends are (what does not fit is dropped and counted) until the sender's
-/// queue is empty again. So a destination that keeps up with bursts costs no
-/// message for lack of room in the sender's queue, and one that stalls cannot hold up
-/// this output's queue and with it the other outputs. Awaiting
-/// every message's write held a relay to about 60,000 messages/s, and handing runs of 15
-/// to the sender's writer task, within its 32 pending messages, to 300,000
-/// (`docs/BENCHMARKS.md`).
+/// queue is empty again. So a destination that keeps up with bursts costs no message for
+/// lack of room in the sender's queue, and one that stalls cannot hold up this output's
+/// queue and with it the other outputs. Awaiting every message's write held a relay to
+/// about 60,000 messages/s, and handing runs of 15 to the sender's writer task, within
+/// its 32 pending messages, to 300,000 (`docs/BENCHMARKS.md`).
 async fn relay(
     dest: HepDestination,
     sender: HepSender,

@@ -499,6 +499,7 @@ impl Shared {
         conn.wake.notify_one();
         msgs.len()
     }
+
     /// Async streams: takes leading `msgs` as OpenSIPS takes a message, written at once
     /// where the socket takes it (plain TCP, idle established connection: one vectored
     /// write from this thread), else queued (postponed) up to
