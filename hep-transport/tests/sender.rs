@@ -448,7 +448,6 @@ async fn close_flushes_the_queue() {
     assert_all_accounted(&s, 151);
 }
 
-/// A listener that accepts and never reads, with a small receive buffer.
 /// The counters once the writers of connections that ended have accounted for what they
 /// held (they do so when they next run, after `close` may have returned).
 async fn settled(sender: &HepSender) -> SenderStatsSnapshot {
@@ -462,6 +461,16 @@ async fn settled(sender: &HepSender) -> SenderStatsSnapshot {
     }
 }
 
+/// A loopback listener whose connections have a 4 KiB receive buffer: a peer that reads
+/// slowly, or not at all, holds the sender back at once.
+fn small_buffer_listener() -> TcpListener {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    sock.listen(64).unwrap()
+}
+
+/// A listener that accepts and never reads, with a small receive buffer.
 struct StalledPeer {
     addr: SocketAddr,
     accepted: Arc<Mutex<Vec<TcpStream>>>,
@@ -470,10 +479,7 @@ struct StalledPeer {
 
 impl StalledPeer {
     fn start() -> Self {
-        let sock = TcpSocket::new_v4().unwrap();
-        sock.set_recv_buffer_size(4096).unwrap();
-        sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener = sock.listen(64).unwrap();
+        let listener = small_buffer_listener();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let acc = accepted.clone();
@@ -567,10 +573,7 @@ async fn an_overloaded_sender_to_a_reading_destination_keeps_delivering() {
     // offered messages: the 32-message queue overflows again and again. That is
     // overload, not a failure: the excess is dropped and counted, the connection stays,
     // and the destination is never cooled down.
-    let sock = TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = sock.listen(8).unwrap();
+    let listener = small_buffer_listener();
     let addr = listener.local_addr().unwrap();
     let reader = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
@@ -683,10 +686,7 @@ async fn offers_to_a_slow_reader_arrive_whole_and_in_order_and_none_is_lost_for_
     // short mid-message, the rest of the message and of the run waits in the sender's
     // queue and then in the caller's hands. The stream must stay framed and ordered,
     // and nothing may be dropped: the caller waits for room instead.
-    let sock = TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = sock.listen(8).unwrap();
+    let listener = small_buffer_listener();
     let addr = listener.local_addr().unwrap();
     let msgs: Vec<Bytes> = (0..6000).map(|i| hep3(i, 60 + (i * 131) % 1400)).collect();
     let expected = msgs.clone();
