@@ -359,7 +359,9 @@ fn a_foreign_side_file_is_refused_and_left_untouched() {
 fn retention_deletes_the_side_file_with_its_partition_and_counts_its_size() {
     let dir = TempDir::new("store-side-retention");
     let now = (super::writer::now_usec() / 1_000_000) as u32;
-    let (old, new) = (now - 3 * 86_400, now);
+    // At the start of an hour, so that the 600 s of old messages fill one partition (an
+    // hour that began more than 3,000 s before `old` would split them over two).
+    let (old, new) = ((now - 3 * 86_400) / 3_600 * 3_600, now);
     // Messages of 2 KB: most of the old partition's bytes are in its side file.
     let pad = format!("X-Pad: {}\r\n", "p".repeat(2_000));
     let batch: Vec<Queued> = (0..600)
