@@ -38,6 +38,7 @@ pub mod fd_limit;
 pub mod ladder;
 pub mod metrics;
 pub mod output;
+mod read;
 pub mod record;
 pub mod server;
 pub mod sip;

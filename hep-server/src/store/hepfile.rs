@@ -23,11 +23,12 @@
 //! by a search, which goes on with the others.
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read as _};
+use std::io::ErrorKind;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
+use crate::read::read_full;
 
 /// The first 8 bytes of a side file.
 pub const MAGIC: [u8; 8] = *b"HEPSBYTE";
@@ -72,15 +73,7 @@ pub fn check(path: &Path) -> Result<(), StoreError> {
 
 fn check_open(f: &mut File, path: &Path) -> Result<(), StoreError> {
     let mut h = [0u8; HEADER_LEN as usize];
-    let mut n = 0;
-    while n < h.len() {
-        match f.read(&mut h[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(StoreError::io(path, e)),
-        }
-    }
+    let n = read_full(f, &mut h).map_err(|e| StoreError::io(path, e))?;
     if n == 0 {
         return Ok(());
     }

@@ -10,12 +10,12 @@
 //! it.
 
 use std::fs::File;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use super::StoreError;
 use super::hepfile;
 use super::schema::{APPLICATION_ID, SCHEMA_VERSION};
+use crate::read::read_full;
 use crate::time::{civil_from_days, days_from_civil};
 
 /// The lock file of a store directory.
@@ -177,15 +177,7 @@ pub fn scan(dir: &Path) -> Result<Vec<Partition>, StoreError> {
 pub fn check_header(path: &Path) -> Result<(), StoreError> {
     let mut header = [0u8; 100];
     let mut f = File::open(path).map_err(|e| StoreError::io(path, e))?;
-    let mut n = 0;
-    while n < header.len() {
-        match f.read(&mut header[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(StoreError::io(path, e)),
-        }
-    }
+    let n = read_full(&mut f, &mut header).map_err(|e| StoreError::io(path, e))?;
     if n == 0 {
         return Ok(());
     }

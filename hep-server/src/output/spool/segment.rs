@@ -13,6 +13,7 @@ use std::io::{self, BufReader, ErrorKind, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use super::SpoolError;
+use crate::read::read_full;
 
 /// First bytes of every segment.
 pub(super) const MAGIC: &[u8; 8] = b"HEPSPOOL";
@@ -120,20 +121,6 @@ pub(super) fn read_record(r: &mut impl Read) -> io::Result<Record> {
         return Ok(Record::Corrupt);
     }
     Ok(Record::Valid(payload))
-}
-
-/// Reads until `buf` is full or the file ends; how many bytes were read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// What [`scan`] found in a segment.
