@@ -271,7 +271,7 @@ impl Default for StoreConfig {
             max_size_mb: 10_240,
             min_free_mb: 1_024,
             partition_minutes: 60,
-            batch_size: 20_000,
+            batch_size: 50_000,
         }
     }
 }

@@ -9,10 +9,14 @@
 //! waits for the writer or for searches) and closes it.
 //!
 //! The WAL starts over from its beginning only when a transaction begins after a
-//! checkpoint copied all of it. So the writer builds the rows of its next batch while the
-//! checkpoint runs, then waits for it ([`Checkpointer::wait_idle`]) before it begins the
-//! transaction: the WAL holds one batch at most, as with SQLite's own checkpoints (without
-//! the wait a checkpoint never catches up with a busy writer, and the WAL grows). Before
+//! checkpoint copied all of it; without that it grows, as a checkpoint never catches up
+//! with a busy writer. Waiting for each checkpoint to end before the next transaction
+//! would bound it to one batch, but puts the checkpoint's copy and `fsync`s on the
+//! writer's path: with a batch's checkpoint as long as half its insert, the writer waited
+//! a third of the time. So checkpoints run beside the writer's next transactions, and the
+//! writer waits ([`Checkpointer::wait_idle`]) only once the last checkpoint found more
+//! than [`WAL_RESTART_BYTES`] in the WAL: it then starts over, having copied batches
+//! that often changed the same index pages once. Before
 //! each checkpoint it syncs the partition's side file of HEP bytes (schema version 3), so
 //! that no row reaches the database file before the bytes it points to reach the disk
 //! (the `fsync`s stay off the writer's path, as the checkpoint's own do). If the
@@ -32,6 +36,11 @@ use super::hepfile;
 /// Past this size of a partition's WAL the writer checkpoints (and truncates it) itself.
 pub(crate) const WAL_MAX_BYTES: u64 = 256 << 20;
 
+/// Past this size of the WAL (as the last checkpoint found it) the writer waits for the
+/// checkpoints to end before its next transaction, which then writes the WAL from its
+/// start again.
+pub(crate) const WAL_RESTART_BYTES: u64 = 64 << 20;
+
 /// The writer waits at most this long for a checkpoint before it writes anyway.
 const MAX_WAIT: Duration = Duration::from_secs(10);
 
@@ -44,6 +53,8 @@ pub(crate) struct Work {
     running: bool,
     /// The writer is gone: the thread ends once `wanted` is done.
     closed: bool,
+    /// The largest WAL the last checkpoints found, bytes.
+    wal_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +102,12 @@ impl Checkpointer {
         }
         drop(work);
         self.shared.changed.notify_all();
+    }
+
+    /// The largest WAL the last checkpoints found, bytes: what the WAL held when they
+    /// began (the writer may have added to it since).
+    pub(crate) fn wal_bytes(&self) -> u64 {
+        self.shared.lock().wal_bytes
     }
 
     /// Waits until every requested checkpoint is done (at most 10 s: a stuck checkpoint
@@ -155,25 +172,30 @@ fn run(shared: &Shared) {
         let wanted = std::mem::take(&mut work.wanted);
         work.running = true;
         drop(work);
+        let mut wal_bytes = 0;
         for path in wanted {
-            if let Err(e) = checkpoint(&path) {
-                tracing::warn!(partition = %path.display(), error = %e, "store: checkpoint failed; the writer checkpoints when the WAL is large");
+            match checkpoint(&path) {
+                Ok(bytes) => wal_bytes = wal_bytes.max(bytes),
+                Err(e) => {
+                    tracing::warn!(partition = %path.display(), error = %e, "store: checkpoint failed; the writer checkpoints when the WAL is large");
+                }
             }
         }
         work = shared.lock();
         work.running = false;
+        work.wal_bytes = wal_bytes;
         shared.changed.notify_all();
     }
 }
 
 /// A `PASSIVE` checkpoint of the partition at `path`, on a connection of its own, after
 /// its side file of HEP bytes (version 3) is synced: a row in the database file points to
-/// bytes on the disk.
+/// bytes on the disk. Returns the size of the WAL it found, bytes.
 ///
 /// The file is opened without `CREATE`: one deleted meanwhile is not made again.
-fn checkpoint(path: &Path) -> Result<(), StoreError> {
+fn checkpoint(path: &Path) -> Result<u64, StoreError> {
     if !path.exists() {
-        return Ok(());
+        return Ok(0);
     }
     hepfile::sync(path)?;
     let sql = |e| StoreError::sqlite(path, e);
@@ -187,8 +209,12 @@ fn checkpoint(path: &Path) -> Result<(), StoreError> {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .map_err(sql)?;
+    let page_size: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(sql)?;
     tracing::debug!(partition = %path.display(), busy, log, copied, "store: checkpoint");
-    Ok(())
+    // Each frame of the WAL is a page and a 24-byte header.
+    Ok((log.max(0) * (page_size + 24)) as u64)
 }
 
 #[cfg(test)]
@@ -250,6 +276,26 @@ mod tests {
         assert!(
             lengths.windows(2).all(|w| w[1] <= w[0]),
             "the WAL grew: {lengths:?}"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_reports_the_size_of_the_wal_it_found() {
+        let dir = TempDir::new("ckpt-size");
+        let (path, writer) = wal_db(&dir, "");
+        let ckpt = Checkpointer::spawn("test").expect("the thread");
+        assert_eq!(ckpt.wal_bytes(), 0, "no checkpoint yet");
+        for _ in 0..3 {
+            writer
+                .execute("INSERT INTO t VALUES (zeroblob(200000))", [])
+                .expect("write");
+        }
+        ckpt.request(&path);
+        ckpt.wait_idle();
+        let found = ckpt.wal_bytes();
+        assert!(
+            (600_000..1_000_000).contains(&found),
+            "three rows of 200 kB and their pages: {found}"
         );
     }
 

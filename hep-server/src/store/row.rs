@@ -1,37 +1,141 @@
-//! What the store keeps of one message: the indexed summary and the HEP bytes.
+//! What the store keeps of one message: the indexed summary and the HEP bytes, built
+//! for a whole batch at a time ([`Rows`]) on the store's rows thread while the writer
+//! inserts the batch before.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use hep_proto::{HepMessage, HepVersion};
-use hep_transport::{Received, RecvInfo};
+use hep_transport::{Received, Transport};
 
+use crate::config::StoreConfig;
 use crate::sip::{self, SipSummary};
 
-/// The values of one `messages` row, borrowed from the message where they can be.
+/// A piece of a batch's text: its place in [`Rows`]'s buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Text {
+    start: usize,
+    end: usize,
+}
+
+/// The values of one `messages` row; its text is kept in its batch's [`Rows`].
 #[derive(Debug)]
-pub(crate) struct Row<'a> {
+pub(crate) struct Row {
+    /// The start of its partition, seconds since the Unix epoch.
+    pub(crate) partition: i64,
     /// Capture time, us (receive time for HEPv1, which has none).
     pub(crate) ts: i64,
     pub(crate) recv_ts: i64,
     pub(crate) proto_type: Option<u8>,
     pub(crate) capture_id: Option<u32>,
-    pub(crate) src: Option<String>,
-    pub(crate) dst: Option<String>,
-    pub(crate) sip: Option<SipSummary<'a>>,
-    pub(crate) correlation_id: Option<&'a str>,
+    pub(crate) src: Option<Text>,
+    pub(crate) dst: Option<Text>,
+    pub(crate) call_id: Option<Text>,
+    pub(crate) method: Option<Text>,
+    pub(crate) status: Option<u16>,
+    pub(crate) cseq: Option<u32>,
+    pub(crate) from_user: Option<Text>,
+    pub(crate) from_tag: Option<Text>,
+    pub(crate) to_user: Option<Text>,
+    pub(crate) to_tag: Option<Text>,
+    pub(crate) correlation_id: Option<Text>,
     /// How it reached us (written as text; see [`RecvText`]).
-    pub(crate) recv: &'a RecvInfo,
+    pub(crate) transport: Transport,
+    pub(crate) peer: SocketAddr,
+    pub(crate) listener: SocketAddr,
     /// The HEP bytes: as received, or re-encoded when a callback changed the message
     /// (so that what is stored is what the outputs saw, e.g. without a stripped key).
     pub(crate) hep: Bytes,
 }
 
-impl<'a> Row<'a> {
+/// What the rows of a batch depend on besides its messages: the store's settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowPlan {
+    /// Partition length, seconds.
+    span: i64,
+    /// Retention by age, us (`None`: messages are kept whatever their age).
+    max_age: Option<i64>,
+}
+
+impl RowPlan {
+    pub(crate) fn of(config: &StoreConfig) -> Self {
+        Self {
+            span: i64::from(config.partition_minutes) * 60,
+            max_age: (config.max_age_hours > 0)
+                .then(|| config.max_age_hours as i64 * 3_600_000_000),
+        }
+    }
+
+    /// Partition length, seconds.
+    pub(crate) const fn span(self) -> i64 {
+        self.span
+    }
+}
+
+/// The rows of one batch, with the text they point into.
+///
+/// Owned (no borrow of the batch's messages), so that a batch's rows are built on one
+/// thread and inserted on another. The text of all rows goes into one buffer: no
+/// allocation per row or per field.
+#[derive(Debug)]
+pub(crate) struct Rows {
+    plan: RowPlan,
+    rows: Vec<Row>,
+    text: String,
+    /// Messages of the batch.
+    pub(crate) taken: u64,
+    /// Changed messages that did not encode again.
+    pub(crate) failed: u64,
+    /// Messages older than the retention by age.
+    pub(crate) expired: u64,
+}
+
+impl Rows {
+    /// No rows yet.
+    pub(crate) fn new(plan: RowPlan) -> Self {
+        Self {
+            plan,
+            rows: Vec::new(),
+            text: String::new(),
+            taken: 0,
+            failed: 0,
+            expired: 0,
+        }
+    }
+
+    /// Adds the row of `m`, received by `now` (us since the Unix epoch).
+    pub(crate) fn add(&mut self, m: &Received, now: i64) {
+        self.taken += 1;
+        match self.row(m, now) {
+            None => self.failed += 1,
+            Some(r) if self.plan.max_age.is_some_and(|age| r.ts < now - age) => {
+                self.expired += 1;
+            }
+            Some(r) => self.rows.push(r),
+        }
+    }
+
+    /// Puts the rows in partition order (within one, they keep the batch's order).
+    pub(crate) fn sort(&mut self) {
+        self.rows.sort_by_key(|r| r.partition);
+    }
+
+    /// The rows of each partition the batch touches, in the order of [`sort`](Self::sort)
+    /// (usually one partition; a batch across an hour's end, or late messages, two).
+    pub(crate) fn by_partition(&self) -> impl Iterator<Item = &[Row]> {
+        self.rows.chunk_by(|a, b| a.partition == b.partition)
+    }
+
+    /// The text of `t`.
+    pub(crate) fn text(&self, t: Option<Text>) -> Option<&str> {
+        t.map(|t| &self.text[t.start..t.end])
+    }
+
     /// The row of `m`, received at `recv_ts` (us); `None` when a changed message cannot be
     /// encoded again.
-    pub(crate) fn new(m: &'a Received, recv_ts: i64) -> Option<Self> {
+    fn row(&mut self, m: &Received, recv_ts: i64) -> Option<Row> {
+        let span = self.plan.span;
         let msg = &m.message;
         let hep = if m.modified {
             let version = msg.version.unwrap_or(HepVersion::V3);
@@ -47,17 +151,74 @@ impl<'a> Row<'a> {
         };
         let payload = msg.payload.bytes();
         let sip = SipSummary::parse(payload);
-        Some(Self {
+        let from = sip.and_then(|s| s.from);
+        let to = sip.and_then(|s| s.to);
+        Some(Row {
+            partition: ts.div_euclid(1_000_000).div_euclid(span) * span,
             ts,
             recv_ts,
             proto_type: msg.proto_type.map(|t| t.id()),
             capture_id: msg.capture_id,
-            src: addr(msg.src_ip, msg.src_port),
-            dst: addr(msg.dst_ip, msg.dst_port),
-            correlation_id: correlation_id(msg, sip.as_ref(), payload),
-            sip,
-            recv: &m.info,
+            src: self.addr(msg.src_ip, msg.src_port),
+            dst: self.addr(msg.dst_ip, msg.dst_port),
+            call_id: self.push(sip.and_then(|s| s.call_id)),
+            method: self.push(sip.and_then(|s| s.method())),
+            status: sip.and_then(|s| s.status()),
+            cseq: sip.and_then(|s| s.cseq).map(|c| c.seq),
+            from_user: self.push(from.and_then(|f| f.user)),
+            from_tag: self.push(from.and_then(|f| f.tag)),
+            to_user: self.push(to.and_then(|t| t.user)),
+            to_tag: self.push(to.and_then(|t| t.tag)),
+            correlation_id: self.push(correlation_id(msg, sip.as_ref(), payload)),
+            transport: m.info.transport,
+            peer: m.info.peer,
+            listener: m.info.listener,
             hep,
+        })
+    }
+
+    /// Appends `s` to the text.
+    fn push(&mut self, s: Option<&str>) -> Option<Text> {
+        let start = self.text.len();
+        self.text.push_str(s?);
+        Some(Text {
+            start,
+            end: self.text.len(),
+        })
+    }
+
+    /// Appends `IP:PORT` (`[IP]:PORT` for IPv6), or the IP alone without a port.
+    ///
+    /// IPv4 is written by hand: `Display` of a socket address goes through the
+    /// formatter's padding machinery, a measurable share of the store's time for two per
+    /// row.
+    fn addr(&mut self, ip: Option<IpAddr>, port: Option<u16>) -> Option<Text> {
+        let ip = ip?;
+        let start = self.text.len();
+        let s = &mut self.text;
+        match (ip, port) {
+            (IpAddr::V4(v4), _) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        s.push('.');
+                    }
+                    push_decimal(s, u32::from(octet));
+                }
+                if let Some(p) = port {
+                    s.push(':');
+                    push_decimal(s, u32::from(p));
+                }
+            }
+            (_, Some(p)) => {
+                let _ = write!(s, "{}", SocketAddr::new(ip, p));
+            }
+            (_, None) => {
+                let _ = write!(s, "{ip}");
+            }
+        }
+        Some(Text {
+            start,
+            end: s.len(),
         })
     }
 }
@@ -83,36 +244,6 @@ fn correlation_id<'a>(
     }
     let x_cid = sip.and_then(|_| sip::header(payload, "X-CID"));
     x_cid.or(chunk)
-}
-
-/// `IP:PORT` (`[IP]:PORT` for IPv6), the IP alone without a port, or `None`.
-///
-/// IPv4 is written by hand: `Display` of a socket address goes through the formatter's
-/// padding machinery, a measurable share of the store thread's time for two per row.
-fn addr(ip: Option<IpAddr>, port: Option<u16>) -> Option<String> {
-    let ip = ip?;
-    Some(match (ip, port) {
-        (IpAddr::V4(v4), _) => {
-            let mut s = String::with_capacity(21);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    s.push('.');
-                }
-                push_decimal(&mut s, u32::from(octet));
-            }
-            if let Some(p) = port {
-                s.push(':');
-                push_decimal(&mut s, u32::from(p));
-            }
-            s
-        }
-        (_, Some(p)) => SocketAddr::new(ip, p).to_string(),
-        (_, None) => {
-            let mut s = String::with_capacity(40);
-            let _ = write!(s, "{ip}");
-            s
-        }
-    })
 }
 
 /// Appends `n` in decimal.
@@ -141,10 +272,10 @@ pub(crate) struct RecvText {
 }
 
 impl RecvText {
-    /// `(transport, peer, listener)` of `r` when they differ from those of the last call
+    /// `(transport, peer, listener)` of `r` when they differ from those of the row before
     /// (or on the first); `None` when they are the same: a prepared insert keeps the
     /// values bound, so a run of one connection's messages binds them once.
-    pub(crate) fn changed(&mut self, r: &RecvInfo) -> Option<(&'static str, &str, &str)> {
+    pub(crate) fn changed(&mut self, r: &Row) -> Option<(&'static str, &str, &str)> {
         if self
             .last
             .as_ref()
@@ -152,31 +283,20 @@ impl RecvText {
         {
             return None;
         }
-        Some(self.of(r))
-    }
-
-    /// `(transport, peer, listener)` of `r`.
-    pub(crate) fn of(&mut self, r: &RecvInfo) -> (&'static str, &str, &str) {
-        if self
-            .last
-            .as_ref()
-            .is_none_or(|(p, l, _, _)| (*p, *l) != (r.peer, r.listener))
-        {
-            self.last = Some((
-                r.peer,
-                r.listener,
-                r.peer.to_string(),
-                r.listener.to_string(),
-            ));
-        }
-        let (_, _, peer, listener) = self.last.as_ref().expect("just set");
-        (r.transport.as_str(), peer, listener)
+        let (_, _, peer, listener) = self.last.insert((
+            r.peer,
+            r.listener,
+            r.peer.to_string(),
+            r.listener.to_string(),
+        ));
+        Some((r.transport.as_str(), peer, listener))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::addr;
+    use super::{RowPlan, Rows};
+    use crate::config::StoreConfig;
     use std::net::IpAddr;
 
     #[test]
@@ -194,8 +314,11 @@ mod tests {
                 Some(p) => std::net::SocketAddr::new(ip, p).to_string(),
                 None => ip.to_string(),
             };
-            assert_eq!(addr(Some(ip), port).as_deref(), Some(expected.as_str()));
+            let mut rows = Rows::new(RowPlan::of(&StoreConfig::default()));
+            let t = rows.addr(Some(ip), port);
+            assert_eq!(rows.text(t), Some(expected.as_str()));
         }
-        assert_eq!(addr(None, Some(1)), None);
+        let mut rows = Rows::new(RowPlan::of(&StoreConfig::default()));
+        assert_eq!(rows.addr(None, Some(1)), None);
     }
 }

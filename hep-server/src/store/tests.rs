@@ -509,9 +509,9 @@ fn rows_in(dir: &Path, ts: u32) -> i64 {
 }
 
 #[test]
-fn a_big_batch_built_on_two_threads_keeps_every_message_of_every_partition() {
-    // Above `PARALLEL_ROWS`: its rows are built in two parts on two threads. Calls of 5
-    // messages at 10:00 and 11:00, with a late message of 09:00 now and then.
+fn a_big_batch_across_partitions_keeps_every_message_of_every_partition() {
+    // Calls of 5 messages at 10:00 and 11:00, with a late message of 09:00 now and then:
+    // the batch's rows go into three partitions, each in the batch's order.
     let dir = TempDir::new("store-big-batch");
     let eleven = TEN + 3_600;
     let batch: Vec<Queued> = (0..6_000u32)
@@ -532,7 +532,6 @@ fn a_big_batch_built_on_two_threads_keeps_every_message_of_every_partition() {
     assert_eq!(rows_in(dir.path(), NINE), 6);
     assert_eq!(rows_in(dir.path(), TEN), 3_500 - 3);
     assert_eq!(rows_in(dir.path(), eleven), 2_500 - 3);
-    // The first part's calls, the second part's, and one across the split (3,600 / 5 = 720).
     for call in ["big-0", "big-719", "big-720", "big-1100"] {
         assert_eq!(call_ids(dir.path(), &by_call(call)).len(), 5, "{call}");
     }
@@ -541,4 +540,61 @@ fn a_big_batch_built_on_two_threads_keeps_every_message_of_every_partition() {
         ["big-199"; 5],
         "message 999 (late, 09:00) with its call's others"
     );
+}
+
+/// The rows thread over a queue of `queued` messages, with a writer that takes a batch
+/// only once the rows thread has taken all it will take into it (so that the writer is
+/// busy meanwhile): the sizes of the batches handed over.
+fn batches_of(queued: u32, batch_size: usize) -> Vec<u64> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let (tx, mut rx) = tokio::sync::mpsc::channel(queued as usize);
+    for i in 0..queued {
+        let m = invite(TEN + i, &format!("queued-{i}"), "alice", "");
+        tx.try_send(m).expect("room");
+    }
+    let (built, to_write) = std::sync::mpsc::sync_channel(0);
+    let plan = writer(TempDir::new("store-plan").path()).plan();
+    let close = tokio_util::sync::CancellationToken::new();
+    let handle = runtime.handle().clone();
+    let rows = std::thread::spawn(move || {
+        super::writer::build_batches(&mut rx, &built, plan, batch_size, &close, &handle);
+    });
+    let mut sizes = Vec::new();
+    let mut left = queued as usize;
+    while left > 0 {
+        // The rows thread takes up to a batch off the queue, then waits for the writer.
+        let expect_left = left.saturating_sub(batch_size);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while tx.max_capacity() - tx.capacity() > expect_left {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the rows thread is stuck"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let batch: super::row::Rows = to_write.recv().expect("a batch");
+        sizes.push(batch.taken);
+        left -= batch.taken as usize;
+    }
+    drop(tx); // The queue closes: the rows thread ends.
+    rows.join().expect("the rows thread");
+    assert!(to_write.recv().is_err(), "no batch after the last message");
+    sizes
+}
+
+#[test]
+fn a_batch_is_what_was_queued_while_the_writer_was_busy_up_to_the_batch_size() {
+    assert_eq!(
+        batches_of(300, 1_000),
+        [300],
+        "all that was queued, at once"
+    );
+    assert_eq!(
+        batches_of(300, 128),
+        [128, 128, 44],
+        "at most the batch size"
+    );
+    assert_eq!(batches_of(1, 128), [1], "a lone message goes on its own");
 }

@@ -1,11 +1,11 @@
-//! The store output's thread: takes batches off the output's queue and writes each in
-//! one transaction per partition, with a prepared insert.
+//! The store output's threads: the rows thread takes batches off the output's queue and
+//! builds their rows ([`Rows`]); the writer thread writes each batch in one transaction
+//! per partition, with a prepared insert, while the next batch's rows are built.
 //!
 //! Under load a batch is up to `[store] batch_size` messages (one commit for all of
 //! them); when traffic is light, each wake-up writes what is queued, so a message is
-//! searchable within milliseconds. The rows of a batch of [`PARALLEL_ROWS`] or more are
-//! built on two threads, and WAL checkpoints run on the checkpointer's thread
-//! (`super::checkpoint`). Before each batch the free space of the filesystem is
+//! searchable within milliseconds. WAL checkpoints run on a third thread, the
+//! checkpointer's (`super::checkpoint`). Before each batch the free space of the filesystem is
 //! checked: below `[store] min_free_mb` the batch is dropped and counted
 //! (`reason="disk_low"`), the disk is never filled. Retention runs at start, when a new
 //! partition is created and every 10 seconds.
@@ -15,20 +15,22 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, Statement};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::Receiver;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::StoreError;
-use super::checkpoint::{Checkpointer, WAL_MAX_BYTES};
+use super::checkpoint::{Checkpointer, WAL_MAX_BYTES, WAL_RESTART_BYTES};
 use super::hepfile::HepFile;
 use super::partition::{self, LOCK_FILE, Partition};
 use super::retention::{self, Limits};
-use super::row::{RecvText, Row};
+use super::row::{RecvText, Row, RowPlan, Rows};
 use super::schema::{self, RowIds, Version, text_hash};
 use crate::config::StoreConfig;
 use crate::metrics::{Collect, Kind, Samples};
@@ -145,9 +147,6 @@ impl Drop for Open {
     }
 }
 
-/// Batches of at least this many messages have their rows built on two threads.
-const PARALLEL_ROWS: usize = 4_096;
-
 /// Tries at most this many ids for one message (taken ones are skipped).
 const MAX_ID_TRIES: u32 = 1 << 20;
 
@@ -195,46 +194,40 @@ impl StoreWriter {
         Ok(w)
     }
 
-    /// Writes one batch.
+    /// What the rows of a batch depend on: for [`Rows::build`] on another thread.
+    pub(crate) fn plan(&self) -> RowPlan {
+        RowPlan::of(&self.config)
+    }
+
+    /// Writes one batch (its rows built here; the store's threads build them beside the
+    /// writer, [`spawn`]).
+    #[cfg(test)]
     pub(crate) fn write(&mut self, batch: &[Queued]) -> Written {
-        let mut out = Written::default();
+        let mut rows = Rows::new(self.plan());
         let now = now_usec();
+        for m in batch {
+            rows.add(m, now);
+        }
+        self.write_rows(rows)
+    }
+
+    /// Writes the rows of one batch.
+    pub(crate) fn write_rows(&mut self, mut rows: Rows) -> Written {
+        let mut out = Written {
+            failed: rows.failed,
+            expired: rows.expired,
+            ..Written::default()
+        };
         if self.free_space_is_low() {
-            out.disk_low = batch.len() as u64;
+            out.disk_low = rows.taken - rows.failed - rows.expired;
             return out;
         }
-        let expired_before = match self.config.max_age_hours {
-            0 => i64::MIN,
-            h => now - (h as i64) * 3_600_000_000,
-        };
-        let span = i64::from(self.config.partition_minutes) * 60;
-        let build = |part| build_rows(part, now, expired_before, span);
-        let (mut rows, failed, expired) = if batch.len() >= PARALLEL_ROWS {
-            // A big batch: a helper thread builds the rows of its first part meanwhile.
-            let (first, second) = batch.split_at(batch.len() * 3 / 5);
-            std::thread::scope(|s| {
-                let helper = std::thread::Builder::new()
-                    .name("store rows".into())
-                    .spawn_scoped(s, || build(first));
-                let (rows2, f2, e2) = build(second);
-                let (mut rows, f1, e1) = match helper {
-                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                    Err(_) => build(first),
-                };
-                rows.extend(rows2);
-                (rows, f1 + f2, e1 + e2)
-            })
-        } else {
-            build(batch)
-        };
-        out.failed += failed;
-        out.expired += expired;
-        // Usually one partition; a batch across an hour's end, or late messages, two.
-        rows.sort_by_key(|(start, _)| *start);
+        let span = self.plan().span();
         let mut created = false;
-        for group in rows.chunk_by(|a, b| a.0 == b.0) {
+        rows.sort();
+        for group in rows.by_partition() {
             let n = group.len() as u64;
-            match self.insert(group[0].0, span, group, &mut created) {
+            match self.insert(group[0].partition, span, &rows, group, &mut created) {
                 Ok(()) => out.stored += n,
                 Err(e) => {
                     out.failed += n;
@@ -243,26 +236,30 @@ impl StoreWriter {
             }
         }
         if created || self.last_retention.elapsed() >= RETENTION_EVERY {
-            self.retention(now / 1_000_000);
+            self.retention(now_usec() / 1_000_000);
         }
         out
     }
 
+    /// Inserts `group`, rows of `all` in the partition starting at `start`.
     fn insert(
         &mut self,
         start: i64,
         span: i64,
-        rows: &[(i64, Row<'_>)],
+        all: &Rows,
+        group: &[Row],
         created: &mut bool,
     ) -> Result<(), StoreError> {
         let p = Partition::holding(&self.dir, start, span);
         let path = p.path.clone();
-        // The checkpoint of the last commit (which ran while the rows were built) must be
-        // done for this transaction to write the WAL from its start again.
-        self.checkpointer.wait_idle();
+        // For this transaction to write the WAL from its start again, the checkpoints of
+        // the commits before (which ran while it was inserting) must be done.
+        if self.checkpointer.wal_bytes() > WAL_RESTART_BYTES {
+            self.checkpointer.wait_idle();
+        }
         let mut hep_bytes = std::mem::take(&mut self.hep_bytes);
         hep_bytes.clear();
-        let done = self.insert_rows(p, rows, created, &mut hep_bytes);
+        let done = self.insert_rows(p, all, group, created, &mut hep_bytes);
         self.hep_bytes = hep_bytes;
         done?;
         // After the commit: the checkpoint copies it into the file.
@@ -284,13 +281,14 @@ impl StoreWriter {
         Ok(())
     }
 
-    /// Inserts `rows` into the partition `p` in one transaction; for a version-3 file
-    /// their HEP bytes are gathered in `hep_bytes` and appended to its side file with one
-    /// write before the commit.
+    /// Inserts `group` (rows of `all`) into the partition `p` in one transaction; for a
+    /// version-3 file their HEP bytes are gathered in `hep_bytes` and appended to its side
+    /// file with one write before the commit.
     fn insert_rows(
         &mut self,
         p: Partition,
-        rows: &[(i64, Row<'_>)],
+        all: &Rows,
+        group: &[Row],
         created: &mut bool,
         hep_bytes: &mut Vec<u8>,
     ) -> Result<(), StoreError> {
@@ -304,8 +302,8 @@ impl StoreWriter {
         {
             let mut insert = tx.prepare_cached(version.insert()).map_err(sql)?;
             let mut recv = RecvText::default();
-            for (_, r) in rows {
-                bind(&mut insert, version, r, recv.changed(r.recv)).map_err(sql)?;
+            for r in group {
+                bind(&mut insert, version, all, r, recv.changed(r)).map_err(sql)?;
                 if version.has_side_file() {
                     let offset = hep_start + hep_bytes.len() as u64;
                     insert.raw_bind_parameter(20, offset as i64).map_err(sql)?;
@@ -468,26 +466,6 @@ impl StoreWriter {
     }
 }
 
-/// The rows of `part` with their partition's start, and how many messages failed (a
-/// changed message that does not encode again) or are older than `expired_before`.
-fn build_rows(
-    part: &[Queued],
-    now: i64,
-    expired_before: i64,
-    span: i64,
-) -> (Vec<(i64, Row<'_>)>, u64, u64) {
-    let mut rows = Vec::with_capacity(part.len());
-    let (mut failed, mut expired) = (0, 0);
-    for m in part {
-        match Row::new(m, now) {
-            None => failed += 1,
-            Some(r) if r.ts < expired_before => expired += 1,
-            Some(r) => rows.push((r.ts.div_euclid(1_000_000).div_euclid(span) * span, r)),
-        }
-    }
-    (rows, failed, expired)
-}
-
 /// Binds the values of `r` to a prepared insert of `version` (all but the id, `?1`, and
 /// in version 3 the offset of the HEP bytes, `?20`); the receive info's text only when
 /// `recv` has it (it changed since the row before).
@@ -497,28 +475,27 @@ fn build_rows(
 fn bind(
     insert: &mut Statement<'_>,
     version: Version,
-    r: &Row<'_>,
+    rows: &Rows,
+    r: &Row,
     recv: Option<(&str, &str, &str)>,
 ) -> rusqlite::Result<()> {
-    let sip = r.sip.as_ref();
-    let call_id = sip.and_then(|s| s.call_id);
-    let from = sip.and_then(|s| s.from);
-    let to = sip.and_then(|s| s.to);
+    let call_id = rows.text(r.call_id);
+    let correlation_id = rows.text(r.correlation_id);
     insert.raw_bind_parameter(2, r.ts)?;
     insert.raw_bind_parameter(3, r.recv_ts)?;
     insert.raw_bind_parameter(4, r.proto_type)?;
     insert.raw_bind_parameter(5, r.capture_id)?;
-    insert.raw_bind_parameter(6, r.src.as_deref())?;
-    insert.raw_bind_parameter(7, r.dst.as_deref())?;
+    insert.raw_bind_parameter(6, rows.text(r.src))?;
+    insert.raw_bind_parameter(7, rows.text(r.dst))?;
     insert.raw_bind_parameter(8, call_id)?;
-    insert.raw_bind_parameter(9, sip.and_then(|s| s.method()))?;
-    insert.raw_bind_parameter(10, sip.and_then(|s| s.status()))?;
-    insert.raw_bind_parameter(11, sip.and_then(|s| s.cseq).map(|c| c.seq))?;
-    insert.raw_bind_parameter(12, from.and_then(|f| f.user))?;
-    insert.raw_bind_parameter(13, from.and_then(|f| f.tag))?;
-    insert.raw_bind_parameter(14, to.and_then(|t| t.user))?;
-    insert.raw_bind_parameter(15, to.and_then(|t| t.tag))?;
-    insert.raw_bind_parameter(16, r.correlation_id)?;
+    insert.raw_bind_parameter(9, rows.text(r.method))?;
+    insert.raw_bind_parameter(10, r.status)?;
+    insert.raw_bind_parameter(11, r.cseq)?;
+    insert.raw_bind_parameter(12, rows.text(r.from_user))?;
+    insert.raw_bind_parameter(13, rows.text(r.from_tag))?;
+    insert.raw_bind_parameter(14, rows.text(r.to_user))?;
+    insert.raw_bind_parameter(15, rows.text(r.to_tag))?;
+    insert.raw_bind_parameter(16, correlation_id)?;
     // Bound again only when they change (still bound from the row before otherwise).
     if let Some((transport, peer, listener)) = recv {
         insert.raw_bind_parameter(17, transport)?;
@@ -530,13 +507,13 @@ fn bind(
         Version::V2 => {
             insert.raw_bind_parameter(20, &r.hep[..])?;
             insert.raw_bind_parameter(21, call_id.map(text_hash))?;
-            insert.raw_bind_parameter(22, r.correlation_id.map(text_hash))?;
+            insert.raw_bind_parameter(22, correlation_id.map(text_hash))?;
         }
         Version::V3 => {
             // `?20`, the offset in the side file, is bound by the caller.
             insert.raw_bind_parameter(21, r.hep.len() as i64)?;
             insert.raw_bind_parameter(22, call_id.map(text_hash))?;
-            insert.raw_bind_parameter(23, r.correlation_id.map(text_hash))?;
+            insert.raw_bind_parameter(23, correlation_id.map(text_hash))?;
         }
     }
     Ok(())
@@ -570,10 +547,78 @@ pub(crate) fn now_usec() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-/// Starts the store thread; it ends when the queue is drained after every sender of `rx`
-/// is gone, or after `close` (see `output::writer::spawn`, whose contract this follows:
-/// the receiver completes when the thread ends; after the shutdown deadline abandoned the
-/// output, the thread counts nothing more and stops).
+/// The rows thread: takes messages off the queue and builds their rows, handing a batch
+/// to the writer as soon as it is free (`built` is a rendezvous), with what was queued
+/// by then (up to `batch_size`).
+///
+/// So a batch is what arrived while the writer wrote the one before: one message at a
+/// time when traffic is light (searchable within milliseconds), large batches when it
+/// is heavy. A commit writes each page it changed, and an index's pages are changed all
+/// over (keyed by hashes and users), so larger batches write fewer pages a message: the
+/// batches grow with the load and with the indexes.
+pub(super) fn build_batches(
+    rx: &mut Receiver<Queued>,
+    built: &SyncSender<Rows>,
+    plan: RowPlan,
+    batch_size: usize,
+    close: &CancellationToken,
+    runtime: &Handle,
+) {
+    let mut closing = false;
+    let mut rows = Rows::new(plan);
+    loop {
+        let m = match rx.try_recv() {
+            Ok(m) => m,
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) if rows.taken > 0 => {
+                // Nothing more queued: the batch goes when the writer is free.
+                if built
+                    .send(std::mem::replace(&mut rows, Rows::new(plan)))
+                    .is_err()
+                {
+                    return; // The writer stopped: the deadline abandoned the output.
+                }
+                continue;
+            }
+            Err(_) => match crate::output::writer::next(rx, close, runtime, &mut closing) {
+                Some(m) => m,
+                None => return,
+            },
+        };
+        rows.add(&m, now_usec());
+        let full = rows.taken >= batch_size as u64;
+        if full || rows.taken.is_multiple_of(HAND_OVER_EVERY) {
+            let batch = std::mem::replace(&mut rows, Rows::new(plan));
+            let handed = if full {
+                built.send(batch).map_err(|_| ())
+            } else {
+                // The writer is free: the batch goes now; busy: it grows.
+                built.try_send(batch).or_else(|e| match e {
+                    TrySendError::Full(batch) => {
+                        rows = batch;
+                        Ok(())
+                    }
+                    TrySendError::Disconnected(_) => Err(()),
+                })
+            };
+            if handed.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// How often the rows thread looks whether the writer is free, in messages added.
+const HAND_OVER_EVERY: u64 = 64;
+
+/// Starts the store's threads; the writer's ends when the queue is drained after every
+/// sender of `rx` is gone, or after `close` (see `output::writer::spawn`, whose contract
+/// this follows: the receiver completes when the writer's thread ends; after the
+/// shutdown deadline abandoned the output, the thread counts nothing more and stops).
+///
+/// The rows thread takes a batch off the queue and builds its rows while the writer
+/// inserts the batch before: the writer's thread, which every message's insert goes
+/// through, does nothing else. At most two batches are out of the queue (one built, one
+/// being written); until the writer records them they count as queued.
 pub(crate) fn spawn(
     store: StoreWriter,
     mut rx: Receiver<Queued>,
@@ -583,34 +628,33 @@ pub(crate) fn spawn(
     let (finished, finished_rx) = oneshot::channel::<()>();
     let runtime = Handle::current();
     let batch_size = store.config.batch_size.max(1);
+    let plan = store.plan();
+    // A rendezvous: a batch is handed over when the writer is done with the one before.
+    let (built, to_write) = std::sync::mpsc::sync_channel::<Rows>(0);
+    let name = stats.name().to_owned();
     std::thread::Builder::new()
-        .name(format!("out {}", stats.name()))
+        .name(format!("out {name}"))
         .spawn(move || {
             let _finished = finished;
             // Dropped before `_finished` (locals go in reverse order): the connections'
             // last checkpoint is done before the process may exit.
             let mut store = store;
-            let mut closing = false;
-            let mut batch = Vec::with_capacity(batch_size);
-            while let Some(first) =
-                crate::output::writer::next(&mut rx, &close, &runtime, &mut closing)
-            {
-                batch.push(first);
-                while batch.len() < batch_size {
-                    let Ok(m) = rx.try_recv() else { break };
-                    batch.push(m);
-                }
-                let w = store.write(&batch);
+            for rows in to_write {
+                let taken = rows.taken;
+                let w = store.write_rows(rows);
                 let recorded = stats.record_batch(
-                    batch.len() as u64,
+                    taken,
                     w.stored,
                     &[("expired", w.expired), ("disk_low", w.disk_low)],
                 );
                 if !recorded {
                     return;
                 }
-                batch.clear();
             }
-        })
-        .map(|_detached| finished_rx)
+        })?;
+    // If this one cannot start, the writer sees no sender and ends.
+    std::thread::Builder::new()
+        .name(format!("rows {name}"))
+        .spawn(move || build_batches(&mut rx, &built, plan, batch_size, &close, &runtime))?;
+    Ok(finished_rx)
 }
