@@ -237,6 +237,11 @@ impl Term {
                 let t = texts(ids, params);
                 sql.push_str(&format!("call_id_hash IN ({h}) AND call_id IN ({t})"));
             }
+            (Self::CallIn(ids), Version::V4) => {
+                let r = in_call_ranges(ids, params);
+                let t = texts(ids, params);
+                sql.push_str(&format!("{r} AND call_id IN ({t})"));
+            }
             (Self::CallOrLinked(ids), Version::V1) => {
                 let c = texts(ids, params);
                 let l = texts(ids, params);
@@ -252,8 +257,30 @@ impl Term {
                      OR (correlation_hash IN ({lh}) AND correlation_id IN ({l})))"
                 ));
             }
+            (Self::CallOrLinked(ids), Version::V4) => {
+                let r = in_call_ranges(ids, params);
+                let c = texts(ids, params);
+                let lh = hashes(ids, params);
+                let l = texts(ids, params);
+                sql.push_str(&format!(
+                    "(({r} AND call_id IN ({c})) \
+                     OR (correlation_hash IN ({lh}) AND correlation_id IN ({l})))"
+                ));
+            }
         }
     }
+}
+
+/// `id IN (...)`: the rows with the hash of one of `ids` in the ranges `call_ranges`
+/// holds for it (version 4); the caller compares the text.
+fn in_call_ranges(ids: &[String], params: &mut Vec<Value>) -> String {
+    params.extend(ids.iter().map(|i| Value::Integer(text_hash(i))));
+    let h = marks(ids.len());
+    format!(
+        "id IN (SELECT m.id FROM call_ranges r JOIN messages m \
+         ON m.id BETWEEN r.first_id AND r.last_id AND m.call_id_hash = r.call_id_hash \
+         WHERE r.call_id_hash IN ({h}))"
+    )
 }
 
 /// `?, ?, ?` for `n` parameters.

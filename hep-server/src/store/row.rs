@@ -9,6 +9,7 @@ use bytes::Bytes;
 use hep_proto::{HepMessage, HepVersion};
 use hep_transport::{Received, Transport};
 
+use super::schema::text_hash;
 use crate::config::StoreConfig;
 use crate::sip::{self, SipSummary};
 
@@ -40,6 +41,10 @@ pub(crate) struct Row {
     pub(crate) to_user: Option<Text>,
     pub(crate) to_tag: Option<Text>,
     pub(crate) correlation_id: Option<Text>,
+    /// `text_hash` of the Call-ID and of the correlation id (computed here, off the
+    /// writer's thread).
+    pub(crate) call_hash: Option<i64>,
+    pub(crate) correlation_hash: Option<i64>,
     /// How it reached us (written as text; see [`RecvText`]).
     pub(crate) transport: Transport,
     pub(crate) peer: SocketAddr,
@@ -153,6 +158,8 @@ impl Rows {
         let sip = SipSummary::parse(payload);
         let from = sip.and_then(|s| s.from);
         let to = sip.and_then(|s| s.to);
+        let call_id = sip.and_then(|s| s.call_id);
+        let correlation_id = correlation_id(msg, sip.as_ref(), payload);
         Some(Row {
             partition: ts.div_euclid(1_000_000).div_euclid(span) * span,
             ts,
@@ -161,7 +168,7 @@ impl Rows {
             capture_id: msg.capture_id,
             src: self.addr(msg.src_ip, msg.src_port),
             dst: self.addr(msg.dst_ip, msg.dst_port),
-            call_id: self.push(sip.and_then(|s| s.call_id)),
+            call_id: self.push(call_id),
             method: self.push(sip.and_then(|s| s.method())),
             status: sip.and_then(|s| s.status()),
             cseq: sip.and_then(|s| s.cseq).map(|c| c.seq),
@@ -169,7 +176,9 @@ impl Rows {
             from_tag: self.push(from.and_then(|f| f.tag)),
             to_user: self.push(to.and_then(|t| t.user)),
             to_tag: self.push(to.and_then(|t| t.tag)),
-            correlation_id: self.push(correlation_id(msg, sip.as_ref(), payload)),
+            correlation_id: self.push(correlation_id),
+            call_hash: call_id.map(text_hash),
+            correlation_hash: correlation_id.map(text_hash),
             transport: m.info.transport,
             peer: m.info.peer,
             listener: m.info.listener,

@@ -110,42 +110,46 @@ fn version_1_partition(dir: &Path, ts: u32) -> Partition {
 }
 
 #[test]
-fn files_of_versions_1_2_and_3_are_searched_side_by_side() {
-    let dir = TempDir::new("store-v1-v2-v3");
+fn files_of_versions_1_to_4_are_searched_side_by_side() {
+    let dir = TempDir::new("store-v1-to-v4");
     let eleven = TEN + 3_600;
+    let twelve = eleven + 3_600;
     let v1 = version_1_partition(dir.path(), NINE);
     let v2 = old_partition(dir.path(), TEN, Version::V2);
+    let v3 = old_partition(dir.path(), eleven, Version::V3);
     let mut w = writer(dir.path());
-    // One call across the three hours; the other leg of a B2BUA in each (X-CID), and a
+    // One call across the four hours; the other leg of a B2BUA in each (X-CID), and a
     // stranger in each.
-    let written = w.write(&[
-        invite(NINE + 10, "call-a", "alice", ""),
-        invite(NINE + 11, "leg-b", "carol", "X-CID: call-a\r\n"),
-        invite(NINE + 12, "stranger-1", "alice", ""),
-        invite(TEN + 10, "call-a", "alice", ""),
-        invite(TEN + 11, "leg-c", "dave", "X-CID: call-a\r\n"),
-        invite(TEN + 12, "stranger-2", "erin", ""),
-        invite(eleven + 10, "call-a", "alice", ""),
-        invite(eleven + 11, "leg-d", "frank", "X-CID: call-a\r\n"),
-        invite(eleven + 12, "stranger-3", "alice", ""),
-    ]);
-    assert_eq!(written.stored, 9);
+    let mut batch = Vec::new();
+    for (i, hour) in [NINE, TEN, eleven, twelve].into_iter().enumerate() {
+        batch.push(invite(hour + 10, "call-a", "alice", ""));
+        let leg = format!("leg-{i}");
+        batch.push(invite(hour + 11, &leg, "carol", "X-CID: call-a\r\n"));
+        let stranger = format!("stranger-{i}");
+        batch.push(invite(hour + 12, &stranger, ["alice", "erin"][i % 2], ""));
+    }
+    assert_eq!(w.write(&batch).stored, 12);
     drop(w);
-    let v3 = Partition::holding(dir.path(), i64::from(eleven), 3_600);
-    assert_eq!(user_version(&v1.path), 1, "the old files keep their schema");
-    assert_eq!(user_version(&v2.path), 2);
-    assert_eq!(user_version(&v3.path), 3, "a new file gets this build's");
-    let side = |p: &Partition| hepfile::path_of(&p.path).exists();
+    let v4 = Partition::holding(dir.path(), i64::from(twelve), 3_600);
+    let versions = [&v1, &v2, &v3, &v4].map(|p| user_version(&p.path));
     assert_eq!(
-        (side(&v1), side(&v2), side(&v3)),
-        (false, false, true),
-        "only version 3 keeps the HEP bytes beside the partition"
+        versions,
+        [1, 2, 3, 4],
+        "old files keep their schema, a new one gets this build's"
+    );
+    let side = [&v1, &v2, &v3, &v4].map(|p| hepfile::path_of(&p.path).exists());
+    assert_eq!(
+        side,
+        [false, false, true, true],
+        "versions 3 and 4 keep the HEP bytes beside the partition"
     );
 
-    let all = ["call-a", "leg-b", "call-a", "leg-c", "call-a", "leg-d"];
+    let all = [
+        "call-a", "leg-0", "call-a", "leg-1", "call-a", "leg-2", "call-a", "leg-3",
+    ];
     assert_eq!(call_ids(dir.path(), &by_call("call-a")), all);
     assert_eq!(
-        call_ids(dir.path(), &by_call("leg-b")),
+        call_ids(dir.path(), &by_call("leg-1")),
         all,
         "a leg brings the call it names and that call's other legs, from all files"
     );
@@ -155,14 +159,64 @@ fn files_of_versions_1_2_and_3_are_searched_side_by_side() {
     };
     assert_eq!(
         call_ids(dir.path(), &alice),
-        ["call-a", "stranger-1", "call-a", "call-a", "stranger-3"]
+        [
+            "call-a",
+            "stranger-0",
+            "call-a",
+            "call-a",
+            "stranger-2",
+            "call-a"
+        ]
     );
     // The bytes read back are the bytes sent, from each version.
     let found = search(dir.path(), &by_call("call-a")).expect("searches");
     assert!(found.damaged.is_empty());
-    let sent = invite(eleven + 10, "call-a", "alice", "");
-    assert_eq!(found.messages[4].message, as_received(&sent));
-    assert_eq!(found.messages[0].message.payload, sent.message.payload);
+    for (i, hour) in [NINE, TEN, eleven, twelve].into_iter().enumerate() {
+        let sent = invite(hour + 10, "call-a", "alice", "");
+        assert_eq!(
+            found.messages[2 * i].message,
+            as_received(&sent),
+            "hour {i}"
+        );
+    }
+}
+
+#[test]
+fn a_call_in_many_batches_among_other_calls_is_found_whole_and_alone() {
+    let dir = TempDir::new("store-v4-ranges");
+    let mut w = writer(dir.path());
+    // Batch 1: call-a's messages interleaved with call-b's (call-a's range holds call-b's
+    // rows too); batch 2: one more of each, and calls named like them only in part.
+    let first: Vec<Queued> = (0..6u32)
+        .map(|i| invite(TEN + i, ["call-a", "call-b"][i as usize % 2], "alice", ""))
+        .collect();
+    assert_eq!(w.write(&first).stored, 6);
+    let second = [
+        invite(TEN + 10, "call-b", "alice", ""),
+        invite(TEN + 11, "call-a", "alice", ""),
+        invite(TEN + 12, "call-ab", "alice", ""),
+    ];
+    assert_eq!(w.write(&second).stored, 3);
+    drop(w);
+    let p = Partition::holding(dir.path(), i64::from(TEN), 3_600);
+    let conn = schema::open_for_read(&p.path).expect("opens");
+    let ranges: i64 = conn
+        .query_row("SELECT count(*) FROM call_ranges", [], |r| r.get(0))
+        .expect("counts");
+    assert_eq!(ranges, 5, "one a call and batch: a and b twice, ab once");
+    let found = search(dir.path(), &by_call("call-a")).expect("searches");
+    let times: Vec<i64> = found
+        .messages
+        .iter()
+        .map(|m| m.ts_usec / 1_000_000)
+        .collect();
+    let ten = i64::from(TEN);
+    assert_eq!(
+        times,
+        [ten, ten + 2, ten + 4, ten + 11],
+        "call-a's four, in time order"
+    );
+    assert_eq!(call_ids(dir.path(), &by_call("call-b")).len(), 4);
 }
 
 #[test]
@@ -484,20 +538,38 @@ fn two_call_ids_of_one_hash_are_told_apart_by_their_text() {
     );
 }
 
+/// The query plan of a Call-ID search in the partition of `ts`, as its version asks it.
+fn plan_in(dir: &Path, ts: u32, version: Version) -> String {
+    let p = Partition::holding(dir, i64::from(ts), 3_600);
+    let conn = schema::open_for_read(&p.path).expect("opens");
+    super::query::plan_of_call_search(&conn, version, "call-x")
+}
+
 #[test]
-fn a_call_id_search_goes_through_the_hash_index() {
+fn a_call_id_search_goes_through_the_call_ranges_and_the_hash_indexes() {
     let dir = TempDir::new("store-plan");
+    old_partition(dir.path(), NINE, Version::V3);
     let mut w = writer(dir.path());
+    assert_eq!(
+        w.write(&[invite(NINE + 1, "call-x", "alice", "")]).stored,
+        1
+    );
     assert_eq!(w.write(&[invite(TEN + 1, "call-x", "alice", "")]).stored, 1);
     drop(w);
-    let p = Partition::holding(dir.path(), i64::from(TEN), 3_600);
-    let conn = schema::open_for_read(&p.path).expect("opens");
-    let plan = super::query::plan_of_call_search(&conn, Version::V3, "call-x");
+    let v3 = plan_in(dir.path(), NINE, Version::V3);
     assert!(
-        plan.contains("messages_call_id_hash") && plan.contains("messages_correlation_hash"),
-        "{plan}"
+        v3.contains("messages_call_id_hash") && v3.contains("messages_correlation_hash"),
+        "{v3}"
     );
-    assert!(!plan.contains("SCAN messages"), "{plan}");
+    assert!(!v3.contains("SCAN messages"), "{v3}");
+    let v4 = plan_in(dir.path(), TEN, Version::V4);
+    assert!(
+        v4.contains("SEARCH r USING PRIMARY KEY (call_id_hash=?)")
+            && v4.contains("SEARCH m USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)")
+            && v4.contains("messages_correlation_hash"),
+        "{v4}"
+    );
+    assert!(!v4.contains("SCAN"), "{v4}");
 }
 
 /// Rows in the partition of the hour of `ts`.

@@ -10,7 +10,7 @@
 //! (`reason="disk_low"`), the disk is never filled. Retention runs at start, when a new
 //! partition is created and every 10 seconds.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use super::hepfile::HepFile;
 use super::partition::{self, LOCK_FILE, Partition};
 use super::retention::{self, Limits};
 use super::row::{RecvText, Row, RowPlan, Rows};
-use super::schema::{self, RowIds, Version, text_hash};
+use super::schema::{self, RowIds, Version};
 use crate::config::StoreConfig;
 use crate::metrics::{Collect, Kind, Samples};
 use crate::output::fanout::{OutputStats, Queued};
@@ -112,15 +112,23 @@ pub(crate) struct StoreWriter {
     open: Vec<Open>,
     /// Every partition on disk, by (start, span).
     partitions: BTreeMap<(i64, i64), Partition>,
-    /// The HEP bytes of the batch being written to a version-3 partition (kept between
-    /// batches for its capacity).
-    hep_bytes: Vec<u8>,
+    /// What the batch being written gathers (kept between batches for its capacity).
+    scratch: Scratch,
     stats: Arc<StoreStats>,
     last_retention: Instant,
     /// Why the last batch was refused, for a log line on each change.
     disk_low: bool,
     /// Held for the writer's life: a second collector on the same directory is refused.
     _lock: File,
+}
+
+/// What a batch's insert gathers besides its rows.
+#[derive(Default)]
+struct Scratch {
+    /// The HEP bytes (versions 3 and 4), appended to the side file in one write.
+    hep_bytes: Vec<u8>,
+    /// The first and last row id of each call in the batch, by Call-ID hash (version 4).
+    calls: HashMap<i64, (i64, i64)>,
 }
 
 /// A partition open for writing.
@@ -183,7 +191,7 @@ impl StoreWriter {
             config,
             _lock: lock,
             partitions,
-            hep_bytes: Vec::new(),
+            scratch: Scratch::default(),
             open: Vec::new(),
             checkpointer,
             stats,
@@ -257,10 +265,11 @@ impl StoreWriter {
         if self.checkpointer.wal_bytes() > WAL_RESTART_BYTES {
             self.checkpointer.wait_idle();
         }
-        let mut hep_bytes = std::mem::take(&mut self.hep_bytes);
-        hep_bytes.clear();
-        let done = self.insert_rows(p, all, group, created, &mut hep_bytes);
-        self.hep_bytes = hep_bytes;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.hep_bytes.clear();
+        scratch.calls.clear();
+        let done = self.insert_rows(p, all, group, created, &mut scratch);
+        self.scratch = scratch;
         done?;
         // After the commit: the checkpoint copies it into the file.
         let open = self.open.last_mut().expect("the connection just used");
@@ -281,16 +290,17 @@ impl StoreWriter {
         Ok(())
     }
 
-    /// Inserts `group` (rows of `all`) into the partition `p` in one transaction; for a
-    /// version-3 file their HEP bytes are gathered in `hep_bytes` and appended to its side
-    /// file with one write before the commit.
+    /// Inserts `group` (rows of `all`) into the partition `p` in one transaction. For a
+    /// file of version 3 or 4 their HEP bytes are gathered in the scratch's `hep_bytes`
+    /// and appended to its side file with one write before the commit; for version 4
+    /// each call's first and last row go into `call_ranges`.
     fn insert_rows(
         &mut self,
         p: Partition,
         all: &Rows,
         group: &[Row],
         created: &mut bool,
-        hep_bytes: &mut Vec<u8>,
+        scratch: &mut Scratch,
     ) -> Result<(), StoreError> {
         let path = p.path.clone();
         let open = self.connection(p, created)?;
@@ -298,6 +308,7 @@ impl StoreWriter {
         let mut ids = open.ids;
         let version = open.version;
         let hep_start = open.hep.as_ref().map_or(0, HepFile::end);
+        let Scratch { hep_bytes, calls } = scratch;
         let tx = open.conn.transaction().map_err(sql)?;
         {
             let mut insert = tx.prepare_cached(version.insert()).map_err(sql)?;
@@ -328,6 +339,21 @@ impl StoreWriter {
                     }
                 }
                 ids.stored(r.ts, id);
+                if let Some(h) = r.call_hash.filter(|_| version.has_call_ranges()) {
+                    calls
+                        .entry(h)
+                        .and_modify(|(first, last)| {
+                            *first = id.min(*first);
+                            *last = id.max(*last);
+                        })
+                        .or_insert((id, id));
+                }
+            }
+        }
+        if !calls.is_empty() {
+            let mut add = tx.prepare_cached(schema::ADD_CALL_RANGE).map_err(sql)?;
+            for (h, (first, last)) in calls.drain() {
+                add.execute([h, first, last]).map_err(sql)?;
             }
         }
         if let Some(hep) = &mut open.hep {
@@ -479,15 +505,13 @@ fn bind(
     r: &Row,
     recv: Option<(&str, &str, &str)>,
 ) -> rusqlite::Result<()> {
-    let call_id = rows.text(r.call_id);
-    let correlation_id = rows.text(r.correlation_id);
     insert.raw_bind_parameter(2, r.ts)?;
     insert.raw_bind_parameter(3, r.recv_ts)?;
     insert.raw_bind_parameter(4, r.proto_type)?;
     insert.raw_bind_parameter(5, r.capture_id)?;
     insert.raw_bind_parameter(6, rows.text(r.src))?;
     insert.raw_bind_parameter(7, rows.text(r.dst))?;
-    insert.raw_bind_parameter(8, call_id)?;
+    insert.raw_bind_parameter(8, rows.text(r.call_id))?;
     insert.raw_bind_parameter(9, rows.text(r.method))?;
     insert.raw_bind_parameter(10, r.status)?;
     insert.raw_bind_parameter(11, r.cseq)?;
@@ -495,7 +519,7 @@ fn bind(
     insert.raw_bind_parameter(13, rows.text(r.from_tag))?;
     insert.raw_bind_parameter(14, rows.text(r.to_user))?;
     insert.raw_bind_parameter(15, rows.text(r.to_tag))?;
-    insert.raw_bind_parameter(16, correlation_id)?;
+    insert.raw_bind_parameter(16, rows.text(r.correlation_id))?;
     // Bound again only when they change (still bound from the row before otherwise).
     if let Some((transport, peer, listener)) = recv {
         insert.raw_bind_parameter(17, transport)?;
@@ -506,14 +530,14 @@ fn bind(
         Version::V1 => insert.raw_bind_parameter(20, &r.hep[..])?,
         Version::V2 => {
             insert.raw_bind_parameter(20, &r.hep[..])?;
-            insert.raw_bind_parameter(21, call_id.map(text_hash))?;
-            insert.raw_bind_parameter(22, correlation_id.map(text_hash))?;
+            insert.raw_bind_parameter(21, r.call_hash)?;
+            insert.raw_bind_parameter(22, r.correlation_hash)?;
         }
-        Version::V3 => {
+        Version::V3 | Version::V4 => {
             // `?20`, the offset in the side file, is bound by the caller.
             insert.raw_bind_parameter(21, r.hep.len() as i64)?;
-            insert.raw_bind_parameter(22, call_id.map(text_hash))?;
-            insert.raw_bind_parameter(23, correlation_id.map(text_hash))?;
+            insert.raw_bind_parameter(22, r.call_hash)?;
+            insert.raw_bind_parameter(23, r.correlation_hash)?;
         }
     }
     Ok(())
