@@ -6,7 +6,8 @@
 //! hep-bench-peer stall      --listen ADDR                    a relay destination that never reads
 //! hep-bench-peer idle-conns --dest ADDR --count N            N idle TCP connections
 //! hep-bench-peer sip-calls  --dest ADDR --messages N [--spread-secs S] [--start-ts T]
-//!                           [--random-call-ids 1]            N SIP messages of distinct calls
+//!                           [--random-call-ids 1] [--concurrent-calls C]
+//!                                                            N SIP messages of distinct calls
 //! ```
 //!
 //! `sip-calls` writes HEP3 frames over one TCP connection as fast as the receiver takes
@@ -15,7 +16,11 @@
 //! from `--start-ts` (Unix seconds, default now) spread evenly over `--spread-secs`
 //! (default 0: all now). With `--random-call-ids 1` the Call-IDs are
 //! `HHHHHHHHHHHHHHHH-N@10.0.0.1` (16 hex digits mixed from N): consecutive calls far apart
-//! in a Call-ID index, as the Call-IDs of most agents are, instead of neighbours. It says `ready` once connected and writes in the background
+//! in a Call-ID index, as the Call-IDs of most agents are, instead of neighbours. With
+//! `--concurrent-calls C` (default 1: a call's 7 messages back to back) C calls are under
+//! way at a time, their messages interleaved: the INVITEs of C calls, then their 100s, and
+//! so on, so that a call's messages are C messages apart, as on a busy proxy where
+//! thousands of calls ring at once. It says `ready` once connected and writes in the background
 //! (`stats`: `sent=N sending|done`): the load for the store's insert rate and for a
 //! search among millions of stored messages.
 //!
@@ -128,6 +133,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
             opts.get("spread-secs")?.unwrap_or(0),
             opts.get("start-ts")?,
             opts.get::<u8>("random-call-ids")?.unwrap_or(0) != 0,
+            opts.get("concurrent-calls")?.unwrap_or(1),
         )?,
         other => return Err(format!("unknown mode `{other}`")),
     };
@@ -591,6 +597,18 @@ fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The call (its number) and the step of the call (0-6) of message `i` of the stream,
+/// with `concurrent` calls under way at a time: the first messages of a group of that
+/// many calls, then their second messages, and so on.
+fn call_and_step(i: u64, concurrent: u64) -> (u64, usize) {
+    let group = i / (7 * concurrent);
+    let within = i % (7 * concurrent);
+    (
+        group * concurrent + within % concurrent,
+        (within / concurrent) as usize,
+    )
+}
+
 /// Users the calls are spread over.
 const USERS: u64 = 50_000;
 
@@ -601,6 +619,7 @@ fn sip_calls(
     spread_secs: u64,
     start_ts: Option<u64>,
     random_call_ids: bool,
+    concurrent_calls: u64,
 ) -> Result<Box<dyn Fn() -> String + Send>, String> {
     let started = Instant::now();
     let start_us = match start_ts {
@@ -624,6 +643,7 @@ fn sip_calls(
             start_us,
             step_us,
             random_call_ids,
+            concurrent_calls.max(1),
             &sent2,
         )
         .map(|()| started.elapsed().as_secs_f64());
@@ -652,13 +672,14 @@ fn write_calls(
     start_us: u64,
     step_us: u64,
     random_call_ids: bool,
+    concurrent_calls: u64,
     sent: &AtomicU64,
 ) -> Result<(), String> {
     let caller: SocketAddr = "10.0.0.1:5060".parse().map_err(|_| "addr")?;
     let callee: SocketAddr = "10.0.0.2:5060".parse().map_err(|_| "addr")?;
     let mut buf = Vec::with_capacity(1 << 20);
     for i in 0..messages {
-        let (call, step) = (i / 7, (i % 7) as usize);
+        let (call, step) = call_and_step(i, concurrent_calls);
         let (from_caller, text) = CALL[step];
         let mut payload = text
             .replace("{c}", &call.to_string())
@@ -713,5 +734,24 @@ mod tests {
         let mut p = PROBE_TAG.to_vec();
         p.extend_from_slice(b"00000000000000001234 xx");
         assert_eq!(probe_time(&p), Some(1234));
+    }
+
+    #[test]
+    fn concurrent_calls_interleave_their_steps_and_every_call_gets_all_seven() {
+        let order = |concurrent| {
+            (0..14)
+                .map(|i| call_and_step(i, concurrent))
+                .collect::<Vec<_>>()
+        };
+        let back_to_back: Vec<(u64, usize)> = (0..14).map(|i| (i / 7, (i % 7) as usize)).collect();
+        assert_eq!(order(1), back_to_back);
+        assert_eq!(
+            order(2)[..6],
+            [(0, 0), (1, 0), (0, 1), (1, 1), (0, 2), (1, 2)],
+            "the INVITEs of both calls, then their 100s, ..."
+        );
+        let mut seen = order(2);
+        seen.sort_unstable();
+        assert_eq!(seen, back_to_back, "each call's seven, once each");
     }
 }
