@@ -320,11 +320,25 @@ impl Report {
                 ));
             }
         }
-        let insert = self.store.as_ref().map(StoreResult::insert_rate);
+        let inserts = self.store.as_ref().map(|s| {
+            (
+                s.insert_rate(1),
+                s.insert_rate(super::store::INTERLEAVED_CALLS),
+            )
+        });
         t.push((
             "store >= 200,000 SIP msg/s sustained (issue 8)".into(),
-            insert.map_or_else(|| "-".into(), |r| format!("{r:.0} msg/s (median)")),
-            insert.map(|r| r >= 200_000.0),
+            inserts.map_or_else(
+                || "-".into(),
+                |(whole, interleaved)| {
+                    format!(
+                        "{whole:.0} msg/s calls back to back, {interleaved:.0} with {} at once \
+                         (medians)",
+                        super::store::INTERLEAVED_CALLS
+                    )
+                },
+            ),
+            inserts.map(|(whole, interleaved)| whole.min(interleaved) >= 200_000.0),
         ));
         let search = self
             .store
@@ -715,18 +729,26 @@ fn write_store(s: &mut String, st: &StoreResult) -> std::fmt::Result {
          100, 180, 200, ACK, BYE, 200; own Call-ID and tags, From/To users out of 50,000; \
          HEPv3, 300-600 bytes) over one TCP connection into `hep-server run --listen \
          hep_tcp:127.0.0.1:PORT --output store:DIR` (`[store] max_age_hours = 0`, defaults \
-         otherwise: hourly partitions, batches of up to 20,000). Rate = messages / time from \
-         the peer's start to the store output's `hep_delivered_total` reaching them all.\n"
+         otherwise: hourly partitions, batches of up to 50,000). Rate = messages / time from \
+         the peer's start to the store output's `hep_delivered_total` reaching them all. \
+         Calls at once 1: each call's 7 messages back to back, so a batch holds whole calls; \
+         {}: the messages of that many calls interleaved (`--concurrent-calls`), a call's \
+         messages {} apart, as on a busy proxy, so that a call spans several batches (the \
+         store indexes the Call-ID once per call and batch). The two kinds alternate.\n",
+        super::store::INTERLEAVED_CALLS,
+        super::store::INTERLEAVED_CALLS
     )?;
     writeln!(
         s,
-        "| run | messages | seconds | msg/s | dropped |\n|---:|---:|---:|---:|---:|"
+        "| run | calls at once | messages | seconds | msg/s | dropped |\n\
+         |---:|---:|---:|---:|---:|---:|"
     )?;
     for (i, r) in st.inserts.iter().enumerate() {
         writeln!(
             s,
-            "| {} | {} | {:.2} | {:.0} | {} |",
+            "| {} | {} | {} | {:.2} | {:.0} | {} |",
             i + 1,
+            r.concurrent_calls,
             r.messages,
             r.secs,
             r.rate(),

@@ -11,9 +11,15 @@ use anyhow::{Context as _, Result, bail};
 use super::Ctx;
 use super::procs::{Peer, Server, free_port};
 
+/// Calls under way at once in the interleaved insert runs: each call's 7 messages are
+/// this many messages apart, so a batch of the store holds parts of calls.
+pub(crate) const INTERLEAVED_CALLS: u64 = 10_000;
+
 /// One insert run.
 #[derive(Debug, Clone)]
 pub(crate) struct InsertRun {
+    /// Calls under way at once (1: a call's messages back to back).
+    pub(crate) concurrent_calls: u64,
     pub(crate) messages: u64,
     pub(crate) secs: f64,
     pub(crate) dropped: u64,
@@ -49,32 +55,44 @@ pub(crate) struct StoreResult {
 }
 
 impl StoreResult {
-    /// Median insert rate, msg/s.
-    pub(crate) fn insert_rate(&self) -> f64 {
-        super::report::median(self.inserts.iter().map(InsertRun::rate).collect())
+    /// Median insert rate of the runs with `concurrent_calls` calls under way at once,
+    /// msg/s.
+    pub(crate) fn insert_rate(&self, concurrent_calls: u64) -> f64 {
+        super::report::median(
+            self.inserts
+                .iter()
+                .filter(|r| r.concurrent_calls == concurrent_calls)
+                .map(InsertRun::rate)
+                .collect(),
+        )
     }
 }
 
 pub(crate) fn store(ctx: &Ctx<'_>) -> Result<StoreResult> {
     let count: u64 = ctx.pick(2_000_000, 300_000, 20_000);
     let mut inserts = Vec::new();
+    // Alternated: a slower minute of the host does not fall on one kind only.
     for run in 0..ctx.runs {
-        let dir = ctx.dir.join(format!("store-insert-{run}"));
-        let (r, _) = fill(ctx, &dir, count, 0, &format!("store-insert-{run}"))?;
-        println!(
-            "    store insert run {run}: {} msgs in {:.2} s = {:.0} msg/s (dropped {})",
-            r.messages,
-            r.secs,
-            r.rate(),
-            r.dropped
-        );
-        inserts.push(r);
-        std::fs::remove_dir_all(&dir).ok();
+        for concurrent in [1, INTERLEAVED_CALLS] {
+            let name = format!("store-insert-{run}-{concurrent}");
+            let dir = ctx.dir.join(&name);
+            let (r, _) = fill(ctx, &dir, count, 0, concurrent, &name)?;
+            println!(
+                "    store insert run {run}, {concurrent} calls at once: {} msgs in {:.2} s \
+                 = {:.0} msg/s (dropped {})",
+                r.messages,
+                r.secs,
+                r.rate(),
+                r.dropped
+            );
+            inserts.push(r);
+            std::fs::remove_dir_all(&dir).ok();
+        }
     }
     let stored: u64 = ctx.pick(10_000_000, 1_000_000, 20_000);
     let dir = ctx.dir.join("store-search");
     // A day of capture time: 24 hourly partitions.
-    let (fill_run, (partitions, bytes)) = fill(ctx, &dir, stored, 86_400, "store-search")?;
+    let (fill_run, (partitions, bytes)) = fill(ctx, &dir, stored, 86_400, 1, "store-search")?;
     println!(
         "    store fill: {} msgs in {:.1} s = {:.0} msg/s",
         fill_run.messages,
@@ -116,13 +134,14 @@ pub(crate) fn store(ctx: &Ctx<'_>) -> Result<StoreResult> {
 }
 
 /// Stores `count` messages of distinct calls in `dir` through `hep-server run`, their
-/// capture times spread over `spread_secs` ending now; the insert run, and the store's
-/// partitions and bytes at the end.
+/// capture times spread over `spread_secs` ending now, `concurrent_calls` calls under way
+/// at once; the insert run, and the store's partitions and bytes at the end.
 fn fill(
     ctx: &Ctx<'_>,
     dir: &Path,
     count: u64,
     spread_secs: u64,
+    concurrent_calls: u64,
     name: &str,
 ) -> Result<(InsertRun, (u64, u64))> {
     std::fs::remove_dir_all(dir).ok();
@@ -163,6 +182,8 @@ fn fill(
             spread_secs.to_string(),
             "--start-ts".into(),
             (now - spread_secs).to_string(),
+            "--concurrent-calls".into(),
+            concurrent_calls.to_string(),
         ],
         &ctx.log(&format!("{name}-peer")),
     )?;
@@ -184,6 +205,7 @@ fn fill(
     let parts = on_disk(&dir.join("db"));
     Ok((
         InsertRun {
+            concurrent_calls,
             messages: count,
             secs: (done - started).as_secs_f64(),
             dropped,
