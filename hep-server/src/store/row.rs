@@ -64,6 +64,7 @@ pub(crate) struct RowPlan {
 }
 
 impl RowPlan {
+    /// The plan of a store configured by `config`.
     pub(crate) fn of(config: &StoreConfig) -> Self {
         Self {
             span: i64::from(config.partition_minutes) * 60,

@@ -2,11 +2,11 @@
 //! builds their rows ([`Rows`]); the writer thread writes each batch in one transaction
 //! per partition, with a prepared insert, while the next batch's rows are built.
 //!
-//! Under load a batch is up to `[store] batch_size` messages (one commit for all of
-//! them); when traffic is light, each wake-up writes what is queued, so a message is
-//! searchable within milliseconds. WAL checkpoints run on a third thread, the
-//! checkpointer's (`super::checkpoint`). Before each batch the free space of the filesystem is
-//! checked: below `[store] min_free_mb` the batch is dropped and counted
+//! A batch is what arrived while the writer wrote the one before, up to `[store]
+//! batch_size` messages (one commit for all of them): a message at a time when traffic is
+//! light, so that it is searchable within milliseconds, large batches under load
+//! ([`build_batches`]). WAL checkpoints run on a third thread, the checkpointer's
+//! (`super::checkpoint`). Before each batch the free space of the filesystem is checked: below `[store] min_free_mb` the batch is dropped and counted
 //! (`reason="disk_low"`), the disk is never filled. Retention runs at start, when a new
 //! partition is created and every 10 seconds.
 
@@ -202,7 +202,7 @@ impl StoreWriter {
         Ok(w)
     }
 
-    /// What the rows of a batch depend on: for [`Rows::build`] on another thread.
+    /// What the rows of a batch depend on: for [`Rows::new`] on the rows thread.
     pub(crate) fn plan(&self) -> RowPlan {
         RowPlan::of(&self.config)
     }
@@ -492,8 +492,8 @@ impl StoreWriter {
     }
 }
 
-/// Binds the values of `r` to a prepared insert of `version` (all but the id, `?1`, and
-/// in version 3 the offset of the HEP bytes, `?20`); the receive info's text only when
+/// Binds the values of `r` (its text in `rows`) to a prepared insert of `version` (all
+/// but the id, `?1`, and in versions 3 and 4 the offset of the HEP bytes, `?20`); the receive info's text only when
 /// `recv` has it (it changed since the row before).
 ///
 /// One call a parameter on the cached statement: no slice of trait objects built for each
