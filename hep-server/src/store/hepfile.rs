@@ -1,4 +1,4 @@
-//! The side file of a version-3 partition: the HEP bytes of its messages, appended one
+//! The side file of a version-3 or -4 partition: the HEP bytes of its messages, appended one
 //! batch at a time, which the rows point into (`hep_offset`, `hep_len`).
 //!
 //! Why a file of its own: about 600 of a row's 700 bytes are the HEP message. In the

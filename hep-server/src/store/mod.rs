@@ -5,29 +5,32 @@
 //! Why SQLite: it is a library, not a server (nothing to install or run beside the
 //! collector), its files are readable with the `sqlite3` shell, it is built into the
 //! binary (`rusqlite` with SQLite bundled), and with WAL, `synchronous = NORMAL` and
-//! large batched transactions one thread inserts a quarter of a million rows a second.
+//! large batched transactions one thread inserts a quarter of a million rows a second
+//! (the rows built on a second one).
 //!
 //! - [`partition`]: the files of a store directory, their names, the checks that refuse a
 //!   foreign or corrupt file.
 //! - [`schema`]: the table and indexes of a partition.
 //! - [`hepfile`]: the file beside a partition that holds its messages' HEP bytes
-//!   (schema version 3).
+//!   (schema versions 3 and 4).
 //! - [`query`]: searches by Call-ID (with the other legs), user, method and time.
-//! - the writer (a thread behind the output's bounded queue), its checkpointer (a thread
-//!   that copies the WAL into the partition files) and retention (whole partitions by
+//! - the writer (a rows thread behind the output's bounded queue, building a batch while
+//!   the writer thread inserts the one before), its checkpointer (a thread that copies
+//!   the WAL into the partition files) and retention (whole partitions by
 //!   age and size; a free-space floor) are internal.
 //!
 //! # Schema
 //! One table `messages` per file: `ts` and `recv_ts` (us), `proto_type`, `capture_id`,
 //! `src`, `dst`, `call_id`, `method`, `status`, `cseq`, `from_user`, `from_tag`,
 //! `to_user`, `to_tag`, `correlation_id`, `transport`, `peer`, `listener`, in versions 1
-//! and 2 `hep` (the HEP bytes) and in version 3 `hep_offset` and `hep_len` (where they
-//! are in the side file), and from version 2 on `call_id_hash` and `correlation_hash`;
-//! indexed by Call-ID and correlation id (from version 2: by their hashes), and by From
-//! and To user on initial requests; the row id is the capture time. See [`schema`] for
-//! the versions.
+//! and 2 `hep` (the HEP bytes) and from version 3 on `hep_offset` and `hep_len` (where
+//! they are in the side file), and from version 2 on `call_id_hash` and
+//! `correlation_hash`; indexed by Call-ID (from version 2 by its hash; from version 4 once
+//! per call and batch, in the table `call_ranges`) and correlation id (from version 2 by
+//! its hash), and by From and To user on initial requests; the row id is the capture
+//! time. See [`schema`] for the versions.
 //!
-//! Why the HEP bytes are beside the database (version 3): they are about 600 of a row's
+//! Why the HEP bytes are beside the database (from version 3): they are about 600 of a row's
 //! 700 bytes, and through SQLite they were copied into the WAL at commit and again into
 //! the database at the checkpoint, packed into B-tree pages. Appended to a file of their
 //! own they are written once, with one `write` a batch; the checkpointer syncs that file

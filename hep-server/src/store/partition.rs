@@ -3,8 +3,8 @@
 //! `hep-20261126T090000Z-3600s.db` holds the messages captured from 2026-11-26 09:00:00
 //! UTC for 3600 seconds. The name alone tells retention what a file covers, so old data
 //! goes by deleting whole files, never by `DELETE` of rows. SQLite's `-wal`, `-shm` and
-//! `-journal` files sit beside their partition, and so does (schema version 3) the side
-//! file of its HEP bytes, `hep-20261126T090000Z-3600s.hep` ([`super::hepfile`]);
+//! `-journal` files sit beside their partition, and so does (schema versions 3 and 4) the
+//! side file of its HEP bytes, `hep-20261126T090000Z-3600s.hep` ([`super::hepfile`]);
 //! `hep-store.lock` marks a directory in use. Anything else in the directory is not
 //! ours: [`scan`] refuses it by name (or a side file by its header) instead of touching
 //! it.
@@ -62,7 +62,7 @@ impl Partition {
     }
 
     /// The database file, SQLite's `-wal`, `-shm` and `-journal`, then the HEP bytes'
-    /// file (`.hep`, version 3); all but the first may not exist.
+    /// file (`.hep`, versions 3 and 4); all but the first may not exist.
     pub fn files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.path.clone()];
         for suffix in SIDE_FILES {

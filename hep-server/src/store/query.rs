@@ -88,7 +88,7 @@ struct Found {
     correlation_id: Option<String>,
 }
 
-/// The columns a search reads, in a file of `version`: the HEP bytes last (version 3:
+/// The columns a search reads, in a file of `version`: the HEP bytes last (versions 3 and 4:
 /// their place in the side file).
 const fn columns(version: Version) -> &'static str {
     if version.has_side_file() {
@@ -238,7 +238,7 @@ impl Term {
                 sql.push_str(&format!("call_id_hash IN ({h}) AND call_id IN ({t})"));
             }
             (Self::CallIn(ids), Version::V4) => {
-                let r = in_call_ranges(ids, params);
+                let r = in_call_ranges(&hashes(ids, params));
                 let t = texts(ids, params);
                 sql.push_str(&format!("{r} AND call_id IN ({t})"));
             }
@@ -258,7 +258,7 @@ impl Term {
                 ));
             }
             (Self::CallOrLinked(ids), Version::V4) => {
-                let r = in_call_ranges(ids, params);
+                let r = in_call_ranges(&hashes(ids, params));
                 let c = texts(ids, params);
                 let lh = hashes(ids, params);
                 let l = texts(ids, params);
@@ -271,15 +271,14 @@ impl Term {
     }
 }
 
-/// `id IN (...)`: the rows with the hash of one of `ids` in the ranges `call_ranges`
-/// holds for it (version 4); the caller compares the text.
-fn in_call_ranges(ids: &[String], params: &mut Vec<Value>) -> String {
-    params.extend(ids.iter().map(|i| Value::Integer(text_hash(i))));
-    let h = marks(ids.len());
+/// `id IN (...)`: the rows in the ranges `call_ranges` holds for the Call-ID hashes of the
+/// parameters `hash_marks` (`?, ?`), with one of those hashes (version 4); the caller
+/// compares the text.
+fn in_call_ranges(hash_marks: &str) -> String {
     format!(
         "id IN (SELECT m.id FROM call_ranges r JOIN messages m \
          ON m.id BETWEEN r.first_id AND r.last_id AND m.call_id_hash = r.call_id_hash \
-         WHERE r.call_id_hash IN ({h}))"
+         WHERE r.call_id_hash IN ({hash_marks}))"
     )
 }
 
@@ -411,7 +410,7 @@ fn select(
             "SELECT {} FROM messages{filter} ORDER BY id DESC LIMIT {left}",
             columns(version)
         );
-        // Version 3: the bytes are read from the side file, with positioned reads.
+        // Versions 3 and 4: the bytes are read from the side file, with positioned reads.
         let side = if version.has_side_file() {
             let lost = conn
                 .prepare(schema::HEP_LOST)

@@ -1,7 +1,7 @@
-//! The store across schema versions: files of versions 1 and 2 (left by earlier builds)
-//! and version 3 searched side by side, appended to after a restart, Call-IDs of one
-//! hash; version 3's side file of HEP bytes through restarts, crashes, retention and a
-//! foreign file in its place.
+//! The store across schema versions: files of versions 1 to 3 (left by earlier builds)
+//! and version 4 searched side by side, appended to after a restart, Call-IDs of one
+//! hash, a call's ranges over batches; the side file of HEP bytes through restarts,
+//! crashes, retention and a foreign file in its place; the rows thread's batches.
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -134,7 +134,7 @@ struct Scratch {
 /// A partition open for writing.
 struct Open {
     partition: Partition,
-    /// The side file of the HEP bytes (version 3; `None` for earlier versions, which keep
+    /// The side file of the HEP bytes (versions 3 and 4; `None` for earlier versions, which keep
     /// them in the rows).
     hep: Option<HepFile>,
     conn: Connection,
