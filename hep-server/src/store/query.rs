@@ -212,8 +212,9 @@ enum Term {
 
 impl Term {
     /// Appends the term's SQL to `sql` and its parameters to `params`, for a file of
-    /// `version`. Versions 2 and 3 ask for the hash (its index) and the text (the hash
-    /// of another value may be equal: the text decides).
+    /// `version`. Versions 2 to 4 ask for the hash (its index; for a Call-ID in version
+    /// 4, its call ranges) and the text (the hash of another value may be equal: the
+    /// text decides).
     fn write(&self, version: Version, sql: &mut String, params: &mut Vec<Value>) {
         let texts = |ids: &[String], params: &mut Vec<Value>| {
             params.extend(ids.iter().map(|i| Value::Text(i.clone())));
