@@ -184,6 +184,7 @@ struct RawStore {
     min_free_mb: Option<u64>,
     partition_minutes: Option<Spanned<u32>>,
     batch_size: Option<Spanned<usize>>,
+    clock_skew_warn_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,9 +248,9 @@ pub struct Config {
 /// Settings of `store:DIR` outputs (`[store]`); see `docs/CONFIG.md`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoreConfig {
-    /// Partitions whose time span ended longer ago than this are deleted, and messages
-    /// captured before it are dropped (counted, `reason="expired"`), hours; 0 = keep
-    /// forever (default 168, a week).
+    /// Partitions whose messages were all received longer ago than this are deleted,
+    /// hours; 0 = keep forever (default 168, a week). Receive time, not capture time:
+    /// a message is stored whatever time its agent wrote into it.
     pub max_age_hours: u64,
     /// The store's files take at most this much disk, MiB: the oldest partitions go
     /// first; 0 = no limit (default 10240).
@@ -258,10 +259,14 @@ pub struct StoreConfig {
     /// messages are dropped (counted, `reason="disk_low"`), MiB; 0 = no floor (default
     /// 1024).
     pub min_free_mb: u64,
-    /// Capture time one partition file covers, minutes, 1 to 1440 (default 60).
+    /// Receive time one partition file covers, minutes, 1 to 1440 (default 60).
     pub partition_minutes: u32,
-    /// Messages written in one transaction at most (default 20000).
+    /// Messages written in one transaction at most (default 50000).
     pub batch_size: usize,
+    /// A message whose capture time is further than this from its receive time is
+    /// counted (`hep_store_clock_skew_total`) and logged (at most a line every 10 s),
+    /// seconds; 0 = not checked (default 300). It is stored all the same.
+    pub clock_skew_warn_secs: u64,
 }
 
 impl Default for StoreConfig {
@@ -272,6 +277,7 @@ impl Default for StoreConfig {
             min_free_mb: 1_024,
             partition_minutes: 60,
             batch_size: 50_000,
+            clock_skew_warn_secs: 300,
         }
     }
 }
@@ -965,6 +971,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
                 min_free_mb: st.min_free_mb.unwrap_or(d.min_free_mb),
                 partition_minutes,
                 batch_size,
+                clock_skew_warn_secs: st.clock_skew_warn_secs.unwrap_or(d.clock_skew_warn_secs),
             }
         }
     };

@@ -291,20 +291,27 @@ fn a_call_search_brings_the_other_leg_of_a_b2bua() {
 fn a_user_search_shows_whole_calls_found_by_their_initial_request() {
     let dir = test_dir("store-user-calls");
     let store = dir.join("store");
-    // The INVITE in the last second of an hour, its answer in the next hour's partition.
-    let hour_end = now_secs() / 3_600 * 3_600 - 1;
-    let server = start(&dir, "max_age_hours = 0");
+    // The INVITE received in the hour before, its answer in this hour's partition.
+    let now = now_secs();
     let (a, b) = ("10.0.0.1:5060", "10.0.0.2:5060");
+    let server = start(&dir, "max_age_hours = 0");
+    send_udp(
+        server.udp(),
+        &[sip(now, a, b, &invite("across@x", "carol", ""))],
+    );
+    wait_json(&dir.join("all.jsonl"), 1);
+    server.stop();
+    as_if_received_hours_ago(&store, 1);
+    let server = start(&dir, "max_age_hours = 0");
     send_udp(
         server.udp(),
         &[
-            sip(hour_end, a, b, &invite("across@x", "carol", "")),
-            sip(hour_end + 2, b, a, &ok("across@x", "carol")),
+            sip(now + 2, b, a, &ok("across@x", "carol")),
             // Only the answer of this call was captured: no initial request names carol.
-            sip(hour_end + 2, b, a, &ok("answer-only@x", "carol")),
+            sip(now + 2, b, a, &ok("answer-only@x", "carol")),
         ],
     );
-    wait_json(&dir.join("all.jsonl"), 3);
+    wait_json(&dir.join("all.jsonl"), 2);
     server.stop();
     assert_eq!(partitions(&store).len(), 2);
     let found = search_json(&store, &["--user", "carol"]);
@@ -340,46 +347,77 @@ fn bobs_calls(old: u32, now: u32, tag: &str) -> [Vec<u8>; 2] {
 }
 
 #[test]
-fn retention_removes_old_partitions_and_keeps_recent_ones() {
+fn partitions_and_retention_follow_receive_time_whatever_time_the_agents_write() {
     let dir = test_dir("store-retention");
     let store = dir.join("store");
     let now = now_secs();
-    let old = now - 3 * 24 * 3_600;
-    // First run: no age limit, one message three days old and one of now.
+    let old = now - 8 * 24 * 3_600;
+    let label = format!("store:{}", store.display());
+    // First run: a capture replayed from eight days ago, a call of now, and two messages
+    // dated into the future (a year, ten years): all stored, in the hour they arrived.
     let server = start(&dir, "max_age_hours = 0");
-    send_udp(server.udp(), &bobs_calls(old, now, ""));
-    wait_json(&dir.join("all.jsonl"), 2);
-    server.stop();
-    assert_eq!(
-        partitions(&store).len(),
-        2,
-        "one partition per hour of capture time"
+    let future = [now + 366 * 86_400, now + 3_653 * 86_400].map(|ts| {
+        let call = format!("future-{ts}@x");
+        sip(
+            ts,
+            "10.0.0.1:5060",
+            "10.0.0.2:5060",
+            &invite(&call, "bob", ""),
+        )
+    });
+    send_udp(
+        server.udp(),
+        &[bobs_calls(old, now, "").as_slice(), &future].concat(),
     );
-    assert_eq!(search_json(&store, &["--user", "bob"]).len(), 2);
+    wait_json(&dir.join("all.jsonl"), 4);
+    // The replayed and the future-dated messages are counted (as the store writes them).
+    wait_for("3 messages of skewed clocks", OUTPUT_WAIT, || {
+        let m = server.metrics();
+        (m.get("hep_store_clock_skew_total", &[("output", &*label)]) == 3).then_some(())
+    });
+    let stopped = server.stop();
+    assert_eq!(stopped.counts.dropped, 0);
+    assert!(
+        stopped.stderr.contains("clock_skew"),
+        "a warning names the reason: {}",
+        stopped.stderr
+    );
+    let received = partitions(&store);
+    assert!(
+        (1..=2).contains(&received.len()),
+        "only the hour(s) the messages arrived in: {received:?}"
+    );
+    assert_eq!(search_json(&store, &["--user", "bob"]).len(), 4);
+    // A time range is capture time: the replayed call is found in its own hour.
+    let around_old = [old - 60, old + 60].map(|t| t.to_string());
+    let found = search_json(
+        &store,
+        &["--since", &around_old[0], "--until", &around_old[1]],
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0]["payload"]
+            .as_str()
+            .unwrap()
+            .contains("Call-ID: old@x")
+    );
 
-    // Second run: a day's retention removes the old hour at start, keeps the recent one,
-    // and drops (counted) what is captured before the limit.
+    as_if_received_hours_ago(&store, 3 * 24);
+
+    // Second run: a day's retention removes what was received three days ago at start,
+    // and stores what arrives now whatever its capture time.
     let server = start(&dir, "max_age_hours = 24");
     send_udp(server.udp(), &bobs_calls(old, now, "-again"));
     wait_json(&dir.join("all.jsonl"), 2);
-    let label = format!("store:{}", store.display());
-    wait_first_drop(&server, "expired");
     let m = server.metrics();
     assert_eq!(
-        m.get(
-            "hep_dropped_total",
-            &[("output", &*label), ("reason", "expired")]
-        ),
-        1
-    );
-    assert_eq!(
         m.get("hep_store_partitions_removed_total", &[("output", &*label)]),
-        1
+        received.len() as u64
     );
     let stopped = server.stop();
-    assert_eq!(stopped.counts.dropped, 1);
+    assert_eq!(stopped.counts.dropped, 0);
     let kept = partitions(&store);
-    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!((1..=2).contains(&kept.len()), "{kept:?}");
     let hour = now - now % 3_600;
     assert!(kept[0].contains(&format_hour(hour)), "{kept:?}");
     let left = search_json(&store, &["--user", "bob"]);
@@ -388,7 +426,20 @@ fn retention_removes_old_partitions_and_keeps_recent_ones() {
         .map(|r| r["payload"].as_str().unwrap())
         .collect();
     assert_eq!(left.len(), 2, "{ids:?}");
-    assert!(ids.iter().all(|p| p.contains("Call-ID: new")), "{ids:?}");
+    assert!(ids.iter().all(|p| p.contains("-again@x")), "{ids:?}");
+}
+
+/// Renames the partitions of `store` (a stopped one) as if their messages had been
+/// received `hours` earlier: a partition is named after the hour its messages arrived.
+fn as_if_received_hours_ago(store: &Path, hours: i64) {
+    use hep_server::store::partition::{file_name, parse_file_name};
+    for name in partitions(store) {
+        let (start, span) = parse_file_name(&name).unwrap();
+        let renamed = file_name(start - hours * 3_600, span);
+        std::fs::rename(store.join(&name), store.join(&renamed)).unwrap();
+        let side = |n: &str| store.join(n.replace(".db", ".hep"));
+        std::fs::rename(side(&name), side(&renamed)).unwrap();
+    }
 }
 
 /// `HHMMSSZ` of a partition name for the hour starting at `secs`.

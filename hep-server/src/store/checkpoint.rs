@@ -17,7 +17,7 @@
 //! writer waits ([`Checkpointer::wait_idle`]) only once the last checkpoint found more
 //! than [`WAL_RESTART_BYTES`] in the WAL: it then starts over, having copied batches
 //! that often changed the same index pages once. Before
-//! each checkpoint it syncs the partition's side file of HEP bytes (schema versions 3 and 4), so
+//! each checkpoint it syncs the partition's side file of HEP bytes (schema versions 3 to 5), so
 //! that no row reaches the database file before the bytes it points to reach the disk
 //! (the `fsync`s stay off the writer's path, as the checkpoint's own do). If the
 //! checkpointer falls behind anyway, the writer checkpoints itself once the WAL passes
@@ -189,7 +189,7 @@ fn run(shared: &Shared) {
 }
 
 /// A `PASSIVE` checkpoint of the partition at `path`, on a connection of its own, after
-/// its side file of HEP bytes (versions 3 and 4) is synced: a row in the database file points to
+/// its side file of HEP bytes (versions 3 to 5) is synced: a row in the database file points to
 /// bytes on the disk. Returns the size of the WAL it found, bytes.
 ///
 /// The file is opened without `CREATE`: one deleted meanwhile is not made again.

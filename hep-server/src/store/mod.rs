@@ -1,5 +1,5 @@
 //! The embedded capture store: `store:DIR` keeps every message in SQLite files, one per
-//! span of capture time, with its HEP bytes in a file beside each, and `hep-server
+//! span of receive time, with its HEP bytes in a file beside each, and `hep-server
 //! search` finds them again.
 //!
 //! Why SQLite: it is a library, not a server (nothing to install or run beside the
@@ -12,12 +12,28 @@
 //!   foreign or corrupt file.
 //! - [`schema`]: the table and indexes of a partition.
 //! - [`hepfile`]: the file beside a partition that holds its messages' HEP bytes
-//!   (schema versions 3 and 4).
+//!   (schema versions 3 to 5).
 //! - [`query`]: searches by Call-ID (with the other legs), user, method and time.
 //! - the writer (a rows thread behind the output's bounded queue, building a batch while
 //!   the writer thread inserts the one before), its checkpointer (a thread that copies
 //!   the WAL into the partition files) and retention (whole partitions by
 //!   age and size; a free-space floor) are internal.
+//!
+//! # Two clocks
+//! A message carries its capture time, which its agent chooses; the collector knows when
+//! it received it. The store's own bookkeeping follows the receive time: which partition
+//! a message goes to ([`partition`]) and retention by age and size, so that no time an
+//! agent writes (a replayed capture, a clock a week behind, a forged date in the year
+//! 2100) loses a message, opens a file of its own or makes retention delete recent data.
+//! Everything users see follows the capture time: the row id ([`schema::RowIds`]), the
+//! order of results, and a search's time range ([`query`]), which finds a partition's
+//! capture times from its smallest and largest row id, not from its name. Capture times
+//! far from the receive time are counted (`hep_store_clock_skew_total`) and logged.
+//!
+//! A partition holds whatever capture times arrived in its span: a call's range in
+//! `call_ranges` (version 4 on) spans the ids between its first and last message of a
+//! batch, so a call whose messages carry wildly different times makes its own search read
+//! more of that partition; no other call's search is affected.
 //!
 //! # Schema
 //! One table `messages` per file: `ts` and `recv_ts` (us), `proto_type`, `capture_id`,

@@ -1,9 +1,12 @@
-//! Partitions: one SQLite file per span of capture time, named after its start.
+//! Partitions: one SQLite file per span of receive time, named after its start.
 //!
-//! `hep-20261126T090000Z-3600s.db` holds the messages captured from 2026-11-26 09:00:00
-//! UTC for 3600 seconds. The name alone tells retention what a file covers, so old data
-//! goes by deleting whole files, never by `DELETE` of rows. SQLite's `-wal`, `-shm` and
-//! `-journal` files sit beside their partition, and so does (schema versions 3 and 4) the
+//! `hep-20261126T090000Z-3600s.db` holds the messages received from 2026-11-26 09:00:00
+//! UTC for 3600 seconds (whatever time their agents put in them: see [`super`], "Two
+//! clocks"). The name tells retention what a file covers, so old data goes by deleting
+//! whole files, never by `DELETE` of rows. Files of schema versions 1 to 4 were named
+//! after their messages' capture time, which an agent chooses; retention takes such a
+//! file's last write as its end when that is earlier ([`Partition::received_until`]). SQLite's `-wal`, `-shm` and
+//! `-journal` files sit beside their partition, and so does (schema versions 3 to 5) the
 //! side file of its HEP bytes, `hep-20261126T090000Z-3600s.hep` ([`super::hepfile`]);
 //! `hep-store.lock` marks a directory in use. Anything else in the directory is not
 //! ours: [`scan`] refuses it by name (or a side file by its header) instead of touching
@@ -26,7 +29,7 @@ const SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
 /// One partition file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partition {
-    /// Start of the covered capture time, Unix seconds.
+    /// Start of the covered receive time, Unix seconds.
     pub start: i64,
     /// Length of the covered time, seconds.
     pub span: i64,
@@ -35,7 +38,7 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// The partition of `dir` holding capture time `ts_secs`, for partitions of `span`
+    /// The partition of `dir` holding receive time `ts_secs`, for partitions of `span`
     /// seconds (aligned on multiples of `span` since the epoch: hours on the hour, days
     /// at midnight UTC).
     pub fn holding(dir: &Path, ts_secs: i64, span: i64) -> Self {
@@ -47,9 +50,32 @@ impl Partition {
         }
     }
 
-    /// End of the covered capture time (exclusive), Unix seconds.
+    /// End of the covered receive time (exclusive), Unix seconds.
     pub const fn end(&self) -> i64 {
         self.start.saturating_add(self.span)
+    }
+
+    /// The latest its messages can have been received, Unix seconds: the end of its span,
+    /// or the last write of any of its files when that is earlier.
+    ///
+    /// Retention goes by this, not by the name alone: a file of schema versions 1 to 4 is
+    /// named after its messages' capture time, which an agent chooses, so one named a
+    /// year ahead by a wrong clock must not count as the newest data of the store (and
+    /// have the current hour deleted for size). A copy of a store, whose files get the
+    /// time of the copy, is kept by the names' ends as before.
+    pub fn received_until(&self) -> i64 {
+        let written = self
+            .files()
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .max()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        match written {
+            // Received by the end of the second of the last write.
+            Some(secs) => self.end().min(secs.saturating_add(1)),
+            None => self.end(),
+        }
     }
 
     /// Bytes on disk: the database, SQLite's files beside it and the HEP bytes' file.
@@ -62,7 +88,7 @@ impl Partition {
     }
 
     /// The database file, SQLite's `-wal`, `-shm` and `-journal`, then the HEP bytes'
-    /// file (`.hep`, versions 3 and 4); all but the first may not exist.
+    /// file (`.hep`, versions 3 to 5); all but the first may not exist.
     pub fn files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.path.clone()];
         for suffix in SIDE_FILES {

@@ -1,5 +1,12 @@
-//! Searches: the messages matching a [`Query`], from every partition whose time span
-//! meets the query's, with the other legs of a call.
+//! Searches: the messages matching a [`Query`], from every partition holding messages
+//! captured in the query's time range, with the other legs of a call.
+//!
+//! A time range is capture time, the time the user sees in every record. Partitions
+//! cover spans of receive time ([`super::partition`]) and may hold any capture time (a
+//! replayed capture, an agent whose clock is off), so a search does not go by their
+//! names: it reads each partition's smallest and largest row id (the row id is the
+//! capture time, see [`schema::RowIds`]; two lookups at the ends of the table's B-tree)
+//! and searches those whose capture times meet the range, newest first.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -88,7 +95,7 @@ struct Found {
     correlation_id: Option<String>,
 }
 
-/// The columns a search reads, in a file of `version`: the HEP bytes last (versions 3 and 4:
+/// The columns a search reads, in a file of `version`: the HEP bytes last (versions 3 to 5:
 /// their place in the side file).
 const fn columns(version: Version) -> &'static str {
     if version.has_side_file() {
@@ -111,13 +118,7 @@ pub fn search(dir: &Path, q: &Query) -> Result<Results, StoreError> {
              store:DIR; the default is hep-store in the working directory)",
         ));
     }
-    let mut partitions = partition::scan(dir)?;
-    partitions.retain(|p| {
-        q.since_usec.is_none_or(|s| p.end() * 1_000_000 > s)
-            && q.until_usec.is_none_or(|u| p.start * 1_000_000 < u)
-    });
-    // Newest first: a limit keeps the newest matches.
-    partitions.reverse();
+    let partitions = sources(dir, q)?;
 
     let mut filter = Filter::default();
     if let Some(id) = &q.call_id {
@@ -192,6 +193,50 @@ pub fn search(dir: &Path, q: &Query) -> Result<Results, StoreError> {
     Ok(results)
 }
 
+/// A partition to search.
+struct Source {
+    partition: Partition,
+    /// The largest row id it holds: its newest capture time (see [`schema::RowIds`]).
+    newest_id: i64,
+}
+
+/// How far the row ids of a burst of messages spill past their capture time (see
+/// [`schema::RowIds`]), us: a generous bound.
+const ID_SPILL_USEC: i64 = 1_000_000;
+
+/// The partitions of `dir` holding messages captured in `q`'s time range, the newest
+/// capture first. Found by their smallest and largest row ids, not their names (which
+/// are receive time, or in files of versions 1 to 4 the capture time of most of their
+/// messages).
+fn sources(dir: &Path, q: &Query) -> Result<Vec<Source>, StoreError> {
+    let mut sources = Vec::new();
+    for partition in partition::scan(dir)? {
+        let Some((conn, _)) = open(&partition)? else {
+            continue;
+        };
+        let (first, last) = conn
+            .query_row("SELECT min(id), max(id) FROM messages", [], |r| {
+                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
+            })
+            .map_err(|e| StoreError::sqlite(&partition.path, e))?;
+        let (Some(first), Some(last)) = (first, last) else {
+            continue; // No rows.
+        };
+        // A row's capture time is at most its id's, and at most the spill before it.
+        let earliest = (first / schema::IDS_PER_USEC).saturating_sub(ID_SPILL_USEC);
+        let latest = last / schema::IDS_PER_USEC;
+        if q.since_usec.is_some_and(|s| latest < s) || q.until_usec.is_some_and(|u| earliest >= u) {
+            continue;
+        }
+        sources.push(Source {
+            partition,
+            newest_id: last,
+        });
+    }
+    sources.sort_by_key(|s| std::cmp::Reverse(s.newest_id));
+    Ok(sources)
+}
+
 /// A `WHERE` clause: terms that must all match, written in the terms of each file's
 /// schema version.
 #[derive(Debug, Default, Clone)]
@@ -238,7 +283,7 @@ impl Term {
                 let t = texts(ids, params);
                 sql.push_str(&format!("call_id_hash IN ({h}) AND call_id IN ({t})"));
             }
-            (Self::CallIn(ids), Version::V4) => {
+            (Self::CallIn(ids), Version::V4 | Version::V5) => {
                 let r = in_call_ranges(&hashes(ids, params));
                 let t = texts(ids, params);
                 sql.push_str(&format!("{r} AND call_id IN ({t})"));
@@ -258,7 +303,7 @@ impl Term {
                      OR (correlation_hash IN ({lh}) AND correlation_id IN ({l})))"
                 ));
             }
-            (Self::CallOrLinked(ids), Version::V4) => {
+            (Self::CallOrLinked(ids), Version::V4 | Version::V5) => {
                 let r = in_call_ranges(&hashes(ids, params));
                 let c = texts(ids, params);
                 let lh = hashes(ids, params);
@@ -273,7 +318,7 @@ impl Term {
 }
 
 /// `id IN (...)`: the rows in the ranges `call_ranges` holds for the Call-ID hashes of the
-/// parameters `hash_marks` (`?, ?`), with one of those hashes (version 4); the caller
+/// parameters `hash_marks` (`?, ?`), with one of those hashes (versions 4 and 5); the caller
 /// compares the text.
 fn in_call_ranges(hash_marks: &str) -> String {
     format!(
@@ -326,13 +371,13 @@ pub const MAX_USER_CALLS: usize = 10_000;
 /// The Call-IDs of the dialogs (and lone requests) whose initial request has `user` as
 /// From or To user, newest first, at most [`MAX_USER_CALLS`].
 fn calls_of_user(
-    partitions: &[Partition],
+    partitions: &[Source],
     user: &str,
     time: &Filter,
 ) -> Result<Vec<String>, StoreError> {
     let mut calls = Vec::new();
     let mut seen = BTreeSet::new();
-    for p in partitions {
+    for Source { partition: p, .. } in partitions {
         let sql_err = |e| StoreError::sqlite(&p.path, e);
         let Some((conn, version)) = open(p)? else {
             continue;
@@ -390,25 +435,35 @@ fn open(p: &Partition) -> Result<Option<(rusqlite::Connection, Version)>, StoreE
     Ok(Some((conn, version)))
 }
 
-/// Up to `limit` rows matching `filter`, newest partitions first.
-fn select(
-    partitions: &[Partition],
-    filter: &Filter,
-    limit: usize,
-) -> Result<Vec<Found>, StoreError> {
+/// The newest `limit` rows matching `filter` (newest first), from `partitions` (in the
+/// order of [`sources`]).
+///
+/// Partitions may hold the same capture times (a replayed capture lands in the
+/// partition of the hour it was received), so each gives its newest `limit` and the
+/// newest of all are kept; the partitions whose newest message is older than all those
+/// kept are not read.
+fn select(partitions: &[Source], filter: &Filter, limit: usize) -> Result<Vec<Found>, StoreError> {
+    let newest_first = |found: &mut Vec<Found>| {
+        found.sort_unstable_by_key(|f| std::cmp::Reverse((f.id, f.partition)));
+        found.truncate(limit);
+    };
     let mut found = Vec::new();
-    for (i, p) in partitions.iter().enumerate() {
+    for (i, source) in partitions.iter().enumerate() {
         if found.len() >= limit {
-            break;
+            newest_first(&mut found);
+            if found.last().is_some_and(|f| source.newest_id < f.id) {
+                break;
+            }
         }
+        let p = &source.partition;
         let sql_err = |e| StoreError::sqlite(&p.path, e);
         let Some((conn, version)) = open(p)? else {
             continue;
         };
-        let left = (limit - found.len()).min(i64::MAX as usize) as i64;
+        let per_partition = limit.min(i64::MAX as usize) as i64;
         let (filter, params) = filter.sql(version);
         let sql = format!(
-            "SELECT {} FROM messages{filter} ORDER BY id DESC LIMIT {left}",
+            "SELECT {} FROM messages{filter} ORDER BY id DESC LIMIT {per_partition}",
             columns(version)
         );
         // Versions 3 and 4: the bytes are read from the side file, with positioned reads.
@@ -450,11 +505,12 @@ fn select(
             found.push(row.map_err(sql_err)?);
         }
     }
+    newest_first(&mut found);
     Ok(found)
 }
 
-fn decode(f: Found, partitions: &[Partition]) -> Result<Stored, StoreError> {
-    let path = &partitions[f.partition].path;
+fn decode(f: Found, partitions: &[Source]) -> Result<Stored, StoreError> {
+    let path = &partitions[f.partition].partition.path;
     let message = HepMessage::decode(Bytes::from(f.hep?)).map_err(|e| {
         StoreError::foreign(
             path,

@@ -1,7 +1,9 @@
 //! Which partitions to delete: those past the age limit, then the oldest while the store
 //! is over its size limit. Whole files go; rows are never deleted one by one.
-
-use super::partition::Partition;
+//!
+//! Age is receive time ([`Partition::received_until`](super::partition::Partition)),
+//! which only the collector's clock decides: no time an agent writes into its messages
+//! can make retention delete data younger than its limits.
 
 /// The limits of `[store]`, in the units retention works in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,14 +14,26 @@ pub(crate) struct Limits {
     pub(crate) max_bytes: Option<u64>,
 }
 
-/// The indexes of `partitions` (oldest first, with their sizes in bytes) to delete at
-/// time `now` (Unix seconds). The newest partition is never chosen for size: it is the
-/// one being written.
-pub(crate) fn to_delete(partitions: &[(Partition, u64)], now: i64, limits: Limits) -> Vec<usize> {
+/// What retention needs to know of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Aged {
+    /// The latest its messages were received, Unix seconds.
+    pub(crate) received_until: i64,
+    /// Its size on disk, bytes.
+    pub(crate) bytes: u64,
+}
+
+/// The indexes of `partitions` (in the order of their `received_until`, oldest first) to
+/// delete at time `now` (Unix seconds). The newest partition is never chosen for size:
+/// it is the one being written.
+pub(crate) fn to_delete(partitions: &[Aged], now: i64, limits: Limits) -> Vec<usize> {
     let mut delete = Vec::new();
-    let mut total: u64 = partitions.iter().map(|(_, b)| b).sum();
-    for (i, (p, bytes)) in partitions.iter().enumerate() {
-        let too_old = limits.max_age.is_some_and(|age| p.end() <= now - age);
+    let mut total: u64 = partitions.iter().map(|p| p.bytes).sum();
+    for (i, p) in partitions.iter().enumerate() {
+        let bytes = p.bytes;
+        let too_old = limits
+            .max_age
+            .is_some_and(|age| p.received_until <= now - age);
         let too_big = limits.max_bytes.is_some_and(|max| total > max) && i + 1 < partitions.len();
         if too_old || too_big {
             delete.push(i);
@@ -31,14 +45,15 @@ pub(crate) fn to_delete(partitions: &[(Partition, u64)], now: i64, limits: Limit
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use super::*;
 
-    fn hours(starts: &[i64], bytes: u64) -> Vec<(Partition, u64)> {
-        starts
-            .iter()
-            .map(|&h| (Partition::holding(Path::new("/s"), h * 3_600, 3_600), bytes))
+    /// Partitions received until the ends of these hours.
+    fn hours(ends: &[i64], bytes: u64) -> Vec<Aged> {
+        ends.iter()
+            .map(|&h| Aged {
+                received_until: (h + 1) * 3_600,
+                bytes,
+            })
             .collect()
     }
 

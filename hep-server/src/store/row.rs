@@ -23,7 +23,7 @@ pub(crate) struct Text {
 /// The values of one `messages` row; its text is kept in its batch's [`Rows`].
 #[derive(Debug)]
 pub(crate) struct Row {
-    /// The start of its partition, seconds since the Unix epoch.
+    /// The start of its partition (by receive time), seconds since the Unix epoch.
     pub(crate) partition: i64,
     /// Capture time, us (receive time for HEPv1, which has none).
     pub(crate) ts: i64,
@@ -59,8 +59,9 @@ pub(crate) struct Row {
 pub(crate) struct RowPlan {
     /// Partition length, seconds.
     span: i64,
-    /// Retention by age, us (`None`: messages are kept whatever their age).
-    max_age: Option<i64>,
+    /// Capture and receive time further apart than this are counted, us (`None`: not
+    /// checked).
+    clock_skew: Option<i64>,
 }
 
 impl RowPlan {
@@ -68,8 +69,9 @@ impl RowPlan {
     pub(crate) fn of(config: &StoreConfig) -> Self {
         Self {
             span: i64::from(config.partition_minutes) * 60,
-            max_age: (config.max_age_hours > 0)
-                .then(|| config.max_age_hours as i64 * 3_600_000_000),
+            clock_skew: (config.clock_skew_warn_secs > 0).then(|| {
+                i64::try_from(config.clock_skew_warn_secs).unwrap_or(i64::MAX / 2) * 1_000_000
+            }),
         }
     }
 
@@ -93,8 +95,12 @@ pub(crate) struct Rows {
     pub(crate) taken: u64,
     /// Changed messages that did not encode again.
     pub(crate) failed: u64,
-    /// Messages older than the retention by age.
-    pub(crate) expired: u64,
+    /// Messages whose capture time is further from their receive time than the plan's
+    /// skew (stored all the same).
+    pub(crate) skewed: u64,
+    /// The last of them: its agent and by how much its time was off (capture minus
+    /// receive time), us.
+    pub(crate) last_skew: Option<(SocketAddr, i64)>,
 }
 
 impl Rows {
@@ -106,20 +112,28 @@ impl Rows {
             text: String::new(),
             taken: 0,
             failed: 0,
-            expired: 0,
+            skewed: 0,
+            last_skew: None,
         }
     }
 
     /// Adds the row of `m`, received by `now` (us since the Unix epoch).
     pub(crate) fn add(&mut self, m: &Received, now: i64) {
         self.taken += 1;
-        match self.row(m, now) {
-            None => self.failed += 1,
-            Some(r) if self.plan.max_age.is_some_and(|age| r.ts < now - age) => {
-                self.expired += 1;
-            }
-            Some(r) => self.rows.push(r),
+        let Some(r) = self.row(m, now) else {
+            self.failed += 1;
+            return;
+        };
+        let skew = r.ts.saturating_sub(r.recv_ts);
+        if self
+            .plan
+            .clock_skew
+            .is_some_and(|max| skew.unsigned_abs() > max.unsigned_abs())
+        {
+            self.skewed += 1;
+            self.last_skew = Some((r.peer, skew));
         }
+        self.rows.push(r);
     }
 
     /// Puts the rows in partition order (within one, they keep the batch's order).
@@ -128,7 +142,7 @@ impl Rows {
     }
 
     /// The rows of each partition the batch touches, in the order of [`sort`](Self::sort)
-    /// (usually one partition; a batch across an hour's end, or late messages, two).
+    /// (one partition; two for a batch across the end of a span).
     pub(crate) fn by_partition(&self) -> impl Iterator<Item = &[Row]> {
         self.rows.chunk_by(|a, b| a.partition == b.partition)
     }
@@ -162,7 +176,9 @@ impl Rows {
         let call_id = sip.and_then(|s| s.call_id);
         let correlation_id = correlation_id(msg, sip.as_ref(), payload);
         Some(Row {
-            partition: ts.div_euclid(1_000_000).div_euclid(span) * span,
+            // Receive time, which only the collector's clock decides: an agent's clock
+            // (or a forged timestamp) cannot open partitions or place rows in old ones.
+            partition: recv_ts.div_euclid(1_000_000).div_euclid(span) * span,
             ts,
             recv_ts,
             proto_type: msg.proto_type.map(|t| t.id()),

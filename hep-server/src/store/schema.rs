@@ -18,7 +18,13 @@
 //! version), so that a foreign or newer database is recognised from its header.
 //!
 //! # Versions
-//! - **4** (this build writes it into new files): version 3 with the Call-ID indexed by
+//! - **5** (this build writes it into new files): the tables of version 4; the file is
+//!   named after its messages' receive time instead of their capture time (see
+//!   [`super::partition`]). Searches find a file's capture times from its row ids (the
+//!   smallest and largest), not from its name, in every version. The version changed so
+//!   that a build that reads names as capture time refuses these files instead of
+//!   missing messages in them.
+//! - **4**: version 3 with the Call-ID indexed by
 //!   call and batch instead of by message. `messages_call_id_hash`, one entry per
 //!   message under a hash key, put each new row on a page anywhere in the index, so
 //!   that a commit rewrote (into the WAL, then at the checkpoint into the file) about
@@ -62,7 +68,7 @@ use super::StoreError;
 /// `PRAGMA application_id` of a partition: `HEPS`.
 pub const APPLICATION_ID: u32 = u32::from_be_bytes(*b"HEPS");
 /// `PRAGMA user_version` of the schema below, written into new files.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The schema versions this build reads and appends to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +83,8 @@ pub enum Version {
     /// As version 3, with the Call-ID indexed by call and batch (`call_ranges`) instead
     /// of by message.
     V4,
+    /// Version 4's tables in a file named after receive time.
+    V5,
 }
 
 impl Version {
@@ -87,6 +95,7 @@ impl Version {
             2 => Some(Self::V2),
             3 => Some(Self::V3),
             4 => Some(Self::V4),
+            5 => Some(Self::V5),
             _ => None,
         }
     }
@@ -98,19 +107,20 @@ impl Version {
             Self::V2 => 2,
             Self::V3 => 3,
             Self::V4 => 4,
+            Self::V5 => 5,
         }
     }
 
     /// Whether its rows keep the HEP bytes in the side file (`hep_offset`, `hep_len`)
     /// instead of the `hep` column.
     pub const fn has_side_file(self) -> bool {
-        matches!(self, Self::V3 | Self::V4)
+        matches!(self, Self::V3 | Self::V4 | Self::V5)
     }
 
     /// Whether its Call-IDs are indexed by call and batch (`call_ranges`) instead of by
     /// message (`messages_call_id_hash`).
     pub const fn has_call_ranges(self) -> bool {
-        matches!(self, Self::V4)
+        matches!(self, Self::V4 | Self::V5)
     }
 }
 
@@ -235,7 +245,7 @@ macro_rules! side_file_messages {
     };
 }
 
-/// The side file's tables (versions 3 and 4): `hep_file`, one row holding the end of
+/// The side file's tables (versions 3 to 5): `hep_file`, one row holding the end of
 /// the bytes the committed rows point into, and `hep_lost`, the ranges of the side file
 /// a crash lost (see [`super::hepfile`]: after a crash the side file may be shorter
 /// than the rows say).
@@ -379,7 +389,7 @@ pub(crate) const INSERT_V3: &str = "INSERT INTO messages (id, ts, recv_ts, proto
     ?20, ?21, ?22, ?23)";
 
 /// Records that a batch's messages of the call of hash `?1` are the rows `?2` to `?3`
-/// with that hash (version 4).
+/// with that hash (versions 4 and 5).
 pub(crate) const ADD_CALL_RANGE: &str =
     "INSERT INTO call_ranges (call_id_hash, first_id, last_id) VALUES (?1, ?2, ?3)";
 
@@ -402,7 +412,7 @@ impl Version {
             Self::V1 => INSERT_V1,
             Self::V2 => INSERT_V2,
             // The same row; version 4 adds its call ranges (`ADD_CALL_RANGE`).
-            Self::V3 | Self::V4 => INSERT_V3,
+            Self::V3 | Self::V4 | Self::V5 => INSERT_V3,
         }
     }
 
@@ -411,7 +421,7 @@ impl Version {
             Self::V1 => CREATE_V1,
             Self::V2 => CREATE_V2,
             Self::V3 => CREATE_V3,
-            Self::V4 => CREATE_V4,
+            Self::V4 | Self::V5 => CREATE_V4,
         }
     }
 }
@@ -426,7 +436,7 @@ impl Version {
 /// The file cannot be opened or created, or is not a store partition of a version this
 /// build knows.
 pub(crate) fn open_for_write(path: &Path) -> Result<(Connection, Version), StoreError> {
-    open_for_write_creating(path, Version::V4)
+    open_for_write_creating(path, Version::V5)
 }
 
 /// [`open_for_write`], creating a new file with the schema of `new` (tests create

@@ -14,7 +14,7 @@ use super::hepfile;
 use super::partition::Partition;
 use super::query::{Query, search};
 use super::schema::{self, Version, text_hash};
-use super::writer::{StoreStats, StoreWriter};
+use super::writer::{StoreStats, StoreWriter, Written};
 use crate::config::StoreConfig;
 use crate::output::fanout::Queued;
 use crate::output::spool::tests::TempDir;
@@ -60,6 +60,18 @@ fn invite(ts: u32, call_id: &str, user: &str, extra: &str) -> Queued {
         user,
         extra,
     )
+}
+
+/// `w` writes `batch` as if each message were received when it was captured: these tests
+/// place messages in the partitions of their times.
+fn write(w: &mut StoreWriter, batch: &[Queued]) -> Written {
+    w.write_received(batch, captured_at)
+}
+
+/// The capture time of `m`, us.
+fn captured_at(m: &Queued) -> i64 {
+    i64::from(m.message.ts_sec.expect("a HEPv3 time")) * 1_000_000
+        + i64::from(m.message.ts_usec.unwrap_or(0))
 }
 
 fn writer(dir: &Path) -> StoreWriter {
@@ -110,42 +122,46 @@ fn version_1_partition(dir: &Path, ts: u32) -> Partition {
 }
 
 #[test]
-fn files_of_versions_1_to_4_are_searched_side_by_side() {
-    let dir = TempDir::new("store-v1-to-v4");
+fn files_of_versions_1_to_5_are_searched_side_by_side() {
+    let dir = TempDir::new("store-v1-to-v5");
     let eleven = TEN + 3_600;
     let twelve = eleven + 3_600;
+    let thirteen = twelve + 3_600;
+    let hours = [NINE, TEN, eleven, twelve, thirteen];
     let v1 = version_1_partition(dir.path(), NINE);
     let v2 = old_partition(dir.path(), TEN, Version::V2);
     let v3 = old_partition(dir.path(), eleven, Version::V3);
+    let v4 = old_partition(dir.path(), twelve, Version::V4);
     let mut w = writer(dir.path());
-    // One call across the four hours; the other leg of a B2BUA in each (X-CID), and a
+    // One call across the five hours; the other leg of a B2BUA in each (X-CID), and a
     // stranger in each.
     let mut batch = Vec::new();
-    for (i, hour) in [NINE, TEN, eleven, twelve].into_iter().enumerate() {
+    for (i, hour) in hours.into_iter().enumerate() {
         batch.push(invite(hour + 10, "call-a", "alice", ""));
         let leg = format!("leg-{i}");
         batch.push(invite(hour + 11, &leg, "carol", "X-CID: call-a\r\n"));
         let stranger = format!("stranger-{i}");
         batch.push(invite(hour + 12, &stranger, ["alice", "erin"][i % 2], ""));
     }
-    assert_eq!(w.write(&batch).stored, 12);
+    assert_eq!(write(&mut w, &batch).stored, 15);
     drop(w);
-    let v4 = Partition::holding(dir.path(), i64::from(twelve), 3_600);
-    let versions = [&v1, &v2, &v3, &v4].map(|p| user_version(&p.path));
+    let v5 = Partition::holding(dir.path(), i64::from(thirteen), 3_600);
+    let versions = [&v1, &v2, &v3, &v4, &v5].map(|p| user_version(&p.path));
     assert_eq!(
         versions,
-        [1, 2, 3, 4],
+        [1, 2, 3, 4, 5],
         "old files keep their schema, a new one gets this build's"
     );
-    let side = [&v1, &v2, &v3, &v4].map(|p| hepfile::path_of(&p.path).exists());
+    let side = [&v1, &v2, &v3, &v4, &v5].map(|p| hepfile::path_of(&p.path).exists());
     assert_eq!(
         side,
-        [false, false, true, true],
-        "versions 3 and 4 keep the HEP bytes beside the partition"
+        [false, false, true, true, true],
+        "versions 3 to 5 keep the HEP bytes beside the partition"
     );
 
     let all = [
-        "call-a", "leg-0", "call-a", "leg-1", "call-a", "leg-2", "call-a", "leg-3",
+        "call-a", "leg-0", "call-a", "leg-1", "call-a", "leg-2", "call-a", "leg-3", "call-a",
+        "leg-4",
     ];
     assert_eq!(call_ids(dir.path(), &by_call("call-a")), all);
     assert_eq!(
@@ -165,13 +181,15 @@ fn files_of_versions_1_to_4_are_searched_side_by_side() {
             "call-a",
             "call-a",
             "stranger-2",
-            "call-a"
+            "call-a",
+            "call-a",
+            "stranger-4"
         ]
     );
     // The bytes read back are the bytes sent, from each version.
     let found = search(dir.path(), &by_call("call-a")).expect("searches");
     assert!(found.damaged.is_empty());
-    for (i, hour) in [NINE, TEN, eleven, twelve].into_iter().enumerate() {
+    for (i, hour) in hours.into_iter().enumerate() {
         let sent = invite(hour + 10, "call-a", "alice", "");
         assert_eq!(
             found.messages[2 * i].message,
@@ -190,13 +208,13 @@ fn a_call_in_many_batches_among_other_calls_is_found_whole_and_alone() {
     let first: Vec<Queued> = (0..6u32)
         .map(|i| invite(TEN + i, ["call-a", "call-b"][i as usize % 2], "alice", ""))
         .collect();
-    assert_eq!(w.write(&first).stored, 6);
+    assert_eq!(write(&mut w, &first).stored, 6);
     let second = [
         invite(TEN + 10, "call-b", "alice", ""),
         invite(TEN + 11, "call-a", "alice", ""),
         invite(TEN + 12, "call-ab", "alice", ""),
     ];
-    assert_eq!(w.write(&second).stored, 3);
+    assert_eq!(write(&mut w, &second).stored, 3);
     drop(w);
     let p = Partition::holding(dir.path(), i64::from(TEN), 3_600);
     let conn = schema::open_for_read(&p.path).expect("opens");
@@ -226,7 +244,7 @@ fn a_restart_keeps_appending_version_1_rows_to_a_version_1_file() {
     for (i, call) in ["first-run", "second-run"].into_iter().enumerate() {
         let mut w = writer(dir.path());
         let ts = NINE + 100 + i as u32;
-        assert_eq!(w.write(&[invite(ts, call, "alice", "")]).stored, 1);
+        assert_eq!(write(&mut w, &[invite(ts, call, "alice", "")]).stored, 1);
     }
     assert_eq!(user_version(&old.path), 1);
     let conn = schema::open_for_read(&old.path).expect("opens");
@@ -249,7 +267,7 @@ fn a_restart_keeps_appending_version_2_rows_to_a_version_2_file() {
     for (i, call) in ["first-run", "second-run"].into_iter().enumerate() {
         let mut w = writer(dir.path());
         let ts = NINE + 100 + i as u32;
-        assert_eq!(w.write(&[invite(ts, call, "alice", "")]).stored, 1);
+        assert_eq!(write(&mut w, &[invite(ts, call, "alice", "")]).stored, 1);
     }
     assert_eq!(user_version(&old.path), 2);
     assert!(
@@ -279,7 +297,7 @@ fn a_batch_appends_its_hep_bytes_to_the_side_file_and_the_rows_point_at_them() {
         invite(TEN + 2, "two", "bob", ""),
     ];
     let mut w = writer(dir.path());
-    assert_eq!(w.write(&batch).stored, 2);
+    assert_eq!(write(&mut w, &batch).stored, 2);
     drop(w);
     let wire: Vec<u8> = batch.iter().flat_map(|m| m.wire.to_vec()).collect();
     let file = std::fs::read(side_file(dir.path(), TEN)).expect("reads");
@@ -310,7 +328,7 @@ fn a_restart_appends_after_the_bytes_already_in_the_side_file() {
     let dir = TempDir::new("store-side-restart");
     let mut w = writer(dir.path());
     assert_eq!(
-        w.write(&[invite(TEN + 1, "first-run", "alice", "")]).stored,
+        write(&mut w, &[invite(TEN + 1, "first-run", "alice", "")]).stored,
         1
     );
     drop(w);
@@ -324,7 +342,7 @@ fn a_restart_appends_after_the_bytes_already_in_the_side_file() {
     let before = side_len(dir.path(), TEN);
     let second = invite(TEN + 2, "second-run", "alice", "");
     let mut w = writer(dir.path());
-    assert_eq!(w.write(std::slice::from_ref(&second)).stored, 1);
+    assert_eq!(write(&mut w, std::slice::from_ref(&second)).stored, 1);
     drop(w);
     assert_eq!(
         side_len(dir.path(), TEN),
@@ -344,7 +362,7 @@ fn a_row_pointing_past_the_end_of_a_truncated_side_file_is_reported_and_the_othe
         invite(TEN + 2, "call-t", "alice", ""),
         invite(TEN + 3, "call-t", "alice", ""),
     ];
-    assert_eq!(w.write(&batch).stored, 3);
+    assert_eq!(write(&mut w, &batch).stored, 3);
     drop(w);
     // A power cut lost the tail of the side file (the last message's bytes, half of them).
     let side = side_file(dir.path(), TEN);
@@ -372,7 +390,10 @@ fn a_row_pointing_past_the_end_of_a_truncated_side_file_is_reported_and_the_othe
     // The writer appends after the end the rows point into, not after the cut: a new
     // message never takes the place of a lost one.
     let mut w = writer(dir.path());
-    assert_eq!(w.write(&[invite(TEN + 4, "call-t", "alice", "")]).stored, 1);
+    assert_eq!(
+        write(&mut w, &[invite(TEN + 4, "call-t", "alice", "")]).stored,
+        1
+    );
     drop(w);
     let found = search(dir.path(), &by_call("call-t")).expect("searches on");
     assert_eq!(found.messages.len(), 3);
@@ -423,7 +444,7 @@ fn retention_deletes_the_side_file_with_its_partition_and_counts_its_size() {
         .chain([invite(new, "new", "alice", "")])
         .collect();
     let mut w = writer(dir.path());
-    assert_eq!(w.write(&batch).stored, 601);
+    assert_eq!(write(&mut w, &batch).stored, 601);
     drop(w);
     let p = Partition::holding(dir.path(), i64::from(old), 3_600);
     let side = hepfile::path_of(&p.path);
@@ -484,7 +505,7 @@ fn each_message_keeps_its_own_receive_info_when_connections_interleave() {
         })
         .collect();
     let mut w = writer(dir.path());
-    assert_eq!(w.write(&batch).stored, pattern.len() as u64);
+    assert_eq!(write(&mut w, &batch).stored, pattern.len() as u64);
     drop(w);
     let found = search(dir.path(), &by_call("runs")).expect("searches");
     let got: Vec<(Transport, String)> = found
@@ -507,11 +528,14 @@ fn two_call_ids_of_one_hash_are_told_apart_by_their_text() {
     let dir = TempDir::new("store-collision");
     let mut w = writer(dir.path());
     assert_eq!(
-        w.write(&[
-            invite(TEN + 1, "call-x", "alice", ""),
-            invite(TEN + 2, "call-y", "bob", ""),
-            invite(TEN + 3, "leg-z", "carol", "X-CID: call-y\r\n"),
-        ])
+        write(
+            &mut w,
+            &[
+                invite(TEN + 1, "call-x", "alice", ""),
+                invite(TEN + 2, "call-y", "bob", ""),
+                invite(TEN + 3, "leg-z", "carol", "X-CID: call-y\r\n"),
+            ]
+        )
         .stored,
         3
     );
@@ -551,10 +575,13 @@ fn a_call_id_search_goes_through_the_call_ranges_and_the_hash_indexes() {
     old_partition(dir.path(), NINE, Version::V3);
     let mut w = writer(dir.path());
     assert_eq!(
-        w.write(&[invite(NINE + 1, "call-x", "alice", "")]).stored,
+        write(&mut w, &[invite(NINE + 1, "call-x", "alice", "")]).stored,
         1
     );
-    assert_eq!(w.write(&[invite(TEN + 1, "call-x", "alice", "")]).stored, 1);
+    assert_eq!(
+        write(&mut w, &[invite(TEN + 1, "call-x", "alice", "")]).stored,
+        1
+    );
     drop(w);
     let v3 = plan_in(dir.path(), NINE, Version::V3);
     assert!(
@@ -597,9 +624,9 @@ fn a_big_batch_across_partitions_keeps_every_message_of_every_partition() {
         })
         .collect();
     let mut w = writer(dir.path());
-    let written = w.write(&batch);
+    let written = write(&mut w, &batch);
     assert_eq!(written.stored, 6_000);
-    assert_eq!((written.failed, written.expired), (0, 0));
+    assert_eq!(written.failed, 0);
     drop(w);
     assert_eq!(rows_in(dir.path(), NINE), 6);
     assert_eq!(rows_in(dir.path(), TEN), 3_500 - 3);
@@ -669,4 +696,127 @@ fn a_batch_is_what_was_queued_while_the_writer_was_busy_up_to_the_batch_size() {
         "at most the batch size"
     );
     assert_eq!(batches_of(1, 128), [1], "a lone message goes on its own");
+}
+
+// Two clocks: the store's files follow receive time (the collector's clock); searches
+// and records follow capture time (the agent's).
+
+/// Now, whole seconds.
+fn now_secs() -> u32 {
+    (super::writer::now_usec() / 1_000_000) as u32
+}
+
+#[test]
+fn a_capture_of_any_age_or_date_is_stored_in_the_hour_it_arrived_and_found_by_its_own_time() {
+    let dir = TempDir::new("store-two-clocks");
+    let now = now_secs();
+    let week_ago = now - 8 * 86_400;
+    let batch: Vec<Queued> = [week_ago, now, now + 86_400 * 365, u32::MAX]
+        .iter()
+        .enumerate()
+        .map(|(i, &ts)| invite(ts, &format!("call-{i}"), "alice", ""))
+        .collect();
+    // A week's retention, as by default: the replayed call is younger than that here.
+    let config = StoreConfig {
+        max_size_mb: 0,
+        min_free_mb: 0,
+        ..StoreConfig::default()
+    };
+    let stats = Arc::new(StoreStats::new("store:test"));
+    let mut w = StoreWriter::open(dir.path(), config, Arc::clone(&stats)).expect("opens");
+    let received = i64::from(now) * 1_000_000;
+    assert_eq!(w.write_received(&batch, |_| received).stored, 4);
+    assert_eq!(stats.clock_skewed(), 3, "all but the call of now");
+    drop(w);
+    let files = super::partition::scan(dir.path()).expect("scans");
+    let here = Partition::holding(dir.path(), i64::from(now), 3_600);
+    assert_eq!(
+        files,
+        [here],
+        "one partition: the hour they were received in"
+    );
+
+    let found = search(dir.path(), &by_call("call-0")).expect("searches");
+    assert_eq!(found.messages.len(), 1);
+    let m = &found.messages[0];
+    assert_eq!(
+        (m.ts_usec, m.recv_ts_usec),
+        (i64::from(week_ago) * 1_000_000, received)
+    );
+    let around = |ts: u32| Query {
+        since_usec: Some((i64::from(ts) - 1) * 1_000_000),
+        until_usec: Some((i64::from(ts) + 1) * 1_000_000),
+        ..Query::default()
+    };
+    assert_eq!(call_ids(dir.path(), &around(week_ago)), ["call-0"]);
+    assert_eq!(call_ids(dir.path(), &around(now)), ["call-1"]);
+    assert_eq!(call_ids(dir.path(), &around(u32::MAX)), ["call-3"]);
+}
+
+#[test]
+fn a_limit_keeps_the_newest_captured_whichever_partition_received_them() {
+    let dir = TempDir::new("store-limit-across");
+    let mut w = writer(dir.path());
+    let live = invite(TEN + 10, "live", "alice", "");
+    // Received at ten; a week-old capture replayed at eleven, into the newer partition.
+    let replayed = invite(TEN - 7 * 86_400, "replayed", "alice", "");
+    let at = |secs: u32| move |_: &Queued| i64::from(secs) * 1_000_000;
+    assert_eq!(w.write_received(&[live], at(TEN + 10)).stored, 1);
+    assert_eq!(w.write_received(&[replayed], at(TEN + 3_700)).stored, 1);
+    drop(w);
+    assert_eq!(super::partition::scan(dir.path()).expect("scans").len(), 2);
+    let newest = |limit| Query {
+        limit,
+        ..Query::default()
+    };
+    assert_eq!(call_ids(dir.path(), &newest(1)), ["live"]);
+    assert_eq!(call_ids(dir.path(), &newest(2)), ["replayed", "live"]);
+}
+
+#[test]
+fn a_partition_an_earlier_build_named_in_the_future_cannot_push_out_the_current_hour() {
+    let dir = TempDir::new("store-future-name");
+    let now = now_secs();
+    // Version 4 named files after capture time: a forged date made one a year ahead,
+    // written (as its files' times say) two hours ago.
+    let next_year = now + 365 * 86_400;
+    let forged = old_partition(dir.path(), next_year, Version::V4);
+    let pad = format!("X-Pad: {}\r\n", "p".repeat(2_000));
+    let padded = |ts: u32, name: &str| -> Vec<Queued> {
+        (0..300)
+            .map(|i| invite(ts, &format!("{name}-{i}"), "alice", &pad))
+            .collect()
+    };
+    let mut w = writer(dir.path());
+    assert_eq!(write(&mut w, &padded(next_year, "forged")).stored, 300);
+    drop(w);
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7_200);
+    for f in forged.files().iter().filter(|f| f.exists()) {
+        let file = std::fs::File::options().write(true).open(f).expect("opens");
+        file.set_modified(two_hours_ago).expect("sets the time");
+    }
+    assert!(forged.received_until() <= i64::from(now) - 7_199);
+
+    // The current hour, over the size limit together with the forged one.
+    let config = StoreConfig {
+        max_age_hours: 0,
+        max_size_mb: 1,
+        min_free_mb: 0,
+        ..StoreConfig::default()
+    };
+    let stats = Arc::new(StoreStats::new("store:test"));
+    let mut w = StoreWriter::open(dir.path(), config, stats).expect("opens");
+    let received = i64::from(now) * 1_000_000;
+    assert_eq!(
+        w.write_received(&padded(now, "real"), |_| received).stored,
+        300
+    );
+    drop(w);
+    let left = super::partition::scan(dir.path()).expect("scans");
+    assert_eq!(
+        left,
+        [Partition::holding(dir.path(), i64::from(now), 3_600)],
+        "the forged partition went for size, the current hour stayed"
+    );
+    assert_eq!(call_ids(dir.path(), &by_call("real-7")), ["real-7"]);
 }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hep_transport::RateLimitedWarn;
 use rusqlite::{Connection, Statement};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::Receiver;
@@ -29,7 +30,7 @@ use super::StoreError;
 use super::checkpoint::{Checkpointer, WAL_MAX_BYTES, WAL_RESTART_BYTES};
 use super::hepfile::HepFile;
 use super::partition::{self, LOCK_FILE, Partition};
-use super::retention::{self, Limits};
+use super::retention::{self, Aged, Limits};
 use super::row::{RecvText, Row, RowPlan, Rows};
 use super::schema::{self, RowIds, Version};
 use crate::config::StoreConfig;
@@ -38,16 +39,21 @@ use crate::output::fanout::{OutputStats, Queued};
 
 /// Retention runs at least this often.
 const RETENTION_EVERY: Duration = Duration::from_secs(10);
-/// Partitions kept open for writing: the current one and the one before (late messages).
+/// At most one line this often about agents' clocks.
+const SKEW_WARN_EVERY: Duration = Duration::from_secs(10);
+/// Partitions kept open for writing: the current one and the one before (a batch across
+/// the end of a span).
 const MAX_OPEN: usize = 2;
 
-/// The store's own gauges: partitions and bytes on disk.
+/// The store's own gauges (partitions and bytes on disk) and its count of messages whose
+/// agent's clock is off.
 #[derive(Debug)]
 pub struct StoreStats {
     name: String,
     partitions: AtomicU64,
     bytes: AtomicU64,
     removed: AtomicU64,
+    clock_skew: AtomicU64,
 }
 
 impl StoreStats {
@@ -58,12 +64,19 @@ impl StoreStats {
             partitions: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             removed: AtomicU64::new(0),
+            clock_skew: AtomicU64::new(0),
         }
     }
 
     /// The store output's spec.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Messages stored whose capture time was further from their receive time than
+    /// `[store] clock_skew_warn_secs`.
+    pub fn clock_skewed(&self) -> u64 {
+        self.clock_skew.load(Ordering::Relaxed)
     }
 }
 
@@ -96,6 +109,17 @@ impl Collect for StoreStats {
             &o,
             self.removed.load(Ordering::Relaxed),
         );
+        out.declare(
+            "hep_store_clock_skew_total",
+            "Messages stored whose capture time was further from their receive time than \
+             [store] clock_skew_warn_secs (the agent's clock is off, or a capture is replayed).",
+            Kind::Counter,
+        );
+        out.sample(
+            "hep_store_clock_skew_total",
+            &o,
+            self.clock_skew.load(Ordering::Relaxed),
+        );
     }
 }
 
@@ -118,6 +142,10 @@ pub(crate) struct StoreWriter {
     last_retention: Instant,
     /// Why the last batch was refused, for a log line on each change.
     disk_low: bool,
+    /// At most a line every [`SKEW_WARN_EVERY`] about agents' clocks, and the messages
+    /// counted since the last one.
+    skew_warn: RateLimitedWarn,
+    skewed_since_warn: u64,
     /// Held for the writer's life: a second collector on the same directory is refused.
     _lock: File,
 }
@@ -125,7 +153,7 @@ pub(crate) struct StoreWriter {
 /// What a batch's insert gathers besides its rows.
 #[derive(Default)]
 struct Scratch {
-    /// The HEP bytes (versions 3 and 4), appended to the side file in one write.
+    /// The HEP bytes (versions 3 to 5), appended to the side file in one write.
     hep_bytes: Vec<u8>,
     /// The first and last row id of each call in the batch, by Call-ID hash (version 4).
     calls: HashMap<i64, (i64, i64)>,
@@ -134,7 +162,7 @@ struct Scratch {
 /// A partition open for writing.
 struct Open {
     partition: Partition,
-    /// The side file of the HEP bytes (versions 3 and 4; `None` for earlier versions, which keep
+    /// The side file of the HEP bytes (versions 3 to 5; `None` for earlier versions, which keep
     /// them in the rows).
     hep: Option<HepFile>,
     conn: Connection,
@@ -163,7 +191,6 @@ const MAX_ID_TRIES: u32 = 1 << 20;
 pub(crate) struct Written {
     pub(crate) stored: u64,
     pub(crate) failed: u64,
-    pub(crate) expired: u64,
     pub(crate) disk_low: u64,
 }
 
@@ -197,6 +224,8 @@ impl StoreWriter {
             stats,
             last_retention: Instant::now(),
             disk_low: false,
+            skew_warn: RateLimitedWarn::new(SKEW_WARN_EVERY),
+            skewed_since_warn: 0,
         };
         w.retention(now_usec() / 1_000_000);
         Ok(w)
@@ -208,13 +237,16 @@ impl StoreWriter {
     }
 
     /// Writes one batch (its rows built here; the store's threads build them beside the
-    /// writer, [`spawn`]).
+    /// writer, [`spawn`]), each message received at the time `received` gives it (us).
     #[cfg(test)]
-    pub(crate) fn write(&mut self, batch: &[Queued]) -> Written {
+    pub(crate) fn write_received(
+        &mut self,
+        batch: &[Queued],
+        received: impl Fn(&Queued) -> i64,
+    ) -> Written {
         let mut rows = Rows::new(self.plan());
-        let now = now_usec();
         for m in batch {
-            rows.add(m, now);
+            rows.add(m, received(m));
         }
         self.write_rows(rows)
     }
@@ -223,11 +255,11 @@ impl StoreWriter {
     pub(crate) fn write_rows(&mut self, mut rows: Rows) -> Written {
         let mut out = Written {
             failed: rows.failed,
-            expired: rows.expired,
             ..Written::default()
         };
+        self.clock_skew(&rows);
         if self.free_space_is_low() {
-            out.disk_low = rows.taken - rows.failed - rows.expired;
+            out.disk_low = rows.taken - rows.failed;
             return out;
         }
         let span = self.plan().span();
@@ -423,17 +455,26 @@ impl StoreWriter {
                 .then(|| self.config.max_age_hours as i64 * 3_600),
             max_bytes: (self.config.max_size_mb > 0).then_some(self.config.max_size_mb << 20),
         };
-        let sized: Vec<(Partition, u64)> = self
+        // Oldest received first (not the names' order: see `Partition::received_until`).
+        let mut aged: Vec<(Partition, Aged)> = self
             .partitions
             .values()
-            .map(|p| (p.clone(), p.bytes()))
+            .map(|p| {
+                let age = Aged {
+                    received_until: p.received_until(),
+                    bytes: p.bytes(),
+                };
+                (p.clone(), age)
+            })
             .collect();
+        aged.sort_by_key(|(p, a)| (a.received_until, p.start));
+        let sizes: Vec<Aged> = aged.iter().map(|(_, a)| *a).collect();
         let mut removed = 0u64;
-        let doomed = retention::to_delete(&sized, now_secs, limits);
+        let doomed = retention::to_delete(&sizes, now_secs, limits);
         // No checkpoint runs while files are deleted (it would write into them).
         let _paused = (!doomed.is_empty()).then(|| self.checkpointer.pause());
         for i in doomed {
-            let p = &sized[i].0;
+            let p = &aged[i].0;
             // Close it first: SQLite must not write a file we are deleting.
             self.open.retain(|o| o.partition != *p);
             let mut ok = true;
@@ -459,6 +500,30 @@ impl StoreWriter {
             .store(self.partitions.len() as u64, Ordering::Relaxed);
         let bytes: u64 = self.partitions.values().map(Partition::bytes).sum();
         self.stats.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts the batch's messages whose capture and receive times are too far apart, and
+    /// says so (at most a line every [`SKEW_WARN_EVERY`]): they are stored all the same,
+    /// by receive time, and found by their capture time.
+    fn clock_skew(&mut self, rows: &Rows) {
+        let Some((peer, skew_usec)) = rows.last_skew else {
+            return;
+        };
+        self.stats
+            .clock_skew
+            .fetch_add(rows.skewed, Ordering::Relaxed);
+        self.skewed_since_warn += rows.skewed;
+        if self.skew_warn.check().is_some() {
+            tracing::warn!(
+                output = %self.stats.name(),
+                reason = "clock_skew",
+                peer = %peer,
+                skew_secs = skew_usec / 1_000_000,
+                messages = std::mem::take(&mut self.skewed_since_warn),
+                max_skew_secs = self.config.clock_skew_warn_secs,
+                "store: capture time far from receive time (an agent's clock is off, or a capture is replayed); stored by receive time, searched by capture time"
+            );
+        }
     }
 
     /// Whether the filesystem's free space is below `min_free_mb` (logged on each change).
@@ -493,7 +558,7 @@ impl StoreWriter {
 }
 
 /// Binds the values of `r` (its text in `rows`) to a prepared insert of `version` (all
-/// but the id, `?1`, and in versions 3 and 4 the offset of the HEP bytes, `?20`); the receive info's text only when
+/// but the id, `?1`, and in versions 3 to 5 the offset of the HEP bytes, `?20`); the receive info's text only when
 /// `recv` has it (it changed since the row before).
 ///
 /// One call a parameter on the cached statement: no slice of trait objects built for each
@@ -533,7 +598,7 @@ fn bind(
             insert.raw_bind_parameter(21, r.call_hash)?;
             insert.raw_bind_parameter(22, r.correlation_hash)?;
         }
-        Version::V3 | Version::V4 => {
+        Version::V3 | Version::V4 | Version::V5 => {
             // `?20`, the offset in the side file, is bound by the caller.
             insert.raw_bind_parameter(21, r.hep.len() as i64)?;
             insert.raw_bind_parameter(22, r.call_hash)?;
@@ -666,11 +731,7 @@ pub(crate) fn spawn(
             for rows in to_write {
                 let taken = rows.taken;
                 let w = store.write_rows(rows);
-                let recorded = stats.record_batch(
-                    taken,
-                    w.stored,
-                    &[("expired", w.expired), ("disk_low", w.disk_low)],
-                );
+                let recorded = stats.record_batch(taken, w.stored, &[("disk_low", w.disk_low)]);
                 if !recorded {
                     return;
                 }

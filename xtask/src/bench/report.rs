@@ -758,8 +758,8 @@ fn write_store(s: &mut String, st: &StoreResult) -> std::fmt::Result {
     let q = &st.search;
     writeln!(
         s,
-        "\nSearch: {} messages stored with capture times spread over 24 hours ({} partitions, \
-         {:.1} GiB on disk; filled at {:.0} msg/s), then `hep-server search --store DIR \
+        "\nSearch: {} messages stored with capture times spread over 24 hours (received in \
+         {} partitions of receive time, {:.1} GiB on disk; filled at {:.0} msg/s), then `hep-server search --store DIR \
          --call-id ID --format json` for one call in the middle ({} messages found) and \
          `--user U --limit 100`: wall time of the whole process, ms.\n",
         q.stored,

@@ -91,7 +91,8 @@ pub(crate) fn store(ctx: &Ctx<'_>) -> Result<StoreResult> {
     }
     let stored: u64 = ctx.pick(10_000_000, 1_000_000, 20_000);
     let dir = ctx.dir.join("store-search");
-    // A day of capture time: 24 hourly partitions.
+    // A day of capture time, received in the hour (or two) the fill runs in: a search
+    // reads each partition's capture times from its row ids.
     let (fill_run, (partitions, bytes)) = fill(ctx, &dir, stored, 86_400, 1, "store-search")?;
     println!(
         "    store fill: {} msgs in {:.1} s = {:.0} msg/s",
