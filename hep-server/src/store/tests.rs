@@ -790,7 +790,8 @@ fn a_partition_an_earlier_build_named_in_the_future_cannot_push_out_the_current_
     let mut w = writer(dir.path());
     assert_eq!(write(&mut w, &padded(next_year, "forged")).stored, 300);
     drop(w);
-    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7_200);
+    let two_hours_ago =
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(now) - 7_200);
     for f in forged.files().iter().filter(|f| f.exists()) {
         let file = std::fs::File::options().write(true).open(f).expect("opens");
         file.set_modified(two_hours_ago).expect("sets the time");
