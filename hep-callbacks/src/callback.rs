@@ -116,10 +116,10 @@ impl CallbackStats {
                 Some(r) => {
                     // A flood of rejections from several workers must not queue on this
                     // lock: one that finds it taken leaves the last source as it is.
-                    if let Ok(mut last) = r.last.try_lock() {
-                        if last.as_ref() != Some(source) {
-                            *last = Some(source.clone());
-                        }
+                    if let Ok(mut last) = r.last.try_lock()
+                        && last.as_ref() != Some(source)
+                    {
+                        *last = Some(source.clone());
                     }
                     r.count.fetch_add(1, Ordering::Relaxed)
                 }

@@ -53,7 +53,10 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 fn every_drop_is_warned_with_its_reason_source_and_count() {
     let dir = test_dir("logs-drops");
     let server = start(&dir, &auth_config("text"));
+    let udp = server.udp();
     let client = send_udp(server.udp(), &unauthorised());
+    // And one that is not HEP at all: refused by the listener.
+    send_udp(server.udp(), &[b"HE".to_vec()]);
 
     // The first drop of a reason is logged at once (within the watcher's second).
     let line = server.wait_log("reason=missing_key", 1);
@@ -74,8 +77,23 @@ fn every_drop_is_warned_with_its_reason_source_and_count() {
         "{line}"
     );
 
+    let refused = server.wait_log("reason=unknown_version", 1);
+    assert!(refused.contains(" WARN "), "{refused}");
+    assert_eq!(field(&refused, "stage"), Some("listener"), "{refused}");
+    assert_eq!(
+        field(&refused, "listener"),
+        Some(format!("hep_udp:{}", server.udp()).as_str()),
+        "{refused}"
+    );
+    assert_eq!(field(&refused, "count"), Some("1"), "{refused}");
+
     let stopped = server.stop();
-    assert_eq!(stopped.counts.dropped, 13, "{}", stopped.stderr);
+    assert_eq!(
+        (stopped.counts.dropped, stopped.counts.rejected),
+        (13, 1),
+        "{}",
+        stopped.stderr
+    );
     // Every drop is in a warning: the counts since the last line add up to the total
     // (what the rate limit held back is said at exit at the latest).
     let sum = |reason: &str| -> u64 {
@@ -94,11 +112,12 @@ fn every_drop_is_warned_with_its_reason_source_and_count() {
     );
     // The exit summary lists the drops by reason.
     for want in [
-        "hep-server: dropped 12: missing_key at auth",
-        "hep-server: dropped 1: wrong_key at auth",
+        "hep-server: dropped 12: missing_key at auth".to_owned(),
+        "hep-server: dropped 1: wrong_key at auth".to_owned(),
+        format!("hep-server: rejected 1: unknown_version at listener hep_udp:{udp}"),
     ] {
         assert!(
-            stopped.stderr.contains(want),
+            stopped.stderr.contains(&want),
             "`{want}` in\n{}",
             stopped.stderr
         );
@@ -185,6 +204,28 @@ fn each_listener_is_announced_once() {
             .collect();
         assert_eq!(said.len(), 1, "{addr} announced once:\n{}", stopped.stderr);
     }
+}
+
+#[test]
+fn a_rust_log_that_is_not_a_level_is_ignored_and_said_so() {
+    let dir = test_dir("logs-rust-log");
+    let path = dir.join("hep-server.toml");
+    std::fs::write(&path, auth_config("text")).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config", path.to_str().unwrap()])
+        .env("RUST_LOG", "warning");
+    let server = Server::spawn(cmd);
+    send_udp(server.udp(), &unauthorised());
+    // Not silenced: `[log] level` (info) applies.
+    server.wait_log("reason=missing_key", 1);
+    let stopped = server.stop();
+    assert!(
+        stopped.stderr.contains(
+            "RUST_LOG=\"warning\" is ignored, [log] level applies: \"warning\" is not a level"
+        ),
+        "{}",
+        stopped.stderr
+    );
 }
 
 #[test]
