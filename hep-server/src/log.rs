@@ -103,7 +103,7 @@ pub fn init(log: &LogConfig) {
         Some((env, Ok(()))) => env.as_str(),
         _ => log.level.as_str(),
     };
-    let own: Directive = format!("{TARGET}=trace")
+    let own: Directive = format!("{TARGET}=info")
         .parse()
         .expect("a target=level directive");
     let filter = EnvFilter::try_new(level)
