@@ -94,7 +94,7 @@ where
         let stats = Arc::clone(&self.stats);
         Box::pin(async move {
             let (req, verdict) = callback.call(req).await.map_err(Into::into)?;
-            if stats.record(verdict) {
+            if stats.record(verdict, &req.info) {
                 inner.oneshot(req).await.map_err(Into::into)
             } else {
                 Ok(())

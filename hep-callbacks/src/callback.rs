@@ -1,8 +1,9 @@
 //! The callback trait, its verdict and its counters.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hep_transport::Received;
+use hep_transport::{Received, RecvInfo};
 
 /// What a callback decided about a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,12 +46,21 @@ where
     }
 }
 
-/// Counters of one callback: messages skipped, and rejected by reason.
+/// Counters of one callback: messages skipped, and rejected by reason (with where the
+/// last one came from, so that a warning about them can name the agent).
 #[derive(Debug)]
 pub struct CallbackStats {
     name: &'static str,
     skipped: AtomicU64,
-    rejected: Vec<(&'static str, AtomicU64)>,
+    rejected: Vec<Rejected>,
+}
+
+/// The count of one reason, and the source of a recent message rejected for it.
+#[derive(Debug)]
+struct Rejected {
+    reason: &'static str,
+    count: AtomicU64,
+    last: Mutex<Option<RecvInfo>>,
 }
 
 impl CallbackStats {
@@ -58,7 +68,14 @@ impl CallbackStats {
         Self {
             name,
             skipped: AtomicU64::new(0),
-            rejected: reasons.iter().map(|r| (*r, AtomicU64::new(0))).collect(),
+            rejected: reasons
+                .iter()
+                .map(|&reason| Rejected {
+                    reason,
+                    count: AtomicU64::new(0),
+                    last: Mutex::new(None),
+                })
+                .collect(),
         }
     }
 
@@ -76,16 +93,36 @@ impl CallbackStats {
     pub fn rejected(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         self.rejected
             .iter()
-            .map(|(r, c)| (*r, c.load(Ordering::Relaxed)))
+            .map(|r| (r.reason, r.count.load(Ordering::Relaxed)))
     }
 
-    /// Counts a verdict; true when the message goes on.
-    pub(crate) fn record(&self, verdict: Verdict) -> bool {
+    /// Where a message rejected for `reason` came from: the last one, or, when several
+    /// were rejected at once, one of the last (recording gives way rather than wait).
+    /// `None` before the first.
+    pub fn last_rejected(&self, reason: &str) -> Option<RecvInfo> {
+        let r = self.rejected.iter().find(|r| r.reason == reason)?;
+        r.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Counts a verdict about a message from `source`; true when the message goes on.
+    pub(crate) fn record(&self, verdict: Verdict, source: &RecvInfo) -> bool {
         match verdict {
             Verdict::Continue => return true,
             Verdict::Skip => self.skipped.fetch_add(1, Ordering::Relaxed),
-            Verdict::Reject(reason) => match self.rejected.iter().find(|(r, _)| *r == reason) {
-                Some((_, c)) => c.fetch_add(1, Ordering::Relaxed),
+            Verdict::Reject(reason) => match self.rejected.iter().find(|r| r.reason == reason) {
+                Some(r) => {
+                    // A flood of rejections from several workers must not queue on this
+                    // lock: one that finds it taken leaves the last source as it is.
+                    if let Ok(mut last) = r.last.try_lock()
+                        && last.as_ref() != Some(source)
+                    {
+                        *last = Some(source.clone());
+                    }
+                    r.count.fetch_add(1, Ordering::Relaxed)
+                }
                 // An undeclared reason is a bug in the callback; still never silent.
                 None => {
                     tracing::error!(

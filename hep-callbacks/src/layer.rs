@@ -86,7 +86,8 @@ where
     }
 
     fn call(&mut self, mut req: Received) -> Self::Future {
-        if self.stats.record(self.callback.call(&mut req)) {
+        let verdict = self.callback.call(&mut req);
+        if self.stats.record(verdict, &req.info) {
             future::ResponseFuture::called(self.inner.call(req))
         } else {
             future::ResponseFuture::stopped()
@@ -132,9 +133,10 @@ impl HepCallbacks {
 
     /// Runs the chain; true when the message goes on.
     fn run(&self, req: &mut Received) -> bool {
-        self.chain
-            .iter()
-            .all(|(cb, stats)| stats.record(cb.call(req)))
+        self.chain.iter().all(|(cb, stats)| {
+            let verdict = cb.call(req);
+            stats.record(verdict, &req.info)
+        })
     }
 }
 

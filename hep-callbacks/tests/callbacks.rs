@@ -204,6 +204,29 @@ fn auth_key_check_per_capture_id() {
 }
 
 #[tokio::test]
+async fn a_rejection_remembers_where_the_message_came_from() {
+    let auth = CallbackLayer::new(AuthKeyCheck::shared("hep-secret"));
+    let stats = auth.stats();
+    let (_, inner) = sink();
+    let mut svc = ServiceBuilder::new().layer(auth).service(inner);
+    assert_eq!(stats.last_rejected("wrong_key"), None, "none yet");
+    let from = |peer: &str, key: Option<&str>| {
+        let mut r = received_from("INVITE sip:a SIP/2.0\r\n", peer);
+        r.message.auth_key = key.map(|k| Bytes::from(k.to_owned()));
+        r
+    };
+    send(&mut svc, from("10.0.0.1:5060", Some("guess"))).await;
+    send(&mut svc, from("10.0.0.2:5060", None)).await;
+    send(&mut svc, from("10.0.0.3:5060", Some("hep-secret"))).await;
+    let peer = |reason| stats.last_rejected(reason).map(|i| i.peer.to_string());
+    // A warning about each reason can name the agent; an accepted message changes nothing.
+    assert_eq!(peer("wrong_key").as_deref(), Some("10.0.0.1:5060"));
+    assert_eq!(peer("missing_key").as_deref(), Some("10.0.0.2:5060"));
+    assert_eq!(peer("unknown_capture_id"), None);
+    assert_eq!(stats.last_rejected("no_such_reason"), None);
+}
+
+#[tokio::test]
 async fn auth_refuses_100000_bad_attempts_and_counts_them() {
     let layer = CallbackLayer::new(AuthKeyCheck::shared("hep-secret").strip_key(true));
     let stats = layer.stats();

@@ -812,15 +812,10 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
             level: match l.level {
                 None => "info".to_owned(),
                 Some(level) => {
-                    tracing_subscriber::EnvFilter::try_new(level.get_ref()).map_err(|e| {
-                        err(
-                            level.span(),
-                            format!(
-                                "key `log.level`: expected a level (error, warn, info, debug, \
-                                 trace) or a filter like `info,hep_transport=debug`: {e}"
-                            ),
-                        )
-                    })?;
+                    // Not only a filter's syntax: a word that is not a level would
+                    // silence everything (see the `log` module).
+                    crate::log::check_level(level.get_ref())
+                        .map_err(|e| err(level.span(), format!("key `log.level`: {e}")))?;
                     level.into_inner()
                 }
             },

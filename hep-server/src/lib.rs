@@ -13,6 +13,10 @@
 //!   pcap/pcapng (Ethernet, Linux cooked, raw IP, loopback; IPv4/IPv6; UDP, and TCP
 //!   reassembled), with receive info from the packet headers.
 //! - [`config`]: the TOML configuration file with the seed's parameter names.
+//! - [`log`]: logging set-up (`[log]`), and the program's own lines (`hep-server: ...`),
+//!   JSON in JSON mode.
+//! - [`drops`]: every drop logged at `warn`, by reason, rate-limited; the summary's list
+//!   by reason.
 //! - [`metrics`]: Prometheus text at `/metrics`, gathered from every counter.
 //! - [`output`]: where messages go (`stdout`, `json:`, `pcap:`, `relay:`, `null`).
 //! - [`server`]: the collector: listeners -> callback stack -> outputs, until shutdown;
@@ -34,8 +38,10 @@ pub mod capture_file;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod drops;
 pub mod fd_limit;
 pub mod ladder;
+pub mod log;
 pub mod metrics;
 pub mod output;
 mod read;

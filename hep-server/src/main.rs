@@ -12,9 +12,11 @@ use anyhow::{Context as _, bail};
 use clap::Parser as _;
 use hep_server::cli::{CheckConfigArgs, Cli, Command, DecodeArgs, RunArgs, SearchArgs, SendArgs};
 use hep_server::commands;
-use hep_server::config::{Config, LogConfig, LogFormat, MetricsConfig};
+use hep_server::config::{Config, MetricsConfig};
+use hep_server::log::TARGET;
 use hep_server::output::OutputSpec;
 use hep_server::server::{self, Reload};
+use hep_server::stats::Summary;
 use tokio::sync::mpsc::Sender;
 
 fn main() -> ExitCode {
@@ -22,7 +24,7 @@ fn main() -> ExitCode {
     let command = Cli::parse().command_or_default();
     // `run` sets up logging once it has read its config's `[log]` section.
     if !matches!(command, Command::Run(_)) {
-        init_tracing(&Config::default().log);
+        hep_server::log::init(&Config::default().log);
     }
     match dispatch(command) {
         Ok(code) => code,
@@ -33,7 +35,13 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            let _ = writeln!(io::stderr(), "hep-server: {e:#}");
+            if tracing::dispatcher::has_been_set() {
+                // As the other lines: `hep-server: ...`, or JSON with `[log] format = "json"`.
+                tracing::error!(target: TARGET, "{e:#}");
+            } else {
+                // `run` could not read its config: there is no `[log]` to follow.
+                let _ = writeln!(io::stderr(), "hep-server: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -50,30 +58,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Logs go to stderr (stdout carries records), as text or JSON lines (`[log] format`).
-/// The filter is `RUST_LOG` when it is set and valid, else `[log] level` (default: info).
-fn init_tracing(log: &LogConfig) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr);
-    match log.format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs
-            .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
-            .init(),
-    }
-}
-
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    init_tracing(&config.log);
+    hep_server::log::init(&config.log);
     let config = with_overrides(config, &args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -92,8 +82,42 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // are not waited for beyond this; the process exits.)
     runtime.shutdown_timeout(Duration::from_secs(1));
     let summary = summary?;
-    eprintln!("hep-server: {summary}");
+    say_summary(&summary);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The exit summary, then a line per reason something was dropped or refused; in JSON
+/// mode their figures are fields too. Said after every drop warning the run still owed.
+fn say_summary(summary: &Summary) {
+    if let Some(drops) = &summary.drops {
+        drops.flush();
+    }
+    let (spooled, replayed) = summary.spool().unzip();
+    tracing::info!(
+        target: TARGET,
+        received = summary.decoded() + summary.rejected(),
+        decoded = summary.decoded(),
+        rejected = summary.rejected(),
+        skipped = summary.skipped(),
+        delivered = summary.delivered(),
+        dropped = summary.dropped(),
+        spooled,
+        replayed,
+        "{summary}"
+    );
+    for (kind, count) in summary.by_reason() {
+        tracing::info!(
+            target: TARGET,
+            stage = %kind.stage,
+            reason = %kind.reason,
+            listener = kind.listener.as_deref(),
+            output = kind.output.as_deref(),
+            count,
+            "{} {count}: {}",
+            kind.verb(),
+            kind.describe()
+        );
+    }
 }
 
 /// Command-line specs replace the file's.

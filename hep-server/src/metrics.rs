@@ -38,10 +38,38 @@ pub enum Kind {
 struct Family {
     help: &'static str,
     kind: Option<Kind>,
-    lines: Vec<String>,
+    samples: Vec<Sample>,
 }
 
-/// Samples grouped by family, rendered in the Prometheus text format.
+/// One sample: its labels, in the order given, and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    labels: Vec<(String, String)>,
+    value: u64,
+}
+
+impl Sample {
+    /// The `(name, value)` label pairs, unescaped.
+    pub fn labels(&self) -> &[(String, String)] {
+        &self.labels
+    }
+
+    /// The value of label `name`, if the sample has it.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The sample's value.
+    pub fn value(&self) -> u64 {
+        self.value
+    }
+}
+
+/// Samples grouped by family, rendered in the Prometheus text format (or read as they
+/// are: the drop warnings read `hep_dropped_total` here).
 #[derive(Debug, Default)]
 pub struct Samples {
     families: BTreeMap<&'static str, Family>,
@@ -55,25 +83,22 @@ impl Samples {
         f.kind = Some(kind);
     }
 
-    /// Adds one sample; `labels` are (name, value) pairs, values escaped here.
+    /// Adds one sample; `labels` are (name, value) pairs, values escaped when rendered.
     pub fn sample(&mut self, name: &'static str, labels: &[(&str, &str)], value: u64) {
-        let mut line = String::from(name);
-        if !labels.is_empty() {
-            line.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    line.push(',');
-                }
-                let v = v
-                    .replace('\\', "\\\\")
-                    .replace('"', "\\\"")
-                    .replace('\n', "\\n");
-                let _ = write!(line, "{k}=\"{v}\"");
-            }
-            line.push('}');
-        }
-        let _ = write!(line, " {value}");
-        self.families.entry(name).or_default().lines.push(line);
+        let labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.families
+            .entry(name)
+            .or_default()
+            .samples
+            .push(Sample { labels, value });
+    }
+
+    /// The samples of family `name`, in the order they were added.
+    pub fn family(&self, name: &str) -> &[Sample] {
+        self.families.get(name).map_or(&[], |f| &f.samples)
     }
 
     /// The exposition text.
@@ -92,9 +117,23 @@ impl Samples {
                 }
                 None => {}
             }
-            for l in &f.lines {
-                out.push_str(l);
-                out.push('\n');
+            for sample in &f.samples {
+                out.push_str(name);
+                if !sample.labels.is_empty() {
+                    out.push('{');
+                    for (i, (k, v)) in sample.labels.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        let v = v
+                            .replace('\\', "\\\\")
+                            .replace('"', "\\\"")
+                            .replace('\n', "\\n");
+                        let _ = write!(out, "{k}=\"{v}\"");
+                    }
+                    out.push('}');
+                }
+                let _ = writeln!(out, " {}", sample.value);
             }
         }
         out
@@ -267,6 +306,19 @@ mod tests {
             hep_received_total{transport=\"udp\"} 10\n\
             hep_received_total{transport=\"udp\"} 10\n";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn samples_can_be_read_as_they_are() {
+        let r = Registry::new();
+        r.register(Arc::new(Two));
+        let s = r.gather();
+        let dropped = s.family("hep_dropped_total");
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].label("reason"), Some("wrong_key"));
+        assert_eq!(dropped[0].label("output"), None);
+        assert_eq!(dropped[0].value(), 3);
+        assert!(s.family("hep_nothing_total").is_empty());
     }
 
     #[test]

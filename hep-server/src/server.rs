@@ -39,7 +39,9 @@ use tower::Layer as _;
 
 use crate::callbacks::CallbackSet;
 use crate::config::Config;
+use crate::drops::{self, DropWatch};
 use crate::fd_limit;
+use crate::log::TARGET;
 use crate::metrics::{self, Registry};
 use crate::output::fanout::Fanout;
 use crate::output::set::{Outputs, Retired};
@@ -93,9 +95,16 @@ pub async fn run_with_reloads(
     let reload_collect = Arc::new(ReloadCollect::default());
     registry.register(Arc::clone(&reload_collect) as _);
     let (stack, publisher) = Switch::new(chain.layer(first.fanout));
+    // Every drop counter of the registry, outputs a reload adds included.
+    let drop_watch = Arc::new(DropWatch::new(
+        registry.clone(),
+        Some(Arc::clone(&callback_collect)),
+        drops::INTERVAL,
+    ));
 
     let mut summary = Summary {
         callbacks: Some(Arc::clone(&callback_collect)),
+        drops: Some(Arc::clone(&drop_watch)),
         ..Summary::default()
     };
     let started = async {
@@ -144,14 +153,20 @@ pub async fn run_with_reloads(
         }
     };
     // The metrics stay up while the outputs drain, so that the drain can be watched.
-    let (metrics_stop_tx, mut metrics_stop_rx) = tokio::sync::watch::channel(false);
+    let (metrics_stop_tx, metrics_stop_rx) = tokio::sync::watch::channel(false);
 
+    let metrics_stopped = move || {
+        let mut rx = metrics_stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
     let metrics_task = metrics_listener.map(|(l, addr)| {
-        eprintln!("hep-server: metrics on http://{addr}/metrics");
-        tokio::spawn(metrics::serve(l, registry.clone(), async move {
-            let _ = metrics_stop_rx.wait_for(|s| *s).await;
-        }))
+        tracing::info!(target: TARGET, %addr, "metrics on http://{addr}/metrics");
+        tokio::spawn(metrics::serve(l, registry.clone(), metrics_stopped()))
     });
+    // Drop warnings until the outputs are drained too (the caller says the rest at exit).
+    let drop_task = tokio::spawn(Arc::clone(&drop_watch).run(metrics_stopped()));
 
     let mut running = JoinSet::new();
     for listener in listeners {
@@ -166,11 +181,8 @@ pub async fn run_with_reloads(
         if let Some(allow) = listener.allow() {
             note.push_str(&format!(" (agents from {allow} only)"));
         }
-        eprintln!(
-            "hep-server: listening on {}:{}{note}",
-            spec.transport.scheme(),
-            listener.local_addr()
-        );
+        let bound = format!("{}:{}", spec.transport.scheme(), listener.local_addr());
+        tracing::info!(target: TARGET, listener = %bound, "listening on {bound}{note}");
         let stop = stopped();
         if spec.transport == Transport::Udp {
             // UDP cannot push back: what the stack is not ready for is dropped and counted.
@@ -181,15 +193,8 @@ pub async fn run_with_reloads(
             running.spawn(async move { (spec, listener.run(service, stop).await) });
         }
     }
-    eprintln!(
-        "hep-server: writing to {}",
-        config
-            .outputs
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let outputs_list = config.outputs.join(", ");
+    tracing::info!(target: TARGET, outputs = %outputs_list, "writing to {outputs_list}");
     drop(stack);
 
     let mut live = Live {
@@ -207,7 +212,7 @@ pub async fn run_with_reloads(
     loop {
         tokio::select! {
             () = &mut shutdown => {
-                eprintln!("hep-server: shutting down: draining listeners and outputs");
+                tracing::info!(target: TARGET, "shutting down: draining listeners and outputs");
                 break;
             }
             Some(done) = running.join_next() => {
@@ -266,13 +271,15 @@ pub async fn run_with_reloads(
     if let Some(m) = metrics_task {
         let _ = m.await;
     }
+    let _ = drop_task.await;
     if lost > 0 {
-        let timeout = timeout.unwrap_or_default();
-        tracing::warn!(lost, ?timeout, "shutdown deadline passed");
-        eprintln!(
-            "hep-server: the shutdown deadline ({} ms) passed: {lost} accepted messages still \
+        let timeout = timeout.unwrap_or_default().as_millis();
+        tracing::warn!(
+            target: TARGET,
+            lost,
+            timeout_ms = timeout,
+            "the shutdown deadline ({timeout} ms) passed: {lost} accepted messages still \
              queued in outputs were not delivered (hep_dropped_total{{stage=\"shutdown\",reason=\"deadline\"}})",
-            timeout.as_millis()
         );
     }
     (summary.outputs, summary.relays) = live.outputs.counters();

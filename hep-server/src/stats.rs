@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use hep_callbacks::CallbackStats;
 use hep_proto::HepVersion;
 use hep_transport::sender::{DropReason as SenderDropReason, SenderStats, SenderStatsSnapshot};
-use hep_transport::{DropReason, ListenSpec, ListenerStats, RejectReason};
+use hep_transport::{DropReason, ListenSpec, ListenerStats, RecvInfo, RejectReason};
 
+use crate::drops::{DropKind, DropWatch};
 use crate::metrics::{Collect, Kind, Samples};
 use crate::output::fanout::OutputStats;
 use crate::output::spool::SpoolStats;
@@ -135,6 +136,16 @@ impl CallbackCollect {
 
     fn all(&self) -> Vec<Arc<CallbackStats>> {
         lock(&self.stats).clone()
+    }
+
+    /// Where the last message the callback `name` refused for `reason` came from (the
+    /// newest chain that refused one).
+    pub fn last_rejected(&self, name: &str, reason: &str) -> Option<RecvInfo> {
+        self.all()
+            .iter()
+            .rev()
+            .filter(|c| c.name() == name)
+            .find_map(|c| c.last_rejected(reason))
     }
 
     /// `(name, skipped, [(reason, rejected)])` per callback name, in first-seen order.
@@ -446,6 +457,9 @@ pub struct Summary {
     pub outputs: Vec<Arc<OutputStats>>,
     /// Every relay output the run has had.
     pub relays: Vec<Arc<RelayCollect>>,
+    /// The drop warnings: what they held back is said at exit, and the drops by reason
+    /// are listed under the summary.
+    pub drops: Option<Arc<DropWatch>>,
 }
 
 impl Summary {
@@ -520,6 +534,26 @@ impl Summary {
         self.outputs.iter().map(|o| o.lost_at_deadline()).sum()
     }
 
+    /// What dropped or refused messages, with how many, for the lines under the summary
+    /// (empty when nothing was lost).
+    pub fn by_reason(&self) -> Vec<(DropKind, u64)> {
+        self.drops
+            .as_ref()
+            .map(|d| d.by_reason())
+            .unwrap_or_default()
+    }
+
+    /// Spooled and replayed messages, when a relay spools.
+    pub fn spool(&self) -> Option<(u64, u64)> {
+        let spools: Vec<Arc<SpoolStats>> = self.relays.iter().filter_map(|r| r.spool()).collect();
+        (!spools.is_empty()).then(|| {
+            (
+                spools.iter().map(|s| s.messages()).sum(),
+                spools.iter().map(|s| s.replayed()).sum(),
+            )
+        })
+    }
+
     /// Overload drops at the listeners (UDP).
     pub fn overload(&self) -> u64 {
         self.listeners
@@ -541,11 +575,8 @@ impl fmt::Display for Summary {
             self.delivered(),
             self.dropped()
         )?;
-        let spools: Vec<Arc<SpoolStats>> = self.relays.iter().filter_map(|r| r.spool()).collect();
-        if !spools.is_empty() {
+        if let Some((spooled, replayed)) = self.spool() {
             // What spooling relays left for the next run, and what they sent twice.
-            let spooled: u64 = spools.iter().map(|s| s.messages()).sum();
-            let replayed: u64 = spools.iter().map(|s| s.replayed()).sum();
             write!(f, ", spooled {spooled}, replayed {replayed}")?;
         }
         Ok(())

@@ -53,6 +53,7 @@ pub(crate) struct Counts {
 
 impl Counts {
     pub(crate) fn parse(stderr: &str) -> Self {
+        let stderr = own_lines(stderr);
         let line = stderr
             .lines()
             .filter_map(|l| l.strip_prefix("hep-server: received "))
@@ -77,6 +78,29 @@ impl Counts {
             replayed: n.get(7).copied(),
         }
     }
+}
+
+/// `stderr` with the server's own lines in JSON mode (`"target":"hep-server"`) as they
+/// read in text mode, `hep-server: MESSAGE`; every other line as it is.
+pub(crate) fn own_lines(stderr: &str) -> String {
+    let mut out = String::with_capacity(stderr.len());
+    for line in stderr.lines() {
+        let own = line
+            .starts_with('{')
+            .then(|| serde_json::from_str::<Value>(line).ok())
+            .flatten()
+            .filter(|v| v["target"] == "hep-server")
+            .and_then(|v| v["fields"]["message"].as_str().map(str::to_owned));
+        match own {
+            Some(message) => {
+                out.push_str("hep-server: ");
+                out.push_str(&message);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// A running `hep-server`, killed on drop if a test fails before stopping it.
@@ -157,7 +181,7 @@ impl Server {
         };
         let started = Instant::now();
         loop {
-            let err = server.stderr();
+            let err = own_lines(&server.stderr());
             if err.contains("hep-server: writing to ") {
                 break;
             }
@@ -173,7 +197,7 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        let err = server.stderr();
+        let err = own_lines(&server.stderr());
         for line in err.lines() {
             if let Some(rest) = line.strip_prefix("hep-server: listening on ") {
                 let spec = rest.split_whitespace().next().unwrap();
@@ -269,7 +293,7 @@ impl Server {
         let stderr = self.stderr();
         assert!(exit.success(), "hep-server exited with {exit}:\n{stderr}");
         assert!(
-            stderr.contains("hep-server: shutting down"),
+            own_lines(&stderr).contains("hep-server: shutting down"),
             "says what it does at shutdown:\n{stderr}"
         );
         Stopped {

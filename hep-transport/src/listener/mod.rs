@@ -276,11 +276,13 @@ impl Listener {
             }
         };
         let spec = ListenSpec::new(spec.transport, local);
+        // `debug`: the program says where it listens, once, in its own words (hep-server
+        // announces each listener itself); this line is for debugging the library.
         match &config.allow {
             Some(allow) => {
-                tracing::info!(listener = %spec, recv_buffer_size, %allow, "listening; agents from the allowed networks only");
+                tracing::debug!(listener = %spec, recv_buffer_size, %allow, "listening; agents from the allowed networks only");
             }
-            None => tracing::info!(listener = %spec, recv_buffer_size, "listening"),
+            None => tracing::debug!(listener = %spec, recv_buffer_size, "listening"),
         }
         Ok(Self {
             shared: Arc::new(Shared {

@@ -24,6 +24,7 @@ use super::connect::{self, AsyncStream, Link, UdpLink};
 use super::error::SendError;
 use super::future::Completion;
 use super::{DropReason, HepDestination, SenderConfig, SenderStats};
+use crate::RateLimitedWarn;
 
 /// The most messages and bytes the writer takes from the queue for one write.
 const MAX_BATCH_MESSAGES: usize = 256;
@@ -43,45 +44,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves consistent state behind (no user code runs inside),
     // so a poisoned lock is still usable.
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// At most one log line per interval for one kind of event; counts the ones it holds back.
-pub(crate) struct WarnLimiter {
-    /// Milliseconds since `Shared::created` before which nothing is logged.
-    next_ms: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl WarnLimiter {
-    const INTERVAL_MS: u64 = 1000;
-
-    const fn new() -> Self {
-        Self {
-            next_ms: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(held back since the last line)` when a line may be logged now.
-    fn check(&self, since: Instant) -> Option<u64> {
-        let now = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let next = self.next_ms.load(Ordering::Relaxed);
-        if now >= next
-            && self
-                .next_ms
-                .compare_exchange(
-                    next,
-                    now + Self::INTERVAL_MS,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            return Some(self.suppressed.swap(0, Ordering::Relaxed));
-        }
-        self.suppressed.fetch_add(1, Ordering::Relaxed);
-        None
-    }
 }
 
 /// How a sender reaches its destination.
@@ -114,11 +76,11 @@ pub(crate) struct Shared {
     connected_before: AtomicBool,
     conn_ids: AtomicU64,
     created: Instant,
-    warn_overflow: WarnLimiter,
+    warn_overflow: RateLimitedWarn,
     /// Overload (an overflow while the destination reads): its own limiter, so that its
     /// steady stream of lines cannot hide a stalled connection being dropped.
-    warn_overload: WarnLimiter,
-    warn_connect: WarnLimiter,
+    warn_overload: RateLimitedWarn,
+    warn_connect: RateLimitedWarn,
 }
 
 /// What happened to a submitted message.
@@ -249,9 +211,9 @@ impl Shared {
             connected_before: AtomicBool::new(false),
             conn_ids: AtomicU64::new(0),
             created: Instant::now(),
-            warn_overflow: WarnLimiter::new(),
-            warn_overload: WarnLimiter::new(),
-            warn_connect: WarnLimiter::new(),
+            warn_overflow: RateLimitedWarn::per_second(),
+            warn_overload: RateLimitedWarn::per_second(),
+            warn_connect: RateLimitedWarn::per_second(),
         }
     }
 
@@ -383,7 +345,7 @@ impl Shared {
                     // The destination reads: we offer more than it (or we) can take. Only
                     // this message is lost; ending the connection would lose the queue,
                     // and counting a failure would cool a healthy destination down.
-                    if let Some(suppressed) = self.warn_overload.check(self.created) {
+                    if let Some(suppressed) = self.warn_overload.check() {
                         tracing::warn!(
                             destination = %self.label,
                             queue = self.config.hep_async_max_postponed_chunks,
@@ -394,7 +356,7 @@ impl Shared {
                 } else if established {
                     // Its writer has stalled. OpenSIPS: the connection is marked bad and
                     // dropped with its queue.
-                    if let Some(suppressed) = self.warn_overflow.check(self.created) {
+                    if let Some(suppressed) = self.warn_overflow.check() {
                         tracing::warn!(
                             destination = %self.label,
                             queue = self.config.hep_async_max_postponed_chunks,
@@ -844,7 +806,7 @@ impl Writer {
             Some(Ok(link)) => link,
             Some(Err(e)) => {
                 shared.stats.connect_error();
-                if let Some(suppressed) = shared.warn_connect.check(shared.created) {
+                if let Some(suppressed) = shared.warn_connect.check() {
                     tracing::warn!(
                         destination = %shared.label,
                         error = %e,
@@ -1105,21 +1067,5 @@ impl Drop for Writer {
         self.conn.lock().held = 0;
         self.shared.clear_slot(&self.conn);
         self.conn.finished.send_replace(true);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn warnings_are_rate_limited() {
-        let created = Instant::now();
-        let w = WarnLimiter::new();
-        assert_eq!(w.check(created), Some(0));
-        assert_eq!(w.check(created), None);
-        assert_eq!(w.check(created), None);
-        tokio::time::advance(std::time::Duration::from_millis(1001)).await;
-        assert_eq!(w.check(created), Some(2));
     }
 }
