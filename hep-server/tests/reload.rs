@@ -293,6 +293,26 @@ fn a_reload_with_a_mistake_keeps_the_running_configuration() {
 }
 
 #[test]
+fn a_reload_making_two_outputs_write_one_file_is_refused() {
+    let dir = test_dir("reload-same-file");
+    let out = dir.join("out.jsonl");
+    let (server, path) = start(&dir, &config(&[&out], ""));
+    let line = reload(&server, &path, &config(&[&out, &out], ""), 1);
+    let json = format!("json:{}", out.display());
+    assert!(
+        line.contains("failed, the running configuration stays")
+            && line.contains(&format!("outputs `{json}` and `{json}` both write")),
+        "{line}"
+    );
+    // Still one output writing the file: each message once.
+    send_udp(server.udp(), &set_bytes("v3-udp-hlog-authkey-"));
+    assert_eq!(wait_json(&out, 15).len(), 15);
+    let stopped = server.stop();
+    assert_eq!((stopped.counts.delivered, stopped.counts.dropped), (15, 0));
+    assert_eq!(json_lines(&out).len(), 15);
+}
+
+#[test]
 fn sighup_without_a_config_file_changes_nothing() {
     let dir = test_dir("reload-none");
     let out = dir.join("out.jsonl");

@@ -866,6 +866,89 @@ fn the_example_config_is_valid_and_is_the_one_in_the_docs() {
 }
 
 #[test]
+fn two_outputs_on_one_file_are_refused_by_check_config_and_run() {
+    let dir = test_dir("same-file");
+    let file = dir.join("capture");
+    let (ok, _, err, p) = check_config(
+        &dir,
+        "same.toml",
+        &format!(
+            "outputs = [\"json:{}\", \"pcap:{}/../same-file/capture\"]",
+            file.display(),
+            dir.display()
+        ),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("{p}:1:")) && err.contains("both write") && err.contains("`json:"),
+        "{err}"
+    );
+    // Specs given on the command line are checked as well.
+    let json = format!("json:{}", file.display());
+    let (ok, _, err) = hep_server(&[
+        "run",
+        "--listen",
+        "hep_udp:127.0.0.1:0",
+        "--output",
+        &json,
+        "--output",
+        &json,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("outputs `{json}` and `{json}` both write")),
+        "{err}"
+    );
+    assert!(!file.exists(), "refused before anything was created");
+    let (ok, _, err) = hep_server(&[
+        "run",
+        "--listen",
+        "hep_udp:127.0.0.1:0",
+        "--output",
+        "stdout",
+        "--output",
+        "json:-",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("both write standard output"), "{err}");
+}
+
+#[test]
+fn a_relay_to_its_own_listener_is_refused_by_check_config_and_run() {
+    // A port nobody listens on: the server is refused before it binds anything.
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = test_dir("self-relay");
+    let (ok, _, err, p) = check_config(
+        &dir,
+        "self.toml",
+        &format!(
+            "listen = [\"hep_udp:0.0.0.0:{port}\"]\n\
+             outputs = [\"json:-\", \"relay:hep_udp:127.0.0.1:{port}\"]\n"
+        ),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{p}:2:22: key `outputs`: output `relay:hep_udp:127.0.0.1:{port}` sends to \
+             listener `hep_udp:0.0.0.0:{port}`"
+        )),
+        "{err}"
+    );
+    let listen = format!("hep_tcp:127.0.0.1:{port}");
+    let relay = format!("relay:hep_tcp:127.0.0.1:{port}");
+    let (ok, _, err) = hep_server(&["run", "--listen", &listen, "--output", &relay]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("output `{relay}` sends to listener `{listen}`")),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_port_in_use_is_reported_at_start() {
     let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
     let spec = format!("hep_udp:{}", taken.local_addr().unwrap());

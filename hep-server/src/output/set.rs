@@ -20,7 +20,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -35,7 +35,7 @@ use super::fanout::{Fanout, OutputQueue, OutputStats, Queued};
 use super::pcap::PcapFileWriter;
 use super::spool::{self, Spool, SpoolStats};
 use super::writer::{self, Format};
-use crate::config::{Config, RelayTlsConfig};
+use crate::config::{Config, RelayTlsConfig, resolved_path};
 use crate::metrics::Registry;
 use crate::stats::RelayCollect;
 use crate::store::StoreStats;
@@ -217,8 +217,11 @@ impl Outputs {
     ///
     /// # Errors
     /// An output that cannot start (a file that cannot be created, relay TLS files that
-    /// cannot be read), or a new file output writing a file that a running one writes.
+    /// cannot be read), outputs that conflict ([`Config::check_outputs`]: also checked
+    /// here for the specs of the command line and the listeners a reload keeps), or a new
+    /// file output writing a file that a running one writes.
     pub(crate) fn reconfigure(&mut self, config: &Config) -> anyhow::Result<Reconfigured> {
+        config.check_outputs()?;
         let settings = RelaySettings::of(config);
         let wanted: Vec<(OutputSpec, Key)> = config
             .output_specs()
@@ -520,8 +523,7 @@ fn file_of(spec: &OutputSpec) -> Option<&Path> {
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
-    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(p));
-    a == b || canonical(a) == canonical(b)
+    a == b || resolved_path(a) == resolved_path(b)
 }
 
 /// The client side of `relay:hep_tls:` outputs, from `[relay_tls]`.
