@@ -63,6 +63,40 @@ fn sort_bytes(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     v
 }
 
+/// The relay mark's chunk header: vendor `HR`, type `RM`, length 15 (`docs/CONFIG.md`,
+/// "Relay loops").
+const MARK_HEADER: &[u8] = b"HRRM\x00\x0f";
+
+/// Records a second server wrote of what a relay sent it, without the relay's mark: each
+/// carries one, its last chunk, at the first hop.
+fn without_mark(mut records: Vec<Value>) -> Vec<Value> {
+    for r in &mut records {
+        let chunks = r["chunks"].as_array_mut().unwrap();
+        let mark = chunks.pop().expect("a relay mark");
+        assert_eq!(
+            (&mark["vendor"], &mark["type"]),
+            (&0x4852.into(), &0x524d.into()),
+            "{mark}"
+        );
+        assert!(
+            mark["hex"].as_str().unwrap().ends_with("01"),
+            "hop 1: {mark}"
+        );
+    }
+    records
+}
+
+/// A frame a relay sent, without the mark it appended (the frame as received), and the
+/// mark's instance id and hop count.
+fn unmarked(frame: &[u8]) -> (Vec<u8>, u64, u8) {
+    let (body, mark) = frame.split_at(frame.len() - 15);
+    assert_eq!(&mark[..6], MARK_HEADER, "ends with the relay mark");
+    let mut original = body.to_vec();
+    original[4..6].copy_from_slice(&u16::try_from(body.len()).unwrap().to_be_bytes());
+    let id = u64::from_be_bytes(mark[6..14].try_into().unwrap());
+    (original, id, mark[14])
+}
+
 // ===== receiving: every vector, every field =====
 
 #[test]
@@ -334,7 +368,7 @@ fn a_same_version_relay_forwards_the_received_bytes_unchanged() {
     }
     let stream = read("kamailio/v3-tcp-stream.bin");
     let total = sent.iter().map(Vec::len).sum::<usize>() + stream.len();
-    let (sink, received) = tcp_sink(total);
+    let (sink, received) = tcp_sink(total + 51 * 15);
     let server = Server::run(&[
         "--listen",
         "hep_udp:127.0.0.1:0",
@@ -347,8 +381,13 @@ fn a_same_version_relay_forwards_the_received_bytes_unchanged() {
     send_tcp(server.tcp(), &stream);
     let received = received.join().unwrap();
     sent.extend(hep3_frames(&stream));
+    // Each as received, with one mark appended: this server's id, first hop.
+    let received: Vec<(Vec<u8>, u64, u8)> =
+        hep3_frames(&received).iter().map(|f| unmarked(f)).collect();
+    let id = received[0].1;
+    assert!(received.iter().all(|r| (r.1, r.2) == (id, 1)));
     assert_eq!(
-        sort_bytes(hep3_frames(&received)),
+        sort_bytes(received.into_iter().map(|r| r.0).collect()),
         sort_bytes(sent),
         "byte for byte"
     );
@@ -380,13 +419,97 @@ fn a_relay_chain_delivers_every_message_to_a_second_server() {
         datagrams.extend(set_bytes(set));
     }
     send_udp(a.udp(), &datagrams);
-    let records = wait_json(&out, 39);
+    let records = without_mark(wait_json(&out, 39));
     assert_eq!(sorted(&records), sorted(&decode(&files)));
     assert!(records.iter().all(|r| r["recv"]["transport"] == "tcp"));
     let a = a.stop();
     let b = b.stop();
     assert_eq!((a.counts.decoded, a.counts.delivered), (39, 39));
     assert_eq!((b.counts.decoded, b.counts.delivered), (39, 39));
+}
+
+#[test]
+fn a_relay_loop_through_another_collector_is_dropped_not_amplified() {
+    // The other collector: whatever the relay sends it, it relays back to the server's
+    // UDP listener (as a collector relaying to us would), and counts.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink = l.local_addr().unwrap();
+    let dir = test_dir("relay-loop");
+    let out = dir.join("out.jsonl");
+    let server = Server::run(&[
+        "--listen",
+        "hep_udp:127.0.0.1:0",
+        "--output",
+        &format!("json:{}", out.display()),
+        "--output",
+        &format!("relay:hep_tcp:{sink}"),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let back_to = server.udp();
+    let echoed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&echoed);
+    let echo = std::thread::spawn(move || {
+        let (mut conn, _) = l.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 65536];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Bounded: 10,000 messages or 5 s, whichever first (the loop this test is
+        // about would go on for ever).
+        while Instant::now() < deadline && count.load(std::sync::atomic::Ordering::Relaxed) < 10_000
+        {
+            match conn.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Err(_) => continue,
+            }
+            while pending.len() >= 6 {
+                let len = usize::from(u16::from_be_bytes([pending[4], pending[5]]));
+                if pending.len() < len {
+                    break;
+                }
+                let frame: Vec<u8> = pending.drain(..len).collect();
+                udp.send_to(&frame, back_to).unwrap();
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    let sent = set_bytes("v3-udp-");
+    send_udp(server.udp(), &sent[..5]);
+    let dropped = || {
+        server.metrics().get(
+            "hep_dropped_total",
+            &[("stage", "relay_loop"), ("reason", "loop")],
+        )
+    };
+    wait_for("5 looped messages dropped", PROCESS_WAIT, || {
+        (dropped() == 5).then_some(())
+    });
+    // Nothing more goes round: each message once to the outputs, once to the relay.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(echoed.load(std::sync::atomic::Ordering::Relaxed), 5);
+    assert_eq!(dropped(), 5);
+    assert_eq!(wait_json(&out, 5).len(), 5);
+    let stopped = server.stop();
+    echo.join().unwrap();
+    assert_eq!(
+        (
+            stopped.counts.received,
+            stopped.counts.delivered,
+            stopped.counts.dropped
+        ),
+        (10, 10, 5)
+    );
+    assert!(
+        stopped
+            .stderr
+            .contains("relay loop: dropping messages that were relayed back here"),
+        "{}",
+        stopped.stderr
+    );
 }
 
 #[test]
@@ -541,7 +664,7 @@ fn a_tls_relay_verifies_the_collector_with_relay_tls() {
         ),
     );
     send_udp(a.udp(), &set_bytes("v3-udp-"));
-    let records = wait_json(&out, 12);
+    let records = without_mark(wait_json(&out, 12));
     assert_eq!(sorted(&records), sorted(&decode(&set_files("v3-udp-"))));
     assert!(records.iter().all(|r| r["recv"]["transport"] == "tls"));
     assert_eq!(a.stop().counts.delivered, 12);
@@ -661,8 +784,8 @@ fn a_capture_id_rewrite_is_re_encoded_by_the_relay() {
     let dir = test_dir("rewrite");
     let sent = set_bytes("v3-udp-");
     // Capture id 2001 and 9 are both 4 bytes in HEP3: same length.
-    let total = sent.iter().map(Vec::len).sum();
-    let (sink, received) = tcp_sink(total);
+    let total: usize = sent.iter().map(Vec::len).sum();
+    let (sink, received) = tcp_sink(total + sent.len() * 15);
     let server = Server::with_config(
         &dir,
         &format!(
@@ -674,7 +797,11 @@ fn a_capture_id_rewrite_is_re_encoded_by_the_relay() {
     let received = received.join().unwrap();
     let mut got: Vec<String> = hep3_frames(&received)
         .into_iter()
-        .map(|f| format!("{:?}", HepMessage::decode(Bytes::from(f)).unwrap()))
+        .map(|f| {
+            let (f, _, hop) = unmarked(&f);
+            assert_eq!(hop, 1);
+            format!("{:?}", HepMessage::decode(Bytes::from(f)).unwrap())
+        })
         .collect();
     let mut want: Vec<String> = sent
         .iter()
