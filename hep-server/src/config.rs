@@ -388,7 +388,10 @@ pub struct AuthConfig {
     /// Keys per capture id (TOML keys are strings; each is checked to be a number).
     #[serde(serialize_with = "redact_keys")]
     pub keys: BTreeMap<String, String>,
-    /// Remove the key from accepted messages before outputs see them (default false).
+    /// Remove the key from accepted messages before any output sees them (default
+    /// true); `false` keeps it, so that relays forward it (and `json:`, `stdout` and the
+    /// store keep it too). Without `[auth]` keys are removed all the same
+    /// ([`Config::strip_auth_key`]).
     pub strip: bool,
 }
 
@@ -616,6 +619,13 @@ impl Config {
             store: self.store.clone(),
             ..new
         }
+    }
+
+    /// Whether the auth key (chunk 0x000e) is removed from messages before any output
+    /// sees them: unless `[auth] strip = false`, so also without `[auth]` (a key an agent
+    /// sends to a collector that does not check it is a secret all the same).
+    pub fn strip_auth_key(&self) -> bool {
+        self.auth.as_ref().is_none_or(|a| a.strip)
     }
 
     /// Checks that the outputs can work together and with the listeners: no two write
@@ -864,7 +874,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
             Some(AuthConfig {
                 key: a.key,
                 keys,
-                strip: a.strip.unwrap_or(false),
+                strip: a.strip.unwrap_or(true),
             })
         }
         None => None,
@@ -1499,6 +1509,20 @@ mod tests {
         for (listen, output) in fine {
             parse(&config(listen, output)).unwrap_or_else(|e| panic!("{listen} / {output}: {e}"));
         }
+    }
+
+    #[test]
+    fn the_auth_key_is_stripped_unless_strip_is_false() {
+        assert!(parse("").unwrap().strip_auth_key(), "without [auth]");
+        let c = parse("[auth]\nkey = \"k\"").unwrap();
+        assert!(c.auth.as_ref().unwrap().strip && c.strip_auth_key());
+        let c = parse("[auth]\nkey = \"k\"\nstrip = false").unwrap();
+        assert!(!c.strip_auth_key());
+        assert!(
+            parse("[auth]\nkey = \"k\"\nstrip = true")
+                .unwrap()
+                .strip_auth_key()
+        );
     }
 
     #[test]

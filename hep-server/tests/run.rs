@@ -86,6 +86,32 @@ fn without_mark(mut records: Vec<Value>) -> Vec<Value> {
     records
 }
 
+/// `decode` records as the outputs write them: the agents' auth keys removed (`[auth]
+/// strip`, true by default, also without `[auth]`).
+fn keys_removed(mut records: Vec<Value>) -> Vec<Value> {
+    for r in &mut records {
+        r["auth_key"] = Value::Null;
+    }
+    records
+}
+
+/// A HEP3 frame without its auth key chunk (vendor 0, type 0x000e), as a relay forwards
+/// it by default.
+fn key_cut(frame: &[u8]) -> Vec<u8> {
+    let mut out = frame[..6].to_vec();
+    let mut at = 6;
+    while at < frame.len() {
+        let len = usize::from(u16::from_be_bytes([frame[at + 4], frame[at + 5]]));
+        if frame[at..at + 4] != [0, 0, 0, 0x0e] {
+            out.extend_from_slice(&frame[at..at + len]);
+        }
+        at += len;
+    }
+    let total = u16::try_from(out.len()).unwrap().to_be_bytes();
+    out[4..6].copy_from_slice(&total);
+    out
+}
+
 /// A frame a relay sent, without the mark it appended (the frame as received), and the
 /// mark's instance id and hop count.
 fn unmarked(frame: &[u8]) -> (Vec<u8>, u64, u8) {
@@ -121,7 +147,7 @@ fn every_kamailio_vector_arrives_in_json_with_every_field() {
     let udp_peer = send_udp(server.udp(), &datagrams);
     let tcp_peer = send_tcp(server.tcp(), &read("kamailio/v3-tcp-stream.bin"));
     let tcp_expected = decode(&[testdata_dir().join("kamailio/v3-tcp-stream.bin")]);
-    let mut expected = decode(&files);
+    let mut expected = keys_removed(decode(&files));
     assert_eq!((expected.len(), tcp_expected.len()), (75, 12));
     expected.extend(tcp_expected.iter().cloned());
 
@@ -368,7 +394,8 @@ fn a_same_version_relay_forwards_the_received_bytes_unchanged() {
     }
     let stream = read("kamailio/v3-tcp-stream.bin");
     let total = sent.iter().map(Vec::len).sum::<usize>() + stream.len();
-    let (sink, received) = tcp_sink(total + 51 * 15);
+    // Each with the relay's 15-byte mark; the 15 with a key without its 16-byte chunk.
+    let (sink, received) = tcp_sink(total + 51 * 15 - 15 * 16);
     let server = Server::run(&[
         "--listen",
         "hep_udp:127.0.0.1:0",
@@ -381,7 +408,9 @@ fn a_same_version_relay_forwards_the_received_bytes_unchanged() {
     send_tcp(server.tcp(), &stream);
     let received = received.join().unwrap();
     sent.extend(hep3_frames(&stream));
-    // Each as received, with one mark appended: this server's id, first hop.
+    let sent: Vec<Vec<u8>> = sent.iter().map(|f| key_cut(f)).collect();
+    // Each as received (less the auth key), with one mark appended: this server's id,
+    // first hop.
     let received: Vec<(Vec<u8>, u64, u8)> =
         hep3_frames(&received).iter().map(|f| unmarked(f)).collect();
     let id = received[0].1;
@@ -420,7 +449,7 @@ fn a_relay_chain_delivers_every_message_to_a_second_server() {
     }
     send_udp(a.udp(), &datagrams);
     let records = without_mark(wait_json(&out, 39));
-    assert_eq!(sorted(&records), sorted(&decode(&files)));
+    assert_eq!(sorted(&records), sorted(&keys_removed(decode(&files))));
     assert!(records.iter().all(|r| r["recv"]["transport"] == "tcp"));
     let a = a.stop();
     let b = b.stop();
@@ -697,10 +726,13 @@ fn an_auth_key_admits_only_messages_that_carry_it() {
     send_udp(server.udp(), &datagrams);
 
     let records = wait_json(&out, 15);
-    assert_eq!(
-        sorted(&records),
-        sorted(&decode(&set_files("v3-udp-hlog-authkey-")))
-    );
+    // Checked, then removed (`[auth] strip` defaults to true).
+    let mut want = decode(&set_files("v3-udp-hlog-authkey-"));
+    for r in &mut want {
+        assert_eq!(r["auth_key"], "hep-secret");
+        r["auth_key"] = Value::Null;
+    }
+    assert_eq!(sorted(&records), sorted(&want));
     let stopped = server.stop();
     assert_eq!(
         stopped.counts,
@@ -712,6 +744,93 @@ fn an_auth_key_admits_only_messages_that_carry_it() {
             ..Counts::default()
         }
     );
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every byte of every file under `dir`.
+fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(all_bytes(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn the_auth_key_is_kept_by_no_output_unless_strip_is_false() {
+    let datagrams = set_bytes("v3-udp-hlog-authkey-"); // 15 messages, key "hep-secret"
+    let total: usize = datagrams.iter().map(Vec::len).sum();
+    assert!(datagrams.iter().all(|d| contains(d, b"hep-secret")));
+
+    // Without [auth] (keys are not checked) and with [auth] (strip not set): JSON, the
+    // store and a relay get the messages without the key.
+    for auth in ["", "[auth]\nkey = \"hep-secret\"\n"] {
+        let dir = test_dir(if auth.is_empty() {
+            "strip-no-auth"
+        } else {
+            "strip-auth"
+        });
+        let (out, store) = (dir.join("out.jsonl"), dir.join("store"));
+        // Each without the key's 16-byte chunk, with the 15-byte relay mark.
+        let (sink, relayed) = tcp_sink(total - 15);
+        let server = Server::with_config(
+            &dir,
+            &format!(
+                "listen = [\"hep_udp:127.0.0.1:0\"]\n\
+                 outputs = [\"json:{}\", \"store:{}\", \"relay:hep_tcp:{sink}\"]\n\
+                 [store]\nmax_age_hours = 0\nmin_free_mb = 0\n{auth}",
+                out.display(),
+                store.display()
+            ),
+        );
+        send_udp(server.udp(), &datagrams);
+        let records = wait_json(&out, 15);
+        assert!(records.iter().all(|r| r["auth_key"].is_null()), "{auth}");
+        let relayed = relayed.join().unwrap();
+        assert_eq!(hep3_frames(&relayed).len(), 15);
+        assert!(!contains(&relayed, b"hep-secret"), "relayed: {auth}");
+        let stopped = server.stop();
+        assert_eq!((stopped.counts.delivered, stopped.counts.dropped), (45, 0));
+        let stored = all_bytes(&store);
+        assert!(!stored.is_empty());
+        assert!(!contains(&stored, b"hep-secret"), "stored: {auth}");
+    }
+
+    // `strip = false`: a relay forwards the key (to a collector that checks it); the
+    // other outputs keep it too.
+    let dir = test_dir("strip-false");
+    let out = dir.join("out.jsonl");
+    let (sink, relayed) = tcp_sink(total + 15 * 15);
+    let server = Server::with_config(
+        &dir,
+        &format!(
+            "listen = [\"hep_udp:127.0.0.1:0\"]\n\
+             outputs = [\"json:{}\", \"relay:hep_tcp:{sink}\"]\n\
+             [auth]\nkey = \"hep-secret\"\nstrip = false\n",
+            out.display()
+        ),
+    );
+    send_udp(server.udp(), &datagrams);
+    assert!(
+        wait_json(&out, 15)
+            .iter()
+            .all(|r| r["auth_key"] == "hep-secret")
+    );
+    let relayed: Vec<Vec<u8>> = hep3_frames(&relayed.join().unwrap())
+        .iter()
+        .map(|f| unmarked(f).0)
+        .collect();
+    assert_eq!(sort_bytes(relayed), sort_bytes(datagrams), "as received");
+    server.stop();
 }
 
 #[test]
