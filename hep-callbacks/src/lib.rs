@@ -41,7 +41,8 @@
 //! # Built-ins
 //!
 //! Each is a [`HepCallback`], usable alone as a layer ([`CallbackLayer::new`]) or
-//! registered with others: [`AuthKeyCheck`] (chunk 0x000e), [`ClientCaptureIds`] (TLS
+//! registered with others: [`AuthKeyCheck`] (chunk 0x000e), [`StripAuthKey`],
+//! [`ClientCaptureIds`] (TLS
 //! client certificates to capture ids), [`Filter`], [`Rewrite`],
 //! [`Dedup`], [`RateLimit`].
 //!
@@ -60,7 +61,7 @@ mod layer;
 pub mod sip;
 
 pub use async_layer::{AsyncCallback, AsyncCallbackLayer};
-pub use builtin::auth::{AuthKeyCheck, AuthKeys};
+pub use builtin::auth::{AuthKeyCheck, AuthKeys, StripAuthKey};
 pub use builtin::client_ids::{ClientCaptureIds, ClientKeyError};
 pub use builtin::dedup::Dedup;
 pub use builtin::filter::Filter;

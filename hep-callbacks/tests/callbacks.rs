@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hep_callbacks::{
     AsyncCallbackLayer, AuthKeyCheck, CallbackLayer, Dedup, Filter, HepCallback, HepCallbacks,
-    RateLimit, Rewrite, Verdict,
+    RateLimit, Rewrite, StripAuthKey, Verdict,
 };
 use hep_proto::{HepMessage, ProtoType};
 use hep_transport::{Received, RecvInfo, Transport};
@@ -246,6 +246,67 @@ async fn auth_refuses_100000_bad_attempts_and_counts_them() {
     assert_eq!(seen[0].message.auth_key, None, "the key was stripped");
     let rejected: u64 = stats.rejected().map(|(_, n)| n).sum();
     assert_eq!(rejected, 100_000);
+}
+
+/// A message carrying `key`, as received: decoded from its HEP3 bytes.
+fn received_with_key(key: &str) -> Received {
+    let msg = HepMessage::builder()
+        .src("10.1.1.1:5060".parse().unwrap())
+        .dst("10.1.1.2:5060".parse().unwrap())
+        .proto_type(ProtoType::Sip)
+        .capture_id(2001)
+        .auth_key(key.to_owned())
+        .correlation_id("call-1")
+        .payload("OPTIONS sip:x SIP/2.0\r\n\r\n")
+        .build();
+    let wire = msg.encode(hep_proto::HepVersion::V3).unwrap();
+    let info = RecvInfo::new(
+        Transport::Udp,
+        "127.0.0.1:40000".parse().unwrap(),
+        "127.0.0.1:9060".parse().unwrap(),
+    );
+    Received::new(HepMessage::decode(wire.clone()).unwrap(), wire, info)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_stripped_key_is_cut_from_the_received_bytes_which_relays_still_forward() {
+    for strip in [
+        &AuthKeyCheck::shared("hep-secret").strip_key(true) as &dyn HepCallback,
+        &StripAuthKey,
+    ] {
+        let mut r = received_with_key("hep-secret");
+        let before = r.clone();
+        assert_eq!(strip.call(&mut r), Verdict::Continue);
+        assert_eq!(r.message.auth_key, None);
+        // Not `modified`: a relay forwards the bytes (without the key), no re-encoding.
+        assert!(!r.modified);
+        assert!(contains(&before.wire, b"hep-secret"));
+        assert!(!contains(&r.wire, b"hep-secret"), "{:?}", r.wire);
+        assert_eq!(r.wire.len(), before.wire.len() - (6 + 10));
+        assert_eq!(HepMessage::decode(r.wire.clone()).unwrap(), r.message);
+        assert_eq!(
+            HepMessage {
+                auth_key: None,
+                ..before.message
+            },
+            r.message
+        );
+    }
+    // Nothing to strip: the same bytes.
+    let mut r = received("no key");
+    let wire = r.wire.clone();
+    assert_eq!(StripAuthKey.call(&mut r), Verdict::Continue);
+    assert!(!r.modified && r.wire == wire);
+    // Bytes that are not the message's HEP3 (a message built in code): the outputs
+    // encode the message, which has no key.
+    let mut r = received("built");
+    r.message.auth_key = Some(Bytes::from_static(b"k"));
+    assert_eq!(StripAuthKey.call(&mut r), Verdict::Continue);
+    assert!(r.modified && r.message.auth_key.is_none());
 }
 
 #[test]

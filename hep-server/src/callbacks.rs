@@ -1,5 +1,7 @@
 //! The callback chain of the configuration's `[tls.clients]`, `[auth]`, `[filter]`,
-//! `[rate_limit]`, `[rewrite]` and `[dedup]`, and how a reload rebuilds it.
+//! `[rate_limit]`, `[rewrite]` and `[dedup]`, with the relay loop check
+//! ([`crate::relay_mark`]) that always runs and, without `[auth]`, the removal of the
+//! keys agents send ([`Config::strip_auth_key`]), and how a reload rebuilds it.
 //!
 //! A reload builds a new chain, but a callback whose section did not change is the same
 //! instance in it: a dedup keeps its window of payloads, a rate limit its buckets. A
@@ -13,13 +15,14 @@ use std::collections::BTreeMap;
 
 use hep_callbacks::{
     AuthKeyCheck, CallbackStats, ClientCaptureIds, Dedup, Filter, HepCallback, HepCallbacks,
-    RateLimit, Rewrite, Verdict,
+    RateLimit, Rewrite, StripAuthKey, Verdict,
 };
 use hep_transport::Received;
 
 use crate::config::{
     AuthConfig, Config, DedupConfig, FilterConfig, RateLimitConfig, RewriteConfig, TlsConfig,
 };
+use crate::relay_mark::LoopGuard;
 
 /// One configured callback: its section's values and the instance built from them.
 struct Slot<T, C> {
@@ -44,9 +47,15 @@ impl<C: HepCallback> HepCallback for Shared<C> {
     }
 }
 
-/// The configured callbacks, in the order they run.
+/// The configured callbacks, in the order they run, and the relay loop check, which
+/// always runs (after `[tls.clients]` and `[auth]`, so that a stranger's message is
+/// refused as such, before `[filter]`).
 #[derive(Default)]
 pub(crate) struct CallbackSet {
+    relay_loop: Arc<LoopGuard>,
+    /// Without `[auth]`: remove the keys agents send all the same
+    /// ([`Config::strip_auth_key`]).
+    strip_unchecked_keys: bool,
     tls_clients: Option<Slot<BTreeMap<String, Vec<u32>>, ClientCaptureIds>>,
     auth: Option<Slot<AuthConfig, AuthKeyCheck>>,
     filter: Option<Slot<FilterConfig, Filter>>,
@@ -116,6 +125,8 @@ impl CallbackSet {
         let mut changes = CallbackChanges::default();
         let clients = config.tls.as_ref().filter(|t| !t.clients.is_empty());
         let set = Self {
+            relay_loop: Arc::clone(&self.relay_loop),
+            strip_unchecked_keys: config.auth.is_none() && config.strip_auth_key(),
             tls_clients: rebuild(
                 "tls_clients",
                 clients.map(|t| &t.clients),
@@ -177,6 +188,10 @@ impl CallbackSet {
         let mut chain = HepCallbacks::new();
         chain = add(chain, self.tls_clients.as_ref());
         chain = add(chain, self.auth.as_ref());
+        if self.strip_unchecked_keys {
+            chain = chain.register(StripAuthKey);
+        }
+        chain = chain.register(Shared(Arc::clone(&self.relay_loop)));
         chain = add(chain, self.filter.as_ref());
         chain = add(chain, self.rate_limit.as_ref());
         chain = add(chain, self.rewrite.as_ref());
@@ -258,7 +273,8 @@ mod tests {
             changes.to_string(),
             "auth (removed), filter (removed), dedup (removed)"
         );
-        assert_eq!(third.chain().1.len(), 0);
+        // The relay loop check, and the removal of keys nobody checks.
+        assert_eq!(third.chain().1.len(), 2);
         assert_eq!(CallbackChanges::default().to_string(), "none");
     }
 }

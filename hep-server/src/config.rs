@@ -15,14 +15,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use hep_callbacks::ClientCaptureIds;
 use hep_proto::ProtoType;
-use hep_transport::{HEP_PORT, ListenOn, Transport};
+use hep_transport::{HEP_PORT, HepDestination, ListenOn, ListenSpec, Transport};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -394,7 +394,10 @@ pub struct AuthConfig {
     /// Keys per capture id (TOML keys are strings; each is checked to be a number).
     #[serde(serialize_with = "redact_keys")]
     pub keys: BTreeMap<String, String>,
-    /// Remove the key from accepted messages before outputs see them (default false).
+    /// Remove the key from accepted messages before any output sees them (default
+    /// true); `false` keeps it, so that relays forward it (and `json:`, `stdout` and the
+    /// store keep it too). Without `[auth]` keys are removed all the same
+    /// ([`Config::strip_auth_key`]).
     pub strip: bool,
 }
 
@@ -624,6 +627,33 @@ impl Config {
         }
     }
 
+    /// Whether the auth key (chunk 0x000e) is removed from messages before any output
+    /// sees them: unless `[auth] strip = false`, so also without `[auth]` (a key an agent
+    /// sends to a collector that does not check it is a secret all the same).
+    pub fn strip_auth_key(&self) -> bool {
+        self.auth.as_ref().is_none_or(|a| a.strip)
+    }
+
+    /// Checks that the outputs can work together and with the listeners: no two write
+    /// one file or directory (or both standard output), and no relay sends to one of our
+    /// own listeners. [`Config::load`] checks this with the file's line; this is for a
+    /// configuration changed since (command-line specs, the running listeners of a
+    /// reload).
+    ///
+    /// # Errors
+    /// The first conflict, naming the outputs (and listener) concerned.
+    pub fn check_outputs(&self) -> Result<(), OutputConflict> {
+        let specs: Vec<(&str, OutputSpec)> = self
+            .outputs
+            .iter()
+            .filter_map(|s| Some((s.as_str(), s.parse().ok()?)))
+            .collect();
+        match output_conflict(&self.listen_specs(), &specs) {
+            Some(conflict) => Err(conflict),
+            None => Ok(()),
+        }
+    }
+
     /// `Duration` helper for the millisecond settings.
     pub const fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
@@ -655,7 +685,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
     };
     let outputs = match raw.outputs {
         Some(list) => {
-            let mut spools: Vec<PathBuf> = Vec::new();
+            let mut specs = Vec::with_capacity(list.len());
             for s in &list {
                 let spec = s
                     .get_ref()
@@ -668,22 +698,17 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
                 {
                     tls_relay = Some(s.span());
                 }
-                if let OutputSpec::Relay {
-                    spool: Some(dir), ..
-                } = &spec
-                {
-                    if spools.contains(dir) {
-                        return Err(err(
-                            s.span(),
-                            format!(
-                                "key `outputs`: spool directory {} is used by another relay \
-                                 (each spooling relay needs its own)",
-                                dir.display()
-                            ),
-                        ));
-                    }
-                    spools.push(dir.clone());
-                }
+                specs.push((s.get_ref().as_str(), spec));
+            }
+            let listeners = listen
+                .iter()
+                .filter_map(|l| ListenOn::parse_with_default_port(l, hep_port).ok())
+                .collect::<Vec<_>>();
+            if let Some(conflict) = output_conflict(&listeners, &specs) {
+                return Err(err(
+                    list[conflict.output].span(),
+                    format!("key `outputs`: {conflict}"),
+                ));
             }
             list.into_iter().map(Spanned::into_inner).collect()
         }
@@ -850,7 +875,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
             Some(AuthConfig {
                 key: a.key,
                 keys,
-                strip: a.strip.unwrap_or(false),
+                strip: a.strip.unwrap_or(true),
             })
         }
         None => None,
@@ -1006,6 +1031,133 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
     })
 }
 
+/// Outputs that cannot work together, or an output that would feed a listener of ours;
+/// see [`Config::check_outputs`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct OutputConflict {
+    /// The index in `outputs` of the second output concerned.
+    output: usize,
+    message: String,
+}
+
+/// Where an output writes that no other output may also write.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    Stdout,
+    /// A file (`json:`, `pcap:`) or a directory (`store:`, a relay's `spool=`).
+    Path(PathBuf),
+}
+
+impl Target {
+    fn of(spec: &OutputSpec) -> Option<Self> {
+        match spec {
+            OutputSpec::Stdout | OutputSpec::Json(None) => Some(Self::Stdout),
+            OutputSpec::Json(Some(p))
+            | OutputSpec::Pcap(p)
+            | OutputSpec::Store(p)
+            | OutputSpec::Relay { spool: Some(p), .. } => Some(Self::Path(resolved_path(p))),
+            _ => None,
+        }
+    }
+}
+
+/// The first conflict among `outputs` (each as written, and parsed), or with `listeners`.
+fn output_conflict(
+    listeners: &[ListenOn],
+    outputs: &[(&str, OutputSpec)],
+) -> Option<OutputConflict> {
+    let mut targets: Vec<(&str, Target)> = Vec::new();
+    for (i, (written, spec)) in outputs.iter().enumerate() {
+        if let Some(dest) = spec.relay_destination()
+            && let Some(l) = listeners.iter().find(|l| relays_to(dest, &l.spec))
+        {
+            return Some(OutputConflict {
+                output: i,
+                message: format!(
+                    "output `{written}` sends to listener `{}`: it would receive what it \
+                     relays, again and again (relay to another collector)",
+                    l.spec
+                ),
+            });
+        }
+        let Some(target) = Target::of(spec) else {
+            continue;
+        };
+        if let Some((first, _)) = targets.iter().find(|(_, t)| *t == target) {
+            let what = match &target {
+                Target::Stdout => {
+                    "standard output, where their lines would interleave (keep one)".to_owned()
+                }
+                Target::Path(p) => format!(
+                    "{} (each output needs a file or directory of its own)",
+                    p.display()
+                ),
+            };
+            return Some(OutputConflict {
+                output: i,
+                message: format!("outputs `{first}` and `{written}` both write {what}"),
+            });
+        }
+        targets.push((written, target));
+    }
+    None
+}
+
+/// Whether what a relay to `dest` sends arrives at the listener `listen`: the same
+/// transport and port, and the destination is the listener's address, or the listener
+/// is on every address (`0.0.0.0`, or `::`, which takes IPv4 too) and the destination
+/// is a loopback address, an unspecified one (which connects to this host) or
+/// `localhost`. Other names are not resolved, nor this host's other addresses listed:
+/// the relay's mark catches those loops at run time (`docs/CONFIG.md`).
+fn relays_to(dest: &HepDestination, listen: &ListenSpec) -> bool {
+    if dest.transport() != listen.transport || dest.port() != listen.addr.port() {
+        return false;
+    }
+    let to = match (dest.host().as_ip(), dest.host().as_name()) {
+        (Some(ip), _) => ip.to_canonical(),
+        (None, Some(name)) if name.eq_ignore_ascii_case("localhost") => {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        }
+        _ => return false,
+    };
+    let on = listen.addr.ip().to_canonical();
+    let this_host = |ip: IpAddr| ip.is_loopback() || ip.is_unspecified();
+    to == on
+        || (on.is_unspecified() && this_host(to) && (on.is_ipv6() || to.is_ipv4()))
+        || (to.is_unspecified() && on.is_loopback() && on.is_ipv4() == to.is_ipv4())
+}
+
+/// `path` absolute, without `.` and `..`, and with symlinks resolved as far as it exists
+/// (the rest is created later): two spellings of one file give one path.
+pub(crate) fn resolved_path(path: &Path) -> PathBuf {
+    let absolute = std::env::current_dir().map_or_else(|_| path.to_path_buf(), |d| d.join(path));
+    let mut lexical = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            other => lexical.push(other),
+        }
+    }
+    let mut tail = Vec::new();
+    let mut head = lexical.as_path();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(head) {
+            return tail.iter().rev().fold(real, |p, name| p.join(name));
+        }
+        match (head.parent(), head.file_name()) {
+            (Some(parent), Some(name)) => {
+                tail.push(name.to_owned());
+                head = parent;
+            }
+            _ => return lexical,
+        }
+    }
+}
+
 /// The `[section]` (or `[[section]]`) header in force on the line of byte `at` of `text`.
 fn section_at(text: &str, at: usize) -> Option<String> {
     let at = at.min(text.len());
@@ -1064,7 +1216,7 @@ fn key_at(text: &str, at: usize) -> Option<String> {
 fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>()
         .ok()
-        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 #[cfg(test)]
@@ -1242,12 +1394,137 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(
-            e.starts_with("hep.toml:3:3: key `outputs`: spool directory /var/spool/hep is used"),
-            "{e}"
+        assert_eq!(
+            e,
+            "hep.toml:3:3: key `outputs`: outputs `relay:hep_tcp:a:1;spool=/var/spool/hep` and \
+             `relay:hep_tcp:b:1;spool=/var/spool/hep` both write /var/spool/hep (each output \
+             needs a file or directory of its own)"
         );
         parse("outputs = [\"relay:hep_tcp:a:1;spool=/a\", \"relay:hep_tcp:b:1;spool=/b\"]")
             .unwrap();
+    }
+
+    #[test]
+    fn two_outputs_cannot_write_one_file_or_directory() {
+        let dir = std::env::temp_dir().join(format!("hep-conf-same-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        let d = dir.display();
+        let refused = [
+            // One file, two writers: the lines of one interleave with the other's packets.
+            (format!("json:{d}/a"), format!("pcap:{d}/a")),
+            (format!("json:{d}/a"), format!("json:{d}/a")),
+            // The same file, spelled differently.
+            (format!("json:{d}/a"), format!("json:{d}/sub/../a")),
+            (format!("pcap:{d}/a"), format!("pcap:{d}/./a")),
+            // Stores, spools: one directory is one writer's.
+            (format!("store:{d}/s"), format!("store:{d}/s/")),
+            (
+                format!("store:{d}/s"),
+                format!("relay:hep_tcp:h:1;spool={d}/s"),
+            ),
+            // Standard output, twice.
+            ("stdout".to_owned(), "json:-".to_owned()),
+            ("json:-".to_owned(), "json:-".to_owned()),
+            ("stdout".to_owned(), "stdout".to_owned()),
+        ];
+        for (a, b) in &refused {
+            let e = parse(&format!("outputs = [\"{a}\", \"{b}\"]"))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "hep.toml:1:{}: key `outputs`: outputs `{a}` and `{b}` both write",
+                    16 + a.len()
+                )),
+                "{a} + {b}: {e}"
+            );
+        }
+        let e = parse("outputs = [\"stdout\", \"json:-\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("both write standard output"), "{e}");
+        // Different files, different directories, and outputs without one are fine.
+        parse(&format!(
+            "outputs = [\"json:{d}/a\", \"pcap:{d}/b\", \"store:{d}/s\", \"store:{d}/t\", \
+             \"relay:hep_tcp:h:1;spool={d}/u\", \"relay:hep_tcp:h:1\", \"null\", \"null\", \"stdout\"]"
+        ))
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_relay_to_one_of_our_own_listeners_is_refused() {
+        let refused = [
+            ("hep_udp:127.0.0.1:9060", "relay:hep_udp:127.0.0.1:9060"),
+            ("hep_tcp:0.0.0.0:9060", "relay:hep_tcp:127.0.0.1:9060"),
+            ("hep_tcp:0.0.0.0:9060", "relay:hep_tcp:localhost:9060"),
+            (
+                "hep_udp:[::]:9060",
+                "relay:hep_udp:127.0.0.1:9060;version=2",
+            ),
+            ("hep_udp:[::]:9060", "relay:hep_udp:[::1]:9060"),
+            (
+                "hep_tcp:10.0.0.5:9060",
+                "relay:hep_tcp:10.0.0.5:9060;spool=/var/spool/x",
+            ),
+            ("hep_udp:127.0.0.1", "relay:hep_udp:127.0.0.1:7000"),
+        ];
+        let config = |listen: &str, output: &str| {
+            format!("hep_port = 7000\nlisten = [\"{listen}\"]\noutputs = [\"{output}\"]")
+        };
+        for (listen, output) in refused {
+            let e = parse(&config(listen, output))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "hep.toml:3:12: key `outputs`: output `{output}` sends to listener `"
+                )) && e.contains("it would receive what it relays, again and again"),
+                "{listen} / {output}: {e}"
+            );
+        }
+        // The default listeners (UDP and TCP on 0.0.0.0, port hep_port) count too.
+        let e = parse("hep_port = 7000\noutputs = [\"relay:hep_tcp:127.0.0.1:7000\"]")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sends to listener `hep_tcp:0.0.0.0:7000`"),
+            "{e}"
+        );
+        let fine = [
+            // Another port, another transport, another address.
+            ("hep_udp:0.0.0.0:9060", "relay:hep_udp:127.0.0.1:9061"),
+            ("hep_udp:0.0.0.0:9060", "relay:hep_tcp:127.0.0.1:9060"),
+            ("hep_tcp:127.0.0.1:9060", "relay:hep_tcp:127.0.0.2:9060"),
+            ("hep_tcp:10.0.0.5:9060", "relay:hep_tcp:10.0.0.6:9060"),
+            // An IPv4-only listener does not receive what is sent to ::1.
+            ("hep_udp:0.0.0.0:9060", "relay:hep_udp:[::1]:9060"),
+            // A name other than localhost is not resolved here (the relay mark catches it).
+            (
+                "hep_tcp:0.0.0.0:9060",
+                "relay:hep_tcp:homer.example.net:9060",
+            ),
+        ];
+        for (listen, output) in fine {
+            parse(&config(listen, output)).unwrap_or_else(|e| panic!("{listen} / {output}: {e}"));
+        }
+    }
+
+    #[test]
+    fn the_auth_key_is_stripped_unless_strip_is_false() {
+        assert!(parse("").unwrap().strip_auth_key(), "without [auth]");
+        let c = parse("[auth]\nkey = \"k\"").unwrap();
+        assert!(c.auth.as_ref().unwrap().strip && c.strip_auth_key());
+        let c = parse("[auth]\nkey = \"k\"\nstrip = false").unwrap();
+        assert!(!c.strip_auth_key());
+        assert!(
+            parse("[auth]\nkey = \"k\"\nstrip = true")
+                .unwrap()
+                .strip_auth_key()
+        );
     }
 
     #[test]

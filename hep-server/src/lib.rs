@@ -26,6 +26,8 @@
 //!   search.
 //! - [`stats`]: the counters as metrics, and the summary line printed at exit.
 //! - [`record`]: the JSON record of a message ([`record::write_json_line`]).
+//! - [`relay_mark`]: the chunk relays add to what they forward, and the check that drops
+//!   a message that comes back (relay loops).
 //! - [`text`]: the one-line human-readable form ([`text::TextLine`]).
 //! - [`ladder`]: a call flow as a ladder diagram in the terminal (`search`).
 //! - [`sip`]: start line, Call-ID, CSeq, From/To user and tag, without allocating
@@ -46,6 +48,7 @@ pub mod metrics;
 pub mod output;
 mod read;
 pub mod record;
+pub mod relay_mark;
 pub mod server;
 pub mod sip;
 pub mod stats;

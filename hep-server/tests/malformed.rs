@@ -612,8 +612,12 @@ fn every_class_of_bad_input_is_counted_and_valid_traffic_around_it_is_delivered_
         files.push(dir.join(format!("sent-v12-{i}.hep")));
         std::fs::write(&files[i + 1], m).unwrap();
     }
-    let expected = decode(&files);
+    let mut expected = decode(&files);
     assert_eq!(expected.len(), sent.len());
+    // The agents' keys (not checked here) are removed all the same.
+    for r in &mut expected {
+        r["auth_key"] = serde_json::Value::Null;
+    }
     assert_eq!(sorted(&records), sorted(&expected));
 
     // Every case counted under its reason, on its listener, and nothing else.

@@ -112,6 +112,11 @@ fn a_reloaded_filter_applies_from_the_next_message_on() {
             &decode(&set_files("v3-udp-hlog-authkey-"))
                 .into_iter()
                 .filter(|r| r["proto_type"] == 1)
+                // The agents' key, not checked here, is removed all the same.
+                .map(|mut r| {
+                    r["auth_key"] = Value::Null;
+                    r
+                })
                 .collect::<Vec<_>>()
         )
     );
@@ -290,6 +295,26 @@ fn a_reload_with_a_mistake_keeps_the_running_configuration() {
     );
     let stopped = server.stop();
     assert_eq!((stopped.counts.delivered, stopped.counts.dropped), (18, 12));
+}
+
+#[test]
+fn a_reload_making_two_outputs_write_one_file_is_refused() {
+    let dir = test_dir("reload-same-file");
+    let out = dir.join("out.jsonl");
+    let (server, path) = start(&dir, &config(&[&out], ""));
+    let line = reload(&server, &path, &config(&[&out, &out], ""), 1);
+    let json = format!("json:{}", out.display());
+    assert!(
+        line.contains("failed, the running configuration stays")
+            && line.contains(&format!("outputs `{json}` and `{json}` both write")),
+        "{line}"
+    );
+    // Still one output writing the file: each message once.
+    send_udp(server.udp(), &set_bytes("v3-udp-hlog-authkey-"));
+    assert_eq!(wait_json(&out, 15).len(), 15);
+    let stopped = server.stop();
+    assert_eq!((stopped.counts.delivered, stopped.counts.dropped), (15, 0));
+    assert_eq!(json_lines(&out).len(), 15);
 }
 
 #[test]

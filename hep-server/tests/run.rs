@@ -63,6 +63,66 @@ fn sort_bytes(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     v
 }
 
+/// The relay mark's chunk header: vendor `HR`, type `RM`, length 15 (`docs/CONFIG.md`,
+/// "Relay loops").
+const MARK_HEADER: &[u8] = b"HRRM\x00\x0f";
+
+/// Records a second server wrote of what a relay sent it, without the relay's mark: each
+/// carries one, its last chunk, at the first hop.
+fn without_mark(mut records: Vec<Value>) -> Vec<Value> {
+    for r in &mut records {
+        let chunks = r["chunks"].as_array_mut().unwrap();
+        let mark = chunks.pop().expect("a relay mark");
+        assert_eq!(
+            (&mark["vendor"], &mark["type"]),
+            (&0x4852.into(), &0x524d.into()),
+            "{mark}"
+        );
+        assert!(
+            mark["hex"].as_str().unwrap().ends_with("01"),
+            "hop 1: {mark}"
+        );
+    }
+    records
+}
+
+/// `decode` records as the outputs write them: the agents' auth keys removed (`[auth]
+/// strip`, true by default, also without `[auth]`).
+fn keys_removed(mut records: Vec<Value>) -> Vec<Value> {
+    for r in &mut records {
+        r["auth_key"] = Value::Null;
+    }
+    records
+}
+
+/// A HEP3 frame without its auth key chunk (vendor 0, type 0x000e), as a relay forwards
+/// it by default.
+fn key_cut(frame: &[u8]) -> Vec<u8> {
+    let mut out = frame[..6].to_vec();
+    let mut at = 6;
+    while at < frame.len() {
+        let len = usize::from(u16::from_be_bytes([frame[at + 4], frame[at + 5]]));
+        if frame[at..at + 4] != [0, 0, 0, 0x0e] {
+            out.extend_from_slice(&frame[at..at + len]);
+        }
+        at += len;
+    }
+    let total = u16::try_from(out.len()).unwrap().to_be_bytes();
+    out[4..6].copy_from_slice(&total);
+    out
+}
+
+/// A frame a relay sent, without the mark it appended (the frame as received), and the
+/// mark's instance id and hop count.
+fn unmarked(frame: &[u8]) -> (Vec<u8>, u64, u8) {
+    let (body, mark) = frame.split_at(frame.len() - 15);
+    assert_eq!(&mark[..6], MARK_HEADER, "ends with the relay mark");
+    let mut original = body.to_vec();
+    original[4..6].copy_from_slice(&u16::try_from(body.len()).unwrap().to_be_bytes());
+    let id = u64::from_be_bytes(mark[6..14].try_into().unwrap());
+    (original, id, mark[14])
+}
+
 // ===== receiving: every vector, every field =====
 
 #[test]
@@ -87,7 +147,7 @@ fn every_kamailio_vector_arrives_in_json_with_every_field() {
     let udp_peer = send_udp(server.udp(), &datagrams);
     let tcp_peer = send_tcp(server.tcp(), &read("kamailio/v3-tcp-stream.bin"));
     let tcp_expected = decode(&[testdata_dir().join("kamailio/v3-tcp-stream.bin")]);
-    let mut expected = decode(&files);
+    let mut expected = keys_removed(decode(&files));
     assert_eq!((expected.len(), tcp_expected.len()), (75, 12));
     expected.extend(tcp_expected.iter().cloned());
 
@@ -334,7 +394,8 @@ fn a_same_version_relay_forwards_the_received_bytes_unchanged() {
     }
     let stream = read("kamailio/v3-tcp-stream.bin");
     let total = sent.iter().map(Vec::len).sum::<usize>() + stream.len();
-    let (sink, received) = tcp_sink(total);
+    // Each with the relay's 15-byte mark; the 15 with a key without its 16-byte chunk.
+    let (sink, received) = tcp_sink(total + 51 * 15 - 15 * 16);
     let server = Server::run(&[
         "--listen",
         "hep_udp:127.0.0.1:0",
@@ -347,8 +408,15 @@ fn a_same_version_relay_forwards_the_received_bytes_unchanged() {
     send_tcp(server.tcp(), &stream);
     let received = received.join().unwrap();
     sent.extend(hep3_frames(&stream));
+    let sent: Vec<Vec<u8>> = sent.iter().map(|f| key_cut(f)).collect();
+    // Each as received (less the auth key), with one mark appended: this server's id,
+    // first hop.
+    let received: Vec<(Vec<u8>, u64, u8)> =
+        hep3_frames(&received).iter().map(|f| unmarked(f)).collect();
+    let id = received[0].1;
+    assert!(received.iter().all(|r| (r.1, r.2) == (id, 1)));
     assert_eq!(
-        sort_bytes(hep3_frames(&received)),
+        sort_bytes(received.into_iter().map(|r| r.0).collect()),
         sort_bytes(sent),
         "byte for byte"
     );
@@ -380,13 +448,97 @@ fn a_relay_chain_delivers_every_message_to_a_second_server() {
         datagrams.extend(set_bytes(set));
     }
     send_udp(a.udp(), &datagrams);
-    let records = wait_json(&out, 39);
-    assert_eq!(sorted(&records), sorted(&decode(&files)));
+    let records = without_mark(wait_json(&out, 39));
+    assert_eq!(sorted(&records), sorted(&keys_removed(decode(&files))));
     assert!(records.iter().all(|r| r["recv"]["transport"] == "tcp"));
     let a = a.stop();
     let b = b.stop();
     assert_eq!((a.counts.decoded, a.counts.delivered), (39, 39));
     assert_eq!((b.counts.decoded, b.counts.delivered), (39, 39));
+}
+
+#[test]
+fn a_relay_loop_through_another_collector_is_dropped_not_amplified() {
+    // The other collector: whatever the relay sends it, it relays back to the server's
+    // UDP listener (as a collector relaying to us would), and counts.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink = l.local_addr().unwrap();
+    let dir = test_dir("relay-loop");
+    let out = dir.join("out.jsonl");
+    let server = Server::run(&[
+        "--listen",
+        "hep_udp:127.0.0.1:0",
+        "--output",
+        &format!("json:{}", out.display()),
+        "--output",
+        &format!("relay:hep_tcp:{sink}"),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let back_to = server.udp();
+    let echoed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&echoed);
+    let echo = std::thread::spawn(move || {
+        let (mut conn, _) = l.accept().unwrap();
+        conn.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut pending = Vec::new();
+        let mut buf = [0u8; 65536];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Bounded: 10,000 messages or 5 s, whichever first (the loop this test is
+        // about would go on for ever).
+        while Instant::now() < deadline && count.load(std::sync::atomic::Ordering::Relaxed) < 10_000
+        {
+            match conn.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Err(_) => continue,
+            }
+            while pending.len() >= 6 {
+                let len = usize::from(u16::from_be_bytes([pending[4], pending[5]]));
+                if pending.len() < len {
+                    break;
+                }
+                let frame: Vec<u8> = pending.drain(..len).collect();
+                udp.send_to(&frame, back_to).unwrap();
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    let sent = set_bytes("v3-udp-");
+    send_udp(server.udp(), &sent[..5]);
+    let dropped = || {
+        server.metrics().get(
+            "hep_dropped_total",
+            &[("stage", "relay_loop"), ("reason", "loop")],
+        )
+    };
+    wait_for("5 looped messages dropped", PROCESS_WAIT, || {
+        (dropped() == 5).then_some(())
+    });
+    // Nothing more goes round: each message once to the outputs, once to the relay.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(echoed.load(std::sync::atomic::Ordering::Relaxed), 5);
+    assert_eq!(dropped(), 5);
+    assert_eq!(wait_json(&out, 5).len(), 5);
+    let stopped = server.stop();
+    echo.join().unwrap();
+    assert_eq!(
+        (
+            stopped.counts.received,
+            stopped.counts.delivered,
+            stopped.counts.dropped
+        ),
+        (10, 10, 5)
+    );
+    assert!(
+        stopped
+            .stderr
+            .contains("relay loop: dropping messages that were relayed back here"),
+        "{}",
+        stopped.stderr
+    );
 }
 
 #[test]
@@ -541,7 +693,7 @@ fn a_tls_relay_verifies_the_collector_with_relay_tls() {
         ),
     );
     send_udp(a.udp(), &set_bytes("v3-udp-"));
-    let records = wait_json(&out, 12);
+    let records = without_mark(wait_json(&out, 12));
     assert_eq!(sorted(&records), sorted(&decode(&set_files("v3-udp-"))));
     assert!(records.iter().all(|r| r["recv"]["transport"] == "tls"));
     assert_eq!(a.stop().counts.delivered, 12);
@@ -574,10 +726,13 @@ fn an_auth_key_admits_only_messages_that_carry_it() {
     send_udp(server.udp(), &datagrams);
 
     let records = wait_json(&out, 15);
-    assert_eq!(
-        sorted(&records),
-        sorted(&decode(&set_files("v3-udp-hlog-authkey-")))
-    );
+    // Checked, then removed (`[auth] strip` defaults to true).
+    let mut want = decode(&set_files("v3-udp-hlog-authkey-"));
+    for r in &mut want {
+        assert_eq!(r["auth_key"], "hep-secret");
+        r["auth_key"] = Value::Null;
+    }
+    assert_eq!(sorted(&records), sorted(&want));
     let stopped = server.stop();
     assert_eq!(
         stopped.counts,
@@ -589,6 +744,93 @@ fn an_auth_key_admits_only_messages_that_carry_it() {
             ..Counts::default()
         }
     );
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every byte of every file under `dir`.
+fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(all_bytes(&path));
+        } else {
+            out.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn the_auth_key_is_kept_by_no_output_unless_strip_is_false() {
+    let datagrams = set_bytes("v3-udp-hlog-authkey-"); // 15 messages, key "hep-secret"
+    let total: usize = datagrams.iter().map(Vec::len).sum();
+    assert!(datagrams.iter().all(|d| contains(d, b"hep-secret")));
+
+    // Without [auth] (keys are not checked) and with [auth] (strip not set): JSON, the
+    // store and a relay get the messages without the key.
+    for auth in ["", "[auth]\nkey = \"hep-secret\"\n"] {
+        let dir = test_dir(if auth.is_empty() {
+            "strip-no-auth"
+        } else {
+            "strip-auth"
+        });
+        let (out, store) = (dir.join("out.jsonl"), dir.join("store"));
+        // Each without the key's 16-byte chunk, with the 15-byte relay mark.
+        let (sink, relayed) = tcp_sink(total - 15);
+        let server = Server::with_config(
+            &dir,
+            &format!(
+                "listen = [\"hep_udp:127.0.0.1:0\"]\n\
+                 outputs = [\"json:{}\", \"store:{}\", \"relay:hep_tcp:{sink}\"]\n\
+                 [store]\nmax_age_hours = 0\nmin_free_mb = 0\n{auth}",
+                out.display(),
+                store.display()
+            ),
+        );
+        send_udp(server.udp(), &datagrams);
+        let records = wait_json(&out, 15);
+        assert!(records.iter().all(|r| r["auth_key"].is_null()), "{auth}");
+        let relayed = relayed.join().unwrap();
+        assert_eq!(hep3_frames(&relayed).len(), 15);
+        assert!(!contains(&relayed, b"hep-secret"), "relayed: {auth}");
+        let stopped = server.stop();
+        assert_eq!((stopped.counts.delivered, stopped.counts.dropped), (45, 0));
+        let stored = all_bytes(&store);
+        assert!(!stored.is_empty());
+        assert!(!contains(&stored, b"hep-secret"), "stored: {auth}");
+    }
+
+    // `strip = false`: a relay forwards the key (to a collector that checks it); the
+    // other outputs keep it too.
+    let dir = test_dir("strip-false");
+    let out = dir.join("out.jsonl");
+    let (sink, relayed) = tcp_sink(total + 15 * 15);
+    let server = Server::with_config(
+        &dir,
+        &format!(
+            "listen = [\"hep_udp:127.0.0.1:0\"]\n\
+             outputs = [\"json:{}\", \"relay:hep_tcp:{sink}\"]\n\
+             [auth]\nkey = \"hep-secret\"\nstrip = false\n",
+            out.display()
+        ),
+    );
+    send_udp(server.udp(), &datagrams);
+    assert!(
+        wait_json(&out, 15)
+            .iter()
+            .all(|r| r["auth_key"] == "hep-secret")
+    );
+    let relayed: Vec<Vec<u8>> = hep3_frames(&relayed.join().unwrap())
+        .iter()
+        .map(|f| unmarked(f).0)
+        .collect();
+    assert_eq!(sort_bytes(relayed), sort_bytes(datagrams), "as received");
+    server.stop();
 }
 
 #[test]
@@ -661,8 +903,8 @@ fn a_capture_id_rewrite_is_re_encoded_by_the_relay() {
     let dir = test_dir("rewrite");
     let sent = set_bytes("v3-udp-");
     // Capture id 2001 and 9 are both 4 bytes in HEP3: same length.
-    let total = sent.iter().map(Vec::len).sum();
-    let (sink, received) = tcp_sink(total);
+    let total: usize = sent.iter().map(Vec::len).sum();
+    let (sink, received) = tcp_sink(total + sent.len() * 15);
     let server = Server::with_config(
         &dir,
         &format!(
@@ -674,7 +916,11 @@ fn a_capture_id_rewrite_is_re_encoded_by_the_relay() {
     let received = received.join().unwrap();
     let mut got: Vec<String> = hep3_frames(&received)
         .into_iter()
-        .map(|f| format!("{:?}", HepMessage::decode(Bytes::from(f)).unwrap()))
+        .map(|f| {
+            let (f, _, hop) = unmarked(&f);
+            assert_eq!(hop, 1);
+            format!("{:?}", HepMessage::decode(Bytes::from(f)).unwrap())
+        })
         .collect();
     let mut want: Vec<String> = sent
         .iter()
@@ -864,6 +1110,89 @@ fn the_example_config_is_valid_and_is_the_one_in_the_docs() {
     assert!(
         docs.contains(&format!("```toml\n{text}```")),
         "docs/CONFIG.md shows hep-server/examples/hep-server.toml verbatim"
+    );
+}
+
+#[test]
+fn two_outputs_on_one_file_are_refused_by_check_config_and_run() {
+    let dir = test_dir("same-file");
+    let file = dir.join("capture");
+    let (ok, _, err, p) = check_config(
+        &dir,
+        "same.toml",
+        &format!(
+            "outputs = [\"json:{}\", \"pcap:{}/../same-file/capture\"]",
+            file.display(),
+            dir.display()
+        ),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("{p}:1:")) && err.contains("both write") && err.contains("`json:"),
+        "{err}"
+    );
+    // Specs given on the command line are checked as well.
+    let json = format!("json:{}", file.display());
+    let (ok, _, err) = hep_server(&[
+        "run",
+        "--listen",
+        "hep_udp:127.0.0.1:0",
+        "--output",
+        &json,
+        "--output",
+        &json,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("outputs `{json}` and `{json}` both write")),
+        "{err}"
+    );
+    assert!(!file.exists(), "refused before anything was created");
+    let (ok, _, err) = hep_server(&[
+        "run",
+        "--listen",
+        "hep_udp:127.0.0.1:0",
+        "--output",
+        "stdout",
+        "--output",
+        "json:-",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("both write standard output"), "{err}");
+}
+
+#[test]
+fn a_relay_to_its_own_listener_is_refused_by_check_config_and_run() {
+    // A port nobody listens on: the server is refused before it binds anything.
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = test_dir("self-relay");
+    let (ok, _, err, p) = check_config(
+        &dir,
+        "self.toml",
+        &format!(
+            "listen = [\"hep_udp:0.0.0.0:{port}\"]\n\
+             outputs = [\"json:-\", \"relay:hep_udp:127.0.0.1:{port}\"]\n"
+        ),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{p}:2:22: key `outputs`: output `relay:hep_udp:127.0.0.1:{port}` sends to \
+             listener `hep_udp:0.0.0.0:{port}`"
+        )),
+        "{err}"
+    );
+    let listen = format!("hep_tcp:127.0.0.1:{port}");
+    let relay = format!("relay:hep_tcp:127.0.0.1:{port}");
+    let (ok, _, err) = hep_server(&["run", "--listen", &listen, "--output", &relay]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("output `{relay}` sends to listener `{listen}`")),
+        "{err}"
     );
 }
 

@@ -20,7 +20,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -35,8 +35,9 @@ use super::fanout::{Fanout, OutputQueue, OutputStats, Queued};
 use super::pcap::PcapFileWriter;
 use super::spool::{self, Spool, SpoolStats};
 use super::writer::{self, Format};
-use crate::config::{Config, RelayTlsConfig};
+use crate::config::{Config, RelayTlsConfig, resolved_path};
 use crate::metrics::Registry;
+use crate::relay_mark::RelayEncoder;
 use crate::stats::RelayCollect;
 use crate::store::StoreStats;
 use crate::store::writer::{self as store_writer, StoreWriter};
@@ -217,8 +218,11 @@ impl Outputs {
     ///
     /// # Errors
     /// An output that cannot start (a file that cannot be created, relay TLS files that
-    /// cannot be read), or a new file output writing a file that a running one writes.
+    /// cannot be read), outputs that conflict ([`Config::check_outputs`]: also checked
+    /// here for the specs of the command line and the listeners a reload keeps), or a new
+    /// file output writing a file that a running one writes.
     pub(crate) fn reconfigure(&mut self, config: &Config) -> anyhow::Result<Reconfigured> {
+        config.check_outputs()?;
         let settings = RelaySettings::of(config);
         let wanted: Vec<(OutputSpec, Key)> = config
             .output_specs()
@@ -520,8 +524,7 @@ fn file_of(spec: &OutputSpec) -> Option<&Path> {
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
-    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(p));
-    a == b || canonical(a) == canonical(b)
+    a == b || resolved_path(a) == resolved_path(b)
 }
 
 /// The client side of `relay:hep_tls:` outputs, from `[relay_tls]`.
@@ -565,8 +568,9 @@ fn sender_config(config: &Config, tls: Option<&ClientTls>) -> SenderConfig {
 const RELAY_RUN: usize = 256;
 
 /// Forwards queued messages: the received bytes when nothing changed them and the
-/// destination speaks their version, else the message re-encoded. Ends when the queue
-/// is drained after every sender is gone or after `close`.
+/// destination speaks their version, else the message re-encoded; over HEPv3 with this
+/// instance's relay mark appended ([`crate::relay_mark`]). Ends when the queue is drained
+/// after every sender is gone or after `close`.
 ///
 /// Runs of up to [`RELAY_RUN`] messages are taken from this output's queue and offered to
 /// the sender ([`HepSender::offer_batch`]). Over plain TCP they are written at once from
@@ -587,7 +591,7 @@ async fn relay(
     stats: Arc<OutputStats>,
     close: CancellationToken,
 ) {
-    let version = dest.version();
+    let mut encoder = RelayEncoder::new(dest.version());
     let mut queued = Vec::with_capacity(RELAY_RUN);
     let mut run: Vec<Bytes> = Vec::with_capacity(RELAY_RUN);
     let mut offered = 0;
@@ -614,11 +618,7 @@ async fn relay(
             // Counted as dequeued once the sender takes them (below): until then they
             // are still this output's, and a shutdown deadline counts them lost.
             for m in queued.drain(..) {
-                if !m.modified && m.message.version == Some(version) {
-                    run.push(m.wire.clone());
-                    continue;
-                }
-                match m.message.encode(version) {
+                match encoder.encode(&m) {
                     Ok(b) => run.push(b),
                     Err(e) => {
                         tracing::debug!(output = %dest, error = %e, "cannot encode for the relay");

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Entry, Pos, Spool};
 use crate::output::fanout::{OutputStats, Queued};
+use crate::relay_mark::RelayEncoder;
 
 /// Pause after a failed round before sending again, so that a destination refusing at
 /// once cannot make the relay spin (the sender's own backoff paces reconnects).
@@ -63,7 +64,7 @@ pub(crate) async fn run(
     mut spool: Spool,
     close: CancellationToken,
 ) {
-    let version = dest.version();
+    let mut encoder = RelayEncoder::new(dest.version());
     let max_in_flight = sender
         .config()
         .hep_async_max_postponed_chunks
@@ -146,16 +147,13 @@ pub(crate) async fn run(
                 stats.dequeued(n as u64);
                 exhausted = false;
                 for m in batch.drain(..) {
-                    let bytes = if !m.modified && m.message.version == Some(version) {
-                        m.wire.clone()
-                    } else {
-                        match m.message.encode(version) {
-                            Ok(b) => b,
-                            Err(e) => {
-                                tracing::debug!(output = %dest, error = %e, "cannot encode for the relay");
-                                stats.add_failed(1);
-                                continue;
-                            }
+                    // Marked as it is spooled ([`crate::relay_mark`]).
+                    let bytes = match encoder.encode(&m) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::debug!(output = %dest, error = %e, "cannot encode for the relay");
+                            stats.add_failed(1);
+                            continue;
                         }
                     };
                     // A failed write is counted by the spool (`spool_write_failed`).
