@@ -300,12 +300,17 @@ The generator never overflows its own queue: when the connection's queue (or for
 full socket buffer) has no room it waits, so a slow collector slows the run instead of
 losing messages here.
 
-At the end the queue is flushed (while it makes progress), the connection closed, and
-one line printed to stderr:
+At the end the queue is flushed (while it makes progress) and the connection closed and
+checked: over TCP/TLS the receiver must answer the close with its own within 2 s, which
+it does once it has read everything (a receiver that refuses the connection, e.g. an
+allow= it does not pass or a missing client certificate, resets it instead); over UDP
+no ICMP error (port unreachable) may come back within 200 ms. One line goes to stderr:
   sent N messages (B bytes) in T s: R msg/s; dropped D (reason: n, ...)
-\"sent\" means handed to the kernel (TCP/TLS: written): UDP loss at the receiver is not
-seen. Exit status: 0 if nothing was dropped, 1 if anything was (or on an error), 2 on a
-usage error.";
+and when anything was not delivered, a second one saying how many and why:
+  hep-server: send failed: N of M messages NOT delivered: ...
+\"sent\" means handed to the kernel (TCP/TLS: written). A UDP datagram the receiver
+discards (allow=, auth) or the network loses is not seen. Exit status: 0 if every
+message was sent and confirmed, 1 if not (or on an error), 2 on a usage error.";
 
 /// `--dest` of `send`: a [`HepDestination`], and whether the spec named a version.
 ///

@@ -182,7 +182,7 @@ fn check_config(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
 fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     // Not `stderr().lock()`: the runtime's threads log to stderr meanwhile.
     let summary = commands::send::run(&args, io::stdin().lock(), &mut io::stderr())?;
-    Ok(if summary.dropped() == 0 {
+    Ok(if summary.delivered() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
