@@ -167,8 +167,8 @@ pub struct RunArgs {
     #[arg(long = "listen", value_name = "SPEC")]
     pub listen: Vec<ListenOn>,
     /// Where messages go: `store:DIR` (default: `store:hep-store`), `stdout`,
-    /// `json:PATH|-`, `pcap:PATH`, `relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N]` or
-    /// `null`; repeatable.
+    /// `json:PATH|-`, `pcap:PATH`, `relay:hep_udp|hep_tcp|hep_tls:HOST[:PORT][;version=N]`
+    /// (port 5656 when omitted) or `null`; repeatable.
     #[arg(long = "output", value_name = "SPEC")]
     pub output: Vec<String>,
     /// Serve Prometheus metrics at `http://ADDR/metrics`.
@@ -212,7 +212,8 @@ pub enum DecodeFormat {
 #[command(after_long_help = SEND_LONG_HELP)]
 pub struct SendArgs {
     /// Destination: `hep_udp|hep_tcp|hep_tls:HOST[:PORT][;version=N]`, or the OpenSIPS
-    /// `hep_id` form `[name] host[:port]; transport=udp|tcp|tls; version=1|2|3`.
+    /// `hep_id` form `[name] host[:port]; transport=udp|tcp|tls; version=1|2|3`. Without a
+    /// port: 5656, where `run` listens by default (most collectors listen on 9060).
     #[arg(long, value_name = "SPEC")]
     pub dest: SendDestination,
     /// HEP version to encode [default: the destination's `version=N`, else 3]. Overrides a

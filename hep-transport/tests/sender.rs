@@ -93,6 +93,7 @@ impl<R: AsyncRead + Unpin> Frames<R> {
 
 #[test]
 fn destination_specs_parse() {
+    // Without a port: 5656, where a listen spec without one listens (HEP_PORT).
     let ok = [
         // (input, name, host, port, transport, version, display)
         (
@@ -108,10 +109,10 @@ fn destination_specs_parse() {
             "[hep1]10.0.0.1",
             Some("hep1"),
             "10.0.0.1",
-            9060,
+            5656,
             Transport::Tcp,
             HepVersion::V3,
-            "[hep1] 10.0.0.1:9060; transport=tcp; version=3",
+            "[hep1] 10.0.0.1:5656; transport=tcp; version=3",
         ),
         (
             "[::1]:9000;transport=TLS",
@@ -126,10 +127,10 @@ fn destination_specs_parse() {
             "[x] [2001:db8::1]; version=1; transport=Udp",
             Some("x"),
             "2001:db8::1",
-            9060,
+            5656,
             Transport::Udp,
             HepVersion::V1,
-            "[x] [2001:db8::1]:9060; transport=udp; version=1",
+            "[x] [2001:db8::1]:5656; transport=udp; version=1",
         ),
         (
             "  homer.example.net:9062 ; transport = udp ;",
@@ -144,10 +145,10 @@ fn destination_specs_parse() {
             "::1",
             None,
             "::1",
-            9060,
+            5656,
             Transport::Tcp,
             HepVersion::V3,
-            "[::1]:9060; transport=tcp; version=3",
+            "[::1]:5656; transport=tcp; version=3",
         ),
         (
             "hep_udp:10.1.2.3:9060;version=2",
@@ -171,10 +172,10 @@ fn destination_specs_parse() {
             "hep_tls:collector",
             None,
             "collector",
-            9060,
+            5656,
             Transport::Tls,
             HepVersion::V3,
-            "hep_tls:collector:9060;version=3",
+            "hep_tls:collector:5656;version=3",
         ),
     ];
     for (input, name, host, port, transport, version, display) in ok {

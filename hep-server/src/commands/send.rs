@@ -682,6 +682,17 @@ mod tests {
     }
 
     #[test]
+    fn a_destination_without_a_port_is_where_a_listener_without_one_listens() {
+        // `run` listens on hep_tcp:0.0.0.0 without a port: `send` must find it there.
+        let listen: hep_transport::ListenSpec = "hep_tcp:127.0.0.1".parse().unwrap();
+        for dest in ["hep_tcp:127.0.0.1", "127.0.0.1; transport=tcp"] {
+            let p = plan_of(&["--dest", dest]).unwrap();
+            assert_eq!(p.destination.port(), listen.addr.port(), "{dest}");
+        }
+        assert_eq!(listen.addr.port(), hep_transport::HEP_PORT);
+    }
+
+    #[test]
     fn fields_a_version_cannot_carry_are_refused() {
         let d = ["--dest", "hep_udp:127.0.0.1:9", "--hep-version"];
         for (v, flag, value) in [
