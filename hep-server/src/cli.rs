@@ -93,10 +93,11 @@ pub struct SearchArgs {
     pub method: Option<String>,
     /// Captured at or after T: Unix seconds, RFC 3339 (`2026-11-26T05:21:49Z`), a date,
     /// or a span ago (`-15m`, `2h`, `1d`).
-    #[arg(long, value_name = "T", value_parser = parse_time)]
+    // Hyphen values: `-1h` is a time, not a flag.
+    #[arg(long, value_name = "T", value_parser = parse_time, allow_hyphen_values = true)]
     pub since: Option<i64>,
     /// Captured before T (same forms as --since).
-    #[arg(long, value_name = "T", value_parser = parse_time)]
+    #[arg(long, value_name = "T", value_parser = parse_time, allow_hyphen_values = true)]
     pub until: Option<i64>,
     /// At most N matching messages, the newest (a call's other legs come in addition).
     #[arg(long, value_name = "N", default_value_t = 1_000,
@@ -521,6 +522,37 @@ mod tests {
             .to_string();
         assert!(err.contains("RFC 3339"), "{err}");
         assert!(Cli::try_parse_from(["hep-server", "search", "--limit", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_time_ago_parses_as_written() {
+        // README: `hep-server search --user alice --since -1h --format json`.
+        let cli = Cli::try_parse_from([
+            "hep-server",
+            "search",
+            "--user",
+            "alice",
+            "--since",
+            "-1h",
+            "--until",
+            "-15m",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        let Some(Command::Search(args)) = cli.command else {
+            panic!("not search")
+        };
+        let (since, until) = (args.since.unwrap(), args.until.unwrap());
+        // Each reads the clock itself: microseconds apart.
+        let apart = until - since - 45 * 60 * 1_000_000;
+        assert!((0..1_000_000).contains(&apart), "{since} {until}");
+        assert_eq!(args.format, SearchFormat::Json);
+        // A flag where the time should be is named in the error, not taken as a flag.
+        let err = Cli::try_parse_from(["hep-server", "search", "--since", "--user"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`--user` is not a time"), "{err}");
     }
 
     #[test]
