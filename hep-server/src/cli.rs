@@ -4,7 +4,7 @@
 //! hep-server                       run on embedded defaults (store in ./hep-store)
 //! hep-server run [--config FILE] [--listen SPEC]... [--output SPEC]... [--metrics ADDR]
 //! hep-server check-config --config FILE
-//! hep-server decode [--format json|text] FILE...
+//! hep-server decode [--format json|text] FILE|-...
 //! hep-server send --dest SPEC [--hep-version 1|2|3] [--proto-type N|sip|log|...]
 //!                 [--src IP:PORT] [--dst IP:PORT] [--capture-id N] [--auth-key K]
 //!                 [--correlation-id ID] [--count N] [--rate R] [FILE|-]...
@@ -192,7 +192,7 @@ pub struct DecodeArgs {
     #[arg(long, value_enum, default_value_t = DecodeFormat::Json)]
     pub format: DecodeFormat,
     /// Files to decode: raw HEP datagrams (v1, v2, v3), HEP3 stream captures, or
-    /// pcap/pcapng files of HEP over UDP or TCP.
+    /// pcap/pcapng files of HEP over UDP or TCP; `-` reads standard input.
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
 }

@@ -192,7 +192,7 @@ fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
 fn decode(args: &DecodeArgs) -> anyhow::Result<ExitCode> {
     let mut out = io::BufWriter::new(io::stdout().lock());
     let mut err = io::stderr().lock();
-    let summary = commands::decode::run(args, &mut out, &mut err)?;
+    let summary = commands::decode::run(args, io::stdin().lock(), &mut out, &mut err)?;
     Ok(if summary.errors == 0 {
         ExitCode::SUCCESS
     } else {
