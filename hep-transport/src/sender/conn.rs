@@ -766,7 +766,7 @@ impl Conn {
                     destination = %shared.label,
                     unconfirmed,
                     reason = %end.reason,
-                    error = end.source.as_ref().map(|e| tracing::field::display(e)),
+                    error = end.source.as_ref().map(tracing::field::display),
                     suppressed,
                     "HEP connection broken: the messages written on it may not have been read"
                 );
