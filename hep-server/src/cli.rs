@@ -310,8 +310,9 @@ no ICMP error (port unreachable) may come back within 200 ms. One line goes to s
   sent N messages (B bytes) in T s: R msg/s; dropped D (reason: n, ...)
 and when anything was not delivered, a second one saying how many and why:
   hep-server: send failed: N of M messages NOT delivered: ...
-\"sent\" means handed to the kernel (TCP/TLS: written). A UDP datagram the receiver
-discards (allow=, auth) or the network loses is not seen. Exit status: 0 if every
+\"sent\" means handed to the kernel (TCP/TLS: written). HEP has no acknowledgement: a
+message the receiver drops on a connection it keeps (auth key, filter), or a UDP
+datagram it discards or the network loses, is not seen. Exit status: 0 if every
 message was sent and confirmed, 1 if not (or on an error), 2 on a usage error.";
 
 /// `--dest` of `send`: a [`HepDestination`], and whether the spec named a version.

@@ -82,9 +82,12 @@
 //!   receiver's before ours, or no answer in time does not.
 //! - UDP: the socket is watched for [`CONFIRM_UDP`] for an ICMP error (reported as
 //!   `ECONNREFUSED`), which may come back for any datagram of the run. UDP confirms
-//!   nothing more: a datagram a receiver discards (an `allow=` it does not pass, a
-//!   wrong auth key) or a network loses is counted as sent, and only the receiver's
-//!   counters show it.
+//!   nothing more: a datagram a receiver discards (an `allow=` it does not pass) or a
+//!   network loses is counted as sent.
+//!
+//! HEP has no acknowledgement: what a receiver drops message by message on a connection
+//! it keeps (a wrong auth key, a capture id a client certificate may not send, a
+//! filter) is not seen here either; only the receiver's counters show it.
 //!
 //! Likewise a connection that broke during the run (a socket error, a reset, the
 //! receiver's close) leaves the messages written on it unconfirmed. Then one line goes
