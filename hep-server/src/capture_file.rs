@@ -14,7 +14,11 @@
 //!   the next segment holding `HEP3`). Other protocols are skipped. IP fragments are
 //!   reported, not reassembled.
 //! - **HEP3 stream capture**: a file starting with `HEP3` whose first frame is followed
-//!   by another (the raw bytes of a HEP-over-TCP connection), split on the frame lengths.
+//!   by more bytes (the raw bytes of a HEP-over-TCP connection), split on the frame
+//!   lengths. Bytes where a frame should start that are not one (no `HEP3`/`EEP3`, a
+//!   length below the header, or one running past the end of the file while a `HEP3`
+//!   follows) are reported with their byte offset and skipped up to the next `HEP3`, where
+//!   reading resumes: garbage between frames costs only itself.
 //! - **datagram**: anything else is one HEP message of any version (a UDP payload).
 //!
 //! ```
@@ -63,6 +67,7 @@ impl CaptureFormat {
     /// assert_eq!(CaptureFormat::detect(b"\x0a\x0d\x0d\x0a..."), CaptureFormat::PcapNg);
     /// assert_eq!(CaptureFormat::detect(b"HEP3\x00\x06HEP3\x00\x06"), CaptureFormat::Hep3Stream);
     /// assert_eq!(CaptureFormat::detect(b"HEP3\x00\x06"), CaptureFormat::Datagram);
+    /// assert_eq!(CaptureFormat::detect(b"HEP3\x00\x06junk"), CaptureFormat::Hep3Stream);
     /// assert_eq!(CaptureFormat::detect(b"\x02\x10..."), CaptureFormat::Datagram);
     /// ```
     pub fn detect(data: &[u8]) -> Self {
@@ -78,11 +83,13 @@ impl CaptureFormat {
                 let total = data
                     .get(4..6)
                     .map_or(0, |l| usize::from(u16::from_be_bytes([l[0], l[1]])));
-                match data.get(total..) {
-                    Some(next) if total >= 6 && !next.is_empty() && starts_like_magic(next) => {
-                        Self::Hep3Stream
-                    }
-                    _ => Self::Datagram,
+                // Anything after the first frame makes a stream: another frame, or bytes
+                // the stream reader reports. (As one datagram, the bytes after its length
+                // would be ignored, and frames among them lost without a word.)
+                if total >= 6 && data.len() > total {
+                    Self::Hep3Stream
+                } else {
+                    Self::Datagram
                 }
             }
             _ => Self::Datagram,
@@ -213,6 +220,17 @@ pub struct FrameError {
 
 struct LocationPrefix(Location);
 
+struct Resumed(Option<usize>);
+
+impl fmt::Display for Resumed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(at) => write!(f, "resuming at byte {at}"),
+            None => f.write_str("to the end of the file (no HEP3 after them)"),
+        }
+    }
+}
+
 impl fmt::Display for LocationPrefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
@@ -233,6 +251,19 @@ pub enum FrameErrorKind {
     /// of the TCP flow, up to the next segment holding `HEP3`) is skipped.
     #[error("HEP3 stream out of step, skipping the rest: {0}")]
     Framing(HepCodecError),
+    /// A HEP3 stream file has bytes where a frame should start that are not one: no
+    /// `HEP3`/`EEP3`, a length below the header, or a length running past the end of the
+    /// file while a `HEP3` follows. They are skipped up to the next `HEP3`/`EEP3`, where
+    /// reading resumes (or to the end of the file, when there is none).
+    #[error("not a HEP3 frame: {cause}; skipped {skipped} bytes, {}", Resumed(*.resumed_at))]
+    OutOfStep {
+        /// What was found.
+        cause: HepCodecError,
+        /// Bytes skipped.
+        skipped: usize,
+        /// The byte offset of the next frame, `None` at the end of the file.
+        resumed_at: Option<usize>,
+    },
     /// The stream ends inside a HEP3 frame.
     #[error("stream ends inside a HEP3 frame: {left} bytes left over")]
     Truncated {
@@ -324,8 +355,7 @@ pub struct CaptureReader {
 enum Source {
     Datagram(Option<Bytes>),
     Stream {
-        buf: BytesMut,
-        codec: HepFrameCodec,
+        data: Bytes,
         index: usize,
         offset: usize,
     },
@@ -367,8 +397,7 @@ impl CaptureReader {
         let source = match format {
             CaptureFormat::Datagram => Source::Datagram(Some(data)),
             CaptureFormat::Hep3Stream => Source::Stream {
-                buf: BytesMut::from(&data[..]),
-                codec: HepFrameCodec::new(),
+                data,
                 index: 0,
                 offset: 0,
             },
@@ -425,12 +454,11 @@ impl CaptureReader {
                 self.source = Source::Done;
             }
             Source::Stream {
-                buf,
-                codec,
+                data,
                 index,
                 offset,
             } => {
-                if buf.is_empty() {
+                if *offset >= data.len() {
                     self.source = Source::Done;
                     return true;
                 }
@@ -439,28 +467,37 @@ impl CaptureReader {
                     index: *index,
                     offset: *offset,
                 };
-                match codec.decode(buf) {
-                    Ok(Some(wire)) => {
-                        *offset += wire.len();
+                let rest = &data[*offset..];
+                match stream_frame(rest) {
+                    Ok(len) => {
                         out.push_back(Ok(Frame {
                             location,
-                            wire,
+                            wire: data.slice(*offset..*offset + len),
                             recv: None,
                         }));
+                        *offset += len;
                     }
-                    Ok(None) => {
+                    Err(StreamStep::Truncated) => {
                         out.push_back(Err(FrameError {
                             location,
-                            kind: FrameErrorKind::Truncated { left: buf.len() },
+                            kind: FrameErrorKind::Truncated { left: rest.len() },
                         }));
                         self.source = Source::Done;
                     }
-                    Err(e) => {
+                    Err(StreamStep::OutOfStep(cause)) => {
+                        // The next magic after this position (not this one: it is bad).
+                        let next = find_magic(&rest[1..]).map(|i| 1 + i);
+                        let skipped = next.unwrap_or(rest.len());
+                        let resumed_at = next.map(|n| *offset + n);
                         out.push_back(Err(FrameError {
                             location,
-                            kind: FrameErrorKind::Framing(e),
+                            kind: FrameErrorKind::OutOfStep {
+                                cause,
+                                skipped,
+                                resumed_at,
+                            },
                         }));
-                        self.source = Source::Done;
+                        *offset += skipped;
                     }
                 }
             }
@@ -780,6 +817,43 @@ impl Flow {
 
 fn find_magic(data: &[u8]) -> Option<usize> {
     data.windows(4).position(is_magic)
+}
+
+/// Why no frame starts at a position of a HEP3 stream file.
+enum StreamStep {
+    /// The file ends inside what reads as a frame (and no `HEP3` follows in it).
+    Truncated,
+    /// These bytes are not a frame.
+    OutOfStep(HepCodecError),
+}
+
+/// The length of the HEP3 frame at the start of `rest` (the rest of a stream file).
+fn stream_frame(rest: &[u8]) -> Result<usize, StreamStep> {
+    let mut codec = HepFrameCodec::new();
+    match codec.decode(&mut BytesMut::from(&rest[..rest.len().min(6)])) {
+        Err(e) => return Err(StreamStep::OutOfStep(e)),
+        // Fewer than 6 bytes left that start like a magic, or a complete 6-byte frame.
+        Ok(Some(frame)) => return Ok(frame.len()),
+        Ok(None) if rest.len() < 6 => return Err(StreamStep::Truncated),
+        Ok(None) => {}
+    }
+    let total = u16::from_be_bytes([rest[4], rest[5]]);
+    let len = usize::from(total);
+    if len <= rest.len() {
+        return Ok(len);
+    }
+    // A frame running past the end: a truncated last frame, unless a HEP3 follows inside
+    // it, which says the length was wrong and valid frames come after.
+    if find_magic(&rest[6..]).is_some() {
+        return Err(StreamStep::OutOfStep(
+            hep_proto::DecodeError::TotalLengthExceedsData {
+                total,
+                available: rest.len(),
+            }
+            .into(),
+        ));
+    }
+    Err(StreamStep::Truncated)
 }
 
 // ===== link, IP, UDP, TCP headers =====
@@ -1236,6 +1310,43 @@ mod tests {
         assert_eq!(
             out[2].as_ref().unwrap_err().to_string(),
             "frame 3 (byte 22): stream ends inside a HEP3 frame: 15 bytes left over"
+        );
+    }
+
+    #[test]
+    fn stream_files_skip_what_is_not_a_frame_and_resume_at_the_next() {
+        let (a, b, c) = (hep3(b'a', 10), hep3(b'b', 12), hep3(b'c', 8));
+        let mut data = a.clone();
+        data.extend_from_slice(b"junk"); // right after the first frame
+        data.extend_from_slice(&b);
+        data.extend_from_slice(b"HEP3\x00\x03"); // a length below the header
+        data.extend_from_slice(b"HEP3\xff\xf0"); // a length past the end, HEP3 after it
+        data.extend_from_slice(&c);
+        data.extend_from_slice(b"tail");
+        let reader = CaptureReader::from_bytes(data.into()).unwrap();
+        assert_eq!(reader.format(), CaptureFormat::Hep3Stream);
+        let out: Vec<String> = reader
+            .map(|r| match r {
+                Ok(f) => format!("{} {}", f.location, f.wire[6] as char),
+                Err(e) => e.to_string(),
+            })
+            .collect();
+        assert_eq!(
+            out,
+            [
+                "frame 1 (byte 0) a",
+                "frame 2 (byte 10): not a HEP3 frame: stream frame does not start with HEP3 \
+                 (found [6a, 75, 6e, 6b]); skipped 4 bytes, resuming at byte 14",
+                "frame 3 (byte 14) b",
+                "frame 4 (byte 26): not a HEP3 frame: HEP3 total length 3 is below the 6-byte \
+                 header; skipped 6 bytes, resuming at byte 32",
+                "frame 5 (byte 32): not a HEP3 frame: HEP3 total length 65520 exceeds the 18 \
+                 bytes received; skipped 6 bytes, resuming at byte 38",
+                "frame 6 (byte 38) c",
+                "frame 7 (byte 46): not a HEP3 frame: stream frame does not start with HEP3 \
+                 (found [74, 61, 69, 6c]); skipped 4 bytes, to the end of the file (no HEP3 \
+                 after them)",
+            ]
         );
     }
 

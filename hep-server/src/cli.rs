@@ -4,7 +4,7 @@
 //! hep-server                       run on embedded defaults (store in ./hep-store)
 //! hep-server run [--config FILE] [--listen SPEC]... [--output SPEC]... [--metrics ADDR]
 //! hep-server check-config --config FILE
-//! hep-server decode [--format json|text] FILE...
+//! hep-server decode [--format json|text] FILE|-...
 //! hep-server send --dest SPEC [--hep-version 1|2|3] [--proto-type N|sip|log|...]
 //!                 [--src IP:PORT] [--dst IP:PORT] [--capture-id N] [--auth-key K]
 //!                 [--correlation-id ID] [--count N] [--rate R] [FILE|-]...
@@ -93,10 +93,11 @@ pub struct SearchArgs {
     pub method: Option<String>,
     /// Captured at or after T: Unix seconds, RFC 3339 (`2026-11-26T05:21:49Z`), a date,
     /// or a span ago (`-15m`, `2h`, `1d`).
-    #[arg(long, value_name = "T", value_parser = parse_time)]
+    // Hyphen values: `-1h` is a time, not a flag.
+    #[arg(long, value_name = "T", value_parser = parse_time, allow_hyphen_values = true)]
     pub since: Option<i64>,
     /// Captured before T (same forms as --since).
-    #[arg(long, value_name = "T", value_parser = parse_time)]
+    #[arg(long, value_name = "T", value_parser = parse_time, allow_hyphen_values = true)]
     pub until: Option<i64>,
     /// At most N matching messages, the newest (a call's other legs come in addition).
     #[arg(long, value_name = "N", default_value_t = 1_000,
@@ -167,8 +168,8 @@ pub struct RunArgs {
     #[arg(long = "listen", value_name = "SPEC")]
     pub listen: Vec<ListenOn>,
     /// Where messages go: `store:DIR` (default: `store:hep-store`), `stdout`,
-    /// `json:PATH|-`, `pcap:PATH`, `relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N]` or
-    /// `null`; repeatable.
+    /// `json:PATH|-`, `pcap:PATH`, `relay:hep_udp|hep_tcp|hep_tls:HOST[:PORT][;version=N]`
+    /// (port 5656 when omitted) or `null`; repeatable.
     #[arg(long = "output", value_name = "SPEC")]
     pub output: Vec<String>,
     /// Serve Prometheus metrics at `http://ADDR/metrics`.
@@ -191,7 +192,7 @@ pub struct DecodeArgs {
     #[arg(long, value_enum, default_value_t = DecodeFormat::Json)]
     pub format: DecodeFormat,
     /// Files to decode: raw HEP datagrams (v1, v2, v3), HEP3 stream captures, or
-    /// pcap/pcapng files of HEP over UDP or TCP.
+    /// pcap/pcapng files of HEP over UDP or TCP; `-` reads standard input.
     #[arg(value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
 }
@@ -212,7 +213,8 @@ pub enum DecodeFormat {
 #[command(after_long_help = SEND_LONG_HELP)]
 pub struct SendArgs {
     /// Destination: `hep_udp|hep_tcp|hep_tls:HOST[:PORT][;version=N]`, or the OpenSIPS
-    /// `hep_id` form `[name] host[:port]; transport=udp|tcp|tls; version=1|2|3`.
+    /// `hep_id` form `[name] host[:port]; transport=udp|tcp|tls; version=1|2|3`. Without a
+    /// port: 5656, where `run` listens by default (most collectors listen on 9060).
     #[arg(long, value_name = "SPEC")]
     pub dest: SendDestination,
     /// HEP version to encode [default: the destination's `version=N`, else 3]. Overrides a
@@ -300,12 +302,18 @@ The generator never overflows its own queue: when the connection's queue (or for
 full socket buffer) has no room it waits, so a slow collector slows the run instead of
 losing messages here.
 
-At the end the queue is flushed (while it makes progress), the connection closed, and
-one line printed to stderr:
+At the end the queue is flushed (while it makes progress) and the connection closed and
+checked: over TCP/TLS the receiver must answer the close with its own within 2 s, which
+it does once it has read everything (a receiver that refuses the connection, e.g. an
+allow= it does not pass or a missing client certificate, resets it instead); over UDP
+no ICMP error (port unreachable) may come back within 200 ms. One line goes to stderr:
   sent N messages (B bytes) in T s: R msg/s; dropped D (reason: n, ...)
-\"sent\" means handed to the kernel (TCP/TLS: written): UDP loss at the receiver is not
-seen. Exit status: 0 if nothing was dropped, 1 if anything was (or on an error), 2 on a
-usage error.";
+and when anything was not delivered, a second one saying how many and why:
+  hep-server: send failed: N of M messages NOT delivered: ...
+\"sent\" means handed to the kernel (TCP/TLS: written). HEP has no acknowledgement: a
+message the receiver drops on a connection it keeps (auth key, filter), or a UDP
+datagram it discards or the network loses, is not seen. Exit status: 0 if every
+message was sent and confirmed, 1 if not (or on an error), 2 on a usage error.";
 
 /// `--dest` of `send`: a [`HepDestination`], and whether the spec named a version.
 ///
@@ -515,6 +523,37 @@ mod tests {
             .to_string();
         assert!(err.contains("RFC 3339"), "{err}");
         assert!(Cli::try_parse_from(["hep-server", "search", "--limit", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_time_ago_parses_as_written() {
+        // README: `hep-server search --user alice --since -1h --format json`.
+        let cli = Cli::try_parse_from([
+            "hep-server",
+            "search",
+            "--user",
+            "alice",
+            "--since",
+            "-1h",
+            "--until",
+            "-15m",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        let Some(Command::Search(args)) = cli.command else {
+            panic!("not search")
+        };
+        let (since, until) = (args.since.unwrap(), args.until.unwrap());
+        // Each reads the clock itself: microseconds apart.
+        let apart = until - since - 45 * 60 * 1_000_000;
+        assert!((0..1_000_000).contains(&apart), "{since} {until}");
+        assert_eq!(args.format, SearchFormat::Json);
+        // A flag where the time should be is named in the error, not taken as a flag.
+        let err = Cli::try_parse_from(["hep-server", "search", "--since", "--user"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`--user` is not a time"), "{err}");
     }
 
     #[test]

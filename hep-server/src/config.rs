@@ -575,7 +575,10 @@ impl Config {
 
     /// The output specs, parsed.
     pub fn output_specs(&self) -> Vec<OutputSpec> {
-        self.outputs.iter().filter_map(|s| s.parse().ok()).collect()
+        self.outputs
+            .iter()
+            .filter_map(|s| OutputSpec::parse_with_default_port(s, self.hep_port).ok())
+            .collect()
     }
 
     /// The effective configuration as TOML, for `check-config`.
@@ -687,9 +690,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
         Some(list) => {
             let mut specs = Vec::with_capacity(list.len());
             for s in &list {
-                let spec = s
-                    .get_ref()
-                    .parse::<OutputSpec>()
+                let spec = OutputSpec::parse_with_default_port(s.get_ref(), hep_port)
                     .map_err(|e| err(s.span(), format!("key `outputs`: {e}")))?;
                 if spec
                     .relay_destination()
@@ -1260,6 +1261,19 @@ mod tests {
         );
         let c = parse("[limits]\nshutdown_timeout_ms = 0").unwrap();
         assert_eq!(c.limits.shutdown_timeout(), None);
+    }
+
+    #[test]
+    fn hep_port_is_the_default_port_of_relay_destinations_too() {
+        let c = parse("outputs = [\"relay:hep_tcp:10.0.0.9\"]").unwrap();
+        let port = |c: &Config| c.output_specs()[0].relay_destination().unwrap().port();
+        assert_eq!(port(&c), HEP_PORT);
+        let c = parse(
+            "hep_port = 9060\noutputs = [\"relay:hep_tcp:10.0.0.9\", \"relay:hep_udp:10.0.0.9:7\"]",
+        )
+        .unwrap();
+        assert_eq!(port(&c), 9060);
+        assert_eq!(c.output_specs()[1].relay_destination().unwrap().port(), 7);
     }
 
     #[test]

@@ -206,7 +206,7 @@ fn check_config(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
 fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     // Not `stderr().lock()`: the runtime's threads log to stderr meanwhile.
     let summary = commands::send::run(&args, io::stdin().lock(), &mut io::stderr())?;
-    Ok(if summary.dropped() == 0 {
+    Ok(if summary.delivered() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -216,7 +216,7 @@ fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
 fn decode(args: &DecodeArgs) -> anyhow::Result<ExitCode> {
     let mut out = io::BufWriter::new(io::stdout().lock());
     let mut err = io::stderr().lock();
-    let summary = commands::decode::run(args, &mut out, &mut err)?;
+    let summary = commands::decode::run(args, io::stdin().lock(), &mut out, &mut err)?;
     Ok(if summary.errors == 0 {
         ExitCode::SUCCESS
     } else {

@@ -1,7 +1,8 @@
 //! `hep-server decode`, run as a binary on the golden vectors.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use base64::Engine as _;
 use hep_proto::{HepMessage, HepVersion, ProtoType};
@@ -396,4 +397,84 @@ fn compressed_payloads_are_shown_inflated() {
     );
     assert_eq!(rec["auth_key"], "myHep");
     assert_eq!(rec["ip_proto"], 6);
+}
+
+/// The 12 frames of the Kamailio TCP stream capture.
+fn stream_frames() -> Vec<Vec<u8>> {
+    let mut stream = &std::fs::read(kamailio("v3-tcp-stream.bin")).unwrap()[..];
+    let mut frames = Vec::new();
+    while !stream.is_empty() {
+        let len = usize::from(u16::from_be_bytes([stream[4], stream[5]]));
+        frames.push(stream[..len].to_vec());
+        stream = &stream[len..];
+    }
+    assert_eq!(frames.len(), 12);
+    frames
+}
+
+#[test]
+fn garbage_between_stream_frames_is_reported_and_the_frames_after_it_decode() {
+    let frames = stream_frames();
+    let offset_of = |k: usize| frames[..k].iter().map(Vec::len).sum::<usize>();
+    // (what is put between frames, after which frame, what the error says)
+    let cases: [(&[u8], usize, &str); 3] = [
+        // Right after the first frame: the file used to pass for one datagram.
+        (b"garbage!!", 1, "not a HEP3 frame"),
+        (b"garbage!!", 5, "not a HEP3 frame"),
+        // A HEP3 header whose length runs past the end of the file.
+        (b"HEP3\xff\xffxx", 2, "exceeds"),
+    ];
+    for (junk, after, what) in cases {
+        let mut file = frames[..after].concat();
+        file.extend_from_slice(junk);
+        file.extend_from_slice(&frames[after..].concat());
+        let path = temp_file(&format!("junk-after-{after}.bin"), &file);
+        let out = hep_server([PathBuf::from("decode"), path]);
+        let stderr = String::from_utf8(out.stderr.clone()).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(records(&out).len(), 12, "every frame decodes: {stderr}");
+        let at = offset_of(after);
+        let resumed = at + junk.len();
+        assert!(
+            stderr.contains(&format!("(byte {at}): ")) && stderr.contains(what),
+            "names the byte and the problem: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "skipped {} bytes, resuming at byte {resumed}",
+                junk.len()
+            )),
+            "{stderr}"
+        );
+        assert!(
+            stderr.ends_with("decoded 12 messages, 1 errors\n"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn dash_reads_standard_input() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hep-server"))
+        .args(["decode", "--format", "text", "-"])
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stream = std::fs::read(kamailio("v3-tcp-stream.bin")).unwrap();
+    child.stdin.take().unwrap().write_all(&stream).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 12);
+    assert!(
+        stderr.ends_with("decoded 12 messages, 0 errors\n"),
+        "{stderr}"
+    );
+    // Standard input is read once: `-` twice is a usage error.
+    let out = hep_server(["decode", "-", "-"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`-`"));
 }

@@ -191,7 +191,8 @@ fn tls_client_certificates_send_only_their_capture_ids() {
     send_tls(&pki, tls, "agent-c", 2001, 4);
     // A certificate the map does not name: its connection is closed after the handshake,
     // unread. (With TLS 1.3 the agent's side of the handshake completes first, so the
-    // agent may count its writes as sent: only the collector knows.)
+    // agent writes first, and learns of the refusal after: `send` reports its messages
+    // not delivered, exit 1.)
     send_tls(&pki, tls, "agent-b", 2001, 3);
 
     let records = wait_json(&out, 15);

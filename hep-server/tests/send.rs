@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use hep_proto::{HepMessage, HepVersion, ProtoType, ip_proto};
 
+mod common;
+use common::{Server, test_dir};
+
 fn hep_server(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hep-server"))
         .args(args)
@@ -370,4 +373,114 @@ fn drops_are_reported_and_exit_1() {
         err.contains("dropped 3 (") && err.contains("connect_failed"),
         "{err}"
     );
+}
+
+// ===== a receiver that refuses is a failure, not "dropped 0" =====
+
+/// Asserts that `send` failed and said how many messages were not delivered.
+fn assert_not_delivered(out: &Output, offered: u64) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("of {offered} messages NOT delivered")),
+        "names what was not delivered: {err}"
+    );
+}
+
+#[test]
+fn a_udp_port_nobody_listens_on_is_reported_as_a_failure() {
+    // The kernel answers with ICMP port unreachable, which a connected UDP socket reports
+    // as ECONNREFUSED on its next send or receive: after the last message, the check of
+    // the socket is that next receive.
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dest = format!("hep_udp:127.0.0.1:{port}");
+    for count in ["1", "50"] {
+        let out = with_stdin(&["send", "--dest", &dest, "--count", count], b"x");
+        assert_not_delivered(&out, count.parse().unwrap());
+    }
+}
+
+#[test]
+fn a_connection_the_listener_refuses_is_reported_as_a_failure() {
+    // `allow=` refuses by closing the accepted connection unread (a reset): the message
+    // was written into the socket, and never read.
+    let server = Server::run(&[
+        "--listen",
+        "hep_tcp:127.0.0.1:0;allow=192.0.2.0/24",
+        "--output",
+        "null",
+    ]);
+    let dest = format!("hep_tcp:{}", server.tcp());
+    for count in ["1", "50"] {
+        let out = with_stdin(&["send", "--dest", &dest, "--count", count], b"x");
+        assert_not_delivered(&out, count.parse().unwrap());
+    }
+    drop(server.stop());
+}
+
+#[test]
+fn mtls_without_a_client_certificate_is_reported_as_a_failure() {
+    // With TLS 1.3 the client's side of the handshake completes before the server has
+    // checked the (missing) client certificate: the client writes, then reads the alert.
+    let dir = test_dir("send-mtls-without-cert");
+    let (cert, key, _) = common::self_signed(&dir);
+    let server = Server::with_config(
+        &dir,
+        &format!(
+            "listen = [\"hep_tls:127.0.0.1:0\"]\noutputs = [\"null\"]\n\
+             [tls]\ncert_file = {cert:?}\nkey_file = {key:?}\nclient_ca_file = {cert:?}\n"
+        ),
+    );
+    let dest = format!("hep_tls:{}", server.tls.expect("a hep_tls listener"));
+    let ca = cert.to_str().unwrap();
+    for count in ["1", "50"] {
+        let out = with_stdin(
+            &[
+                "send",
+                "--dest",
+                &dest,
+                "--tls-ca",
+                ca,
+                "--tls-server-name",
+                "localhost",
+                "--count",
+                count,
+            ],
+            b"x",
+        );
+        assert_not_delivered(&out, count.parse().unwrap());
+    }
+    drop(server.stop());
+}
+
+#[test]
+fn a_collector_that_reads_everything_is_a_success() {
+    // The other side of the check: hep-server itself takes every message, and answers
+    // the sender's close with its own.
+    let server = Server::run(&[
+        "--listen",
+        "hep_tcp:127.0.0.1:0",
+        "--listen",
+        "hep_udp:127.0.0.1:0",
+        "--output",
+        "null",
+    ]);
+    for dest in [
+        format!("hep_tcp:{}", server.tcp()),
+        format!("hep_udp:{}", server.udp()),
+    ] {
+        let out = with_stdin(&["send", "--dest", &dest, "--count", "20"], b"x");
+        assert!(out.status.success(), "{dest}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("sent 20 messages"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let stopped = server.stop();
+    assert_eq!(stopped.counts.delivered, 40);
 }

@@ -7,10 +7,14 @@ use std::str::FromStr;
 
 use crate::SourceAllowlist;
 
-/// The port a listen spec without one uses: the seed's `hep_port` as documented (5656).
+/// The port a listen spec or a destination without one uses: the seed's `hep_port` as
+/// documented (5656). One default for both, so that a sender and a collector left to
+/// their defaults meet.
 ///
 /// (OpenSIPS's code says 9060 while its README says 5656; we follow the documented seed
-/// contract. Most agents send to 9060: listen there explicitly if yours do.)
+/// contract. Most agents (Kamailio `siptrace`, heplify, captagent, OpenSIPS's `hep_id`)
+/// send to 9060 by default: listen there explicitly if yours do,
+/// `hep_udp:0.0.0.0:9060`.)
 pub const HEP_PORT: u16 = 5656;
 
 /// A HEP transport.

@@ -93,6 +93,7 @@ impl<R: AsyncRead + Unpin> Frames<R> {
 
 #[test]
 fn destination_specs_parse() {
+    // Without a port: 5656, where a listen spec without one listens (HEP_PORT).
     let ok = [
         // (input, name, host, port, transport, version, display)
         (
@@ -108,10 +109,10 @@ fn destination_specs_parse() {
             "[hep1]10.0.0.1",
             Some("hep1"),
             "10.0.0.1",
-            9060,
+            5656,
             Transport::Tcp,
             HepVersion::V3,
-            "[hep1] 10.0.0.1:9060; transport=tcp; version=3",
+            "[hep1] 10.0.0.1:5656; transport=tcp; version=3",
         ),
         (
             "[::1]:9000;transport=TLS",
@@ -126,10 +127,10 @@ fn destination_specs_parse() {
             "[x] [2001:db8::1]; version=1; transport=Udp",
             Some("x"),
             "2001:db8::1",
-            9060,
+            5656,
             Transport::Udp,
             HepVersion::V1,
-            "[x] [2001:db8::1]:9060; transport=udp; version=1",
+            "[x] [2001:db8::1]:5656; transport=udp; version=1",
         ),
         (
             "  homer.example.net:9062 ; transport = udp ;",
@@ -144,10 +145,10 @@ fn destination_specs_parse() {
             "::1",
             None,
             "::1",
-            9060,
+            5656,
             Transport::Tcp,
             HepVersion::V3,
-            "[::1]:9060; transport=tcp; version=3",
+            "[::1]:5656; transport=tcp; version=3",
         ),
         (
             "hep_udp:10.1.2.3:9060;version=2",
@@ -171,10 +172,10 @@ fn destination_specs_parse() {
             "hep_tls:collector",
             None,
             "collector",
-            9060,
+            5656,
             Transport::Tls,
             HepVersion::V3,
-            "hep_tls:collector:9060;version=3",
+            "hep_tls:collector:5656;version=3",
         ),
     ];
     for (input, name, host, port, transport, version, display) in ok {
@@ -1052,6 +1053,138 @@ async fn receiver_restart_mid_stream() {
     assert_eq!(first, hep3(99, 200));
     let s = sender.stats().snapshot();
     assert_eq!(s.reconnects, 1, "{s:?}");
+    // The receiver closed in order while the sender was idle: it had read everything.
+    assert_eq!(
+        (s.broken_connections, s.unconfirmed_messages),
+        (1, 0),
+        "{s:?}"
+    );
+}
+
+// ===== confirmed close =====
+
+fn confirming(timeout: Duration) -> SenderConfig {
+    let mut cfg = SenderConfig::default();
+    cfg.close_confirm_timeout = timeout;
+    cfg
+}
+
+#[tokio::test]
+async fn a_receiver_that_reads_everything_confirms_the_close() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let reader = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).await.unwrap();
+        count_frames(&all)
+        // Dropped: closes its side in answer to the sender's.
+    });
+    let sender = HepSender::new(tcp_dest(addr), confirming(Duration::from_secs(5))).unwrap();
+    for i in 0..20 {
+        let _ = sender.enqueue(hep3(i, 300));
+    }
+    sender.close().await;
+    assert_eq!(reader.await.unwrap(), 20);
+    let s = sender.stats().snapshot();
+    assert_eq!(s.sent_messages, 20, "{s:?}");
+    assert_eq!(
+        (s.broken_connections, s.unconfirmed_messages),
+        (0, 0),
+        "{s:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_that_resets_the_connection_unread_leaves_the_messages_unconfirmed() {
+    // What a listener's allow= refusal does: accept, then close unread with a reset.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sender = HepSender::new(tcp_dest(addr), confirming(Duration::from_secs(5))).unwrap();
+    for i in 0..3 {
+        sender.send(hep3(i, 300)).await.unwrap();
+    }
+    let (stream, _) = listener.accept().await.unwrap();
+    while sender.stats().snapshot().sent_messages < 3 {
+        sleep(Duration::from_millis(5)).await;
+    }
+    socket2::SockRef::from(&stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stream);
+    sender.close().await;
+    let s = settled(&sender).await;
+    assert_eq!(s.sent_messages, 3, "written, so counted sent: {s:?}");
+    assert_eq!(
+        (s.broken_connections, s.unconfirmed_messages),
+        (1, 3),
+        "{s:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_the_close_leaves_the_messages_unconfirmed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sender = HepSender::new(tcp_dest(addr), confirming(Duration::from_millis(300))).unwrap();
+    for i in 0..4 {
+        let _ = sender.enqueue(hep3(i, 300));
+    }
+    // Reads everything, our close included, and keeps its side open.
+    let (stream, _) = listener.accept().await.unwrap();
+    let holder = tokio::spawn(async move {
+        let mut stream = stream;
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).await.unwrap();
+        sleep(Duration::from_secs(2)).await;
+        count_frames(&all)
+    });
+    let started = Instant::now();
+    sender.close().await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300),
+        "waited for the answer: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1500),
+        "no longer than it may: {took:?}"
+    );
+    let s = settled(&sender).await;
+    assert_eq!(
+        (s.broken_connections, s.unconfirmed_messages),
+        (1, 4),
+        "{s:?}"
+    );
+    assert_eq!(holder.await.unwrap(), 4);
+}
+
+#[tokio::test]
+async fn a_udp_port_nobody_listens_on_is_seen_at_close() {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let to = dest(&format!("127.0.0.1:{port}; transport=udp"));
+    // Without the check, the one datagram is "sent" and nothing more is known.
+    let sender = HepSender::new(to.clone(), SenderConfig::default()).unwrap();
+    sender.send(hep3(0, 100)).await.unwrap();
+    sender.close().await;
+    let s = sender.stats().snapshot();
+    assert_eq!((s.sent_messages, s.broken_connections), (1, 0), "{s:?}");
+    // With it, the ICMP port unreachable comes back as ECONNREFUSED.
+    let sender = HepSender::new(to, confirming(Duration::from_secs(2))).unwrap();
+    sender.send(hep3(0, 100)).await.unwrap();
+    sender.close().await;
+    let s = sender.stats().snapshot();
+    assert_eq!(s.sent_messages, 1, "{s:?}");
+    assert_eq!(
+        (s.broken_connections, s.unconfirmed_messages),
+        (1, 1),
+        "{s:?}"
+    );
 }
 
 // ===== TLS =====

@@ -1,15 +1,20 @@
 //! `hep-server decode [--format json|text] FILE...`.
 //!
-//! Every file is read with [`CaptureReader`] (datagram, HEP3 stream, pcap or pcapng) and
-//! every HEP message in it is decoded and written to `out` as a JSON record
-//! ([`record`](crate::record)) or a text line ([`text`](crate::text)). A message that
-//! cannot be taken out or decoded is reported on `err` as `FILE: WHERE: WHAT` and
-//! counted, and decoding goes on; so does a file that cannot be read. The last line on
-//! `err` is `decoded N messages, M errors`.
+//! Every file (`-`: standard input, read to its end, at most once) is read with
+//! [`CaptureReader`] (datagram, HEP3 stream, pcap or pcapng) and every HEP message in it
+//! is decoded and written to `out` as a JSON record ([`record`](crate::record)) or a text
+//! line ([`text`](crate::text)). A message that cannot be taken out or decoded is reported
+//! on `err` as `FILE: WHERE: WHAT` and counted, and decoding goes on; so does a file that
+//! cannot be read. In a HEP3 stream, bytes that are not a frame are reported with their
+//! byte offset and skipped up to the next `HEP3`, and the frames after them decode. The
+//! last line on `err` is `decoded N messages, M errors`; the binary exits 1 when M is
+//! not 0.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
+
+use bytes::Bytes;
 
 use hep_proto::{DecodeError, DecodeOptions};
 
@@ -38,36 +43,73 @@ impl fmt::Display for DecodeSummary {
     }
 }
 
-/// Runs `decode`: records to `out`, problems and the summary line to `err`.
+/// Runs `decode`: the file `-` from `stdin`, records to `out`, problems and the summary
+/// line to `err`.
 ///
 /// # Errors
 /// Only when writing to `out` or `err` fails (e.g. a closed pipe); bad input is
 /// reported on `err` and counted in the summary instead.
-pub fn run<O: Write, E: Write>(
+pub fn run<I: Read, O: Write, E: Write>(
     args: &DecodeArgs,
+    stdin: I,
     out: &mut O,
     err: &mut E,
 ) -> io::Result<DecodeSummary> {
     let mut summary = DecodeSummary::default();
     let options = DecodeOptions::default();
+    let mut stdin = Some(stdin);
     for path in &args.files {
-        decode_file(path, args.format, &options, out, err, &mut summary)?;
+        let input = if path.as_os_str() == "-" {
+            Input::Stdin(stdin.take())
+        } else {
+            Input::File(path)
+        };
+        decode_file(input, args.format, &options, out, err, &mut summary)?;
     }
     out.flush()?;
     writeln!(err, "{summary}")?;
     Ok(summary)
 }
 
-fn decode_file<O: Write, E: Write>(
-    path: &Path,
+/// A file to decode: a path, or standard input (`None` once it has been read).
+enum Input<'a, I> {
+    File(&'a Path),
+    Stdin(Option<I>),
+}
+
+impl<I: Read> Input<'_, I> {
+    fn name(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Stdin(_) => "-".to_owned(),
+        }
+    }
+
+    fn open(self) -> Result<CaptureReader, String> {
+        match self {
+            Self::File(path) => CaptureReader::open(path).map_err(|e| e.to_string()),
+            Self::Stdin(None) => Err("standard input was read already: give `-` once".to_owned()),
+            Self::Stdin(Some(mut stdin)) => {
+                let mut data = Vec::new();
+                stdin
+                    .read_to_end(&mut data)
+                    .map_err(|e| format!("cannot read standard input: {e}"))?;
+                CaptureReader::from_bytes(Bytes::from(data)).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+fn decode_file<I: Read, O: Write, E: Write>(
+    input: Input<'_, I>,
     format: DecodeFormat,
     options: &DecodeOptions,
     out: &mut O,
     err: &mut E,
     summary: &mut DecodeSummary,
 ) -> io::Result<()> {
-    let name = path.display();
-    let reader = match CaptureReader::open(path) {
+    let name = input.name();
+    let reader = match input.open() {
         Ok(r) => r,
         Err(e) => {
             summary.errors += 1;

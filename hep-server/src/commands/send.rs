@@ -65,16 +65,47 @@
 //! After the last message the generator waits for the queue to drain while it makes
 //! progress (it gives up after [`DRAIN_STALL`] without a message sent or dropped), then
 //! [`close`](HepSender::close)s the sender, which flushes what is left for at most its
-//! `close_timeout` (1 s) and counts the rest as `closed`. Then one line goes to stderr:
+//! `close_timeout` (1 s) and counts the rest as `closed`.
+//!
+//! # Delivered or not
+//!
+//! A message written into a socket is not yet delivered: a receiver that refuses the
+//! connection after accepting it (a listener's `allow=`, a TLS 1.3 server that wants a
+//! client certificate and got none) resets it unread, and a UDP port nobody listens on
+//! answers with ICMP port unreachable. So the close checks the connection
+//! ([`SenderConfig::close_confirm_timeout`]):
+//!
+//! - TCP/TLS: after the last byte the sender closes its side, and the receiver must
+//!   close its own in answer within [`CONFIRM_STREAM`]. A receiver does that once it has
+//!   read everything (one that closes with unread data resets instead), so an orderly
+//!   answer confirms that every byte was read. A reset, a TLS alert, a close of the
+//!   receiver's before ours, or no answer in time does not.
+//! - UDP: the socket is watched for [`CONFIRM_UDP`] for an ICMP error (reported as
+//!   `ECONNREFUSED`), which may come back for any datagram of the run. UDP confirms
+//!   nothing more: a datagram a receiver discards (an `allow=` it does not pass) or a
+//!   network loses is counted as sent.
+//!
+//! HEP has no acknowledgement: what a receiver drops message by message on a connection
+//! it keeps (a wrong auth key, a capture id a client certificate may not send, a
+//! filter) is not seen here either; only the receiver's counters show it.
+//!
+//! Likewise a connection that broke during the run (a socket error, a reset, the
+//! receiver's close) leaves the messages written on it unconfirmed. Then one line goes
+//! to stderr, and a second when anything was not delivered:
 //!
 //! ```text
 //! sent 1000000 messages (608000000 bytes) in 1.180 s: 847458 msg/s; dropped 0
 //! sent 10 messages (6080 bytes) in 0.101 s: 99 msg/s; dropped 3 (connect_failed: 3)
+//! hep-server: send failed: 3 of 13 messages NOT delivered: 3 dropped
+//! sent 1 messages (121 bytes) in 0.001 s: 1291 msg/s; dropped 49 (io: 49); unconfirmed 1 (1 broken connection)
+//! hep-server: send failed: 50 of 50 messages NOT delivered: 49 dropped; 1 written on a connection the receiver broke (refused, reset or closed it) and not known to be read
 //! ```
 //!
-//! "Sent" is the sender's count: handed to the kernel (UDP) or written (TCP/TLS); a UDP
-//! datagram lost by the receiver is not seen here. The exit status is 0 when nothing was
-//! dropped and 1 otherwise.
+//! "Sent" is the sender's count: handed to the kernel (UDP) or written (TCP/TLS); the
+//! time is from the first message to the last written or dropped (the close and its
+//! check are not in it). "Unconfirmed" messages are an upper bound of the loss: the
+//! receiver may have read some before the connection broke. The exit status is 0 when
+//! every message was sent and confirmed as above, and 1 otherwise.
 //!
 //! # TLS
 //!
@@ -106,6 +137,15 @@ pub const BATCH: usize = 1024;
 
 /// How long the final drain waits without any message sent or dropped before closing.
 pub const DRAIN_STALL: Duration = Duration::from_secs(5);
+
+/// How long the close waits for a TCP/TLS receiver to answer the sender's close with its
+/// own ([`SenderConfig::close_confirm_timeout`]): a receiver that reads answers as soon as
+/// it has read what is in flight, a few megabytes of socket buffers.
+pub const CONFIRM_STREAM: Duration = Duration::from_secs(2);
+
+/// How long the close watches a UDP socket for an ICMP error: about a round trip to a
+/// distant collector, and the time every `send` over UDP takes beyond its messages.
+pub const CONFIRM_UDP: Duration = Duration::from_millis(200);
 
 /// Yields before the generator sleeps while it waits for room.
 const SPINS_BEFORE_SLEEP: u32 = 16;
@@ -159,9 +199,12 @@ impl Pace {
 /// What a run did: the sender's counters at the end, and how long it took.
 #[derive(Debug, Clone)]
 pub struct SendSummary {
+    /// Messages the run offered to the sender (`--count`).
+    pub offered: u64,
     /// The sender's counters after close.
     pub stats: SenderStatsSnapshot,
-    /// From the first message to the end of the close.
+    /// From the first message to the last one written or dropped (the close and its
+    /// check are not in it).
     pub elapsed: Duration,
 }
 
@@ -169,6 +212,59 @@ impl SendSummary {
     /// Messages dropped for any reason.
     pub fn dropped(&self) -> u64 {
         self.stats.dropped_total()
+    }
+
+    /// Messages not delivered, or not known to be: dropped, or written on a connection
+    /// that broke or whose close the receiver did not confirm (an upper bound: it may
+    /// have read some of those).
+    pub fn not_delivered(&self) -> u64 {
+        (self.dropped() + self.stats.unconfirmed_messages).min(self.offered)
+    }
+
+    /// Every message sent, and no connection broken: the run succeeded.
+    pub fn delivered(&self) -> bool {
+        self.dropped() == 0 && self.stats.broken_connections == 0
+    }
+
+    /// What went wrong, for the line after the summary; `None` when the run succeeded.
+    ///
+    /// ```
+    /// # use hep_server::commands::send::SendSummary;
+    /// # let s = SendSummary { offered: 0, stats: Default::default(), elapsed: Default::default() };
+    /// assert_eq!(s.failure(), None);
+    /// ```
+    pub fn failure(&self) -> Option<String> {
+        if self.delivered() {
+            return None;
+        }
+        let s = &self.stats;
+        let mut parts = Vec::new();
+        if self.dropped() > 0 {
+            parts.push(format!("{} dropped", self.dropped()));
+        }
+        let broken = s.broken_connections;
+        let conns = if broken == 1 {
+            "a connection".to_owned()
+        } else {
+            format!("{broken} connections")
+        };
+        if s.unconfirmed_messages > 0 {
+            parts.push(format!(
+                "{} written on {conns} the receiver broke (refused, reset or closed it) \
+                 and not known to be read",
+                s.unconfirmed_messages
+            ));
+        } else if broken > 0 && self.dropped() == 0 {
+            parts.push(format!(
+                "the receiver closed {conns} during the run: messages in flight then may be lost"
+            ));
+        }
+        Some(format!(
+            "{} of {} messages NOT delivered: {}",
+            self.not_delivered(),
+            self.offered,
+            parts.join("; ")
+        ))
     }
 }
 
@@ -199,6 +295,14 @@ impl fmt::Display for SendSummary {
                 write!(f, "{reason}: {n}")?;
             }
             f.write_str(")")?;
+        }
+        if s.broken_connections > 0 {
+            let plural = if s.broken_connections == 1 { "" } else { "s" };
+            write!(
+                f,
+                "; unconfirmed {} ({} broken connection{plural})",
+                s.unconfirmed_messages, s.broken_connections
+            )?;
         }
         Ok(())
     }
@@ -285,6 +389,11 @@ pub fn plan(args: &SendArgs, stdin: impl Read) -> anyhow::Result<Plan> {
     config.hep_async = args.hep_async;
     config.hep_async_max_postponed_chunks = args.hep_async_max_postponed_chunks;
     config.tls = tls;
+    config.close_confirm_timeout = if destination.transport() == Transport::Udp {
+        CONFIRM_UDP
+    } else {
+        CONFIRM_STREAM
+    };
 
     let payloads = read_payloads(&args.files, stdin)?;
     let settings = PackSettings {
@@ -328,6 +437,9 @@ pub fn run(
         .context("starting the tokio runtime")?;
     let summary = runtime.block_on(send(plan))?;
     writeln!(err, "{summary}")?;
+    if let Some(failure) = summary.failure() {
+        writeln!(err, "hep-server: send failed: {failure}")?;
+    }
     Ok(summary)
 }
 
@@ -400,10 +512,12 @@ pub async fn send(plan: Plan) -> anyhow::Result<SendSummary> {
     }
 
     drain(&sender).await;
+    let elapsed = start.elapsed();
     sender.close().await;
     Ok(SendSummary {
+        offered: if packets.is_empty() { 0 } else { count },
         stats: stats.snapshot(),
-        elapsed: start.elapsed(),
+        elapsed,
     })
 }
 
@@ -571,6 +685,17 @@ mod tests {
     }
 
     #[test]
+    fn a_destination_without_a_port_is_where_a_listener_without_one_listens() {
+        // `run` listens on hep_tcp:0.0.0.0 without a port: `send` must find it there.
+        let listen: hep_transport::ListenSpec = "hep_tcp:127.0.0.1".parse().unwrap();
+        for dest in ["hep_tcp:127.0.0.1", "127.0.0.1; transport=tcp"] {
+            let p = plan_of(&["--dest", dest]).unwrap();
+            assert_eq!(p.destination.port(), listen.addr.port(), "{dest}");
+        }
+        assert_eq!(listen.addr.port(), hep_transport::HEP_PORT);
+    }
+
+    #[test]
     fn fields_a_version_cannot_carry_are_refused() {
         let d = ["--dest", "hep_udp:127.0.0.1:9", "--hep-version"];
         for (v, flag, value) in [
@@ -681,6 +806,7 @@ mod tests {
     #[test]
     fn the_summary_line_names_the_reasons() {
         let s = SendSummary {
+            offered: 0,
             stats: SenderStatsSnapshot::default(),
             elapsed: Duration::from_millis(1500),
         };

@@ -56,10 +56,13 @@ impl OutputSpec {
     }
 }
 
-impl FromStr for OutputSpec {
-    type Err = OutputSpecError;
-
-    fn from_str(s: &str) -> Result<Self, OutputSpecError> {
+impl OutputSpec {
+    /// Parses a spec; a relay destination without a port takes `default_port` (the
+    /// config's `hep_port`; [`FromStr`] takes [`HEP_PORT`](hep_transport::HEP_PORT)).
+    ///
+    /// # Errors
+    /// An [`OutputSpecError`] saying what was expected.
+    pub fn parse_with_default_port(s: &str, default_port: u16) -> Result<Self, OutputSpecError> {
         let err = |reason: &str| OutputSpecError {
             input: s.to_owned(),
             reason: reason.to_owned(),
@@ -93,15 +96,21 @@ impl FromStr for OutputSpec {
                         None => dest.push(part),
                     }
                 }
-                let dest = dest
-                    .join(";")
-                    .parse()
-                    .map_err(|e: hep_transport::SpecError| err(&e.to_string()))?;
+                let dest = HepDestination::parse_with_default_port(&dest.join(";"), default_port)
+                    .map_err(|e| err(&e.to_string()))?;
                 Ok(Self::Relay { dest, spool })
             }
             _ => Err(err("expected store:DIR, stdout, json:PATH|-, pcap:PATH, \
                  relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N][;spool=DIR] or null")),
         }
+    }
+}
+
+impl FromStr for OutputSpec {
+    type Err = OutputSpecError;
+
+    fn from_str(s: &str) -> Result<Self, OutputSpecError> {
+        Self::parse_with_default_port(s, hep_transport::HEP_PORT)
     }
 }
 

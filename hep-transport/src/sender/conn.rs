@@ -81,6 +81,7 @@ pub(crate) struct Shared {
     /// steady stream of lines cannot hide a stalled connection being dropped.
     warn_overload: RateLimitedWarn,
     warn_connect: RateLimitedWarn,
+    warn_broken: RateLimitedWarn,
 }
 
 /// What happened to a submitted message.
@@ -98,11 +99,29 @@ pub(crate) enum Submitted {
 pub(crate) struct End {
     reason: DropReason,
     source: Option<Source>,
+    by: EndedBy,
+}
+
+/// Who ended a connection, which says what became of the messages written on it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndedBy {
+    /// The sender's close (or its drop, or the close deadline).
+    Us,
+    /// The destination closed it in order (EOF) while nothing was being written: it had
+    /// read what it got, since a receiver that closes with unread data resets instead.
+    PeerInOrder,
+    /// A reset, a socket error, a timeout, a close in the middle of a write, a stall, an
+    /// unconfirmed close: the messages written on it may not have been read.
+    Failure,
 }
 
 impl End {
     pub(crate) fn new(reason: DropReason, source: Option<Source>) -> Self {
-        Self { reason, source }
+        Self {
+            reason,
+            source,
+            by: EndedBy::Failure,
+        }
     }
 
     pub(crate) fn io(reason: DropReason, e: io::Error) -> Self {
@@ -113,7 +132,13 @@ impl End {
         Self {
             reason: DropReason::Closed,
             source: None,
+            by: EndedBy::Us,
         }
+    }
+
+    const fn by(mut self, by: EndedBy) -> Self {
+        self.by = by;
+        self
     }
 }
 
@@ -168,6 +193,9 @@ pub(crate) struct Conn {
     /// socket took bytes), in milliseconds since `Shared::created`: an overflow tells a
     /// destination that reads slowly from one that stalled by it.
     progress_ms: AtomicU64,
+    /// Messages written whole on this connection (counted sent): what a break leaves
+    /// unconfirmed.
+    written: AtomicU64,
     pub(crate) finished: watch::Sender<bool>,
 }
 
@@ -214,6 +242,7 @@ impl Shared {
             warn_overflow: RateLimitedWarn::per_second(),
             warn_overload: RateLimitedWarn::per_second(),
             warn_connect: RateLimitedWarn::per_second(),
+            warn_broken: RateLimitedWarn::per_second(),
         }
     }
 
@@ -320,6 +349,7 @@ impl Shared {
                 match link.sock.try_send(&bytes) {
                     Ok(_) => {
                         drop(st);
+                        conn.written.fetch_add(1, Ordering::Relaxed);
                         self.stats.sent(bytes.len());
                         self.retry.success();
                         return Submitted::Sent;
@@ -415,6 +445,7 @@ impl Shared {
         };
         let (sent, error) = link.send_batch(msgs, &self.stats);
         drop(st);
+        conn.written.fetch_add(sent as u64, Ordering::Relaxed);
         if sent > 0 {
             self.retry.success();
         }
@@ -561,6 +592,7 @@ impl Shared {
             }
             // Bytes of a message cut short count as sent now; its rest, when written.
             self.stats.sent_many(whole as u64, n as u64);
+            conn.written.fetch_add(whole as u64, Ordering::Relaxed);
             taken += whole;
             if n > 0 {
                 conn.progress_ms.store(self.now_ms(), Ordering::Relaxed);
@@ -651,6 +683,7 @@ impl Conn {
             room: Notify::new(),
             closing: Notify::new(),
             progress_ms: AtomicU64::new(0),
+            written: AtomicU64::new(0),
             finished: watch::Sender::new(false),
         }
     }
@@ -667,7 +700,7 @@ impl Conn {
         if shared.config.fence_on_connection_end {
             shared.fenced.store(true, Ordering::Release);
         }
-        let drained = {
+        let (drained, established) = {
             let mut st = self.lock();
             if st.end.is_some() {
                 return false;
@@ -675,8 +708,32 @@ impl Conn {
             st.end = Some(end.clone());
             st.udp = None;
             st.tcp = None;
-            std::mem::take(&mut st.queue)
+            (
+                std::mem::take(&mut st.queue),
+                st.phase == Phase::Established,
+            )
         };
+        if established && end.by != EndedBy::Us {
+            let written = self.written.load(Ordering::Relaxed);
+            let unconfirmed = if end.by == EndedBy::Failure {
+                written
+            } else {
+                0
+            };
+            shared.stats.broken(unconfirmed);
+            if unconfirmed > 0
+                && let Some(suppressed) = shared.warn_broken.check()
+            {
+                tracing::warn!(
+                    destination = %shared.label,
+                    unconfirmed,
+                    reason = %end.reason,
+                    error = end.source.as_ref().map(tracing::field::display),
+                    suppressed,
+                    "HEP connection broken: the messages written on it may not have been read"
+                );
+            }
+        }
         shared.drop_entries(drained, &end);
         self.abort.notify_one();
         self.room.notify_waiters();
@@ -887,6 +944,7 @@ impl Writer {
         }
         self.shared.stats.sent_many(n as u64, bytes as u64);
         self.shared.stats.dequeued(n as u64);
+        self.conn.written.fetch_add(n as u64, Ordering::Relaxed);
         self.conn.room.notify_waiters();
     }
 
@@ -904,10 +962,7 @@ impl Writer {
         loop {
             match self.take_batch(1) {
                 Next::Ended => return,
-                Next::Shutdown => {
-                    self.end(End::closed());
-                    return;
-                }
+                Next::Shutdown => return self.confirm_udp(link).await,
                 Next::Idle => {
                     if self
                         .interruptible(self.conn.wake.notified())
@@ -970,9 +1025,11 @@ impl Writer {
             match self.take_batch(MAX_BATCH_MESSAGES) {
                 Next::Ended => return,
                 Next::Shutdown => {
-                    let _ = self.interruptible(wr.shutdown()).await;
-                    self.end(End::closed());
-                    return;
+                    if self.shared.config.close_confirm_timeout.is_zero() {
+                        let _ = self.interruptible(wr.shutdown()).await;
+                        return self.end(End::closed());
+                    }
+                    return self.confirm_stream(&mut rd, &mut wr).await;
                 }
                 Next::Idle => {
                     let read = tokio::select! {
@@ -983,7 +1040,7 @@ impl Writer {
                     };
                     match read {
                         // A HEP receiver sends nothing: EOF means it closed (e.g. restart).
-                        Ok(0) => return self.end(peer_closed()),
+                        Ok(0) => return self.end(peer_closed().by(EndedBy::PeerInOrder)),
                         Ok(_) => continue,
                         Err(e) => return self.end(End::io(DropReason::Io, e)),
                     }
@@ -1054,6 +1111,98 @@ impl Writer {
                 Some(Ok(Err(e))) => return self.fail(End::io(DropReason::Io, e)),
                 Some(Err(_)) => return self.fail(End::new(DropReason::WriteTimeout, None)),
             }
+        }
+    }
+}
+
+impl Writer {
+    /// UDP close with [`SenderConfig::close_confirm_timeout`]: an ICMP error (port or
+    /// host unreachable) that came back for any datagram is reported on the connected
+    /// socket's next receive. UDP has nothing more to confirm: no error within the
+    /// timeout is the best a datagram sender can know.
+    async fn confirm_udp(&self, link: &UdpLink) {
+        let confirm = self.shared.config.close_confirm_timeout;
+        if !confirm.is_zero() {
+            let mut buf = [0u8; 64];
+            let error = async {
+                loop {
+                    // A HEP receiver sends nothing back; anything it does is ignored.
+                    if let Err(e) = link.sock.recv(&mut buf).await {
+                        return e;
+                    }
+                }
+            };
+            let error = tokio::select! {
+                biased;
+                () = self.conn.aborted() => return,
+                r = tokio::time::timeout(confirm, error) => r,
+            };
+            if let Ok(e) = error {
+                return self.end(End::io(DropReason::Io, e));
+            }
+        }
+        self.end(End::closed());
+    }
+
+    /// Stream close with [`SenderConfig::close_confirm_timeout`]: the destination must
+    /// answer our close (after the last byte) with its own, which it does after it has
+    /// read everything (a receiver that closes with unread data resets the connection).
+    /// A close of its own before ours, a reset, a TLS alert (a client certificate the
+    /// server refused after a TLS 1.3 handshake) or no answer within the timeout leaves
+    /// the messages written on this connection unconfirmed.
+    async fn confirm_stream<R, W>(&self, rd: &mut R, wr: &mut W)
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        let confirm = self.shared.config.close_confirm_timeout;
+        let mut scratch = [0u8; 256];
+        // Did the destination close or reset while the last bytes were written? Its EOF
+        // would otherwise pass for the answer to our close below.
+        let early = tokio::select! {
+            biased;
+            r = rd.read(&mut scratch) => Some(r),
+            () = std::future::ready(()) => None,
+        };
+        let ended = match early {
+            Some(Ok(0)) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the destination closed the connection before the sender did",
+            )),
+            Some(Err(e)) => Err(e),
+            Some(Ok(_)) | None => {
+                let answer = async {
+                    wr.shutdown().await?;
+                    loop {
+                        match rd.read(&mut scratch).await {
+                            Ok(0) => return Ok(()),
+                            Ok(_) => {}
+                            // TLS: the destination closed TCP without a close_notify of
+                            // its own, after ours: it read everything (hep-server does).
+                            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                                return Ok(());
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                };
+                tokio::select! {
+                    biased;
+                    () = self.conn.aborted() => return,
+                    r = tokio::time::timeout(confirm, answer) => r.unwrap_or_else(|_| {
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "the destination did not answer the sender's close within {confirm:?}"
+                            ),
+                        ))
+                    }),
+                }
+            }
+        };
+        match ended {
+            Ok(()) => self.end(End::closed()),
+            Err(e) => self.end(End::io(DropReason::Closed, e)),
         }
     }
 }

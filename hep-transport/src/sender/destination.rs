@@ -8,12 +8,15 @@ use hep_proto::HepVersion;
 
 use crate::{SpecError, Transport};
 
-/// The port a destination without one uses: 9060, as OpenSIPS's `hep_id` (`HEP_PORT` in
-/// its `hep.h`) and most capture servers.
+/// The port a destination without one uses: [`HEP_PORT`](crate::HEP_PORT) (5656), the
+/// port a listen spec without one listens on, so that a sender and a collector left to
+/// their defaults meet (`hep-server send --dest hep_tcp:127.0.0.1` reaches
+/// `hep-server run`). [`HepDestination::parse_with_default_port`] takes another (the
+/// config's `hep_port`).
 ///
-/// Note that this differs from [`HEP_PORT`](crate::HEP_PORT), the listen-side default of
-/// the seed's documentation (5656).
-pub const DEFAULT_DESTINATION_PORT: u16 = 9060;
+/// OpenSIPS's `hep_id` and most agents (Kamailio `siptrace`, heplify, captagent) default
+/// to 9060: give the port, or listen there too (`--listen hep_udp:0.0.0.0:9060`).
+pub const DEFAULT_DESTINATION_PORT: u16 = crate::HEP_PORT;
 
 const WHAT: &str = "HEP destination";
 
@@ -149,8 +152,9 @@ pub enum DestinationSyntax {
 ///
 /// **OpenSIPS `hep_id`**: `[name] host[:port]; transport=udp|tcp|tls; version=1|2|3`.
 /// The name is optional here (OpenSIPS requires it). The keys `transport` and `version`
-/// are case-sensitive, their values are not. Defaults as in OpenSIPS: port
-/// [`DEFAULT_DESTINATION_PORT`] (9060), transport TCP, version 3. IPv6 literals are
+/// are case-sensitive, their values are not. Defaults: port [`DEFAULT_DESTINATION_PORT`]
+/// (5656, where OpenSIPS takes 9060: see there), transport TCP and version 3 as in
+/// OpenSIPS. IPv6 literals are
 /// written in brackets (`[::1]:9060`), which OpenSIPS's parser does not support; since
 /// the name is in brackets too, a leading bracket group is the *name* only when a host
 /// follows it (`[hep1] [::1]:9060`), and an IPv6 host otherwise (`[::1]:9060`).
@@ -174,8 +178,8 @@ pub enum DestinationSyntax {
 /// assert_eq!((d.transport(), d.version(), d.port()), (Transport::Udp, HepVersion::V2, 9061));
 /// assert_eq!(d.to_string(), "[homer] 10.0.0.1:9061; transport=udp; version=2");
 ///
-/// let d: HepDestination = "[::1]".parse()?; // defaults: TCP, HEPv3, port 9060
-/// assert_eq!(d.to_string(), "[::1]:9060; transport=tcp; version=3");
+/// let d: HepDestination = "[::1]".parse()?; // defaults: TCP, HEPv3, port 5656
+/// assert_eq!(d.to_string(), "[::1]:5656; transport=tcp; version=3");
 ///
 /// let d: HepDestination = "hep_tls:homer.example.net:9061".parse()?;
 /// assert_eq!(d.host().as_name(), Some("homer.example.net"));
@@ -281,7 +285,34 @@ impl HepDestination {
         self.syntax
     }
 
-    fn parse_hep_id(input: &str) -> Result<Self, SpecError> {
+    /// Parses either syntax (see [`FromStr`](#impl-FromStr-for-HepDestination)), with
+    /// `default_port` for a destination without a port (the config's `hep_port`).
+    ///
+    /// ```
+    /// use hep_transport::HepDestination;
+    ///
+    /// let d = HepDestination::parse_with_default_port("hep_tcp:10.0.0.9", 9060)?;
+    /// assert_eq!(d.port(), 9060);
+    /// let d = HepDestination::parse_with_default_port("hep_tcp:10.0.0.9:7", 9060)?;
+    /// assert_eq!(d.port(), 7);
+    /// # Ok::<(), hep_transport::SpecError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// A [`SpecError`] saying what was expected.
+    pub fn parse_with_default_port(s: &str, default_port: u16) -> Result<Self, SpecError> {
+        let trimmed = s.trim();
+        if let Some((scheme, rest)) = trimmed.split_once(':')
+            && scheme.len() == 7
+            && scheme.to_ascii_lowercase().starts_with("hep_")
+            && let Some(t) = Transport::parse(scheme)
+        {
+            return Self::parse_relay(s, t, rest, default_port);
+        }
+        Self::parse_hep_id(s, default_port)
+    }
+
+    fn parse_hep_id(input: &str, default_port: u16) -> Result<Self, SpecError> {
         let err = |reason| SpecError::new(WHAT, input, reason);
         let s = input.trim();
         if s.is_empty() {
@@ -309,7 +340,7 @@ impl HepDestination {
             }
         }
         let (uri, params) = rest.split_once(';').unwrap_or((rest, ""));
-        let (host, port) = parse_host_port(uri.trim(), input)?;
+        let (host, port) = parse_host_port(uri.trim(), input, default_port)?;
         let mut transport = None;
         let mut version = None;
         for (key, value) in params_of(params, input)? {
@@ -339,10 +370,15 @@ impl HepDestination {
         dest.check_version(input)
     }
 
-    fn parse_relay(input: &str, transport: Transport, rest: &str) -> Result<Self, SpecError> {
+    fn parse_relay(
+        input: &str,
+        transport: Transport,
+        rest: &str,
+        default_port: u16,
+    ) -> Result<Self, SpecError> {
         let err = |reason| SpecError::new(WHAT, input, reason);
         let (uri, params) = rest.split_once(';').unwrap_or((rest, ""));
-        let (host, port) = parse_host_port(uri.trim(), input)?;
+        let (host, port) = parse_host_port(uri.trim(), input, default_port)?;
         let mut version = None;
         for (key, value) in params_of(params, input)? {
             if key != "version" {
@@ -419,7 +455,7 @@ fn params_of<'a>(params: &'a str, input: &str) -> Result<Vec<(&'a str, &'a str)>
 }
 
 /// `host`, `host:port`, `[ipv6]`, `[ipv6]:port`, or a bare IPv6 address (default port).
-fn parse_host_port(s: &str, input: &str) -> Result<(Host, u16), SpecError> {
+fn parse_host_port(s: &str, input: &str, default_port: u16) -> Result<(Host, u16), SpecError> {
     let err = |reason| SpecError::new(WHAT, input, reason);
     if let Some(after_open) = s.strip_prefix('[') {
         let (inner, after) = after_open
@@ -429,16 +465,16 @@ fn parse_host_port(s: &str, input: &str) -> Result<(Host, u16), SpecError> {
             .parse::<Ipv6Addr>()
             .map_err(|_| err("expected an IPv6 address inside `[...]`"))?;
         let port = match after {
-            "" => DEFAULT_DESTINATION_PORT,
+            "" => default_port,
             p => parse_port(p.strip_prefix(':').ok_or_else(|| err(EXPECTED))?, input)?,
         };
         return Ok((Host::ip(IpAddr::V6(ip)), port));
     }
     if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok((Host::ip(ip), DEFAULT_DESTINATION_PORT));
+        return Ok((Host::ip(ip), default_port));
     }
     let (host, port) = match s.split_once(':') {
-        None => (s, DEFAULT_DESTINATION_PORT),
+        None => (s, default_port),
         Some((_, p)) if p.contains(':') => {
             return Err(err(
                 "an IPv6 address with a port must be written in brackets, e.g. `[::1]:9060`",
@@ -460,17 +496,10 @@ impl FromStr for HepDestination {
     type Err = SpecError;
 
     /// Either syntax: a leading `hep_udp:`, `hep_tcp:` or `hep_tls:` (any case) selects the
-    /// relay spec, anything else is an OpenSIPS `hep_id`.
+    /// relay spec, anything else is an OpenSIPS `hep_id`. Without a port:
+    /// [`DEFAULT_DESTINATION_PORT`] (5656).
     fn from_str(s: &str) -> Result<Self, SpecError> {
-        let trimmed = s.trim();
-        if let Some((scheme, rest)) = trimmed.split_once(':')
-            && scheme.len() == 7
-            && scheme.to_ascii_lowercase().starts_with("hep_")
-            && let Some(t) = Transport::parse(scheme)
-        {
-            return Self::parse_relay(s, t, rest);
-        }
-        Self::parse_hep_id(s)
+        Self::parse_with_default_port(s, DEFAULT_DESTINATION_PORT)
     }
 }
 
@@ -526,6 +555,23 @@ mod tests {
             let e = s.parse::<HepDestination>().unwrap_err().to_string();
             assert!(e.contains("are transports"), "{s}: {e}");
         }
+    }
+
+    #[test]
+    fn a_destination_without_a_port_takes_the_listen_default() {
+        for s in [
+            "hep_tcp:127.0.0.1",
+            "hep_udp:[::1]",
+            "10.0.0.1; transport=udp",
+            "[h] collector",
+        ] {
+            let d: HepDestination = s.parse().unwrap();
+            assert_eq!(d.port(), crate::HEP_PORT, "{s}");
+            let d = HepDestination::parse_with_default_port(s, 9060).unwrap();
+            assert_eq!(d.port(), 9060, "{s}");
+        }
+        let d = HepDestination::parse_with_default_port("hep_tcp:10.0.0.1:7", 9060).unwrap();
+        assert_eq!(d.port(), 7);
     }
 
     #[test]

@@ -221,6 +221,17 @@ pub struct SenderConfig {
     /// How long [`HepSender::close`] (or dropping the sender) lets the queue flush
     /// (ours; default 1 s).
     pub close_timeout: Duration,
+    /// After the flush of a [`HepSender::close`], how long to wait for the destination
+    /// to confirm the connection (ours; default zero: no wait). TCP/TLS: the sender
+    /// closes its side after the last byte, and the destination must close its own in
+    /// answer, which a receiver does once it has read everything (one that closes with
+    /// unread data resets the connection instead). UDP: no ICMP error (port unreachable,
+    /// reported on the connected socket) may come back within it; a datagram the
+    /// receiver discards cannot be seen. A connection that fails this is counted in
+    /// [`broken_connections`](SenderStatsSnapshot::broken_connections), its messages in
+    /// [`unconfirmed_messages`](SenderStatsSnapshot::unconfirmed_messages). For a
+    /// one-shot sender (`hep-server send`) that must say whether it delivered.
+    pub close_confirm_timeout: Duration,
     /// `SO_SNDBUF` of the sockets, if set (ours; default: the system's).
     pub send_buffer_size: Option<usize>,
     /// TLS settings, required for `transport=tls` destinations.
@@ -248,6 +259,7 @@ impl Default for SenderConfig {
             stall_timeout: Duration::from_secs(2),
             overflow_stall_timeout: Duration::from_secs(1),
             close_timeout: Duration::from_secs(1),
+            close_confirm_timeout: Duration::ZERO,
             send_buffer_size: None,
             tls: None,
             fence_on_connection_end: false,
@@ -519,8 +531,10 @@ impl HepSender {
     }
 
     /// Stops accepting messages (for every clone), lets the writer flush the queue for
-    /// at most [`SenderConfig::close_timeout`], then stops it. Messages still unsent are
-    /// counted as `closed`. Later sends fail with [`DropReason::Closed`].
+    /// at most [`SenderConfig::close_timeout`], waits at most
+    /// [`SenderConfig::close_confirm_timeout`] for the destination to confirm, then stops
+    /// the writer. Messages still unsent are counted as `closed`. Later sends fail with
+    /// [`DropReason::Closed`].
     pub async fn close(&self) {
         let shared = self.shared();
         let conn = {
@@ -535,7 +549,8 @@ impl HepSender {
             let mut finished = conn.finished.subscribe();
             // The writer enforces the deadline itself; the margin covers its last steps.
             let margin = Duration::from_millis(100);
-            let _ = timeout_at(deadline + margin, finished.wait_for(|done| *done)).await;
+            let confirm = shared.config.close_confirm_timeout;
+            let _ = timeout_at(deadline + confirm + margin, finished.wait_for(|done| *done)).await;
             conn.end(shared, End::closed());
         }
     }

@@ -90,6 +90,8 @@ pub struct SenderStats {
     connects: AtomicU64,
     reconnects: AtomicU64,
     connect_errors: AtomicU64,
+    broken_connections: AtomicU64,
+    unconfirmed_messages: AtomicU64,
     queue_depth: AtomicU64,
 }
 
@@ -117,6 +119,8 @@ impl SenderStats {
             connects: self.connects.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
             connect_errors: self.connect_errors.load(Relaxed),
+            broken_connections: self.broken_connections.load(Relaxed),
+            unconfirmed_messages: self.unconfirmed_messages.load(Relaxed),
             queue_depth: self.queue_depth.load(Relaxed),
             dropped,
         }
@@ -147,6 +151,13 @@ impl SenderStats {
 
     pub(crate) fn connect_error(&self) {
         self.connect_errors.fetch_add(1, Relaxed);
+    }
+
+    /// An established connection ended otherwise than by the sender's close, with
+    /// `unconfirmed` of the messages written on it not known to have been read.
+    pub(crate) fn broken(&self, unconfirmed: u64) {
+        self.broken_connections.fetch_add(1, Relaxed);
+        self.unconfirmed_messages.fetch_add(unconfirmed, Relaxed);
     }
 
     pub(crate) fn queued(&self) {
@@ -187,6 +198,19 @@ pub struct SenderStatsSnapshot {
     /// Connect attempts that failed (each may have dropped several messages, counted as
     /// [`DropReason::ConnectFailed`]).
     pub connect_errors: u64,
+    /// Established connections that ended otherwise than by the sender's
+    /// [`close`](super::HepSender::close): closed or reset by the destination, a socket
+    /// error (for UDP: an ICMP error such as port unreachable, reported as
+    /// `ECONNREFUSED`), a write timeout, a stalled queue; and, with
+    /// [`close_confirm_timeout`](super::SenderConfig::close_confirm_timeout), a close the
+    /// destination did not confirm.
+    pub broken_connections: u64,
+    /// Messages counted in `sent_messages` that were written on a broken connection
+    /// (other than one the destination closed in order while nothing was being written:
+    /// a receiver closes with unread data by a reset): handed to the kernel, but not known
+    /// to have been read. An upper bound of what the destination missed, since it may
+    /// have read some of them before the break.
+    pub unconfirmed_messages: u64,
     /// Messages accepted and not yet sent or dropped (gauge).
     pub queue_depth: u64,
     dropped: [u64; REASONS],
@@ -209,7 +233,8 @@ impl SenderStatsSnapshot {
     }
 
     /// Every counter under a stable snake_case name: `sent_messages`, `sent_bytes`,
-    /// `connects`, `reconnects`, `connect_errors`, `queue_depth`, then
+    /// `connects`, `reconnects`, `connect_errors`, `broken_connections`,
+    /// `unconfirmed_messages`, `queue_depth`, then
     /// `dropped_<reason>` for each [`DropReason`].
     pub fn counters(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         const DROPPED: [&str; REASONS] = [
@@ -227,6 +252,8 @@ impl SenderStatsSnapshot {
             ("connects", self.connects),
             ("reconnects", self.reconnects),
             ("connect_errors", self.connect_errors),
+            ("broken_connections", self.broken_connections),
+            ("unconfirmed_messages", self.unconfirmed_messages),
             ("queue_depth", self.queue_depth),
         ]
         .into_iter()

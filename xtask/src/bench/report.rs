@@ -676,7 +676,7 @@ fn write_memory(s: &mut String, m: &MemoryResult) -> std::fmt::Result {
         let per = (after.saturating_sub(before)) as f64 * 1024.0 / open.max(1) as f64;
         writeln!(
             s,
-            "| `hep-server run --listen hep_tcp` with {open} of {n} idle connections open (`[limits] max_connections = {}`): before {:.1} MiB, with them (peak {:.1} MiB), {per:.0} bytes each | {:.1} MiB |",
+            "| `hep-server run --listen hep_tcp:127.0.0.1:PORT` with {open} of {n} idle connections open (`[limits] max_connections = {}`): before {:.1} MiB, with them (peak {:.1} MiB), {per:.0} bytes each | {:.1} MiB |",
             n + 2000,
             mib(before),
             mib(hwm),
