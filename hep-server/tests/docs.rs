@@ -429,7 +429,6 @@ fn every_toml_block_of_the_docs_is_a_valid_config() {
 /// directory), the bundled Kamailio call replayed over UDP, then the README's own
 /// `search --call-id` finds it. Only the port differs (a free one, not 5656).
 #[test]
-#[ignore = "needs the store's receive-time partitions (issue 15, store part): the vectors are dated 2026-11-26 and the store drops them as expired"]
 fn the_readme_flow_finds_the_call() {
     let readme = split_markdown(&repo().join("README.md")).0;
     let setup = readme
