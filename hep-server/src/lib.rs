@@ -24,8 +24,6 @@
 //! - [`record`]: the JSON record of a message ([`record::write_json_line`]).
 //! - [`text`]: the one-line human-readable form ([`text::TextLine`]).
 //! - [`ladder`]: a call flow as a ladder diagram in the terminal (`search`).
-//! - [`sip`]: start line, Call-ID, CSeq, From/To user and tag, without allocating
-//!   ([`sip::SipSummary`]).
 //! - [`time`]: UTC ISO-8601 timestamps without a date-time dependency.
 #![doc(test(attr(deny(warnings))))]
 
@@ -41,7 +39,6 @@ pub mod output;
 mod read;
 pub mod record;
 pub mod server;
-pub mod sip;
 pub mod stats;
 pub mod store;
 pub mod switch;
