@@ -58,7 +58,6 @@ mod async_layer;
 mod builtin;
 mod callback;
 mod layer;
-pub mod sip;
 
 pub use async_layer::{AsyncCallback, AsyncCallbackLayer};
 pub use builtin::auth::{AuthKeyCheck, AuthKeys, StripAuthKey};

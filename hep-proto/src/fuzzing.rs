@@ -77,3 +77,38 @@ pub fn compressed(data: &[u8]) {
         assert!(msg.payload.is_compressed());
     }
 }
+
+/// Reads any payload as SIP: never panics, the start line alone agrees with the summary,
+/// and every value found is a piece of the input (nothing copied, nothing made up).
+pub fn sip(data: &[u8]) {
+    use crate::sip::{SipSummary, StartLine, header};
+    let within = |s: &str| {
+        let (start, end) = (data.as_ptr() as usize, data.as_ptr() as usize + data.len());
+        let p = s.as_ptr() as usize;
+        assert!(
+            p >= start && p + s.len() <= end,
+            "{s:?} is not a slice of the input"
+        );
+    };
+    let summary = SipSummary::parse(data);
+    assert_eq!(StartLine::parse(data), summary.map(|s| s.start));
+    if let Some(s) = summary {
+        within(s.first_line);
+        let names = [s.from, s.to].into_iter().flatten();
+        let values = [
+            s.call_id,
+            s.via_branch,
+            s.method(),
+            s.cseq.map(|c| c.method),
+        ]
+        .into_iter()
+        .chain(names.flat_map(|n| [n.user, n.tag]))
+        .flatten();
+        values.for_each(within);
+    }
+    for name in ["X-CID", "Call-ID", "v"] {
+        if let Some(v) = header(data, name) {
+            within(v);
+        }
+    }
+}

@@ -58,6 +58,8 @@
 //!   [`HepDatagramCodec`] for UDP.
 //! - `pack`: [`pack_hep`], the seed's packer.
 //! - `error`: [`DecodeError`], [`EncodeError`], [`HepCodecError`].
+//! - [`sip`]: a zero-copy summary of a SIP payload (start line, Call-ID, CSeq, From/To
+//!   user and tag, the top Via's branch, any header by name), the one every crate uses.
 #![doc(test(attr(deny(warnings))))]
 #![warn(clippy::unwrap_used)]
 #![warn(clippy::exhaustive_enums)]
@@ -73,6 +75,7 @@ mod error;
 pub mod fuzzing;
 mod message;
 mod pack;
+pub mod sip;
 mod types;
 mod view;
 

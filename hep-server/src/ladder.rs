@@ -72,9 +72,9 @@ use std::io;
 
 use hep_proto::{HepMessage, ProtoType};
 
-use crate::sip::{SipSummary, StartLine};
 use crate::text::{Endpoint, Escaped};
 use crate::time::UtcTimestamp;
+use hep_proto::sip::{SipSummary, StartLine};
 
 /// What [`render`] prints for a flow without messages.
 pub const EMPTY: &str = "no messages: the call flow is empty";

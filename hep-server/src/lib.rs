@@ -30,8 +30,6 @@
 //!   a message that comes back (relay loops).
 //! - [`text`]: the one-line human-readable form ([`text::TextLine`]).
 //! - [`ladder`]: a call flow as a ladder diagram in the terminal (`search`).
-//! - [`sip`]: start line, Call-ID, CSeq, From/To user and tag, without allocating
-//!   ([`sip::SipSummary`]).
 //! - [`time`]: UTC ISO-8601 timestamps without a date-time dependency.
 #![doc(test(attr(deny(warnings))))]
 
@@ -50,7 +48,6 @@ mod read;
 pub mod record;
 pub mod relay_mark;
 pub mod server;
-pub mod sip;
 pub mod stats;
 pub mod store;
 pub mod switch;

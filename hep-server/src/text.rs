@@ -20,8 +20,8 @@ use std::fmt::{self, Write as _};
 use hep_proto::{HepMessage, ProtoType, ip_proto};
 use hep_transport::RecvInfo;
 
-use crate::sip::{SipSummary, split_line};
 use crate::time::UtcTimestamp;
+use hep_proto::sip::{SipSummary, split_line};
 
 /// The longest payload preview shown for non-SIP payloads, in bytes.
 pub const MAX_PREVIEW: usize = 160;

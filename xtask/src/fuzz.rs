@@ -13,7 +13,7 @@ use crate::Workspace;
 const DEFAULT_TIME_SECS: u64 = 60;
 
 /// The targets that exercise hep-proto's decoders only (a light sanitizer build).
-pub(crate) const DECODER_TARGETS: &[&str] = &["datagram", "stream", "compressed"];
+pub(crate) const DECODER_TARGETS: &[&str] = &["datagram", "stream", "compressed", "sip"];
 
 /// Targets that need the fuzz crate's `server` feature (hep-server and hep-transport).
 const SERVER_TARGETS: &[&str] = &["config", "specs"];

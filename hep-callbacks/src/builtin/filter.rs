@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use hep_proto::ProtoType;
+use hep_proto::sip::StartLine;
 use hep_transport::Received;
 use ipnet::IpNet;
 
@@ -121,9 +122,13 @@ impl HepCallback for Filter {
         }
         if self.allow_sip_methods.is_some() || !self.deny_sip_methods.is_empty() {
             let is_sip = matches!(m.proto_type, None | Some(ProtoType::Sip));
+            // Requests only: a response passes whatever its CSeq names.
+            let payload = m.payload.bytes();
             if let Some(method) = is_sip
-                .then(|| crate::sip::method(m.payload.bytes()))
+                .then(|| StartLine::parse(payload))
                 .flatten()
+                .and_then(|s| s.method())
+                .map(str::as_bytes)
             {
                 let allowed = self
                     .allow_sip_methods

@@ -11,7 +11,7 @@ use hep_transport::{Received, Transport};
 
 use super::schema::text_hash;
 use crate::config::StoreConfig;
-use crate::sip::{self, SipSummary};
+use hep_proto::sip::{self, SipSummary};
 
 /// A piece of a batch's text: its place in [`Rows`]'s buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,18 +1,26 @@
-//! A SIP summary: the start line and the few headers a collector indexes and shows.
+//! A SIP summary: the start line and the few headers a collector indexes, filters on and
+//! shows. Most HEP payloads are SIP; this is the one reading of them that every crate of
+//! the workspace uses (a callback's method filter, the collector's store, its `stdout`
+//! line and ladders), so that they cannot disagree on what an `OPTIONS` is.
 //!
 //! [`SipSummary::parse`] reads the request or status line, then the header section up to
-//! the first empty line (never the body), picking out Call-ID, CSeq, From and To (long and
-//! compact forms, any case). It does not allocate and borrows every value from the
-//! payload: it is meant to run on every message (filters, the store, the `stdout` line).
+//! the first empty line (never the body), picking out Call-ID, CSeq, From and To (user and
+//! tag) and the top Via's branch (long and compact forms, any case). [`StartLine::parse`]
+//! reads the first line alone, for a filter that needs only the method; [`header`] finds
+//! any other header by name. None of them allocates: every value is borrowed from the
+//! payload, so they are meant to run on every message. Decoding is no IO and no clock,
+//! as for the rest of this crate; the functions never panic, on any input (fuzzed: target
+//! `sip`).
 //!
 //! It is a summary, not a validating parser: it takes the first occurrence of each
 //! header, ignores folded continuation lines, and accepts `\n` as well as `\r\n` line
 //! ends. A value that is not UTF-8 reads as absent.
 //!
 //! ```
-//! use hep_server::sip::{SipSummary, StartLine};
+//! use hep_proto::sip::{SipSummary, StartLine};
 //!
 //! let msg = b"INVITE sip:bob@example.com SIP/2.0\r\n\
+//!             v: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK-1\r\n\
 //!             f: \"Alice\" <sip:alice@example.com>;tag=a1\r\n\
 //!             t: <sip:bob@example.com>\r\n\
 //!             i: 1-2345@127.0.0.1\r\n\
@@ -24,10 +32,12 @@
 //! assert_eq!(sip.from.unwrap().tag, Some("a1"));
 //! assert_eq!(sip.to.unwrap().tag, None);
 //! assert_eq!(sip.cseq.unwrap().seq, 1);
+//! assert_eq!(sip.via_branch, Some("z9hG4bK-1"));
 //! ```
 
 /// The start line of a SIP message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::exhaustive_enums)] // A SIP message starts with one or the other (RFC 3261 7).
 pub enum StartLine<'a> {
     /// `METHOD Request-URI SIP/2.0`.
     Request {
@@ -79,6 +89,39 @@ pub struct SipSummary<'a> {
     pub from: Option<NameAddr<'a>>,
     /// To (`To` or `t`).
     pub to: Option<NameAddr<'a>>,
+    /// The `branch` parameter of the first Via (`Via` or `v`): with the CSeq, what tells
+    /// a transaction and its retransmissions (RFC 3261 17.2.3).
+    pub via_branch: Option<&'a str>,
+}
+
+impl<'a> StartLine<'a> {
+    /// The start line of a SIP message: its first line, if it is a SIP request line or
+    /// status line.
+    ///
+    /// ```
+    /// use hep_proto::sip::StartLine;
+    /// assert_eq!(
+    ///     StartLine::parse(b"OPTIONS sip:a@b SIP/2.0\r\n"),
+    ///     Some(StartLine::Request { method: "OPTIONS", uri: "sip:a@b" })
+    /// );
+    /// assert_eq!(
+    ///     StartLine::parse(b"SIP/2.0 200 OK\r\n"),
+    ///     Some(StartLine::Response { code: 200, reason: "OK" })
+    /// );
+    /// assert_eq!(StartLine::parse(b"OPTIONS is not SIP\r\n"), None);
+    /// ```
+    pub fn parse(payload: &'a [u8]) -> Option<Self> {
+        let (first, _) = split_line(payload);
+        parse_start_line(std::str::from_utf8(first).ok()?)
+    }
+
+    /// The method of a request.
+    pub const fn method(&self) -> Option<&'a str> {
+        match *self {
+            Self::Request { method, .. } => Some(method),
+            Self::Response { .. } => None,
+        }
+    }
 }
 
 impl<'a> SipSummary<'a> {
@@ -95,7 +138,9 @@ impl<'a> SipSummary<'a> {
             cseq: None,
             from: None,
             to: None,
+            via_branch: None,
         };
+        let mut via_seen = false;
         while !rest.is_empty() {
             let (line, next) = split_line(rest);
             rest = next;
@@ -112,8 +157,8 @@ impl<'a> SipSummary<'a> {
             let Some(value) = std::str::from_utf8(trim(&line[colon + 1..])).ok() else {
                 continue;
             };
-            summary.take_header(name, value);
-            if summary.is_complete() {
+            summary.take_header(name, value, &mut via_seen);
+            if summary.is_complete(via_seen) {
                 break;
             }
         }
@@ -141,7 +186,9 @@ impl<'a> SipSummary<'a> {
         matches!(self.start, StartLine::Request { .. })
     }
 
-    fn take_header(&mut self, name: &[u8], value: &'a str) {
+    /// Takes the header `name: value` if it is the first of its kind; `via_seen` tells
+    /// whether a Via came before (the first one's branch is kept, even when absent).
+    fn take_header(&mut self, name: &[u8], value: &'a str, via_seen: &mut bool) {
         let is = |long: &str, short: &str| {
             name.eq_ignore_ascii_case(long.as_bytes())
                 || name.eq_ignore_ascii_case(short.as_bytes())
@@ -154,11 +201,20 @@ impl<'a> SipSummary<'a> {
             self.to = Some(parse_name_addr(value));
         } else if self.cseq.is_none() && name.eq_ignore_ascii_case(b"cseq") {
             self.cseq = parse_cseq(value);
+        } else if !*via_seen && is("via", "v") {
+            *via_seen = true;
+            // The first Via of the header (a header may list several, comma-separated).
+            let first = value.split(',').next().unwrap_or(value);
+            self.via_branch = first.split_once(';').and_then(|(_, p)| param(p, "branch"));
         }
     }
 
-    const fn is_complete(&self) -> bool {
-        self.call_id.is_some() && self.cseq.is_some() && self.from.is_some() && self.to.is_some()
+    const fn is_complete(&self, via_seen: bool) -> bool {
+        self.call_id.is_some()
+            && self.cseq.is_some()
+            && self.from.is_some()
+            && self.to.is_some()
+            && via_seen
     }
 }
 
@@ -168,7 +224,7 @@ impl<'a> SipSummary<'a> {
 /// B2BUAs add).
 ///
 /// ```
-/// use hep_server::sip::header;
+/// use hep_proto::sip::header;
 /// let msg = b"INVITE sip:b@h SIP/2.0\r\nx-cid:  leg-a@h \r\n\r\nX-CID: body";
 /// assert_eq!(header(msg, "X-CID"), Some("leg-a@h"));
 /// assert_eq!(header(msg, "Call-ID"), None);
@@ -205,7 +261,7 @@ pub fn header<'a>(payload: &'a [u8], name: &str) -> Option<&'a str> {
 /// The first line of `buf` without its `\n` or `\r\n`, and what follows it.
 ///
 /// ```
-/// use hep_server::sip::split_line;
+/// use hep_proto::sip::split_line;
 /// assert_eq!(split_line(b"a\r\nb"), (&b"a"[..], &b"b"[..]));
 /// assert_eq!(split_line(b"a"), (&b"a"[..], &b""[..]));
 /// ```
@@ -381,6 +437,49 @@ v=0\r\nCall-ID: not-a-header@body\r\n";
         assert_eq!(s.method(), Some("INVITE"));
         assert!(s.is_request());
         assert_eq!(s.status(), None);
+        assert_eq!(s.via_branch, Some("z9hG4bK-1-0"));
+    }
+
+    #[test]
+    fn the_branch_is_the_top_vias_only() {
+        fn branch(msg: &[u8]) -> Option<&str> {
+            SipSummary::parse(msg).unwrap().via_branch
+        }
+        // Two Vias in one header, then a second header: the first one's branch.
+        let two = b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP a;rport;branch=z9hG4bK-top ,\
+SIP/2.0/UDP b;branch=z9hG4bK-b\r\nv: SIP/2.0/TCP c;branch=z9hG4bK-c\r\n\r\n";
+        assert_eq!(branch(two), Some("z9hG4bK-top"));
+        // A top Via without a branch (RFC 2543 agents): none, not the next Via's.
+        let old =
+            b"BYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP a\r\nVia: SIP/2.0/UDP b;branch=x\r\n\r\n";
+        assert_eq!(branch(old), None);
+        assert_eq!(branch(b"BYE sip:a@b SIP/2.0\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn the_start_line_alone_agrees_with_the_summary() {
+        for msg in [
+            INVITE,
+            &b"SIP/2.0 486 Busy Here\r\n\r\n"[..],
+            b"OPTIONS sip:a@b SIP/2.0",
+            b"OPTIONS sip:a@b HTTP/1.1\r\n",
+            b"SIP/2.0 99 Too Low\r\n",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(
+                StartLine::parse(msg),
+                SipSummary::parse(msg).map(|s| s.start),
+                "{msg:?}"
+            );
+        }
+        assert_eq!(
+            StartLine::parse(INVITE).and_then(|s| s.method()),
+            Some("INVITE")
+        );
+        assert_eq!(
+            StartLine::parse(b"SIP/2.0 200 OK\r\n").and_then(|s| s.method()),
+            None
+        );
     }
 
     #[test]
