@@ -21,6 +21,7 @@ mod ci;
 mod cmd;
 mod fuzz;
 mod interop;
+mod structure;
 
 use std::env;
 use std::ffi::OsString;
@@ -43,6 +44,9 @@ commands:
                                      on debug builds; both to target/bench/)
   interop [--no-install] [FILTER...]  run hep-server against real peers (Kamailio, hep-js,
                                      tshark, sngrep) on loopback; print the results table
+  structure                          check the module graph (no import cycle among sibling
+                                     modules) and that hep-callbacks alone builds no TLS or
+                                     socket crate
   help                               print this text";
 
 /// The workspace `cargo xtask` operates on: where it lives and which cargo drives it.
@@ -126,6 +130,11 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             let opts =
                 bench::Options::parse(rest).map_err(|err| anyhow::anyhow!("{err:#}\n\n{USAGE}"))?;
             bench::run(&ws, &opts)
+        }
+        "structure" => {
+            no_arguments(command, rest)?;
+            structure::run(&ws)?;
+            Ok(ExitCode::SUCCESS)
         }
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
