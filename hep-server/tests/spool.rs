@@ -380,6 +380,85 @@ fn kill_9_in_the_middle_of_relaying_leaves_a_spool_that_resumes_in_order() {
     assert_eq!(c.spooled, Some(0), "{c:?}");
 }
 
+/// Where the `n` records of `message(0..n)` start in a segment (its header is 16 bytes,
+/// each record 8 more than its message).
+fn record_offsets(n: u32) -> Vec<usize> {
+    let mut at = 16;
+    (0..n)
+        .map(|i| {
+            let start = at;
+            at += 8 + message(i).len();
+            start
+        })
+        .collect()
+}
+
+#[test]
+fn two_corrupt_bytes_in_a_spool_segment_lose_one_message_not_the_rest() {
+    let dir = test_dir("spool-corrupt-middle");
+    let spool = dir.join("spool");
+    let dest = free_addr();
+    let n = 1_000;
+
+    // The messages wait in the spool (the destination is down), and the run stops.
+    let relay = relay_server(dest, &spool);
+    feed(relay.tcp(), 0..n).join().unwrap();
+    wait_spooled(&relay, u64::from(n));
+    relay.stop();
+
+    // Two bytes in the middle of the segment change: inside message 500.
+    let seg = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let offsets = record_offsets(n);
+    assert_eq!(
+        bytes.len(),
+        offsets[n as usize - 1] + 8 + message(n - 1).len()
+    );
+    let at = offsets[500] + 8 + 60;
+    bytes[at] ^= 0xa5;
+    bytes[at + 1] ^= 0x3c;
+    std::fs::write(&seg, bytes).unwrap();
+
+    // The next run sends every other message, in order, and counts the one lost.
+    let seqs = Seqs::default();
+    let sink = Sink::start(dest, &seqs);
+    let relay = relay_server(dest, &spool);
+    wait_for("the spool sent", Duration::from_secs(30), || {
+        (seqs.lock().unwrap().len() >= n as usize - 1).then_some(())
+    });
+    let m = relay.metrics();
+    let c = relay.stop().counts;
+    sink.stop();
+    let got = seqs.lock().unwrap().clone();
+    let want: Vec<u32> = (0..n).filter(|&i| i != 500).collect();
+    assert_eq!(
+        got, want,
+        "every message but the damaged one, once, in order"
+    );
+    assert_eq!(
+        m.get("hep_dropped_total", &[("reason", "spool_corrupt")]),
+        1
+    );
+    assert_eq!(
+        m.get("hep_spool_corrupt_records_total", &[("count", "exact")]),
+        1
+    );
+    assert_eq!(
+        m.get("hep_spool_corrupt_bytes_total", &[]),
+        8 + message(500).len() as u64
+    );
+    assert_eq!(
+        (c.delivered, c.dropped, c.spooled),
+        (u64::from(n) - 1, 1, Some(0)),
+        "{c:?}"
+    );
+}
+
 #[test]
 fn a_full_spool_drops_the_oldest_messages_and_counts_them() {
     let dir = test_dir("spool-full");
