@@ -23,6 +23,7 @@ use super::backoff::RetryState;
 use super::connect::{self, AsyncStream, Link, UdpLink};
 use super::error::SendError;
 use super::future::Completion;
+use super::progress::{self, Probe, Progress};
 use super::{DropReason, HepDestination, SenderConfig, SenderStats};
 
 /// The most messages and bytes the writer takes from the queue for one write.
@@ -111,6 +112,8 @@ pub(crate) struct Shared {
     pub(crate) runtime: Handle,
     pub(crate) connector: Connector,
     pub(crate) addr_cursor: AtomicUsize,
+    /// The progress of the current or last stream connection.
+    pub(crate) last_stream: Mutex<Option<Arc<Progress>>>,
     connected_before: AtomicBool,
     conn_ids: AtomicU64,
     created: Instant,
@@ -206,6 +209,8 @@ pub(crate) struct Conn {
     /// socket took bytes), in milliseconds since `Shared::created`: an overflow tells a
     /// destination that reads slowly from one that stalled by it.
     progress_ms: AtomicU64,
+    /// Stream connections: bytes written, and what the peer confirmed.
+    stream: Arc<Progress>,
     pub(crate) finished: watch::Sender<bool>,
 }
 
@@ -246,6 +251,7 @@ impl Shared {
             runtime,
             connector,
             addr_cursor: AtomicUsize::new(0),
+            last_stream: Mutex::new(None),
             connected_before: AtomicBool::new(false),
             conn_ids: AtomicU64::new(0),
             created: Instant::now(),
@@ -599,6 +605,7 @@ impl Shared {
             }
             // Bytes of a message cut short count as sent now; its rest, when written.
             self.stats.sent_many(whole as u64, n as u64);
+            conn.stream.wrote(n);
             taken += whole;
             if n > 0 {
                 conn.progress_ms.store(self.now_ms(), Ordering::Relaxed);
@@ -689,6 +696,7 @@ impl Conn {
             room: Notify::new(),
             closing: Notify::new(),
             progress_ms: AtomicU64::new(0),
+            stream: Arc::default(),
             finished: watch::Sender::new(false),
         }
     }
@@ -763,6 +771,7 @@ async fn run_writer(shared: Arc<Shared>, conn: Arc<Conn>) {
         shared,
         conn,
         held: VecDeque::new(),
+        probe: None,
     };
     w.run().await;
 }
@@ -773,6 +782,8 @@ struct Writer {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
     held: VecDeque<Entry>,
+    /// Stream connections on Linux: measures what the peer confirmed.
+    probe: Option<Probe>,
 }
 
 enum Next {
@@ -794,8 +805,20 @@ impl Writer {
             .store(self.shared.now_ms(), Ordering::Relaxed);
     }
 
-    /// Ends the connection because of a failure of the destination.
-    fn fail(&self, end: End) {
+    /// Measures the stream connection (what its peer confirmed), if it can.
+    fn sample(&mut self) {
+        if let Some(p) = &mut self.probe
+            && let Err(e) = progress::sample(p, &self.conn.stream)
+            && e.kind() == io::ErrorKind::Unsupported
+        {
+            self.probe = None;
+        }
+    }
+
+    /// Ends the connection because of a failure of the destination, after a last
+    /// measure of what the peer confirmed (found only if the socket was not reset).
+    fn fail(&mut self, end: End) {
+        self.sample();
         if let Some(source) = &end.source {
             tracing::debug!(
                 destination = %self.shared.label,
@@ -870,21 +893,23 @@ impl Writer {
                     }
                     Link::Udp(u)
                 }
-                Link::Stream(s, direct) => {
+                Link::Stream(s, direct, addrs) => {
+                    self.probe = progress::probe(addrs);
+                    *lock(&shared.last_stream) = Some(self.conn.stream.clone());
                     if st.end.is_none() {
                         st.tcp = direct.map(|sock| TcpDirect {
                             sock,
                             proven_at: Instant::now() + shared.config.stall_timeout,
                         });
                     }
-                    Link::Stream(s, None)
+                    Link::Stream(s, None, None)
                 }
             }
         };
         self.conn.room.notify_waiters();
         match link {
             Link::Udp(u) => self.run_udp(&u).await,
-            Link::Stream(s, _) => self.run_stream(s).await,
+            Link::Stream(s, ..) => self.run_stream(s).await,
         }
     }
 
@@ -995,6 +1020,7 @@ impl Writer {
         // reached the cooldown (docs/BENCHMARKS.md, "stalled destination").
         let proven_at = Instant::now() + self.shared.config.stall_timeout;
         let mut proven = false;
+        let mut next_sample = Instant::now();
         let peer_closed = || {
             End::io(
                 DropReason::Closed,
@@ -1021,7 +1047,10 @@ impl Writer {
                     };
                     match read {
                         // A HEP receiver sends nothing: EOF means it closed (e.g. restart).
-                        Ok(0) => return self.end(peer_closed()),
+                        Ok(0) => {
+                            self.sample();
+                            return self.end(peer_closed());
+                        }
                         Ok(_) => continue,
                         Err(e) => return self.end(End::io(DropReason::Io, e)),
                     }
@@ -1064,6 +1093,7 @@ impl Writer {
                     }
                     Step::Write(Ok(Ok(n))) => {
                         self.progressed();
+                        self.conn.stream.wrote(n);
                         pos += n;
                         let before = done;
                         while ends.get(done).is_some_and(|&end| end <= pos) {
@@ -1084,9 +1114,14 @@ impl Writer {
             match self.interruptible(timeout_at(deadline, wr.flush())).await {
                 None => return,
                 Some(Ok(Ok(()))) => {
-                    proven = proven || Instant::now() >= proven_at;
+                    let now = Instant::now();
+                    proven = proven || now >= proven_at;
                     if proven {
                         self.shared.retry.success();
+                    }
+                    if now >= next_sample {
+                        self.sample();
+                        next_sample = now + progress::SAMPLE_INTERVAL;
                     }
                 }
                 Some(Ok(Err(e))) => return self.fail(End::io(DropReason::Io, e)),

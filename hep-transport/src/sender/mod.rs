@@ -132,6 +132,7 @@ mod connect;
 mod destination;
 pub mod error;
 pub mod future;
+mod progress;
 mod stats;
 mod tls;
 
@@ -361,6 +362,24 @@ impl HepSender {
     /// The live counters (shared by all clones).
     pub fn stats(&self) -> &Arc<SenderStats> {
         &self.shared().stats
+    }
+
+    /// Bytes at the end of what the current stream connection (or the last one, once it
+    /// ended) was given that the destination's application may not have read: those its
+    /// kernel has not acknowledged, and an allowance for its receive buffer (twice the
+    /// largest receive window it advertised), as last measured (Linux; at most every
+    /// millisecond after a write, and when the connection fails). Where nothing could be
+    /// measured, every byte written on the connection. `None` before the first stream
+    /// connection, and for UDP.
+    ///
+    /// A caller that resends from a log after a break (hep-server's spooling relay)
+    /// resends at least this many bytes of its last messages: together with what was
+    /// never written, they are all the destination can have missed (short of its own
+    /// application losing what it had read).
+    pub fn unconfirmed_bytes(&self) -> Option<u64> {
+        lock(&self.shared().last_stream)
+            .as_ref()
+            .map(|p| p.unconfirmed())
     }
 
     /// Whether [`close`](Self::close) was called.

@@ -34,12 +34,68 @@ use crate::output::fanout::{OutputStats, Queued};
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Messages taken from the queue and appended per write.
 const APPEND_BATCH: usize = 1024;
+/// Bytes resent after a break beyond what the sender measured as possibly unread (see
+/// [`HepSender::unconfirmed_bytes`]): what the destination's application may have read
+/// from its socket and not yet handled (hep-server reads 64 KiB at once).
+const REPLAY_MARGIN: u64 = 64 << 10;
 
 struct InFlight {
     start: Pos,
     end: Pos,
+    /// Bytes in the spool (record header included): what `replay_bytes` bounds.
     len: u64,
+    /// Bytes on the wire.
+    wire: u64,
     fut: Pin<Box<ResponseFuture>>,
+}
+
+/// Written messages that the destination may not have read, oldest first: what is sent
+/// again after a break (and after a restart: its start is the stored resume position).
+#[derive(Default)]
+struct Window {
+    /// (start, spool bytes, wire bytes) of each message.
+    messages: VecDeque<(Pos, u64, u64)>,
+    bytes: u64,
+    wire: u64,
+}
+
+impl Window {
+    fn push(&mut self, start: Pos, len: u64, wire: u64) {
+        self.messages.push_back((start, len, wire));
+        self.bytes += len;
+        self.wire += wire;
+    }
+
+    /// Forgets the oldest messages while the window is over `max_bytes`, and those the
+    /// destination has read: the newest `at_risk` wire bytes are kept (`None`: not
+    /// known, keep up to `max_bytes`).
+    fn trim(&mut self, max_bytes: u64, at_risk: Option<u64>) {
+        while let Some(&(_, len, wire)) = self.messages.front() {
+            let over = self.bytes > max_bytes;
+            let read = at_risk.is_some_and(|r| self.wire - wire >= r);
+            if !(over || read) {
+                break;
+            }
+            self.messages.pop_front();
+            self.bytes -= len;
+            self.wire -= wire;
+        }
+    }
+
+    fn start(&self) -> Option<Pos> {
+        self.messages.front().map(|m| m.0)
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// The wire bytes at the end of what was written that the destination may not have read.
+fn at_risk(sender: &HepSender) -> Option<u64> {
+    sender
+        .unconfirmed_bytes()
+        .map(|b| b.saturating_add(REPLAY_MARGIN))
 }
 
 enum Event {
@@ -75,9 +131,7 @@ pub(crate) async fn run(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(max_in_flight);
-    // Written messages inside the replay window: (start, length), oldest first.
-    let mut window: VecDeque<(Pos, u64)> = VecDeque::new();
-    let mut window_bytes = 0u64;
+    let mut window = Window::default();
     let mut failing = false;
     let mut down = false;
     let mut paused_until: Option<Instant> = None;
@@ -95,12 +149,13 @@ pub(crate) async fn run(
                 match spool.next() {
                     Ok(Some(Entry { start, end, bytes })) => {
                         exhausted = false;
-                        let len = bytes.len() as u64 + super::RECORD_HEADER_LEN;
+                        let wire = bytes.len() as u64;
                         let fut = Box::pin(sender.send(bytes));
                         in_flight.push_back(InFlight {
                             start,
                             end,
-                            len,
+                            len: wire + super::RECORD_HEADER_LEN,
+                            wire,
                             fut,
                         });
                     }
@@ -190,15 +245,9 @@ pub(crate) async fn run(
                             tracing::info!(output = %dest, "relay destination back: sending the spool");
                         }
                         spool.delivered(f.end);
-                        window.push_back((f.start, f.len));
-                        window_bytes += f.len;
-                        while window_bytes > replay_bytes {
-                            let Some((_, len)) = window.pop_front() else {
-                                break;
-                            };
-                            window_bytes -= len;
-                        }
-                        spool.set_resume(window.front().map_or(f.end, |w| w.0));
+                        window.push(f.start, f.len, f.wire);
+                        window.trim(replay_bytes, at_risk(&sender));
+                        spool.set_resume(window.start().unwrap_or(f.end));
                     }
                     Err(e) => {
                         if !down {
@@ -215,13 +264,23 @@ pub(crate) async fn run(
                     }
                 }
                 if failing && in_flight.is_empty() {
-                    let from = window.front().map_or_else(|| spool.resume_pos(), |w| w.0);
+                    // The last measure of the broken connection says how much of the
+                    // window its destination can have missed.
+                    let risk = at_risk(&sender);
+                    window.trim(replay_bytes, risk);
+                    tracing::info!(
+                        output = %dest,
+                        messages = window.messages.len(),
+                        bytes = window.wire,
+                        unconfirmed = risk,
+                        "relay: resending what the destination may not have read"
+                    );
+                    let from = window.start().unwrap_or_else(|| spool.resume_pos());
                     spool.rewind(from);
                     // Only now may a new connection open: nothing sent after the break
                     // went out ahead of the resent messages.
                     sender.clear_fence();
                     window.clear();
-                    window_bytes = 0;
                     failing = false;
                     paused_until = Some(Instant::now() + RETRY_PAUSE);
                 }
