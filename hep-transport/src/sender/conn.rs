@@ -894,8 +894,10 @@ impl Writer {
                     Link::Udp(u)
                 }
                 Link::Stream(s, direct, addrs) => {
-                    self.probe = progress::probe(addrs);
-                    *lock(&shared.last_stream) = Some(self.conn.stream.clone());
+                    if shared.config.measure_unconfirmed {
+                        self.probe = progress::probe(addrs);
+                        *lock(&shared.last_stream) = Some(self.conn.stream.clone());
+                    }
                     if st.end.is_none() {
                         st.tcp = direct.map(|sock| TcpDirect {
                             sock,

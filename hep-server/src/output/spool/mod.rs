@@ -39,15 +39,19 @@
 //!
 //! A write the kernel accepted is not a message the destination received: when the
 //! destination dies, what sits in the socket buffers of both ends is lost, and HEP has no
-//! acknowledgement to tell. So the relay keeps the last
-//! [`SpoolConfig::replay_bytes`] of written messages as a replay window: after a failed
-//! write (or a restart) it resumes sending from the start of that window. Messages sent
-//! again that had been written before are counted as replayed (`hep_relay_replayed_total`):
-//! per failure at most the window plus the messages in flight
-//! (`hep_async_max_postponed_chunks`). After a `kill -9`, the messages sent in the last
-//! sync interval may be sent again without being counted (the cursor saying they were
-//! sent was not yet on disk). Loss: none, as long as what the destination lost in its
-//! buffers fits in the window.
+//! acknowledgement to tell. So the relay keeps a replay window of written messages: those
+//! the destination may not have read, as the sender measures on the connection
+//! ([`HepSender::unconfirmed_bytes`](hep_transport::HepSender::unconfirmed_bytes): the
+//! bytes its kernel has not acknowledged, and an allowance for its receive buffer from
+//! the windows it advertised) plus a margin for its application's read buffer, and at
+//! most the last [`SpoolConfig::replay_bytes`] (all of those where nothing is measured).
+//! After a failed write (or a restart: the window's start is the stored resume position)
+//! it resumes sending from the start of that window. Messages sent again that had been
+//! written before are counted as replayed (`hep_relay_replayed_total`): per failure at
+//! most the window plus the messages in flight (`hep_async_max_postponed_chunks`). After
+//! a `kill -9`, the messages sent in the last sync interval may be sent again without
+//! being counted (the cursor saying they were sent was not yet on disk). Loss: none, as
+//! long as what the destination lost in its buffers fits in the window.
 
 mod config;
 mod cursor;

@@ -8,7 +8,8 @@
 //! destination never sees a later message ahead of the resent ones. The futures are
 //! awaited in order; the first failure stops sending, lets the rest of the flight end,
 //! then reads again from the start of the replay window ([`super`], "Delivery
-//! contract").
+//! contract"). The window is trimmed at each message written, and once more at the
+//! break, to what the sender measures the destination can have missed.
 //!
 //! Written messages form a prefix of the spool that only grows (the delivered position):
 //! a message written again whose start lies before it is counted as replayed; so is a
@@ -34,11 +35,6 @@ use crate::output::fanout::{OutputStats, Queued};
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Messages taken from the queue and appended per write.
 const APPEND_BATCH: usize = 1024;
-/// Bytes resent after a break beyond what the sender measured as possibly unread (see
-/// [`HepSender::unconfirmed_bytes`]): what the destination's application may have read
-/// from its socket and not yet handled (hep-server reads 64 KiB at once).
-const REPLAY_MARGIN: u64 = 64 << 10;
-
 struct InFlight {
     start: Pos,
     end: Pos,
@@ -91,11 +87,11 @@ impl Window {
     }
 }
 
-/// The wire bytes at the end of what was written that the destination may not have read.
-fn at_risk(sender: &HepSender) -> Option<u64> {
-    sender
-        .unconfirmed_bytes()
-        .map(|b| b.saturating_add(REPLAY_MARGIN))
+/// The wire bytes at the end of what was written that the destination may not have read:
+/// what the sender measured (see [`HepSender::unconfirmed_bytes`]) and `margin`, for
+/// what its application may have read and not yet handled.
+fn at_risk(sender: &HepSender, margin: u64) -> Option<u64> {
+    sender.unconfirmed_bytes().map(|b| b.saturating_add(margin))
 }
 
 enum Event {
@@ -126,6 +122,7 @@ pub(crate) async fn run(
         .saturating_sub(1)
         .max(1);
     let replay_bytes = spool.config().replay_bytes;
+    let margin = spool.config().replay_margin_bytes;
     let close_timeout = sender.config().close_timeout;
     let mut tick = tokio::time::interval(spool.config().sync_interval());
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -246,7 +243,7 @@ pub(crate) async fn run(
                         }
                         spool.delivered(f.end);
                         window.push(f.start, f.len, f.wire);
-                        window.trim(replay_bytes, at_risk(&sender));
+                        window.trim(replay_bytes, at_risk(&sender, margin));
                         spool.set_resume(window.start().unwrap_or(f.end));
                     }
                     Err(e) => {
@@ -266,7 +263,7 @@ pub(crate) async fn run(
                 if failing && in_flight.is_empty() {
                     // The last measure of the broken connection says how much of the
                     // window its destination can have missed.
-                    let risk = at_risk(&sender);
+                    let risk = at_risk(&sender, margin);
                     window.trim(replay_bytes, risk);
                     tracing::info!(
                         output = %dest,
