@@ -320,3 +320,37 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
         _ => f(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(n: u64) -> Window {
+        let mut w = Window::default();
+        for i in 0..n {
+            w.push(Pos::new(1, 16 + i * 100), 100, 92);
+        }
+        w
+    }
+
+    #[test]
+    fn the_window_keeps_what_the_destination_can_have_missed_within_replay_bytes() {
+        // Unmeasured: the last replay_bytes.
+        let mut w = window(10);
+        w.trim(500, None);
+        assert_eq!((w.messages.len(), w.bytes), (5, 500));
+        assert_eq!(w.start(), Some(Pos::new(1, 516)));
+        // Measured: the fewest newest messages that cover the bytes at risk.
+        let mut w = window(10);
+        w.trim(500, Some(200));
+        assert_eq!((w.messages.len(), w.wire), (3, 276));
+        // Never more than replay_bytes, whatever the measure says.
+        let mut w = window(10);
+        w.trim(500, Some(1 << 20));
+        assert_eq!(w.messages.len(), 5);
+        // Everything read: nothing to send again.
+        let mut w = window(10);
+        w.trim(500, Some(0));
+        assert_eq!(w.start(), None);
+    }
+}
