@@ -94,6 +94,7 @@ struct RawSpool {
     sync_interval_ms: Option<u64>,
     sync_messages: Option<u64>,
     replay_bytes: Option<u64>,
+    replay_margin_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -942,6 +943,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
                 sync_interval_ms: r.sync_interval_ms.unwrap_or(d.sync_interval_ms),
                 sync_messages: r.sync_messages.unwrap_or(d.sync_messages),
                 replay_bytes: r.replay_bytes.unwrap_or(d.replay_bytes),
+                replay_margin_bytes: r.replay_margin_bytes.unwrap_or(d.replay_margin_bytes),
             };
             c.check().map_err(|m| {
                 let at = text.find("[spool]");
@@ -1550,6 +1552,8 @@ mod tests {
             (1 << 20, 1 << 16)
         );
         assert_eq!(c.spool.replay_bytes, SpoolConfig::default().replay_bytes);
+        let c = parse("[spool]\nreplay_margin_bytes = 4194304\n").unwrap();
+        assert_eq!(c.spool.replay_margin_bytes, 4 << 20);
         let e = parse("\n[spool]\nmax_bytes = 100000\n")
             .unwrap_err()
             .to_string();

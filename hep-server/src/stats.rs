@@ -440,6 +440,36 @@ impl Collect for RelayCollect {
                 Kind::Gauge,
             );
             out.sample("hep_spool_messages", &[("output", o)], sp.messages());
+            out.declare(
+                "hep_spool_corrupt_records_total",
+                "Messages of a relay's spool lost to damaged records, counted through \
+                 intact length fields (count=\"exact\") or estimated from the damaged \
+                 bytes where a length was damaged too (count=\"estimated\"); they sum to \
+                 hep_dropped_total{reason=\"spool_corrupt\"}.",
+                Kind::Counter,
+            );
+            let estimated = sp.corrupt_estimated();
+            for (count, n) in [
+                ("exact", sp.dropped_corrupt().saturating_sub(estimated)),
+                ("estimated", estimated),
+            ] {
+                out.sample(
+                    "hep_spool_corrupt_records_total",
+                    &[("output", o), ("count", count)],
+                    n,
+                );
+            }
+            out.declare(
+                "hep_spool_corrupt_bytes_total",
+                "Bytes of damaged records a relay's spool skipped or cut off before they \
+                 were sent.",
+                Kind::Counter,
+            );
+            out.sample(
+                "hep_spool_corrupt_bytes_total",
+                &[("output", o)],
+                sp.corrupt_bytes(),
+            );
         }
         self.output.collect_active(out);
     }

@@ -1007,6 +1007,63 @@ async fn a_fenced_sender_opens_no_new_connection_until_the_fence_is_cleared() {
     sender.close().await;
 }
 
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_sender_measures_what_its_destination_can_have_missed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut cfg = SenderConfig::default();
+    cfg.hep_async = false;
+    cfg.measure_unconfirmed = true;
+    let sender = HepSender::new(tcp_dest(addr), cfg).unwrap();
+    assert_eq!(sender.unconfirmed_bytes(), None, "no connection yet");
+
+    let n = 2_000;
+    let reader = tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let mut frames = Frames::new(s);
+        for _ in 0..n {
+            frames.next().await.unwrap();
+        }
+        frames
+    });
+    for i in 0..n {
+        sender.send(hep3(i, 1_000)).await.unwrap();
+    }
+    let frames = reader.await.unwrap();
+    let written = 1_000 * n as u64;
+    // Everything was read: what is left unconfirmed is the allowance for the peer's
+    // receive buffer (a window or two), not the 2 MB written. Samples follow writes.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut i = n;
+    let unconfirmed = loop {
+        let u = sender.unconfirmed_bytes().unwrap();
+        if u < written / 2 || Instant::now() > deadline {
+            break u;
+        }
+        sleep(Duration::from_millis(5)).await;
+        sender.send(hep3(i, 1_000)).await.unwrap();
+        i += 1;
+    };
+    assert!(
+        unconfirmed < written / 2,
+        "{unconfirmed} of {written} bytes unconfirmed after the peer read them all"
+    );
+    drop(frames);
+    sender.close().await;
+
+    // Without the setting, nothing is measured.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = SenderConfig::default();
+    cfg.hep_async = false;
+    let sender = HepSender::new(tcp_dest(listener.local_addr().unwrap()), cfg).unwrap();
+    let accept = tokio::spawn(async move { listener.accept().await.unwrap() });
+    sender.send(hep3(0, 100)).await.unwrap();
+    let _peer = accept.await.unwrap();
+    assert_eq!(sender.unconfirmed_bytes(), None);
+    sender.close().await;
+}
+
 #[tokio::test]
 async fn destination_that_never_answers_connect_is_bounded() {
     // TEST-NET-1: either unroutable (fails at once) or silent (times out).

@@ -425,6 +425,9 @@ impl Outputs {
                     sender_cfg.hep_async = false;
                     sender_cfg.max_retries = 0;
                     sender_cfg.fence_on_connection_end = true;
+                    // What a break costs in resends is what the destination can have
+                    // missed, measured on the connection.
+                    sender_cfg.measure_unconfirmed = true;
                     // A closed connection costs a resend of the replay window: a write
                     // that is merely slow must not close it (see docs/CONFIG.md).
                     sender_cfg.hep_send_timeout =

@@ -23,6 +23,7 @@ use super::backoff::RetryState;
 use super::connect::{self, AsyncStream, Link, UdpLink};
 use super::error::SendError;
 use super::future::Completion;
+use super::progress::{self, Probe, Progress};
 use super::{DropReason, HepDestination, SenderConfig, SenderStats};
 use crate::RateLimitedWarn;
 
@@ -73,6 +74,8 @@ pub(crate) struct Shared {
     pub(crate) runtime: Handle,
     pub(crate) connector: Connector,
     pub(crate) addr_cursor: AtomicUsize,
+    /// The progress of the current or last stream connection.
+    pub(crate) last_stream: Mutex<Option<Arc<Progress>>>,
     connected_before: AtomicBool,
     conn_ids: AtomicU64,
     created: Instant,
@@ -196,6 +199,8 @@ pub(crate) struct Conn {
     /// Messages written whole on this connection (counted sent): what a break leaves
     /// unconfirmed.
     written: AtomicU64,
+    /// Stream connections: bytes written, and what the peer confirmed.
+    stream: Arc<Progress>,
     pub(crate) finished: watch::Sender<bool>,
 }
 
@@ -236,6 +241,7 @@ impl Shared {
             runtime,
             connector,
             addr_cursor: AtomicUsize::new(0),
+            last_stream: Mutex::new(None),
             connected_before: AtomicBool::new(false),
             conn_ids: AtomicU64::new(0),
             created: Instant::now(),
@@ -593,6 +599,7 @@ impl Shared {
             // Bytes of a message cut short count as sent now; its rest, when written.
             self.stats.sent_many(whole as u64, n as u64);
             conn.written.fetch_add(whole as u64, Ordering::Relaxed);
+            conn.stream.wrote(n);
             taken += whole;
             if n > 0 {
                 conn.progress_ms.store(self.now_ms(), Ordering::Relaxed);
@@ -684,6 +691,7 @@ impl Conn {
             closing: Notify::new(),
             progress_ms: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            stream: Arc::default(),
             finished: watch::Sender::new(false),
         }
     }
@@ -782,6 +790,7 @@ async fn run_writer(shared: Arc<Shared>, conn: Arc<Conn>) {
         shared,
         conn,
         held: VecDeque::new(),
+        probe: None,
     };
     w.run().await;
 }
@@ -792,6 +801,8 @@ struct Writer {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
     held: VecDeque<Entry>,
+    /// Stream connections on Linux: measures what the peer confirmed.
+    probe: Option<Probe>,
 }
 
 enum Next {
@@ -813,8 +824,20 @@ impl Writer {
             .store(self.shared.now_ms(), Ordering::Relaxed);
     }
 
-    /// Ends the connection because of a failure of the destination.
-    fn fail(&self, end: End) {
+    /// Measures the stream connection (what its peer confirmed), if it can.
+    fn sample(&mut self) {
+        if let Some(p) = &mut self.probe
+            && let Err(e) = progress::sample(p, &self.conn.stream)
+            && e.kind() == io::ErrorKind::Unsupported
+        {
+            self.probe = None;
+        }
+    }
+
+    /// Ends the connection because of a failure of the destination, after a last
+    /// measure of what the peer confirmed (found only if the socket was not reset).
+    fn fail(&mut self, end: End) {
+        self.sample();
         if let Some(source) = &end.source {
             tracing::debug!(
                 destination = %self.shared.label,
@@ -889,21 +912,25 @@ impl Writer {
                     }
                     Link::Udp(u)
                 }
-                Link::Stream(s, direct) => {
+                Link::Stream(s, direct, addrs) => {
+                    if shared.config.measure_unconfirmed {
+                        self.probe = progress::probe(addrs);
+                        *lock(&shared.last_stream) = Some(self.conn.stream.clone());
+                    }
                     if st.end.is_none() {
                         st.tcp = direct.map(|sock| TcpDirect {
                             sock,
                             proven_at: Instant::now() + shared.config.stall_timeout,
                         });
                     }
-                    Link::Stream(s, None)
+                    Link::Stream(s, None, None)
                 }
             }
         };
         self.conn.room.notify_waiters();
         match link {
             Link::Udp(u) => self.run_udp(&u).await,
-            Link::Stream(s, _) => self.run_stream(s).await,
+            Link::Stream(s, ..) => self.run_stream(s).await,
         }
     }
 
@@ -1012,6 +1039,7 @@ impl Writer {
         // reached the cooldown (docs/BENCHMARKS.md, "stalled destination").
         let proven_at = Instant::now() + self.shared.config.stall_timeout;
         let mut proven = false;
+        let mut next_sample = Instant::now();
         let peer_closed = || {
             End::io(
                 DropReason::Closed,
@@ -1040,7 +1068,10 @@ impl Writer {
                     };
                     match read {
                         // A HEP receiver sends nothing: EOF means it closed (e.g. restart).
-                        Ok(0) => return self.end(peer_closed().by(EndedBy::PeerInOrder)),
+                        Ok(0) => {
+                            self.sample();
+                            return self.end(peer_closed().by(EndedBy::PeerInOrder));
+                        }
                         Ok(_) => continue,
                         Err(e) => return self.end(End::io(DropReason::Io, e)),
                     }
@@ -1083,6 +1114,7 @@ impl Writer {
                     }
                     Step::Write(Ok(Ok(n))) => {
                         self.progressed();
+                        self.conn.stream.wrote(n);
                         pos += n;
                         let before = done;
                         while ends.get(done).is_some_and(|&end| end <= pos) {
@@ -1103,9 +1135,14 @@ impl Writer {
             match self.interruptible(timeout_at(deadline, wr.flush())).await {
                 None => return,
                 Some(Ok(Ok(()))) => {
-                    proven = proven || Instant::now() >= proven_at;
+                    let now = Instant::now();
+                    proven = proven || now >= proven_at;
                     if proven {
                         self.shared.retry.success();
+                    }
+                    if now >= next_sample {
+                        self.sample();
+                        next_sample = now + progress::SAMPLE_INTERVAL;
                     }
                 }
                 Some(Ok(Err(e))) => return self.fail(End::io(DropReason::Io, e)),

@@ -25,7 +25,14 @@ pub(crate) enum Link {
     /// the same socket for the callers' direct writes ([`HepSender::offer_batch`]).
     ///
     /// [`HepSender::offer_batch`]: super::HepSender::offer_batch
-    Stream(Box<dyn AsyncStream>, Option<socket2::Socket>),
+    ///
+    /// The third field is the connection's (local, peer) addresses, to measure it
+    /// ([`super::progress`]).
+    Stream(
+        Box<dyn AsyncStream>,
+        Option<socket2::Socket>,
+        Option<(SocketAddr, SocketAddr)>,
+    ),
 }
 
 /// A connected UDP socket.
@@ -207,17 +214,24 @@ async fn connect_one(shared: &Shared, addr: SocketAddr) -> io::Result<Link> {
                 .hep_async
                 .then(|| socket2::SockRef::from(&stream).try_clone())
                 .transpose()?;
-            Ok(Link::Stream(Box::new(stream), direct))
+            let addrs = addrs(&stream);
+            Ok(Link::Stream(Box::new(stream), direct, addrs))
         }
         Connector::Tls {
             connector,
             server_name,
         } => {
             let tcp = tcp(shared, addr).await?;
+            let addrs = addrs(&tcp);
             let tls = connector.connect(server_name.clone(), tcp).await?;
-            Ok(Link::Stream(Box::new(tls), None))
+            Ok(Link::Stream(Box::new(tls), None, addrs))
         }
     }
+}
+
+/// A connected stream's (local, peer) addresses.
+fn addrs(stream: &TcpStream) -> Option<(SocketAddr, SocketAddr)> {
+    Some((stream.local_addr().ok()?, stream.peer_addr().ok()?))
 }
 
 async fn tcp(shared: &Shared, addr: SocketAddr) -> io::Result<TcpStream> {

@@ -114,6 +114,15 @@
 //! it has rewound, so nothing it sent before it saw the failure goes out on the new
 //! connection ahead of what it resends.
 //!
+//! # What a destination can have missed (for callers that resend)
+//!
+//! With [`SenderConfig::measure_unconfirmed`], a stream connection is measured on Linux
+//! through the kernel's socket diagnostics (no `unsafe`): the bytes its peer has not
+//! acknowledged, and the receive windows it advertised, which bound what it can hold
+//! unread. [`unconfirmed_bytes`](HepSender::unconfirmed_bytes) turns them into the bytes
+//! at the end of the stream the peer's application may not have read, so that a caller
+//! resending from a log after a break resends that much and no more.
+//!
 //! # Counters
 //!
 //! [`SenderStats`]: sent messages and bytes, dropped by [`DropReason`], connects,
@@ -132,6 +141,7 @@ mod connect;
 mod destination;
 pub mod error;
 pub mod future;
+mod progress;
 mod stats;
 mod tls;
 
@@ -242,6 +252,10 @@ pub struct SenderConfig {
     /// fence, messages it sent after the break but before it saw the failure would go
     /// out on a new connection, ahead of the ones it is about to resend.
     pub fence_on_connection_end: bool,
+    /// Measure, on stream connections, what the destination can have missed: see
+    /// [`HepSender::unconfirmed_bytes`] (ours; default false: a sample costs a system
+    /// call pair every millisecond of writing, worth it only to a caller that resends).
+    pub measure_unconfirmed: bool,
 }
 
 impl Default for SenderConfig {
@@ -263,6 +277,7 @@ impl Default for SenderConfig {
             send_buffer_size: None,
             tls: None,
             fence_on_connection_end: false,
+            measure_unconfirmed: false,
         }
     }
 }
@@ -373,6 +388,25 @@ impl HepSender {
     /// The live counters (shared by all clones).
     pub fn stats(&self) -> &Arc<SenderStats> {
         &self.shared().stats
+    }
+
+    /// Bytes at the end of what the current stream connection (or the last one, once it
+    /// ended) was given that the destination's application may not have read: those its
+    /// kernel has not acknowledged, and an allowance for what its receive buffer may hold
+    /// unread (twice the largest receive window it advertised, less the one it offered
+    /// last), as last measured (Linux; at most every millisecond after a write, and when
+    /// the connection fails). Where nothing could be measured, every byte written on the
+    /// connection. `None` before the first stream connection, for UDP, and without
+    /// [`SenderConfig::measure_unconfirmed`].
+    ///
+    /// A caller that resends from a log after a break (hep-server's spooling relay)
+    /// resends at least this many bytes of its last messages: together with what was
+    /// never written, they are all the destination can have missed (short of its own
+    /// application losing what it had read).
+    pub fn unconfirmed_bytes(&self) -> Option<u64> {
+        lock(&self.shared().last_stream)
+            .as_ref()
+            .map(|p| p.unconfirmed())
     }
 
     /// Whether [`close`](Self::close) was called.

@@ -15,8 +15,14 @@ pub struct SpoolConfig {
     /// Messages appended between `fsync`s at most (default 10,000).
     pub sync_messages: u64,
     /// Bytes of messages already written that are sent again after a failure or a
-    /// restart (default 4 MiB).
+    /// restart, at most: within them, only what the destination can have missed, where
+    /// the connection can be measured (default 4 MiB).
     pub replay_bytes: u64,
+    /// Bytes sent again after a failure beyond what the destination can have held
+    /// unread in its kernel (measured on the connection): what its application may
+    /// have read and not yet handled (default 64 KiB, what hep-server reads at once).
+    /// [`replay_bytes`](Self::replay_bytes) or more: the whole window at every failure.
+    pub replay_margin_bytes: u64,
 }
 
 impl Default for SpoolConfig {
@@ -27,6 +33,7 @@ impl Default for SpoolConfig {
             sync_interval_ms: 100,
             sync_messages: 10_000,
             replay_bytes: 4 << 20,
+            replay_margin_bytes: 64 << 10,
         }
     }
 }

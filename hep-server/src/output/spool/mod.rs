@@ -18,9 +18,14 @@
 //! A directory of append-only segment files (`segment.rs`: a header with a magic and a
 //! version, then records of `length | crc32 | payload`), and a `cursor` file (`cursor.rs`)
 //! with the position to resume from, replaced atomically. On open the segments are
-//! checked record by record: a torn or corrupt tail is cut off (logged, and counted as
-//! `spool_corrupt`); a file with a segment's name that is not a segment, or a cursor that
-//! is not one, is refused with an error naming it.
+//! checked record by record. A record that does not verify starts a damaged span that
+//! ends at the next offset where a whole record verifies (records are framed and CRC'd,
+//! so the search resynchronises), or at the end of the file: a span in the middle is
+//! skipped when reading, a damaged tail is cut off. Each span is logged, and the
+//! messages it held that were not yet sent are counted as `spool_corrupt` (through
+//! their length fields where those are intact, else estimated from its bytes; see
+//! [`SpoolStats::dropped_corrupt`]). A file with a segment's name that is not a segment,
+//! or a cursor that is not one, is refused with an error naming it.
 //!
 //! # Bounds
 //!
@@ -34,15 +39,19 @@
 //!
 //! A write the kernel accepted is not a message the destination received: when the
 //! destination dies, what sits in the socket buffers of both ends is lost, and HEP has no
-//! acknowledgement to tell. So the relay keeps the last
-//! [`SpoolConfig::replay_bytes`] of written messages as a replay window: after a failed
-//! write (or a restart) it resumes sending from the start of that window. Messages sent
-//! again that had been written before are counted as replayed (`hep_relay_replayed_total`):
-//! per failure at most the window plus the messages in flight
-//! (`hep_async_max_postponed_chunks`). After a `kill -9`, the messages sent in the last
-//! sync interval may be sent again without being counted (the cursor saying they were
-//! sent was not yet on disk). Loss: none, as long as what the destination lost in its
-//! buffers fits in the window.
+//! acknowledgement to tell. So the relay keeps a replay window of written messages: those
+//! the destination may not have read, as the sender measures on the connection
+//! ([`HepSender::unconfirmed_bytes`](hep_transport::HepSender::unconfirmed_bytes): the
+//! bytes its kernel has not acknowledged, and an allowance for its receive buffer from
+//! the windows it advertised) plus a margin for its application's read buffer, and at
+//! most the last [`SpoolConfig::replay_bytes`] (all of those where nothing is measured).
+//! After a failed write (or a restart: the window's start is the stored resume position)
+//! it resumes sending from the start of that window. Messages sent again that had been
+//! written before are counted as replayed (`hep_relay_replayed_total`): per failure at
+//! most the window plus the messages in flight (`hep_async_max_postponed_chunks`). After
+//! a `kill -9`, the messages sent in the last sync interval may be sent again without
+//! being counted (the cursor saying they were sent was not yet on disk). Loss: none, as
+//! long as what the destination lost in its buffers fits in the window.
 
 mod config;
 mod cursor;
@@ -143,7 +152,38 @@ struct Segment {
     id: u64,
     /// Bytes written to the file (header and whole records).
     len: u64,
+    /// Valid records.
     records: u64,
+    /// Damaged spans found in it, skipped when reading (in order).
+    damage: Vec<Damage>,
+}
+
+impl Segment {
+    const fn new(id: u64) -> Self {
+        Self {
+            id,
+            len: HEADER_LEN,
+            records: 0,
+            damage: Vec::new(),
+        }
+    }
+
+    /// The mean length of its valid records, headers included.
+    fn mean_record_len(&self) -> u64 {
+        let damaged: u64 = self.damage.iter().map(Damage::bytes).sum();
+        match (self.len - HEADER_LEN).saturating_sub(damaged) / self.records.max(1) {
+            0 => segment::ASSUMED_RECORD_LEN,
+            mean => mean,
+        }
+    }
+
+    /// The end of the damaged span `offset` lies in, if it lies in one.
+    fn skip(&self, offset: u64) -> Option<u64> {
+        self.damage
+            .iter()
+            .find(|d| d.start <= offset && offset < d.end)
+            .map(|d| d.end)
+    }
 }
 
 /// A record read back from the spool.
@@ -231,17 +271,29 @@ impl Spool {
                 std::cmp::Ordering::Greater => 0,
             };
             let scan = segment::scan(&path, from)?;
-            if let Some(damage) = scan.damage {
-                let what = match damage {
-                    Damage::TornTail => "a torn last record (a write cut short)",
-                    Damage::Corrupt => "a corrupt record (CRC mismatch); the rest of the segment",
+            let mean = scan.mean_record_len();
+            for d in &scan.damage {
+                stats.count_damage(d, mean, d.start >= from);
+                let what = if d.tail {
+                    "cutting off a damaged tail (a write cut short, or corrupt records)"
+                } else {
+                    "skipping corrupt records to the next valid one"
                 };
                 tracing::warn!(
                     segment = %path.display(),
-                    valid_bytes = scan.valid_len,
-                    "spool: cutting off {what}"
+                    offset = d.start,
+                    bytes = d.bytes(),
+                    records = d.records(mean),
+                    counted = d.counted.is_some(),
+                    unsent = d.start >= from,
+                    "spool: {what}"
                 );
-                stats.dropped_corrupt.fetch_add(1, Ordering::Relaxed);
+            }
+            if scan.valid_len
+                < fs::metadata(&path)
+                    .map_err(|e| SpoolError::io(&path, e))?
+                    .len()
+            {
                 let f = OpenOptions::new()
                     .write(true)
                     .open(&path)
@@ -255,6 +307,7 @@ impl Spool {
                 id,
                 len: scan.valid_len,
                 records: scan.records,
+                damage: scan.damage.into_iter().filter(|d| !d.tail).collect(),
             });
         }
 
@@ -266,11 +319,7 @@ impl Spool {
             .max(cur.delivered.segment)
             + 1;
         let head = create_segment(dir, head_id)?;
-        segments.push_back(Segment {
-            id: head_id,
-            len: HEADER_LEN,
-            records: 0,
-        });
+        segments.push_back(Segment::new(head_id));
 
         // Positions in segments deleted by a full spool move to the next one.
         let first = Pos::start(segments[0].id);
@@ -428,8 +477,10 @@ impl Spool {
 
     /// The next record from the read position, `None` when every record was read.
     ///
-    /// A corrupt record found here (the disk changed under a sealed segment) is counted
-    /// as `spool_corrupt` and the rest of its segment skipped.
+    /// Damaged spans found when the spool was opened are skipped. A record found damaged
+    /// here (the disk changed under the spool) is skipped to the next valid record,
+    /// counted (`spool_corrupt`, if not yet delivered) and remembered, so that reading it
+    /// again (a replay) does not count it twice.
     ///
     /// # Errors
     /// An IO error reading the segment.
@@ -441,6 +492,10 @@ impl Spool {
             let seg = &self.segments[i];
             if seg.id != self.read.segment {
                 self.read = Pos::start(seg.id);
+                self.reader = None;
+            }
+            if let Some(end) = seg.skip(self.read.offset) {
+                self.read.offset = end;
                 self.reader = None;
             }
             if self.read.offset >= seg.len {
@@ -462,7 +517,9 @@ impl Spool {
                 }
             };
             match segment::read_record(reader).map_err(|e| SpoolError::io(&path, e))? {
-                Record::Valid(payload) => {
+                Record::Valid(payload)
+                    if self.read.offset + RECORD_HEADER_LEN + payload.len() as u64 <= seg.len =>
+                {
                     let start = self.read;
                     self.read.offset += RECORD_HEADER_LEN + payload.len() as u64;
                     return Ok(Some(Entry {
@@ -471,21 +528,37 @@ impl Spool {
                         bytes: Bytes::from(payload),
                     }));
                 }
-                damaged @ (Record::Corrupt | Record::Torn | Record::End) => {
+                found => {
+                    let d = segment::Window::open(&path)
+                        .and_then(|mut w| w.damage_at(self.read.offset, seg.len))
+                        .map_err(|e| SpoolError::io(&path, e))?;
+                    let mean = seg.mean_record_len();
+                    let unsent = self.read >= self.cursor.delivered;
+                    self.stats.count_damage(&d, mean, unsent);
                     tracing::warn!(
                         segment = %path.display(),
-                        offset = self.read.offset,
-                        found = ?damaged,
-                        "spool: damaged record; skipping the rest of the segment"
+                        offset = d.start,
+                        ?found,
+                        bytes = d.bytes(),
+                        records = d.records(mean),
+                        counted = d.counted.is_some(),
+                        unsent,
+                        "spool: damaged record; skipping to the next valid one"
                     );
-                    self.stats.dropped_corrupt.fetch_add(1, Ordering::Relaxed);
-                    if i + 1 == self.segments.len() {
-                        self.flush()?;
-                        self.roll()?;
+                    if unsent {
+                        let lost = d.records(mean);
+                        let _ = self.stats.messages.fetch_update(
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                            |n| Some(n.saturating_sub(lost)),
+                        );
                     }
-                    let seg = &mut self.segments[i];
-                    seg.len = self.read.offset;
+                    self.read.offset = d.end;
                     self.reader = None;
+                    let seg = &mut self.segments[i];
+                    seg.records = seg.records.saturating_sub(d.records(mean));
+                    seg.damage.push(d);
+                    seg.damage.sort_by_key(|d| d.start);
                 }
             }
         }
@@ -533,11 +606,7 @@ impl Spool {
             .map_err(|e| SpoolError::io(&self.dir.join(segment::file_name(id)), e))?;
         self.unsynced = 0;
         self.head = create_segment(&self.dir, id + 1)?;
-        self.segments.push_back(Segment {
-            id: id + 1,
-            len: HEADER_LEN,
-            records: 0,
-        });
+        self.segments.push_back(Segment::new(id + 1));
         self.stats.bytes.fetch_add(HEADER_LEN, Ordering::Relaxed);
         self.keep_bound()
     }

@@ -8,7 +8,8 @@
 //! destination never sees a later message ahead of the resent ones. The futures are
 //! awaited in order; the first failure stops sending, lets the rest of the flight end,
 //! then reads again from the start of the replay window ([`super`], "Delivery
-//! contract").
+//! contract"). The window is trimmed at each message written, and once more at the
+//! break, to what the sender measures the destination can have missed.
 //!
 //! Written messages form a prefix of the spool that only grows (the delivered position):
 //! a message written again whose start lies before it is counted as replayed; so is a
@@ -35,12 +36,63 @@ use crate::relay_mark::RelayEncoder;
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Messages taken from the queue and appended per write.
 const APPEND_BATCH: usize = 1024;
-
 struct InFlight {
     start: Pos,
     end: Pos,
+    /// Bytes in the spool (record header included): what `replay_bytes` bounds.
     len: u64,
+    /// Bytes on the wire.
+    wire: u64,
     fut: Pin<Box<ResponseFuture>>,
+}
+
+/// Written messages that the destination may not have read, oldest first: what is sent
+/// again after a break (and after a restart: its start is the stored resume position).
+#[derive(Default)]
+struct Window {
+    /// (start, spool bytes, wire bytes) of each message.
+    messages: VecDeque<(Pos, u64, u64)>,
+    bytes: u64,
+    wire: u64,
+}
+
+impl Window {
+    fn push(&mut self, start: Pos, len: u64, wire: u64) {
+        self.messages.push_back((start, len, wire));
+        self.bytes += len;
+        self.wire += wire;
+    }
+
+    /// Forgets the oldest messages while the window is over `max_bytes`, and those the
+    /// destination has read: the newest `at_risk` wire bytes are kept (`None`: not
+    /// known, keep up to `max_bytes`).
+    fn trim(&mut self, max_bytes: u64, at_risk: Option<u64>) {
+        while let Some(&(_, len, wire)) = self.messages.front() {
+            let over = self.bytes > max_bytes;
+            let read = at_risk.is_some_and(|r| self.wire - wire >= r);
+            if !(over || read) {
+                break;
+            }
+            self.messages.pop_front();
+            self.bytes -= len;
+            self.wire -= wire;
+        }
+    }
+
+    fn start(&self) -> Option<Pos> {
+        self.messages.front().map(|m| m.0)
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// The wire bytes at the end of what was written that the destination may not have read:
+/// what the sender measured (see [`HepSender::unconfirmed_bytes`]) and `margin`, for
+/// what its application may have read and not yet handled.
+fn at_risk(sender: &HepSender, margin: u64) -> Option<u64> {
+    sender.unconfirmed_bytes().map(|b| b.saturating_add(margin))
 }
 
 enum Event {
@@ -71,14 +123,13 @@ pub(crate) async fn run(
         .saturating_sub(1)
         .max(1);
     let replay_bytes = spool.config().replay_bytes;
+    let margin = spool.config().replay_margin_bytes;
     let close_timeout = sender.config().close_timeout;
     let mut tick = tokio::time::interval(spool.config().sync_interval());
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(max_in_flight);
-    // Written messages inside the replay window: (start, length), oldest first.
-    let mut window: VecDeque<(Pos, u64)> = VecDeque::new();
-    let mut window_bytes = 0u64;
+    let mut window = Window::default();
     let mut failing = false;
     let mut down = false;
     let mut paused_until: Option<Instant> = None;
@@ -96,12 +147,13 @@ pub(crate) async fn run(
                 match spool.next() {
                     Ok(Some(Entry { start, end, bytes })) => {
                         exhausted = false;
-                        let len = bytes.len() as u64 + super::RECORD_HEADER_LEN;
+                        let wire = bytes.len() as u64;
                         let fut = Box::pin(sender.send(bytes));
                         in_flight.push_back(InFlight {
                             start,
                             end,
-                            len,
+                            len: wire + super::RECORD_HEADER_LEN,
+                            wire,
                             fut,
                         });
                     }
@@ -188,15 +240,9 @@ pub(crate) async fn run(
                             tracing::info!(output = %dest, "relay destination back: sending the spool");
                         }
                         spool.delivered(f.end);
-                        window.push_back((f.start, f.len));
-                        window_bytes += f.len;
-                        while window_bytes > replay_bytes {
-                            let Some((_, len)) = window.pop_front() else {
-                                break;
-                            };
-                            window_bytes -= len;
-                        }
-                        spool.set_resume(window.front().map_or(f.end, |w| w.0));
+                        window.push(f.start, f.len, f.wire);
+                        window.trim(replay_bytes, at_risk(&sender, margin));
+                        spool.set_resume(window.start().unwrap_or(f.end));
                     }
                     Err(e) => {
                         if !down {
@@ -213,13 +259,23 @@ pub(crate) async fn run(
                     }
                 }
                 if failing && in_flight.is_empty() {
-                    let from = window.front().map_or_else(|| spool.resume_pos(), |w| w.0);
+                    // The last measure of the broken connection says how much of the
+                    // window its destination can have missed.
+                    let risk = at_risk(&sender, margin);
+                    window.trim(replay_bytes, risk);
+                    tracing::info!(
+                        output = %dest,
+                        messages = window.messages.len(),
+                        bytes = window.wire,
+                        unconfirmed = risk,
+                        "relay: resending what the destination may not have read"
+                    );
+                    let from = window.start().unwrap_or_else(|| spool.resume_pos());
                     spool.rewind(from);
                     // Only now may a new connection open: nothing sent after the break
                     // went out ahead of the resent messages.
                     sender.clear_fence();
                     window.clear();
-                    window_bytes = 0;
                     failing = false;
                     paused_until = Some(Instant::now() + RETRY_PAUSE);
                 }
@@ -260,5 +316,39 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(n: u64) -> Window {
+        let mut w = Window::default();
+        for i in 0..n {
+            w.push(Pos::new(1, 16 + i * 100), 100, 92);
+        }
+        w
+    }
+
+    #[test]
+    fn the_window_keeps_what_the_destination_can_have_missed_within_replay_bytes() {
+        // Unmeasured: the last replay_bytes.
+        let mut w = window(10);
+        w.trim(500, None);
+        assert_eq!((w.messages.len(), w.bytes), (5, 500));
+        assert_eq!(w.start(), Some(Pos::new(1, 516)));
+        // Measured: the fewest newest messages that cover the bytes at risk.
+        let mut w = window(10);
+        w.trim(500, Some(200));
+        assert_eq!((w.messages.len(), w.wire), (3, 276));
+        // Never more than replay_bytes, whatever the measure says.
+        let mut w = window(10);
+        w.trim(500, Some(1 << 20));
+        assert_eq!(w.messages.len(), 5);
+        // Everything read: nothing to send again.
+        let mut w = window(10);
+        w.trim(500, Some(0));
+        assert_eq!(w.start(), None);
     }
 }

@@ -9,6 +9,8 @@ pub struct SpoolStats {
     pub(super) messages: AtomicU64,
     pub(super) dropped_full: AtomicU64,
     pub(super) dropped_corrupt: AtomicU64,
+    pub(super) corrupt_estimated: AtomicU64,
+    pub(super) corrupt_bytes: AtomicU64,
     pub(super) replayed: AtomicU64,
     pub(super) write_failed: AtomicU64,
 }
@@ -29,9 +31,38 @@ impl SpoolStats {
         self.dropped_full.load(Ordering::Relaxed)
     }
 
-    /// Torn or corrupt records cut off or skipped (one per damage found).
+    /// Messages lost to damaged records (torn or corrupt), not yet sent when the damage
+    /// was found: each damaged span is skipped to the next valid record, and the records
+    /// it held are counted by following their length fields, or, where a length was
+    /// damaged too, estimated from the span's bytes and the segment's mean record length
+    /// ([`corrupt_estimated`](Self::corrupt_estimated) of them).
     pub fn dropped_corrupt(&self) -> u64 {
         self.dropped_corrupt.load(Ordering::Relaxed)
+    }
+
+    /// Of [`dropped_corrupt`](Self::dropped_corrupt), those estimated from bytes rather
+    /// than counted.
+    pub fn corrupt_estimated(&self) -> u64 {
+        self.corrupt_estimated.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of damaged spans skipped or cut off (not yet sent when found).
+    pub fn corrupt_bytes(&self) -> u64 {
+        self.corrupt_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts a damaged span found, as lost if it was `unsent`; `mean` is the segment's
+    /// mean record length for an estimate.
+    pub(super) fn count_damage(&self, d: &super::Damage, mean: u64, unsent: bool) {
+        if !unsent {
+            return;
+        }
+        let records = d.records(mean);
+        self.dropped_corrupt.fetch_add(records, Ordering::Relaxed);
+        if d.counted.is_none() {
+            self.corrupt_estimated.fetch_add(records, Ordering::Relaxed);
+        }
+        self.corrupt_bytes.fetch_add(d.bytes(), Ordering::Relaxed);
     }
 
     /// Messages sent again although they had been written before (possible duplicates).

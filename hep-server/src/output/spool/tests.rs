@@ -161,7 +161,7 @@ fn a_torn_tail_is_cut_off_and_counted_and_the_rest_survives() {
 }
 
 #[test]
-fn a_corrupt_record_ends_its_segment_and_is_counted() {
+fn a_corrupt_record_is_skipped_and_counted_and_the_records_after_it_survive() {
     let dir = TempDir::new("crc");
     {
         let mut s = open(dir.path(), small());
@@ -177,7 +177,7 @@ fn a_corrupt_record_ends_its_segment_and_is_counted() {
     fs::write(&seg, bytes).unwrap();
     let mut s = open(dir.path(), small());
     assert_eq!(s.stats().dropped_corrupt(), 1);
-    assert_eq!(drain(&mut s), vec![message(0)]);
+    assert_eq!(drain(&mut s), vec![message(0), message(2)]);
 }
 
 #[test]
@@ -263,4 +263,150 @@ fn a_new_spool_is_readable_by_its_owner_only() {
     assert_eq!(mode(&spool_dir), 0o700);
     assert_eq!(mode(&segment_files(&spool_dir)[0]), 0o600);
     assert_eq!(mode(&spool_dir.join(cursor::FILE)), 0o600);
+}
+
+/// A spool of `n` messages in one segment (closed by a reopen), and that segment's path.
+fn one_segment(dir: &Path, n: u32) -> PathBuf {
+    {
+        let mut s = open(dir, SpoolConfig::default());
+        for i in 0..n {
+            s.append(&message(i)).unwrap();
+        }
+        s.sync().unwrap();
+    }
+    let segs = segment_files(dir);
+    assert_eq!(segs.len(), 1, "one segment");
+    segs[0].clone()
+}
+
+/// Where record `i` of a segment of `message`s starts.
+fn record_start(i: u32) -> usize {
+    HEADER_LEN as usize + i as usize * (RECORD_HEADER_LEN as usize + message(0).len())
+}
+
+#[test]
+fn two_corrupt_bytes_in_the_middle_lose_one_message_and_the_rest_is_read() {
+    let dir = TempDir::new("resync-payload");
+    let n = 1_000;
+    let seg = one_segment(dir.path(), n);
+    let mut bytes = fs::read(&seg).unwrap();
+    // Two bytes of the payload of message 500.
+    let at = record_start(500) + RECORD_HEADER_LEN as usize + 40;
+    bytes[at] ^= 0xff;
+    bytes[at + 1] ^= 0x5a;
+    fs::write(&seg, bytes).unwrap();
+
+    let mut s = open(dir.path(), SpoolConfig::default());
+    assert_eq!(
+        s.stats().messages(),
+        u64::from(n - 1),
+        "the backlog after it"
+    );
+    let got = drain(&mut s);
+    let want: Vec<_> = (0..n).filter(|&i| i != 500).map(message).collect();
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got, want);
+    assert_eq!(s.stats().dropped_corrupt(), 1, "one message lost");
+    assert_eq!(s.stats().corrupt_estimated(), 0, "counted, not estimated");
+    assert_eq!(
+        s.stats().corrupt_bytes(),
+        RECORD_HEADER_LEN + message(500).len() as u64
+    );
+    // The damage is counted once, not again when the segment is read a second time
+    // (a replay), nor by the next run once the messages around it were delivered.
+    s.rewind(Pos::default());
+    assert_eq!(drain(&mut s), want);
+    assert_eq!(s.stats().dropped_corrupt(), 1);
+    s.sync().unwrap();
+    drop(s);
+    let s = open(dir.path(), SpoolConfig::default());
+    assert_eq!(s.stats().messages(), 0);
+    assert_eq!(s.stats().dropped_corrupt(), 0, "nothing left to lose");
+}
+
+#[test]
+fn a_corrupt_length_field_is_skipped_to_the_next_record_and_the_loss_estimated() {
+    let dir = TempDir::new("resync-length");
+    let n = 300;
+    let seg = one_segment(dir.path(), n);
+    let mut bytes = fs::read(&seg).unwrap();
+    // The length of message 100 now points far beyond its record.
+    let at = record_start(100);
+    bytes[at + 1] ^= 0x03;
+    bytes[at + 2] ^= 0x01;
+    fs::write(&seg, bytes).unwrap();
+
+    let mut s = open(dir.path(), SpoolConfig::default());
+    let got = drain(&mut s);
+    let want: Vec<_> = (0..n).filter(|&i| i != 100).map(message).collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        s.stats().dropped_corrupt(),
+        1,
+        "one record's worth of bytes"
+    );
+    assert_eq!(s.stats().corrupt_estimated(), 1, "its length was lost");
+    assert_eq!(
+        s.stats().corrupt_bytes(),
+        RECORD_HEADER_LEN + message(100).len() as u64
+    );
+}
+
+#[test]
+fn damage_spanning_several_records_counts_each_of_them() {
+    let dir = TempDir::new("resync-span");
+    let n = 300;
+    let seg = one_segment(dir.path(), n);
+    let mut bytes = fs::read(&seg).unwrap();
+    // The payloads of messages 10, 11 and 12 damaged, their lengths intact.
+    for i in 10..13 {
+        let at = record_start(i) + RECORD_HEADER_LEN as usize + 3;
+        bytes[at] ^= 1;
+    }
+    fs::write(&seg, bytes).unwrap();
+
+    let mut s = open(dir.path(), SpoolConfig::default());
+    assert_eq!(drain(&mut s).len(), n as usize - 3);
+    assert_eq!(s.stats().dropped_corrupt(), 3);
+    assert_eq!(s.stats().corrupt_estimated(), 0);
+}
+
+#[test]
+fn damage_found_while_reading_is_skipped_to_the_next_record_and_counted() {
+    let dir = TempDir::new("resync-read");
+    let n = 200;
+    let mut s = open(dir.path(), SpoolConfig::default());
+    for i in 0..n {
+        s.append(&message(i)).unwrap();
+    }
+    s.flush().unwrap();
+    // The disk changes under the open spool (the head segment).
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let mut bytes = fs::read(&seg).unwrap();
+    bytes[record_start(150) + 20] ^= 0x10;
+    fs::write(&seg, bytes).unwrap();
+    let got = drain(&mut s);
+    let want: Vec<_> = (0..n).filter(|&i| i != 150).map(message).collect();
+    assert_eq!(got, want);
+    assert_eq!(s.stats().dropped_corrupt(), 1);
+    // Appending goes on after the damage.
+    s.append(&message(n)).unwrap();
+    s.flush().unwrap();
+    assert_eq!(drain(&mut s), vec![message(n)]);
+}
+
+#[test]
+fn a_tail_of_zeros_is_not_a_run_of_empty_messages() {
+    // What a power cut can leave: the file grew, its last blocks never written.
+    let dir = TempDir::new("zeros");
+    let seg = one_segment(dir.path(), 10);
+    let len = fs::metadata(&seg).unwrap().len();
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len + 4096).unwrap();
+    drop(f);
+    let mut s = open(dir.path(), SpoolConfig::default());
+    assert_eq!(drain(&mut s), (0..10).map(message).collect::<Vec<_>>());
+    assert_eq!(s.stats().corrupt_bytes(), 4096);
+    assert!(s.stats().dropped_corrupt() >= 1, "counted as lost");
+    assert_eq!(fs::metadata(&seg).unwrap().len(), len, "cut off");
 }
