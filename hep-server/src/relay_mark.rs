@@ -51,7 +51,8 @@ pub const MARK_TYPE: u16 = 0x524d;
 /// Length of the mark's value: instance id (8) and hop count (1).
 const MARK_DATA_LEN: usize = 9;
 /// The mark's length on the wire, header included.
-const MARK_LEN: usize = 6 + MARK_DATA_LEN;
+/// Bytes the mark adds to a relayed HEPv3 message (a chunk header and its data).
+pub const MARK_LEN: usize = 6 + MARK_DATA_LEN;
 /// A message that arrives having been relayed this many times is dropped
 /// (`reason="hop_limit"`).
 pub const MAX_HOPS: u8 = 8;

@@ -368,7 +368,7 @@ fn a_break_resends_what_the_destination_can_have_missed_not_the_whole_window() {
     let seqs = seqs.lock().unwrap();
     let duplicates = check_in_order(&seqs, n);
     let per_resend = duplicates_per_resend(&seqs);
-    let window = (4u64 << 20) / (8 + message(0).len() as u64);
+    let window = (4u64 << 20) / record_len(0) as u64;
     eprintln!(
         "breaks: {n} messages, 2 breaks, receive buffer {rcvbuf:?}: {duplicates} duplicates \
          ({per_resend:?} per resend; the replay window holds {window}), {} counted as \
@@ -488,14 +488,19 @@ fn kill_9_in_the_middle_of_relaying_leaves_a_spool_that_resumes_in_order() {
     assert_eq!(c.spooled, Some(0), "{c:?}");
 }
 
-/// Where the `n` records of `message(0..n)` start in a segment (its header is 16 bytes,
-/// each record 8 more than its message).
+/// Bytes a record of `message(i)` takes in a segment: 8 of framing, the message, and the
+/// relay's mark (the spool keeps what the relay sends).
+fn record_len(i: u32) -> usize {
+    8 + message(i).len() + hep_server::relay_mark::MARK_LEN
+}
+
+/// Where the `n` records of `message(0..n)` start in a segment (its header is 16 bytes).
 fn record_offsets(n: u32) -> Vec<usize> {
     let mut at = 16;
     (0..n)
         .map(|i| {
             let start = at;
-            at += 8 + message(i).len();
+            at += record_len(i);
             start
         })
         .collect()
@@ -525,7 +530,7 @@ fn two_corrupt_bytes_in_a_spool_segment_lose_one_message_not_the_rest() {
     let offsets = record_offsets(n);
     assert_eq!(
         bytes.len(),
-        offsets[n as usize - 1] + 8 + message(n - 1).len()
+        offsets[n as usize - 1] + record_len(n - 1)
     );
     let at = offsets[500] + 8 + 60;
     bytes[at] ^= 0xa5;
@@ -558,7 +563,7 @@ fn two_corrupt_bytes_in_a_spool_segment_lose_one_message_not_the_rest() {
     );
     assert_eq!(
         m.get("hep_spool_corrupt_bytes_total", &[]),
-        8 + message(500).len() as u64
+        record_len(500) as u64
     );
     assert_eq!(
         (c.delivered, c.dropped, c.spooled),
