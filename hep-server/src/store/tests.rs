@@ -846,7 +846,9 @@ fn a_partitions_capture_times_are_read_from_the_ends_of_its_table_not_a_scan() {
         "{plan:?}"
     );
     assert_eq!(
-        plan.iter().filter(|step| *step == "SEARCH messages").count(),
+        plan.iter()
+            .filter(|step| *step == "SEARCH messages")
+            .count(),
         2,
         "{plan:?}"
     );
