@@ -41,7 +41,9 @@ pub(crate) async fn relay(
 async fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
     let listen = args.next().unwrap_or_else(|| "hep_udp:0.0.0.0:9060".into());
-    let dest = args.next().unwrap_or_else(|| "hep_tcp:127.0.0.1:9061".into());
+    let dest = args
+        .next()
+        .unwrap_or_else(|| "hep_tcp:127.0.0.1:9061".into());
     let listener = Listener::bind(listen.parse()?, ListenerConfig::default()).await?;
     let sender = HepSender::new(dest.parse::<HepDestination>()?, SenderConfig::default())?;
     println!("relaying {} -> {}", listener.spec(), sender.destination());

@@ -61,7 +61,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let stats = sender.stats().snapshot();
     println!(
         "{} of {count} sent ({} bytes), {} connects ({} reconnects), {} connect errors",
-        stats.sent_messages, stats.sent_bytes, stats.connects, stats.reconnects, stats.connect_errors
+        stats.sent_messages,
+        stats.sent_bytes,
+        stats.connects,
+        stats.reconnects,
+        stats.connect_errors
     );
     for (reason, n) in stats.dropped_by_reason().filter(|&(_, n)| n > 0) {
         println!("dropped {n}: {reason}");

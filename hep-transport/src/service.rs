@@ -2,9 +2,9 @@
 
 use tower::Service;
 
-use crate::{BoxError, Received};
 #[cfg(doc)]
 use crate::Listener;
+use crate::{BoxError, Received};
 
 /// A `tower::Service` a listener can run: it takes each [`Received`] message, answers
 /// `()`, fails with anything that converts into a [`BoxError`], and can be cloned and

@@ -474,9 +474,7 @@ impl fmt::Debug for ListenerStatsSnapshot {
 impl ListenerStatsSnapshot {
     /// The numbers, under `name`: what both `Debug`s show.
     fn fmt_as(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let received = Labelled(
-            ["v1", "v2", "v3"].into_iter().zip(self.received).collect(),
-        );
+        let received = Labelled(["v1", "v2", "v3"].into_iter().zip(self.received).collect());
         let nonzero = |it: &mut dyn Iterator<Item = (&'static str, u64)>| {
             Labelled(it.filter(|&(_, n)| n > 0).collect())
         };

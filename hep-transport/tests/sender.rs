@@ -1072,7 +1072,12 @@ async fn destination_that_never_answers_connect_is_bounded() {
     let sender = HepSender::new(dest("192.0.2.1:9060; transport=tcp"), cfg).unwrap();
     let _ = sender.enqueue(hep3(0, 100));
     let deadline = Instant::now() + Duration::from_secs(2);
-    while sender.stats().snapshot().dropped(SenderDropReason::ConnectFailed) == 0 {
+    while sender
+        .stats()
+        .snapshot()
+        .dropped(SenderDropReason::ConnectFailed)
+        == 0
+    {
         assert!(Instant::now() < deadline, "connect not bounded");
         sleep(Duration::from_millis(10)).await;
     }

@@ -224,7 +224,9 @@ where
     }
 
     fn overload(&self) {
-        self.shared.stats.record_dropped(ListenerDropReason::Overload, 1);
+        self.shared
+            .stats
+            .record_dropped(ListenerDropReason::Overload, 1);
         if let Some(suppressed) = self.shared.warn_service.check() {
             tracing::warn!(
                 listener = %self.shared.spec,

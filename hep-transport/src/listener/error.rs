@@ -2,10 +2,10 @@
 
 use std::io;
 
-use super::tls_config::TlsConfigError;
-use crate::{BoxError, ListenSpec};
 #[cfg(doc)]
 use super::config::ListenerConfig;
+use super::tls_config::TlsConfigError;
+use crate::{BoxError, ListenSpec};
 
 /// Why a listener could not be set up or stopped by itself.
 ///

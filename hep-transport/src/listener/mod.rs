@@ -90,10 +90,10 @@ pub use error::ListenError;
 pub use tls_config::{ClientCheck, FileRole, TlsConfig, TlsConfigError};
 pub use warn::RateLimitedWarn;
 
-use shared::Shared;
 use crate::{HepService, ListenSpec, ListenerStats, SourceAllowlist, Transport};
 #[cfg(doc)]
 use crate::{ListenOn, RecvInfo};
+use shared::Shared;
 
 // Layout, bottom to top (each module uses only those before it):
 // - `config`, `tls_config`: plain settings; `error`: `ListenError`; `warn`: log budgets.
@@ -303,9 +303,7 @@ where
     match bound {
         Bound::Udp(socks) => udp::run(socks, shared, service, stop, hard_stop).await,
         Bound::Tcp(l) => tcp::run(l, tcp::Plain, shared, service, stop, hard_stop).await,
-        Bound::Tls(l, handshake) => {
-            tcp::run(l, handshake, shared, service, stop, hard_stop).await
-        }
+        Bound::Tls(l, handshake) => tcp::run(l, handshake, shared, service, stop, hard_stop).await,
     }
 }
 

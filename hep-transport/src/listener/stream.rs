@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use hep_proto::{DecodeError, HEP3_HEADER_LEN, HepCodecError, HepFrameCodec, HepMessage, HepVersion};
+use hep_proto::{
+    DecodeError, HEP3_HEADER_LEN, HepCodecError, HepFrameCodec, HepMessage, HepVersion,
+};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -24,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 use super::config::TcpConfig;
 use super::dispatch::Dispatcher;
 use super::shared::Shared;
-use crate::{BoxError, ClientIdentity, HepService, ListenerDropReason, Received, RecvInfo, RejectReason};
+use crate::{
+    BoxError, ClientIdentity, HepService, ListenerDropReason, Received, RecvInfo, RejectReason,
+};
 
 /// A read with less room than this left in the buffer makes room first.
 const MIN_READ: usize = 4 * 1024;
@@ -108,9 +112,10 @@ pub(super) async fn serve_stream<IO, S>(
     };
     conn.dispatcher.flush_counts();
     let Some(end) = end else {
-        shared
-            .stats
-            .record_dropped(ListenerDropReason::Shutdown, conn.dispatcher.pending() as u64);
+        shared.stats.record_dropped(
+            ListenerDropReason::Shutdown,
+            conn.dispatcher.pending() as u64,
+        );
         if !conn.buf.is_empty() {
             shared.stats.record_rejected(RejectReason::Truncated);
         }
@@ -272,7 +277,9 @@ where
                         let ready = std::future::poll_fn(|cx| self.dispatcher.poll_ready(cx)).await;
                         if let Err(e) = ready {
                             if self.decode(&frame).is_some() {
-                                shared.stats.record_dropped(ListenerDropReason::ServiceError, 1);
+                                shared
+                                    .stats
+                                    .record_dropped(ListenerDropReason::ServiceError, 1);
                             }
                             return End::ServiceFailed(e);
                         }

@@ -383,7 +383,8 @@ impl Shared {
             return 0;
         };
         let mut st = conn.lock();
-        if st.queue.is_ended() || st.queue.room(self.config.hep_async_max_postponed_chunks) < msgs.len()
+        if st.queue.is_ended()
+            || st.queue.room(self.config.hep_async_max_postponed_chunks) < msgs.len()
         {
             return 0;
         }
@@ -1089,7 +1090,13 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         self.conn.end(&self.shared, End::closed());
-        let end = self.conn.lock().queue.ended().cloned().unwrap_or_else(End::closed);
+        let end = self
+            .conn
+            .lock()
+            .queue
+            .ended()
+            .cloned()
+            .unwrap_or_else(End::closed);
         let held = std::mem::take(&mut self.held);
         queue::drop_all(held, &end, &self.shared.stats, &self.shared.label);
         self.conn.lock().queue.release_batch();

@@ -33,7 +33,11 @@ pub struct SendError {
 // ===== impl SendError =====
 
 impl SendError {
-    pub(crate) fn new(reason: SenderDropReason, destination: Arc<str>, source: Option<Source>) -> Self {
+    pub(crate) fn new(
+        reason: SenderDropReason,
+        destination: Arc<str>,
+        source: Option<Source>,
+    ) -> Self {
         Self {
             reason,
             destination,
@@ -85,7 +89,9 @@ impl fmt::Debug for SendError {
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.reason {
-            SenderDropReason::QueueOverflow => "the send queue (hep_async_max_postponed_chunks) is full",
+            SenderDropReason::QueueOverflow => {
+                "the send queue (hep_async_max_postponed_chunks) is full"
+            }
             SenderDropReason::ConnectFailed => "could not connect",
             SenderDropReason::WriteTimeout => "a write blocked too long; the connection was closed",
             SenderDropReason::Cooldown => {
@@ -93,7 +99,9 @@ impl fmt::Display for SendError {
             }
             SenderDropReason::Io => "socket error",
             SenderDropReason::Closed => "the connection or the sender was closed",
-            SenderDropReason::Encode => "the message cannot be encoded at the destination's version",
+            SenderDropReason::Encode => {
+                "the message cannot be encoded at the destination's version"
+            }
         };
         write!(
             f,

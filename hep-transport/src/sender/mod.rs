@@ -176,9 +176,9 @@ use crate::Transport;
 use crate::sync::{get_mut, lock};
 use conn::{Shared, Submitted};
 use connect::Connector;
-use queue::End;
 use error::{BuildError, SendError};
 use future::ResponseFuture;
+use queue::End;
 
 /// Settings of a [`HepSender`]. OpenSIPS's parameters keep their names and defaults; the
 /// others are ours, documented with their reason.
@@ -454,9 +454,9 @@ impl HepSender {
         let shared = self.shared();
         match message.encode(shared.dest.version()) {
             Ok(bytes) => self.send(bytes),
-            Err(e) => {
-                ResponseFuture::done(Err(shared.drop_one(SenderDropReason::Encode, Some(Arc::new(e)))))
-            }
+            Err(e) => ResponseFuture::done(Err(
+                shared.drop_one(SenderDropReason::Encode, Some(Arc::new(e)))
+            )),
         }
     }
 

@@ -459,7 +459,10 @@ mod tests {
     /// Sends what the writer takes in one batch, as the writer does.
     fn write_one_batch(q: &mut ConnQueue, stats: &SenderStats) -> usize {
         let mut batch = VecDeque::new();
-        assert_eq!(q.take_batch(&mut batch, MAX_BATCH_MESSAGES, MAX_BATCH_BYTES), Next::Write);
+        assert_eq!(
+            q.take_batch(&mut batch, MAX_BATCH_MESSAGES, MAX_BATCH_BYTES),
+            Next::Write
+        );
         let n = batch.len();
         q.sent_from_batch(n, 0);
         complete_sent(batch, stats);
@@ -486,7 +489,10 @@ mod tests {
         let room = queued(Phase::Established, LIMIT - 1, &stats);
         assert_eq!(room.admit(LIMIT, false, not_asked), Ok(()));
         let connecting = queued(Phase::Connecting, LIMIT, &stats);
-        assert_eq!(connecting.admit(LIMIT, false, not_asked), Err(Overflow::Connecting));
+        assert_eq!(
+            connecting.admit(LIMIT, false, not_asked),
+            Err(Overflow::Connecting)
+        );
         let full = queued(Phase::Established, LIMIT, &stats);
         assert_eq!(full.admit(LIMIT, true, not_asked), Ok(()));
     }
@@ -505,7 +511,11 @@ mod tests {
         let stats = SenderStats::new();
         for phase in [Phase::Waiting, Phase::Connecting] {
             let q = queued(phase, LIMIT, &stats);
-            assert_eq!(q.admit(LIMIT, false, || true), Err(Overflow::Connecting), "{phase:?}");
+            assert_eq!(
+                q.admit(LIMIT, false, || true),
+                Err(Overflow::Connecting),
+                "{phase:?}"
+            );
         }
     }
 
@@ -520,14 +530,24 @@ mod tests {
     fn a_full_queue_of_a_stalled_connection_breaks_it_and_loses_the_queue() {
         let stats = SenderStats::new();
         let mut q = queued(Phase::Established, 2, &stats);
-        assert_eq!(write_one_batch(&mut q, &stats), 2, "written on the connection");
+        assert_eq!(
+            write_one_batch(&mut q, &stats),
+            2,
+            "written on the connection"
+        );
         for i in 0..LIMIT {
             q.push(Entry::new(msg(i as u8)), &stats);
         }
         assert_eq!(q.admit(LIMIT, false, || true), Err(Overflow::Break));
 
-        let ended = q.end(End::new(SenderDropReason::QueueOverflow, None)).unwrap();
-        assert_eq!(ended.unconfirmed, Some(2), "what was written may not have been read");
+        let ended = q
+            .end(End::new(SenderDropReason::QueueOverflow, None))
+            .unwrap();
+        assert_eq!(
+            ended.unconfirmed,
+            Some(2),
+            "what was written may not have been read"
+        );
         ended.settle(&stats, &dest());
         // The overflowing message is dropped by the caller, as `submit` does.
         stats.dropped(SenderDropReason::QueueOverflow, 1);
@@ -568,7 +588,11 @@ mod tests {
         ended.settle(&stats, &dest());
         let s = stats.snapshot();
         assert_eq!((s.broken_connections, s.unconfirmed_messages), (0, 0));
-        assert_eq!(s.dropped(SenderDropReason::Closed), 1, "what was left unsent");
+        assert_eq!(
+            s.dropped(SenderDropReason::Closed),
+            1,
+            "what was left unsent"
+        );
     }
 
     #[test]
@@ -587,7 +611,10 @@ mod tests {
         let stats = SenderStats::new();
         let mut q = queued(Phase::Connecting, 2, &stats);
         let ended = q
-            .end(End::io(SenderDropReason::ConnectFailed, io::Error::other("refused")))
+            .end(End::io(
+                SenderDropReason::ConnectFailed,
+                io::Error::other("refused"),
+            ))
             .unwrap();
         assert_eq!(ended.unconfirmed, None);
         ended.settle(&stats, &dest());
@@ -601,7 +628,9 @@ mod tests {
         let stats = SenderStats::new();
         let mut q = queued(Phase::Established, 0, &stats);
         q.sent_directly(5);
-        let ended = q.end(End::new(SenderDropReason::WriteTimeout, None)).unwrap();
+        let ended = q
+            .end(End::new(SenderDropReason::WriteTimeout, None))
+            .unwrap();
         assert_eq!(ended.unconfirmed, Some(5));
     }
 
@@ -627,7 +656,11 @@ mod tests {
         assert_eq!(q.take_batch(&mut batch, 2, 1000), Next::Idle);
         q.extend(&[msg(1), msg(2), msg(3), msg(4), msg(5)], &stats);
         assert_eq!(q.take_batch(&mut batch, 2, 1000), Next::Write);
-        assert_eq!((batch.len(), q.pending()), (2, 5), "held ones are still pending");
+        assert_eq!(
+            (batch.len(), q.pending()),
+            (2, 5),
+            "held ones are still pending"
+        );
         q.sent_from_batch(1, 1);
         complete_sent(batch.drain(..1), &stats);
         assert_eq!(q.pending(), 4);
@@ -646,9 +679,17 @@ mod tests {
         let t0 = Instant::now();
         q.begin_close(t0 + Duration::from_secs(1));
         q.begin_close(t0 + Duration::from_secs(9));
-        assert_eq!(q.close_deadline(), Some(t0 + Duration::from_secs(1)), "the first stays");
+        assert_eq!(
+            q.close_deadline(),
+            Some(t0 + Duration::from_secs(1)),
+            "the first stays"
+        );
         let mut batch = VecDeque::new();
-        assert_eq!(q.take_batch(&mut batch, 8, 1000), Next::Write, "flush first");
+        assert_eq!(
+            q.take_batch(&mut batch, 8, 1000),
+            Next::Write,
+            "flush first"
+        );
         q.sent_from_batch(1, 0);
         complete_sent(batch.drain(..), &stats);
         assert_eq!(q.take_batch(&mut batch, 8, 1000), Next::Shutdown);
@@ -678,7 +719,13 @@ mod tests {
         let timeout = Duration::from_millis(1000);
         assert!(!stalled(5_999, 5_000, timeout));
         assert!(stalled(6_000, 5_000, timeout));
-        assert!(!stalled(4_000, 5_000, timeout), "progress after now is no stall");
-        assert!(stalled(0, 0, Duration::ZERO), "zero: every overflow breaks (OpenSIPS)");
+        assert!(
+            !stalled(4_000, 5_000, timeout),
+            "progress after now is no stall"
+        );
+        assert!(
+            stalled(0, 0, Duration::ZERO),
+            "zero: every overflow breaks (OpenSIPS)"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hep_testkit::vectors;
 use hep_transport::layer::overload::OverloadDropLayer;
-use hep_transport::{ListenerDropReason, Listener, ListenerConfig, Received};
+use hep_transport::{Listener, ListenerConfig, ListenerDropReason, Received};
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;

@@ -23,8 +23,8 @@ async fn the_relay_example_forwards_every_message_unchanged_and_in_order() {
     .await
     .unwrap();
     let relay_addr = listener.local_addr();
-    let sender = HepSender::new(HepDestination::tcp(collector.addr), SenderConfig::default())
-        .unwrap();
+    let sender =
+        HepSender::new(HepDestination::tcp(collector.addr), SenderConfig::default()).unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let relay = tokio::spawn(example::relay(listener, sender.clone(), async {
         let _ = stopped.await;
@@ -37,7 +37,11 @@ async fn the_relay_example_forwards_every_message_unchanged_and_in_order() {
     }
     let got = recv_n(&mut rx, frames.len()).await;
     for (i, (msg, frame)) in got.iter().zip(&frames).enumerate() {
-        assert_eq!(&msg.wire[..], &frame[..], "message {i} arrives as it was sent");
+        assert_eq!(
+            &msg.wire[..],
+            &frame[..],
+            "message {i} arrives as it was sent"
+        );
     }
 
     let _ = stop.send(());

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hep_transport::{ListenerDropReason, ListenerConfig, Received};
+use hep_transport::{ListenerConfig, ListenerDropReason, Received};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

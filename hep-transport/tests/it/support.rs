@@ -28,7 +28,11 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    pub(crate) async fn start<S: HepService>(spec: &str, config: ListenerConfig, service: S) -> Self {
+    pub(crate) async fn start<S: HepService>(
+        spec: &str,
+        config: ListenerConfig,
+        service: S,
+    ) -> Self {
         let listener = Listener::bind(spec.parse().unwrap(), config).await.unwrap();
         Self::from_listener(listener, service)
     }
