@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use hep_callbacks::CallbackStats;
 use hep_proto::HepVersion;
-use hep_transport::sender::{DropReason as SenderDropReason, SenderStats, SenderStatsSnapshot};
-use hep_transport::{DropReason, ListenSpec, ListenerStats, RecvInfo, RejectReason};
+use hep_transport::sender::{SenderDropReason, SenderStats, SenderStatsSnapshot};
+use hep_transport::{ListenSpec, ListenerDropReason, ListenerStats, RecvInfo, RejectReason};
 
 use crate::drops::{DropKind, DropWatch};
 use crate::metrics::{Collect, Kind, Samples};
@@ -588,7 +588,7 @@ impl Summary {
     pub fn overload(&self) -> u64 {
         self.listeners
             .iter()
-            .map(|l| l.stats.dropped(DropReason::Overload))
+            .map(|l| l.stats.dropped(ListenerDropReason::Overload))
             .sum()
     }
 }
