@@ -74,6 +74,8 @@
 //! hep-proto = { version = "0.1", default-features = false }
 //! ```
 #![doc(test(attr(deny(warnings))))]
+// The docs above link to the codecs, which are not there without their feature.
+#![cfg_attr(not(feature = "codec"), allow(rustdoc::broken_intra_doc_links))]
 #![warn(clippy::unwrap_used)]
 #![warn(clippy::exhaustive_enums)]
 
