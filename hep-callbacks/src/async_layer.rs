@@ -3,10 +3,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
-use hep_transport::{BoxError, Received};
-use tower::{Layer, Service, ServiceExt};
+use hep_proto::Received;
+use tower::{BoxError, Layer, Service};
 
 use crate::callback::{CallbackStats, Verdict};
 
@@ -15,7 +15,7 @@ use crate::callback::{CallbackStats, Verdict};
 ///
 /// ```
 /// use hep_callbacks::{AsyncCallbackLayer, Verdict};
-/// use hep_transport::Received;
+/// use hep_proto::Received;
 /// use tower::{ServiceBuilder, service_fn};
 ///
 /// // e.g. a lookup in an external system before deciding.
@@ -62,11 +62,32 @@ impl<C: Clone, S> Layer<S> for AsyncCallbackLayer<C> {
 }
 
 /// The service [`AsyncCallbackLayer`] builds. Errors of either service are boxed.
+///
+/// Ready when both the callback and the inner service are: the inner service's
+/// backpressure (a full output queue, a concurrency limit) holds the listener back before
+/// the callback runs, as it would without the callback.
 #[derive(Clone)]
 pub struct AsyncCallback<C, S> {
     callback: C,
     stats: Arc<CallbackStats>,
     inner: S,
+}
+
+impl<C, S> AsyncCallback<C, S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<C, S> Service<Received> for AsyncCallback<C, S>
@@ -83,22 +104,33 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // The message will reach the inner service after the callback has answered; the
+        // inner service's readiness is reserved now, so that its backpressure is ours.
+        // (A stopped message drops the reservation with the instance that held it.)
+        ready!(self.inner.poll_ready(cx)).map_err(Into::<BoxError>::into)?;
         self.callback.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Received) -> Self::Future {
-        // The callback was made ready in poll_ready; take that instance, leave a fresh clone.
-        let clone = self.callback.clone();
-        let mut callback = std::mem::replace(&mut self.callback, clone);
-        let inner = self.inner.clone();
+        // Both services were made ready in poll_ready: the future takes those instances,
+        // and leaves clones here, to be made ready before the next call (tower's note on
+        // cloning a ready service: a clone is not ready).
+        let mut callback = take_ready(&mut self.callback);
+        let mut inner = take_ready(&mut self.inner);
         let stats = Arc::clone(&self.stats);
         Box::pin(async move {
             let (req, verdict) = callback.call(req).await.map_err(Into::into)?;
             if stats.record(verdict, &req.info) {
-                inner.oneshot(req).await.map_err(Into::into)
+                inner.call(req).await.map_err(Into::into)
             } else {
                 Ok(())
             }
         })
     }
+}
+
+/// The ready service in `slot`, replaced by a clone of it.
+fn take_ready<T: Clone>(slot: &mut T) -> T {
+    let clone = slot.clone();
+    std::mem::replace(slot, clone)
 }

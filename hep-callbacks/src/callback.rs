@@ -1,9 +1,9 @@
 //! The callback trait, its verdict and its counters.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use hep_transport::{Received, RecvInfo};
+use hep_proto::{Received, RecvInfo};
 
 /// What a callback decided about a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,21 @@ pub enum Verdict {
 ///
 /// Closures `Fn(&mut Received) -> Verdict` are callbacks. Change the message through
 /// [`Received::message_mut`] so that outputs know to re-encode it.
+///
+/// An `Arc<C>` of a callback is a callback too, so one instance (and its state: a
+/// dedup's window, a rate limit's buckets) can serve several chains, e.g. the chain
+/// before a configuration reload and the one after it:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use hep_callbacks::{CallbackChainLayer, Dedup};
+///
+/// let dedup = Arc::new(Dedup::new(Duration::from_millis(500)));
+/// let before = CallbackChainLayer::builder().register(Arc::clone(&dedup)).build();
+/// let after = CallbackChainLayer::builder().register(dedup).build();
+/// # drop((before, after));
+/// ```
 pub trait HepCallback: Send + Sync + 'static {
     /// Runs on one message.
     fn call(&self, received: &mut Received) -> Verdict;
@@ -43,6 +58,36 @@ where
 {
     fn call(&self, received: &mut Received) -> Verdict {
         self(received)
+    }
+}
+
+impl<C: HepCallback + ?Sized> HepCallback for Arc<C> {
+    fn call(&self, received: &mut Received) -> Verdict {
+        (**self).call(received)
+    }
+
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn reasons(&self) -> &'static [&'static str] {
+        (**self).reasons()
+    }
+}
+
+// `Box<C>` in general would overlap the closure impl above (a boxed closure is a
+// closure); a boxed trait object does not.
+impl HepCallback for Box<dyn HepCallback> {
+    fn call(&self, received: &mut Received) -> Verdict {
+        (**self).call(received)
+    }
+
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn reasons(&self) -> &'static [&'static str] {
+        (**self).reasons()
     }
 }
 

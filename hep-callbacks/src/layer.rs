@@ -1,9 +1,10 @@
 //! Callbacks as tower layers.
 
+use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use hep_transport::Received;
+use hep_proto::Received;
 use tower::{Layer, Service};
 
 use crate::callback::{CallbackStats, HepCallback};
@@ -98,32 +99,35 @@ where
 /// A registered callback and its counters.
 type Registered = (Box<dyn HepCallback>, Arc<CallbackStats>);
 
-/// Several callbacks run in registration order as one layer: `register_hep_cb`.
+/// Several callbacks run in registration order before the inner service, as one layer:
+/// OpenSIPS's `register_hep_cb`. Builds [`CallbackChain`]s.
 ///
 /// The first callback that does not say [`Continue`](crate::Verdict::Continue) stops the
 /// message; later callbacks and the inner service do not see it.
+///
+/// Callbacks are registered on a [`CallbackChainBuilder`] and the chain is fixed when it
+/// is built: every service of one layer (the listener clones its service per worker and
+/// per connection) runs the same callbacks and counts into the same
+/// [`stats`](Self::stats).
+///
+/// ```
+/// use hep_callbacks::{CallbackChainLayer, Verdict};
+/// use hep_proto::Received;
+///
+/// let layer = CallbackChainLayer::builder()
+///     .register(|_: &mut Received| Verdict::Continue)
+///     .build();
+/// assert_eq!(layer.stats().len(), 1);
+/// ```
 #[derive(Clone, Default)]
-pub struct HepCallbacks {
-    chain: Arc<Vec<Registered>>,
+pub struct CallbackChainLayer {
+    chain: Arc<[Registered]>,
 }
 
-impl HepCallbacks {
-    /// No callbacks yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Registers a callback after those already registered.
-    ///
-    /// # Panics
-    /// If called after the layer was cloned or used (register everything first).
-    #[must_use]
-    pub fn register(mut self, callback: impl HepCallback) -> Self {
-        let stats = Arc::new(CallbackStats::new(callback.name(), callback.reasons()));
-        Arc::get_mut(&mut self.chain)
-            .expect("register every callback before cloning or using the HepCallbacks layer")
-            .push((Box::new(callback), stats));
-        self
+impl CallbackChainLayer {
+    /// A builder to register callbacks on.
+    pub fn builder() -> CallbackChainBuilder {
+        CallbackChainBuilder::default()
     }
 
     /// Counters of every registered callback, in order.
@@ -140,25 +144,87 @@ impl HepCallbacks {
     }
 }
 
-impl<S> Layer<S> for HepCallbacks {
-    type Service = Chain<S>;
+impl fmt::Debug for CallbackChainLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.chain.iter().map(|(cb, _)| cb.name()))
+            .finish()
+    }
+}
 
-    fn layer(&self, inner: S) -> Chain<S> {
-        Chain {
+impl<S> Layer<S> for CallbackChainLayer {
+    type Service = CallbackChain<S>;
+
+    fn layer(&self, inner: S) -> CallbackChain<S> {
+        CallbackChain {
             callbacks: self.clone(),
             inner,
         }
     }
 }
 
-/// The service [`HepCallbacks`] builds.
-#[derive(Clone)]
-pub struct Chain<S> {
-    callbacks: HepCallbacks,
+/// Registers callbacks, in the order they will run, then [`build`](Self::build)s the
+/// [`CallbackChainLayer`]. The chain cannot change once built (nor can a service of it).
+#[derive(Default)]
+#[must_use = "a builder does nothing until it is built"]
+pub struct CallbackChainBuilder {
+    chain: Vec<Registered>,
+}
+
+impl CallbackChainBuilder {
+    /// Registers a callback after those already registered.
+    pub fn register(mut self, callback: impl HepCallback) -> Self {
+        let stats = Arc::new(CallbackStats::new(callback.name(), callback.reasons()));
+        self.chain.push((Box::new(callback), stats));
+        self
+    }
+
+    /// The layer running the registered callbacks.
+    #[must_use]
+    pub fn build(self) -> CallbackChainLayer {
+        CallbackChainLayer {
+            chain: self.chain.into(),
+        }
+    }
+}
+
+impl fmt::Debug for CallbackChainBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.chain.iter().map(|(cb, _)| cb.name()))
+            .finish()
+    }
+}
+
+/// The service [`CallbackChainLayer`] builds: runs the chain, then calls the inner service
+/// unless a callback stopped the message.
+///
+/// Readiness is the inner service's: a stopped message leaves the reserved readiness for
+/// the next one.
+#[derive(Clone, Debug)]
+pub struct CallbackChain<S> {
+    callbacks: CallbackChainLayer,
     inner: S,
 }
 
-impl<S> Service<Received> for Chain<S>
+impl<S> CallbackChain<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> Service<Received> for CallbackChain<S>
 where
     S: Service<Received, Response = ()>,
 {

@@ -2,17 +2,19 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use hep_callbacks::{
-    AsyncCallbackLayer, AuthKeyCheck, CallbackLayer, Dedup, Filter, HepCallback, HepCallbacks,
-    RateLimit, Rewrite, StripAuthKey, Verdict,
+    AsyncCallbackLayer, AuthKeyCheck, CallbackChainLayer, CallbackLayer, Dedup, Filter,
+    HepCallback, RateLimit, Rewrite, StripAuthKey, Verdict,
 };
 use hep_proto::{HepMessage, ProtoType};
-use hep_transport::{Received, RecvInfo, Transport};
-use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use hep_proto::{Received, RecvInfo, Transport};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt, service_fn};
 
 fn received(payload: &str) -> Received {
     received_from(payload, "127.0.0.1:40000")
@@ -59,7 +61,7 @@ where
 async fn callbacks_run_in_registration_order_and_skip_stops_the_rest() {
     let trace = Arc::new(Mutex::new(Vec::new()));
     let (t1, t2, t3) = (Arc::clone(&trace), Arc::clone(&trace), Arc::clone(&trace));
-    let callbacks = HepCallbacks::new()
+    let callbacks = CallbackChainLayer::builder()
         .register(move |_: &mut Received| {
             t1.lock().unwrap().push("first");
             Verdict::Continue
@@ -75,7 +77,8 @@ async fn callbacks_run_in_registration_order_and_skip_stops_the_rest() {
         .register(move |_: &mut Received| {
             t3.lock().unwrap().push("third");
             Verdict::Continue
-        });
+        })
+        .build();
     let (seen, inner) = sink();
     let mut svc = ServiceBuilder::new()
         .layer(callbacks.clone())
@@ -452,4 +455,126 @@ async fn rate_limit_tracks_a_bounded_number_of_agents() {
         limit.call(&mut received_from("x", &peer(3).to_string())),
         Verdict::Continue
     );
+}
+
+// ===== Readiness: the inner service's backpressure goes through every layer =====
+
+/// An inner service that is ready only while its gate is open.
+#[derive(Clone, Default)]
+struct Gate {
+    open: Arc<AtomicBool>,
+}
+
+impl Gate {
+    fn open(&self) {
+        self.open.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Service<Received> for Gate {
+    type Response = ();
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<(), Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.open.load(Ordering::Relaxed) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn call(&mut self, _: Received) -> Self::Future {
+        std::future::ready(Ok(()))
+    }
+}
+
+/// One poll of `poll_ready`, as a listener's first look before it reads more.
+fn poll_ready<S: Service<Received>>(svc: &mut S) -> Poll<Result<(), S::Error>> {
+    svc.poll_ready(&mut Context::from_waker(Waker::noop()))
+}
+
+fn assert_ready_only_with_the_inner_service<L>(what: &str, layer: L)
+where
+    L: Layer<Gate>,
+    L::Service: Service<Received>,
+    <L::Service as Service<Received>>::Error: std::fmt::Debug,
+{
+    let gate = Gate::default();
+    let mut svc = layer.layer(gate.clone());
+    assert!(
+        poll_ready(&mut svc).is_pending(),
+        "{what}: ready while its inner service is not"
+    );
+    gate.open();
+    assert!(
+        matches!(poll_ready(&mut svc), Poll::Ready(Ok(()))),
+        "{what}: not ready once its inner service is"
+    );
+}
+
+#[test]
+fn every_layer_is_ready_only_when_its_inner_service_is() {
+    let keep = |_: &mut Received| Verdict::Continue;
+    assert_ready_only_with_the_inner_service("CallbackLayer", CallbackLayer::new(keep));
+    assert_ready_only_with_the_inner_service(
+        "CallbackChainLayer",
+        CallbackChainLayer::builder().register(keep).build(),
+    );
+    assert_ready_only_with_the_inner_service(
+        "AsyncCallbackLayer",
+        AsyncCallbackLayer::new(
+            "async",
+            service_fn(|r: Received| async move { Ok::<_, Infallible>((r, Verdict::Continue)) }),
+        ),
+    );
+}
+
+#[tokio::test]
+async fn an_async_callback_holds_the_listener_back_while_the_output_is_busy() {
+    // An output that takes one message at a time and finishes it when released.
+    let release = Arc::new(tokio::sync::Notify::new());
+    let r = Arc::clone(&release);
+    let slow_output = service_fn(move |_: Received| {
+        let r = Arc::clone(&r);
+        async move {
+            r.notified().await;
+            Ok::<(), Infallible>(())
+        }
+    });
+    let check =
+        service_fn(|r: Received| async move { Ok::<_, Infallible>((r, Verdict::Continue)) });
+    let mut svc = ServiceBuilder::new()
+        .layer(AsyncCallbackLayer::new("check", check))
+        .concurrency_limit(1)
+        .service(slow_output);
+
+    let first = svc.ready().await.unwrap().call(received("INVITE 1"));
+    // The first message holds the output's only slot, from before the callback ran: the
+    // service is not ready, so a TCP listener stops reading.
+    assert!(poll_ready(&mut svc).is_pending());
+    release.notify_one();
+    first.await.unwrap();
+    let ready = tokio::time::timeout(Duration::from_secs(10), svc.ready()).await;
+    assert!(
+        matches!(ready, Ok(Ok(_))),
+        "ready again once the output is free"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_callback_shared_through_an_arc_keeps_one_state_across_chains() {
+    // As a configuration reload does: the new chain keeps the old one's dedup window.
+    let dedup = Arc::new(Dedup::new(Duration::from_millis(500)));
+    let before = CallbackChainLayer::builder()
+        .register(Arc::clone(&dedup))
+        .build();
+    let after = CallbackChainLayer::builder().register(dedup).build();
+    let (seen, inner) = sink();
+    send(&mut before.layer(inner.clone()), received("INVITE 1")).await;
+    send(&mut after.layer(inner), received("INVITE 1")).await;
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    let stats = after.stats();
+    assert_eq!(stats[0].name(), "dedup", "an Arc<C> is named as C");
+    assert_eq!(stats[0].rejected().collect::<Vec<_>>(), [("duplicate", 1)]);
 }

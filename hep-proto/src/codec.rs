@@ -183,7 +183,7 @@ impl HepCodec {
     /// A codec with these decode options.
     pub fn with_options(options: DecodeOptions) -> Self {
         let mut framer = HepFrameCodec::new();
-        framer.set_accept_eep3(options.get_accept_eep3());
+        framer.set_accept_eep3(options.accept_eep3());
         Self {
             framer,
             options,

@@ -23,8 +23,9 @@ pub const DEFAULT_MAX_INFLATED_LEN: usize = 256 * 1024;
 /// use bytes::Bytes;
 /// use hep_proto::DecodeOptions;
 ///
-/// let opts = DecodeOptions::default().max_inflated_len(64 * 1024);
+/// let opts = DecodeOptions::default().with_max_inflated_len(64 * 1024);
 /// let spec_example = Bytes::from_static(include_bytes!("../../hep-testkit/testdata/spec/hep3-spec-example.hep"));
+/// assert_eq!(opts.max_inflated_len(), 64 * 1024);
 /// let msg = opts.decode(&spec_example).unwrap();
 /// assert_eq!(msg.payload.bytes(), "INVITE sip:bob");
 /// ```
@@ -44,32 +45,34 @@ impl Default for DecodeOptions {
 }
 
 impl DecodeOptions {
-    /// Caps what a compressed payload may inflate to; more is rejected as
-    /// [`DecodeError::InflatedTooLarge`] without inflating further (default 256 KiB).
+    /// These options with a cap on what a compressed payload may inflate to; more is
+    /// rejected as [`DecodeError::InflatedTooLarge`] without inflating further (default
+    /// 256 KiB).
     ///
     /// # Note
     /// A 65 KB gzip stream can inflate to gigabytes: keep this cap small on collectors
     /// that accept traffic from untrusted networks.
     #[must_use]
-    pub const fn max_inflated_len(mut self, max: usize) -> Self {
+    pub const fn with_max_inflated_len(mut self, max: usize) -> Self {
         self.max_inflated_len = max;
         self
     }
 
-    /// Whether the spec's alternative magic `EEP3` is accepted as HEPv3 (default: yes).
+    /// These options accepting the spec's alternative magic `EEP3` as HEPv3, or not
+    /// (default: accepted).
     #[must_use]
-    pub const fn accept_eep3(mut self, accept: bool) -> Self {
+    pub const fn with_accept_eep3(mut self, accept: bool) -> Self {
         self.accept_eep3 = accept;
         self
     }
 
     /// The inflate cap in force.
-    pub const fn get_max_inflated_len(&self) -> usize {
+    pub const fn max_inflated_len(&self) -> usize {
         self.max_inflated_len
     }
 
     /// Whether `EEP3` is accepted.
-    pub const fn get_accept_eep3(&self) -> bool {
+    pub const fn accept_eep3(&self) -> bool {
         self.accept_eep3
     }
 
@@ -708,7 +711,7 @@ mod tests {
                 0x000f => payload = Some(Payload::Plain(buf.slice(start..stop))),
                 0x0010 => {
                     payload = Some(Payload::Compressed {
-                        inflated: inflate(body, opts.get_max_inflated_len())?,
+                        inflated: inflate(body, opts.max_inflated_len())?,
                         compressed: buf.slice(start..stop),
                     });
                 }
@@ -742,7 +745,7 @@ mod tests {
     }
 
     fn same(wire: &[u8]) -> Result<(), TestCaseError> {
-        let opts = DecodeOptions::default().max_inflated_len(4096);
+        let opts = DecodeOptions::default().with_max_inflated_len(4096);
         let buf = Bytes::copy_from_slice(wire);
         let ours = opts.decode(&buf);
         if buf.len() >= 4 && opts.is_v3_magic(&buf[..4]) {

@@ -1,7 +1,5 @@
 //! Typed, allocation-free errors for decoding and encoding.
 
-use std::io;
-
 /// Why a HEP message could not be decoded.
 ///
 /// Every variant names what was wrong and where, so that a collector can log it for a
@@ -232,7 +230,8 @@ pub enum EncodeError {
 }
 
 /// Error of [`HepCodec`](crate::HepCodec) and [`HepFrameCodec`](crate::HepFrameCodec):
-/// a malformed frame or an IO error from the underlying stream.
+/// a malformed frame or an IO error from the underlying stream. Feature `codec`.
+#[cfg(feature = "codec")]
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum HepCodecError {
@@ -244,7 +243,7 @@ pub enum HepCodecError {
     Encode(#[from] EncodeError),
     /// Reading or writing the stream failed.
     #[error("HEP stream IO error: {0}")]
-    Io(#[from] io::Error),
+    Io(#[from] std::io::Error),
 }
 
 #[cfg(test)]

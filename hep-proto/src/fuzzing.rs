@@ -1,16 +1,15 @@
 //! Entry points for the fuzz targets (`fuzz/`); built only under `cfg(fuzzing)`.
 //! Not a stable API.
 
-use bytes::{Bytes, BytesMut};
-use tokio_util::codec::Decoder;
+use bytes::Bytes;
 
-use crate::{DecodeOptions, HepCodec, HepVersion};
+use crate::{DecodeOptions, HepVersion};
 
 /// Decodes one datagram and reads it with a `HepView`, which must agree; if it decodes,
 /// re-encodes it in every version that can carry it and checks the v3 re-encoding
 /// decodes to the same message.
 pub fn datagram(data: &[u8]) {
-    let opts = DecodeOptions::default().max_inflated_len(64 * 1024);
+    let opts = DecodeOptions::default().with_max_inflated_len(64 * 1024);
     let decoded = opts.decode(&Bytes::copy_from_slice(data));
     if let Some(why) = crate::view::view_disagreement(&opts, data, &decoded) {
         panic!("{why}");
@@ -34,7 +33,13 @@ pub fn datagram(data: &[u8]) {
 }
 
 /// Feeds a byte stream to the HEP3 stream codec in reads of varying size.
+#[cfg(feature = "codec")]
 pub fn stream(data: &[u8]) {
+    use bytes::BytesMut;
+    use tokio_util::codec::Decoder;
+
+    use crate::HepCodec;
+
     let Some((&split, rest)) = data.split_first() else {
         return;
     };
@@ -70,7 +75,7 @@ pub fn compressed(data: &[u8]) {
     wire.extend_from_slice(&chunk_len.to_be_bytes());
     wire.extend_from_slice(data);
     if let Ok(msg) = DecodeOptions::default()
-        .max_inflated_len(CAP)
+        .with_max_inflated_len(CAP)
         .decode(&Bytes::from(wire))
     {
         assert!(msg.payload.bytes().len() <= CAP);

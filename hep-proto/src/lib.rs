@@ -54,17 +54,33 @@
 //! - `decode` / `encode`: [`DecodeOptions`], [`ChunkOrder`], `HepMessage::{decode, encode}`.
 //! - `view`: [`HepView`], a checked reading of a message in place, allocating nothing.
 //! - `compress`: chunk 0x0010, gzip and zlib, with a cap.
-//! - `codec`: [`HepFrameCodec`] and [`HepCodec`], tokio-util codecs for streams, and
-//!   [`HepDatagramCodec`] for UDP.
+//! - `codec` (feature `codec`, on by default): [`HepFrameCodec`] and [`HepCodec`],
+//!   tokio-util codecs for streams, and [`HepDatagramCodec`] for UDP.
+//! - `received`: [`Received`] (a decoded message, the bytes it came in and its
+//!   [`RecvInfo`]), [`Transport`], [`ClientIdentity`]: what a listener hands to a service,
+//!   as plain data, so that callbacks need no IO crate.
 //! - `pack`: [`pack_hep`], the seed's packer.
-//! - `error`: [`DecodeError`], [`EncodeError`], [`HepCodecError`].
+//! - `error`: [`DecodeError`], [`EncodeError`], and the codecs' `HepCodecError`.
 //! - [`sip`]: a zero-copy summary of a SIP payload (start line, Call-ID, CSeq, From/To
 //!   user and tag, the top Via's branch, any header by name), the one every crate uses.
+//!
+//! # Features
+//! - `codec` (default): the tokio-util codecs ([`codec`] module, `HepCodecError`), for
+//!   reading and writing HEP with `FramedRead`/`FramedWrite`/`UdpFramed`. It adds
+//!   `tokio-util` (and, through it, `tokio` without a runtime). Without it the crate
+//!   depends on `bytes`, `flate2`, `memchr` and `thiserror` only:
+//!
+//! ```toml
+//! hep-proto = { version = "0.1", default-features = false }
+//! ```
 #![doc(test(attr(deny(warnings))))]
+// The docs above link to the codecs, which are not there without their feature.
+#![cfg_attr(not(feature = "codec"), allow(rustdoc::broken_intra_doc_links))]
 #![warn(clippy::unwrap_used)]
 #![warn(clippy::exhaustive_enums)]
 
 pub mod chunk;
+#[cfg(feature = "codec")]
 pub mod codec;
 mod compress;
 mod decode;
@@ -75,24 +91,29 @@ mod error;
 pub mod fuzzing;
 mod message;
 mod pack;
+mod received;
 pub mod sip;
 mod types;
 mod view;
 
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doctests (one of them uses the codecs).
+#[cfg(all(doctest, feature = "codec"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
 pub use chunk::{Chunk, ChunkShape, ChunkType};
+#[cfg(feature = "codec")]
 pub use codec::{HepCodec, HepDatagramCodec, HepFrameCodec};
 pub use compress::gzip_payload;
 pub use decode::{
     DEFAULT_MAX_INFLATED_LEN, DecodeOptions, EEP3_MAGIC, HEP3_HEADER_LEN, HEP3_MAGIC,
 };
 pub use encode::ChunkOrder;
-pub use error::{DecodeError, EncodeError, HepCodecError};
+#[cfg(feature = "codec")]
+pub use error::HepCodecError;
+pub use error::{DecodeError, EncodeError};
 pub use message::{HepMessage, HepMessageBuilder, Payload};
 pub use pack::{PackSettings, pack_hep};
+pub use received::{ClientIdentity, Received, RecvInfo, Transport};
 pub use types::{AddressFamily, HEP_VERSION, HepVersion, ProtoType, hep_version, ip_proto};
 pub use view::{ChunkView, HepView, PayloadView};

@@ -28,11 +28,30 @@ pub enum Payload {
 }
 
 impl Payload {
-    /// The usable payload: the plain bytes, or the inflated ones.
+    /// The usable payload: the plain bytes, or the inflated ones (what a SIP parser or
+    /// a filter reads).
+    ///
+    /// ```
+    /// use hep_proto::Payload;
+    ///
+    /// let p = Payload::Compressed { compressed: "(zlib stream)".into(), inflated: "OPTIONS".into() };
+    /// assert_eq!(p.bytes(), "OPTIONS");
+    /// assert_eq!(p.wire_bytes(), "(zlib stream)");
+    /// ```
     pub fn bytes(&self) -> &Bytes {
         match self {
             Self::Plain(b) => b,
             Self::Compressed { inflated, .. } => inflated,
+        }
+    }
+
+    /// The payload as on the wire: the plain bytes, or the compressed stream as received
+    /// (what encoding writes back, and what [`PayloadView::wire_bytes`](crate::PayloadView::wire_bytes)
+    /// reads in place).
+    pub fn wire_bytes(&self) -> &Bytes {
+        match self {
+            Self::Plain(b) => b,
+            Self::Compressed { compressed, .. } => compressed,
         }
     }
 

@@ -36,7 +36,7 @@ use crate::{AddressFamily, DecodeError, DecodeOptions, HepVersion, ProtoType};
 /// assert_eq!(view.proto_type(), Some(ProtoType::Sip));
 /// assert_eq!(view.capture_id(), Some(2001));
 /// assert_eq!(view.src(), Some("127.0.0.1:5061".parse().unwrap()));
-/// assert!(view.payload().bytes().starts_with(b"INVITE sip:service@127.0.0.1:5060"));
+/// assert!(view.payload().wire_bytes().starts_with(b"INVITE sip:service@127.0.0.1:5060"));
 /// # Ok::<(), hep_proto::DecodeError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,9 @@ pub struct HepView<'a> {
     walk: Walk,
 }
 
-/// The payload as it is on the wire.
+/// The payload as it is on the wire: read in place, so a compressed payload is not
+/// inflated (for the usable bytes, [`HepView::inflated_payload`], or decode and read
+/// [`Payload::bytes`](crate::Payload::bytes)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(
     clippy::exhaustive_enums,
@@ -62,8 +64,9 @@ pub enum PayloadView<'a> {
 }
 
 impl<'a> PayloadView<'a> {
-    /// The bytes on the wire (for a compressed payload, the compressed stream).
-    pub const fn bytes(&self) -> &'a [u8] {
+    /// The bytes on the wire: for a compressed payload, the compressed stream (as
+    /// [`Payload::wire_bytes`](crate::Payload::wire_bytes)).
+    pub const fn wire_bytes(&self) -> &'a [u8] {
         match self {
             Self::Plain(b) | Self::Compressed(b) => b,
         }
@@ -260,7 +263,7 @@ impl<'a> HepView<'a> {
         match self.payload() {
             PayloadView::Plain(b) => Ok(Cow::Borrowed(b)),
             PayloadView::Compressed(z) => {
-                inflate(z, opts.get_max_inflated_len()).map(|b| Cow::Owned(b.into()))
+                inflate(z, opts.max_inflated_len()).map(|b| Cow::Owned(b.into()))
             }
         }
     }
@@ -444,7 +447,8 @@ pub(crate) fn view_disagreement(
         && view.correlation_id() == msg.correlation_id.as_deref()
         && view.vlan() == msg.vlan
         && view.node_name() == msg.node_name.as_deref()
-        && (view.payload().is_compressed(), view.payload().bytes()) == (on_wire.0, &on_wire.1[..])
+        && (view.payload().is_compressed(), view.payload().wire_bytes())
+            == (on_wire.0, &on_wire.1[..])
         && inflated.as_deref().ok() == Some(&msg.payload.bytes()[..])
         && chunks == msg.chunks;
     (!same).then(|| format!("view {view:?} reads other values than {msg:?}"))
@@ -483,7 +487,7 @@ mod unit {
         let mut msg = HepMessage::builder().capture_id(7).build();
         msg.payload = gzip_payload(vec![b'A'; 100_000], 9);
         let wire = msg.encode(HepVersion::V3).unwrap();
-        let opts = DecodeOptions::default().max_inflated_len(1000);
+        let opts = DecodeOptions::default().with_max_inflated_len(1000);
         assert_eq!(
             opts.decode(&wire),
             Err(DecodeError::InflatedTooLarge { max: 1000 })
@@ -508,6 +512,6 @@ mod unit {
         wire.extend_from_slice(b"tail");
         let view = HepView::parse(&wire).unwrap();
         assert_eq!(view.as_bytes(), &wire[..len]);
-        assert_eq!(view.payload().bytes(), b"OPTIONS");
+        assert_eq!(view.payload().wire_bytes(), b"OPTIONS");
     }
 }

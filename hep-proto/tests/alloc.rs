@@ -98,7 +98,9 @@ fn a_view_allocates_nothing() {
         let wire = vectors::read(&format!("kamailio/{name}"));
         let mut read = None;
         let info = measure(|| {
-            read = Some(HepView::parse(&wire).map(|v| (v.capture_id(), v.payload().bytes().len())))
+            read = Some(
+                HepView::parse(&wire).map(|v| (v.capture_id(), v.payload().wire_bytes().len())),
+            )
         });
         assert_eq!(info.count_total, 0, "{name}");
         let (_, payload_len) = read.unwrap().unwrap();

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::collections::BTreeMap;
 
 use hep_callbacks::{
-    AuthKeyCheck, CallbackStats, ClientCaptureIds, Dedup, Filter, HepCallback, HepCallbacks,
-    RateLimit, Rewrite, StripAuthKey, Verdict,
+    AuthKeyCheck, CallbackChainBuilder, CallbackChainLayer, CallbackStats, ClientCaptureIds, Dedup,
+    Filter, HepCallback, RateLimit, Rewrite, StripAuthKey, Verdict,
 };
 use hep_transport::Received;
 
@@ -178,14 +178,17 @@ impl CallbackSet {
     }
 
     /// A chain of these callbacks, cheap refusals first, with its own counters.
-    pub(crate) fn chain(&self) -> (HepCallbacks, Vec<Arc<CallbackStats>>) {
-        fn add<T, C: HepCallback>(chain: HepCallbacks, slot: Option<&Slot<T, C>>) -> HepCallbacks {
+    pub(crate) fn chain(&self) -> (CallbackChainLayer, Vec<Arc<CallbackStats>>) {
+        fn add<T, C: HepCallback>(
+            chain: CallbackChainBuilder,
+            slot: Option<&Slot<T, C>>,
+        ) -> CallbackChainBuilder {
             match slot {
                 Some(s) => chain.register(Shared(Arc::clone(&s.callback))),
                 None => chain,
             }
         }
-        let mut chain = HepCallbacks::new();
+        let mut chain = CallbackChainLayer::builder();
         chain = add(chain, self.tls_clients.as_ref());
         chain = add(chain, self.auth.as_ref());
         if self.strip_unchecked_keys {
@@ -196,6 +199,7 @@ impl CallbackSet {
         chain = add(chain, self.rate_limit.as_ref());
         chain = add(chain, self.rewrite.as_ref());
         chain = add(chain, self.dedup.as_ref());
+        let chain = chain.build();
         let stats = chain.stats();
         (chain, stats)
     }

@@ -58,7 +58,7 @@ pub struct Reload {
 }
 
 /// The service stack the listeners call: the callbacks, then the fan-out to the outputs.
-type Stack = hep_callbacks::Chain<Fanout>;
+type Stack = hep_callbacks::CallbackChain<Fanout>;
 
 /// Runs the collector described by `config` until `shutdown` completes.
 ///
@@ -358,7 +358,7 @@ async fn retire(old: Retired, give_up: impl Future<Output = ()>) -> u64 {
 
 fn listener_config(config: &Config) -> anyhow::Result<ListenerConfig> {
     let mut l = ListenerConfig::default();
-    l.decode = DecodeOptions::default().max_inflated_len(config.limits.max_inflated_len);
+    l.decode = DecodeOptions::default().with_max_inflated_len(config.limits.max_inflated_len);
     l.udp.recv_buffer_size = config.limits.udp_recv_buffer;
     l.tcp.max_msg_chunks = config.hep_max_msg_chunks;
     l.tcp.idle_timeout = Config::ms(config.limits.idle_timeout_ms);

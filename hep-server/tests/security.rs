@@ -127,7 +127,7 @@ impl Pki {
             .unwrap();
         std::fs::write(self.dir.join(format!("{name}.pem")), cert.pem()).unwrap();
         std::fs::write(self.dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-        let id = hep_transport::ClientIdentity::from_der(cert.der());
+        let id = hep_transport::identity_from_der(cert.der());
         format!("sha256:{}", id.fingerprint())
     }
 

@@ -14,10 +14,12 @@
 //!
 //! # Layout
 //! - `spec`: [`ListenSpec`] (`hep_udp:IP[:PORT]` ...), [`ListenOn`] (a spec with its
-//!   options: `;allow=NETWORKS`), [`Transport`], [`HEP_PORT`].
+//!   options: `;allow=NETWORKS`), [`HEP_PORT`].
 //! - `allow`: [`SourceAllowlist`], the agents' networks a listener accepts.
-//! - `recv`: [`Received`], [`RecvInfo`]; `identity`: [`ClientIdentity`] (a verified TLS
-//!   client certificate, in [`RecvInfo::client`]).
+//! - [`Received`], [`RecvInfo`], [`Transport`], [`ClientIdentity`]: re-exported from
+//!   [`hep_proto`] (plain data, so that callbacks need no IO crate); `identity`:
+//!   [`identity_from_der`], the identity of a verified TLS client certificate (in
+//!   [`RecvInfo::client`]).
 //! - `service`: [`HepService`], the bound every listener's service meets (a trait alias
 //!   of `tower::Service<Received>` with its `Clone + Send` bounds).
 //! - [`listener`]: [`Listener`] (bind, then run until a shutdown future), [`serve`],
@@ -44,7 +46,6 @@ mod allow;
 mod identity;
 pub mod layer;
 pub mod listener;
-mod recv;
 pub mod sender;
 mod service;
 mod spec;
@@ -56,16 +57,19 @@ mod sync;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+/// The codec this crate speaks, and the home of the types it hands on ([`Received`] ...).
+pub use hep_proto;
+
 pub use allow::{AllowlistError, SourceAllowlist};
-pub use identity::ClientIdentity;
+pub use hep_proto::{ClientIdentity, Received, RecvInfo, Transport};
+pub use identity::identity_from_der;
 pub use listener::{
     ClientCheck, ListenError, Listener, ListenerConfig, RateLimitedWarn, TcpConfig, TlsConfig,
     TlsConfigError, UdpConfig, serve,
 };
-pub use recv::{Received, RecvInfo};
 pub use sender::{HepDestination, HepSender, SenderConfig};
 pub use service::HepService;
-pub use spec::{HEP_PORT, ListenOn, ListenSpec, SpecError, Transport};
+pub use spec::{HEP_PORT, ListenOn, ListenSpec, SpecError};
 pub use stats::{ListenerDropReason, ListenerStats, ListenerStatsSnapshot, RejectReason};
 
 /// The boxed error tower middleware returns.

@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use crate::SourceAllowlist;
+use crate::{SourceAllowlist, Transport};
 
 /// The port a listen spec or a destination without one uses: the seed's `hep_port` as
 /// documented (5656). One default for both, so that a sender and a collector left to
@@ -16,54 +16,6 @@ use crate::SourceAllowlist;
 /// send to 9060 by default: listen there explicitly if yours do,
 /// `hep_udp:0.0.0.0:9060`.)
 pub const HEP_PORT: u16 = 5656;
-
-/// A HEP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[allow(clippy::exhaustive_enums, reason = "the seed's three HEP transports")]
-pub enum Transport {
-    /// `hep_udp`: HEPv1, v2 and v3 datagrams.
-    Udp,
-    /// `hep_tcp`: HEPv3 frames back to back.
-    Tcp,
-    /// `hep_tls`: HEPv3 frames over TLS.
-    Tls,
-}
-
-impl Transport {
-    /// `"udp"`, `"tcp"` or `"tls"`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Udp => "udp",
-            Self::Tcp => "tcp",
-            Self::Tls => "tls",
-        }
-    }
-
-    /// The spec prefix: `"hep_udp"`, `"hep_tcp"` or `"hep_tls"`.
-    pub const fn scheme(self) -> &'static str {
-        match self {
-            Self::Udp => "hep_udp",
-            Self::Tcp => "hep_tcp",
-            Self::Tls => "hep_tls",
-        }
-    }
-
-    /// The transport for a scheme (`hep_udp`) or a bare name (`udp`), any case.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "hep_udp" | "udp" => Some(Self::Udp),
-            "hep_tcp" | "tcp" => Some(Self::Tcp),
-            "hep_tls" | "tls" => Some(Self::Tls),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A spec that could not be parsed; the message says what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use bytes::{Bytes, BytesMut};
-use hep_transport::Received;
+use hep_proto::Received;
 
 use crate::{HepCallback, Verdict};
 

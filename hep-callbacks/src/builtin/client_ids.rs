@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use hep_transport::{ClientIdentity, Received};
+use hep_proto::{ClientIdentity, Received};
 
 use crate::{HepCallback, Verdict};
 
@@ -17,14 +17,14 @@ use crate::{HepCallback, Verdict};
 /// Messages without a client certificate (UDP, TCP, TLS without mTLS) are not this
 /// check's business and pass; on a message with one:
 /// - a certificate no key matches: `Reject("client_not_allowed")` (a listener built with
-///   [`TlsConfig::with_client_check`](hep_transport::TlsConfig::with_client_check) and
-///   [`knows`](Self::knows) already refused its connection; this is the second line);
+///   hep-transport's `TlsConfig::with_client_check` and [`knows`](Self::knows) already
+///   refused its connection; this is the second line);
 /// - a capture id the certificate may not send, or none at all:
 ///   `Reject("capture_id_not_allowed_for_client")`.
 ///
 /// ```
 /// use hep_callbacks::ClientCaptureIds;
-/// use hep_transport::ClientIdentity;
+/// use hep_proto::ClientIdentity;
 ///
 /// let ids = ClientCaptureIds::new()
 ///     .allow("agent-a.example", [2001, 2002]).unwrap()
@@ -149,7 +149,7 @@ mod tests {
     use std::sync::Arc;
 
     use hep_proto::HepMessage;
-    use hep_transport::{RecvInfo, Transport};
+    use hep_proto::{RecvInfo, Transport};
 
     use super::*;
 

@@ -5,7 +5,7 @@ use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hep_transport::Received;
+use hep_proto::Received;
 use tokio::time::Instant;
 
 use crate::{HepCallback, Verdict};

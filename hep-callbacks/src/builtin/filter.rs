@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 
 use hep_proto::ProtoType;
+use hep_proto::Received;
 use hep_proto::sip::StartLine;
-use hep_transport::Received;
 use ipnet::IpNet;
 
 use crate::{HepCallback, Verdict};

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use hep_transport::Received;
+use hep_proto::Received;
 use tokio::time::Instant;
 
 use crate::{HepCallback, Verdict};

@@ -1,7 +1,7 @@
 //! Capture id and node name rewrite.
 
 use bytes::Bytes;
-use hep_transport::Received;
+use hep_proto::Received;
 
 use crate::{HepCallback, Verdict};
 

@@ -177,13 +177,13 @@ fn a_gzip_bomb_is_rejected_at_the_cap() {
     gz.write_all(&vec![b'A'; 1 << 20]).unwrap();
     let bomb = gz.finish().unwrap();
     let wire = v3(&[(0, 0x10, 6 + bomb.len() as u16, &bomb)]);
-    let opts = DecodeOptions::default().max_inflated_len(4096);
+    let opts = DecodeOptions::default().with_max_inflated_len(4096);
     assert_eq!(
         opts.decode(&Bytes::from(wire.clone())),
         Err(DecodeError::InflatedTooLarge { max: 4096 })
     );
     // With a cap above its size it inflates.
-    let opts = DecodeOptions::default().max_inflated_len(2 << 20);
+    let opts = DecodeOptions::default().with_max_inflated_len(2 << 20);
     assert_eq!(
         opts.decode(&Bytes::from(wire))
             .unwrap()
@@ -248,7 +248,7 @@ fn eep3_is_hep3_unless_refused() {
     let mut w = v3(&[PAYLOAD]);
     w[..4].copy_from_slice(b"EEP3");
     assert!(decode(&w).is_ok());
-    let strict = DecodeOptions::default().accept_eep3(false);
+    let strict = DecodeOptions::default().with_accept_eep3(false);
     assert_eq!(
         strict.decode(&Bytes::from(w)),
         Err(DecodeError::UnknownVersion(*b"EEP3"))

@@ -95,7 +95,7 @@ pub(super) async fn serve_stream<IO, S>(
     let peer = info.peer;
     let mut codec = HepFrameCodec::new();
     codec.set_max_frame_length(tcp.max_frame_length);
-    codec.set_accept_eep3(shared.config.decode.get_accept_eep3());
+    codec.set_accept_eep3(shared.config.decode.accept_eep3());
     let mut conn = Conn {
         io,
         buf: BytesMut::new(),

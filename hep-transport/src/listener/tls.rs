@@ -123,7 +123,7 @@ fn client_identity(stream: &TlsStream<TcpStream>) -> Option<Arc<ClientIdentity>>
     let (_, conn) = stream.get_ref();
     conn.peer_certificates()
         .and_then(|c| c.first())
-        .map(|cert| Arc::new(ClientIdentity::from_der(cert)))
+        .map(|cert| Arc::new(crate::identity_from_der(cert)))
 }
 
 #[cold]

@@ -340,7 +340,7 @@ async fn the_client_certificate_reaches_the_service_and_a_client_check_refuses_t
     // Known: its messages carry its identity.
     let (cert, key) = Pki::issue(&pki.ca, "Agent-A.example");
     let identity = client_identity(&cert, &key);
-    let expected = ClientIdentity::from_der(&identity.0[0]);
+    let expected = hep_transport::identity_from_der(&identity.0[0]);
     let mut a = tls_connect(srv.addr, pki.ca_der(), Some(identity))
         .await
         .unwrap();
