@@ -129,7 +129,11 @@ fn with_overrides(mut config: Config, args: &RunArgs) -> anyhow::Result<Config> 
         config.outputs = args
             .output
             .iter()
-            .map(|o| Written::parse(o, |o| OutputSpec::parse_with_default_port(o, config.hep_port)))
+            .map(|o| {
+                Written::parse(o, |o| {
+                    OutputSpec::parse_with_default_port(o, config.hep_port)
+                })
+            })
             .collect::<Result<_, _>>()?;
     }
     if let Some(addr) = args.metrics {

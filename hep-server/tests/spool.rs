@@ -528,10 +528,7 @@ fn two_corrupt_bytes_in_a_spool_segment_lose_one_message_not_the_rest() {
         .unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
     let offsets = record_offsets(n);
-    assert_eq!(
-        bytes.len(),
-        offsets[n as usize - 1] + record_len(n - 1)
-    );
+    assert_eq!(bytes.len(), offsets[n as usize - 1] + record_len(n - 1));
     let at = offsets[500] + 8 + 60;
     bytes[at] ^= 0xa5;
     bytes[at + 1] ^= 0x3c;

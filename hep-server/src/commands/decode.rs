@@ -18,8 +18,8 @@ use bytes::Bytes;
 
 use hep_proto::{DecodeError, DecodeOptions};
 
-use crate::formats::capture_file::{CaptureReader, Location};
 use crate::cli::{DecodeArgs, DecodeFormat};
+use crate::formats::capture_file::{CaptureReader, Location};
 use crate::formats::record::write_json_line;
 use crate::formats::text::TextLine;
 

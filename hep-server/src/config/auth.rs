@@ -94,9 +94,9 @@ pub(super) fn resolve(raw: RawAuth, src: &Source<'_>) -> Result<AuthConfig, Conf
         }
     }
     if raw.key.is_none() && keys.is_empty() {
-        return Err(src.error_in_file(
-            "section [auth]: set `key` (shared) and/or `keys` (per capture id)",
-        ));
+        return Err(
+            src.error_in_file("section [auth]: set `key` (shared) and/or `keys` (per capture id)")
+        );
     }
     Ok(AuthConfig {
         key: raw.key,

@@ -90,25 +90,27 @@ pub(super) fn resolve(f: RawFilter, src: &Source<'_>) -> Result<FilterConfig, Co
         })?);
         proto_type_names.push(name);
     }
-    let nets = |list: &Option<Vec<Spanned<String>>>, key: &str| -> Result<Vec<IpNet>, ConfigError> {
-        list.iter()
-            .flatten()
-            .map(|n| {
-                parse_net(n.get_ref()).ok_or_else(|| {
-                    src.error(
-                        n.span(),
-                        format!(
-                            "key `filter.{key}`: expected a network like 10.0.0.0/8 or ::1/128"
-                        ),
-                    )
+    let nets =
+        |list: &Option<Vec<Spanned<String>>>, key: &str| -> Result<Vec<IpNet>, ConfigError> {
+            list.iter()
+                .flatten()
+                .map(|n| {
+                    parse_net(n.get_ref()).ok_or_else(|| {
+                        src.error(
+                            n.span(),
+                            format!(
+                                "key `filter.{key}`: expected a network like 10.0.0.0/8 or ::1/128"
+                            ),
+                        )
+                    })
                 })
-            })
-            .collect()
-    };
+                .collect()
+        };
     let agent_net_values = nets(&f.agent_networks, "agent_networks")?;
     let source_net_values = nets(&f.source_networks, "source_networks")?;
-    let strings =
-        |l: Option<Vec<Spanned<String>>>| l.map(|l| l.into_iter().map(Spanned::into_inner).collect());
+    let strings = |l: Option<Vec<Spanned<String>>>| {
+        l.map(|l| l.into_iter().map(Spanned::into_inner).collect())
+    };
     Ok(FilterConfig {
         proto_types: f.proto_types.map(|_| proto_type_names),
         capture_ids: f.capture_ids,

@@ -27,8 +27,10 @@ pub(super) fn resolve(
     let mut tls = None;
     let mut listen = Vec::with_capacity(list.len());
     for s in &list {
-        let l = Written::parse(s.get_ref(), |s| ListenOn::parse_with_default_port(s, hep_port))
-            .map_err(|e| src.error(s.span(), format!("key `listen`: {e}")))?;
+        let l = Written::parse(s.get_ref(), |s| {
+            ListenOn::parse_with_default_port(s, hep_port)
+        })
+        .map_err(|e| src.error(s.span(), format!("key `listen`: {e}")))?;
         if l.spec.transport == Transport::Tls && tls.is_none() {
             tls = Some(s.span());
         }

@@ -65,10 +65,7 @@ fn hep_port_is_the_default_port_of_relay_destinations_too() {
 #[test]
 fn hep_port_is_the_default_port_of_listen_specs() {
     let c = parse("hep_port = 9060\nlisten = [\"hep_udp:127.0.0.1\"]").unwrap();
-    assert_eq!(
-        c.listen[0].spec.addr,
-        "127.0.0.1:9060".parse().unwrap()
-    );
+    assert_eq!(c.listen[0].spec.addr, "127.0.0.1:9060".parse().unwrap());
 }
 
 #[test]
@@ -200,8 +197,7 @@ fn two_relays_cannot_share_a_spool_directory() {
          `relay:hep_tcp:b:1;spool=/var/spool/hep` both write /var/spool/hep (each output \
          needs a file or directory of its own)"
     );
-    parse("outputs = [\"relay:hep_tcp:a:1;spool=/a\", \"relay:hep_tcp:b:1;spool=/b\"]")
-        .unwrap();
+    parse("outputs = [\"relay:hep_tcp:a:1;spool=/a\", \"relay:hep_tcp:b:1;spool=/b\"]").unwrap();
 }
 
 #[test]
@@ -380,8 +376,7 @@ fn tls_listeners_and_relays_need_their_sections() {
         e.starts_with("hep.toml:1:12: key `outputs`: a hep_tls relay needs a [relay_tls]"),
         "{e}"
     );
-    parse("outputs = [\"relay:hep_tls:homer:9061\"]\n[relay_tls]\nca_file = \"ca.pem\"")
-        .unwrap();
+    parse("outputs = [\"relay:hep_tls:homer:9061\"]\n[relay_tls]\nca_file = \"ca.pem\"").unwrap();
 }
 
 #[test]
@@ -433,8 +428,7 @@ fn proto_types_are_names_or_numbers() {
 
 #[test]
 fn store_settings_are_checked() {
-    let c =
-        parse("[store]\nmax_age_hours = 0\npartition_minutes = 1440\nbatch_size = 5").unwrap();
+    let c = parse("[store]\nmax_age_hours = 0\npartition_minutes = 1440\nbatch_size = 5").unwrap();
     assert_eq!(
         (
             c.store.max_age_hours,
@@ -467,8 +461,8 @@ fn hep_async_takes_opensips_0_and_1() {
 
 #[test]
 fn effective_config_prints_and_parses_back() {
-    let c = parse("[auth]\nkey = \"k\"\nkeys = { 2001 = \"a\" }\n[dedup]\nwindow_ms = 500")
-        .unwrap();
+    let c =
+        parse("[auth]\nkey = \"k\"\nkeys = { 2001 = \"a\" }\n[dedup]\nwindow_ms = 500").unwrap();
     let printed = c.to_toml();
     assert!(printed.contains("hep_max_msg_chunks = 32"), "{printed}");
     let again = parse(&printed).unwrap();
@@ -477,8 +471,7 @@ fn effective_config_prints_and_parses_back() {
 
 #[test]
 fn printed_and_debugged_configs_show_that_keys_are_set_never_the_keys() {
-    let c =
-        parse("[auth]\nkey = \"shared-s3cret\"\nkeys = { 2001 = \"agent-s3cret\" }\n").unwrap();
+    let c = parse("[auth]\nkey = \"shared-s3cret\"\nkeys = { 2001 = \"agent-s3cret\" }\n").unwrap();
     let auth = c.auth.as_ref().unwrap();
     assert_eq!(auth.key.as_deref(), Some("shared-s3cret"), "kept for use");
     for shown in [c.to_toml(), format!("{c:?}")] {
@@ -492,8 +485,9 @@ fn printed_and_debugged_configs_show_that_keys_are_set_never_the_keys() {
 
 #[test]
 fn specs_are_parsed_once_and_kept_with_their_text() {
-    let c = parse("hep_port = 9060\nlisten = [\"hep_udp:127.0.0.1\"]\noutputs = [\"relay:hep_tcp:h\"]")
-        .unwrap();
+    let c =
+        parse("hep_port = 9060\nlisten = [\"hep_udp:127.0.0.1\"]\noutputs = [\"relay:hep_tcp:h\"]")
+            .unwrap();
     // As written, for messages and `check-config`; parsed with the file's hep_port.
     assert_eq!(c.listen[0].text(), "hep_udp:127.0.0.1");
     assert_eq!(c.listen[0].spec.addr.port(), 9060);

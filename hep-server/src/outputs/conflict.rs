@@ -43,7 +43,10 @@ pub(crate) fn conflict<'a>(
     let mut targets: Vec<(&str, Target)> = Vec::new();
     for (i, (written, spec)) in outputs.iter().enumerate() {
         if let Some(dest) = spec.relay_destination()
-            && let Some(l) = listeners.clone().into_iter().find(|l| relays_to(dest, &l.spec))
+            && let Some(l) = listeners
+                .clone()
+                .into_iter()
+                .find(|l| relays_to(dest, &l.spec))
         {
             return Some(OutputConflict {
                 output: i,

@@ -46,7 +46,11 @@ impl Counters {
 
     /// The counters of type `T` of the output `name`, made by `new` (and registered) on
     /// first use.
-    pub(crate) fn kind<T: Collect + 'static>(&mut self, name: &str, new: impl FnOnce() -> T) -> Arc<T> {
+    pub(crate) fn kind<T: Collect + 'static>(
+        &mut self,
+        name: &str,
+        new: impl FnOnce() -> T,
+    ) -> Arc<T> {
         let found = self
             .kinds
             .iter()

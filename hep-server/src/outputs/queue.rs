@@ -262,7 +262,7 @@ pub struct OutputQueue {
 
 impl OutputQueue {
     /// A queue of `capacity` messages; the receiver goes to the output's worker.
-    pub fn new(capacity: usize, stats: Arc<OutputStats>) -> (Self, mpsc::Receiver<Queued>) {
+    pub fn new(capacity: usize, stats: Arc<OutputStats>) -> (Self, Receiver<Queued>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         (
             Self {

@@ -150,10 +150,7 @@ mod tests {
             panic!("{spec:?}")
         };
         assert_eq!(dest.version(), hep_proto::HepVersion::V3);
-        assert_eq!(
-            spool.as_deref(),
-            Some(std::path::Path::new("/var/spool/hep"))
-        );
+        assert_eq!(spool.as_deref(), Some(Path::new("/var/spool/hep")));
         assert_eq!(spec.to_string().parse::<OutputSpec>().unwrap(), spec);
         let plain: OutputSpec = "relay:hep_udp:10.0.0.1:9060;version=2".parse().unwrap();
         assert!(matches!(plain, OutputSpec::Relay { spool: None, .. }));

@@ -70,8 +70,7 @@ impl Output for Store {
                 for batch in to_write {
                     let taken = batch.len();
                     let w = store.write(batch);
-                    let recorded =
-                        stats.record_batch(taken, w.stored, &[("disk_low", w.disk_low)]);
+                    let recorded = stats.record_batch(taken, w.stored, &[("disk_low", w.disk_low)]);
                     if !recorded {
                         return;
                     }

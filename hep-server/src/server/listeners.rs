@@ -8,9 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use hep_proto::DecodeOptions;
 use hep_transport::layer::overload::OverloadDrop;
-use hep_transport::{
-    ListenSpec, Listener, ListenerConfig, ListenerStats, TlsConfig, Transport,
-};
+use hep_transport::{ListenSpec, Listener, ListenerConfig, ListenerStats, TlsConfig, Transport};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::Stack;

@@ -154,9 +154,7 @@ pub async fn run_with_reloads(
     }
     // Drop warnings until the outputs are drained too (the caller says the rest at exit).
     let until = shutdown.run().clone().cancelled_owned();
-    shutdown
-        .watching
-        .spawn(Arc::clone(&drop_watch).run(until));
+    shutdown.watching.spawn(Arc::clone(&drop_watch).run(until));
 
     // A listener that ends on its own stops the run.
     let listener_ended = CancellationToken::new();

@@ -135,7 +135,10 @@ mod tests {
         let start = tokio::time::Instant::now();
         s.outputs_done().await;
         let waited = start.elapsed();
-        assert!((Duration::from_secs(10)..Duration::from_secs(11)).contains(&waited), "{waited:?}");
+        assert!(
+            (Duration::from_secs(10)..Duration::from_secs(11)).contains(&waited),
+            "{waited:?}"
+        );
         s.finish().await;
     }
 }

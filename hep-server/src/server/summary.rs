@@ -73,7 +73,11 @@ impl Summary {
 
     /// Messages dropped after decoding: overload, callback rejections, output failures.
     pub fn dropped(&self) -> u64 {
-        let listeners: u64 = self.listeners.iter().map(|l| l.stats().dropped_total()).sum();
+        let listeners: u64 = self
+            .listeners
+            .iter()
+            .map(|l| l.stats().dropped_total())
+            .sum();
         let callbacks: u64 = self
             .callbacks
             .iter()

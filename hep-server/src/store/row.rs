@@ -9,8 +9,8 @@ use bytes::Bytes;
 use hep_proto::{HepMessage, HepVersion};
 use hep_transport::{Received, Transport};
 
-use super::schema::text_hash;
 use super::config::StoreConfig;
+use super::schema::text_hash;
 use crate::formats::hep::wire_bytes;
 use hep_proto::sip::{self, SipSummary};
 
@@ -339,7 +339,7 @@ impl RecvText {
 
 #[cfg(test)]
 mod tests {
-    use super::{RowPlan, Batch};
+    use super::{Batch, RowPlan};
     use crate::store::StoreConfig;
     use std::net::IpAddr;
 

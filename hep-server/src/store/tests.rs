@@ -465,8 +465,7 @@ fn retention_deletes_the_side_file_with_its_partition_and_counts_its_size() {
         min_free_mb: 0,
         ..StoreConfig::default()
     };
-    let w =
-        Store::open(dir.path(), config, Arc::new(StoreStats::new("store:t"))).expect("opens");
+    let w = Store::open(dir.path(), config, Arc::new(StoreStats::new("store:t"))).expect("opens");
     drop(w);
     assert!(!p.path.exists() && !side.exists(), "both files deleted");
     assert!(

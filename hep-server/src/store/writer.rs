@@ -20,10 +20,10 @@ use rusqlite::{Connection, Statement};
 
 use super::StoreError;
 use super::checkpoint::{Checkpointer, WAL_MAX_BYTES, WAL_RESTART_BYTES};
+use super::config::StoreConfig;
 use super::hepfile::HepFile;
 use super::partition::{self, LOCK_FILE, Partition};
 use super::retention::{self, Aged, Limits};
-use super::config::StoreConfig;
 use super::row::{Batch, RecvText, Row, RowPlan};
 use super::schema::{self, RowIds, Version};
 use crate::time::now_usec;

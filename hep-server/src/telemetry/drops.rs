@@ -259,7 +259,7 @@ mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use super::*;
-    use super::metrics::{Collect, Kind};
+    use crate::telemetry::metrics::{Collect, Kind};
 
     /// A listener and an output that drop what they are told to.
     #[derive(Default)]

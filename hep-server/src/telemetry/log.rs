@@ -18,13 +18,13 @@ use std::fmt::{self, Write as _};
 use std::io;
 use std::str::FromStr as _;
 
+use serde::Serialize;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{Directive, LevelFilter};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use serde::Serialize;
 use tracing_subscriber::registry::LookupSpan;
 
 /// How logs are written (`[log]`).

@@ -13,8 +13,8 @@ use hep_callbacks::CallbackStats;
 use hep_proto::HepVersion;
 use hep_transport::{ListenSpec, ListenerStats, RecvInfo};
 
-use crate::sync::lock;
 use super::metrics::{Collect, Kind, Samples};
+use crate::sync::lock;
 
 /// A listener's counters, labelled with its transport and address.
 #[derive(Debug)]
@@ -243,4 +243,3 @@ impl Collect for ReloadCollect {
         );
     }
 }
-

@@ -206,9 +206,9 @@ impl Output for Relay {
         } = *self;
         let task = match spool {
             None => tokio::spawn(plain::forward(dest, sender, queue, stats, close)),
-            Some(spool) => tokio::spawn(spooling::forward(
-                dest, sender, queue, stats, spool, close,
-            )),
+            Some(spool) => {
+                tokio::spawn(spooling::forward(dest, sender, queue, stats, spool, close))
+            }
         };
         Ok(Worker::Task(task))
     }

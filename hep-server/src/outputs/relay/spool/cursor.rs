@@ -120,8 +120,8 @@ pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use crate::testing::TempDir;
     use super::*;
+    use crate::testing::TempDir;
 
     #[test]
     fn a_stored_cursor_loads_back_and_replaces_the_previous_one() {
