@@ -1,13 +1,12 @@
 //! `listen`: where to receive HEP, and from whom (`;allow=NETWORKS`).
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::ops::Range;
 
 use hep_transport::{ListenOn, ListenSpec, Transport};
 use toml::Spanned;
 
-use super::Written;
 use super::error::{ConfigError, Source};
+use super::{Specs, Written};
 
 /// The listeners of `listen` (each spec parsed with `hep_port` as its default port), or
 /// the default ones: UDP and TCP on 0.0.0.0, port `hep_port`. With them, where the file
@@ -16,13 +15,16 @@ pub(super) fn resolve(
     raw: Option<Vec<Spanned<String>>>,
     hep_port: u16,
     src: &Source<'_>,
-) -> Result<(Vec<Written<ListenOn>>, Option<Range<usize>>), ConfigError> {
+) -> Result<Specs<ListenOn>, ConfigError> {
     let Some(list) = raw else {
         let on = |transport| {
             let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, hep_port));
             Written::from(ListenOn::new(ListenSpec::new(transport, addr)))
         };
-        return Ok((vec![on(Transport::Udp), on(Transport::Tcp)], None));
+        return Ok(Specs {
+            specs: vec![on(Transport::Udp), on(Transport::Tcp)],
+            tls_at: None,
+        });
     };
     let mut tls = None;
     let mut listen = Vec::with_capacity(list.len());
@@ -36,5 +38,8 @@ pub(super) fn resolve(
         }
         listen.push(l);
     }
-    Ok((listen, tls))
+    Ok(Specs {
+        specs: listen,
+        tls_at: tls,
+    })
 }

@@ -99,6 +99,13 @@ struct RawConfig {
     spool: Option<spool::RawSpool>,
 }
 
+/// The specs of `listen` or `outputs`, and where the file first asks for TLS among them
+/// (a missing `[tls]` or `[relay_tls]` is reported there).
+struct Specs<T> {
+    specs: Vec<Written<T>>,
+    tls_at: Option<std::ops::Range<usize>>,
+}
+
 // ===== the effective configuration =====
 
 /// The effective configuration: every value resolved, defaults filled in.
@@ -304,8 +311,14 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
     let src = Source { path, text };
     let hep_port = raw.hep_port.unwrap_or(HEP_PORT);
     // Where the file asks for TLS, so that a missing section is reported there.
-    let (listen, tls_listener) = listen::resolve(raw.listen, hep_port, &src)?;
-    let (outputs, tls_relay) = outputs::resolve(raw.outputs, hep_port, &listen, &src)?;
+    let Specs {
+        specs: listen,
+        tls_at: tls_listener,
+    } = listen::resolve(raw.listen, hep_port, &src)?;
+    let Specs {
+        specs: outputs,
+        tls_at: tls_relay,
+    } = outputs::resolve(raw.outputs, hep_port, &listen, &src)?;
     let hep_async = relay::hep_async(raw.hep_async, &src)?;
     let limits = limits::resolve(raw.limits);
     let relay_tls = relay::relay_tls(raw.relay_tls, &src)?;

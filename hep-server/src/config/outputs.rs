@@ -1,12 +1,10 @@
 //! `outputs`: where every accepted message goes.
 
-use std::ops::Range;
-
 use hep_transport::{ListenOn, Transport};
 use toml::Spanned;
 
-use super::Written;
 use super::error::{ConfigError, Source};
+use super::{Specs, Written};
 use crate::outputs::OutputSpec;
 use crate::outputs::conflict::conflict;
 
@@ -19,10 +17,13 @@ pub(super) fn resolve(
     hep_port: u16,
     listeners: &[Written<ListenOn>],
     src: &Source<'_>,
-) -> Result<(Vec<Written<OutputSpec>>, Option<Range<usize>>), ConfigError> {
+) -> Result<Specs<OutputSpec>, ConfigError> {
     let Some(list) = raw else {
         let store = OutputSpec::Store(crate::store::DEFAULT_DIR.into());
-        return Ok((vec![Written::from(store)], None));
+        return Ok(Specs {
+            specs: vec![Written::from(store)],
+            tls_at: None,
+        });
     };
     let mut tls = None;
     let mut outputs = Vec::with_capacity(list.len());
@@ -43,5 +44,8 @@ pub(super) fn resolve(
     if let Some(c) = conflict(listeners.iter().map(Written::value), &written) {
         return Err(src.error(list[c.output].span(), format!("key `outputs`: {c}")));
     }
-    Ok((outputs, tls))
+    Ok(Specs {
+        specs: outputs,
+        tls_at: tls,
+    })
 }

@@ -500,11 +500,13 @@ fn specs_are_parsed_once_and_kept_with_their_text() {
 fn a_configuration_built_in_code_is_checked_like_a_file() {
     // A spec cannot be lost on the way: a Config holds parsed specs only, and the checks
     // of a file apply to them.
-    let mut c = Config::default();
-    c.outputs = vec![
-        Written::from(OutputSpec::Stdout),
-        Written::from(OutputSpec::Json(None)),
-    ];
+    let mut c = Config {
+        outputs: vec![
+            Written::from(OutputSpec::Stdout),
+            Written::from(OutputSpec::Json(None)),
+        ],
+        ..Config::default()
+    };
     let e = c.check_outputs().unwrap_err().to_string();
     assert_eq!(
         e,

@@ -24,7 +24,7 @@
 //! ```
 //! use hep_server::formats::capture_file::{CaptureFormat, CaptureReader};
 //!
-//! let stream = include_bytes!("../../hep-testkit/testdata/kamailio/v3-tcp-stream.bin");
+//! let stream = include_bytes!("../../../hep-testkit/testdata/kamailio/v3-tcp-stream.bin");
 //! let reader = CaptureReader::from_bytes(stream.to_vec().into()).unwrap();
 //! assert_eq!(reader.format(), CaptureFormat::Hep3Stream);
 //! assert_eq!(reader.filter(Result::is_ok).count(), 12);

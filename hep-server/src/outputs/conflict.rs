@@ -9,7 +9,7 @@ use hep_transport::{HepDestination, ListenOn, ListenSpec};
 use super::OutputSpec;
 
 /// Outputs that cannot work together, or an output that would feed a listener of ours;
-/// see [`conflict`].
+/// see [`Config::check_outputs`](crate::config::Config::check_outputs).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct OutputConflict {

@@ -10,16 +10,16 @@
 //!                         └── null                 (counted as it passes)
 //! ```
 //!
-//! Every kind but `null` is an [`Output`]: opened from its spec (a file created, a
+//! Every kind but `null` is an `Output`: opened from its spec (a file created, a
 //! store or spool opened, a sender built), then started on the receiving end of its
 //! queue, it writes what the queue brings, counts each message in its [`OutputStats`]
-//! (and in counters of its own, registered through [`Counters`](counters::Counters)), and
+//! (and in counters of its own, kept across reloads by `counters::Counters`), and
 //! drains the queue when it is closed. The running set, and how a reload changes it
-//! without losing a message, is [`set`].
+//! without losing a message, is `set`.
 //!
 //! # Adding an output kind
-//! Its module (`open`, and an [`Output`] for its worker), its spec's syntax in
-//! [`OutputSpec`], and one line in [`open`] below.
+//! Its module (`open`, and an `Output` for its worker), its spec's syntax in
+//! [`OutputSpec`], and one line in `outputs::open`.
 
 use std::sync::Arc;
 

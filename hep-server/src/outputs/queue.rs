@@ -2,7 +2,7 @@
 //!
 //! The fan-out ([`super::fanout`]) reserves a slot in each queue before it takes a
 //! message, so a full queue pushes back instead of growing; the output's worker takes
-//! messages off the other end ([`blocking_next`] for a worker thread) and counts each
+//! messages off the other end (`blocking_next` for a worker thread) and counts each
 //! one, delivered, failed or dropped for a reason of its own, in [`OutputStats`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

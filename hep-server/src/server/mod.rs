@@ -28,7 +28,7 @@
 //! refuses the reload, and the running configuration stays), then the new stack is
 //! published to every listener through the [`Switch`], then the outputs no longer
 //! configured are closed: each writes what it had been given, so nothing accepted is
-//! lost (see [`crate::outputs::set`]). Listeners, `[limits]`, `[tls]`, `[metrics]` and
+//! lost (see the `outputs::set` module). Listeners, `[limits]`, `[tls]`, `[metrics]` and
 //! `[log]` need a restart: a reload that changes them says so and keeps the running
 //! values. Every outcome is logged (`reloaded FILE: outputs [...], callbacks [...]`, or
 //! why not) and counted (`hep_config_reloads_total{result}`).

@@ -412,9 +412,8 @@ fn a_foreign_side_file_is_refused_and_left_untouched() {
         max_age_hours: 0,
         ..StoreConfig::default()
     };
-    let refused = Store::open(dir.path(), config, Arc::new(StoreStats::new("store:t")))
-        .err()
-        .expect("refused");
+    let refused =
+        Store::open(dir.path(), config, Arc::new(StoreStats::new("store:t"))).expect_err("refused");
     assert!(
         matches!(&refused, super::StoreError::Foreign { path, .. } if *path == side),
         "{refused}"

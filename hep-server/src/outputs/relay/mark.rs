@@ -5,7 +5,7 @@
 //! to it again) would forward each of them again, for ever: 5 messages became 777,205 in
 //! 2.5 s. So every `relay:` output (HEPv3) appends one chunk to what it sends, carrying
 //! this process's instance id and a hop count, and the callback chain drops
-//! ([`LoopGuard`], counted as `hep_dropped_total{stage="relay_loop",reason}`) a message
+//! (`LoopGuard`, counted as `hep_dropped_total{stage="relay_loop",reason}`) a message
 //! that arrives carrying:
 //!
 //! - our own mark (`reason="loop"`): it went out through one of our relays and came

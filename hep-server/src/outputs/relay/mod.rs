@@ -1,16 +1,16 @@
 //! `relay:hep_udp|hep_tcp|hep_tls:HOST[:PORT][;version=N][;spool=DIR]`: the messages
 //! forwarded to another collector through a [`HepSender`].
 //!
-//! What a relay sends for a message is decided in one place, [`mark::RelayEncoder`]:
+//! What a relay sends for a message is decided in one place, `mark::RelayEncoder`:
 //! the bytes it was received as, unless a callback changed the message or the
 //! destination speaks another HEP version (then the message encoded again), with this
 //! collector's relay mark appended over HEPv3 (the mark lets the loop check,
-//! [`mark::LoopGuard`], drop a message that comes back).
+//! `mark::LoopGuard`, drop a message that comes back).
 //!
 //! Two tasks drain a relay's queue:
-//! - without a spool, [`plain`]: runs of messages offered to the sender, which queues
+//! - without a spool, `plain`: runs of messages offered to the sender, which queues
 //!   them per connection and drops (and counts) what a stalled destination does not take;
-//! - with `;spool=DIR`, [`spooling`]: every message appended to the disk spool
+//! - with `;spool=DIR`, `spooling`: every message appended to the disk spool
 //!   ([`spool`]) and sent from there in order, at least once, resent from a replay window
 //!   after a break.
 //!
