@@ -12,10 +12,11 @@
 //! readers ([`commands::search`], later an HTTP API) query.
 //!
 //! ```text
-//!  config/ ─> server/ : listeners ─> callbacks.rs ─> outputs/ : fanout ─> queue ─┬─> store   ─> store/  <── commands/search.rs
-//!                                                                               ├─> relay/ (spool/)
-//!                                                                               ├─> stdout, json, pcap ─> formats/
-//!                                                                               └─> null
+//!  config/ ─> server/: listeners ─> callbacks.rs ─> outputs/: fanout, a queue each
+//!                                                     ├─> store:  ─> store/ <─ commands/search.rs
+//!                                                     ├─> relay:  (outputs/relay/, its spool/)
+//!                                                     ├─> stdout, json:, pcap: ─> formats/
+//!                                                     └─> null
 //! ```
 //!
 //! - [`config`]: the TOML file, one module per section; listen and output specs parsed
@@ -30,13 +31,15 @@
 //!   [`relay`](outputs::relay) with its disk spool and its mark).
 //! - [`store`]: the embedded capture store (SQLite partitions): open, write a batch, what
 //!   was written, search. It knows neither the outputs nor the configuration file.
-//! - [`formats`]: how a message is shown or read back: the JSON record, the text line,
-//!   the ladder diagram, pcap files written, capture files read.
+//! - [`formats`]: how a message is written out or read back: the HEP bytes it goes on as
+//!   (relays, the store), the JSON record, the text line, the ladder diagram, pcap files
+//!   written, capture files read.
 //! - [`telemetry`]: Prometheus metrics, the drop warnings, logging, and the counters of
 //!   the listeners and callbacks.
 //! - [`commands`]: the subcommands other than `run` (`decode`, `search`, `send`);
 //!   [`cli`] is the command line (clap).
-//! - [`time`]: UTC timestamps without a date-time dependency.
+//! - [`time`]: UTC timestamps without a date-time dependency; `sync` (locks that survive
+//!   a panic) and `read` (a fixed-size record read whole) are private helpers.
 #![doc(test(attr(deny(warnings))))]
 
 mod callbacks;

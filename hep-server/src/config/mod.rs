@@ -217,14 +217,10 @@ impl Config {
                 changed.push(key);
             }
         };
-        // As written: `hep_port`, which a spec without a port depends on, is a key of its own.
-        let same_text = self.listen.len() == new.listen.len()
-            && self
-                .listen
-                .iter()
-                .zip(&new.listen)
-                .all(|(a, b)| a.text() == b.text());
-        check("listen", same_text);
+        // As written (`hep_port`, which a spec without a port depends on, is checked on
+        // its own).
+        let listen = self.listen.iter().map(Written::text);
+        check("listen", listen.eq(new.listen.iter().map(Written::text)));
         check("hep_port", self.hep_port == new.hep_port);
         check(
             "hep_max_msg_chunks",
