@@ -366,3 +366,86 @@ fn start(
 fn same_file(a: &Path, b: &Path) -> bool {
     a == b || resolved_path(a) == resolved_path(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use hep_proto::{HepMessage, HepVersion, ProtoType};
+    use hep_transport::{Received, RecvInfo, Transport};
+    use tower::{Service as _, ServiceExt as _};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::testing::TempDir;
+
+    fn received(i: u32) -> Received {
+        let wire = HepMessage::builder()
+            .src("10.0.0.1:5060".parse().unwrap())
+            .dst("10.0.0.2:5060".parse().unwrap())
+            .timestamp(1_700_000_000 + i, 0)
+            .proto_type(ProtoType::Sip)
+            .payload(format!("OPTIONS sip:{i}@example.com SIP/2.0\r\n\r\n").into_bytes())
+            .build()
+            .encode(HepVersion::V3)
+            .unwrap();
+        let at: SocketAddr = "127.0.0.1:5656".parse().unwrap();
+        Received::new(
+            HepMessage::decode(wire.clone()).unwrap(),
+            wire,
+            RecvInfo::new(Transport::Udp, at, at),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_output_gets_every_message_and_a_closed_one_writes_what_it_was_given() {
+        let dir = TempDir::new("outputs-set");
+        let file = dir.path().join("out.jsonl");
+        let specs = [OutputSpec::Json(Some(file.clone())), OutputSpec::Null];
+        let mut outputs = Outputs::new(Registry::new(), 64, CancellationToken::new());
+        let set = outputs
+            .reconfigure(&specs, &Config::default().output_settings())
+            .unwrap();
+        assert_eq!(
+            set.changes.to_string(),
+            format!("json:{} (added), null (added)", file.display())
+        );
+        let mut fanout = set.fanout;
+        for i in 0..10 {
+            fanout
+                .ready()
+                .await
+                .unwrap()
+                .call(received(i))
+                .await
+                .unwrap();
+        }
+        drop(fanout);
+        for o in outputs.retire_all() {
+            o.close().await;
+        }
+        let written = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(written.lines().count(), 10, "{written}");
+        let (stats, relays) = outputs.counters();
+        let delivered: Vec<u64> = stats.iter().map(|s| s.delivered()).collect();
+        assert_eq!(delivered, [10, 10]);
+        assert!(relays.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_output_that_cannot_start_changes_nothing() {
+        let dir = TempDir::new("outputs-refused");
+        let mut outputs = Outputs::new(Registry::new(), 64, CancellationToken::new());
+        let settings = Config::default().output_settings();
+        outputs.reconfigure(&[OutputSpec::Null], &settings).unwrap();
+        let bad = dir.path().join("missing").join("out.pcap");
+        let e = outputs
+            .reconfigure(&[OutputSpec::Null, OutputSpec::Pcap(bad)], &settings)
+            .map(|_| ())
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("cannot create the file"), "{e:#}");
+        // Still the one output it had.
+        assert_eq!(outputs.counters().0.len(), 1);
+        assert_eq!(outputs.retire_all().len(), 1);
+    }
+}
