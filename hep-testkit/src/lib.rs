@@ -8,6 +8,11 @@
 pub mod strategy;
 pub mod vectors;
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// Decodes a hex string, ignoring whitespace. Panics on bad hex: test input only.
 ///
 /// ```

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  socket --> listener (framing, limits, timeouts) --> hep_proto decode
-//!         --> tower::Service<Received>  (your stack: auth, filters, callbacks, outputs)
+//!         --> HepService = tower::Service<Received>  (your stack: auth, filters, outputs)
 //! ```
 //!
 //! Each decoded message is handed on as a [`Received`]: the message, the exact bytes it
@@ -18,15 +18,25 @@
 //! - `allow`: [`SourceAllowlist`], the agents' networks a listener accepts.
 //! - `recv`: [`Received`], [`RecvInfo`]; `identity`: [`ClientIdentity`] (a verified TLS
 //!   client certificate, in [`RecvInfo::client`]).
+//! - `service`: [`HepService`], the bound every listener's service meets (a trait alias
+//!   of `tower::Service<Received>` with its `Clone + Send` bounds).
 //! - [`listener`]: [`Listener`] (bind, then run until a shutdown future), [`serve`],
-//!   [`ListenerConfig`], [`ListenError`], [`RateLimitedWarn`].
-//! - [`udp`], [`tcp`], [`tls`]: the three listeners, their settings ([`UdpConfig`],
-//!   [`TcpConfig`], [`TlsConfig`]) and their docs (limits, framing, why no resync).
-//! - [`stats`]: [`ListenerStats`], lock-free counters for metrics, [`StatsSnapshot`],
-//!   [`RejectReason`], [`DropReason`].
+//!   [`ListenerConfig`], [`ListenError`], [`RateLimitedWarn`]; [`listener::udp`],
+//!   [`listener::tcp`], [`listener::tls`]: the three kinds, their settings
+//!   ([`UdpConfig`], [`TcpConfig`], [`TlsConfig`]) and their docs (limits, framing, why
+//!   no resync).
+//! - [`stats`]: [`ListenerStats`], lock-free counters for metrics,
+//!   [`ListenerStatsSnapshot`], [`RejectReason`], [`ListenerDropReason`].
 //! - [`layer`]: tower middleware tower lacks: [`layer::overload::OverloadDrop`].
 //! - [`sender`]: [`HepSender`] (a `tower::Service<Bytes>` for UDP/TCP/TLS destinations),
-//!   [`HepDestination`] (OpenSIPS `hep_id` and relay specs), [`SenderConfig`].
+//!   [`HepDestination`] (OpenSIPS `hep_id` and relay specs), [`SenderConfig`], and its
+//!   counters ([`SenderStats`](sender::SenderStats),
+//!   [`SenderDropReason`](sender::SenderDropReason)).
+//!
+//! The listener and the sender count what they drop under different reasons, so the two
+//! reason types have different names: [`ListenerDropReason`] (a received message not
+//! delivered to the service) and [`SenderDropReason`](sender::SenderDropReason) (a
+//! message not sent).
 #![doc(test(attr(deny(warnings))))]
 #![warn(clippy::unwrap_used)]
 
@@ -36,22 +46,27 @@ pub mod layer;
 pub mod listener;
 mod recv;
 pub mod sender;
+mod service;
 mod spec;
 pub mod stats;
-pub mod tcp;
-pub mod tls;
-pub mod udp;
+mod sync;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 pub use allow::{AllowlistError, SourceAllowlist};
 pub use identity::ClientIdentity;
-pub use listener::{ListenError, Listener, ListenerConfig, RateLimitedWarn, serve};
+pub use listener::{
+    ClientCheck, ListenError, Listener, ListenerConfig, RateLimitedWarn, TcpConfig, TlsConfig,
+    TlsConfigError, UdpConfig, serve,
+};
 pub use recv::{Received, RecvInfo};
 pub use sender::{HepDestination, HepSender, SenderConfig};
+pub use service::HepService;
 pub use spec::{HEP_PORT, ListenOn, ListenSpec, SpecError, Transport};
-pub use stats::{DropReason, ListenerStats, RejectReason, StatsSnapshot};
-pub use tcp::TcpConfig;
-pub use tls::{ClientCheck, TlsConfig, TlsConfigError};
-pub use udp::UdpConfig;
+pub use stats::{ListenerDropReason, ListenerStats, ListenerStatsSnapshot, RejectReason};
 
 /// The boxed error tower middleware returns.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -12,12 +12,12 @@
 //! included, so that metrics can be registered before the first message:
 //!
 //! ```
-//! use hep_transport::{DropReason, ListenerStats, RejectReason};
+//! use hep_transport::{ListenerDropReason, ListenerStats, RejectReason};
 //!
 //! let stats = ListenerStats::new();
 //! stats.record_rejected(RejectReason::IdleTimeout);
 //! stats.record_decode_error(&hep_proto::DecodeError::MissingPayload);
-//! stats.record_dropped(DropReason::Overload, 3);
+//! stats.record_dropped(ListenerDropReason::Overload, 3);
 //!
 //! let snap = stats.snapshot();
 //! assert_eq!(snap.rejected_by("idle_timeout"), 1);
@@ -110,7 +110,7 @@ impl fmt::Display for RejectReason {
 /// Why a decoded message was not delivered. Counted under [`ListenerStats::dropped`].
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DropReason {
+pub enum ListenerDropReason {
     /// The service was not ready (UDP under overload, see
     /// [`OverloadDrop`](crate::layer::overload::OverloadDrop)).
     Overload,
@@ -121,7 +121,7 @@ pub enum DropReason {
     Shutdown,
 }
 
-impl DropReason {
+impl ListenerDropReason {
     /// Every label, in a stable order.
     pub const LABELS: &'static [&'static str] = &["overload", "service_error", "shutdown"];
 
@@ -139,7 +139,7 @@ impl DropReason {
     }
 }
 
-impl fmt::Display for DropReason {
+impl fmt::Display for ListenerDropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.label())
     }
@@ -150,10 +150,11 @@ impl fmt::Display for DropReason {
 const OTHER_DECODE_LABEL: &str = "other_decode_error";
 const DECODE_SLOTS: usize = DecodeError::LABELS.len() + 1;
 const TRANSPORT_SLOTS: usize = RejectReason::LABELS.len();
-const DROP_SLOTS: usize = DropReason::LABELS.len();
+const DROP_SLOTS: usize = ListenerDropReason::LABELS.len();
 
 /// A listener's counters (see the [module docs](self)). Create one, share it via `Arc`.
-#[derive(Debug)]
+///
+/// Its `Debug` shows the numbers now, as a [`ListenerStatsSnapshot`] does.
 pub struct ListenerStats {
     received: [AtomicU64; 3],
     bytes: AtomicU64,
@@ -188,7 +189,7 @@ impl ListenerStats {
         }
     }
 
-    /// Every label [`StatsSnapshot::rejected`] yields, in its order: the
+    /// Every label [`ListenerStatsSnapshot::rejected`] yields, in its order: the
     /// [`DecodeError::LABELS`], `"other_decode_error"`, then the [`RejectReason::LABELS`].
     pub fn rejected_labels() -> impl Iterator<Item = &'static str> {
         DecodeError::LABELS
@@ -232,7 +233,7 @@ impl ListenerStats {
     }
 
     /// Counts `n` decoded messages that were not delivered.
-    pub fn record_dropped(&self, reason: DropReason, n: u64) {
+    pub fn record_dropped(&self, reason: ListenerDropReason, n: u64) {
         if n > 0 {
             self.dropped[reason.index()].fetch_add(n, Relaxed);
         }
@@ -294,7 +295,7 @@ impl ListenerStats {
     }
 
     /// Messages dropped for `reason`.
-    pub fn dropped(&self, reason: DropReason) -> u64 {
+    pub fn dropped(&self, reason: ListenerDropReason) -> u64 {
         self.dropped[reason.index()].load(Relaxed)
     }
 
@@ -321,8 +322,8 @@ impl ListenerStats {
     }
 
     /// A copy of every counter.
-    pub fn snapshot(&self) -> StatsSnapshot {
-        StatsSnapshot {
+    pub fn snapshot(&self) -> ListenerStatsSnapshot {
+        ListenerStatsSnapshot {
             received: [
                 self.received[0].load(Relaxed),
                 self.received[1].load(Relaxed),
@@ -340,8 +341,24 @@ impl ListenerStats {
 }
 
 /// A copy of a [`ListenerStats`] at one moment, with iteration over labelled counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatsSnapshot {
+///
+/// Its `Debug` lists the totals, then only the rejection and drop reasons that counted
+/// something (the others are zero):
+///
+/// ```
+/// use hep_transport::{ListenerStats, RejectReason};
+///
+/// let stats = ListenerStats::new();
+/// stats.record_rejected(RejectReason::IdleTimeout);
+/// assert_eq!(
+///     format!("{:?}", stats.snapshot()),
+///     "ListenerStatsSnapshot { received: {\"v1\": 0, \"v2\": 0, \"v3\": 0}, bytes: 0, \
+///      rejected: {\"idle_timeout\": 1}, dropped: {}, connections_accepted: 0, \
+///      connections_closed: 0, accept_errors: 0 }",
+/// );
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct ListenerStatsSnapshot {
     received: [u64; 3],
     bytes: u64,
     rejected_decode: [u64; DECODE_SLOTS],
@@ -352,9 +369,9 @@ pub struct StatsSnapshot {
     accept_errors: u64,
 }
 
-// ===== impl StatsSnapshot =====
+// ===== impl ListenerStatsSnapshot =====
 
-impl StatsSnapshot {
+impl ListenerStatsSnapshot {
     /// Messages decoded per HEP version: `(V1, n), (V2, n), (V3, n)`.
     pub fn received(&self) -> impl Iterator<Item = (HepVersion, u64)> + '_ {
         [HepVersion::V1, HepVersion::V2, HepVersion::V3]
@@ -400,9 +417,9 @@ impl StatsSnapshot {
         self.rejected_decode.iter().sum::<u64>() + self.rejected_transport.iter().sum::<u64>()
     }
 
-    /// Every drop counter as `(label, n)`, zeros included, in [`DropReason::LABELS`] order.
+    /// Every drop counter as `(label, n)`, zeros included, in [`ListenerDropReason::LABELS`] order.
     pub fn dropped(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        DropReason::LABELS
+        ListenerDropReason::LABELS
             .iter()
             .copied()
             .zip(self.dropped.iter().copied())
@@ -439,6 +456,46 @@ impl StatsSnapshot {
     /// Failed `accept()` calls.
     pub fn accept_errors(&self) -> u64 {
         self.accept_errors
+    }
+}
+
+impl fmt::Debug for ListenerStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.snapshot().fmt_as("ListenerStats", f)
+    }
+}
+
+impl fmt::Debug for ListenerStatsSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_as("ListenerStatsSnapshot", f)
+    }
+}
+
+impl ListenerStatsSnapshot {
+    /// The numbers, under `name`: what both `Debug`s show.
+    fn fmt_as(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let received = Labelled(["v1", "v2", "v3"].into_iter().zip(self.received).collect());
+        let nonzero = |it: &mut dyn Iterator<Item = (&'static str, u64)>| {
+            Labelled(it.filter(|&(_, n)| n > 0).collect())
+        };
+        f.debug_struct(name)
+            .field("received", &received)
+            .field("bytes", &self.bytes)
+            .field("rejected", &nonzero(&mut self.rejected()))
+            .field("dropped", &nonzero(&mut self.dropped()))
+            .field("connections_accepted", &self.connections_accepted)
+            .field("connections_closed", &self.connections_closed)
+            .field("accept_errors", &self.accept_errors)
+            .finish()
+    }
+}
+
+/// Counters by label, shown as a map.
+struct Labelled(Vec<(&'static str, u64)>);
+
+impl fmt::Debug for Labelled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.iter().copied()).finish()
     }
 }
 
@@ -486,7 +543,7 @@ mod tests {
         assert_eq!(sorted.len(), labels.len(), "duplicate label in {labels:?}");
         let snap = ListenerStats::new().snapshot();
         assert_eq!(snap.rejected().map(|(l, _)| l).collect::<Vec<_>>(), labels);
-        assert_eq!(snap.dropped().count(), DropReason::LABELS.len());
+        assert_eq!(snap.dropped().count(), ListenerDropReason::LABELS.len());
     }
 
     #[test]
@@ -496,7 +553,7 @@ mod tests {
         stats.record_received(HepVersion::V3, 5);
         stats.record_rejected(RejectReason::Truncated);
         stats.record_decode_error(&DecodeError::FamilyMismatch);
-        stats.record_dropped(DropReason::ServiceError, 2);
+        stats.record_dropped(ListenerDropReason::ServiceError, 2);
         stats.record_accepted();
         stats.record_accepted();
         stats.record_closed();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use hep_proto::{HepFrameCodec, HepMessage, HepVersion, ProtoType};
-use hep_transport::sender::{Backoff, ClientTls, DropReason, SenderStatsSnapshot};
+use hep_transport::sender::{Backoff, ClientTls, SenderDropReason, SenderStatsSnapshot};
 use hep_transport::{HepDestination, HepSender, SenderConfig, Transport};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
@@ -305,13 +305,13 @@ async fn udp_messages_arrive_byte_exact_and_in_order() {
         .send_message(&HepMessage::builder().payload("x").build())
         .await
         .unwrap_err();
-    assert_eq!(e.reason(), DropReason::Encode);
+    assert_eq!(e.reason(), SenderDropReason::Encode);
 
     let s = sender.stats().snapshot();
     assert_eq!(s.sent_messages, 500);
     assert_eq!(s.connects, 1);
     assert_all_accounted(&s, 500);
-    assert_eq!(v2.stats().snapshot().dropped(DropReason::Encode), 1);
+    assert_eq!(v2.stats().snapshot().dropped(SenderDropReason::Encode), 1);
 }
 
 #[tokio::test]
@@ -544,7 +544,7 @@ async fn async_overflow_of_a_stalled_connection_drops_it_and_counts_every_loss()
         let r = sender.ready().await.unwrap().call(hep3(i, 1500)).await;
         took.push(t.elapsed());
         if let Err(e) = r {
-            assert_eq!(e.reason(), DropReason::QueueOverflow, "{e}");
+            assert_eq!(e.reason(), SenderDropReason::QueueOverflow, "{e}");
             overflow_errors += 1;
         }
     }
@@ -561,7 +561,7 @@ async fn async_overflow_of_a_stalled_connection_drops_it_and_counts_every_loss()
     assert!(overflow_errors > 0 && s.reconnects > 0, "{s:?}");
     // Each overflow of an established connection loses its whole queue plus the message
     // that overflowed; all of it counted.
-    assert!(s.dropped(DropReason::QueueOverflow) > 32, "{s:?}");
+    assert!(s.dropped(SenderDropReason::QueueOverflow) > 32, "{s:?}");
     assert_all_accounted(&s, offered as u64);
     // Exactly what was counted as sent arrived; nothing counted as lost did.
     let connects = usize::try_from(s.connects).unwrap();
@@ -614,10 +614,10 @@ async fn an_overloaded_sender_to_a_reading_destination_keeps_delivering() {
     sender.close().await;
     let s = settled(&sender).await;
     assert!(
-        s.dropped(DropReason::QueueOverflow) > 0,
+        s.dropped(SenderDropReason::QueueOverflow) > 0,
         "never overloaded: {s:?}"
     );
-    assert_eq!(s.dropped(DropReason::Cooldown), 0, "{s:?}");
+    assert_eq!(s.dropped(SenderDropReason::Cooldown), 0, "{s:?}");
     assert_eq!(s.connect_errors, 0, "{s:?}");
     assert!(s.sent_messages >= rounds, "{s:?}");
     assert_all_accounted(&s, offered);
@@ -747,7 +747,7 @@ async fn offers_to_a_stalled_destination_wait_no_longer_than_a_send_may() {
     assert!(late > 0, "room never timed out");
     sender.close().await;
     let s = settled(&sender).await;
-    assert!(s.dropped(DropReason::QueueOverflow) > 0, "{s:?}");
+    assert!(s.dropped(SenderDropReason::QueueOverflow) > 0, "{s:?}");
     assert!(
         s.reconnects > 0,
         "the stalled connection was never dropped: {s:?}"
@@ -847,7 +847,7 @@ async fn sync_write_times_out_after_hep_send_timeout() {
         "{took:?}"
     );
     let s = sender.stats().snapshot();
-    assert_eq!(s.dropped(DropReason::WriteTimeout), 1, "{s:?}");
+    assert_eq!(s.dropped(SenderDropReason::WriteTimeout), 1, "{s:?}");
     assert_eq!(s.sent_messages, sent as u64);
     assert_all_accounted(&s, sent as u64 + 1);
 }
@@ -923,7 +923,7 @@ async fn down_destination_backs_off_cools_down_and_recovers() {
     };
     let s = sender.stats().snapshot();
     assert_eq!(s.connect_errors, 3, "{s:?}");
-    assert!(s.dropped(DropReason::ConnectFailed) >= 3, "{s:?}");
+    assert!(s.dropped(SenderDropReason::ConnectFailed) >= 3, "{s:?}");
     // 3 attempts with 20 + 40 ms of backoff between them.
     assert!(cooling_since - started >= Duration::from_millis(60));
 
@@ -965,7 +965,7 @@ async fn down_destination_backs_off_cools_down_and_recovers() {
     sender.close().await;
     let s = sender.stats().snapshot();
     assert_eq!((s.connects, s.sent_messages), (1, 1), "{s:?}");
-    assert!(s.dropped(DropReason::Cooldown) >= 1, "{s:?}");
+    assert!(s.dropped(SenderDropReason::Cooldown) >= 1, "{s:?}");
     assert_all_accounted(&s, offered);
 }
 
@@ -1072,7 +1072,12 @@ async fn destination_that_never_answers_connect_is_bounded() {
     let sender = HepSender::new(dest("192.0.2.1:9060; transport=tcp"), cfg).unwrap();
     let _ = sender.enqueue(hep3(0, 100));
     let deadline = Instant::now() + Duration::from_secs(2);
-    while sender.stats().snapshot().dropped(DropReason::ConnectFailed) == 0 {
+    while sender
+        .stats()
+        .snapshot()
+        .dropped(SenderDropReason::ConnectFailed)
+        == 0
+    {
         assert!(Instant::now() < deadline, "connect not bounded");
         sleep(Duration::from_millis(10)).await;
     }
@@ -1456,7 +1461,7 @@ async fn tls_with_an_unknown_ca_fails_to_connect() {
         sleep(Duration::from_millis(10)).await;
     }
     let s = sender.stats().snapshot();
-    assert_eq!(s.dropped(DropReason::ConnectFailed), 1, "{s:?}");
+    assert_eq!(s.dropped(SenderDropReason::ConnectFailed), 1, "{s:?}");
     // A TLS destination needs TLS settings.
     let e = HepSender::new(dest("hep_tls:127.0.0.1:1"), SenderConfig::default()).unwrap_err();
     assert!(e.to_string().contains("SenderConfig::tls"), "{e}");

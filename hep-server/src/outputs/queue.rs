@@ -30,7 +30,7 @@ pub struct OutputStats {
     /// worker that is still running (a thread stuck in a write) no longer changes them.
     abandoned: Mutex<bool>,
     active: AtomicBool,
-    /// Drops of output-specific reasons (the store's `disk_low`, `expired`), by reason.
+    /// Drops of output-specific reasons (the store's `disk_low`), by reason.
     other: Mutex<Vec<(&'static str, u64)>>,
 }
 
@@ -80,8 +80,7 @@ impl OutputStats {
     }
 
     /// Messages dropped for output-specific reasons, by reason (the store's `disk_low`:
-    /// free space below `[store] min_free_mb`; `expired`: captured before the retention
-    /// age).
+    /// free space below `[store] min_free_mb`).
     pub fn other(&self) -> Vec<(&'static str, u64)> {
         sync::lock(&self.other).clone()
     }

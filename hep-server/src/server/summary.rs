@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use hep_transport::{DropReason, RejectReason};
+use hep_transport::{ListenerDropReason, RejectReason};
 
 use crate::outputs::queue::OutputStats;
 use crate::outputs::relay::RelayCollect;
@@ -129,7 +129,7 @@ impl Summary {
     pub fn overload(&self) -> u64 {
         self.listeners
             .iter()
-            .map(|l| l.stats().dropped(DropReason::Overload))
+            .map(|l| l.stats().dropped(ListenerDropReason::Overload))
             .sum()
     }
 }

@@ -204,6 +204,12 @@ struct Source {
 /// [`schema::RowIds`]), us: a generous bound.
 const ID_SPILL_USEC: i64 = 1_000_000;
 
+/// The smallest and largest row id of a partition. Two subqueries: SQLite reads the ends
+/// of the table's B-tree for a lone `min()` or `max()`, but `SELECT min(id), max(id)`
+/// scans every row (700 ms among 10 million).
+pub(crate) const EXTENT: &str =
+    "SELECT (SELECT min(id) FROM messages), (SELECT max(id) FROM messages)";
+
 /// The partitions of `dir` holding messages captured in `q`'s time range, the newest
 /// capture first. Found by their smallest and largest row ids, not their names (which
 /// are receive time, or in files of versions 1 to 4 the capture time of most of their
@@ -215,7 +221,7 @@ fn sources(dir: &Path, q: &Query) -> Result<Vec<Source>, StoreError> {
             continue;
         };
         let (first, last) = conn
-            .query_row("SELECT min(id), max(id) FROM messages", [], |r| {
+            .query_row(EXTENT, [], |r| {
                 Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
             })
             .map_err(|e| StoreError::sqlite(&partition.path, e))?;

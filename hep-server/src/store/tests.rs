@@ -763,3 +763,39 @@ fn a_partition_an_earlier_build_named_in_the_future_cannot_push_out_the_current_
     );
     assert_eq!(call_ids(dir.path(), &by_call("real-7")), ["real-7"]);
 }
+
+#[test]
+fn a_partitions_capture_times_are_read_from_the_ends_of_its_table_not_a_scan() {
+    let dir = TempDir::new("store-extent-plan");
+    let mut w = writer(dir.path());
+    assert_eq!(
+        write(&mut w, &[invite(TEN + 1, "call-x", "alice", "")]).stored,
+        1
+    );
+    drop(w);
+    let p = Partition::holding(dir.path(), i64::from(TEN), 3_600);
+    let conn = schema::open_for_read(&p.path).expect("opens");
+    let plan: Vec<String> = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {}", super::query::EXTENT))
+        .expect("prepares")
+        .query_map([], |r| r.get::<_, String>(3))
+        .expect("explains")
+        .map(|r| r.expect("a step"))
+        .collect();
+    // `SEARCH messages` for each end; `SELECT min(id), max(id)` would be `SCAN messages`.
+    assert!(
+        !plan.iter().any(|step| step.starts_with("SCAN messages")),
+        "{plan:?}"
+    );
+    assert_eq!(
+        plan.iter()
+            .filter(|step| *step == "SEARCH messages")
+            .count(),
+        2,
+        "{plan:?}"
+    );
+    let ends: (i64, i64) = conn
+        .query_row(super::query::EXTENT, [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("reads");
+    assert_eq!(ends.0, ends.1, "one row: {ends:?}");
+}

@@ -49,7 +49,7 @@ pub struct DropKind {
     /// Where: `listener`, a callback (`auth`, `rate_limit`...), `output`, `relay`,
     /// `spool`, `shutdown`.
     pub stage: String,
-    /// Why, as the metrics label it (`missing_key`, `overload`, `expired`...).
+    /// Why, as the metrics label it (`missing_key`, `overload`, `disk_low`...).
     pub reason: String,
     /// The listener the series names, if it names one.
     pub listener: Option<String>,
@@ -58,7 +58,7 @@ pub struct DropKind {
 }
 
 impl DropKind {
-    /// `missing_key at auth`, `overload at listener hep_udp:0.0.0.0:9060`, `expired at
+    /// `missing_key at auth`, `overload at listener hep_udp:0.0.0.0:9060`, `disk_low at
     /// output store:/var/lib/hep`.
     pub fn describe(&self) -> String {
         let mut s = format!("{} at {}", self.reason, self.stage);
@@ -265,7 +265,7 @@ mod tests {
     #[derive(Default)]
     struct Drops {
         overload: AtomicU64,
-        expired: AtomicU64,
+        disk_low: AtomicU64,
         idle: AtomicU64,
     }
 
@@ -286,9 +286,9 @@ mod tests {
                 &[
                     ("stage", "output"),
                     ("output", "store:/var/lib/hep"),
-                    ("reason", "expired"),
+                    ("reason", "disk_low"),
                 ],
-                self.expired.load(Ordering::Relaxed),
+                self.disk_low.load(Ordering::Relaxed),
             );
             out.sample(
                 "hep_rejected_total",
@@ -326,17 +326,17 @@ mod tests {
         );
         // Within the interval: held back, even when another series speaks.
         drops.overload.store(8, Ordering::Relaxed);
-        drops.expired.store(2, Ordering::Relaxed);
+        drops.disk_low.store(2, Ordering::Relaxed);
         assert_eq!(
             said(&watch.poll()),
-            [("expired at output store:/var/lib/hep".to_owned(), 2, 2)]
+            [("disk_low at output store:/var/lib/hep".to_owned(), 2, 2)]
         );
         drops.overload.store(9, Ordering::Relaxed);
         assert!(watch.poll().is_empty());
         std::thread::sleep(Duration::from_millis(350));
         // The count since the last line: 8 - 5, then 9 - 8, said although nothing new
         // came in this poll.
-        drops.expired.store(2, Ordering::Relaxed);
+        drops.disk_low.store(2, Ordering::Relaxed);
         assert_eq!(
             said(&watch.poll()),
             [("overload at listener hep_udp:0.0.0.0:9060".to_owned(), 4, 9)]
@@ -361,7 +361,7 @@ mod tests {
                 .collect::<Vec<_>>(),
             [
                 ("overload at listener hep_udp:0.0.0.0:9060".to_owned(), 10),
-                ("expired at output store:/var/lib/hep".to_owned(), 2),
+                ("disk_low at output store:/var/lib/hep".to_owned(), 2),
             ]
         );
     }

@@ -32,15 +32,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use hep_proto::HepVersion;
-use tower::Service;
 
-use super::Shared;
-use crate::{BoxError, DropReason, Received};
+use super::shared::Shared;
+use crate::{BoxError, HepService, ListenerDropReason, Received};
 
 /// One loop's handle on the service (see the [module docs](self)).
-pub(crate) struct Dispatcher<S>
+pub(super) struct Dispatcher<S>
 where
-    S: Service<Received>,
+    S: HepService,
 {
     service: S,
     /// The message waiting for the service to be ready.
@@ -59,12 +58,11 @@ where
 
 impl<S> Dispatcher<S>
 where
-    S: Service<Received, Response = ()>,
-    S::Error: Into<BoxError>,
+    S: HepService,
 {
     /// A dispatcher with at most `max_in_flight` (at least 1) pending answers, that waits
     /// when they are all taken, or drops (`drop_when_full`).
-    pub(crate) fn new(
+    pub(super) fn new(
         service: S,
         shared: Arc<Shared>,
         max_in_flight: usize,
@@ -83,12 +81,12 @@ where
     }
 
     /// Counts a message received from the wire (added to the shared counters later).
-    pub(crate) fn count_received(&mut self, version: HepVersion) {
+    pub(super) fn count_received(&mut self, version: HepVersion) {
         self.received[usize::from(version.number() - 1)] += 1;
     }
 
     /// Adds the counts of received messages to the shared counters.
-    pub(crate) fn flush_counts(&mut self) {
+    pub(super) fn flush_counts(&mut self) {
         for (v, n) in [HepVersion::V1, HepVersion::V2, HepVersion::V3]
             .into_iter()
             .zip(self.received)
@@ -99,7 +97,7 @@ where
     }
 
     /// Messages handed over (or about to be) whose answer has not completed.
-    pub(crate) fn pending(&self) -> usize {
+    pub(super) fn pending(&self) -> usize {
         usize::from(self.next.is_some()) + self.in_flight()
     }
 
@@ -109,12 +107,12 @@ where
     }
 
     /// Whether answers are waiting to be driven.
-    pub(crate) fn has_in_flight(&self) -> bool {
+    pub(super) fn has_in_flight(&self) -> bool {
         self.in_flight() > 0
     }
 
     /// Hands `req` on at the next [`poll_dispatch`](Self::poll_dispatch).
-    pub(crate) fn submit(&mut self, req: Received) {
+    pub(super) fn submit(&mut self, req: Received) {
         self.next = Some(req);
     }
 
@@ -128,7 +126,7 @@ where
     /// # Errors
     /// The service failed in `poll_ready`: it cannot take more requests. The message is
     /// counted as dropped (`service_error`); the caller stops using this dispatcher.
-    pub(crate) fn poll_dispatch(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    pub(super) fn poll_dispatch(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         let _ = self.poll_drain(cx);
         if self.in_flight() >= self.max_in_flight {
             if !self.drop_when_full {
@@ -147,7 +145,7 @@ where
                 if self.next.take().is_some() {
                     self.shared
                         .stats
-                        .record_dropped(DropReason::ServiceError, 1);
+                        .record_dropped(ListenerDropReason::ServiceError, 1);
                 }
                 return Poll::Ready(Err(e.into()));
             }
@@ -176,7 +174,7 @@ where
     ///
     /// # Errors
     /// The service failed in `poll_ready`: it cannot take more requests.
-    pub(crate) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    pub(super) fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         let _ = self.poll_drain(cx);
         if self.in_flight() >= self.max_in_flight {
             // The oldest answer is pending and has our waker.
@@ -194,7 +192,7 @@ where
 
     /// Calls the service, which [`poll_ready`](Self::poll_ready) found ready. The answer
     /// is driven by the next `poll_ready` or [`drain`](Self::drain).
-    pub(crate) fn call(&mut self, req: Received) {
+    pub(super) fn call(&mut self, req: Received) {
         let fut = self.service.call(req);
         if self.in_flight() == 0 {
             self.head.set(Some(fut));
@@ -204,7 +202,7 @@ where
     }
 
     /// Completes when no answer is pending; drives them meanwhile. Cancel-safe.
-    pub(crate) async fn drain(&mut self) {
+    pub(super) async fn drain(&mut self) {
         std::future::poll_fn(|cx| self.poll_drain(cx)).await;
     }
 
@@ -226,7 +224,9 @@ where
     }
 
     fn overload(&self) {
-        self.shared.stats.record_dropped(DropReason::Overload, 1);
+        self.shared
+            .stats
+            .record_dropped(ListenerDropReason::Overload, 1);
         if let Some(suppressed) = self.shared.warn_service.check() {
             tracing::warn!(
                 listener = %self.shared.spec,
@@ -242,7 +242,7 @@ where
             let e: BoxError = e.into();
             self.shared
                 .stats
-                .record_dropped(DropReason::ServiceError, 1);
+                .record_dropped(ListenerDropReason::ServiceError, 1);
             if let Some(suppressed) = self.shared.warn_service.check() {
                 tracing::warn!(
                     listener = %self.shared.spec,

@@ -1,5 +1,5 @@
 //! Listeners: bind a [`ListenSpec`], then hand every received message to a
-//! `tower::Service<Received>` until a shutdown future completes.
+//! [`HepService`] (a `tower::Service<Received>`) until a shutdown future completes.
 //!
 //! ```text
 //!  hep_udp   socket ×N ──recvmmsg batch──┐
@@ -34,6 +34,13 @@
 //! # }
 //! ```
 //!
+//! The service is cloned for each UDP worker and each TCP/TLS connection: see
+//! [`Listener::run`] for what that means for its state.
+//!
+//! The settings and what each kind of listener does with them: [`udp`] (receive path,
+//! receive buffer, binding), [`tcp`] (connections, framing, limits and their OpenSIPS
+//! names), [`tls`] (handshake, client certificates).
+//!
 //! # Backpressure
 //! - TCP/TLS: a connection waits for `poll_ready` before each message and stops reading
 //!   meanwhile, so the kernel's buffers fill and the sender is slowed down: nothing is lost.
@@ -60,158 +67,48 @@
 //! closes. After [`ListenerConfig::shutdown_grace`] whatever is still pending is dropped and
 //! counted (`dropped{reason="shutdown"}`) and [`Listener::run`] returns.
 
+mod config;
 mod dispatch;
+mod error;
+mod shared;
+mod stream;
+pub mod tcp;
+pub mod tls;
+mod tls_config;
+pub mod udp;
 mod warn;
 
 use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use hep_proto::DecodeOptions;
 use tokio_util::sync::CancellationToken;
-use tower::Service;
 
-pub(crate) use dispatch::Dispatcher;
+pub use config::{DEFAULT_SHUTDOWN_GRACE, ListenerConfig, TcpConfig, UdpConfig};
+pub use error::ListenError;
+pub use tls_config::{ClientCheck, FileRole, TlsConfig, TlsConfigError};
 pub use warn::RateLimitedWarn;
 
-use crate::tcp::{self, TcpConfig};
-use crate::tls::{TlsConfig, TlsConfigError};
-use crate::udp::{self, UdpConfig};
-use crate::{BoxError, ListenSpec, ListenerStats, Received, SourceAllowlist, Transport};
+use crate::{HepService, ListenSpec, ListenerStats, SourceAllowlist, Transport};
 #[cfg(doc)]
 use crate::{ListenOn, RecvInfo};
+use shared::Shared;
 
-/// The default [`ListenerConfig::shutdown_grace`]: 5 s.
-pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// How a listener receives: limits, timeouts, buffers. `Default` gives the documented
-/// defaults; change fields as needed.
-///
-/// ```
-/// use std::time::Duration;
-/// use hep_transport::ListenerConfig;
-///
-/// let mut config = ListenerConfig::default();
-/// config.tcp.max_msg_chunks = 0; // unlimited, as hep_max_msg_chunks = 0
-/// config.tcp.idle_timeout = Duration::from_secs(300);
-/// config.udp.recv_buffer_size = 16 << 20;
-/// ```
-#[non_exhaustive]
-#[derive(Debug, Clone)]
-pub struct ListenerConfig {
-    /// Decode limits (inflate cap, `EEP3`). Default: [`DecodeOptions::default`].
-    pub decode: DecodeOptions,
-    /// How long a shutdown waits for connections and pending answers before dropping
-    /// them (counted). Default: [`DEFAULT_SHUTDOWN_GRACE`] (5 s).
-    pub shutdown_grace: Duration,
-    /// `hep_udp` settings.
-    pub udp: UdpConfig,
-    /// `hep_tcp` and `hep_tls` settings.
-    pub tcp: TcpConfig,
-    /// `hep_tls` certificate, key and client verification. Required for a `hep_tls` spec.
-    pub tls: Option<TlsConfig>,
-    /// The agents' networks this listener accepts (the `;allow=` of a [`ListenOn`]);
-    /// `None` (the default) accepts everyone. Other sources are refused before any work:
-    /// datagrams before decoding, connections at accept (before a TLS handshake or a
-    /// read), each counted as `rejected{reason="source_not_allowed"}`.
-    pub allow: Option<SourceAllowlist>,
-}
-
-impl Default for ListenerConfig {
-    fn default() -> Self {
-        Self {
-            decode: DecodeOptions::default(),
-            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
-            udp: UdpConfig::default(),
-            tcp: TcpConfig::default(),
-            tls: None,
-            allow: None,
-        }
-    }
-}
-
-impl ListenerConfig {
-    /// This config with TLS settings (for `hep_tls` specs).
-    #[must_use]
-    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
-        self.tls = Some(tls);
-        self
-    }
-
-    /// This config accepting agents from `allow` only (see [`allow`](Self::allow)).
-    #[must_use]
-    pub fn with_allow(mut self, allow: Option<SourceAllowlist>) -> Self {
-        self.allow = allow;
-        self
-    }
-}
-
-/// Why a listener could not be set up or stopped by itself.
-///
-/// The underlying error is the [`source`](std::error::Error::source), not repeated in the
-/// message: print the chain (`{:#}` with anyhow) to see both.
-#[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
-pub enum ListenError {
-    /// The address could not be bound (in use, not local, no permission ...).
-    #[error("cannot listen on {spec}: bind failed")]
-    Bind {
-        /// What was being bound.
-        spec: ListenSpec,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// A socket could not be created or configured.
-    #[error("cannot listen on {spec}: {what}")]
-    Socket {
-        /// The listener.
-        spec: ListenSpec,
-        /// The step that failed, e.g. "setting SO_REUSEPORT".
-        what: &'static str,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// A `hep_tls` spec without [`ListenerConfig::tls`].
-    #[error("cannot listen on {spec}: hep_tls needs a certificate and a key (ListenerConfig::tls)")]
-    MissingTls {
-        /// The listener.
-        spec: ListenSpec,
-    },
-    /// The TLS certificate, key or CA could not be loaded.
-    #[error(transparent)]
-    Tls(#[from] TlsConfigError),
-    /// The service failed in `poll_ready` (it can take no more requests).
-    #[error("listener {spec} stopped: the service failed")]
-    Service {
-        /// The listener.
-        spec: ListenSpec,
-        /// The service's error.
-        source: BoxError,
-    },
-}
-
-/// What every worker and connection of one listener shares (one `Arc` clone per worker
-/// or connection, never per message).
-#[derive(Debug)]
-pub(crate) struct Shared {
-    /// The spec with the bound address (the actual port when port 0 was asked for).
-    pub(crate) spec: ListenSpec,
-    pub(crate) config: ListenerConfig,
-    pub(crate) stats: Arc<ListenerStats>,
-    /// Log budget for bad input (datagrams, frames, connections closed for cause).
-    pub(crate) warn_input: RateLimitedWarn,
-    /// Log budget for service failures and overload.
-    pub(crate) warn_service: RateLimitedWarn,
-}
+// Layout, bottom to top (each module uses only those before it):
+// - `config`, `tls_config`: plain settings; `error`: `ListenError`; `warn`: log budgets.
+// - `shared`: what a listener's workers and connections share (`Shared`).
+// - `dispatch`: handing messages to the service (`Dispatcher`).
+// - `udp`: the datagram workers. `stream`: the frame loop of a byte stream, and the
+//   `Handshake` a connection goes through first.
+// - `tcp`: binding and the accept loop (a `Plain` handshake); `tls`: the TLS handshake.
+// - this module: `Listener` binds, and runs the kind its spec names.
 
 /// The bound sockets.
 enum Bound {
     Udp(Vec<udp::UdpSock>),
     Tcp(tokio::net::TcpListener),
-    Tls(tokio::net::TcpListener, tokio_rustls::TlsAcceptor),
+    Tls(tokio::net::TcpListener, tls::TlsHandshake),
 }
 
 /// A bound listener, not yet running (see the [module docs](self)).
@@ -269,10 +166,10 @@ impl Listener {
                     .tls
                     .as_ref()
                     .ok_or(ListenError::MissingTls { spec })?;
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config().clone());
+                let handshake = tls::TlsHandshake::new(tls);
                 let l = tcp::bind(spec, &config.tcp)?;
                 let local = local_addr(spec, &l)?;
-                (Bound::Tls(l, acceptor), local, None)
+                (Bound::Tls(l, handshake), local, None)
             }
         };
         let spec = ListenSpec::new(spec.transport, local);
@@ -285,13 +182,7 @@ impl Listener {
             None => tracing::debug!(listener = %spec, recv_buffer_size, "listening"),
         }
         Ok(Self {
-            shared: Arc::new(Shared {
-                spec,
-                config,
-                stats,
-                warn_input: RateLimitedWarn::per_second(),
-                warn_service: RateLimitedWarn::per_second(),
-            }),
+            shared: Arc::new(Shared::new(spec, config, stats)),
             bound,
             recv_buffer_size,
         })
@@ -330,14 +221,42 @@ impl Listener {
     /// Bad input never stops a listener: it is counted in [`stats`](Self::stats) and
     /// logged (rate-limited).
     ///
+    /// # The service is cloned
+    /// `service` is cloned once for each UDP socket's worker ([`UdpConfig::sockets`]) and
+    /// once for each accepted TCP/TLS connection, never per message; each clone is polled
+    /// by one task only, in the order its messages arrived. So a field of the service is
+    /// per worker or per connection: a count, a cache or a connection pool that must be
+    /// one for the whole listener is shared between the clones through an `Arc` (or the
+    /// service is a handle on a task of its own, like a `tower::buffer::Buffer`).
+    ///
+    /// ```no_run
+    /// use std::convert::Infallible;
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use hep_transport::{Listener, ListenerConfig, Received};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let listener = Listener::bind("hep_tcp:127.0.0.1:9060".parse()?, ListenerConfig::default()).await?;
+    /// // One counter for all connections: every clone of the closure holds the same Arc.
+    /// let messages = Arc::new(AtomicU64::new(0));
+    /// let counted = messages.clone();
+    /// let service = tower::service_fn(move |_: Received| {
+    ///     counted.fetch_add(1, Ordering::Relaxed);
+    ///     std::future::ready(Ok::<_, Infallible>(()))
+    /// });
+    /// listener.run(service, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+    /// println!("{} messages", messages.load(Ordering::Relaxed));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// [`ListenError::Service`] if the service fails in `poll_ready` on a UDP listener
     /// (a TCP/TLS connection whose service clone fails is closed; the listener goes on).
     pub async fn run<S, F>(self, service: S, shutdown: F) -> Result<(), ListenError>
     where
-        S: Service<Received, Response = ()> + Clone + Send + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
+        S: HepService,
         F: Future<Output = ()>,
     {
         let stop = CancellationToken::new();
@@ -379,16 +298,12 @@ async fn run_bound<S>(
     hard_stop: CancellationToken,
 ) -> Result<(), ListenError>
 where
-    S: Service<Received, Response = ()> + Clone + Send + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
+    S: HepService,
 {
     match bound {
         Bound::Udp(socks) => udp::run(socks, shared, service, stop, hard_stop).await,
-        Bound::Tcp(l) => tcp::run(l, None, shared, service, stop, hard_stop).await,
-        Bound::Tls(l, acceptor) => {
-            tcp::run(l, Some(acceptor), shared, service, stop, hard_stop).await
-        }
+        Bound::Tcp(l) => tcp::run(l, tcp::Plain, shared, service, stop, hard_stop).await,
+        Bound::Tls(l, handshake) => tcp::run(l, handshake, shared, service, stop, hard_stop).await,
     }
 }
 
@@ -405,9 +320,7 @@ pub async fn serve<S, F>(
     shutdown: F,
 ) -> Result<(), ListenError>
 where
-    S: Service<Received, Response = ()> + Clone + Send + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
+    S: HepService,
     F: Future<Output = ()>,
 {
     Listener::bind_with_stats(spec, config, stats)
@@ -422,9 +335,4 @@ fn local_addr(spec: ListenSpec, l: &tokio::net::TcpListener) -> Result<SocketAdd
         what: "reading the bound address",
         source,
     })
-}
-
-/// Doubles `backoff` up to `max`.
-pub(crate) fn next_backoff(backoff: Duration, max: Duration) -> Duration {
-    backoff.saturating_mul(2).min(max)
 }

@@ -105,9 +105,7 @@ struct RetryInner {
 impl RetryState {
     fn lock(&self) -> std::sync::MutexGuard<'_, RetryInner> {
         // A panic while holding this lock leaves plain numbers behind: keep using them.
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.inner)
     }
 
     /// Whether a new attempt is refused: `max_retries` (> 0) consecutive failures and

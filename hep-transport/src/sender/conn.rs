@@ -1,35 +1,37 @@
-//! The engine shared by every transport: per-destination state, per-connection queues,
-//! and the writer task that connects and drains one queue.
+//! The IO side of a sender: per-destination state, the callers' paths into a
+//! connection (queueing, the direct writes), and the writer task that connects and
+//! drains one connection's queue. The accounting they keep (what is pending, the
+//! overflow rule, what a break leaves unconfirmed) is decided by the sans-IO
+//! [`ConnQueue`] each connection keeps behind its mutex (`queue`).
 //!
 //! Accounting rule: every accepted message is an [`Entry`], which is either in a
-//! connection's `queue` (owned by whoever ends the connection) or in the writer's
-//! `held` batch (owned by the writer). Each entry is counted exactly once: sent, or
-//! dropped with the reason the connection ended with.
+//! connection's queue (owned by whoever ends the connection) or in the writer's `held`
+//! batch (owned by the writer). Each entry is counted exactly once: sent, or dropped
+//! with the reason the connection ended with.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::time::{Instant, sleep_until, timeout_at};
-use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::backoff::RetryState;
-use super::connect::{self, AsyncStream, Link, UdpLink};
+use super::connect::{self, AsyncStream, Connector, Link, UdpLink};
 use super::error::SendError;
-use super::future::Completion;
 use super::progress::{self, Probe, Progress};
-use super::{DropReason, HepDestination, SenderConfig, SenderStats};
+use super::queue::{
+    self, ConnQueue, End, EndedBy, Entry, MAX_BATCH_BYTES, MAX_BATCH_MESSAGES, Next, Overflow,
+    Source,
+};
+use super::{HepDestination, SenderConfig, SenderDropReason, SenderStats};
 use crate::RateLimitedWarn;
+use crate::sync::lock;
 
-/// The most messages and bytes the writer takes from the queue for one write.
-const MAX_BATCH_MESSAGES: usize = 256;
-const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// The most messages one direct write carries (Linux's `IOV_MAX` is 1024).
 const MAX_DIRECT_MESSAGES: usize = 256;
 /// A direct write to a connection the peer has reset must fail with `EPIPE`, not raise
@@ -38,24 +40,6 @@ const MAX_DIRECT_MESSAGES: usize = 256;
 const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 const SEND_FLAGS: libc::c_int = 0;
-
-pub(crate) type Source = Arc<dyn std::error::Error + Send + Sync>;
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section leaves consistent state behind (no user code runs inside),
-    // so a poisoned lock is still usable.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// How a sender reaches its destination.
-pub(crate) enum Connector {
-    Udp,
-    Tcp,
-    Tls {
-        connector: TlsConnector,
-        server_name: ServerName<'static>,
-    },
-}
 
 /// State of one destination, shared by the sender handles and the writer tasks.
 pub(crate) struct Shared {
@@ -97,70 +81,6 @@ pub(crate) enum Submitted {
     Dropped(SendError),
 }
 
-/// Why a connection ended; its unsent messages are dropped with this reason.
-#[derive(Clone)]
-pub(crate) struct End {
-    reason: DropReason,
-    source: Option<Source>,
-    by: EndedBy,
-}
-
-/// Who ended a connection, which says what became of the messages written on it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EndedBy {
-    /// The sender's close (or its drop, or the close deadline).
-    Us,
-    /// The destination closed it in order (EOF) while nothing was being written: it had
-    /// read what it got, since a receiver that closes with unread data resets instead.
-    PeerInOrder,
-    /// A reset, a socket error, a timeout, a close in the middle of a write, a stall, an
-    /// unconfirmed close: the messages written on it may not have been read.
-    Failure,
-}
-
-impl End {
-    pub(crate) fn new(reason: DropReason, source: Option<Source>) -> Self {
-        Self {
-            reason,
-            source,
-            by: EndedBy::Failure,
-        }
-    }
-
-    pub(crate) fn io(reason: DropReason, e: io::Error) -> Self {
-        Self::new(reason, Some(Arc::new(e)))
-    }
-
-    pub(crate) const fn closed() -> Self {
-        Self {
-            reason: DropReason::Closed,
-            source: None,
-            by: EndedBy::Us,
-        }
-    }
-
-    const fn by(mut self, by: EndedBy) -> Self {
-        self.by = by;
-        self
-    }
-}
-
-/// One accepted message.
-pub(crate) struct Entry {
-    bytes: Bytes,
-    done: Option<Completion>,
-    _permit: Option<OwnedSemaphorePermit>,
-}
-
-impl Entry {
-    fn complete(self, result: Result<(), SendError>) {
-        if let Some(done) = self.done {
-            // The receiver may be gone (future dropped or deadline passed): fine.
-            let _ = done.send(result);
-        }
-    }
-}
-
 /// A second handle on an established plain TCP connection's socket: a caller writes its
 /// batch through it while the writer is idle, as OpenSIPS writes a message at once and
 /// postpones it only when the socket would block. No hop to the writer task, and the
@@ -169,14 +89,6 @@ pub(crate) struct TcpDirect {
     sock: socket2::Socket,
     /// Before this, writes prove nothing about the peer (see `Writer::run_stream`).
     proven_at: Instant,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
-    /// Waiting for the backoff deadline.
-    Waiting,
-    Connecting,
-    Established,
 }
 
 /// One connection (or connection attempt) and its queue.
@@ -194,27 +106,22 @@ pub(crate) struct Conn {
     closing: Notify,
     /// When the writer last made progress (the connection was established, or the
     /// socket took bytes), in milliseconds since `Shared::created`: an overflow tells a
-    /// destination that reads slowly from one that stalled by it.
+    /// destination that reads slowly from one that stalled by it (`queue::stalled`).
+    /// Outside the lock: the writer stores it on every write.
     progress_ms: AtomicU64,
-    /// Messages written whole on this connection (counted sent): what a break leaves
-    /// unconfirmed.
-    written: AtomicU64,
     /// Stream connections: bytes written, and what the peer confirmed.
     stream: Arc<Progress>,
     pub(crate) finished: watch::Sender<bool>,
 }
 
+/// What a connection's mutex guards: the sans-IO queue, and the sockets the callers'
+/// direct writes go through.
 pub(crate) struct ConnState {
-    pub(crate) queue: VecDeque<Entry>,
-    /// Messages the writer has taken out of `queue` and not yet accounted for.
-    pub(crate) held: usize,
-    pub(crate) phase: Phase,
+    pub(crate) queue: ConnQueue,
     /// UDP: the socket, for the caller's direct-send fast path.
     pub(crate) udp: Option<UdpLink>,
     /// Plain TCP in async mode, once established: the callers' direct writes.
     tcp: Option<TcpDirect>,
-    pub(crate) end: Option<End>,
-    pub(crate) close_deadline: Option<Instant>,
 }
 
 // ===== impl Shared =====
@@ -259,30 +166,21 @@ impl Shared {
 
     /// Whether `conn`'s writer has made no progress for `overflow_stall_timeout`.
     fn stalled(&self, conn: &Conn) -> bool {
-        let quiet = self
-            .now_ms()
-            .saturating_sub(conn.progress_ms.load(Ordering::Relaxed));
-        u128::from(quiet) >= self.config.overflow_stall_timeout.as_millis()
+        queue::stalled(
+            self.now_ms(),
+            conn.progress_ms.load(Ordering::Relaxed),
+            self.config.overflow_stall_timeout,
+        )
     }
 
-    pub(crate) fn error(&self, reason: DropReason, source: Option<Source>) -> SendError {
+    pub(crate) fn error(&self, reason: SenderDropReason, source: Option<Source>) -> SendError {
         SendError::new(reason, self.label.clone(), source)
     }
 
     /// Counts one message dropped before it was queued.
-    pub(crate) fn drop_one(&self, reason: DropReason, source: Option<Source>) -> SendError {
+    pub(crate) fn drop_one(&self, reason: SenderDropReason, source: Option<Source>) -> SendError {
         self.stats.dropped(reason, 1);
         self.error(reason, source)
-    }
-
-    fn drop_entries(&self, entries: impl IntoIterator<Item = Entry>, end: &End) {
-        let mut n = 0;
-        for e in entries {
-            n += 1;
-            e.complete(Err(self.error(end.reason, end.source.clone())));
-        }
-        self.stats.dropped(end.reason, n);
-        self.stats.dequeued(n);
     }
 
     /// One more consecutive failure of this destination (backoff, retry limit).
@@ -321,7 +219,7 @@ impl Shared {
     ) -> Submitted {
         let mut cur = lock(&self.current);
         if self.closed.load(Ordering::Acquire) {
-            return Submitted::Dropped(self.drop_one(DropReason::Closed, None));
+            return Submitted::Dropped(self.drop_one(SenderDropReason::Closed, None));
         }
         loop {
             let conn = match cur.as_ref() {
@@ -329,13 +227,13 @@ impl Shared {
                 None => {
                     let cfg = &self.config;
                     if cfg.fence_on_connection_end && self.fenced.load(Ordering::Acquire) {
-                        return Submitted::Dropped(self.drop_one(DropReason::Closed, None));
+                        return Submitted::Dropped(self.drop_one(SenderDropReason::Closed, None));
                     }
                     if self
                         .retry
                         .cooling_down(Instant::now(), cfg.max_retries, cfg.retry_cooldown)
                     {
-                        return Submitted::Dropped(self.drop_one(DropReason::Cooldown, None));
+                        return Submitted::Dropped(self.drop_one(SenderDropReason::Cooldown, None));
                     }
                     let id = self.conn_ids.fetch_add(1, Ordering::Relaxed);
                     let c = Arc::new(Conn::new(id));
@@ -345,17 +243,18 @@ impl Shared {
                 }
             };
             let mut st = conn.lock();
-            if st.end.is_some() {
+            if st.queue.is_ended() {
                 drop(st);
                 *cur = None;
                 continue;
             }
-            let idle = st.queue.is_empty() && st.held == 0;
-            if idle && let Some(link) = &st.udp {
+            if st.queue.is_idle()
+                && let Some(link) = &st.udp
+            {
                 match link.sock.try_send(&bytes) {
                     Ok(_) => {
+                        st.queue.sent_directly(1);
                         drop(st);
-                        conn.written.fetch_add(1, Ordering::Relaxed);
                         self.stats.sent(bytes.len());
                         self.retry.success();
                         return Submitted::Sent;
@@ -364,52 +263,23 @@ impl Shared {
                     Err(e) => {
                         drop(st);
                         let e: Source = Arc::new(e);
-                        conn.end(self, End::new(DropReason::Io, Some(e.clone())));
+                        conn.end(self, End::new(SenderDropReason::Io, Some(e.clone())));
                         *cur = None;
                         self.failure();
-                        return Submitted::Dropped(self.drop_one(DropReason::Io, Some(e)));
+                        return Submitted::Dropped(self.drop_one(SenderDropReason::Io, Some(e)));
                     }
                 }
             }
-            let established = st.phase == Phase::Established;
-            // A sync-mode message holds a slot: the slots already bound the queue.
-            if permit.is_none()
-                && st.queue.len() + st.held >= self.config.hep_async_max_postponed_chunks
-            {
+            let established = st.queue.is_established();
+            let admitted = st.queue.admit(
+                self.config.hep_async_max_postponed_chunks,
+                permit.is_some(),
+                || self.stalled(&conn),
+            );
+            if let Err(overflow) = admitted {
                 drop(st);
-                if established && !self.stalled(&conn) {
-                    // The destination reads: we offer more than it (or we) can take. Only
-                    // this message is lost; ending the connection would lose the queue,
-                    // and counting a failure would cool a healthy destination down.
-                    if let Some(suppressed) = self.warn_overload.check() {
-                        tracing::warn!(
-                            destination = %self.label,
-                            queue = self.config.hep_async_max_postponed_chunks,
-                            suppressed,
-                            "HEP destination not keeping up: dropping the messages beyond its send queue"
-                        );
-                    }
-                } else if established {
-                    // Its writer has stalled. OpenSIPS: the connection is marked bad and
-                    // dropped with its queue.
-                    if let Some(suppressed) = self.warn_overflow.check() {
-                        tracing::warn!(
-                            destination = %self.label,
-                            queue = self.config.hep_async_max_postponed_chunks,
-                            no_progress_ms = self
-                                .now_ms()
-                                .saturating_sub(conn.progress_ms.load(Ordering::Relaxed)),
-                            suppressed,
-                            "HEP send queue overflowed: dropping the connection and its queued messages"
-                        );
-                    }
-                    conn.end(self, End::new(DropReason::QueueOverflow, None));
-                    *cur = None;
-                    self.failure();
-                }
-                // While connecting, only this message is dropped: dropping the connection
-                // would restart the connect and, at a high message rate, never finish one.
-                return Submitted::Dropped(self.drop_one(DropReason::QueueOverflow, None));
+                self.overflow(&conn, overflow, &mut cur);
+                return Submitted::Dropped(self.drop_one(SenderDropReason::QueueOverflow, None));
             }
             let (done, rx) = if want_result {
                 let (tx, rx) = oneshot::channel();
@@ -417,15 +287,49 @@ impl Shared {
             } else {
                 (None, None)
             };
-            st.queue.push_back(Entry {
-                bytes,
-                done,
-                _permit: permit,
-            });
+            st.queue.push(Entry::with(bytes, done, permit), &self.stats);
             drop(st);
-            self.stats.queued();
             conn.wake.notify_one();
             return Submitted::Queued { rx, established };
+        }
+    }
+
+    /// A message met a full queue: says so (rate-limited) and, for a stalled
+    /// connection, breaks it (OpenSIPS: the connection is marked bad and dropped with
+    /// its queue) and counts a failure. The message itself is dropped by the caller.
+    fn overflow(&self, conn: &Arc<Conn>, overflow: Overflow, cur: &mut Option<Arc<Conn>>) {
+        match overflow {
+            Overflow::Overload => {
+                // The destination reads: we offer more than it (or we) can take. Only
+                // this message is lost; ending the connection would lose the queue, and
+                // counting a failure would cool a healthy destination down.
+                if let Some(suppressed) = self.warn_overload.check() {
+                    tracing::warn!(
+                        destination = %self.label,
+                        queue = self.config.hep_async_max_postponed_chunks,
+                        suppressed,
+                        "HEP destination not keeping up: dropping the messages beyond its send queue"
+                    );
+                }
+            }
+            Overflow::Break => {
+                if let Some(suppressed) = self.warn_overflow.check() {
+                    tracing::warn!(
+                        destination = %self.label,
+                        queue = self.config.hep_async_max_postponed_chunks,
+                        no_progress_ms = self
+                            .now_ms()
+                            .saturating_sub(conn.progress_ms.load(Ordering::Relaxed)),
+                        suppressed,
+                        "HEP send queue overflowed: dropping the connection and its queued messages"
+                    );
+                }
+                conn.end(self, End::new(SenderDropReason::QueueOverflow, None));
+                *cur = None;
+                self.failure();
+            }
+            // While connecting, only this message is dropped.
+            Overflow::Connecting => {}
         }
     }
 
@@ -441,17 +345,13 @@ impl Shared {
         let Some(conn) = cur.clone() else {
             return (0, 0);
         };
-        let st = conn.lock();
-        let Some(link) = st
-            .udp
-            .as_ref()
-            .filter(|_| st.queue.is_empty() && st.held == 0)
-        else {
+        let mut st = conn.lock();
+        let Some(link) = st.udp.as_ref().filter(|_| st.queue.is_idle()) else {
             return (0, 0);
         };
         let (sent, error) = link.send_batch(msgs, &self.stats);
+        st.queue.sent_directly(sent);
         drop(st);
-        conn.written.fetch_add(sent as u64, Ordering::Relaxed);
         if sent > 0 {
             self.retry.success();
         }
@@ -459,10 +359,10 @@ impl Shared {
             None => (sent, sent),
             Some((e, lost)) => {
                 let e: Source = Arc::new(e);
-                conn.end(self, End::new(DropReason::Io, Some(e)));
+                conn.end(self, End::new(SenderDropReason::Io, Some(e)));
                 *cur = None;
                 self.failure();
-                self.stats.dropped(DropReason::Io, lost as u64);
+                self.stats.dropped(SenderDropReason::Io, lost as u64);
                 (sent + lost, sent)
             }
         }
@@ -483,18 +383,14 @@ impl Shared {
             return 0;
         };
         let mut st = conn.lock();
-        let pending = st.queue.len() + st.held;
-        if st.end.is_some() || pending + msgs.len() > self.config.hep_async_max_postponed_chunks {
+        if st.queue.is_ended()
+            || st.queue.room(self.config.hep_async_max_postponed_chunks) < msgs.len()
+        {
             return 0;
         }
-        st.queue.extend(msgs.iter().map(|bytes| Entry {
-            bytes: bytes.clone(),
-            done: None,
-            _permit: None,
-        }));
+        st.queue.extend(msgs, &self.stats);
         drop(st);
         drop(cur);
-        self.stats.queued_many(msgs.len() as u64);
         conn.wake.notify_one();
         msgs.len()
     }
@@ -520,32 +416,24 @@ impl Shared {
                 continue;
             };
             let mut st = conn.lock();
-            if st.end.is_some() {
+            if st.queue.is_ended() {
                 drop(st);
                 self.submit(rest[0].clone(), false, None);
                 taken += 1;
                 continue;
             }
-            let established = st.phase == Phase::Established;
-            let written = if established && st.queue.is_empty() && st.held == 0 {
+            let established = st.queue.is_established();
+            let written = if established && st.queue.is_idle() {
                 self.write_direct(&conn, &mut st, rest)
             } else {
                 0
             };
-            let room = self
-                .config
-                .hep_async_max_postponed_chunks
-                .saturating_sub(st.queue.len() + st.held);
+            let room = st.queue.room(self.config.hep_async_max_postponed_chunks);
             let queued = room.min(rest.len() - written);
             st.queue
-                .extend(rest[written..written + queued].iter().map(|bytes| Entry {
-                    bytes: bytes.clone(),
-                    done: None,
-                    _permit: None,
-                }));
-            let wake = !st.queue.is_empty();
+                .extend(&rest[written..written + queued], &self.stats);
+            let wake = st.queue.has_queued();
             drop(st);
-            self.stats.queued_many(queued as u64);
             if wake {
                 conn.wake.notify_one();
             }
@@ -598,19 +486,15 @@ impl Shared {
             }
             // Bytes of a message cut short count as sent now; its rest, when written.
             self.stats.sent_many(whole as u64, n as u64);
-            conn.written.fetch_add(whole as u64, Ordering::Relaxed);
+            st.queue.sent_directly(whole);
             conn.stream.wrote(n);
             taken += whole;
             if n > 0 {
                 conn.progress_ms.store(self.now_ms(), Ordering::Relaxed);
             }
             if left > 0 {
-                st.queue.push_back(Entry {
-                    bytes: msgs[taken].slice(left..),
-                    done: None,
-                    _permit: None,
-                });
-                self.stats.queued();
+                st.queue
+                    .push(Entry::new(msgs[taken].slice(left..)), &self.stats);
                 taken += 1;
             }
             if n < want {
@@ -645,12 +529,12 @@ impl Shared {
             let established = {
                 let st = conn.lock();
                 if self.closed.load(Ordering::Acquire)
-                    || st.end.is_some()
-                    || st.queue.len() + st.held < self.config.hep_async_max_postponed_chunks
+                    || st.queue.is_ended()
+                    || st.queue.room(self.config.hep_async_max_postponed_chunks) > 0
                 {
                     return true;
                 }
-                st.phase == Phase::Established
+                st.queue.is_established()
             };
             if established && self.stalled(&conn) {
                 return true;
@@ -677,20 +561,15 @@ impl Conn {
         Self {
             id,
             state: Mutex::new(ConnState {
-                queue: VecDeque::new(),
-                held: 0,
-                phase: Phase::Waiting,
+                queue: ConnQueue::new(),
                 udp: None,
                 tcp: None,
-                end: None,
-                close_deadline: None,
             }),
             wake: Notify::new(),
             abort: Notify::new(),
             room: Notify::new(),
             closing: Notify::new(),
             progress_ms: AtomicU64::new(0),
-            written: AtomicU64::new(0),
             stream: Arc::default(),
             finished: watch::Sender::new(false),
         }
@@ -708,41 +587,31 @@ impl Conn {
         if shared.config.fence_on_connection_end {
             shared.fenced.store(true, Ordering::Release);
         }
-        let (drained, established) = {
+        let ended = {
             let mut st = self.lock();
-            if st.end.is_some() {
+            let Some(ended) = st.queue.end(end) else {
                 return false;
-            }
-            st.end = Some(end.clone());
+            };
             st.udp = None;
             st.tcp = None;
-            (
-                std::mem::take(&mut st.queue),
-                st.phase == Phase::Established,
-            )
+            ended
         };
-        if established && end.by != EndedBy::Us {
-            let written = self.written.load(Ordering::Relaxed);
-            let unconfirmed = if end.by == EndedBy::Failure {
-                written
-            } else {
-                0
-            };
-            shared.stats.broken(unconfirmed);
-            if unconfirmed > 0
-                && let Some(suppressed) = shared.warn_broken.check()
-            {
-                tracing::warn!(
-                    destination = %shared.label,
-                    unconfirmed,
-                    reason = %end.reason,
-                    error = end.source.as_ref().map(tracing::field::display),
-                    suppressed,
-                    "HEP connection broken: the messages written on it may not have been read"
-                );
-            }
+        // Counted and told outside the lock: completing a message frees its sync-mode slot.
+        let unconfirmed = ended.unconfirmed.unwrap_or(0);
+        let end = ended.end.clone();
+        ended.settle(&shared.stats, &shared.label);
+        if unconfirmed > 0
+            && let Some(suppressed) = shared.warn_broken.check()
+        {
+            tracing::warn!(
+                destination = %shared.label,
+                unconfirmed,
+                reason = %end.reason,
+                error = end.source.as_ref().map(tracing::field::display),
+                suppressed,
+                "HEP connection broken: the messages written on it may not have been read"
+            );
         }
-        shared.drop_entries(drained, &end);
         self.abort.notify_one();
         self.room.notify_waiters();
         true
@@ -750,12 +619,7 @@ impl Conn {
 
     /// Asks the writer to flush and stop, at the latest at `deadline`.
     pub(crate) fn begin_close(&self, deadline: Instant) {
-        {
-            let mut st = self.lock();
-            if st.close_deadline.is_none() {
-                st.close_deadline = Some(deadline);
-            }
-        }
+        self.lock().queue.begin_close(deadline);
         self.closing.notify_one();
         self.wake.notify_one();
     }
@@ -763,7 +627,7 @@ impl Conn {
     async fn aborted(&self) {
         loop {
             let notified = self.abort.notified();
-            if self.lock().end.is_some() {
+            if self.lock().queue.is_ended() {
                 return;
             }
             notified.await;
@@ -773,7 +637,7 @@ impl Conn {
     async fn close_deadline_passed(&self) {
         loop {
             let notified = self.closing.notified();
-            let deadline = self.lock().close_deadline;
+            let deadline = self.lock().queue.close_deadline();
             if let Some(d) = deadline {
                 sleep_until(d).await;
                 return;
@@ -803,13 +667,6 @@ struct Writer {
     held: VecDeque<Entry>,
     /// Stream connections on Linux: measures what the peer confirmed.
     probe: Option<Probe>,
-}
-
-enum Next {
-    Write,
-    Idle,
-    Shutdown,
-    Ended,
 }
 
 impl Writer {
@@ -875,13 +732,20 @@ impl Writer {
         }
         {
             let mut st = self.conn.lock();
-            if st.end.is_some() {
+            if st.queue.is_ended() {
                 return;
             }
-            st.phase = Phase::Connecting;
+            st.queue.connecting();
         }
         shared.retry.attempt(Instant::now());
-        let link = match self.interruptible(connect::connect(&shared)).await {
+        let connect = connect::connect(
+            &shared.dest,
+            &shared.label,
+            &shared.connector,
+            &shared.config,
+            &shared.addr_cursor,
+        );
+        let link = match self.interruptible(connect).await {
             None => return,
             Some(Ok(link)) => link,
             Some(Err(e)) => {
@@ -894,7 +758,7 @@ impl Writer {
                         "cannot connect to HEP destination"
                     );
                 }
-                self.fail(End::io(DropReason::ConnectFailed, e));
+                self.fail(End::io(SenderDropReason::ConnectFailed, e));
                 return;
             }
         };
@@ -904,10 +768,10 @@ impl Writer {
         self.progressed();
         let link = {
             let mut st = self.conn.lock();
-            st.phase = Phase::Established;
+            st.queue.established();
             match link {
                 Link::Udp(u) => {
-                    if st.end.is_none() {
+                    if !st.queue.is_ended() {
                         st.udp = Some(u.clone());
                     }
                     Link::Udp(u)
@@ -917,7 +781,7 @@ impl Writer {
                         self.probe = progress::probe(addrs);
                         *lock(&shared.last_stream) = Some(self.conn.stream.clone());
                     }
-                    if st.end.is_none() {
+                    if !st.queue.is_ended() {
                         st.tcp = direct.map(|sock| TcpDirect {
                             sock,
                             proven_at: Instant::now() + shared.config.stall_timeout,
@@ -936,42 +800,21 @@ impl Writer {
 
     /// Moves a batch from the queue into `held`, or says why there is none.
     fn take_batch(&mut self, max_messages: usize) -> Next {
-        let mut st = self.conn.lock();
-        if st.end.is_some() {
-            return Next::Ended;
-        }
-        if st.queue.is_empty() {
-            return if st.close_deadline.is_some() {
-                Next::Shutdown
-            } else {
-                Next::Idle
-            };
-        }
-        let mut bytes = 0;
-        while let Some(e) = st.queue.pop_front() {
-            bytes += e.bytes.len();
-            self.held.push_back(e);
-            if self.held.len() >= max_messages || bytes >= MAX_BATCH_BYTES {
-                break;
-            }
-        }
-        st.held = self.held.len();
-        Next::Write
+        self.conn
+            .lock()
+            .queue
+            .take_batch(&mut self.held, max_messages, MAX_BATCH_BYTES)
     }
 
     /// The first `n` held messages were written.
     fn complete_sent(&mut self, n: usize) {
         // Lower the pending count before completing: completing releases sync-mode slots,
         // and a caller holding a fresh slot must see room in the queue.
-        self.conn.lock().held = self.held.len() - n;
-        let mut bytes = 0;
-        for e in self.held.drain(..n) {
-            bytes += e.bytes.len();
-            e.complete(Ok(()));
-        }
-        self.shared.stats.sent_many(n as u64, bytes as u64);
-        self.shared.stats.dequeued(n as u64);
-        self.conn.written.fetch_add(n as u64, Ordering::Relaxed);
+        self.conn
+            .lock()
+            .queue
+            .sent_from_batch(n, self.held.len() - n);
+        queue::complete_sent(self.held.drain(..n), &self.shared.stats);
         self.conn.room.notify_waiters();
     }
 
@@ -1000,7 +843,7 @@ impl Writer {
                     }
                 }
                 Next::Write => {
-                    let Some(bytes) = self.held.front().map(|e| e.bytes.clone()) else {
+                    let Some(bytes) = self.held.front().map(|e| e.bytes().clone()) else {
                         continue;
                     };
                     let deadline = Instant::now() + bound;
@@ -1014,9 +857,9 @@ impl Writer {
                             self.complete_sent(1);
                             self.shared.retry.success();
                         }
-                        Some(Ok(Err(e))) => return self.fail(End::io(DropReason::Io, e)),
+                        Some(Ok(Err(e))) => return self.fail(End::io(SenderDropReason::Io, e)),
                         Some(Err(_)) => {
-                            return self.fail(End::new(DropReason::WriteTimeout, None));
+                            return self.fail(End::new(SenderDropReason::WriteTimeout, None));
                         }
                     }
                 }
@@ -1042,7 +885,7 @@ impl Writer {
         let mut next_sample = Instant::now();
         let peer_closed = || {
             End::io(
-                DropReason::Closed,
+                SenderDropReason::Closed,
                 io::Error::new(
                     io::ErrorKind::ConnectionAborted,
                     "the peer closed the connection",
@@ -1073,7 +916,7 @@ impl Writer {
                             return self.end(peer_closed().by(EndedBy::PeerInOrder));
                         }
                         Ok(_) => continue,
-                        Err(e) => return self.end(End::io(DropReason::Io, e)),
+                        Err(e) => return self.end(End::io(SenderDropReason::Io, e)),
                     }
                 }
                 Next::Write => {}
@@ -1081,7 +924,7 @@ impl Writer {
             out.clear();
             ends.clear();
             for e in &self.held {
-                out.extend_from_slice(&e.bytes);
+                out.extend_from_slice(e.bytes());
                 ends.push(out.len());
             }
             let mut pos = 0;
@@ -1103,14 +946,14 @@ impl Writer {
                     Step::Read(Ok(0)) => return self.fail(peer_closed()),
                     Step::Read(Ok(_)) => {}
                     Step::Read(Err(e)) | Step::Write(Ok(Err(e))) => {
-                        return self.fail(End::io(DropReason::Io, e));
+                        return self.fail(End::io(SenderDropReason::Io, e));
                     }
                     Step::Write(Err(_)) => {
-                        return self.fail(End::new(DropReason::WriteTimeout, None));
+                        return self.fail(End::new(SenderDropReason::WriteTimeout, None));
                     }
                     Step::Write(Ok(Ok(0))) => {
                         let e = io::Error::from(io::ErrorKind::WriteZero);
-                        return self.fail(End::io(DropReason::Io, e));
+                        return self.fail(End::io(SenderDropReason::Io, e));
                     }
                     Step::Write(Ok(Ok(n))) => {
                         self.progressed();
@@ -1145,8 +988,8 @@ impl Writer {
                         next_sample = now + progress::SAMPLE_INTERVAL;
                     }
                 }
-                Some(Ok(Err(e))) => return self.fail(End::io(DropReason::Io, e)),
-                Some(Err(_)) => return self.fail(End::new(DropReason::WriteTimeout, None)),
+                Some(Ok(Err(e))) => return self.fail(End::io(SenderDropReason::Io, e)),
+                Some(Err(_)) => return self.fail(End::new(SenderDropReason::WriteTimeout, None)),
             }
         }
     }
@@ -1175,7 +1018,7 @@ impl Writer {
                 r = tokio::time::timeout(confirm, error) => r,
             };
             if let Ok(e) = error {
-                return self.end(End::io(DropReason::Io, e));
+                return self.end(End::io(SenderDropReason::Io, e));
             }
         }
         self.end(End::closed());
@@ -1239,7 +1082,7 @@ impl Writer {
         };
         match ended {
             Ok(()) => self.end(End::closed()),
-            Err(e) => self.end(End::io(DropReason::Closed, e)),
+            Err(e) => self.end(End::io(SenderDropReason::Closed, e)),
         }
     }
 }
@@ -1247,10 +1090,16 @@ impl Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         self.conn.end(&self.shared, End::closed());
-        let end = self.conn.lock().end.clone().unwrap_or_else(End::closed);
+        let end = self
+            .conn
+            .lock()
+            .queue
+            .ended()
+            .cloned()
+            .unwrap_or_else(End::closed);
         let held = std::mem::take(&mut self.held);
-        self.shared.drop_entries(held, &end);
-        self.conn.lock().held = 0;
+        queue::drop_all(held, &end, &self.shared.stats, &self.shared.label);
+        self.conn.lock().queue.release_batch();
         self.shared.clear_slot(&self.conn);
         self.conn.finished.send_replace(true);
     }

@@ -4,15 +4,26 @@
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::time::timeout;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::ServerName;
 
-use super::SenderStats;
-use super::conn::{Connector, Shared};
+use super::{HepDestination, SenderConfig, SenderStats};
+
+/// How a sender reaches its destination.
+pub(crate) enum Connector {
+    Udp,
+    Tcp,
+    Tls {
+        connector: TlsConnector,
+        server_name: ServerName<'static>,
+    },
+}
 
 /// A byte stream a writer drives: TCP or TLS over TCP.
 pub(crate) trait AsyncStream: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -125,15 +136,21 @@ fn unreachable_group() -> io::Result<()> {
     Err(io::Error::other("internal: UDP batch without GSO"))
 }
 
-/// Resolves the destination and connects to each address in turn, each within
-/// `connect_timeout`, starting after the address that failed last.
-pub(crate) async fn connect(shared: &Shared) -> io::Result<Link> {
-    let cfg = &shared.config;
-    let port = shared.dest.port();
-    let addrs: Vec<SocketAddr> = match shared.dest.host().as_ip() {
+/// Resolves `dest` and connects to each address in turn, each within
+/// `connect_timeout`, starting at `cursor` (after the address that failed last); on
+/// success `cursor` is left at the address that answered.
+pub(crate) async fn connect(
+    dest: &HepDestination,
+    label: &str,
+    connector: &Connector,
+    cfg: &SenderConfig,
+    cursor: &AtomicUsize,
+) -> io::Result<Link> {
+    let port = dest.port();
+    let addrs: Vec<SocketAddr> = match dest.host().as_ip() {
         Some(ip) => vec![SocketAddr::new(ip, port)],
         None => {
-            let name = shared.dest.host().to_string();
+            let name = dest.host().to_string();
             match timeout(
                 cfg.connect_timeout,
                 tokio::net::lookup_host((name.as_str(), port)),
@@ -158,16 +175,16 @@ pub(crate) async fn connect(shared: &Shared) -> io::Result<Link> {
     if addrs.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
-            format!("`{}` resolved to no address", shared.dest.host()),
+            format!("`{}` resolved to no address", dest.host()),
         ));
     }
-    let start = shared.addr_cursor.load(Ordering::Relaxed);
+    let start = cursor.load(Ordering::Relaxed);
     let mut last = None;
     for k in 0..addrs.len() {
         let addr = addrs[(start + k) % addrs.len()];
-        let e = match timeout(cfg.connect_timeout, connect_one(shared, addr)).await {
+        let e = match timeout(cfg.connect_timeout, connect_one(connector, cfg, addr)).await {
             Ok(Ok(link)) => {
-                shared.addr_cursor.store(start + k, Ordering::Relaxed);
+                cursor.store(start + k, Ordering::Relaxed);
                 return Ok(link);
             }
             Ok(Err(e)) => io::Error::new(e.kind(), format!("{addr}: {e}")),
@@ -176,14 +193,18 @@ pub(crate) async fn connect(shared: &Shared) -> io::Result<Link> {
                 format!("{addr}: no answer within {:?}", cfg.connect_timeout),
             ),
         };
-        tracing::debug!(destination = %shared.label, %addr, error = %e, "HEP connect attempt failed");
+        tracing::debug!(destination = %label, %addr, error = %e, "HEP connect attempt failed");
         last = Some(e);
     }
     Err(last.unwrap_or_else(|| io::Error::other("no address to connect to")))
 }
 
-async fn connect_one(shared: &Shared, addr: SocketAddr) -> io::Result<Link> {
-    match &shared.connector {
+async fn connect_one(
+    connector: &Connector,
+    cfg: &SenderConfig,
+    addr: SocketAddr,
+) -> io::Result<Link> {
+    match connector {
         Connector::Udp => {
             let local: SocketAddr = if addr.is_ipv4() {
                 (Ipv4Addr::UNSPECIFIED, 0).into()
@@ -192,7 +213,7 @@ async fn connect_one(shared: &Shared, addr: SocketAddr) -> io::Result<Link> {
             };
             let sock = UdpSocket::bind(local).await?;
             sock.connect(addr).await?;
-            if let Some(size) = shared.config.send_buffer_size {
+            if let Some(size) = cfg.send_buffer_size {
                 socket2::SockRef::from(&sock).set_send_buffer_size(size)?;
             }
             let gso = quinn_udp::UdpSocketState::new((&sock).into())
@@ -205,12 +226,11 @@ async fn connect_one(shared: &Shared, addr: SocketAddr) -> io::Result<Link> {
             }))
         }
         Connector::Tcp => {
-            let stream = tcp(shared, addr).await?;
+            let stream = tcp(cfg, addr).await?;
             // The same open socket (non-blocking, as tokio set it): writes through it
             // never wait, and tokio's readiness for the writer stays right (a write that
             // finds the socket full clears it).
-            let direct = shared
-                .config
+            let direct = cfg
                 .hep_async
                 .then(|| socket2::SockRef::from(&stream).try_clone())
                 .transpose()?;
@@ -221,7 +241,7 @@ async fn connect_one(shared: &Shared, addr: SocketAddr) -> io::Result<Link> {
             connector,
             server_name,
         } => {
-            let tcp = tcp(shared, addr).await?;
+            let tcp = tcp(cfg, addr).await?;
             let addrs = addrs(&tcp);
             let tls = connector.connect(server_name.clone(), tcp).await?;
             Ok(Link::Stream(Box::new(tls), None, addrs))
@@ -234,13 +254,13 @@ fn addrs(stream: &TcpStream) -> Option<(SocketAddr, SocketAddr)> {
     Some((stream.local_addr().ok()?, stream.peer_addr().ok()?))
 }
 
-async fn tcp(shared: &Shared, addr: SocketAddr) -> io::Result<TcpStream> {
+async fn tcp(cfg: &SenderConfig, addr: SocketAddr) -> io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
-    if let Some(size) = shared.config.send_buffer_size {
+    if let Some(size) = cfg.send_buffer_size {
         socket.set_send_buffer_size(u32::try_from(size).unwrap_or(u32::MAX))?;
     }
     let stream = socket.connect(addr).await?;

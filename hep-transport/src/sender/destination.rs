@@ -1,7 +1,7 @@
 //! Where a sender sends: OpenSIPS `hep_id` destinations and hep-server relay specs.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use hep_proto::HepVersion;
@@ -219,6 +219,39 @@ impl HepDestination {
             version: HepVersion::V3,
             syntax: DestinationSyntax::HepId,
         }
+    }
+
+    /// A destination writing HEPv3 over UDP to `addr` (`hep_udp:ADDR`).
+    ///
+    /// There is one constructor per transport, and no `From<SocketAddr>`: an address does
+    /// not say the transport, and a conversion would have to pick one silently.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use hep_transport::{HepDestination, Transport};
+    ///
+    /// let collector: SocketAddr = "127.0.0.1:9060".parse().unwrap();
+    /// let d = HepDestination::udp(collector);
+    /// assert_eq!((d.transport(), d.port()), (Transport::Udp, 9060));
+    /// assert_eq!(HepDestination::tcp(collector).to_string(), "127.0.0.1:9060; transport=tcp; version=3");
+    /// let d = HepDestination::udp(collector).with_version(hep_proto::HepVersion::V2)?;
+    /// # let _ = d;
+    /// # Ok::<(), hep_transport::SpecError>(())
+    /// ```
+    pub fn udp(addr: SocketAddr) -> Self {
+        Self::new(Transport::Udp, addr.ip(), addr.port())
+    }
+
+    /// A destination writing HEPv3 over TCP to `addr` (`hep_tcp:ADDR`); see
+    /// [`udp`](Self::udp).
+    pub fn tcp(addr: SocketAddr) -> Self {
+        Self::new(Transport::Tcp, addr.ip(), addr.port())
+    }
+
+    /// A destination writing HEPv3 over TLS to `addr` (`hep_tls:ADDR`); the sender needs
+    /// [`SenderConfig::tls`](super::SenderConfig::tls). See [`udp`](Self::udp).
+    pub fn tls(addr: SocketAddr) -> Self {
+        Self::new(Transport::Tls, addr.ip(), addr.port())
     }
 
     /// The same destination writing `version`.

@@ -6,11 +6,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::DropReason;
+use super::SenderDropReason;
 
 type Source = Arc<dyn StdError + Send + Sync>;
 
-/// A message that was not sent, with the [`DropReason`] it was counted under.
+/// A message that was not sent, with the [`SenderDropReason`] it was counted under.
 ///
 /// Cheap to clone (one error fans out to every message a broken connection loses).
 /// Users cannot build one.
@@ -25,7 +25,7 @@ type Source = Arc<dyn StdError + Send + Sync>;
 /// ```
 #[derive(Clone)]
 pub struct SendError {
-    reason: DropReason,
+    reason: SenderDropReason,
     destination: Arc<str>,
     source: Option<Source>,
 }
@@ -33,7 +33,11 @@ pub struct SendError {
 // ===== impl SendError =====
 
 impl SendError {
-    pub(crate) fn new(reason: DropReason, destination: Arc<str>, source: Option<Source>) -> Self {
+    pub(crate) fn new(
+        reason: SenderDropReason,
+        destination: Arc<str>,
+        source: Option<Source>,
+    ) -> Self {
         Self {
             reason,
             destination,
@@ -42,7 +46,7 @@ impl SendError {
     }
 
     /// The reason the message was counted as dropped under.
-    pub const fn reason(&self) -> DropReason {
+    pub const fn reason(&self) -> SenderDropReason {
         self.reason
     }
 
@@ -51,24 +55,24 @@ impl SendError {
         &self.destination
     }
 
-    /// A write or connect took too long ([`DropReason::WriteTimeout`]).
+    /// A write or connect took too long ([`SenderDropReason::WriteTimeout`]).
     pub fn is_timeout(&self) -> bool {
-        self.reason == DropReason::WriteTimeout
+        self.reason == SenderDropReason::WriteTimeout
     }
 
-    /// The destination is resting after too many failures ([`DropReason::Cooldown`]).
+    /// The destination is resting after too many failures ([`SenderDropReason::Cooldown`]).
     pub fn is_cooldown(&self) -> bool {
-        self.reason == DropReason::Cooldown
+        self.reason == SenderDropReason::Cooldown
     }
 
-    /// The sender or the connection was closed ([`DropReason::Closed`]).
+    /// The sender or the connection was closed ([`SenderDropReason::Closed`]).
     pub fn is_closed(&self) -> bool {
-        self.reason == DropReason::Closed
+        self.reason == SenderDropReason::Closed
     }
 
-    /// The queue overflowed ([`DropReason::QueueOverflow`]).
+    /// The queue overflowed ([`SenderDropReason::QueueOverflow`]).
     pub fn is_overflow(&self) -> bool {
-        self.reason == DropReason::QueueOverflow
+        self.reason == SenderDropReason::QueueOverflow
     }
 }
 
@@ -85,15 +89,19 @@ impl fmt::Debug for SendError {
 impl fmt::Display for SendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = match self.reason {
-            DropReason::QueueOverflow => "the send queue (hep_async_max_postponed_chunks) is full",
-            DropReason::ConnectFailed => "could not connect",
-            DropReason::WriteTimeout => "a write blocked too long; the connection was closed",
-            DropReason::Cooldown => {
+            SenderDropReason::QueueOverflow => {
+                "the send queue (hep_async_max_postponed_chunks) is full"
+            }
+            SenderDropReason::ConnectFailed => "could not connect",
+            SenderDropReason::WriteTimeout => "a write blocked too long; the connection was closed",
+            SenderDropReason::Cooldown => {
                 "the destination failed max_retries times in a row and is cooling down"
             }
-            DropReason::Io => "socket error",
-            DropReason::Closed => "the connection or the sender was closed",
-            DropReason::Encode => "the message cannot be encoded at the destination's version",
+            SenderDropReason::Io => "socket error",
+            SenderDropReason::Closed => "the connection or the sender was closed",
+            SenderDropReason::Encode => {
+                "the message cannot be encoded at the destination's version"
+            }
         };
         write!(
             f,
@@ -141,7 +149,7 @@ pub enum BuildError {
 /// message: print the chain (`{:#}` with anyhow) to see both.
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
-pub enum TlsConfigError {
+pub enum ClientTlsError {
     /// A PEM file could not be read or parsed.
     #[error("cannot read {what} from {origin}")]
     Pem {
@@ -174,7 +182,7 @@ pub enum TlsConfigError {
     InvalidServerName(String),
 }
 
-impl TlsConfigError {
+impl ClientTlsError {
     pub(crate) fn origin(path: Option<&PathBuf>) -> String {
         path.map_or_else(
             || "PEM data".to_owned(),

@@ -109,7 +109,7 @@
 //!
 //! With [`SenderConfig::fence_on_connection_end`], the end of a connection (for any
 //! reason) raises a fence: messages that would open a new connection are refused
-//! ([`DropReason::Closed`]) until [`clear_fence`](HepSender::clear_fence). A caller that
+//! ([`SenderDropReason::Closed`]) until [`clear_fence`](HepSender::clear_fence). A caller that
 //! resends from a position after a failure (hep-server's spooling relay) clears it once
 //! it has rewound, so nothing it sent before it saw the failure goes out on the new
 //! connection ahead of what it resends.
@@ -125,7 +125,7 @@
 //!
 //! # Counters
 //!
-//! [`SenderStats`]: sent messages and bytes, dropped by [`DropReason`], connects,
+//! [`SenderStats`]: sent messages and bytes, dropped by [`SenderDropReason`], connects,
 //! reconnects, connect errors, queue depth. Nothing is dropped uncounted: at rest,
 //! `sent + dropped + queue_depth` equals the messages offered.
 //!
@@ -142,14 +142,21 @@ mod destination;
 pub mod error;
 pub mod future;
 mod progress;
+mod queue;
 mod stats;
 mod tls;
+
+// Layout: `queue` is the sans-IO core of a connection (its pending messages, the
+// overflow rule, what a break leaves unconfirmed), driven and tested without sockets;
+// `conn` is its IO (the callers' paths, the writer task), `connect` opens connections,
+// `backoff` decides retries and the cooldown, `progress` measures what a stream's peer
+// confirmed; this module is the public `HepSender` on top.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -162,13 +169,16 @@ use tokio_rustls::rustls::pki_types::ServerName;
 
 pub use backoff::Backoff;
 pub use destination::{DEFAULT_DESTINATION_PORT, DestinationSyntax, HepDestination, Host};
-pub use stats::{DropReason, SenderStats, SenderStatsSnapshot};
+pub use stats::{SenderDropReason, SenderStats, SenderStatsSnapshot};
 pub use tls::{ClientTls, ClientTlsBuilder};
 
 use crate::Transport;
-use conn::{Connector, End, Shared, Submitted, lock};
+use crate::sync::{get_mut, lock};
+use conn::{Shared, Submitted};
+use connect::Connector;
 use error::{BuildError, SendError};
 use future::ResponseFuture;
+use queue::End;
 
 /// Settings of a [`HepSender`]. OpenSIPS's parameters keep their names and defaults; the
 /// others are ours, documented with their reason.
@@ -247,7 +257,7 @@ pub struct SenderConfig {
     /// TLS settings, required for `transport=tls` destinations.
     pub tls: Option<ClientTls>,
     /// When a connection ends (for any reason), refuse every message that would open a
-    /// new one, as [`DropReason::Closed`], until [`HepSender::clear_fence`] (ours;
+    /// new one, as [`SenderDropReason::Closed`], until [`HepSender::clear_fence`] (ours;
     /// default false). For a caller that resends from a log after a break: without the
     /// fence, messages it sent after the break but before it saw the failure would go
     /// out on a new connection, ahead of the ones it is about to resend.
@@ -439,14 +449,14 @@ impl HepSender {
     /// Encodes `message` at the destination's HEP version and sends it.
     ///
     /// A message that cannot be encoded at that version (e.g. HEPv2 with a capture id
-    /// above 65535) fails with [`DropReason::Encode`], counted.
+    /// above 65535) fails with [`SenderDropReason::Encode`], counted.
     pub fn send_message(&self, message: &HepMessage) -> ResponseFuture {
         let shared = self.shared();
         match message.encode(shared.dest.version()) {
             Ok(bytes) => self.send(bytes),
-            Err(e) => {
-                ResponseFuture::done(Err(shared.drop_one(DropReason::Encode, Some(Arc::new(e)))))
-            }
+            Err(e) => ResponseFuture::done(Err(
+                shared.drop_one(SenderDropReason::Encode, Some(Arc::new(e)))
+            )),
         }
     }
 
@@ -537,7 +547,7 @@ impl HepSender {
                 Err(TryAcquireError::Closed) => None,
             };
             if permit.is_none() {
-                shared.drop_one(DropReason::Closed, None);
+                shared.drop_one(SenderDropReason::Closed, None);
             } else {
                 shared.submit(m.clone(), false, permit);
             }
@@ -568,7 +578,7 @@ impl HepSender {
     /// at most [`SenderConfig::close_timeout`], waits at most
     /// [`SenderConfig::close_confirm_timeout`] for the destination to confirm, then stops
     /// the writer. Messages still unsent are counted as `closed`. Later sends fail with
-    /// [`DropReason::Closed`].
+    /// [`SenderDropReason::Closed`].
     pub async fn close(&self) {
         let shared = self.shared();
         let conn = {
@@ -609,9 +619,9 @@ impl HepSender {
         }
         match shared.slots.clone().try_acquire_owned() {
             Ok(p) => Ok(Some(p)),
-            Err(TryAcquireError::Closed) => Err(shared.drop_one(DropReason::Closed, None)),
+            Err(TryAcquireError::Closed) => Err(shared.drop_one(SenderDropReason::Closed, None)),
             Err(TryAcquireError::NoPermits) => {
-                Err(shared.drop_one(DropReason::QueueOverflow, None))
+                Err(shared.drop_one(SenderDropReason::QueueOverflow, None))
             }
         }
     }
@@ -639,7 +649,7 @@ impl HepSender {
                             cfg.hep_async_local_connect_timeout
                         }
                 });
-                ResponseFuture::waiting(rx, deadline, shared.error(DropReason::Closed, None))
+                ResponseFuture::waiting(rx, deadline, shared.error(SenderDropReason::Closed, None))
             }
         }
     }
@@ -683,12 +693,12 @@ impl tower::Service<Bytes> for HepSender {
         } = self;
         let shared = &handle.shared;
         if shared.closed.load(Ordering::Acquire) {
-            return Poll::Ready(Err(shared.error(DropReason::Closed, None)));
+            return Poll::Ready(Err(shared.error(SenderDropReason::Closed, None)));
         }
         if shared.config.hep_async || permit.is_some() {
             return Poll::Ready(Ok(()));
         }
-        let acquiring = acquiring.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let acquiring = get_mut(acquiring);
         loop {
             if let Some(fut) = acquiring.as_mut() {
                 let r = ready!(fut.as_mut().poll(cx));
@@ -698,7 +708,7 @@ impl tower::Service<Bytes> for HepSender {
                         *permit = Some(p);
                         Ok(())
                     }
-                    Err(_) => Err(shared.error(DropReason::Closed, None)),
+                    Err(_) => Err(shared.error(SenderDropReason::Closed, None)),
                 });
             }
             match shared.slots.clone().try_acquire_owned() {
@@ -707,7 +717,7 @@ impl tower::Service<Bytes> for HepSender {
                     return Poll::Ready(Ok(()));
                 }
                 Err(TryAcquireError::Closed) => {
-                    return Poll::Ready(Err(shared.error(DropReason::Closed, None)));
+                    return Poll::Ready(Err(shared.error(SenderDropReason::Closed, None)));
                 }
                 Err(TryAcquireError::NoPermits) => {
                     *acquiring = Some(Box::pin(shared.slots.clone().acquire_owned()));

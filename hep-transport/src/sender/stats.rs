@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// eventually counted either as sent or as dropped with exactly one of these reasons.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DropReason {
+pub enum SenderDropReason {
     /// The per-connection queue (`hep_async_max_postponed_chunks`) overflowed. Only the
     /// overflowing message is dropped, unless the connection is established and its
     /// writer has stalled (no progress for `overflow_stall_timeout`): then the connection
@@ -33,7 +33,7 @@ pub enum DropReason {
     Encode,
 }
 
-impl DropReason {
+impl SenderDropReason {
     /// Every reason, in label order.
     pub const ALL: [Self; 7] = [
         Self::QueueOverflow,
@@ -48,8 +48,8 @@ impl DropReason {
     /// A stable snake_case label for metrics (`hep_dropped_total{reason="..."}`).
     ///
     /// ```
-    /// use hep_transport::sender::DropReason;
-    /// let labels: Vec<_> = DropReason::ALL.iter().map(|r| r.label()).collect();
+    /// use hep_transport::sender::SenderDropReason;
+    /// let labels: Vec<_> = SenderDropReason::ALL.iter().map(|r| r.label()).collect();
     /// assert_eq!(labels, ["queue_overflow", "connect_failed", "write_timeout", "cooldown", "io", "closed", "encode"]);
     /// ```
     pub const fn label(self) -> &'static str {
@@ -69,20 +69,22 @@ impl DropReason {
     }
 }
 
-impl fmt::Display for DropReason {
+impl fmt::Display for SenderDropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.label())
     }
 }
 
-const REASONS: usize = DropReason::ALL.len();
+const REASONS: usize = SenderDropReason::ALL.len();
 
 /// Live counters of one sender (`HepSender::stats`). Cheap to update from any thread;
 /// read them with [`snapshot`](Self::snapshot).
 ///
 /// At rest (nothing in flight), `sent_messages + dropped_total() + queue_depth` equals
 /// the number of messages offered to the sender.
-#[derive(Debug, Default)]
+///
+/// Its `Debug` shows the numbers now, as a [`SenderStatsSnapshot`] does.
+#[derive(Default)]
 pub struct SenderStats {
     sent_messages: AtomicU64,
     sent_bytes: AtomicU64,
@@ -136,7 +138,7 @@ impl SenderStats {
         self.sent_bytes.fetch_add(bytes, Relaxed);
     }
 
-    pub(crate) fn dropped(&self, reason: DropReason, n: u64) {
+    pub(crate) fn dropped(&self, reason: SenderDropReason, n: u64) {
         if n > 0 {
             self.dropped[reason.index()].fetch_add(n, Relaxed);
         }
@@ -175,15 +177,29 @@ impl SenderStats {
 
 /// A copy of a sender's counters at one moment.
 ///
+/// Its `Debug` lists every counter, and the drop reasons that counted something (the
+/// others are zero):
+///
 /// ```
-/// use hep_transport::sender::{DropReason, SenderStats};
+/// use hep_transport::sender::SenderStats;
+///
+/// assert_eq!(
+///     format!("{:?}", SenderStats::new().snapshot()),
+///     "SenderStatsSnapshot { sent_messages: 0, sent_bytes: 0, connects: 0, reconnects: 0, \
+///      connect_errors: 0, broken_connections: 0, unconfirmed_messages: 0, queue_depth: 0, \
+///      dropped: {} }",
+/// );
+/// ```
+///
+/// ```
+/// use hep_transport::sender::{SenderDropReason, SenderStats};
 ///
 /// let snap = SenderStats::new().snapshot();
-/// assert_eq!(snap.dropped(DropReason::Cooldown), 0);
+/// assert_eq!(snap.dropped(SenderDropReason::Cooldown), 0);
 /// let names: Vec<_> = snap.counters().map(|(name, _)| name).collect();
 /// assert_eq!(&names[..3], ["sent_messages", "sent_bytes", "connects"]);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct SenderStatsSnapshot {
     /// Messages completely written to the socket (handed to the kernel, or for TLS to the
@@ -196,7 +212,7 @@ pub struct SenderStatsSnapshot {
     /// Connections established after an earlier one (the first is not a reconnect).
     pub reconnects: u64,
     /// Connect attempts that failed (each may have dropped several messages, counted as
-    /// [`DropReason::ConnectFailed`]).
+    /// [`SenderDropReason::ConnectFailed`]).
     pub connect_errors: u64,
     /// Established connections that ended otherwise than by the sender's
     /// [`close`](super::HepSender::close): closed or reset by the destination, a socket
@@ -218,7 +234,7 @@ pub struct SenderStatsSnapshot {
 
 impl SenderStatsSnapshot {
     /// Messages dropped for `reason`.
-    pub const fn dropped(&self, reason: DropReason) -> u64 {
+    pub const fn dropped(&self, reason: SenderDropReason) -> u64 {
         self.dropped[reason.index()]
     }
 
@@ -228,14 +244,14 @@ impl SenderStatsSnapshot {
     }
 
     /// `(reason, count)` for every reason, zeros included.
-    pub fn dropped_by_reason(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
-        DropReason::ALL.iter().map(|&r| (r, self.dropped(r)))
+    pub fn dropped_by_reason(&self) -> impl Iterator<Item = (SenderDropReason, u64)> + '_ {
+        SenderDropReason::ALL.iter().map(|&r| (r, self.dropped(r)))
     }
 
     /// Every counter under a stable snake_case name: `sent_messages`, `sent_bytes`,
     /// `connects`, `reconnects`, `connect_errors`, `broken_connections`,
     /// `unconfirmed_messages`, `queue_depth`, then
-    /// `dropped_<reason>` for each [`DropReason`].
+    /// `dropped_<reason>` for each [`SenderDropReason`].
     pub fn counters(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         const DROPPED: [&str; REASONS] = [
             "dropped_queue_overflow",
@@ -261,6 +277,44 @@ impl SenderStatsSnapshot {
     }
 }
 
+impl fmt::Debug for SenderStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.snapshot().fmt_as("SenderStats", f)
+    }
+}
+
+impl fmt::Debug for SenderStatsSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_as("SenderStatsSnapshot", f)
+    }
+}
+
+impl SenderStatsSnapshot {
+    /// The numbers, under `name`: what both `Debug`s show.
+    fn fmt_as(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// The drop reasons above zero, as a map.
+        struct Dropped<'a>(&'a SenderStatsSnapshot);
+        impl fmt::Debug for Dropped<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_map()
+                    .entries(
+                        self.0
+                            .dropped_by_reason()
+                            .filter(|&(_, n)| n > 0)
+                            .map(|(r, n)| (r.label(), n)),
+                    )
+                    .finish()
+            }
+        }
+        let mut s = f.debug_struct(name);
+        // The named counters; the `dropped_*` ones follow as one map.
+        for (name, n) in self.counters().filter(|(n, _)| !n.starts_with("dropped_")) {
+            s.field(name, &n);
+        }
+        s.field("dropped", &Dropped(self)).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,7 +326,7 @@ mod tests {
         s.queued();
         s.sent(10);
         s.dequeued(1);
-        s.dropped(DropReason::Io, 1);
+        s.dropped(SenderDropReason::Io, 1);
         s.dequeued(1);
         let snap = s.snapshot();
         assert_eq!(
@@ -284,7 +338,7 @@ mod tests {
             snap.counters().find(|(n, _)| *n == "dropped_io"),
             Some(("dropped_io", 1))
         );
-        for (i, r) in DropReason::ALL.iter().enumerate() {
+        for (i, r) in SenderDropReason::ALL.iter().enumerate() {
             assert_eq!(r.index(), i);
         }
     }

@@ -14,7 +14,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::error::TlsConfigError;
+use super::error::ClientTlsError;
 
 /// TLS settings of a sender: which CAs to trust, an optional client certificate (mTLS),
 /// and an optional server name (SNI and verification) overriding the destination's host.
@@ -30,7 +30,7 @@ use super::error::TlsConfigError;
 ///     .server_name("homer.example.net")
 ///     .build()?;
 /// # let _ = tls;
-/// # Ok::<(), hep_transport::sender::error::TlsConfigError>(())
+/// # Ok::<(), hep_transport::sender::error::ClientTlsError>(())
 /// ```
 #[derive(Clone)]
 pub struct ClientTls {
@@ -57,7 +57,7 @@ impl ClientTls {
     ///
     /// # Errors
     /// `name` is neither a DNS name nor an IP address.
-    pub fn with_server_name(mut self, name: &str) -> Result<Self, TlsConfigError> {
+    pub fn with_server_name(mut self, name: &str) -> Result<Self, ClientTlsError> {
         self.server_name = Some(server_name(name)?);
         Ok(self)
     }
@@ -85,9 +85,9 @@ impl fmt::Debug for ClientTls {
     }
 }
 
-fn server_name(name: &str) -> Result<ServerName<'static>, TlsConfigError> {
+fn server_name(name: &str) -> Result<ServerName<'static>, ClientTlsError> {
     ServerName::try_from(name.to_owned())
-        .map_err(|_| TlsConfigError::InvalidServerName(name.to_owned()))
+        .map_err(|_| ClientTlsError::InvalidServerName(name.to_owned()))
 }
 
 #[derive(Debug, Clone)]
@@ -99,13 +99,13 @@ enum Pem {
 impl Pem {
     fn origin(&self) -> String {
         match self {
-            Self::File(p) => TlsConfigError::origin(Some(p)),
-            Self::Data(_) => TlsConfigError::origin(None),
+            Self::File(p) => ClientTlsError::origin(Some(p)),
+            Self::Data(_) => ClientTlsError::origin(None),
         }
     }
 
-    fn certs(&self, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsConfigError> {
-        let pem_err = |source| TlsConfigError::Pem {
+    fn certs(&self, what: &'static str) -> Result<Vec<CertificateDer<'static>>, ClientTlsError> {
+        let pem_err = |source| ClientTlsError::Pem {
             what,
             origin: self.origin(),
             source,
@@ -118,19 +118,19 @@ impl Pem {
         }
         .map_err(pem_err)?;
         if certs.is_empty() {
-            return Err(TlsConfigError::NoCertificates {
+            return Err(ClientTlsError::NoCertificates {
                 origin: self.origin(),
             });
         }
         Ok(certs)
     }
 
-    fn key(&self) -> Result<PrivateKeyDer<'static>, TlsConfigError> {
+    fn key(&self) -> Result<PrivateKeyDer<'static>, ClientTlsError> {
         match self {
             Self::File(p) => PrivateKeyDer::from_pem_file(p),
             Self::Data(d) => PrivateKeyDer::from_pem_slice(d),
         }
-        .map_err(|source| TlsConfigError::Pem {
+        .map_err(|source| ClientTlsError::Pem {
             what: "client key",
             origin: self.origin(),
             source,
@@ -201,7 +201,7 @@ impl ClientTlsBuilder {
     /// A file that cannot be read, PEM without a certificate or key, a certificate or key
     /// rustls rejects, an invalid server name, or no CA at all (unless verification is
     /// disabled).
-    pub fn build(self) -> Result<ClientTls, TlsConfigError> {
+    pub fn build(self) -> Result<ClientTls, ClientTlsError> {
         let provider = Arc::new(ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?;
@@ -220,7 +220,7 @@ impl ClientTlsBuilder {
                 roots.add(CertificateDer::from(der))?;
             }
             if roots.is_empty() {
-                return Err(TlsConfigError::NoRoots);
+                return Err(ClientTlsError::NoRoots);
             }
             builder.with_root_certificates(roots)
         };
@@ -294,14 +294,14 @@ mod tests {
     #[test]
     fn build_errors_name_the_problem() {
         let e = ClientTls::builder().build().unwrap_err();
-        assert!(matches!(e, TlsConfigError::NoRoots), "{e}");
+        assert!(matches!(e, ClientTlsError::NoRoots), "{e}");
         let e = ClientTls::builder()
             .ca_file("/nonexistent/ca.pem")
             .build()
             .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
         let e = ClientTls::builder().ca_pem("nothing").build().unwrap_err();
-        assert!(matches!(e, TlsConfigError::NoCertificates { .. }), "{e}");
+        assert!(matches!(e, ClientTlsError::NoCertificates { .. }), "{e}");
         let ok = ClientTls::builder()
             .dangerous_accept_any_server_certificate()
             .server_name("collector.local")

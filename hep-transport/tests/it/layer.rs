@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hep_testkit::vectors;
 use hep_transport::layer::overload::OverloadDropLayer;
-use hep_transport::{DropReason, Listener, ListenerConfig, Received};
+use hep_transport::{Listener, ListenerConfig, ListenerDropReason, Received};
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
@@ -44,7 +44,7 @@ async fn datagrams_the_service_cannot_take_are_dropped_and_counted_and_the_liste
         client.send_to(&datagram, addr).await.unwrap();
     }
     wait_for("50 overload drops", || {
-        stats.dropped(DropReason::Overload) == 50
+        stats.dropped(ListenerDropReason::Overload) == 50
     })
     .await;
     assert_eq!(stats.received_total(), 50);
@@ -55,7 +55,7 @@ async fn datagrams_the_service_cannot_take_are_dropped_and_counted_and_the_liste
     client.send_to(&datagram, addr).await.unwrap();
     let got = recv_n(&mut rx, 1).await;
     assert_eq!(&got[0].wire[..], &datagram[..]);
-    assert_eq!(stats.dropped(DropReason::Overload), 50);
+    assert_eq!(stats.dropped(ListenerDropReason::Overload), 50);
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }
@@ -99,7 +99,7 @@ async fn a_slow_buffered_service_is_pipelined_and_in_flight_overflow_is_counted(
     })
     .await;
     // Most of the burst could not be taken: each one is counted, none is lost silently.
-    assert!(stats.dropped(DropReason::Overload) > 0);
+    assert!(stats.dropped(ListenerDropReason::Overload) > 0);
     assert!(handled.load(Ordering::Relaxed) >= 4);
     srv.stop().await.unwrap();
 }
@@ -173,6 +173,6 @@ async fn a_burst_into_a_channel_with_room_is_not_dropped_as_overload() {
             .expect("the channel is open");
         got += 1;
     }
-    assert_eq!(stats.dropped(DropReason::Overload), 0);
+    assert_eq!(stats.dropped(ListenerDropReason::Overload), 0);
     srv.stop().await.unwrap();
 }

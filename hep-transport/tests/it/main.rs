@@ -3,6 +3,7 @@
 
 mod allow;
 mod layer;
+mod relay;
 mod shutdown;
 mod support;
 mod tcp;

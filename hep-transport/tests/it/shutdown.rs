@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use hep_transport::{DropReason, ListenerConfig, Received};
+use hep_transport::{ListenerConfig, ListenerDropReason, Received};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -45,7 +45,7 @@ async fn a_stuck_service_is_cut_off_after_the_grace_period_and_counted() {
     wait_for("the frame received", || stats.received_total() == 1).await;
 
     srv.stop().await.unwrap();
-    assert_eq!(stats.dropped(DropReason::Shutdown), 1);
+    assert_eq!(stats.dropped(ListenerDropReason::Shutdown), 1);
     assert_eq!(stats.connections_open(), 0);
 }
 
@@ -97,7 +97,7 @@ async fn a_peer_that_keeps_sending_does_not_hold_shutdown_open() {
             r.wire.len()
         );
     }
-    assert_eq!(stats.dropped(DropReason::Shutdown), 0);
+    assert_eq!(stats.dropped(ListenerDropReason::Shutdown), 0);
     drop(read_half);
     agent.abort();
 }

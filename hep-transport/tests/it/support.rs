@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hep_proto::DecodeOptions;
-use hep_transport::{BoxError, ListenError, Listener, ListenerConfig, ListenerStats, Received};
+use hep_transport::{
+    BoxError, HepService, ListenError, Listener, ListenerConfig, ListenerStats, Received,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -26,22 +28,16 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    pub(crate) async fn start<S>(spec: &str, config: ListenerConfig, service: S) -> Self
-    where
-        S: Service<Received, Response = ()> + Clone + Send + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-    {
+    pub(crate) async fn start<S: HepService>(
+        spec: &str,
+        config: ListenerConfig,
+        service: S,
+    ) -> Self {
         let listener = Listener::bind(spec.parse().unwrap(), config).await.unwrap();
         Self::from_listener(listener, service)
     }
 
-    pub(crate) fn from_listener<S>(listener: Listener, service: S) -> Self
-    where
-        S: Service<Received, Response = ()> + Clone + Send + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-    {
+    pub(crate) fn from_listener<S: HepService>(listener: Listener, service: S) -> Self {
         let addr = listener.local_addr();
         assert_ne!(addr.port(), 0, "the bound port is reported");
         let stats = listener.stats().clone();

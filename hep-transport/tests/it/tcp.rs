@@ -369,7 +369,7 @@ async fn service_errors_are_counted_and_the_connection_goes_on() {
     assert!(!got.is_empty());
     let stats = srv.stats.clone();
     wait_for("service errors counted", || {
-        stats.dropped(hep_transport::DropReason::ServiceError) == failing
+        stats.dropped(hep_transport::ListenerDropReason::ServiceError) == failing
     })
     .await;
     assert_eq!(stats.received_total(), frames.len() as u64);

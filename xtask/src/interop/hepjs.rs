@@ -425,7 +425,16 @@ fn hepjs_to_ours(ctx: &Ctx, via_run: bool) -> Result<String> {
             ("ts_usec", ip("timeUseconds")),
             ("proto_type", ip("payloadType")),
             ("capture_id", ip("captureId")),
-            ("auth_key", ip("capturePass")),
+            // `run` strips an agent's key from what its outputs keep (the default, [auth]
+            // strip); `decode` shows what the file holds.
+            (
+                "auth_key",
+                if via_run {
+                    Value::Null
+                } else {
+                    ip("capturePass")
+                },
+            ),
             ("correlation_id", ip("correlation_id")),
         ];
         for (k, v) in want {

@@ -97,11 +97,15 @@ fn run(ctx: &Ctx, v: Variant) -> Result<String> {
     let mut window = Window::open();
 
     let json = dir.join("records.jsonl");
-    let mut server = Server::start(
+    // With Kamailio's capture password: checked by our [auth], and kept in the records
+    // (`strip = false`; the default strips it from what outputs keep).
+    let auth = format!("[auth]\nkey = \"{AUTH_KEY}\"\nstrip = false\n");
+    let mut server = Server::start_with_config(
         ctx,
         &dir,
         &[Listen::Udp(hep_port), Listen::Tcp(hep_port)],
         &[format!("json:{}", json.display())],
+        v.auth_hlog.then_some(auth.as_str()),
     )?;
 
     // Kamailio, configured for this variant.

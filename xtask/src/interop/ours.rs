@@ -49,7 +49,28 @@ impl Server {
         listens: &[Listen],
         outputs: &[String],
     ) -> Result<Self> {
+        Self::start_with_config(ctx, dir, listens, outputs, None)
+    }
+
+    /// [`Server::start`] with a configuration file of this text (`dir/hep-server.toml`)
+    /// under the command line's listeners and outputs.
+    ///
+    /// # Errors
+    /// As [`Server::start`], or the file cannot be written.
+    pub(crate) fn start_with_config(
+        ctx: &Ctx,
+        dir: &Path,
+        listens: &[Listen],
+        outputs: &[String],
+        config: Option<&str>,
+    ) -> Result<Self> {
         let mut args = vec!["run".to_owned()];
+        if let Some(text) = config {
+            let path = dir.join("hep-server.toml");
+            fs::write(&path, text)?;
+            args.push("--config".to_owned());
+            args.push(path.to_string_lossy().into_owned());
+        }
         for l in listens {
             args.push("--listen".to_owned());
             args.push(match l {

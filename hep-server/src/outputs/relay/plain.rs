@@ -105,7 +105,7 @@ mod tests {
     use std::time::Duration;
 
     use hep_proto::{HepMessage, HepVersion, ProtoType};
-    use hep_transport::sender::DropReason;
+    use hep_transport::sender::SenderDropReason;
     use hep_transport::{Received, RecvInfo, SenderConfig, Transport};
     use tokio::time::{Instant, sleep_until, timeout};
     use tower::Service as _;
@@ -196,7 +196,7 @@ mod tests {
         holder.abort();
         assert_eq!(full, 0, "the relay's queue filled up");
         let s = sender.stats().snapshot();
-        assert!(s.dropped(DropReason::QueueOverflow) > 0, "{s:?}");
+        assert!(s.dropped(SenderDropReason::QueueOverflow) > 0, "{s:?}");
         assert_eq!(
             s.sent_messages + s.dropped_total() + s.queue_depth,
             count,

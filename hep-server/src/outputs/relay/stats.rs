@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use hep_transport::sender::{DropReason as SenderDropReason, SenderStats, SenderStatsSnapshot};
+use hep_transport::sender::{SenderDropReason, SenderStats, SenderStatsSnapshot};
 
 use super::spool::SpoolStats;
 use crate::outputs::queue::OutputStats;

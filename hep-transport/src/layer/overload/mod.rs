@@ -13,7 +13,7 @@
 //! ```
 //! use std::convert::Infallible;
 //! use std::sync::Arc;
-//! use hep_transport::{DropReason, ListenerStats};
+//! use hep_transport::{ListenerDropReason, ListenerStats};
 //! use hep_transport::layer::overload::OverloadDropLayer;
 //! use tower::{Service, ServiceBuilder, ServiceExt};
 //!
@@ -27,7 +27,7 @@
 //!
 //! let busy = svc.ready().await?.call("taken"); // holds the only slot, never completes
 //! svc.ready().await?.call("dropped").await?; // not waited for: dropped and counted
-//! assert_eq!(stats.dropped(DropReason::Overload), 1);
+//! assert_eq!(stats.dropped(ListenerDropReason::Overload), 1);
 //! # drop(busy);
 //! # Ok(())
 //! # }
@@ -46,7 +46,7 @@ use tower::Service;
 
 use self::future::ResponseFuture;
 pub use self::layer::OverloadDropLayer;
-use crate::{DropReason, ListenerStats, RateLimitedWarn};
+use crate::{ListenerDropReason, ListenerStats, RateLimitedWarn};
 
 /// Drops requests its inner service is not ready for (see the [module docs](self)).
 ///
@@ -124,7 +124,7 @@ where
             return ResponseFuture::called(self.inner.call(req));
         }
         drop(req);
-        self.stats.record_dropped(DropReason::Overload, 1);
+        self.stats.record_dropped(ListenerDropReason::Overload, 1);
         if let Some(suppressed) = self.warn.check() {
             tracing::warn!(
                 dropped = suppressed + 1,

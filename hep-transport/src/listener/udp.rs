@@ -53,18 +53,15 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tower::Service;
 
-use crate::listener::{Dispatcher, Shared, next_backoff};
+pub use super::config::{DEFAULT_RECV_BUFFER_SIZE, DEFAULT_UDP_MAX_IN_FLIGHT, UdpConfig};
+use super::dispatch::Dispatcher;
+use super::error::ListenError;
+use super::shared::{Shared, next_backoff};
 use crate::{
-    BoxError, DropReason, ListenError, ListenSpec, Received, RecvInfo, RejectReason,
+    BoxError, HepService, ListenSpec, ListenerDropReason, Received, RecvInfo, RejectReason,
     SourceAllowlist,
 };
-
-/// The default [`UdpConfig::recv_buffer_size`]: 8 MiB.
-pub const DEFAULT_RECV_BUFFER_SIZE: usize = 8 << 20;
-/// The default [`UdpConfig::max_in_flight`].
-pub const DEFAULT_UDP_MAX_IN_FLIGHT: usize = 4096;
 
 /// Receive slot per datagram: the largest UDP payload, or a GRO batch (at most 64 KiB).
 const SLOT: usize = 64 * 1024;
@@ -76,47 +73,15 @@ const ARENA: usize = 64 * 1024;
 /// batch) for the null output at 800,000/s.
 const YIELD_EVERY: usize = 1024;
 
-/// `hep_udp` settings (part of [`ListenerConfig`](crate::ListenerConfig)).
-#[non_exhaustive]
-#[derive(Debug, Clone)]
-pub struct UdpConfig {
-    /// `SO_RCVBUF` to ask for, in bytes. Default: [`DEFAULT_RECV_BUFFER_SIZE`] (8 MiB).
-    /// See the [module docs](self#receive-buffer).
-    pub recv_buffer_size: usize,
-    /// Sockets bound to the port with `SO_REUSEPORT`, one worker task each; the kernel
-    /// spreads senders over them by address hash. Default: 1 (on a 2-core machine the
-    /// sender and the kernel need the other core). Values above 1 need Unix.
-    pub sockets: usize,
-    /// Set `SO_REUSEPORT` even with one socket, so that other processes may share the
-    /// port. Default: false.
-    pub reuse_port: bool,
-    /// Answers a worker awaits at once (see [`tower::buffer::Buffer`]); when all are
-    /// pending, datagrams are dropped and counted as `overload`. Keep it above the
-    /// capacity of a `Buffer` in the service stack. Default:
-    /// [`DEFAULT_UDP_MAX_IN_FLIGHT`] (4096).
-    pub max_in_flight: usize,
-}
-
-impl Default for UdpConfig {
-    fn default() -> Self {
-        Self {
-            recv_buffer_size: DEFAULT_RECV_BUFFER_SIZE,
-            sockets: 1,
-            reuse_port: false,
-            max_in_flight: DEFAULT_UDP_MAX_IN_FLIGHT,
-        }
-    }
-}
-
 /// A bound, non-blocking UDP socket with quinn-udp's state (GRO, batched receive).
-pub(crate) struct UdpSock {
+pub(super) struct UdpSock {
     io: tokio::net::UdpSocket,
     state: UdpSocketState,
 }
 
 /// Binds `config.sockets` sockets to `spec`; returns them, the bound address and the
 /// smallest receive buffer granted.
-pub(crate) fn bind(
+pub(super) fn bind(
     spec: ListenSpec,
     config: &UdpConfig,
 ) -> Result<(Vec<UdpSock>, SocketAddr, usize), ListenError> {
@@ -206,7 +171,7 @@ fn set_reuse_port(_: &Socket) -> io::Result<()> {
 }
 
 /// Runs one worker per socket until `stop`; returns the first fatal error.
-pub(crate) async fn run<S>(
+pub(super) async fn run<S>(
     socks: Vec<UdpSock>,
     shared: Arc<Shared>,
     service: S,
@@ -214,9 +179,7 @@ pub(crate) async fn run<S>(
     hard_stop: CancellationToken,
 ) -> Result<(), ListenError>
 where
-    S: Service<Received, Response = ()> + Clone + Send + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
+    S: HepService,
 {
     let mut workers = JoinSet::new();
     for sock in socks {
@@ -270,8 +233,7 @@ async fn worker<S>(
     hard_stop: CancellationToken,
 ) -> Result<(), ListenError>
 where
-    S: Service<Received, Response = ()>,
-    S::Error: Into<BoxError>,
+    S: HepService,
 {
     let mut rx = Receiver {
         sock,
@@ -285,7 +247,7 @@ where
     let res = tokio::select! {
         biased;
         () = hard_stop.cancelled() => {
-            shared.stats.record_dropped(DropReason::Shutdown, dispatcher.pending() as u64);
+            shared.stats.record_dropped(ListenerDropReason::Shutdown, dispatcher.pending() as u64);
             Ok(())
         }
         res = rx.run(&mut dispatcher, &stop) => res,
@@ -319,8 +281,7 @@ impl Receiver {
         stop: &CancellationToken,
     ) -> Result<(), BoxError>
     where
-        S: Service<Received, Response = ()>,
-        S::Error: Into<BoxError>,
+        S: HepService,
     {
         let mut backoff = Duration::ZERO;
         let mut unyielded = 0;
@@ -432,8 +393,7 @@ impl Receiver {
         len: usize,
     ) -> bool
     where
-        S: Service<Received, Response = ()>,
-        S::Error: Into<BoxError>,
+        S: HepService,
     {
         let data = self.scratch.get(at..at + len).unwrap_or_default();
         let wire = pack(&mut self.arena, data);
