@@ -2,7 +2,7 @@
 //! an error, or a value whose printed form parses back to the same value.
 #![no_main]
 
-use hep_server::output::OutputSpec;
+use hep_server::outputs::OutputSpec;
 use hep_transport::{HepDestination, ListenOn, ListenSpec};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

@@ -1,12 +1,12 @@
 //! The callback chain of the configuration's `[tls.clients]`, `[auth]`, `[filter]`,
 //! `[rate_limit]`, `[rewrite]` and `[dedup]`, with the relay loop check
-//! ([`crate::relay_mark`]) that always runs and, without `[auth]`, the removal of the
+//! ([`crate::outputs::relay::mark`]) that always runs and, without `[auth]`, the removal of the
 //! keys agents send ([`Config::strip_auth_key`]), and how a reload rebuilds it.
 //!
 //! A reload builds a new chain, but a callback whose section did not change is the same
 //! instance in it: a dedup keeps its window of payloads, a rate limit its buckets. A
 //! new chain has new counters; the metrics and the exit summary sum those of every
-//! chain by callback name ([`CallbackCollect`](crate::stats::CallbackCollect)).
+//! chain by callback name ([`CallbackCollect`](crate::telemetry::stats::CallbackCollect)).
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use hep_transport::Received;
 use crate::config::{
     AuthConfig, Config, DedupConfig, FilterConfig, RateLimitConfig, RewriteConfig, TlsConfig,
 };
-use crate::relay_mark::LoopGuard;
+use crate::outputs::relay::mark::LoopGuard;
 
 /// One configured callback: its section's values and the instance built from them.
 struct Slot<T, C> {

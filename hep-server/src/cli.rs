@@ -1,4 +1,4 @@
-//! The command line (DESIGN.md, "External interfaces"), parsed with clap.
+//! The command line, parsed with clap.
 //!
 //! ```text
 //! hep-server                       run on embedded defaults (store in ./hep-store)
@@ -129,7 +129,7 @@ pub enum SearchFormat {
     /// The call flow: one column per address:port, an arrow per message.
     #[default]
     Ladder,
-    /// The JSON record of DESIGN.md, one object per line.
+    /// One JSON record per message and line, as `json:` outputs and `decode` write.
     Json,
     /// A pcap file of the messages rebuilt as packets.
     Pcap,
@@ -149,10 +149,7 @@ pub enum ColorWhen {
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    crate::time::parse_instant(s, now)
+    crate::time::parse_instant(s, crate::time::now_usec())
 }
 
 /// `hep-server run`.
@@ -201,7 +198,8 @@ pub struct DecodeArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 #[non_exhaustive]
 pub enum DecodeFormat {
-    /// The JSON record of DESIGN.md, one object per line.
+    /// One JSON record per message and line, as `json:` outputs write (its keys are
+    /// listed in the docs of `hep_server::formats::record`).
     #[default]
     Json,
     /// One human-readable line per message.

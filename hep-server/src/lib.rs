@@ -1,55 +1,58 @@
 //! `hep-server`: the HEP collector, as a library and a thin binary.
 //!
 //! The binary (`src/main.rs`) parses the command line, sets up logging to stderr and
-//! calls into this library, which the collector's other parts and the tests reuse:
-//! the JSON record and the text line every output writes, the SIP summary filters and
-//! the store index by, and the capture-file reader behind `decode`.
+//! calls into this library, which the tests reuse too.
 //!
 //! # Layout
-//! - [`cli`]: the command line of DESIGN.md (clap): `run`, `check-config`, `decode`,
-//!   `send`; no subcommand means `run` with defaults.
-//! - [`commands`]: one module per implemented subcommand ([`commands::decode`]).
-//! - [`capture_file`]: HEP messages out of files: raw datagrams, HEP3 stream captures,
-//!   pcap/pcapng (Ethernet, Linux cooked, raw IP, loopback; IPv4/IPv6; UDP, and TCP
-//!   reassembled), with receive info from the packet headers.
-//! - [`config`]: the TOML configuration file with the seed's parameter names.
-//! - [`log`]: logging set-up (`[log]`), and the program's own lines (`hep-server: ...`),
-//!   JSON in JSON mode.
-//! - [`drops`]: every drop logged at `warn`, by reason, rate-limited; the summary's list
-//!   by reason.
-//! - [`metrics`]: Prometheus text at `/metrics`, gathered from every counter.
-//! - [`output`]: where messages go (`stdout`, `json:`, `pcap:`, `relay:`, `null`).
-//! - [`server`]: the collector: listeners -> callback stack -> outputs, until shutdown;
-//!   reloads (SIGHUP) of the callbacks and outputs.
-//! - [`switch`]: the service listeners hold, whose stack a reload replaces.
-//! - [`store`]: the embedded capture store (`store:DIR`, SQLite partitions) and its
-//!   search.
-//! - [`stats`]: the counters as metrics, and the summary line printed at exit.
-//! - [`record`]: the JSON record of a message ([`record::write_json_line`]).
-//! - [`relay_mark`]: the chunk relays add to what they forward, and the check that drops
-//!   a message that comes back (relay loops).
-//! - [`text`]: the one-line human-readable form ([`text::TextLine`]).
-//! - [`ladder`]: a call flow as a ladder diagram in the terminal (`search`).
-//! - [`time`]: UTC ISO-8601 timestamps without a date-time dependency.
+//!
+//! The tree follows a message. What the operator wrote becomes a
+//! [`Config`](config::Config); the [`server`] binds the listeners, which hand every
+//! message to the callback stack built from the configuration (`callbacks`), whose last
+//! service is the fan-out to the [`outputs`]; one output is the [`store`], which the
+//! readers ([`commands::search`], later an HTTP API) query.
+//!
+//! ```text
+//!  config/ ─> server/: listeners ─> callbacks.rs ─> outputs/: fanout, a queue each
+//!                                                     ├─> store:  ─> store/ <─ commands/search.rs
+//!                                                     ├─> relay:  (outputs/relay/, its spool/)
+//!                                                     ├─> stdout, json:, pcap: ─> formats/
+//!                                                     └─> null
+//! ```
+//!
+//! - [`config`]: the TOML file, one module per section; listen and output specs parsed
+//!   once, with the text they were written as.
+//! - [`server`]: a run: listeners -> callbacks -> outputs until shutdown (a tree of
+//!   cancellation tokens); reloads (SIGHUP) of the callbacks and outputs through a
+//!   [`Switch`](server::switch::Switch); the exit [`Summary`](server::Summary).
+//! - `callbacks` (private): the callback stack of `[auth]`, `[filter]`, ... and the relay
+//!   loop check, rebuilt by a reload.
+//! - [`outputs`]: where messages go: the fan-out, each output's bounded queue and its
+//!   counters, one module per kind (`stdout`, `json:`, `pcap:`, `store:`, `null`,
+//!   [`relay`](outputs::relay) with its disk spool and its mark).
+//! - [`store`]: the embedded capture store (SQLite partitions): open, write a batch, what
+//!   was written, search. It knows neither the outputs nor the configuration file.
+//! - [`formats`]: how a message is written out or read back: the HEP bytes it goes on as
+//!   (relays, the store), the JSON record, the text line, the ladder diagram, pcap files
+//!   written, capture files read.
+//! - [`telemetry`]: Prometheus metrics, the drop warnings, logging, and the counters of
+//!   the listeners and callbacks.
+//! - [`commands`]: the subcommands other than `run` (`decode`, `search`, `send`);
+//!   [`cli`] is the command line (clap).
+//! - [`time`]: UTC timestamps without a date-time dependency; `sync` (locks that survive
+//!   a panic) and `read` (a fixed-size record read whole) are private helpers.
 #![doc(test(attr(deny(warnings))))]
 
 mod callbacks;
-pub mod capture_file;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod drops;
-pub mod fd_limit;
-pub mod ladder;
-pub mod log;
-pub mod metrics;
-pub mod output;
+pub mod formats;
+pub mod outputs;
 mod read;
-pub mod record;
-pub mod relay_mark;
 pub mod server;
-pub mod stats;
 pub mod store;
-pub mod switch;
-pub mod text;
+mod sync;
+pub mod telemetry;
+#[cfg(test)]
+mod testing;
 pub mod time;

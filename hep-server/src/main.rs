@@ -12,11 +12,10 @@ use anyhow::{Context as _, bail};
 use clap::Parser as _;
 use hep_server::cli::{CheckConfigArgs, Cli, Command, DecodeArgs, RunArgs, SearchArgs, SendArgs};
 use hep_server::commands;
-use hep_server::config::{Config, MetricsConfig};
-use hep_server::log::TARGET;
-use hep_server::output::OutputSpec;
-use hep_server::server::{self, Reload};
-use hep_server::stats::Summary;
+use hep_server::config::{Config, MetricsConfig, Written};
+use hep_server::outputs::OutputSpec;
+use hep_server::server::{self, Reload, Summary};
+use hep_server::telemetry::log::TARGET;
 use tokio::sync::mpsc::Sender;
 
 fn main() -> ExitCode {
@@ -24,7 +23,7 @@ fn main() -> ExitCode {
     let command = Cli::parse().command_or_default();
     // `run` sets up logging once it has read its config's `[log]` section.
     if !matches!(command, Command::Run(_)) {
-        hep_server::log::init(&Config::default().log);
+        hep_server::telemetry::log::init(&Config::default().log);
     }
     match dispatch(command) {
         Ok(code) => code,
@@ -63,7 +62,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    hep_server::log::init(&config.log);
+    hep_server::telemetry::log::init(&config.log);
     let config = with_overrides(config, &args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -123,13 +122,19 @@ fn say_summary(summary: &Summary) {
 /// Command-line specs replace the file's.
 fn with_overrides(mut config: Config, args: &RunArgs) -> anyhow::Result<Config> {
     if !args.listen.is_empty() {
-        config.listen = args.listen.iter().map(ToString::to_string).collect();
+        config.listen = args.listen.iter().cloned().map(Written::from).collect();
     }
     if !args.output.is_empty() {
-        for o in &args.output {
-            o.parse::<OutputSpec>()?;
-        }
-        config.outputs = args.output.clone();
+        // A relay without a port takes the file's `hep_port`, as in the file.
+        config.outputs = args
+            .output
+            .iter()
+            .map(|o| {
+                Written::parse(o, |o| {
+                    OutputSpec::parse_with_default_port(o, config.hep_port)
+                })
+            })
+            .collect::<Result<_, _>>()?;
     }
     if let Some(addr) = args.metrics {
         config.metrics = Some(MetricsConfig { listen: addr });

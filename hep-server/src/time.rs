@@ -5,6 +5,14 @@
 //! `civil_from_days` (proleptic Gregorian, exact for every `i64` day that fits).
 
 use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Now, in microseconds since the Unix epoch (0 for a clock before it).
+pub fn now_usec() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
 
 /// The civil date `(year, month 1..=12, day 1..=31)` of a day count since 1970-01-01.
 ///

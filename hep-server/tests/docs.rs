@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use clap::{CommandFactory as _, Parser as _};
 use hep_server::cli::{Cli, Command};
 use hep_server::config::Config;
-use hep_server::output::OutputSpec;
+use hep_server::outputs::OutputSpec;
 
 mod common;
 use common::{Server, send_udp, set_bytes, test_dir};

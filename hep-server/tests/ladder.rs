@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use hep_proto::HepMessage;
-use hep_server::ladder::{Arrow, LadderStyle, arrow_of, render};
+use hep_server::formats::ladder::{Arrow, LadderStyle, arrow_of, render};
 use hep_testkit::vectors::kamailio;
 
 fn kamailio_flow(prefix: &str) -> Vec<Arrow> {

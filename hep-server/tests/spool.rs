@@ -491,7 +491,7 @@ fn kill_9_in_the_middle_of_relaying_leaves_a_spool_that_resumes_in_order() {
 /// Bytes a record of `message(i)` takes in a segment: 8 of framing, the message, and the
 /// relay's mark (the spool keeps what the relay sends).
 fn record_len(i: u32) -> usize {
-    8 + message(i).len() + hep_server::relay_mark::MARK_LEN
+    8 + message(i).len() + hep_server::outputs::relay::mark::MARK_LEN
 }
 
 /// Where the `n` records of `message(0..n)` start in a segment (its header is 16 bytes).

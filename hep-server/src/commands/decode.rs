@@ -2,8 +2,8 @@
 //!
 //! Every file (`-`: standard input, read to its end, at most once) is read with
 //! [`CaptureReader`] (datagram, HEP3 stream, pcap or pcapng) and every HEP message in it
-//! is decoded and written to `out` as a JSON record ([`record`](crate::record)) or a text
-//! line ([`text`](crate::text)). A message that cannot be taken out or decoded is reported
+//! is decoded and written to `out` as a JSON record ([`record`](crate::formats::record)) or a text
+//! line ([`text`](crate::formats::text)). A message that cannot be taken out or decoded is reported
 //! on `err` as `FILE: WHERE: WHAT` and counted, and decoding goes on; so does a file that
 //! cannot be read. In a HEP3 stream, bytes that are not a frame are reported with their
 //! byte offset and skipped up to the next `HEP3`, and the frames after them decode. The
@@ -18,10 +18,10 @@ use bytes::Bytes;
 
 use hep_proto::{DecodeError, DecodeOptions};
 
-use crate::capture_file::{CaptureReader, Location};
 use crate::cli::{DecodeArgs, DecodeFormat};
-use crate::record::write_json_line;
-use crate::text::TextLine;
+use crate::formats::capture_file::{CaptureReader, Location};
+use crate::formats::record::write_json_line;
+use crate::formats::text::TextLine;
 
 /// What a `decode` run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

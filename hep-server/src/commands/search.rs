@@ -3,7 +3,7 @@
 //!
 //! The query goes to [`store::search`]: every filter given must match, a call's other
 //! legs come with it, results are in capture time order. The formats reuse the
-//! collector's writers: [`record`](crate::record) for JSON (the same record `json:`
+//! collector's writers: [`record`](crate::formats::record) for JSON (the same record `json:`
 //! writes, `recv` included), [`PcapFileWriter`] for pcap (as `pcap:` writes), and
 //! [`ladder`] for the call flow (the default).
 
@@ -13,9 +13,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::Context as _;
 
 use crate::cli::{ColorWhen, SearchArgs, SearchFormat};
-use crate::ladder::{self, Arrow, LadderStyle};
-use crate::output::pcap::PcapFileWriter;
-use crate::record::write_json_line;
+use crate::formats::ladder::{self, Arrow, LadderStyle};
+use crate::formats::pcap::PcapFileWriter;
+use crate::formats::record::write_json_line;
 use crate::store::{self, Query, Stored};
 
 /// What a search found.

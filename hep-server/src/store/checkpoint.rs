@@ -24,7 +24,7 @@
 //! [`WAL_MAX_BYTES`].
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::StoreError;
 use super::hepfile;
+use crate::sync;
 
 /// Past this size of a partition's WAL the writer checkpoints (and truncates it) itself.
 pub(crate) const WAL_MAX_BYTES: u64 = 256 << 20;
@@ -65,7 +66,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Work> {
-        self.work.lock().unwrap_or_else(PoisonError::into_inner)
+        sync::lock(&self.work)
     }
 }
 
@@ -121,12 +122,7 @@ impl Checkpointer {
                 tracing::warn!("store: a checkpoint takes longer than 10 s; writing on");
                 return;
             }
-            work = self
-                .shared
-                .changed
-                .wait_timeout(work, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            work = sync::wait_timeout(&self.shared.changed, work, left);
         }
     }
 
@@ -135,11 +131,7 @@ impl Checkpointer {
     pub(crate) fn pause(&self) -> MutexGuard<'_, Work> {
         let mut work = self.shared.lock();
         while work.running {
-            work = self
-                .shared
-                .changed
-                .wait(work)
-                .unwrap_or_else(PoisonError::into_inner);
+            work = sync::wait(&self.shared.changed, work);
         }
         work
     }
@@ -163,10 +155,7 @@ fn run(shared: &Shared) {
             if work.closed {
                 return;
             }
-            work = shared
-                .changed
-                .wait(work)
-                .unwrap_or_else(PoisonError::into_inner);
+            work = sync::wait(&shared.changed, work);
             continue;
         }
         let wanted = std::mem::take(&mut work.wanted);
@@ -220,7 +209,7 @@ fn checkpoint(path: &Path) -> Result<u64, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::spool::tests::TempDir;
+    use crate::testing::TempDir;
 
     /// A WAL database `dir/db` that checkpoints only when asked, with a table `t` and
     /// whatever `sql` writes then.

@@ -263,7 +263,7 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::spool::tests::TempDir;
+    use crate::testing::TempDir;
 
     #[test]
     fn appended_bytes_are_read_back_at_their_offsets() {

@@ -8,16 +8,33 @@
 //! large batched transactions one thread inserts a quarter of a million rows a second
 //! (the rows built on a second one).
 //!
+//! # The store's API
+//!
+//! One narrow API for every part that writes or reads a store: the `store:` output
+//! ([`crate::outputs`], which drains its queue into batches), `hep-server search`
+//! ([`crate::commands::search`]), and the readers to come.
+//! - [`Store::open`] a directory (with its [`StoreConfig`], `[store]`) for writing, one
+//!   writer at a time (a lock file refuses a second collector);
+//! - fill a [`Batch`] ([`Store::batch`]; on any thread) with received messages and their
+//!   receive times, and [`Store::write`] it: [`Written`] says what became of each message;
+//! - [`StoreStats`] reports the rest (partitions and bytes on disk, retention, agents'
+//!   clocks);
+//! - [`search`] reads any store with a [`Query`], for [`Results`].
+//!
+//! The store imports neither the outputs nor the configuration file: it is a component
+//! of its own.
+//!
+//! # Inside
 //! - [`partition`]: the files of a store directory, their names, the checks that refuse a
 //!   foreign or corrupt file.
 //! - [`schema`]: the table and indexes of a partition.
 //! - [`hepfile`]: the file beside a partition that holds its messages' HEP bytes
 //!   (schema versions 3 to 5).
 //! - [`query`]: searches by Call-ID (with the other legs), user, method and time.
-//! - the writer (a rows thread behind the output's bounded queue, building a batch while
-//!   the writer thread inserts the one before), its checkpointer (a thread that copies
-//!   the WAL into the partition files) and retention (whole partitions by
-//!   age and size; a free-space floor) are internal.
+//! - the writer (one transaction per partition and batch; the rows of a batch are built
+//!   as it is filled), its checkpointer (a thread that copies the WAL into the partition
+//!   files) and retention (whole partitions by age and size; a free-space floor) are
+//!   internal.
 //!
 //! # Two clocks
 //! A message carries its capture time, which its agent chooses; the collector knows when
@@ -57,6 +74,7 @@
 use std::path::{Path, PathBuf};
 
 pub(crate) mod checkpoint;
+mod config;
 pub mod hepfile;
 pub mod partition;
 pub mod query;
@@ -68,8 +86,10 @@ pub(crate) mod writer;
 #[cfg(test)]
 mod tests;
 
+pub use config::StoreConfig;
 pub use query::{Query, Results, Stored, search};
-pub use writer::StoreStats;
+pub use row::Batch;
+pub use writer::{Store, StoreStats, Written};
 
 /// Default directory of the store (relative to the working directory): where
 /// `hep-server` with no arguments keeps what it captures, and where `search` looks.

@@ -1,6 +1,6 @@
 //! What the store keeps of one message: the indexed summary and the HEP bytes, built
-//! for a whole batch at a time ([`Rows`]) on the store's rows thread while the writer
-//! inserts the batch before.
+//! for a whole batch at a time ([`Batch`]), on the thread that fills the batch while the
+//! writer inserts the one before.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -9,18 +9,19 @@ use bytes::Bytes;
 use hep_proto::{HepMessage, HepVersion};
 use hep_transport::{Received, Transport};
 
+use super::config::StoreConfig;
 use super::schema::text_hash;
-use crate::config::StoreConfig;
+use crate::formats::hep::wire_bytes;
 use hep_proto::sip::{self, SipSummary};
 
-/// A piece of a batch's text: its place in [`Rows`]'s buffer.
+/// A piece of a batch's text: its place in [`Batch`]'s buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Text {
     start: usize,
     end: usize,
 }
 
-/// The values of one `messages` row; its text is kept in its batch's [`Rows`].
+/// The values of one `messages` row; its text is kept in its batch's [`Batch`].
 #[derive(Debug)]
 pub(crate) struct Row {
     /// The start of its partition (by receive time), seconds since the Unix epoch.
@@ -81,13 +82,15 @@ impl RowPlan {
     }
 }
 
-/// The rows of one batch, with the text they point into.
+/// A batch of messages to write ([`Store::write`](super::Store::write)), as the rows
+/// they are stored as: each message's indexed summary and HEP bytes, and when it was
+/// received.
 ///
 /// Owned (no borrow of the batch's messages), so that a batch's rows are built on one
 /// thread and inserted on another. The text of all rows goes into one buffer: no
 /// allocation per row or per field.
 #[derive(Debug)]
-pub(crate) struct Rows {
+pub struct Batch {
     plan: RowPlan,
     rows: Vec<Row>,
     text: String,
@@ -103,9 +106,9 @@ pub(crate) struct Rows {
     pub(crate) last_skew: Option<(SocketAddr, i64)>,
 }
 
-impl Rows {
+impl Batch {
     /// No rows yet.
-    pub(crate) fn new(plan: RowPlan) -> Self {
+    pub(super) fn new(plan: RowPlan) -> Self {
         Self {
             plan,
             rows: Vec::new(),
@@ -117,10 +120,28 @@ impl Rows {
         }
     }
 
-    /// Adds the row of `m`, received by `now` (us since the Unix epoch).
-    pub(crate) fn add(&mut self, m: &Received, now: i64) {
+    /// Messages added.
+    pub fn len(&self) -> u64 {
+        self.taken
+    }
+
+    /// Whether no message was added.
+    pub fn is_empty(&self) -> bool {
+        self.taken == 0
+    }
+
+    /// This batch, leaving an empty one for the same store in its place.
+    #[must_use]
+    pub fn take(&mut self) -> Self {
+        std::mem::replace(self, Self::new(self.plan))
+    }
+
+    /// Adds `m`, received at `received_usec` (us since the Unix epoch; the partition it
+    /// goes to follows this time). A message a callback changed is encoded again; one
+    /// that cannot be is counted as failed.
+    pub fn add(&mut self, m: &Received, received_usec: i64) {
         self.taken += 1;
-        let Some(r) = self.row(m, now) else {
+        let Some(r) = self.row(m, received_usec) else {
             self.failed += 1;
             return;
         };
@@ -157,14 +178,11 @@ impl Rows {
     fn row(&mut self, m: &Received, recv_ts: i64) -> Option<Row> {
         let span = self.plan.span;
         let msg = &m.message;
-        let hep = if m.modified {
-            let version = msg.version.unwrap_or(HepVersion::V3);
-            msg.encode(version)
-                .or_else(|_| msg.encode(HepVersion::V3))
-                .ok()?
-        } else {
-            m.wire.clone()
-        };
+        // As received unless changed; a changed message in its own version if it can
+        // be, else in HEPv3.
+        let hep = wire_bytes(m, msg.version.unwrap_or(HepVersion::V3))
+            .or_else(|_| msg.encode(HepVersion::V3))
+            .ok()?;
         let ts = match msg.ts_sec {
             Some(s) => i64::from(s) * 1_000_000 + i64::from(msg.ts_usec.unwrap_or(0)),
             None => recv_ts,
@@ -321,8 +339,8 @@ impl RecvText {
 
 #[cfg(test)]
 mod tests {
-    use super::{RowPlan, Rows};
-    use crate::config::StoreConfig;
+    use super::{Batch, RowPlan};
+    use crate::store::StoreConfig;
     use std::net::IpAddr;
 
     #[test]
@@ -340,11 +358,11 @@ mod tests {
                 Some(p) => std::net::SocketAddr::new(ip, p).to_string(),
                 None => ip.to_string(),
             };
-            let mut rows = Rows::new(RowPlan::of(&StoreConfig::default()));
+            let mut rows = Batch::new(RowPlan::of(&StoreConfig::default()));
             let t = rows.addr(Some(ip), port);
             assert_eq!(rows.text(t), Some(expected.as_str()));
         }
-        let mut rows = Rows::new(RowPlan::of(&StoreConfig::default()));
+        let mut rows = Batch::new(RowPlan::of(&StoreConfig::default()));
         assert_eq!(rows.addr(None, Some(1)), None);
     }
 }

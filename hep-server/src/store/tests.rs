@@ -1,7 +1,7 @@
 //! The store across schema versions: files of versions 1 to 3 (left by earlier builds)
 //! and version 4 searched side by side, appended to after a restart, Call-IDs of one
 //! hash, a call's ranges over batches; the side file of HEP bytes through restarts,
-//! crashes, retention and a foreign file in its place; the rows thread's batches.
+//! crashes, retention and a foreign file in its place.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,10 +14,11 @@ use super::hepfile;
 use super::partition::Partition;
 use super::query::{Query, search};
 use super::schema::{self, Version, text_hash};
-use super::writer::{StoreStats, StoreWriter, Written};
-use crate::config::StoreConfig;
-use crate::output::fanout::Queued;
-use crate::output::spool::tests::TempDir;
+use super::{Store, StoreConfig, StoreStats, Written};
+use crate::testing::TempDir;
+
+/// A message as the store output takes it off its queue.
+type Queued = Arc<Received>;
 
 /// 2026-11-26 09:00:00 UTC and 10:00:00 UTC: two hourly partitions.
 const NINE: u32 = 1_795_683_600;
@@ -64,7 +65,7 @@ fn invite(ts: u32, call_id: &str, user: &str, extra: &str) -> Queued {
 
 /// `w` writes `batch` as if each message were received when it was captured: these tests
 /// place messages in the partitions of their times.
-fn write(w: &mut StoreWriter, batch: &[Queued]) -> Written {
+fn write(w: &mut Store, batch: &[Queued]) -> Written {
     w.write_received(batch, captured_at)
 }
 
@@ -74,14 +75,14 @@ fn captured_at(m: &Queued) -> i64 {
         + i64::from(m.message.ts_usec.unwrap_or(0))
 }
 
-fn writer(dir: &Path) -> StoreWriter {
+fn writer(dir: &Path) -> Store {
     let config = StoreConfig {
         max_age_hours: 0,
         max_size_mb: 0,
         min_free_mb: 0,
         ..StoreConfig::default()
     };
-    StoreWriter::open(dir, config, Arc::new(StoreStats::new("store:test"))).expect("opens")
+    Store::open(dir, config, Arc::new(StoreStats::new("store:test"))).expect("opens")
 }
 
 /// The Call-IDs of a search's result, in time order.
@@ -411,9 +412,8 @@ fn a_foreign_side_file_is_refused_and_left_untouched() {
         max_age_hours: 0,
         ..StoreConfig::default()
     };
-    let refused = StoreWriter::open(dir.path(), config, Arc::new(StoreStats::new("store:t")))
-        .err()
-        .expect("refused");
+    let refused =
+        Store::open(dir.path(), config, Arc::new(StoreStats::new("store:t"))).expect_err("refused");
     assert!(
         matches!(&refused, super::StoreError::Foreign { path, .. } if *path == side),
         "{refused}"
@@ -433,7 +433,7 @@ fn a_foreign_side_file_is_refused_and_left_untouched() {
 #[test]
 fn retention_deletes_the_side_file_with_its_partition_and_counts_its_size() {
     let dir = TempDir::new("store-side-retention");
-    let now = (super::writer::now_usec() / 1_000_000) as u32;
+    let now = (crate::time::now_usec() / 1_000_000) as u32;
     // At the start of an hour, so that the 600 s of old messages fill one partition (an
     // hour that began more than 3,000 s before `old` would split them over two).
     let (old, new) = ((now - 3 * 86_400) / 3_600 * 3_600, now);
@@ -464,8 +464,7 @@ fn retention_deletes_the_side_file_with_its_partition_and_counts_its_size() {
         min_free_mb: 0,
         ..StoreConfig::default()
     };
-    let w =
-        StoreWriter::open(dir.path(), config, Arc::new(StoreStats::new("store:t"))).expect("opens");
+    let w = Store::open(dir.path(), config, Arc::new(StoreStats::new("store:t"))).expect("opens");
     drop(w);
     assert!(!p.path.exists() && !side.exists(), "both files deleted");
     assert!(
@@ -641,69 +640,12 @@ fn a_big_batch_across_partitions_keeps_every_message_of_every_partition() {
     );
 }
 
-/// The rows thread over a queue of `queued` messages, with a writer that takes a batch
-/// only once the rows thread has taken all it will take into it (so that the writer is
-/// busy meanwhile): the sizes of the batches handed over.
-fn batches_of(queued: u32, batch_size: usize) -> Vec<u64> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("a runtime");
-    let (tx, mut rx) = tokio::sync::mpsc::channel(queued as usize);
-    for i in 0..queued {
-        let m = invite(TEN + i, &format!("queued-{i}"), "alice", "");
-        tx.try_send(m).expect("room");
-    }
-    let (built, to_write) = std::sync::mpsc::sync_channel(0);
-    let plan = writer(TempDir::new("store-plan").path()).plan();
-    let close = tokio_util::sync::CancellationToken::new();
-    let handle = runtime.handle().clone();
-    let rows = std::thread::spawn(move || {
-        super::writer::build_batches(&mut rx, &built, plan, batch_size, &close, &handle);
-    });
-    let mut sizes = Vec::new();
-    let mut left = queued as usize;
-    while left > 0 {
-        // The rows thread takes up to a batch off the queue, then waits for the writer.
-        let expect_left = left.saturating_sub(batch_size);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while tx.max_capacity() - tx.capacity() > expect_left {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the rows thread is stuck"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        let batch: super::row::Rows = to_write.recv().expect("a batch");
-        sizes.push(batch.taken);
-        left -= batch.taken as usize;
-    }
-    drop(tx); // The queue closes: the rows thread ends.
-    rows.join().expect("the rows thread");
-    assert!(to_write.recv().is_err(), "no batch after the last message");
-    sizes
-}
-
-#[test]
-fn a_batch_is_what_was_queued_while_the_writer_was_busy_up_to_the_batch_size() {
-    assert_eq!(
-        batches_of(300, 1_000),
-        [300],
-        "all that was queued, at once"
-    );
-    assert_eq!(
-        batches_of(300, 128),
-        [128, 128, 44],
-        "at most the batch size"
-    );
-    assert_eq!(batches_of(1, 128), [1], "a lone message goes on its own");
-}
-
 // Two clocks: the store's files follow receive time (the collector's clock); searches
 // and records follow capture time (the agent's).
 
 /// Now, whole seconds.
 fn now_secs() -> u32 {
-    (super::writer::now_usec() / 1_000_000) as u32
+    (crate::time::now_usec() / 1_000_000) as u32
 }
 
 #[test]
@@ -723,7 +665,7 @@ fn a_capture_of_any_age_or_date_is_stored_in_the_hour_it_arrived_and_found_by_it
         ..StoreConfig::default()
     };
     let stats = Arc::new(StoreStats::new("store:test"));
-    let mut w = StoreWriter::open(dir.path(), config, Arc::clone(&stats)).expect("opens");
+    let mut w = Store::open(dir.path(), config, Arc::clone(&stats)).expect("opens");
     let received = i64::from(now) * 1_000_000;
     assert_eq!(w.write_received(&batch, |_| received).stored, 4);
     assert_eq!(stats.clock_skewed(), 3, "all but the call of now");
@@ -806,7 +748,7 @@ fn a_partition_an_earlier_build_named_in_the_future_cannot_push_out_the_current_
         ..StoreConfig::default()
     };
     let stats = Arc::new(StoreStats::new("store:test"));
-    let mut w = StoreWriter::open(dir.path(), config, stats).expect("opens");
+    let mut w = Store::open(dir.path(), config, stats).expect("opens");
     let received = i64::from(now) * 1_000_000;
     assert_eq!(
         w.write_received(&padded(now, "real"), |_| received).stored,

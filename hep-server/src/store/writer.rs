@@ -1,41 +1,32 @@
-//! The store output's threads: the rows thread takes batches off the output's queue and
-//! builds their rows ([`Rows`]); the writer thread writes each batch in one transaction
-//! per partition, with a prepared insert, while the next batch's rows are built.
+//! Writing a store: [`Store`] writes each [`Batch`] in one transaction per partition, with
+//! a prepared insert (the batch's rows are built beforehand, on the thread that fills
+//! it).
 //!
-//! A batch is what arrived while the writer wrote the one before, up to `[store]
-//! batch_size` messages (one commit for all of them): a message at a time when traffic is
-//! light, so that it is searchable within milliseconds, large batches under load
-//! ([`build_batches`]). WAL checkpoints run on a third thread, the checkpointer's
-//! (`super::checkpoint`). Before each batch the free space of the filesystem is checked: below `[store] min_free_mb` the batch is dropped and counted
-//! (`reason="disk_low"`), the disk is never filled. Retention runs at start, when a new
-//! partition is created and every 10 seconds.
+//! WAL checkpoints run on a thread of their own, the checkpointer's
+//! (`super::checkpoint`). Before each batch the free space of the filesystem is checked:
+//! below `[store] min_free_mb` the batch is dropped and counted (`reason="disk_low"`),
+//! the disk is never filled. Retention runs at start, when a new partition is created and
+//! every 10 seconds.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hep_transport::RateLimitedWarn;
 use rusqlite::{Connection, Statement};
-use tokio::runtime::Handle;
-use tokio::sync::mpsc::Receiver;
-use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
 use super::StoreError;
 use super::checkpoint::{Checkpointer, WAL_MAX_BYTES, WAL_RESTART_BYTES};
+use super::config::StoreConfig;
 use super::hepfile::HepFile;
 use super::partition::{self, LOCK_FILE, Partition};
 use super::retention::{self, Aged, Limits};
-use super::row::{RecvText, Row, RowPlan, Rows};
+use super::row::{Batch, RecvText, Row, RowPlan};
 use super::schema::{self, RowIds, Version};
-use crate::config::StoreConfig;
-use crate::metrics::{Collect, Kind, Samples};
-use crate::output::fanout::{OutputStats, Queued};
+use crate::time::now_usec;
 
 /// Retention runs at least this often.
 const RETENTION_EVERY: Duration = Duration::from_secs(10);
@@ -45,8 +36,9 @@ const SKEW_WARN_EVERY: Duration = Duration::from_secs(10);
 /// the end of a span).
 const MAX_OPEN: usize = 2;
 
-/// The store's own gauges (partitions and bytes on disk) and its count of messages whose
-/// agent's clock is off.
+/// What a store reports besides what it wrote ([`Written`]): its gauges (partitions and
+/// bytes on disk), the partitions retention removed, and the messages whose agent's clock
+/// is off.
 #[derive(Debug)]
 pub struct StoreStats {
     name: String,
@@ -57,7 +49,7 @@ pub struct StoreStats {
 }
 
 impl StoreStats {
-    /// Gauges for the store output written as `name` (its spec).
+    /// Counters of the store named `name` in logs and thread names (the output's spec).
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -68,7 +60,7 @@ impl StoreStats {
         }
     }
 
-    /// The store output's spec.
+    /// The store's name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -78,56 +70,28 @@ impl StoreStats {
     pub fn clock_skewed(&self) -> u64 {
         self.clock_skew.load(Ordering::Relaxed)
     }
-}
 
-impl Collect for StoreStats {
-    fn collect(&self, out: &mut Samples) {
-        let o = [("output", self.name.as_str())];
-        out.declare(
-            "hep_store_partitions",
-            "Partition files in the store.",
-            Kind::Gauge,
-        );
-        out.sample(
-            "hep_store_partitions",
-            &o,
-            self.partitions.load(Ordering::Relaxed),
-        );
-        out.declare(
-            "hep_store_bytes",
-            "Bytes the store's files take on disk (as of the last retention pass).",
-            Kind::Gauge,
-        );
-        out.sample("hep_store_bytes", &o, self.bytes.load(Ordering::Relaxed));
-        out.declare(
-            "hep_store_partitions_removed_total",
-            "Partition files deleted by retention (age or size).",
-            Kind::Counter,
-        );
-        out.sample(
-            "hep_store_partitions_removed_total",
-            &o,
-            self.removed.load(Ordering::Relaxed),
-        );
-        out.declare(
-            "hep_store_clock_skew_total",
-            "Messages stored whose capture time was further from their receive time than \
-             [store] clock_skew_warn_secs (the agent's clock is off, or a capture is replayed).",
-            Kind::Counter,
-        );
-        out.sample(
-            "hep_store_clock_skew_total",
-            &o,
-            self.clock_skew.load(Ordering::Relaxed),
-        );
+    /// Partition files in the store.
+    pub fn partitions(&self) -> u64 {
+        self.partitions.load(Ordering::Relaxed)
+    }
+
+    /// Bytes the store's files take on disk, as of the last retention pass.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Partition files retention deleted (age or size).
+    pub fn removed(&self) -> u64 {
+        self.removed.load(Ordering::Relaxed)
     }
 }
 
-/// An open store directory, written by one thread.
+/// An open store directory, written by one thread at a time, one [`Batch`] at a time.
 ///
 /// Dropped in the order of the fields: the checkpointer's thread ends, then the
 /// connections close (the last one checkpoints and deletes the WAL), then the lock goes.
-pub(crate) struct StoreWriter {
+pub struct Store {
     dir: PathBuf,
     config: StoreConfig,
     /// Copies the WAL into the partition files after commits.
@@ -186,22 +150,38 @@ impl Drop for Open {
 /// Tries at most this many ids for one message (taken ones are skipped).
 const MAX_ID_TRIES: u32 = 1 << 20;
 
-/// What one batch came to.
+/// What one batch came to: every message of it is stored, failed or refused.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Written {
-    pub(crate) stored: u64,
-    pub(crate) failed: u64,
-    pub(crate) disk_low: u64,
+#[non_exhaustive]
+pub struct Written {
+    /// Messages stored.
+    pub stored: u64,
+    /// Messages that could not be stored: a changed message that did not encode again,
+    /// or a failed insert.
+    pub failed: u64,
+    /// Messages refused because the filesystem's free space was below `[store]
+    /// min_free_mb`.
+    pub disk_low: u64,
 }
 
-impl StoreWriter {
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("config", &self.config)
+            .field("partitions", &self.partitions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
     /// Opens `dir` (creating it), locks it, checks every file in it, and applies
     /// retention once.
     ///
     /// # Errors
     /// The directory cannot be created or locked (another process writes it), or holds a
     /// file that is not a partition of the store (named in the error).
-    pub(crate) fn open(
+    pub fn open(
         dir: &Path,
         config: StoreConfig,
         stats: Arc<StoreStats>,
@@ -231,28 +211,40 @@ impl StoreWriter {
         Ok(w)
     }
 
-    /// What the rows of a batch depend on: for [`Rows::new`] on the rows thread.
-    pub(crate) fn plan(&self) -> RowPlan {
+    /// The store's settings.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// What the rows of a batch depend on.
+    fn plan(&self) -> RowPlan {
         RowPlan::of(&self.config)
     }
 
-    /// Writes one batch (its rows built here; the store's threads build them beside the
-    /// writer, [`spawn`]), each message received at the time `received` gives it (us).
+    /// An empty batch for this store. It may be filled on another thread (its rows are
+    /// built as messages are added), then given to [`write`](Self::write).
+    pub fn batch(&self) -> Batch {
+        Batch::new(self.plan())
+    }
+
+    /// Writes one batch (its rows built here), each message received at the time
+    /// `received` gives it (us).
     #[cfg(test)]
-    pub(crate) fn write_received(
+    pub(crate) fn write_received<M: std::ops::Deref<Target = hep_transport::Received>>(
         &mut self,
-        batch: &[Queued],
-        received: impl Fn(&Queued) -> i64,
+        batch: &[M],
+        received: impl Fn(&M) -> i64,
     ) -> Written {
-        let mut rows = Rows::new(self.plan());
+        let mut rows = self.batch();
         for m in batch {
             rows.add(m, received(m));
         }
-        self.write_rows(rows)
+        self.write(rows)
     }
 
-    /// Writes the rows of one batch.
-    pub(crate) fn write_rows(&mut self, mut rows: Rows) -> Written {
+    /// Writes `rows`, one transaction per partition it touches (one; two for a batch
+    /// across the end of a partition's span), and applies retention when it is due.
+    pub fn write(&mut self, mut rows: Batch) -> Written {
         let mut out = Written {
             failed: rows.failed,
             ..Written::default()
@@ -286,7 +278,7 @@ impl StoreWriter {
         &mut self,
         start: i64,
         span: i64,
-        all: &Rows,
+        all: &Batch,
         group: &[Row],
         created: &mut bool,
     ) -> Result<(), StoreError> {
@@ -329,7 +321,7 @@ impl StoreWriter {
     fn insert_rows(
         &mut self,
         p: Partition,
-        all: &Rows,
+        all: &Batch,
         group: &[Row],
         created: &mut bool,
         scratch: &mut Scratch,
@@ -505,7 +497,7 @@ impl StoreWriter {
     /// Counts the batch's messages whose capture and receive times are too far apart, and
     /// says so (at most a line every [`SKEW_WARN_EVERY`]): they are stored all the same,
     /// by receive time, and found by their capture time.
-    fn clock_skew(&mut self, rows: &Rows) {
+    fn clock_skew(&mut self, rows: &Batch) {
         let Some((peer, skew_usec)) = rows.last_skew else {
             return;
         };
@@ -566,7 +558,7 @@ impl StoreWriter {
 fn bind(
     insert: &mut Statement<'_>,
     version: Version,
-    rows: &Rows,
+    rows: &Batch,
     r: &Row,
     recv: Option<(&str, &str, &str)>,
 ) -> rusqlite::Result<()> {
@@ -627,119 +619,4 @@ fn lock(dir: &Path) -> Result<File, StoreError> {
         },
     )?;
     Ok(file)
-}
-
-/// Now, microseconds since the Unix epoch.
-pub(crate) fn now_usec() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}
-
-/// The rows thread: takes messages off the queue and builds their rows, handing a batch
-/// to the writer as soon as it is free (`built` is a rendezvous), with what was queued
-/// by then (up to `batch_size`).
-///
-/// So a batch is what arrived while the writer wrote the one before: one message at a
-/// time when traffic is light (searchable within milliseconds), large batches when it
-/// is heavy. A commit writes each page it changed, and an index's pages are changed all
-/// over (keyed by hashes and users), so larger batches write fewer pages a message: the
-/// batches grow with the load and with the indexes.
-pub(super) fn build_batches(
-    rx: &mut Receiver<Queued>,
-    built: &SyncSender<Rows>,
-    plan: RowPlan,
-    batch_size: usize,
-    close: &CancellationToken,
-    runtime: &Handle,
-) {
-    let mut closing = false;
-    let mut rows = Rows::new(plan);
-    loop {
-        let m = match rx.try_recv() {
-            Ok(m) => m,
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) if rows.taken > 0 => {
-                // Nothing more queued: the batch goes when the writer is free.
-                if built
-                    .send(std::mem::replace(&mut rows, Rows::new(plan)))
-                    .is_err()
-                {
-                    return; // The writer stopped: the deadline abandoned the output.
-                }
-                continue;
-            }
-            Err(_) => match crate::output::writer::next(rx, close, runtime, &mut closing) {
-                Some(m) => m,
-                None => return,
-            },
-        };
-        rows.add(&m, now_usec());
-        let full = rows.taken >= batch_size as u64;
-        if full || rows.taken.is_multiple_of(HAND_OVER_EVERY) {
-            let batch = std::mem::replace(&mut rows, Rows::new(plan));
-            let handed = if full {
-                built.send(batch).map_err(|_| ())
-            } else {
-                // The writer is free: the batch goes now; busy: it grows.
-                built.try_send(batch).or_else(|e| match e {
-                    TrySendError::Full(batch) => {
-                        rows = batch;
-                        Ok(())
-                    }
-                    TrySendError::Disconnected(_) => Err(()),
-                })
-            };
-            if handed.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// How often the rows thread looks whether the writer is free, in messages added.
-const HAND_OVER_EVERY: u64 = 64;
-
-/// Starts the store's threads; the writer's ends when the queue is drained after every
-/// sender of `rx` is gone, or after `close` (see `output::writer::spawn`, whose contract
-/// this follows: the receiver completes when the writer's thread ends; after the
-/// shutdown deadline abandoned the output, the thread counts nothing more and stops).
-///
-/// The rows thread takes a batch off the queue and builds its rows while the writer
-/// inserts the batch before: the writer's thread, which every message's insert goes
-/// through, does nothing else. At most two batches are out of the queue (one built, one
-/// being written); until the writer records them they count as queued.
-pub(crate) fn spawn(
-    store: StoreWriter,
-    mut rx: Receiver<Queued>,
-    stats: Arc<OutputStats>,
-    close: CancellationToken,
-) -> std::io::Result<oneshot::Receiver<()>> {
-    let (finished, finished_rx) = oneshot::channel::<()>();
-    let runtime = Handle::current();
-    let batch_size = store.config.batch_size.max(1);
-    let plan = store.plan();
-    // A rendezvous: a batch is handed over when the writer is done with the one before.
-    let (built, to_write) = std::sync::mpsc::sync_channel::<Rows>(0);
-    let name = stats.name().to_owned();
-    std::thread::Builder::new()
-        .name(format!("out {name}"))
-        .spawn(move || {
-            let _finished = finished;
-            // Dropped before `_finished` (locals go in reverse order): the connections'
-            // last checkpoint is done before the process may exit.
-            let mut store = store;
-            for rows in to_write {
-                let taken = rows.taken;
-                let w = store.write_rows(rows);
-                let recorded = stats.record_batch(taken, w.stored, &[("disk_low", w.disk_low)]);
-                if !recorded {
-                    return;
-                }
-            }
-        })?;
-    // If this one cannot start, the writer sees no sender and ends.
-    std::thread::Builder::new()
-        .name(format!("rows {name}"))
-        .spawn(move || build_batches(&mut rx, &built, plan, batch_size, &close, &runtime))?;
-    Ok(finished_rx)
 }

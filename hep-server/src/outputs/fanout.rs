@@ -1,0 +1,67 @@
+//! The end of the service stack: every message to every output, each through its own
+//! bounded queue ([`super::queue`]).
+//!
+//! `poll_ready` reserves a slot in every output's queue, so a full queue makes the
+//! service not ready: a TCP listener then stops reading (the agent is pushed back), and a
+//! UDP listener's overload layer drops and counts. Nothing waits unboundedly and nothing
+//! is dropped without a counter.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hep_transport::Received;
+use tower::Service;
+
+use super::queue::{OutputQueue, OutputStats};
+
+/// Where a message goes: counted-only outputs (`null`) and queued ones.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    queues: Vec<OutputQueue>,
+    null: Vec<Arc<OutputStats>>,
+}
+
+impl Fanout {
+    /// A fan-out to these queues and counting-only outputs.
+    pub fn new(queues: Vec<OutputQueue>, null: Vec<Arc<OutputStats>>) -> Self {
+        Self { queues, null }
+    }
+}
+
+impl Service<Received> for Fanout {
+    type Response = ();
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<(), Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        for q in &mut self.queues {
+            // A closed queue (its worker stopped) is "ready": call counts the loss.
+            if q.poll_reserve(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    // Inlined into the listener's dispatch: the call, its frame and a separate drop of
+    // the message go (callgrind of one TCP connection: 1,515 -> 1,494 instructions a
+    // message).
+    #[inline]
+    fn call(&mut self, req: Received) -> Self::Future {
+        for s in &self.null {
+            s.add_delivered(1);
+        }
+        match self.queues.len() {
+            0 => {}
+            1 => self.queues[0].send(Arc::new(req)),
+            _ => {
+                let shared = Arc::new(req);
+                for q in &mut self.queues {
+                    q.send(Arc::clone(&shared));
+                }
+            }
+        }
+        std::future::ready(Ok(()))
+    }
+}
