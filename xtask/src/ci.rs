@@ -48,6 +48,10 @@ fn steps() -> Vec<Step> {
             run: clippy,
         },
         Step {
+            name: "structure",
+            run: structure,
+        },
+        Step {
             name: "test",
             run: test,
         },
@@ -92,6 +96,13 @@ fn clippy(ws: &Workspace) -> Result<Outcome> {
             "warnings",
         ])
         .run()?;
+    Ok(Outcome::Passed)
+}
+
+/// `cargo xtask structure`: no import cycle among sibling modules, hep-callbacks without
+/// IO crates, hep-proto without its codec feature.
+fn structure(ws: &Workspace) -> Result<Outcome> {
+    crate::structure::run(ws)?;
     Ok(Outcome::Passed)
 }
 

@@ -10,6 +10,8 @@
 //!   count. Test modules (`#[cfg(test)]`) are left out: a test may reach anywhere.
 //! - **Lean callback crate.** A program depending on `hep-callbacks` alone builds no TLS,
 //!   socket or UDP-offload crate (`cargo tree -e normal`): a callback is no IO.
+//! - **Sans-IO codec.** hep-proto builds without its default `codec` feature (no
+//!   tokio-util): `cargo check -p hep-proto --no-default-features`.
 //!
 //! Paths are read with `syn`: every `use` tree and every path in code that starts with
 //! `crate`, `self` or `super`, resolved to the longest module it names.
@@ -35,7 +37,8 @@ const CRATES: &[(&str, &str)] = &[
 /// Crates a build of `hep-callbacks` alone must not contain.
 const NOT_IN_CALLBACKS: &[&str] = &["rustls", "tokio-rustls", "quinn-udp", "socket2", "ring"];
 
-/// Runs both checks; an error lists every cycle and every crate that should not be there.
+/// Runs the checks; an error lists every cycle, every crate that should not be there, and
+/// a failed build without the codec feature.
 pub(crate) fn run(ws: &Workspace) -> Result<()> {
     let mut problems = String::new();
     for (name, root) in CRATES {
@@ -80,6 +83,23 @@ pub(crate) fn run(ws: &Workspace) -> Result<()> {
             problems,
             "hep-callbacks alone builds {heavy:?}: a callback crate needs no TLS, sockets or UDP offload"
         );
+    }
+    let sans_io = ws
+        .cargo()
+        .args([
+            "check",
+            "-q",
+            "-p",
+            "hep-proto",
+            "--no-default-features",
+            "--lib",
+        ])
+        .run();
+    match sans_io {
+        Ok(()) => println!("    hep-proto builds without its codec feature"),
+        Err(e) => {
+            let _ = writeln!(problems, "hep-proto without its codec feature: {e:#}");
+        }
     }
     if !problems.is_empty() {
         bail!("{problems}");
