@@ -34,9 +34,8 @@ struct Step {
     run: fn(&Workspace) -> Result<Outcome>,
 }
 
-/// The CI steps, in the order they run.
-///
-/// New steps are appended to this list.
+/// The CI steps, in the order they run: the quick checks of the source first, then the
+/// builds and runs.
 fn steps() -> Vec<Step> {
     vec![
         Step {
@@ -278,7 +277,15 @@ mod tests {
         assert_eq!(
             names,
             [
-                "fmt", "clippy", "test", "doctest", "doc", "fuzz", "interop", "bench"
+                "fmt",
+                "clippy",
+                "structure",
+                "test",
+                "doctest",
+                "doc",
+                "fuzz",
+                "interop",
+                "bench"
             ]
         );
     }
