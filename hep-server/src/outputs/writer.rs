@@ -7,7 +7,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hep_transport::Received;
+use hep_transport::{RateLimitedWarn, Received};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::Receiver;
 use tokio::sync::oneshot;
@@ -69,11 +69,10 @@ fn write_all(
     runtime: &Handle,
 ) {
     let mut last_flush = Instant::now();
-    let mut last_warn: Option<Instant> = None;
-    let mut warn = |e: &io::Error, stats: &OutputStats| {
-        if last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            tracing::warn!(output = stats.name(), error = %e, failed_so_far = stats.failed(), "output write failed");
-            last_warn = Some(Instant::now());
+    let limit = RateLimitedWarn::per_second();
+    let warn = |e: &io::Error, stats: &OutputStats| {
+        if let Some(suppressed) = limit.check() {
+            tracing::warn!(output = stats.name(), error = %e, failed_so_far = stats.failed(), suppressed, "output write failed");
         }
     };
     let mut closing = false;
