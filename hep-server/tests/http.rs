@@ -184,7 +184,8 @@ fn other_call(extra: &str) -> Vec<Vec<u8>> {
     ]
 }
 
-/// A server writing `store:DIR/store` (kept forever: the vectors are old) with `extra`
+/// A server writing `store:DIR/store` (kept forever: the vectors are old; whatever the
+/// free space of the test machine) with `extra`
 /// configuration, fed with the Kamailio call and `more`; returns once the API finds
 /// both calls.
 fn start(dir: &Path, extra: &str, more: &[Vec<u8>]) -> Server {
@@ -192,7 +193,7 @@ fn start(dir: &Path, extra: &str, more: &[Vec<u8>]) -> Server {
         "listen = [\"hep_udp:127.0.0.1:0\"]\n\
          outputs = [\"store:{}\"]\n\
          [metrics]\nlisten = \"127.0.0.1:0\"\n\
-         [store]\nmax_age_hours = 0\n{extra}",
+         [store]\nmax_age_hours = 0\nmin_free_mb = 0\n{extra}",
         dir.join("store").display(),
     );
     let server = Server::with_config(dir, &text);
@@ -686,7 +687,7 @@ fn the_page_is_served_from_the_binary() {
     let server = Server::with_config(
         &dir,
         &format!(
-            "listen = [\"hep_udp:127.0.0.1:0\"]\noutputs = [\"store:{}\"]\n",
+            "listen = [\"hep_udp:127.0.0.1:0\"]\noutputs = [\"store:{}\"]\n[store]\nmin_free_mb = 0\n",
             dir.join("store").display()
         ),
     );
