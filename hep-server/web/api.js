@@ -9,10 +9,48 @@ export class ApiError extends Error {
   }
 }
 
+const TOKEN_KEY = "hep-server-token";
+
+/** The API token of this tab (a server bound beyond loopback needs one), or null. */
+export function token() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+/** Keeps `value` as this tab's token (until the tab closes); "" forgets it. */
+export function setToken(value) {
+  try {
+    if (value) sessionStorage.setItem(TOKEN_KEY, value);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // Storage disabled: the token lasts until the next page load.
+  }
+}
+
+function headers(accept) {
+  const h = { Accept: accept };
+  const t = token();
+  if (t) h.Authorization = `Bearer ${t}`;
+  return h;
+}
+
+/** `path` as a Blob (the exports, when a token must be sent with them). */
+export async function getBlob(path) {
+  const res = await fetch(path, { headers: headers("*/*") });
+  if (!res.ok) {
+    const body = await res.json().catch(() => null);
+    throw new ApiError(body?.error?.code ?? `http_${res.status}`, body?.error?.message ?? `${res.status} ${res.statusText}`, res.status);
+  }
+  return res.blob();
+}
+
 async function get(path) {
   let res;
   try {
-    res = await fetch(path, { headers: { Accept: "application/json" } });
+    res = await fetch(path, { headers: headers("application/json") });
   } catch (e) {
     throw new ApiError("unreachable", `the server did not answer (${e.message})`, 0);
   }

@@ -5,7 +5,7 @@
 // Everything from the server or the URL reaches the page through textContent or
 // setAttribute (dom.js, ladder.js): never as markup.
 
-import { ApiError, callPath, getCall, searchCalls } from "./api.js";
+import { ApiError, callPath, getBlob, getCall, searchCalls, setToken, token } from "./api.js";
 import { download, fill, h } from "./dom.js";
 import { layout, legColour, markSelected, noAliases, palette, render, serialise, toPng } from "./ladder.js";
 
@@ -46,7 +46,8 @@ function readState() {
     }
     return { view: "call", callId, tz, msg: q.get("msg") };
   }
-  const range = q.get("range") ?? (q.get("since") ? "custom" : DEFAULT_RANGE);
+  let range = q.get("range") ?? (q.get("since") ? "custom" : DEFAULT_RANGE);
+  if (range !== "custom" && !Object.hasOwn(PRESETS, range)) range = DEFAULT_RANGE;
   const s = { view: "search", tz, range, sort: q.get("sort") ?? "first_ts", dir: q.get("dir") === "asc" ? "asc" : "desc" };
   for (const k of [...FIELDS, "since", "until", "cursor", "limit"]) s[k] = q.get(k) ?? "";
   return s;
@@ -133,6 +134,7 @@ function formatDuration(v) {
 // ===== the search view =====
 
 let lastRows = [];
+let lastNext = null;
 let selectedRow = 0;
 
 function fillForm(s) {
@@ -150,8 +152,8 @@ function formState() {
   const form = $("#search-form");
   const tz = form.elements.tz.value === "local" ? "local" : "utc";
   const range = form.elements.range.value || DEFAULT_RANGE;
-  const current = readState();
-  const s = { view: "search", tz, range, sort: current.sort ?? "first_ts", dir: current.dir ?? "desc", cursor: "", limit: current.limit ?? "" };
+  const now = readState();
+  const s = { view: "search", tz, range, sort: now.sort ?? "first_ts", dir: now.dir ?? "desc", cursor: "", limit: now.limit ?? "" };
   for (const k of FIELDS) s[k] = form.elements[k].value.trim();
   s.since = range === "custom" ? inputToIso(form.elements.since.value, tz) : "";
   s.until = range === "custom" ? inputToIso(form.elements.until.value, tz) : "";
@@ -164,13 +166,16 @@ function apiParams(s) {
   if (s.range === "custom") {
     p.since = s.since;
     p.until = s.until;
-  } else {
-    p.since = PRESETS[s.range] ?? PRESETS[DEFAULT_RANGE];
+  } else if (!s.call_id) {
+    // A Call-ID is looked up at any time (the API's index): a preset would only hide a
+    // call older than it. A custom range still applies.
+    p.since = PRESETS[s.range];
   }
   return p;
 }
 
 function windowText(s) {
+  if (s.range !== "custom" && s.call_id) return "at any time";
   if (s.range !== "custom") return `in the last ${s.range.replace("m", " min").replace("h", " h").replace("d", " days")}`;
   const z = zoneName(s.tz);
   const since = s.since ? formatTime(new Date(s.since), s.tz).slice(0, 19) : "the beginning";
@@ -203,14 +208,35 @@ async function showSearch(s) {
   status.textContent = n === 0
     ? `No calls ${windowText(s)} match. Widen the time range or clear a field.`
     : `${n} call${n === 1 ? "" : "s"} ${windowText(s)}${answer.next ? " (more on the next page)" : ""}.`;
+  lastNext = answer.next ?? null;
   renderTable(s);
-  renderPager(s, answer.next ?? null);
+  renderPager(s, lastNext);
 }
 
 function showError(node, e) {
   node.className = "status error";
   const code = e instanceof ApiError ? e.code : "error";
   fill(node, h("strong", {}, code), ": ", e.message);
+  if (e instanceof ApiError && e.status === 401) node.append(tokenForm());
+}
+
+/** Asks for the API token a server beyond loopback wants; kept for this tab only. */
+function tokenForm() {
+  const input = h("input", { type: "password", name: "token", autocomplete: "off", "aria-label": "API token", placeholder: "token" });
+  return h(
+    "form",
+    {
+      class: "token",
+      onsubmit: (e) => {
+        e.preventDefault();
+        setToken(input.value.trim());
+        current = null;
+        show();
+      },
+    },
+    input,
+    h("button", { type: "submit" }, "Use token"),
+  );
 }
 
 function cellText(row, col, tz) {
@@ -258,8 +284,12 @@ function renderTable(s) {
           type: "button",
           "data-sort": col.key,
           onclick: () => {
-            const dir = active && s.dir === "desc" ? "asc" : "desc";
-            go(searchQuery({ ...s, sort: col.key, dir }) || "/", true);
+            // The rows are here already: sort them, and keep the order in the URL.
+            const next = { ...s, sort: col.key, dir: active && s.dir === "desc" ? "asc" : "desc" };
+            history.replaceState(history.state, "", searchQuery(next) || "/");
+            renderTable(next);
+            renderPager(next, lastNext);
+            document.querySelector(`th button[data-sort="${col.key}"]`)?.focus();
           },
         }, col.title, arrow),
       );
@@ -385,7 +415,12 @@ function drawLadder() {
   fill(
     $("#legs"),
     current.lay.legs.length > 1
-      ? current.lay.legs.map((id, i) => h("li", {}, h("span", { class: "swatch", style: `background:${legColour(colours, i)}` }), `Leg ${i + 1}: `, h("code", {}, id)))
+      ? current.lay.legs.map((id, i) => {
+          const swatch = h("span", { class: "swatch" });
+          // Through the CSSOM, not a style attribute: allowed under a strict CSP.
+          swatch.style.background = legColour(colours, i);
+          return h("li", {}, swatch, `Leg ${i + 1}: `, h("code", {}, id));
+        })
       : [],
   );
 }
@@ -493,6 +528,18 @@ function wire() {
     go(`${location.pathname}${text ? "?" + text : ""}`, true);
     current?.svg?.querySelector("g.msg[aria-pressed]")?.focus();
   });
+  // With a token the exports must send it: fetch them, then save what came.
+  for (const [id, ext] of [["#export-pcap", "pcap"], ["#export-text", "txt"]]) {
+    $(id).addEventListener("click", async (e) => {
+      if (!token() || !current) return;
+      e.preventDefault();
+      try {
+        download(await getBlob(e.currentTarget.getAttribute("href")), `${fileName(current.callId)}.${ext}`);
+      } catch (err) {
+        showError($("#call-status"), err);
+      }
+    });
+  }
   $("#export-svg").addEventListener("click", () => {
     if (current?.svg) download(new Blob([serialise(current.svg)], { type: "image/svg+xml" }), `${fileName(current.callId)}.svg`);
   });

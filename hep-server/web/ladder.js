@@ -10,7 +10,7 @@ import { describe } from "./sip.js";
 
 /** Geometry, in CSS pixels. Text is monospace 12 px: about 7.3 px a character. */
 export const GEOMETRY = Object.freeze({
-  margin: 178, // left: offset and delta
+  margin: 178, // left: offset and delta, at least
   minColumn: 190,
   charWidth: 7.3,
   header: 62,
@@ -89,7 +89,11 @@ export function layout(records, options = {}) {
 
   const g = GEOMETRY;
   const column = Math.max(g.minColumn, Math.ceil(widest * g.charWidth) + 36);
-  const x = (i) => g.margin + column / 2 + i * column;
+  // The margin holds the widest offset and delta (a long call has wider ones).
+  const chars = (key) => Math.max(0, ...rows.map((r) => r[key].length));
+  const deltaX = 10 + Math.ceil((chars("offset") + 2) * g.charWidth);
+  const margin = Math.max(g.margin, deltaX + Math.ceil((chars("delta") + 2) * g.charWidth));
+  const x = (i) => margin + column / 2 + i * column;
   const y = (n) => g.header + g.row * n + g.row * 0.7;
   return {
     columns,
@@ -99,7 +103,8 @@ export function layout(records, options = {}) {
     column,
     x,
     y,
-    width: g.margin + Math.max(1, columns.length) * column + g.loop,
+    deltaX,
+    width: margin + Math.max(1, columns.length) * column + g.loop,
     height: g.header + g.row * rows.length + g.bottom,
   };
 }
@@ -205,7 +210,7 @@ export function render(lay, colours, onSelect) {
     });
     group.append(el("rect", { class: "hit", x: 0, y: y - g.row * 0.7, width: lay.width, height: g.row, fill: "transparent" }));
     group.append(el("text", { x: 10, y: y - 2, fill: colours.muted }, row.offset));
-    if (row.delta) group.append(el("text", { x: 96, y: y - 2, fill: colours.muted }, row.delta));
+    if (row.delta) group.append(el("text", { x: lay.deltaX, y: y - 2, fill: colours.muted }, row.delta));
 
     const x1 = lay.x(row.from);
     const x2 = lay.x(row.to);
