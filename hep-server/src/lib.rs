@@ -47,6 +47,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod formats;
+pub mod http;
 pub mod outputs;
 mod read;
 pub mod server;
