@@ -3,6 +3,7 @@
 //! ```text
 //! hep-server                       run on embedded defaults (store in ./hep-store)
 //! hep-server run [--config FILE] [--listen SPEC]... [--output SPEC]... [--metrics ADDR]
+//!                [--http ADDR|off]
 //! hep-server check-config --config FILE
 //! hep-server decode [--format json|text] FILE|-...
 //! hep-server send --dest SPEC [--hep-version 1|2|3] [--proto-type N|sip|log|...]
@@ -172,6 +173,32 @@ pub struct RunArgs {
     /// Serve Prometheus metrics at `http://ADDR/metrics`.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Serve the web page and HTTP API at `http://ADDR/` (default `127.0.0.1:9080`, or
+    /// the config's `[http] listen`), or `off`.
+    #[arg(long, value_name = "ADDR|off")]
+    pub http: Option<HttpListen>,
+}
+
+/// `--http`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpListen {
+    /// No HTTP listener.
+    Off,
+    /// Listen on this address.
+    On(SocketAddr),
+}
+
+impl FromStr for HttpListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "off" {
+            return Ok(Self::Off);
+        }
+        s.parse()
+            .map(Self::On)
+            .map_err(|_| format!("`{s}`: expected IP:PORT (e.g. 127.0.0.1:9080), or `off`"))
+    }
 }
 
 /// `hep-server check-config`.

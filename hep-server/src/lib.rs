@@ -9,11 +9,11 @@
 //! [`Config`](config::Config); the [`server`] binds the listeners, which hand every
 //! message to the callback stack built from the configuration (`callbacks`), whose last
 //! service is the fan-out to the [`outputs`]; one output is the [`store`], which the
-//! readers ([`commands::search`], later an HTTP API) query.
+//! readers ([`commands::search`], the HTTP API [`http`]) query.
 //!
 //! ```text
 //!  config/ ─> server/: listeners ─> callbacks.rs ─> outputs/: fanout, a queue each
-//!                                                     ├─> store:  ─> store/ <─ commands/search.rs
+//!                                                     ├─> store:  ─> store/ <─ commands/search.rs, http/
 //!                                                     ├─> relay:  (outputs/relay/, its spool/)
 //!                                                     ├─> stdout, json:, pcap: ─> formats/
 //!                                                     └─> null
@@ -34,6 +34,8 @@
 //! - [`formats`]: how a message is written out or read back: the HEP bytes it goes on as
 //!   (relays, the store), the JSON record, the text line, the ladder diagram, pcap files
 //!   written, capture files read.
+//! - [`http`]: the HTTP API and the page (`[http]`, `--http`): a reader of the store
+//!   beside `search`, on hyper and axum, with its limits, tokens and JSON errors.
 //! - [`telemetry`]: Prometheus metrics, the drop warnings, logging, and the counters of
 //!   the listeners and callbacks.
 //! - [`commands`]: the subcommands other than `run` (`decode`, `search`, `send`);

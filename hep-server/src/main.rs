@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser as _;
-use hep_server::cli::{CheckConfigArgs, Cli, Command, DecodeArgs, RunArgs, SearchArgs, SendArgs};
+use hep_server::cli::{
+    CheckConfigArgs, Cli, Command, DecodeArgs, HttpListen, RunArgs, SearchArgs, SendArgs,
+};
 use hep_server::commands;
 use hep_server::config::{Config, MetricsConfig, Written};
 use hep_server::outputs::OutputSpec;
@@ -138,6 +140,14 @@ fn with_overrides(mut config: Config, args: &RunArgs) -> anyhow::Result<Config> 
     }
     if let Some(addr) = args.metrics {
         config.metrics = Some(MetricsConfig { listen: addr });
+    }
+    match args.http {
+        Some(HttpListen::Off) => config.http.enabled = false,
+        Some(HttpListen::On(addr)) => {
+            config.http.enabled = true;
+            config.http.listen = addr;
+        }
+        None => {}
     }
     Ok(config)
 }

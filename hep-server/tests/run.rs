@@ -986,7 +986,10 @@ fn log_format_and_level_come_from_the_config() {
 // ===== check-config and start-up errors =====
 
 fn hep_server(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    with_own_http_port(&mut cmd);
+    let out = cmd.output().unwrap();
     (
         out.status.success(),
         String::from_utf8(out.stdout).unwrap(),
@@ -1209,9 +1212,12 @@ fn a_port_in_use_is_reported_at_start() {
 
 #[test]
 fn without_arguments_it_listens_on_5656_and_stores_in_hep_store() {
-    let skip =
-        || println!("note: port 5656 is in use on this machine; skipping the no-argument run");
-    let free = UdpSocket::bind("0.0.0.0:5656").is_ok() && TcpListener::bind("0.0.0.0:5656").is_ok();
+    let skip = || {
+        println!("note: port 5656 or 9080 is in use on this machine; skipping the no-argument run")
+    };
+    let free = UdpSocket::bind("0.0.0.0:5656").is_ok()
+        && TcpListener::bind("0.0.0.0:5656").is_ok()
+        && TcpListener::bind("127.0.0.1:9080").is_ok();
     if !free {
         skip();
         return;
@@ -1223,7 +1229,10 @@ fn without_arguments_it_listens_on_5656_and_stores_in_hep_store() {
     let server = match Server::try_spawn(cmd) {
         Ok(server) => server,
         // Taken between the check and the start (another test run).
-        Err(stderr) if stderr.contains("5656") && stderr.contains("in use") => {
+        Err(stderr)
+            if (stderr.contains("5656") || stderr.contains("9080"))
+                && stderr.contains("in use") =>
+        {
             skip();
             return;
         }
@@ -1234,6 +1243,8 @@ fn without_arguments_it_listens_on_5656_and_stores_in_hep_store() {
         "hep-server: listening on hep_udp:0.0.0.0:5656",
         "hep-server: listening on hep_tcp:0.0.0.0:5656",
         "hep-server: writing to store:hep-store",
+        // The page, on loopback only.
+        "hep-server: http listening on 127.0.0.1:9080",
     ] {
         assert!(err.contains(want), "`{want}` in\n{err}");
     }

@@ -74,6 +74,7 @@ pub fn run(args: &SearchArgs, dest: Destination) -> anyhow::Result<SearchSummary
         since_usec: args.since,
         until_usec: args.until,
         limit: usize::try_from(args.limit).unwrap_or(usize::MAX),
+        capture_ids: None,
     };
     let store::Results {
         messages: found,

@@ -35,6 +35,7 @@ mod auth;
 mod dedup;
 mod error;
 mod filter;
+mod http;
 mod limits;
 mod listen;
 mod log;
@@ -61,6 +62,7 @@ pub use rewrite::RewriteConfig;
 pub use tls::TlsConfig;
 pub use written::Written;
 
+use crate::http::HttpConfig;
 use crate::outputs::conflict::conflict;
 use crate::outputs::relay::spool::SpoolConfig;
 use crate::outputs::relay::{RelaySettings, RelayTlsConfig};
@@ -97,6 +99,7 @@ struct RawConfig {
     rate_limit: Option<rate_limit::RawRateLimit>,
     store: Option<store::RawStore>,
     spool: Option<spool::RawSpool>,
+    http: Option<http::RawHttp>,
 }
 
 /// The specs of `listen` or `outputs`, and where the file first asks for TLS among them
@@ -156,6 +159,8 @@ pub struct Config {
     pub spool: SpoolConfig,
     /// Settings of `store:` outputs.
     pub store: StoreConfig,
+    /// The HTTP API and page (`[http]`): on by default on 127.0.0.1:9080.
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -208,7 +213,8 @@ impl Config {
     }
 
     /// The keys a running server cannot change (a reload logs them as needing a restart
-    /// and keeps the running values): listeners and their limits, TLS, metrics, logging.
+    /// and keeps the running values): listeners and their limits, TLS, metrics, logging,
+    /// the HTTP API.
     /// Empty when `new` differs from `self` in reloadable keys only.
     pub fn restart_only_changes(&self, new: &Self) -> Vec<&'static str> {
         let mut changed = Vec::new();
@@ -232,6 +238,7 @@ impl Config {
         check("[log]", self.log == new.log);
         check("[spool]", self.spool == new.spool);
         check("[store]", self.store == new.store);
+        check("[http]", self.http == new.http);
         changed
     }
 
@@ -250,6 +257,7 @@ impl Config {
             log: self.log.clone(),
             spool: self.spool,
             store: self.store.clone(),
+            http: self.http.clone(),
             ..new
         }
     }
@@ -276,6 +284,14 @@ impl Config {
             Some(conflict) => Err(conflict),
             None => Ok(()),
         }
+    }
+
+    /// The directory of the first `store:DIR` output: what the HTTP API reads.
+    pub fn store_dir(&self) -> Option<&Path> {
+        self.outputs.iter().find_map(|o| match o.value() {
+            OutputSpec::Store(dir) => Some(dir.as_path()),
+            _ => None,
+        })
     }
 
     /// What the outputs are started with besides their specs: the relays' settings
@@ -338,6 +354,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
     let filter = raw.filter.map(|f| filter::resolve(f, &src)).transpose()?;
     let spool = spool::resolve(raw.spool, &src)?;
     let store = store::resolve(raw.store, &src)?;
+    let http = http::resolve(raw.http, &src)?;
     Ok(Config {
         listen,
         outputs,
@@ -361,5 +378,6 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
         rate_limit: raw.rate_limit.map(rate_limit::resolve),
         spool,
         store,
+        http,
     })
 }

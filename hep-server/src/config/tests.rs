@@ -516,3 +516,38 @@ fn a_configuration_built_in_code_is_checked_like_a_file() {
     c.outputs.pop();
     c.check_outputs().unwrap();
 }
+
+#[test]
+fn http_is_on_on_loopback_by_default_and_its_tokens_are_secrets() {
+    let c = parse("").unwrap();
+    assert!(c.http.enabled);
+    assert_eq!(c.http.listen, crate::http::DEFAULT_LISTEN);
+    assert_eq!(parse(&c.to_toml()).unwrap(), c, "prints and parses back");
+    assert!(!parse("[http]\nenabled = false").unwrap().http.enabled);
+
+    let c =
+        parse("[http]\nlisten = \"0.0.0.0:8080\"\n[http.tokens]\n\"tenant-a-0123456789\" = [7]\n")
+            .unwrap();
+    assert_eq!(c.http.tokens["tenant-a-0123456789"], [7]);
+    c.http.check().unwrap();
+    for shown in [c.to_toml(), format!("{c:?}")] {
+        assert!(!shown.contains("tenant-a"), "{shown}");
+        assert!(shown.contains("[7]") || shown.contains("7"), "{shown}");
+    }
+
+    let e = parse("[http]\nlisten = \"localhost\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("hep.toml:2:10: key `http.listen`: expected IP:PORT"),
+        "{e}"
+    );
+    let e = parse("[http.tokens]\n\"short\" = [1]")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("key `http.tokens`: a token is 16"), "{e}");
+    let e = parse("[http.tokens]\n\"0123456789abcdef\" = []")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("names the capture ids"), "{e}");
+}

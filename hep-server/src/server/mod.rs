@@ -53,6 +53,7 @@ pub use summary::Summary;
 
 use crate::callbacks::CallbackSet;
 use crate::config::{Config, Written};
+use crate::http;
 use crate::outputs::fanout::Fanout;
 use crate::outputs::set::Outputs;
 use crate::telemetry::drops::{self, DropWatch};
@@ -132,9 +133,12 @@ pub async fn run_with_reloads(
             }
             None => None,
         };
-        anyhow::Ok((listeners, metrics))
+        // The API reads the store the outputs write (as `search` does, from its files).
+        let store = config.store_dir().map(std::path::Path::to_path_buf);
+        let http = http::bind(&config.http, store, &registry).await?;
+        anyhow::Ok((listeners, metrics, http))
     };
-    let (listeners, metrics_listener) = match started.await {
+    let (listeners, metrics_listener, http_server) = match started.await {
         Ok(started) => started,
         Err(e) => {
             for o in outputs.retire_all() {
@@ -156,6 +160,20 @@ pub async fn run_with_reloads(
     let until = shutdown.run().clone().cancelled_owned();
     shutdown.watching.spawn(Arc::clone(&drop_watch).run(until));
 
+    // The API stops with the listeners: nothing new is asked, what is being answered is
+    // answered (within its request timeout, and the deadline).
+    if let Some(server) = http_server {
+        let addr = server.local_addr();
+        tracing::info!(target: TARGET, %addr, "http listening on {addr} (http://{addr}/)");
+        let until = shutdown.listeners.clone().cancelled_owned();
+        let deadline = shutdown.deadline.clone();
+        shutdown.listening.spawn(async move {
+            tokio::select! {
+                () = server.serve(until) => {}
+                () = deadline.cancelled() => {}
+            }
+        });
+    }
     // A listener that ends on its own stops the run.
     let listener_ended = CancellationToken::new();
     listeners::spawn(listeners, &stack, &shutdown, &listener_ended);

@@ -4,7 +4,8 @@
 //!  run ─────────── the metrics endpoint, the drop warnings: cancelled last, so
 //!   │              that the drain can be watched
 //!   ├─ listeners   stop accepting, finish the frames being read (at most half the
-//!   │              deadline), count what they drop
+//!   │              deadline), count what they drop; the HTTP API stops accepting and
+//!   │              answers the requests it has
 //!   ├─ outputs     close every queue to new messages; each output writes what it
 //!   │   └─ ...     holds (one child token per output: a reload closes one alone)
 //!   └─ deadline    `[limits] shutdown_timeout_ms` after the stop began: listeners

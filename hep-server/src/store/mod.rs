@@ -19,7 +19,9 @@
 //!   receive times, and [`Store::write`] it: [`Written`] says what became of each message;
 //! - [`StoreStats`] reports the rest (partitions and bytes on disk, retention, agents'
 //!   clocks);
-//! - [`search`] reads any store with a [`Query`], for [`Results`].
+//! - [`search`] reads any store with a [`Query`], for [`Results`]; [`calls()`] reads the
+//!   calls matching a query a page at a time ([`Calls`], the HTTP API's call list), and
+//!   [`message`] one message by its [`MessageId`] (unique across partitions).
 //!
 //! The store imports neither the outputs nor the configuration file: it is a component
 //! of its own.
@@ -30,7 +32,8 @@
 //! - [`schema`]: the table and indexes of a partition.
 //! - [`hepfile`]: the file beside a partition that holds its messages' HEP bytes
 //!   (schema versions 3 to 5).
-//! - [`query`]: searches by Call-ID (with the other legs), user, method and time.
+//! - [`query`]: searches by Call-ID (with the other legs), user, method, time and
+//!   capture ids; [`mod@calls`]: the same filters, grouped into calls, a page at a time.
 //! - the writer (one transaction per partition and batch; the rows of a batch are built
 //!   as it is filled), its checkpointer (a thread that copies the WAL into the partition
 //!   files) and retention (whole partitions by age and size; a free-space floor) are
@@ -73,9 +76,11 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod calls;
 pub(crate) mod checkpoint;
 mod config;
 pub mod hepfile;
+mod message_id;
 pub mod partition;
 pub mod query;
 pub(crate) mod retention;
@@ -86,8 +91,10 @@ pub(crate) mod writer;
 #[cfg(test)]
 mod tests;
 
+pub use calls::{Call, Calls, calls};
 pub use config::StoreConfig;
-pub use query::{Query, Results, Stored, search};
+pub use message_id::{BadMessageId, MessageId};
+pub use query::{Query, Results, Stored, message, search};
 pub use row::Batch;
 pub use writer::{Store, StoreStats, Written};
 

@@ -19,6 +19,7 @@ use rusqlite::types::Value;
 
 use super::StoreError;
 use super::hepfile;
+use super::message_id::MessageId;
 use super::partition::{self, Partition};
 use super::schema::{self, Version, text_hash};
 
@@ -38,7 +39,11 @@ pub struct Query {
     /// Captured before, us since the epoch.
     pub until_usec: Option<i64>,
     /// At most this many messages matched (the newest), plus the linked legs' messages.
+    /// (For [`calls`](super::calls()): at most this many calls.)
     pub limit: usize,
+    /// Only messages of these capture ids (an HTTP token's tenants), legs included;
+    /// `None`: every capture id. Applied in the SQL of every step.
+    pub capture_ids: Option<Vec<u32>>,
 }
 
 impl Default for Query {
@@ -50,6 +55,7 @@ impl Default for Query {
             since_usec: None,
             until_usec: None,
             limit: 1_000,
+            capture_ids: None,
         }
     }
 }
@@ -67,6 +73,10 @@ pub struct Stored {
     pub recv_ts_usec: i64,
     /// Its Call-ID, if SIP.
     pub call_id: Option<String>,
+    /// The call it is linked to: its HEP correlation id or `X-CID` header, if any.
+    pub correlation_id: Option<String>,
+    /// Where it is in the store: an id unique across partitions.
+    pub id: MessageId,
 }
 
 /// What a search found.
@@ -81,9 +91,9 @@ pub struct Results {
 }
 
 /// One row as read, before decoding.
-struct Found {
-    partition: usize,
-    id: i64,
+pub(super) struct Found {
+    pub(super) partition: usize,
+    pub(super) id: i64,
     ts: i64,
     recv_ts: i64,
     transport: Option<String>,
@@ -91,8 +101,8 @@ struct Found {
     listener: Option<String>,
     /// The HEP bytes, or why they could not be read.
     hep: Result<Vec<u8>, StoreError>,
-    call_id: Option<String>,
-    correlation_id: Option<String>,
+    pub(super) call_id: Option<String>,
+    pub(super) correlation_id: Option<String>,
 }
 
 /// The columns a search reads, in a file of `version`: the HEP bytes last (versions 3 to 5:
@@ -111,52 +121,11 @@ const fn columns(version: Version) -> &'static str {
 /// # Errors
 /// The directory does not exist or holds a foreign file; a partition cannot be read.
 pub fn search(dir: &Path, q: &Query) -> Result<Results, StoreError> {
-    if !dir.is_dir() {
-        return Err(StoreError::foreign(
-            dir,
-            "no such store directory (`hep-server run` writes one with the output \
-             store:DIR; the default is hep-store in the working directory)",
-        ));
-    }
+    check_dir(dir)?;
     let partitions = sources(dir, q)?;
-
-    let mut filter = Filter::default();
-    if let Some(id) = &q.call_id {
-        filter.terms.push(Term::CallOrLinked(vec![id.clone()]));
-    }
-    if let Some(m) = &q.method {
-        match m.parse::<u16>() {
-            Ok(code) => filter.push_value("status = ?", Value::Integer(code.into())),
-            Err(_) => filter.push("method = ?", &[&m.to_ascii_uppercase()]),
-        }
-    }
-    let mut time = Filter::default();
-    // The row id is the capture time (see `schema::RowIds`): a range of the table itself,
-    // and `ts` for the exact bounds (ids of a burst in one microsecond spill over).
-    if let Some(s) = q.since_usec {
-        time.push_value(
-            "id >= ?",
-            Value::Integer(s.saturating_mul(schema::IDS_PER_USEC)),
-        );
-        time.push_value("ts >= ?", Value::Integer(s));
-    }
-    if let Some(u) = q.until_usec {
-        let spill = u.saturating_add(1_000_000);
-        time.push_value(
-            "id < ?",
-            Value::Integer(spill.saturating_mul(schema::IDS_PER_USEC)),
-        );
-        time.push_value("ts < ?", Value::Integer(u));
-    }
-    if let Some(u) = &q.user {
-        // Users are indexed on the requests that start a dialog (or stand alone), see
-        // `schema`: first the calls, then their messages.
-        let calls = calls_of_user(&partitions, u, &time)?;
-        if calls.is_empty() {
-            return Ok(Results::default());
-        }
-        filter.terms.push(Term::CallIn(calls));
-    }
+    let Some((filter, time)) = filters(q, &partitions)? else {
+        return Ok(Results::default());
+    };
     let mut found = select(&partitions, &filter.and(&time), q.limit)?;
 
     // The other legs (one level): the calls the found messages name as correlation id or
@@ -193,11 +162,122 @@ pub fn search(dir: &Path, q: &Query) -> Result<Results, StoreError> {
     Ok(results)
 }
 
+/// Refuses a store directory that does not exist.
+pub(super) fn check_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(StoreError::foreign(
+        dir,
+        "no such store directory (`hep-server run` writes one with the output \
+         store:DIR; the default is hep-store in the working directory)",
+    ))
+}
+
+/// The terms of `q`: what a message must match (Call-ID, method, user) and the scope
+/// every step of a search stays in (time range, capture ids); `None` when no message
+/// can match (a user who made no call).
+pub(super) fn filters(
+    q: &Query,
+    partitions: &[Source],
+) -> Result<Option<(Filter, Filter)>, StoreError> {
+    let mut filter = Filter::default();
+    if let Some(id) = &q.call_id {
+        filter.terms.push(Term::CallOrLinked(vec![id.clone()]));
+    }
+    if let Some(m) = &q.method {
+        match m.parse::<u16>() {
+            Ok(code) => filter.push_value("status = ?", Value::Integer(code.into())),
+            Err(_) => filter.push("method = ?", &[&m.to_ascii_uppercase()]),
+        }
+    }
+    let mut time = Filter::default();
+    // The row id is the capture time (see `schema::RowIds`): a range of the table itself,
+    // and `ts` for the exact bounds (ids of a burst in one microsecond spill over).
+    if let Some(s) = q.since_usec {
+        time.push_value(
+            "id >= ?",
+            Value::Integer(s.saturating_mul(schema::IDS_PER_USEC)),
+        );
+        time.push_value("ts >= ?", Value::Integer(s));
+    }
+    if let Some(u) = q.until_usec {
+        let spill = u.saturating_add(1_000_000);
+        time.push_value(
+            "id < ?",
+            Value::Integer(spill.saturating_mul(schema::IDS_PER_USEC)),
+        );
+        time.push_value("ts < ?", Value::Integer(u));
+    }
+    if let Some(ids) = &q.capture_ids {
+        time.terms.push(capture_ids_term(ids));
+    }
+    if let Some(u) = &q.user {
+        // Users are indexed on the requests that start a dialog (or stand alone), see
+        // `schema`: first the calls, then their messages.
+        let calls = calls_of_user(partitions, u, &time)?;
+        if calls.is_empty() {
+            return Ok(None);
+        }
+        filter.terms.push(Term::CallIn(calls));
+    }
+    Ok(Some((filter, time)))
+}
+
+/// `capture_id IN (...)`; none given matches nothing.
+fn capture_ids_term(ids: &[u32]) -> Term {
+    if ids.is_empty() {
+        return Term::Sql("0 = 1".to_owned(), Vec::new());
+    }
+    Term::Sql(
+        format!("capture_id IN ({})", marks(ids.len())),
+        ids.iter().map(|&i| Value::Integer(i.into())).collect(),
+    )
+}
+
+/// The message `id` of the store in `dir`, if it exists (and has one of `capture_ids`,
+/// when given).
+///
+/// # Errors
+/// The directory does not exist; the partition cannot be read; the message's bytes
+/// cannot be read back (a damaged file).
+pub fn message(
+    dir: &Path,
+    id: MessageId,
+    capture_ids: Option<&[u32]>,
+) -> Result<Option<Stored>, StoreError> {
+    check_dir(dir)?;
+    let path = dir.join(partition::file_name(id.partition_start, id.partition_span));
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let source = Source {
+        partition: Partition {
+            start: id.partition_start,
+            span: id.partition_span,
+            path,
+        },
+        newest_id: i64::MAX,
+    };
+    let mut filter = Filter::default();
+    filter.push_value("id = ?", Value::Integer(id.row));
+    if let Some(ids) = capture_ids {
+        filter.terms.push(capture_ids_term(ids));
+    }
+    let sources = [source];
+    let found = select(&sources, &filter, 1)?;
+    found
+        .into_iter()
+        .next()
+        .map(|f| decode(f, &sources))
+        .transpose()
+}
+
 /// A partition to search.
-struct Source {
-    partition: Partition,
+pub(super) struct Source {
+    pub(super) partition: Partition,
     /// The largest row id it holds: its newest capture time (see [`schema::RowIds`]).
-    newest_id: i64,
+    pub(super) newest_id: i64,
 }
 
 /// How far the row ids of a burst of messages spill past their capture time (see
@@ -214,7 +294,7 @@ pub(crate) const EXTENT: &str =
 /// capture first. Found by their smallest and largest row ids, not their names (which
 /// are receive time, or in files of versions 1 to 4 the capture time of most of their
 /// messages).
-fn sources(dir: &Path, q: &Query) -> Result<Vec<Source>, StoreError> {
+pub(super) fn sources(dir: &Path, q: &Query) -> Result<Vec<Source>, StoreError> {
     let mut sources = Vec::new();
     for partition in partition::scan(dir)? {
         let Some((conn, _)) = open(&partition)? else {
@@ -246,13 +326,13 @@ fn sources(dir: &Path, q: &Query) -> Result<Vec<Source>, StoreError> {
 /// A `WHERE` clause: terms that must all match, written in the terms of each file's
 /// schema version.
 #[derive(Debug, Default, Clone)]
-struct Filter {
-    terms: Vec<Term>,
+pub(super) struct Filter {
+    pub(super) terms: Vec<Term>,
 }
 
 /// One term of a [`Filter`].
 #[derive(Debug, Clone)]
-enum Term {
+pub(super) enum Term {
     /// The same SQL in every version, and its parameters.
     Sql(String, Vec<Value>),
     /// Messages whose Call-ID is one of these.
@@ -340,7 +420,7 @@ fn marks(n: usize) -> String {
 }
 
 impl Filter {
-    fn push(&mut self, term: &str, params: &[&str]) {
+    pub(super) fn push(&mut self, term: &str, params: &[&str]) {
         let values = params
             .iter()
             .map(|p| Value::Text((*p).to_owned()))
@@ -348,18 +428,18 @@ impl Filter {
         self.terms.push(Term::Sql(term.to_owned(), values));
     }
 
-    fn push_value(&mut self, term: &str, v: Value) {
+    pub(super) fn push_value(&mut self, term: &str, v: Value) {
         self.terms.push(Term::Sql(term.to_owned(), vec![v]));
     }
 
-    fn and(&self, other: &Self) -> Self {
+    pub(super) fn and(&self, other: &Self) -> Self {
         let mut f = self.clone();
         f.terms.extend(other.terms.iter().cloned());
         f
     }
 
     /// ` WHERE ...` (or nothing) and its parameters, for a file of `version`.
-    fn sql(&self, version: Version) -> (String, Vec<Value>) {
+    pub(super) fn sql(&self, version: Version) -> (String, Vec<Value>) {
         let mut sql = String::new();
         let mut params = Vec::new();
         for (i, t) in self.terms.iter().enumerate() {
@@ -424,7 +504,7 @@ fn calls_of_user(
 
 /// A partition opened for reading and its schema version; `None` for a file created but
 /// never written (no table yet).
-fn open(p: &Partition) -> Result<Option<(rusqlite::Connection, Version)>, StoreError> {
+pub(super) fn open(p: &Partition) -> Result<Option<(rusqlite::Connection, Version)>, StoreError> {
     let conn = schema::open_for_read(&p.path)?;
     let has_table = conn
         .query_row(
@@ -448,7 +528,11 @@ fn open(p: &Partition) -> Result<Option<(rusqlite::Connection, Version)>, StoreE
 /// partition of the hour it was received), so each gives its newest `limit` and the
 /// newest of all are kept; the partitions whose newest message is older than all those
 /// kept are not read.
-fn select(partitions: &[Source], filter: &Filter, limit: usize) -> Result<Vec<Found>, StoreError> {
+pub(super) fn select(
+    partitions: &[Source],
+    filter: &Filter,
+    limit: usize,
+) -> Result<Vec<Found>, StoreError> {
     let newest_first = |found: &mut Vec<Found>| {
         found.sort_unstable_by_key(|f| std::cmp::Reverse((f.id, f.partition)));
         found.truncate(limit);
@@ -515,7 +599,7 @@ fn select(partitions: &[Source], filter: &Filter, limit: usize) -> Result<Vec<Fo
     Ok(found)
 }
 
-fn decode(f: Found, partitions: &[Source]) -> Result<Stored, StoreError> {
+pub(super) fn decode(f: Found, partitions: &[Source]) -> Result<Stored, StoreError> {
     let path = &partitions[f.partition].partition.path;
     let message = HepMessage::decode(Bytes::from(f.hep?)).map_err(|e| {
         StoreError::foreign(
@@ -536,12 +620,19 @@ fn decode(f: Found, partitions: &[Source]) -> Result<Stored, StoreError> {
         )),
         _ => None,
     };
+    let p = &partitions[f.partition].partition;
     Ok(Stored {
         message,
         recv,
         ts_usec: f.ts,
         recv_ts_usec: f.recv_ts,
         call_id: f.call_id,
+        correlation_id: f.correlation_id,
+        id: MessageId {
+            partition_start: p.start,
+            partition_span: p.span,
+            row: f.id,
+        },
     })
 }
 

@@ -799,3 +799,114 @@ fn a_partitions_capture_times_are_read_from_the_ends_of_its_table_not_a_scan() {
         .expect("reads");
     assert_eq!(ends.0, ends.1, "one row: {ends:?}");
 }
+
+/// `m` as captured by agent `capture_id`.
+fn of_agent(m: &Queued, capture_id: u32) -> Queued {
+    let mut message = m.message.clone();
+    message.capture_id = Some(capture_id);
+    let wire = message.encode(HepVersion::V3).expect("encodes");
+    Arc::new(Received::new(message, wire, m.info.clone()))
+}
+
+#[test]
+fn capture_ids_bound_every_step_of_a_search_in_the_sql() {
+    let dir = TempDir::new("store-capture-ids");
+    let mut w = writer(dir.path());
+    let batch = [
+        of_agent(&invite(TEN + 1, "call-a", "alice", ""), 1),
+        // The other leg, by agent 2: a tenant of agent 1 must not get it as a leg.
+        of_agent(&invite(TEN + 2, "leg-b", "alice", "X-CID: call-a\r\n"), 2),
+        of_agent(&invite(TEN + 3, "call-c", "alice", ""), 2),
+    ];
+    assert_eq!(write(&mut w, &batch).stored, 3);
+    drop(w);
+    let only = |ids: &[u32], q: Query| Query {
+        capture_ids: Some(ids.to_vec()),
+        ..q
+    };
+    assert_eq!(
+        call_ids(dir.path(), &by_call("call-a")),
+        ["call-a", "leg-b"]
+    );
+    assert_eq!(
+        call_ids(dir.path(), &only(&[1], by_call("call-a"))),
+        ["call-a"]
+    );
+    assert_eq!(
+        call_ids(dir.path(), &only(&[2], by_call("call-a"))),
+        ["leg-b"]
+    );
+    let alice = Query {
+        user: Some("alice".into()),
+        ..Query::default()
+    };
+    assert_eq!(call_ids(dir.path(), &only(&[1], alice.clone())), ["call-a"]);
+    assert_eq!(
+        call_ids(dir.path(), &only(&[], alice)),
+        Vec::<String>::new()
+    );
+
+    let page = super::calls(dir.path(), &only(&[2], Query::default()), None).expect("lists");
+    let listed: Vec<&str> = page.calls.iter().map(|c| c.call_id.as_str()).collect();
+    assert_eq!(listed, ["call-c", "leg-b"]);
+}
+
+#[test]
+fn calls_come_newest_first_a_page_at_a_time_with_their_legs() {
+    let dir = TempDir::new("store-calls");
+    let mut w = writer(dir.path());
+    let mut batch = Vec::new();
+    for i in 0..5u32 {
+        let call = format!("call-{i}");
+        batch.push(invite(NINE + 10 * i, &call, "alice", ""));
+        batch.push(sip(NINE + 10 * i + 1, &call, "SIP/2.0 200 OK", "alice", ""));
+    }
+    batch.push(invite(NINE + 2, "leg-of-0", "carol", "X-CID: call-0\r\n"));
+    // The next hour, another partition.
+    batch.push(invite(TEN + 5, "call-late", "alice", ""));
+    assert_eq!(write(&mut w, &batch).stored, 12);
+    drop(w);
+
+    let q = Query {
+        user: Some("alice".into()),
+        limit: 2,
+        ..Query::default()
+    };
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    for _ in 0..10 {
+        let page = super::calls(dir.path(), &q, cursor).expect("lists");
+        assert!(page.calls.len() <= 2);
+        seen.extend(page.calls.iter().map(|c| c.call_id.clone()));
+        if let Some(c) = page.calls.iter().find(|c| c.call_id == "call-0") {
+            assert_eq!(c.legs, ["leg-of-0"], "its other leg is named");
+            assert_eq!(c.messages.len(), 2, "its own messages only");
+            let id = c.messages[0].id;
+            let back = super::message(dir.path(), id, None)
+                .expect("reads")
+                .expect("found");
+            assert_eq!(back, c.messages[0]);
+            assert!(
+                super::message(dir.path(), id, Some(&[9]))
+                    .expect("reads")
+                    .is_none()
+            );
+        }
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "call-late",
+            "call-4",
+            "call-3",
+            "call-2",
+            "call-1",
+            "call-0"
+        ],
+        "newest first, each once"
+    );
+}

@@ -113,6 +113,21 @@ pub(crate) struct Server {
     pub(crate) tcp: Option<SocketAddr>,
     pub(crate) tls: Option<SocketAddr>,
     pub(crate) metrics: Option<SocketAddr>,
+    /// The HTTP API's address (`hep-server: http listening on ADDR`).
+    pub(crate) http: Option<SocketAddr>,
+}
+
+/// Tests run in parallel: a `run` without `--http` gets `--http 127.0.0.1:0`, so that no
+/// two servers contend for the default port 9080 (a config file's `[http]` is overridden
+/// too; a test that wants its own passes `--http`).
+pub(crate) fn with_own_http_port(cmd: &mut Command) {
+    let args: Vec<_> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if args.first().is_some_and(|a| a == "run") && !args.iter().any(|a| a == "--http") {
+        cmd.args(["--http", "127.0.0.1:0"]);
+    }
 }
 
 /// What a stopped server left behind.
@@ -145,6 +160,7 @@ impl Server {
 
     /// As [`spawn`](Self::spawn); a server that exits at start gives its stderr.
     pub(crate) fn try_spawn(mut cmd: Command) -> Result<Self, String> {
+        with_own_http_port(&mut cmd);
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -178,6 +194,7 @@ impl Server {
             tcp: None,
             tls: None,
             metrics: None,
+            http: None,
         };
         let started = Instant::now();
         loop {
@@ -199,6 +216,10 @@ impl Server {
         }
         let err = own_lines(&server.stderr());
         for line in err.lines() {
+            if let Some(rest) = line.strip_prefix("hep-server: http listening on ") {
+                let addr = rest.split_whitespace().next().unwrap();
+                server.http = Some(addr.parse().unwrap());
+            }
             if let Some(rest) = line.strip_prefix("hep-server: listening on ") {
                 let spec = rest.split_whitespace().next().unwrap();
                 let (scheme, addr) = spec.split_once(':').unwrap();

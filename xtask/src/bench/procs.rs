@@ -316,6 +316,8 @@ impl Server {
             .args(args)
             .arg("--metrics")
             .arg(metrics.to_string())
+            // The ingest figures are measured without the HTTP API (and no port 9080).
+            .args(["--http", "off"])
             .env("RUST_LOG", "warn");
         let mut proc = Proc::spawn(name, cmd, log, false)?;
         let deadline = Instant::now() + Duration::from_secs(15);

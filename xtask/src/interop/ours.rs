@@ -64,7 +64,8 @@ impl Server {
         outputs: &[String],
         config: Option<&str>,
     ) -> Result<Self> {
-        let mut args = vec!["run".to_owned()];
+        // No HTTP API: checks run side by side, and none reads it.
+        let mut args = vec!["run".to_owned(), "--http".to_owned(), "off".to_owned()];
         if let Some(text) = config {
             let path = dir.join("hep-server.toml");
             fs::write(&path, text)?;

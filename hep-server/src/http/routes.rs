@@ -1,0 +1,449 @@
+//! The router: the API's routes and the page's, and the layers around them.
+//!
+//! ```text
+//!  request ─> count (hep_http_requests_total, nosniff) ─> limits (load shed over
+//!          MAX_IN_FLIGHT, REQUEST_TIMEOUT) ─> [API only] tokens ─> handler
+//!                                                        └─> store query (blocking
+//!                                                            thread, MAX_STORE_QUERIES)
+//! ```
+
+use std::io::{self, Write};
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::timeout::TimeoutLayer;
+use tower::{BoxError, ServiceBuilder};
+
+use super::access::{Access, Tokens, capture_ids};
+use super::calls::{CallRow, MessageJson};
+use super::counts::RequestCounts;
+use super::error::ApiError;
+use super::params::{CallDetail, CallSearch};
+use super::{REQUEST_TIMEOUT, bytes_response, json_response, page};
+use crate::formats::ladder::{self, Arrow, LadderStyle};
+use crate::formats::pcap::PcapFileWriter;
+use crate::formats::text::TextLine;
+use crate::store::{self, MessageId, Query as StoreQuery, StoreError, Stored};
+use crate::sync::lock;
+use crate::time::now_usec;
+
+/// Messages a call's detail and exports read at most (the newest), legs besides.
+pub const MAX_CALL_MESSAGES: usize = 10_000;
+/// The longest Call-ID taken in a path.
+const MAX_CALL_ID: usize = 1_024;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    /// The store directory, if the run writes one.
+    pub(crate) store: Option<Arc<PathBuf>>,
+    pub(crate) tokens: Arc<Tokens>,
+    /// Store queries at once.
+    pub(crate) queries: Arc<Semaphore>,
+    /// Requests at once.
+    pub(crate) in_flight: Arc<Semaphore>,
+    pub(crate) counts: Arc<RequestCounts>,
+}
+
+/// What the token of a request may read.
+#[derive(Debug, Clone)]
+struct Granted(Access);
+
+/// The decoded query string.
+type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+pub(crate) fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/v1/calls", get(list_calls))
+        .route("/api/v1/calls/{call_id}", get(call))
+        .route("/api/v1/calls/{call_id}/pcap", get(call_pcap))
+        .route("/api/v1/calls/{call_id}/text", get(call_text))
+        .route("/api/v1/messages/{id}", get(message))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    let page = Router::new()
+        .route("/", get(index))
+        .route("/call/{call_id}", get(index))
+        .route("/assets/{file}", get(asset));
+    let limits = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(limit_error))
+        .layer(LoadShedLayer::new())
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(Arc::clone(
+            &state.in_flight,
+        )))
+        .layer(TimeoutLayer::new(REQUEST_TIMEOUT));
+    // The fallbacks count their answers themselves: the layers run on matched routes.
+    api.merge(page)
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(limits)
+        .route_layer(middleware::from_fn_with_state(state.clone(), count))
+        .fallback(fallback)
+        .with_state(state)
+}
+
+// ===== layers =====
+
+/// Counts every answer by route and status, and marks it not to be sniffed.
+async fn count(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let mut response = next.run(req).await;
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    s.counts.count(&route, response.status().as_u16());
+    response
+}
+
+/// The token check of the API routes.
+async fn authorize(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    match s.tokens.access(req.headers().get(header::AUTHORIZATION)) {
+        Ok(access) => {
+            req.extensions_mut().insert(Granted(access));
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn limit_error(e: BoxError) -> ApiError {
+    if e.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!(
+                "more than {} requests at once: try again",
+                super::MAX_IN_FLIGHT
+            ),
+        )
+    } else if e.is::<tower::timeout::error::Elapsed>() {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request took longer than {} s: narrow the search",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        )
+    } else {
+        ApiError::internal(format!("{e}"))
+    }
+}
+
+async fn fallback(State(s): State<AppState>, req: Request) -> ApiError {
+    s.counts.count("unmatched", 404);
+    ApiError::not_found(format!(
+        "no such endpoint: {} (see docs/API.md)",
+        req.uri().path()
+    ))
+}
+
+async fn method_not_allowed(State(s): State<AppState>, req: Request) -> ApiError {
+    s.counts.count("unmatched", 405);
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} {}: only GET is served", req.method(), req.uri().path()),
+    )
+}
+
+// ===== the store =====
+
+impl AppState {
+    /// Runs `f` on the store directory on a blocking thread, at most
+    /// [`super::MAX_STORE_QUERIES`] at once.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&FsPath) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let Some(dir) = self.store.clone() else {
+            return Err(ApiError::store_unavailable(
+                "this server writes no store: run it with the output store:DIR (the default)",
+            ));
+        };
+        let permit = Arc::clone(&self.queries)
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::internal("the store queries' semaphore is closed"))?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&dir)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("a store query failed: {e}")))?
+    }
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    ApiError::store_unavailable(e.to_string())
+}
+
+fn warn_damaged(damaged: &[StoreError]) {
+    for e in damaged {
+        tracing::warn!(error = %e, "http: a matching message is left out");
+    }
+}
+
+fn pairs(q: Pairs) -> Result<Vec<(String, String)>, ApiError> {
+    q.map(|Query(p)| p)
+        .map_err(|e| ApiError::bad_parameter(format!("query string: {}", e.body_text())))
+}
+
+fn call_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = p.map_err(|e| ApiError::bad_parameter(format!("call_id: {}", e.body_text())))?;
+    if id.is_empty() || id.len() > MAX_CALL_ID {
+        return Err(ApiError::bad_parameter(format!(
+            "call_id: expected 1 to {MAX_CALL_ID} bytes, found {}",
+            id.len()
+        )));
+    }
+    Ok(id)
+}
+
+// ===== the API =====
+
+#[derive(Serialize)]
+struct CallsJson {
+    calls: Vec<CallRow>,
+    next: Option<String>,
+}
+
+/// `GET /api/v1/calls`.
+async fn list_calls(
+    State(s): State<AppState>,
+    Extension(Granted(access)): Extension<Granted>,
+    q: Pairs,
+) -> Result<Response, ApiError> {
+    let p = CallSearch::parse(&pairs(q)?, now_usec())?;
+    let query = StoreQuery {
+        call_id: p.call_id,
+        user: p.user,
+        method: p.method,
+        since_usec: p.since_usec,
+        until_usec: p.until_usec,
+        limit: p.limit,
+        capture_ids: capture_ids(&access, p.capture_id),
+    };
+    let cursor = p.cursor;
+    let page = s
+        .read(move |dir| store::calls(dir, &query, cursor).map_err(store_error))
+        .await?;
+    warn_damaged(&page.damaged);
+    Ok(json_response(&CallsJson {
+        calls: page.calls.iter().map(CallRow::of).collect(),
+        next: page.next.map(|n| n.to_string()),
+    }))
+}
+
+/// The messages of `call_id` (legs included), oldest first; `not_found` when none.
+async fn messages_of(
+    s: &AppState,
+    access: &Access,
+    call_id: String,
+    p: &CallDetail,
+) -> Result<Vec<Stored>, ApiError> {
+    let query = StoreQuery {
+        call_id: Some(call_id.clone()),
+        since_usec: p.since_usec,
+        until_usec: p.until_usec,
+        limit: MAX_CALL_MESSAGES,
+        capture_ids: access.clone(),
+        ..StoreQuery::default()
+    };
+    let results = s
+        .read(move |dir| store::search(dir, &query).map_err(store_error))
+        .await?;
+    warn_damaged(&results.damaged);
+    if results.messages.is_empty() {
+        return Err(ApiError::not_found(format!("no call {call_id}")));
+    }
+    Ok(results.messages)
+}
+
+#[derive(Serialize)]
+struct CallJson<'a> {
+    call_id: &'a str,
+    messages: Vec<MessageJson<'a>>,
+}
+
+/// `GET /api/v1/calls/{call_id}`.
+async fn call(
+    State(s): State<AppState>,
+    Extension(Granted(access)): Extension<Granted>,
+    id: Result<Path<String>, PathRejection>,
+    q: Pairs,
+) -> Result<Response, ApiError> {
+    let id = call_id(id)?;
+    let p = CallDetail::parse(&pairs(q)?, now_usec(), false)?;
+    let found = messages_of(&s, &access, id.clone(), &p).await?;
+    Ok(json_response(&CallJson {
+        call_id: &id,
+        messages: found.iter().map(MessageJson::of).collect(),
+    }))
+}
+
+/// A writer whose bytes can be taken back after the writer that owns it is dropped.
+#[derive(Clone, Default)]
+struct SharedBuf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for SharedBuf {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        lock(&self.0).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The receive time, for messages without a capture time (HEPv1).
+fn received_at(s: &Stored) -> std::time::SystemTime {
+    UNIX_EPOCH + Duration::from_micros(u64::try_from(s.recv_ts_usec).unwrap_or(0))
+}
+
+/// A file name for `call_id` and `ext`: what is not `[A-Za-z0-9._@-]` becomes `_`.
+fn file_name(call_id: &str, ext: &str) -> HeaderValue {
+    let safe: String = call_id
+        .chars()
+        .take(100)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._@-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    HeaderValue::from_str(&format!("attachment; filename=\"call-{safe}.{ext}\""))
+        .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+/// `GET /api/v1/calls/{call_id}/pcap`.
+async fn call_pcap(
+    State(s): State<AppState>,
+    Extension(Granted(access)): Extension<Granted>,
+    id: Result<Path<String>, PathRejection>,
+    q: Pairs,
+) -> Result<Response, ApiError> {
+    let id = call_id(id)?;
+    let p = CallDetail::parse(&pairs(q)?, now_usec(), false)?;
+    let found = messages_of(&s, &access, id.clone(), &p).await?;
+    let buf = SharedBuf::default();
+    let written = (|| {
+        let mut w = PcapFileWriter::new(Box::new(buf.clone()))?;
+        for m in &found {
+            w.write(&m.message, received_at(m))?;
+        }
+        w.flush()
+    })();
+    written.map_err(|e| ApiError::internal(format!("writing the pcap: {e}")))?;
+    let bytes = std::mem::take(&mut *lock(&buf.0));
+    let mut r = bytes_response(StatusCode::OK, "application/vnd.tcpdump.pcap", bytes);
+    r.headers_mut()
+        .insert(header::CONTENT_DISPOSITION, file_name(&id, "pcap"));
+    Ok(r)
+}
+
+/// `GET /api/v1/calls/{call_id}/text`: one text line per message, or the ladder
+/// (`?format=ladder`).
+async fn call_text(
+    State(s): State<AppState>,
+    Extension(Granted(access)): Extension<Granted>,
+    id: Result<Path<String>, PathRejection>,
+    q: Pairs,
+) -> Result<Response, ApiError> {
+    let id = call_id(id)?;
+    let p = CallDetail::parse(&pairs(q)?, now_usec(), true)?;
+    let found = messages_of(&s, &access, id.clone(), &p).await?;
+    let mut out = Vec::new();
+    let written = if p.ladder {
+        let arrows: Vec<Arrow> = found
+            .iter()
+            .map(|s| {
+                let mut a = ladder::arrow_of(&s.message);
+                if s.message.ts_sec.is_none() {
+                    a.ts_usec = s.ts_usec;
+                }
+                a
+            })
+            .collect();
+        ladder::render(&arrows, &LadderStyle::default(), &mut out)
+    } else {
+        found
+            .iter()
+            .try_for_each(|m| writeln!(out, "{}", TextLine::new(&m.message, m.recv.as_ref())))
+    };
+    written.map_err(|e| ApiError::internal(format!("writing the text: {e}")))?;
+    let mut r = bytes_response(StatusCode::OK, "text/plain; charset=utf-8", out);
+    r.headers_mut().insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("inline"),
+    );
+    Ok(r)
+}
+
+/// `GET /api/v1/messages/{id}`.
+async fn message(
+    State(s): State<AppState>,
+    Extension(Granted(access)): Extension<Granted>,
+    id: Result<Path<String>, PathRejection>,
+    q: Pairs,
+) -> Result<Response, ApiError> {
+    let Path(text) = id.map_err(|e| ApiError::bad_parameter(format!("id: {}", e.body_text())))?;
+    if let Some((k, _)) = pairs(q)?.first() {
+        return Err(ApiError::bad_parameter(format!(
+            "{k}: no such parameter (this endpoint takes none)"
+        )));
+    }
+    let id: MessageId = text
+        .parse()
+        .map_err(|e| ApiError::bad_parameter(format!("id: {e}")))?;
+    let found = s
+        .read(move |dir| store::message(dir, id, access.as_deref()).map_err(store_error))
+        .await?;
+    match found {
+        Some(m) => Ok(json_response(&MessageJson::of(&m))),
+        None => Err(ApiError::not_found(format!("no message {id}"))),
+    }
+}
+
+// ===== the page =====
+
+fn page_response(name: &str) -> Result<Response, ApiError> {
+    let (ctype, bytes) =
+        page::asset(name).ok_or_else(|| ApiError::not_found(format!("no asset {name}")))?;
+    let mut r = bytes_response(StatusCode::OK, ctype, bytes);
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    Ok(r)
+}
+
+/// `GET /` and `GET /call/{call_id}`: the page (which reads the call from its URL).
+async fn index() -> Result<Response, ApiError> {
+    page_response("index.html")
+}
+
+/// `GET /assets/{file}`.
+async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
+    page_response(&file)
+}
