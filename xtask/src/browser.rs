@@ -365,7 +365,16 @@ fn percent_encode(s: &str) -> String {
 fn parse_tap(tap: &str) -> Vec<(String, bool, String)> {
     let mut rows: Vec<(String, bool, String)> = Vec::new();
     let mut in_failure = false;
+    // `error: |-`: the message is on the next line.
+    let mut block = false;
     for line in tap.lines() {
+        if block {
+            block = false;
+            if let Some(row) = rows.last_mut() {
+                row.2 = line.trim().to_owned();
+            }
+            continue;
+        }
         if let Some(rest) = line.strip_prefix("not ok ") {
             rows.push((name_of(rest), false, String::new()));
             in_failure = true;
@@ -377,9 +386,11 @@ fn parse_tap(tap: &str) -> Vec<(String, bool, String)> {
             && let Some(row) = rows.last_mut()
             && row.2.is_empty()
         {
-            row.2 = msg
-                .trim_matches(|c| c == '\'' || c == '|' || c == ' ')
-                .to_owned();
+            if msg.starts_with('|') || msg.starts_with('>') {
+                block = true;
+            } else {
+                row.2 = msg.trim_matches(|c| c == '\'' || c == ' ').to_owned();
+            }
         }
     }
     rows
@@ -415,7 +426,7 @@ mod tests {
     fn tap_rows_name_each_test_and_its_error() {
         let tap = "TAP version 13\n# Subtest: a\nok 1 - a\n  ---\n  duration_ms: 1\n  ...\n\
                    # Subtest: b c\nnot ok 2 - b c\n  ---\n  error: 'Expected 1 to equal 2'\n  ...\n\
-                   ok 3 - d # SKIP\n1..3\n";
+                   ok 3 - d # SKIP\nnot ok 4 - e\n  ---\n  error: |-\n    page.fill: Malformed\n    more\n1..4\n";
         let rows = parse_tap(tap);
         assert_eq!(
             rows,
@@ -423,6 +434,7 @@ mod tests {
                 ("a".to_owned(), true, String::new()),
                 ("b c".to_owned(), false, "Expected 1 to equal 2".to_owned()),
                 ("d".to_owned(), true, String::new()),
+                ("e".to_owned(), false, "page.fill: Malformed".to_owned()),
             ]
         );
     }
