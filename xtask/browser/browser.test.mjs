@@ -7,6 +7,8 @@
 //   HEP_CALL_UDP, HEP_CALL_IPV6, HEP_CALL_HLOG   the Call-IDs of the three vector calls
 //                  (v3-udp-*, v3-udp-ipv6-*, v3-udp-hlog-authkey-*)
 //   HEP_CALL_XSS   the Call-ID of the crafted message (sent now, From user `mallory`)
+//   HEP_CALL_LEGS  the first leg of a B2BUA call whose second leg names it in X-CID
+//   HEP_CALL_LONG  a call of 200 messages
 //   HEP_SHOTS      where screenshots go (target/browser)
 //   CHROMIUM       the browser (default /usr/bin/chromium)
 //
@@ -29,7 +31,14 @@ function env(name) {
 const URL_ = env("HEP_URL");
 const SINCE = env("HEP_SINCE");
 const UNTIL = env("HEP_UNTIL");
-const CALL = { udp: env("HEP_CALL_UDP"), ipv6: env("HEP_CALL_IPV6"), hlog: env("HEP_CALL_HLOG"), xss: env("HEP_CALL_XSS") };
+const CALL = {
+  udp: env("HEP_CALL_UDP"),
+  ipv6: env("HEP_CALL_IPV6"),
+  hlog: env("HEP_CALL_HLOG"),
+  xss: env("HEP_CALL_XSS"),
+  legs: env("HEP_CALL_LEGS"),
+  long: env("HEP_CALL_LONG"),
+};
 const SHOTS = env("HEP_SHOTS");
 
 /** The flags rust.md ("Known to work") starts chromium with on this kind of machine. */
@@ -186,6 +195,26 @@ test("HEP log messages are drawn dotted in the call they correlate to", async ()
   assert.equal(logs.length, 3);
   assert.ok(logs.every((r) => r.dotted) && rows.filter((r) => r.dotted).length === 3);
   assert.ok(logs.every((r) => r.text.startsWith(`${P} -> 127.0.0.1:9060`)), logs.map((r) => r.text).join("; "));
+  await page.close();
+});
+
+test("correlated legs are coloured apart, with a legend", async () => {
+  const page = await open(`/call/${encodeURIComponent(CALL.legs)}`);
+  const { rows } = await ladder(page);
+  assert.equal(rows.length, 2);
+  assert.notEqual(rows[0].colour, rows[1].colour, "each leg its own colour");
+  const legend = await page.$$eval("#legs li", (lis) => lis.map((li) => li.textContent));
+  assert.equal(legend.length, 2);
+  assert.ok(legend[0].includes(CALL.legs), legend.join("; "));
+  await page.close();
+});
+
+test("a 200-message call is drawn within 300 ms of the API's answer", async () => {
+  const page = await open(`/call/${encodeURIComponent(CALL.long)}`);
+  await page.waitForFunction(() => document.querySelectorAll("#ladder g.msg").length === 200);
+  const ms = await page.evaluate(() => performance.getEntriesByName("hep:call-drawn")[0]?.duration);
+  console.log(`# 200-message call drawn in ${ms?.toFixed(1)} ms`);
+  assert.ok(ms !== undefined && ms <= 300, `drawn in ${ms} ms`);
   await page.close();
 });
 

@@ -14,7 +14,8 @@
 //! 3. Feeds it the Kamailio vectors `hep-testkit/testdata/kamailio/v3-udp-*.hep` (three
 //!    calls: IPv4, IPv6, and one with HEP log lines) as raw datagrams, and a crafted SIP
 //!    MESSAGE carrying `<script>` in its Call-ID, From and body with `hep-server send`,
-//!    then waits until the API gives every call whole.
+//!    two legs of a B2BUA call (the second names the first in `X-CID`) and a 200-message
+//!    call, then waits until the API gives every call whole.
 //! 4. Runs `node --test` on `xtask/browser/unit.test.mjs` (the page's modules alone) and
 //!    `browser.test.mjs` (the page in chromium), bounded to [`NODE_MAX`]; screenshots go to
 //!    `target/browser/`.
@@ -167,28 +168,30 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
     }
     let xss = run_dir.join("xss.sip");
     fs::write(&xss, xss_message())?;
-    let out_send = proc::output(
-        &program,
-        &[
-            "send",
-            "--dest",
-            &format!("hep_udp:127.0.0.1:{udp}"),
-            "--src",
-            "192.0.2.66:5060",
-            "--dst",
-            "192.0.2.10:5060",
-            &xss.to_string_lossy(),
-        ],
-        None,
-        Duration::from_secs(30),
-    )?;
-    if !out_send.status.success() {
-        bail!(
-            "hep-server send failed: {}",
-            ours::last_line(&out_send.stderr)
-        );
-    }
+    send(&program, udp, "192.0.2.66:5060", "192.0.2.10:5060", &xss, 1)?;
     calls.push(("HEP_CALL_XSS", XSS_CALL_ID.to_owned(), 1));
+    // Two legs of a B2BUA: the second names the first in X-CID.
+    for (leg, src, dst) in [
+        (LEG_A, "192.0.2.1:5060", "192.0.2.2:5060"),
+        (LEG_B, "192.0.2.2:5062", "192.0.2.3:5060"),
+    ] {
+        let file = run_dir.join(format!("{}.sip", &leg[..5]));
+        fs::write(&file, invite(leg, (leg == LEG_B).then_some(LEG_A)))?;
+        send(&program, udp, src, dst, &file, 1)?;
+    }
+    calls.push(("HEP_CALL_LEGS", LEG_A.to_owned(), 2));
+    // A long call, for the time the page takes to draw it.
+    let long = run_dir.join("long.sip");
+    fs::write(&long, invite(LONG_CALL_ID, None))?;
+    send(
+        &program,
+        udp,
+        "192.0.2.7:5060",
+        "192.0.2.8:5060",
+        &long,
+        LONG_MESSAGES,
+    )?;
+    calls.push(("HEP_CALL_LONG", LONG_CALL_ID.to_owned(), LONG_MESSAGES));
     for (_, id, n) in &calls {
         proc::wait_for(
             &format!("the API to give the {n} messages of call {id}"),
@@ -324,6 +327,52 @@ fn call_id_of(file: &Path) -> Result<String> {
         .find_map(|line| line.strip_prefix("Call-ID:"))
         .map(|v| v.trim().to_owned())
         .with_context(|| format!("no Call-ID header in {}", file.display()))
+}
+
+/// The Call-IDs of the two legs of a B2BUA call.
+const LEG_A: &str = "leg-a-1@b2bua.example";
+const LEG_B: &str = "leg-b-1@b2bua.example";
+/// The long call: this many copies of one INVITE.
+const LONG_CALL_ID: &str = "long-200@perf.example";
+const LONG_MESSAGES: usize = 200;
+
+/// `hep-server send --count N FILE` from `src` to `dst`, to our UDP listener.
+fn send(program: &str, udp: u16, src: &str, dst: &str, file: &Path, count: usize) -> Result<()> {
+    let out = proc::output(
+        program,
+        &[
+            "send",
+            "--dest",
+            &format!("hep_udp:127.0.0.1:{udp}"),
+            "--src",
+            src,
+            "--dst",
+            dst,
+            "--count",
+            &count.to_string(),
+            &file.to_string_lossy(),
+        ],
+        None,
+        Duration::from_secs(30),
+    )?;
+    if !out.status.success() {
+        bail!("hep-server send failed: {}", ours::last_line(&out.stderr));
+    }
+    Ok(())
+}
+
+/// An INVITE of call `call_id` from alice to bob, naming the other leg in X-CID.
+fn invite(call_id: &str, other_leg: Option<&str>) -> String {
+    let xcid = other_leg.map_or_else(String::new, |id| format!("X-CID: {id}\r\n"));
+    format!(
+        "INVITE sip:bob@example.com SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-{call_id}\r\n\
+         From: <sip:alice@example.com>;tag=a1\r\n\
+         To: <sip:bob@example.com>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         {xcid}Content-Length: 0\r\n\r\n"
+    )
 }
 
 /// A SIP MESSAGE whose Call-ID, From and body carry markup and scripts.
