@@ -399,7 +399,8 @@ async function showCall(s) {
     return;
   }
   const first = lay.rows[0].message;
-  status.textContent = `${lay.rows.length} messages between ${lay.columns.length} addresses, first at ${formatTime(new Date(first.ts / 1000), s.tz, first.ts)} ${zoneName(s.tz)}`;
+  const count = (n, one) => `${n} ${one}${n === 1 ? "" : one.endsWith("s") ? "es" : "s"}`;
+  status.textContent = `${count(lay.rows.length, "message")} between ${count(lay.columns.length, "address")}, first at ${formatTime(new Date(first.ts / 1000), s.tz, first.ts)} ${zoneName(s.tz)}`;
   drawLadder();
   selectMessage(s.msg, false);
   // How long the page took from the API's answer to a drawn ladder (the browser tests

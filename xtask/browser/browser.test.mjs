@@ -206,6 +206,7 @@ test("correlated legs are coloured apart, with a legend", async () => {
   const legend = await page.$$eval("#legs li", (lis) => lis.map((li) => li.textContent));
   assert.equal(legend.length, 2);
   assert.ok(legend[0].includes(CALL.legs), legend.join("; "));
+  await page.screenshot({ path: join(SHOTS, "call-legs.png") });
   await page.close();
 });
 
@@ -306,6 +307,7 @@ test("a message carrying <script> shows as text, and nothing from it runs", asyn
   assert.equal(await page.evaluate(() => document.scripts.length), 1, "only the page's own script");
   assert.equal(await page.$$eval("#message img, #message script, #ladder i", (n) => n.length), 0);
   assert.equal(await page.textContent("#call-title"), CALL.xss);
+  await page.screenshot({ path: join(SHOTS, "call-xss.png"), fullPage: true });
   await page.close();
 });
 
