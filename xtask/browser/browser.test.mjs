@@ -10,6 +10,8 @@
 //   HEP_CALL_LEGS  the first leg of a B2BUA call whose second leg names it in X-CID
 //   HEP_CALL_LONG  a call of 200 messages
 //   HEP_SHOTS      where screenshots go (target/browser)
+//   HEP_TOKEN_URL, HEP_TOKEN   a second server that wants a token; this one reads capture
+//                  id 2001 (the IPv4 call) and not capture id 1 (the crafted message)
 //   CHROMIUM       the browser (default /usr/bin/chromium)
 //
 //     node --test xtask/browser/browser.test.mjs
@@ -40,6 +42,8 @@ const CALL = {
   long: env("HEP_CALL_LONG"),
 };
 const SHOTS = env("HEP_SHOTS");
+const TOKEN_URL = env("HEP_TOKEN_URL");
+const TOKEN = env("HEP_TOKEN");
 
 /** The flags rust.md ("Known to work") starts chromium with on this kind of machine. */
 const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
@@ -326,6 +330,31 @@ test("on a phone the ladder scrolls sideways and the message stacks under it; da
   assert.notEqual(bg, "rgb(244, 245, 247)", "dark background");
   assert.equal(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1), true, "the page itself does not scroll sideways");
   await page.screenshot({ path: join(SHOTS, "call-phone-dark.png"), fullPage: true });
+  await page.close();
+});
+
+test("a server that wants a token: the page asks for it, and the token sees its capture ids only", async () => {
+  const page = await context.newPage();
+  await page.goto(`${TOKEN_URL}/?${windowQuery()}&user=sipp`);
+  await page.waitForSelector("#status form.token");
+  assert.match(await page.textContent("#status"), /unauthorized/);
+  await page.fill('#status input[name="token"]', TOKEN);
+  await page.click('#status form.token button');
+  assert.deepEqual(await resultIds(page), [CALL.udp]);
+  // The crafted message is capture id 1: not this token's.
+  await page.goto(`${TOKEN_URL}/?user=mallory`);
+  assert.deepEqual(await resultIds(page), []);
+  await page.goto(`${TOKEN_URL}/call/${encodeURIComponent(CALL.xss)}`);
+  await page.waitForFunction(() => document.querySelector("#call-status").textContent.includes("not_found") || document.querySelectorAll("#ladder g.msg").length > 0);
+  assert.equal(await page.$$eval("#ladder g.msg", (g) => g.length), 0);
+  // The exports send the token too.
+  await page.goto(`${TOKEN_URL}/call/${encodeURIComponent(CALL.udp)}`);
+  await ladder(page);
+  const [pcap] = await Promise.all([page.waitForEvent("download"), page.click("#export-pcap")]);
+  const path = join(SHOTS, "token.pcap");
+  await pcap.saveAs(path);
+  const bytes = (await import("node:fs")).readFileSync(path);
+  assert.ok(bytes.length > 24 && [0xa1b2c3d4, 0xd4c3b2a1].includes(bytes.readUInt32LE(0)), `a pcap of ${bytes.length} bytes`);
   await page.close();
 });
 

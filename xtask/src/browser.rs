@@ -10,7 +10,9 @@
 //!    committed `package-lock.json`; it downloads no browser).
 //! 2. Builds `hep-server` and starts it on free loopback ports: `--http 127.0.0.1:PORT`,
 //!    `--listen hep_udp:127.0.0.1:PORT`, `--output store:DIR` in a fresh directory under
-//!    `target/browser/run/`, bounded to [`SERVER_MAX`].
+//!    `target/browser/run/`, bounded to [`SERVER_MAX`]; and a second one whose
+//!    `[http.tokens]` has one token for capture id 2001, fed the IPv4 call (2001) and the
+//!    crafted message (capture id 1).
 //! 3. Feeds it the Kamailio vectors `hep-testkit/testdata/kamailio/v3-udp-*.hep` (three
 //!    calls: IPv4, IPv6, and one with HEP log lines) as raw datagrams, and a crafted SIP
 //!    MESSAGE carrying `<script>` in its Call-ID, From and body with `hep-server send`,
@@ -126,31 +128,13 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
     let program = hep_server.to_string_lossy().into_owned();
 
     let ports = proc::Ports::default();
-    let (http, udp) = (ports.free()?, ports.free()?);
-    let store = run_dir.join("store");
-    let args = [
-        "run".to_owned(),
-        "--http".to_owned(),
-        format!("127.0.0.1:{http}"),
-        "--listen".to_owned(),
-        format!("hep_udp:127.0.0.1:{udp}"),
-        "--output".to_owned(),
-        format!("store:{}", store.display()),
-    ];
-    let mut server = proc::Proc::start(
-        "hep-server run",
+    let (mut server, http, udp) = start_server(&program, &ports, &run_dir.join("open"), None)?;
+    // A second server that wants a token, which may read capture id 2001 only.
+    let (mut guarded, guarded_http, guarded_udp) = start_server(
         &program,
-        &args,
-        &run_dir.join("hep-server.log"),
-        SERVER_MAX,
-    )?;
-    proc::wait_for(
-        "hep-server to listen on HTTP and HEP",
-        Duration::from_secs(15),
-        || {
-            server.ensure_running()?;
-            Ok(proc::udp_bound(udp) && proc::tcp_listening(http))
-        },
+        &ports,
+        &run_dir.join("token"),
+        Some(&format!("[http.tokens]\n\"{TOKEN}\" = [2001]\n")),
     )?;
 
     // Feed it: the vectors as they came from Kamailio, then the crafted message.
@@ -164,11 +148,23 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
         let files = vector_set(&kamailio, prefix)?;
         let call_id = call_id_of(&files[0])?;
         ours::replay_udp(&files, udp)?;
+        if prefix == "v3-udp" {
+            ours::replay_udp(&files, guarded_udp)?;
+        }
         calls.push((var, call_id, n));
     }
     let xss = run_dir.join("xss.sip");
     fs::write(&xss, xss_message())?;
     send(&program, udp, "192.0.2.66:5060", "192.0.2.10:5060", &xss, 1)?;
+    // Capture id 1 (send's default): not for the token's eyes.
+    send(
+        &program,
+        guarded_udp,
+        "192.0.2.66:5060",
+        "192.0.2.10:5060",
+        &xss,
+        1,
+    )?;
     calls.push(("HEP_CALL_XSS", XSS_CALL_ID.to_owned(), 1));
     // Two legs of a B2BUA: the second names the first in X-CID.
     for (leg, src, dst) in [
@@ -198,10 +194,19 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
             Duration::from_secs(15),
             || {
                 server.ensure_running()?;
-                Ok(call_messages(http, id).is_ok_and(|got| got >= *n))
+                Ok(call_messages(http, id, None).is_ok_and(|got| got >= *n))
             },
         )?;
     }
+    let first = &calls[0].1;
+    proc::wait_for(
+        "the guarded server to store the call",
+        Duration::from_secs(15),
+        || {
+            guarded.ensure_running()?;
+            Ok(call_messages(guarded_http, first, Some(TOKEN)).is_ok_and(|got| got >= 12))
+        },
+    )?;
 
     // The tests.
     let tap = run_dir.join("node.tap");
@@ -216,14 +221,18 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
         .env("HEP_URL", format!("http://127.0.0.1:{http}"))
         .env("HEP_SINCE", SINCE)
         .env("HEP_UNTIL", UNTIL)
-        .env("HEP_SHOTS", &out);
+        .env("HEP_SHOTS", &out)
+        .env("HEP_TOKEN_URL", format!("http://127.0.0.1:{guarded_http}"))
+        .env("HEP_TOKEN", TOKEN);
     for (var, id, _) in &calls {
         node.env(var, id);
     }
     println!("==> node --test unit.test.mjs browser.test.mjs (in xtask/browser)");
     let status = node.status().context("cannot run node")?;
     server.ensure_running()?;
+    guarded.ensure_running()?;
     server.stop();
+    guarded.stop();
 
     let rows = parse_tap(&fs::read_to_string(&tap).unwrap_or_default());
     print_table(&rows);
@@ -237,6 +246,52 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
     } else {
         failed
     })
+}
+
+/// The token of the guarded server (it reads capture id 2001 only).
+const TOKEN: &str = "tenant-2001-browser-test";
+
+/// Starts `hep-server run` with an HTTP and a HEP UDP listener on free loopback ports, a
+/// store in `dir/store` and, with `config`, that configuration file; waits until both
+/// listen.
+fn start_server(
+    program: &str,
+    ports: &proc::Ports,
+    dir: &Path,
+    config: Option<&str>,
+) -> Result<(proc::Proc, u16, u16)> {
+    fs::create_dir_all(dir)?;
+    let (http, udp) = (ports.free()?, ports.free()?);
+    let mut args = vec!["run".to_owned()];
+    if let Some(text) = config {
+        let path = dir.join("hep-server.toml");
+        fs::write(&path, text)?;
+        args.extend(["--config".to_owned(), path.to_string_lossy().into_owned()]);
+    }
+    args.extend([
+        "--http".to_owned(),
+        format!("127.0.0.1:{http}"),
+        "--listen".to_owned(),
+        format!("hep_udp:127.0.0.1:{udp}"),
+        "--output".to_owned(),
+        format!("store:{}", dir.join("store").display()),
+    ]);
+    let mut server = proc::Proc::start(
+        "hep-server run",
+        program,
+        &args,
+        &dir.join("hep-server.log"),
+        SERVER_MAX,
+    )?;
+    proc::wait_for(
+        "hep-server to listen on HTTP and HEP",
+        Duration::from_secs(15),
+        || {
+            server.ensure_running()?;
+            Ok(proc::udp_bound(udp) && proc::tcp_listening(http))
+        },
+    )?;
+    Ok((server, http, udp))
 }
 
 /// Chromium, node and npm, and playwright-core in `node_modules`: installed when missing
@@ -392,13 +447,14 @@ fn xss_message() -> String {
 }
 
 /// How many messages `GET /api/v1/calls/{call_id}` gives (HTTP/1.0, so the body is plain).
-fn call_messages(port: u16, call_id: &str) -> Result<usize> {
+fn call_messages(port: u16, call_id: &str, token: Option<&str>) -> Result<usize> {
     let path = format!("/api/v1/calls/{}", percent_encode(call_id));
     let mut conn = TcpStream::connect(("127.0.0.1", port))?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         conn,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n{auth}\r\n"
     )?;
     let mut answer = Vec::new();
     conn.read_to_end(&mut answer)?;
