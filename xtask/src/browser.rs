@@ -234,7 +234,8 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
     server.stop();
     guarded.stop();
 
-    let rows = parse_tap(&fs::read_to_string(&tap).unwrap_or_default());
+    let mut rows = parse_tap(&fs::read_to_string(&tap).unwrap_or_default());
+    rows.push(tshark_row(&out.join("token.pcap")));
     print_table(&rows);
     let failed = rows.iter().filter(|r| !r.1).count();
     if rows.is_empty() {
@@ -246,6 +247,28 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
     } else {
         failed
     })
+}
+
+/// Whether tshark reads the pcap the page downloaded: the 12 SIP packets of the call.
+/// Without tshark (CI installs it for interop) the row says so and passes.
+fn tshark_row(pcap: &Path) -> (String, bool, String) {
+    let name = "tshark reads the pcap the page downloaded".to_owned();
+    if !Path::new("/usr/bin/tshark").is_file() {
+        return (name, true, "skipped: no /usr/bin/tshark".to_owned());
+    }
+    let path = pcap.to_string_lossy();
+    match proc::stdout(
+        "tshark",
+        &["-n", "-r", &path, "-Y", "sip"],
+        None,
+        Duration::from_secs(60),
+    ) {
+        Ok(text) => {
+            let n = text.lines().filter(|l| !l.trim().is_empty()).count();
+            (name, n == 12, format!("{n} SIP packets (12 expected)"))
+        }
+        Err(err) => (name, false, format!("{err:#}")),
+    }
 }
 
 /// The token of the guarded server (it reads capture id 2001 only).
