@@ -294,7 +294,16 @@ mod tests {
         assert_eq!(
             names,
             [
-                "fmt", "clippy", "test", "doctest", "doc", "fuzz", "interop", "bench"
+                "fmt",
+                "clippy",
+                "structure",
+                "test",
+                "doctest",
+                "doc",
+                "fuzz",
+                "interop",
+                "browser",
+                "bench"
             ]
         );
     }
