@@ -163,7 +163,7 @@ fn server_with_many_files(config: &Path) -> Server {
     let mut cmd = Command::new("sh");
     cmd.args([
         "-c",
-        "ulimit -n \"$(ulimit -Hn)\" && exec \"$0\" run --config \"$1\"",
+        "ulimit -n \"$(ulimit -Hn)\" && exec \"$0\" run --http 127.0.0.1:0 --config \"$1\"",
         BIN,
         config.to_str().unwrap(),
     ]);
@@ -264,7 +264,7 @@ fn a_connection_flood_cannot_exhaust_the_file_descriptors_when_max_connections_e
     let mut cmd = Command::new("sh");
     cmd.args([
         "-c",
-        "ulimit -n 200 && exec \"$0\" run --config \"$1\"",
+        "ulimit -n 200 && exec \"$0\" run --http 127.0.0.1:0 --config \"$1\"",
         BIN,
         config(
             &dir,
@@ -648,7 +648,7 @@ fn a_connection_flood_on_the_metrics_port_cannot_take_the_file_descriptors_of_th
     let mut cmd = Command::new("sh");
     cmd.args([
         "-c",
-        "ulimit -n 200 && exec \"$0\" run --config \"$1\"",
+        "ulimit -n 200 && exec \"$0\" run --http 127.0.0.1:0 --config \"$1\"",
         BIN,
         config(&dir, &out, &["hep_tcp:127.0.0.1:0"], "")
             .to_str()

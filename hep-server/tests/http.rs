@@ -184,7 +184,8 @@ fn other_call(extra: &str) -> Vec<Vec<u8>> {
     ]
 }
 
-/// A server writing `store:DIR/store` (kept forever: the vectors are old) with `extra`
+/// A server writing `store:DIR/store` (kept forever: the vectors are old; whatever the
+/// free space of the test machine) with `extra`
 /// configuration, fed with the Kamailio call and `more`; returns once the API finds
 /// both calls.
 fn start(dir: &Path, extra: &str, more: &[Vec<u8>]) -> Server {
@@ -192,7 +193,7 @@ fn start(dir: &Path, extra: &str, more: &[Vec<u8>]) -> Server {
         "listen = [\"hep_udp:127.0.0.1:0\"]\n\
          outputs = [\"store:{}\"]\n\
          [metrics]\nlisten = \"127.0.0.1:0\"\n\
-         [store]\nmax_age_hours = 0\n{extra}",
+         [store]\nmax_age_hours = 0\nmin_free_mb = 0\n{extra}",
         dir.join("store").display(),
     );
     let server = Server::with_config(dir, &text);
@@ -686,7 +687,7 @@ fn the_page_is_served_from_the_binary() {
     let server = Server::with_config(
         &dir,
         &format!(
-            "listen = [\"hep_udp:127.0.0.1:0\"]\noutputs = [\"store:{}\"]\n",
+            "listen = [\"hep_udp:127.0.0.1:0\"]\noutputs = [\"store:{}\"]\n[store]\nmin_free_mb = 0\n",
             dir.join("store").display()
         ),
     );
@@ -770,5 +771,56 @@ fn every_curl_example_of_the_api_docs_answers_as_documented() {
             "docs/API.md has a curl example of {endpoint}"
         );
     }
+    server.stop();
+}
+
+#[test]
+fn with_a_certificate_it_serves_https_only() {
+    let dir = test_dir("http-tls");
+    let (cert_file, key_file, cert) = self_signed(&dir);
+    let extra = format!(
+        "[http]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert_file.display(),
+        key_file.display()
+    );
+    let server = start(&dir, &extra, &[]);
+    assert!(
+        own_lines(&server.stderr()).contains("(https://127.0.0.1:"),
+        "{}",
+        server.stderr()
+    );
+    let addr = server.http.unwrap();
+    let client = tls_client(cert);
+    let answer = wait_for("the call over HTTPS", PROCESS_WAIT, || {
+        let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tls = tls_handshake(tcp, &client);
+        let request = format!(
+            "GET /api/v1/calls?call_id={CALL} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        );
+        tls.write_all(request.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        // A TLS close without close_notify is still the end of the answer here.
+        let _ = tls.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        text.contains(r#""messages":12"#).then_some(text)
+    });
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+
+    // Plain HTTP on the HTTPS port gets no answer.
+    let mut plain = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = plain.read_to_end(&mut raw);
+    assert!(
+        !raw.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
     server.stop();
 }

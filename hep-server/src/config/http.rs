@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::{ConfigError, Source};
-use crate::http::HttpConfig;
+use crate::http::{HttpConfig, HttpTls};
 
 /// `[http]` as written.
 #[derive(Debug, Deserialize)]
@@ -16,6 +17,8 @@ pub(super) struct RawHttp {
     enabled: Option<bool>,
     listen: Option<Spanned<String>>,
     tokens: Option<Spanned<BTreeMap<String, Vec<u32>>>>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 /// `[http]` (its defaults without it: on, `127.0.0.1:9080`, no tokens).
@@ -55,9 +58,22 @@ pub(super) fn resolve(raw: Option<RawHttp>, src: &Source<'_>) -> Result<HttpConf
             tokens.insert(token, ids);
         }
     }
+    let tls = match (raw.cert_file, raw.key_file) {
+        (None, None) => None,
+        (Some(cert_file), Some(key_file)) => Some(HttpTls {
+            cert_file,
+            key_file,
+        }),
+        _ => {
+            return Err(src.error_in_file(
+                "section [http]: HTTPS needs both `cert_file` and `key_file` (PEM)",
+            ));
+        }
+    };
     Ok(HttpConfig {
         enabled: raw.enabled.unwrap_or(true),
         listen,
         tokens,
+        tls,
     })
 }

@@ -550,4 +550,12 @@ fn http_is_on_on_loopback_by_default_and_its_tokens_are_secrets() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("names the capture ids"), "{e}");
+
+    let e = parse("[http]\ncert_file = \"web.pem\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs both `cert_file` and `key_file`"), "{e}");
+    let c = parse("[http]\ncert_file = \"web.pem\"\nkey_file = \"web.key\"").unwrap();
+    assert_eq!(c.http.tls.as_ref().unwrap().key_file, Path::new("web.key"));
+    assert_eq!(parse(&c.to_toml()).unwrap(), c, "prints and parses back");
 }

@@ -12,6 +12,8 @@
 //! The API, its parameters, its bounds and curl examples are in `docs/API.md`.
 //!
 //! # Bounds
+//! - HTTPS when `[http]` names a certificate (`cert_file`, `key_file`): the handshake
+//!   within [`HEADER_TIMEOUT`];
 //! - [`MAX_CONNECTIONS`] connections at once: the next one waits in the kernel's
 //!   backlog until one closes (a slot is taken before `accept`);
 //! - a request head of [`MAX_HEAD_BYTES`] at most, read within [`HEADER_TIMEOUT`];
@@ -36,12 +38,15 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
+use hep_transport::TlsConfig;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -86,6 +91,18 @@ pub struct HttpConfig {
     /// redacted by `check-config` and `Debug`.
     #[serde(serialize_with = "redact_tokens")]
     pub tokens: BTreeMap<String, Vec<u32>>,
+    /// `cert_file` and `key_file`: serve HTTPS with this certificate chain and key (PEM).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<HttpTls>,
+}
+
+/// The certificate of an HTTPS listener (`[http] cert_file`, `key_file`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpTls {
+    /// The certificate chain, PEM: the server's first, then intermediates.
+    pub cert_file: PathBuf,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 impl Default for HttpConfig {
@@ -94,6 +111,7 @@ impl Default for HttpConfig {
             enabled: true,
             listen: DEFAULT_LISTEN,
             tokens: BTreeMap::new(),
+            tls: None,
         }
     }
 }
@@ -116,6 +134,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("enabled", &self.enabled)
             .field("listen", &self.listen)
             .field("tokens", &self.tokens.values().collect::<Vec<_>>())
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -154,6 +173,7 @@ pub struct HttpServer {
     listener: TcpListener,
     router: Router,
     addr: SocketAddr,
+    tls: Option<TlsAcceptor>,
 }
 
 /// Binds the API of `config` (`None` when it is off), reading the store in `store` (the
@@ -161,7 +181,8 @@ pub struct HttpServer {
 /// store_unavailable`), its request counter registered in `registry`.
 ///
 /// # Errors
-/// [`HttpConfig::check`]; the address cannot be bound (in use).
+/// [`HttpConfig::check`]; the TLS files cannot be read; the address cannot be bound (in
+/// use).
 pub async fn bind(
     config: &HttpConfig,
     store: Option<PathBuf>,
@@ -171,6 +192,14 @@ pub async fn bind(
         return Ok(None);
     }
     config.check().map_err(anyhow::Error::msg)?;
+    let tls = match &config.tls {
+        Some(t) => {
+            let loaded = TlsConfig::from_pem_files(&t.cert_file, &t.key_file, None)
+                .context("[http] cert_file, key_file")?;
+            Some(TlsAcceptor::from(Arc::clone(loaded.server_config())))
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("http listen {}", config.listen))?;
@@ -188,6 +217,7 @@ pub async fn bind(
         listener,
         router: routes::router(state),
         addr,
+        tls,
     }))
 }
 
@@ -195,6 +225,11 @@ impl HttpServer {
     /// The address bound (port 0 resolved).
     pub const fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `https` with TLS, else `http`.
+    pub const fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// Serves until `shutdown` completes, then stops accepting, lets each connection
@@ -232,20 +267,17 @@ impl HttpServer {
                 }
             };
             let service = TowerToHyperService::new(self.router.clone());
-            let (stop, builder) = (stop.clone(), builder.clone());
+            let (stop, builder, tls) = (stop.clone(), builder.clone(), self.tls.clone());
             connections.spawn(async move {
                 let _slot = slot;
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    r = conn.as_mut() => r,
-                    () = stop.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.as_mut().await
-                    }
+                let Some(tls) = tls else {
+                    return serve_connection(stream, builder, service, stop, peer).await;
                 };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "http connection ended");
+                // The handshake in the time a request head gets.
+                match tokio::time::timeout(HEADER_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => serve_connection(stream, builder, service, stop, peer).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "https handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "https handshake timed out"),
                 }
             });
         }
@@ -253,6 +285,31 @@ impl HttpServer {
         stop.cancel();
         connections.close();
         connections.wait().await;
+    }
+}
+
+/// Serves HTTP/1.1 on one connection until it ends, or until `stop` (then the request
+/// being answered is finished).
+async fn serve_connection<I>(
+    io: I,
+    builder: http1::Builder,
+    service: TowerToHyperService<Router>,
+    stop: CancellationToken,
+    peer: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "http connection ended");
     }
 }
 

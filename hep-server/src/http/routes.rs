@@ -447,3 +447,54 @@ async fn index() -> Result<Response, ApiError> {
 async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
     page_response(&file)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    fn state(in_flight: usize) -> AppState {
+        AppState {
+            store: None,
+            tokens: Arc::new(Tokens::default()),
+            queries: Arc::new(Semaphore::new(1)),
+            in_flight: Arc::new(Semaphore::new(in_flight)),
+            counts: Arc::new(RequestCounts::default()),
+        }
+    }
+
+    async fn ask(router: Router, target: &str) -> (StatusCode, serde_json::Value) {
+        let request = axum::http::Request::get(target)
+            .body(Body::empty())
+            .expect("a request");
+        let response = router.oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("a body");
+        (status, serde_json::from_slice(&body).expect("JSON"))
+    }
+
+    #[tokio::test]
+    async fn over_the_requests_in_flight_an_answer_is_refused_at_once() {
+        let (status, v) = ask(router(state(0)), "/api/v1/calls").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(v["error"]["code"], "overloaded", "{v}");
+    }
+
+    #[tokio::test]
+    async fn without_a_store_the_api_says_so() {
+        let s = state(1);
+        let counts = Arc::clone(&s.counts);
+        let (status, v) = ask(router(s), "/api/v1/calls?call_id=x").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(v["error"]["code"], "store_unavailable", "{v}");
+        let mut samples = crate::telemetry::metrics::Samples::default();
+        crate::telemetry::metrics::Collect::collect(&*counts, &mut samples);
+        let counted = samples.family("hep_http_requests_total");
+        assert_eq!(counted.len(), 1);
+        assert_eq!(counted[0].label("route"), Some("/api/v1/calls"));
+        assert_eq!(counted[0].label("status"), Some("503"));
+    }
+}

@@ -164,7 +164,8 @@ pub async fn run_with_reloads(
     // answered (within its request timeout, and the deadline).
     if let Some(server) = http_server {
         let addr = server.local_addr();
-        tracing::info!(target: TARGET, %addr, "http listening on {addr} (http://{addr}/)");
+        let scheme = server.scheme();
+        tracing::info!(target: TARGET, %addr, "http listening on {addr} ({scheme}://{addr}/)");
         let until = shutdown.listeners.clone().cancelled_owned();
         let deadline = shutdown.deadline.clone();
         shutdown.listening.spawn(async move {

@@ -10,7 +10,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Where a stored message is: its partition and its row; see the [module docs](self).
+/// Where a stored message is: its partition and its row, written `START-SPAN-ROW`: the
+/// partition's start (Unix seconds) and span (seconds) as in its file name, and the row
+/// id. Opaque to readers: the HTTP API hands it out and takes it back.
 ///
 /// ```
 /// use hep_server::store::MessageId;
