@@ -275,8 +275,8 @@ fn tshark_row(pcap: &Path) -> (String, bool, String) {
 const TOKEN: &str = "tenant-2001-browser-test";
 
 /// Starts `hep-server run` with an HTTP and a HEP UDP listener on free loopback ports, a
-/// store in `dir/store` and, with `config`, that configuration file; waits until both
-/// listen.
+/// store in `dir/store` (writing whatever the free space) and `config` added to its
+/// configuration file; waits until both listen.
 fn start_server(
     program: &str,
     ports: &proc::Ports,
@@ -285,12 +285,17 @@ fn start_server(
 ) -> Result<(proc::Proc, u16, u16)> {
     fs::create_dir_all(dir)?;
     let (http, udp) = (ports.free()?, ports.free()?);
-    let mut args = vec!["run".to_owned()];
-    if let Some(text) = config {
-        let path = dir.join("hep-server.toml");
-        fs::write(&path, text)?;
-        args.extend(["--config".to_owned(), path.to_string_lossy().into_owned()]);
-    }
+    // The store writes whatever the machine's free space (its default floor is 1 GiB).
+    let path = dir.join("hep-server.toml");
+    fs::write(
+        &path,
+        format!("[store]\nmin_free_mb = 0\n{}", config.unwrap_or_default()),
+    )?;
+    let mut args = vec![
+        "run".to_owned(),
+        "--config".to_owned(),
+        path.to_string_lossy().into_owned(),
+    ];
     args.extend([
         "--http".to_owned(),
         format!("127.0.0.1:{http}"),
