@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::{Workspace, bench, fuzz, interop};
+use crate::{Workspace, bench, browser, fuzz, interop};
 
 /// Seconds each fuzz target runs during `ci`: a smoke run, not a fuzzing campaign.
 const FUZZ_SMOKE_SECS: u64 = 20;
@@ -69,6 +69,10 @@ fn steps() -> Vec<Step> {
         Step {
             name: "interop",
             run: interop_step,
+        },
+        Step {
+            name: "browser",
+            run: browser_step,
         },
         Step {
             name: "bench",
@@ -172,6 +176,18 @@ fn interop_step(ws: &Workspace) -> Result<Outcome> {
     anyhow::ensure!(
         failed == 0,
         "{failed} interop check(s) failed (see the table above)"
+    );
+    Ok(Outcome::Passed)
+}
+
+/// `cargo xtask browser`: the web page in Debian's chromium against a fed hep-server.
+///
+/// Installs chromium (apt, as root) and playwright-core (`npm ci`) when missing.
+fn browser_step(ws: &Workspace) -> Result<Outcome> {
+    let failed = browser::run_checks(ws, &browser::Options::default())?;
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} browser test(s) failed (see the table above)"
     );
     Ok(Outcome::Passed)
 }
@@ -285,6 +301,7 @@ mod tests {
                 "doc",
                 "fuzz",
                 "interop",
+                "browser",
                 "bench"
             ]
         );

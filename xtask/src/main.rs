@@ -7,6 +7,7 @@
 //! cargo xtask fuzz <TARGET|--all> [--time SECS]  # cargo-fuzz on stable (RUSTC_BOOTSTRAP=1)
 //! cargo xtask bench [--quick] [SECTION...]       # hep-server vs peers and this machine; docs/BENCHMARKS.md
 //! cargo xtask interop [--no-install] [FILTER...]  # our HEP against Kamailio, hep-js, tshark, sngrep
+//! cargo xtask browser [--no-install]             # the web page in chromium against a fed hep-server
 //! ```
 //!
 //! It follows the [cargo-xtask] conventions: one binary, plain `std::process::Command`, the
@@ -17,6 +18,7 @@
 //! [cargo-xtask]: https://github.com/matklad/cargo-xtask
 
 mod bench;
+mod browser;
 mod ci;
 mod cmd;
 mod fuzz;
@@ -44,6 +46,9 @@ commands:
                                      on debug builds; both to target/bench/)
   interop [--no-install] [FILTER...]  run hep-server against real peers (Kamailio, hep-js,
                                      tshark, sngrep) on loopback; print the results table
+  browser [--no-install]             run the web page's tests in Debian's chromium (playwright-core)
+                                     against a hep-server fed with the Kamailio vectors; print the
+                                     results table; screenshots to target/browser/
   structure                          check the module graph (no import cycle among sibling
                                      modules) and that hep-callbacks alone builds no TLS or
                                      socket crate
@@ -130,6 +135,11 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             let opts =
                 bench::Options::parse(rest).map_err(|err| anyhow::anyhow!("{err:#}\n\n{USAGE}"))?;
             bench::run(&ws, &opts)
+        }
+        "browser" => {
+            let opts = browser::Options::parse(rest)
+                .map_err(|err| anyhow::anyhow!("{err:#}\n\n{USAGE}"))?;
+            browser::run(&ws, &opts)
         }
         "structure" => {
             no_arguments(command, rest)?;

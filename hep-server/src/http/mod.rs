@@ -54,7 +54,7 @@ mod access;
 pub mod calls;
 mod counts;
 pub mod error;
-pub(crate) mod page;
+pub mod page;
 pub mod params;
 mod routes;
 

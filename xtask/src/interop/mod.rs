@@ -22,9 +22,9 @@
 mod hepjs;
 mod kamailio_receiver;
 mod kamailio_sender;
-mod ours;
-mod peers;
-mod proc;
+pub(crate) mod ours;
+pub(crate) mod peers;
+pub(crate) mod proc;
 mod sip;
 mod sngrep;
 mod tshark;
@@ -250,7 +250,7 @@ fn in_ci() -> bool {
 }
 
 /// The cargo target directory: `$CARGO_TARGET_DIR` (relative to the root) or `target/`.
-fn target_dir(root: &Path) -> PathBuf {
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     env::var_os("CARGO_TARGET_DIR")
         .filter(|v| !v.is_empty())
         .map_or_else(|| root.join("target"), |d| root.join(d))

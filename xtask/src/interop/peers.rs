@@ -173,7 +173,7 @@ impl Available {
 }
 
 /// Whether this process runs as root.
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     proc::stdout("id", &["-u"], None, Duration::from_secs(5)).is_ok_and(|out| out.trim() == "0")
 }
 
@@ -274,7 +274,7 @@ fn npm_ci(dir: &Path) -> Result<()> {
 }
 
 /// `apt-get update` once, then `apt-get install -y PACKAGES` without prompts.
-fn apt_install(packages: &[&str]) -> Result<()> {
+pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
     println!("==> interop: installing {}", packages.join(" "));
     let run = |args: &[&str], input: Option<&str>| -> Result<()> {
         use std::io::Write as _;
