@@ -27,7 +27,7 @@
 use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
 use crate::Workspace;
-use crate::interop::{ours, peers, proc, target_dir};
+use crate::interop::{ours, peers, proc, target_dir, vector_set};
 
 /// Hard bound of the server's run.
 const SERVER_MAX: Duration = Duration::from_secs(600);
@@ -376,30 +376,6 @@ fn playwright_installed(dir: &Path) -> bool {
         serde_json::from_str::<Value>(&text)
             .is_ok_and(|v| v.get("version").and_then(Value::as_str) == Some(PLAYWRIGHT_VERSION))
     })
-}
-
-/// The files `PREFIX-NNNN.hep` in `dir`, in order.
-fn vector_set(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_prefix(prefix))
-                .and_then(|rest| rest.strip_prefix('-'))
-                .is_some_and(|rest| {
-                    rest.len() == 8
-                        && rest.ends_with(".hep")
-                        && rest[..4].bytes().all(|b| b.is_ascii_digit())
-                })
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!("no vectors {prefix}-NNNN.hep in {}", dir.display());
-    }
-    Ok(files)
 }
 
 /// The Call-ID in a HEP datagram's SIP payload (the payload chunk is the text as sent).

@@ -188,28 +188,35 @@ impl Ctx {
     /// # Errors
     /// Fails if there are none.
     pub(crate) fn kamailio_set(&self, prefix: &str) -> Result<Vec<PathBuf>> {
-        let dir = self.testdata.join("kamailio");
-        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-            .with_context(|| format!("reading {}", dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_prefix(prefix))
-                    .and_then(|rest| rest.strip_prefix('-'))
-                    .is_some_and(|rest| {
-                        rest.len() == 8
-                            && rest.ends_with(".hep")
-                            && rest[..4].bytes().all(|b| b.is_ascii_digit())
-                    })
-            })
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            bail!("no vectors {prefix}-NNNN.hep in {}", dir.display());
-        }
-        Ok(files)
+        vector_set(&self.testdata.join("kamailio"), prefix)
     }
+}
+
+/// The vector files `PREFIX-0001.hep`, `PREFIX-0002.hep`, ... of `dir`, in order.
+///
+/// # Errors
+/// Fails if there are none.
+pub(crate) fn vector_set(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix(prefix))
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|rest| {
+                    rest.len() == 8
+                        && rest.ends_with(".hep")
+                        && rest[..4].bytes().all(|b| b.is_ascii_digit())
+                })
+        })
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no vectors {prefix}-NNNN.hep in {}", dir.display());
+    }
+    Ok(files)
 }
 
 /// How a row ended.
