@@ -742,6 +742,16 @@ fn every_curl_example_of_the_api_docs_answers_as_documented() {
             .skip(1)
             .map(|h| h[..h.find('\'').unwrap()].split_once(": ").unwrap())
             .collect();
+        // A stream (`curl -N`): its head and first bytes.
+        if line.contains(" -N ") {
+            let mut live = open_live(server.http.unwrap(), &target, &headers);
+            assert_eq!(live.status, status, "`{line}`: {}", live.head);
+            if status == 200 {
+                assert!(live.wait_for(": live", PROCESS_WAIT), "{line}");
+            }
+            asked.insert(target.split('?').next().unwrap().to_owned());
+            continue;
+        }
         let a = request(server.http.unwrap(), "GET", &target, &headers);
         assert_eq!(a.status, status, "`{line}`: {}", a.text());
         if status == 200
@@ -763,6 +773,7 @@ fn every_curl_example_of_the_api_docs_answers_as_documented() {
         format!("/api/v1/calls/{CALL}/pcap"),
         format!("/api/v1/calls/{CALL}/text"),
         format!("/api/v1/messages/{first_id}"),
+        "/api/v1/live".to_owned(),
         "/".to_owned(),
         format!("/call/{CALL}"),
     ] {
