@@ -500,7 +500,7 @@ function liveRow(c) {
     final_status: c.status,
     duration: null,
     messages: null,
-    legs: [],
+    legs: null,
   };
 }
 
