@@ -989,6 +989,18 @@ fn the_live_stream_shows_a_new_call_within_a_second_to_the_tokens_that_may_see_i
         1
     );
 
-    // Shutdown ends the streams.
+    // Shutdown ends the streams: the server does not wait for its deadline on them, and
+    // each stream ends with its last chunk.
+    let stopping = std::time::Instant::now();
     server.stop();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "stopped in {:?}",
+        stopping.elapsed()
+    );
+    assert!(
+        b.wait_for("\r\n0\r\n\r\n", Duration::from_secs(1)),
+        "{:?}",
+        b.text()
+    );
 }
