@@ -942,6 +942,9 @@ fn the_live_stream_shows_a_new_call_within_a_second_to_the_tokens_that_may_see_i
     assert_eq!(a.status, 200, "{}", a.head);
     // The stream is open once its first comment came.
     assert!(b.wait_for(": live", PROCESS_WAIT) && a.wait_for(": live", PROCESS_WAIT));
+    let m = server.metrics();
+    assert_eq!(m.get("hep_http_live_streams", &[]), 2);
+    assert_eq!(m.get("hep_http_live_skipped_total", &[]), 0);
 
     // A new call of 2002: B sees it within 1 s, as a call row.
     let of_b = "live-call-of-b@192.0.2.1";

@@ -9,6 +9,8 @@
 //!   behind: those messages are not shown to it (counted, never silent);
 //! - a `: keep-alive` comment every [`KEEP_ALIVE`].
 //!
+//! Metrics: `hep_http_live_streams` (open), `hep_http_live_skipped_total` (lagged).
+//!
 //! At most [`super::MAX_LIVE_CLIENTS`] streams at once (more: `503 overloaded`). The
 //! stream ends when the server shuts down.
 
@@ -16,6 +18,7 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -33,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::access::Access;
 use super::calls::rfc3339;
+use super::counts::RequestCounts;
 
 /// A comment this often keeps proxies from closing an idle stream.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -126,9 +130,10 @@ pub(crate) fn stream(
     access: Access,
     stop: CancellationToken,
     slot: OwnedSemaphorePermit,
+    counts: Arc<RequestCounts>,
 ) -> Response {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(run(feed, access, stop, slot, tx));
+    tokio::spawn(run(feed, access, stop, slot, tx, counts));
     let mut r = Response::new(Body::new(LiveBody(rx)));
     *r.status_mut() = StatusCode::OK;
     let h = r.headers_mut();
@@ -146,7 +151,12 @@ async fn run(
     stop: CancellationToken,
     _slot: OwnedSemaphorePermit,
     tx: mpsc::Sender<Bytes>,
+    counts: Arc<RequestCounts>,
 ) {
+    counts.live_streams.fetch_add(1, Ordering::Relaxed);
+    let _open = OnDrop(|| {
+        counts.live_streams.fetch_sub(1, Ordering::Relaxed);
+    });
     let mut seen: HashSet<String> = HashSet::new();
     // The first bytes at once, so that a client knows the stream is open.
     if tx.send(Bytes::from_static(b": live\n\n")).await.is_err() {
@@ -171,6 +181,7 @@ async fn run(
                     event("call", &call)
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
+                    counts.live_skipped.fetch_add(n, Ordering::Relaxed);
                     event("lagged", &serde_json::json!({ "skipped": n }))
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -180,6 +191,15 @@ async fn run(
             () = stop.cancelled() => return,
             r = tx.send(out) => if r.is_err() { return },
         }
+    }
+}
+
+/// Runs its closure when dropped (a stream's task ends however it ends).
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
     }
 }
 

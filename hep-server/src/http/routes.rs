@@ -208,7 +208,13 @@ async fn live(State(s): State<AppState>, req: Request) -> Response {
         )
         .into_response();
     };
-    super::live::stream(feed.subscribe(), access, s.stop.clone(), slot)
+    super::live::stream(
+        feed.subscribe(),
+        access,
+        s.stop.clone(),
+        slot,
+        Arc::clone(&s.counts),
+    )
 }
 
 /// `%XX` decoded (a token is ASCII; anything else is left as it is).
