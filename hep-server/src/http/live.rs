@@ -205,7 +205,80 @@ impl<F: FnMut()> Drop for OnDrop<F> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
+    use hep_proto::{HepMessage, HepVersion};
+    use hep_transport::{RecvInfo, Transport};
+    use tokio::sync::Semaphore;
+
     use super::*;
+
+    fn received(call_id: &str) -> Arc<Received> {
+        let wire = HepMessage::builder()
+            .src("10.0.0.1:5060".parse().unwrap())
+            .dst("10.0.0.2:5060".parse().unwrap())
+            .timestamp(1_700_000_000, 0)
+            .proto_type(ProtoType::Sip)
+            .capture_id(7)
+            .payload(
+                format!(
+                    "OPTIONS sip:x@example.com SIP/2.0\r\nFrom: <sip:a@example.com>\r\n\
+                     Call-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n\r\n"
+                )
+                .into_bytes(),
+            )
+            .build()
+            .encode(HepVersion::V3)
+            .unwrap();
+        let at: SocketAddr = "127.0.0.1:5656".parse().unwrap();
+        Arc::new(Received::new(
+            HepMessage::decode(wire.clone()).unwrap(),
+            wire,
+            RecvInfo::new(Transport::Udp, at, at),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_slow_client_is_told_how_many_messages_it_skipped_and_calls_come_once() {
+        let (feed, rx) = broadcast::channel(2);
+        // Five messages before the stream reads any: three are lost to it.
+        for id in ["c1", "c2", "c3", "<c0>", "<c0>"] {
+            feed.send(received(id)).unwrap();
+        }
+        let counts = Arc::new(RequestCounts::default());
+        let slot = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let (tx, mut out) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(rx, None, stop.clone(), slot, tx, Arc::clone(&counts)));
+        let mut text = String::new();
+        let mut read_until = async |needle: &str| {
+            while !text.contains(needle) {
+                let b = out.recv().await.unwrap();
+                text.push_str(std::str::from_utf8(&b).unwrap());
+            }
+        };
+        read_until("c0").await;
+        // The feed keeps its order: past `last`, the second `<c0>` was read too.
+        feed.send(received("last")).unwrap();
+        read_until("last").await;
+        stop.cancel();
+        task.await.unwrap();
+        assert!(
+            text.starts_with(": live\n\nevent: lagged\ndata: {\"skipped\":3}\n\n"),
+            "{text}"
+        );
+        // Markup comes out escaped; a Call-ID seen is not announced again.
+        let first = "event: call\ndata: {\"call_id\":\"\\u003cc0\\u003e\"";
+        assert!(text.contains(first), "{text}");
+        assert!(!text.contains('<'), "{text}");
+        assert_eq!(
+            text.matches("event: call").count(),
+            2,
+            "<c0> once, last: {text}"
+        );
+        assert_eq!(counts.live_skipped.load(Ordering::Relaxed), 3);
+        assert_eq!(counts.live_streams.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn a_token_sees_only_its_capture_ids() {
