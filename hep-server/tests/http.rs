@@ -742,6 +742,16 @@ fn every_curl_example_of_the_api_docs_answers_as_documented() {
             .skip(1)
             .map(|h| h[..h.find('\'').unwrap()].split_once(": ").unwrap())
             .collect();
+        // A stream (`curl -N`): its head and first bytes.
+        if line.contains(" -N ") {
+            let mut live = open_live(server.http.unwrap(), &target, &headers);
+            assert_eq!(live.status, status, "`{line}`: {}", live.head);
+            if status == 200 {
+                assert!(live.wait_for(": live", PROCESS_WAIT), "{line}");
+            }
+            asked.insert(target.split('?').next().unwrap().to_owned());
+            continue;
+        }
         let a = request(server.http.unwrap(), "GET", &target, &headers);
         assert_eq!(a.status, status, "`{line}`: {}", a.text());
         if status == 200
@@ -763,6 +773,7 @@ fn every_curl_example_of_the_api_docs_answers_as_documented() {
         format!("/api/v1/calls/{CALL}/pcap"),
         format!("/api/v1/calls/{CALL}/text"),
         format!("/api/v1/messages/{first_id}"),
+        "/api/v1/live".to_owned(),
         "/".to_owned(),
         format!("/call/{CALL}"),
     ] {
@@ -823,4 +834,176 @@ fn with_a_certificate_it_serves_https_only() {
         String::from_utf8_lossy(&raw)
     );
     server.stop();
+}
+
+// ===== the live view =====
+
+/// A live stream open on `target`: the response head read, the body to read on.
+struct LiveStream {
+    stream: TcpStream,
+    status: u16,
+    head: String,
+    seen: Vec<u8>,
+}
+
+fn open_live(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> LiveStream {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut req = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).unwrap();
+    let mut live = LiveStream {
+        stream,
+        status: 0,
+        head: String::new(),
+        seen: Vec::new(),
+    };
+    let started = std::time::Instant::now();
+    while started.elapsed() < PROCESS_WAIT {
+        live.read_some();
+        if let Some(end) = live.seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            live.head = String::from_utf8_lossy(&live.seen[..end]).into_owned();
+            live.status = live.head.split(' ').nth(1).unwrap().parse().unwrap();
+            live.seen.drain(..end + 4);
+            return live;
+        }
+    }
+    panic!("no response head from {target}");
+}
+
+impl LiveStream {
+    fn read_some(&mut self) {
+        let mut buf = [0u8; 4096];
+        match self.stream.read(&mut buf) {
+            Ok(n) => self.seen.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("live stream: {e}"),
+        }
+    }
+
+    /// Reads until `needle` is in what the stream sent, within `within`; true if so.
+    fn wait_for(&mut self, needle: &str, within: Duration) -> bool {
+        let started = std::time::Instant::now();
+        loop {
+            if String::from_utf8_lossy(&self.seen).contains(needle) {
+                return true;
+            }
+            if started.elapsed() > within {
+                return false;
+            }
+            self.read_some();
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.seen).into_owned()
+    }
+}
+
+/// A new call's INVITE from capture agent `capture_id`.
+fn new_invite(capture_id: u32, call_id: &str) -> Vec<u8> {
+    sip(
+        capture_id,
+        1_795_670_509 + 7_200,
+        "192.0.2.1:5060",
+        "192.0.2.2:5060",
+        &format!(
+            "INVITE sip:bob@example.com SIP/2.0\r\nFrom: <sip:live-alice@example.com>;tag=f\r\n\
+             To: <sip:live-bob@example.com>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\r\n"
+        ),
+    )
+}
+
+#[test]
+fn the_live_stream_shows_a_new_call_within_a_second_to_the_tokens_that_may_see_it() {
+    let dir = test_dir("http-live");
+    let tokens = format!("[http.tokens]\n\"{TOKEN_A}\" = [2001]\n\"{TOKEN_B}\" = [2002]\n");
+    let server = start(&dir, &tokens, &[]);
+    let addr = server.http.unwrap();
+
+    // Without a token: 401; the token in the query string works (an EventSource's way).
+    let refused = open_live(addr, "/api/v1/live", &[]);
+    assert_eq!(refused.status, 401, "{}", refused.head);
+    let mut b = open_live(addr, &format!("/api/v1/live?token={TOKEN_B}"), &[]);
+    assert_eq!(b.status, 200, "{}", b.head);
+    assert!(
+        b.head
+            .to_ascii_lowercase()
+            .contains("content-type: text/event-stream")
+    );
+    let auth = format!("Bearer {TOKEN_A}");
+    let mut a = open_live(addr, "/api/v1/live", &[("Authorization", &auth)]);
+    assert_eq!(a.status, 200, "{}", a.head);
+    // The stream is open once its first comment came.
+    assert!(b.wait_for(": live", PROCESS_WAIT) && a.wait_for(": live", PROCESS_WAIT));
+    let m = server.metrics();
+    assert_eq!(m.get("hep_http_live_streams", &[]), 2);
+    assert_eq!(m.get("hep_http_live_skipped_total", &[]), 0);
+
+    // A new call of 2002: B sees it within 1 s, as a call row.
+    let of_b = "live-call-of-b@192.0.2.1";
+    let sent = std::time::Instant::now();
+    send_udp(server.udp(), &[new_invite(2002, of_b)]);
+    assert!(
+        b.wait_for(&format!("\"call_id\":\"{of_b}\""), Duration::from_secs(1)),
+        "within 1 s: {}",
+        b.text()
+    );
+    assert!(sent.elapsed() < Duration::from_secs(1));
+    let t = b.text();
+    assert!(t.contains("event: call\n"), "{t}");
+    for field in [
+        "\"from_user\":\"live-alice\"",
+        "\"to_user\":\"live-bob\"",
+        "\"method\":\"INVITE\"",
+        "\"capture_id\":2002",
+    ] {
+        assert!(t.contains(field), "{field} in {t}");
+    }
+
+    // A call of 2001 then another of 2002: A sees its own and never B's; B never A's.
+    let of_a = "live-call-of-a@192.0.2.1";
+    let of_b2 = "live-call-2-of-b@192.0.2.1";
+    send_udp(
+        server.udp(),
+        &[new_invite(2001, of_a), new_invite(2002, of_b2)],
+    );
+    assert!(a.wait_for(of_a, Duration::from_secs(1)), "{}", a.text());
+    assert!(b.wait_for(of_b2, Duration::from_secs(1)), "{}", b.text());
+    assert!(
+        !a.wait_for(of_b2, Duration::from_millis(300)),
+        "{}",
+        a.text()
+    );
+    assert!(!a.text().contains(of_b), "{}", a.text());
+    assert!(!b.text().contains(of_a), "{}", b.text());
+
+    // The second message of a call is not a new call.
+    send_udp(server.udp(), &[new_invite(2002, of_b)]);
+    b.wait_for("(nothing: wait 300 ms)", Duration::from_millis(300));
+    assert_eq!(
+        b.text().matches(&format!("\"call_id\":\"{of_b}\"")).count(),
+        1
+    );
+
+    // Shutdown ends the streams: the server does not wait for its deadline on them, and
+    // each stream ends with its last chunk.
+    let stopping = std::time::Instant::now();
+    server.stop();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "stopped in {:?}",
+        stopping.elapsed()
+    );
+    assert!(
+        b.wait_for("\r\n0\r\n\r\n", Duration::from_secs(1)),
+        "{:?}",
+        b.text()
+    );
 }

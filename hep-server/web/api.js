@@ -90,3 +90,13 @@ export function callPath(callId, suffix = "") {
 export function getCall(callId) {
   return get(callPath(callId));
 }
+
+/**
+ * The live feed (`GET /api/v1/live`, Server-Sent Events) as an EventSource. It cannot
+ * send headers: this tab's token goes in the query string, which this endpoint (only)
+ * accepts.
+ */
+export function openLive() {
+  const t = token();
+  return new EventSource(t ? `/api/v1/live?token=${encodeURIComponent(t)}` : "/api/v1/live");
+}

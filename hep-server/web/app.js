@@ -5,7 +5,7 @@
 // Everything from the server or the URL reaches the page through textContent or
 // setAttribute (dom.js, ladder.js): never as markup.
 
-import { ApiError, callPath, getBlob, getCall, searchCalls, setToken, token } from "./api.js";
+import { ApiError, callPath, getBlob, getCall, openLive, searchCalls, setToken, token } from "./api.js";
 import { download, fill, h } from "./dom.js";
 import { layout, legColour, markSelected, noAliases, palette, render, serialise, toPng } from "./ladder.js";
 
@@ -196,13 +196,14 @@ async function showSearch(s) {
   try {
     answer = await searchCalls(apiParams(s));
   } catch (e) {
+    if (live) return;
     fill(body);
     lastRows = [];
     showError(status, e);
     renderPager(s, null);
     return;
   }
-  if (readState().view !== "search") return; // the user moved on meanwhile
+  if (readState().view !== "search" || live) return; // the user moved on meanwhile
   lastRows = Array.isArray(answer.calls) ? answer.calls : [];
   const n = lastRows.length;
   status.textContent = n === 0
@@ -258,6 +259,7 @@ function sortValue(row, col) {
 }
 
 function sortedRows(s) {
+  if (s.sort === LIVE_ORDER) return lastRows;
   const col = COLUMNS.find((c) => c.key === s.sort) ?? COLUMNS[0];
   const sign = s.dir === "asc" ? 1 : -1;
   return lastRows
@@ -478,8 +480,101 @@ function fillMessage(row) {
 
 // ===== wiring =====
 
+// ===== the live view =====
+
+/** The order of the live view's rows: as they came, newest first. */
+const LIVE_ORDER = "arrival";
+/** Rows the live view keeps. */
+export const LIVE_MAX_ROWS = 500;
+let live = null; // the EventSource while the live view is on
+let liveSkipped = 0;
+
+/** A live event's call as a row of the results table. */
+function liveRow(c) {
+  return {
+    call_id: c.call_id,
+    from_user: c.from_user,
+    to_user: c.to_user,
+    first_ts: c.first_ts,
+    methods: c.method ? [c.method] : [],
+    final_status: c.status,
+    duration: null,
+    messages: null,
+    legs: null,
+  };
+}
+
+function liveStatus() {
+  const n = lastRows.length;
+  const skipped = liveSkipped ? ` ${liveSkipped} messages skipped (this page fell behind).` : "";
+  $("#status").className = "status";
+  $("#status").textContent = `Live: ${n === 0 ? "waiting for new calls…" : `${n} new call${n === 1 ? "" : "s"}, newest first.`}${skipped}`;
+}
+
+function startLive() {
+  if (live) return;
+  lastRows = [];
+  lastNext = null;
+  liveSkipped = 0;
+  selectedRow = 0;
+  $("#live").setAttribute("aria-pressed", "true");
+  renderTable({ ...readState(), sort: LIVE_ORDER });
+  renderPager(readState(), null);
+  liveStatus();
+  live = openLive();
+  live.addEventListener("call", (e) => {
+    let c;
+    try {
+      c = JSON.parse(e.data);
+    } catch {
+      return;
+    }
+    if (!c || typeof c.call_id !== "string") return;
+    lastRows = [liveRow(c), ...lastRows.filter((r) => r.call_id !== c.call_id)].slice(0, LIVE_MAX_ROWS);
+    renderTable({ ...readState(), sort: LIVE_ORDER });
+    liveStatus();
+  });
+  live.addEventListener("lagged", (e) => {
+    try {
+      liveSkipped += Number(JSON.parse(e.data).skipped) || 0;
+    } catch {
+      // ignored: the next event says it again
+    }
+    liveStatus();
+  });
+  live.addEventListener("open", () => {
+    $("#live").dataset.state = "open";
+    liveStatus();
+  });
+  live.addEventListener("error", () => {
+    if (!live) return;
+    const status = $("#status");
+    status.className = "status error";
+    if (live.readyState === EventSource.CLOSED) {
+      // Refused (a token is missing or wrong, or too many live pages): not retried.
+      fill(status, h("strong", {}, "live"), ": the server refused the live feed (a token? too many live pages?)");
+      if (!token()) status.append(tokenForm());
+      stopLive(false);
+    } else {
+      delete $("#live").dataset.state;
+      status.textContent = "Live: connection lost, reconnecting…";
+    }
+  });
+}
+
+/** Ends the live view; `research` shows the search of the URL again. */
+function stopLive(research = true) {
+  live?.close();
+  live = null;
+  $("#live").setAttribute("aria-pressed", "false");
+  delete $("#live").dataset.state;
+  if (research) show();
+}
+
 function show() {
   const s = readState();
+  // Any navigation (a search, a call opened, back) ends the live view.
+  if (live) stopLive(false);
   $("#error").hidden = true;
   if (s.view === "call") showCall(s);
   else {
@@ -512,6 +607,7 @@ function wire() {
     }
   });
   $("#results tbody").addEventListener("keydown", onTableKey);
+  $("#live").addEventListener("click", () => (live ? stopLive() : startLive()));
   $("#call-tz").addEventListener("change", (e) => {
     const q = new URLSearchParams(location.search);
     if (e.target.value === "local") q.set("tz", "local");

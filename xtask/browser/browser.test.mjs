@@ -12,12 +12,15 @@
 //   HEP_SHOTS      where screenshots go (target/browser)
 //   HEP_TOKEN_URL, HEP_TOKEN   a second server that wants a token; this one reads capture
 //                  id 2001 (the IPv4 call) and not capture id 1 (the crafted message)
+//   HEP_UDP, HEP_TOKEN_UDP   the two servers' HEP UDP listeners (127.0.0.1:PORT): the
+//                  live view's test sends new calls there itself
 //   CHROMIUM       the browser (default /usr/bin/chromium)
 //
 //     node --test xtask/browser/browser.test.mjs
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { createSocket } from "node:dgram";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -44,6 +47,8 @@ const CALL = {
 const SHOTS = env("HEP_SHOTS");
 const TOKEN_URL = env("HEP_TOKEN_URL");
 const TOKEN = env("HEP_TOKEN");
+const UDP = env("HEP_UDP");
+const TOKEN_UDP = env("HEP_TOKEN_UDP");
 
 /** The flags rust.md ("Known to work") starts chromium with on this kind of machine. */
 const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
@@ -355,6 +360,106 @@ test("a server that wants a token: the page asks for it, and the token sees its 
   await pcap.saveAs(path);
   const bytes = (await import("node:fs")).readFileSync(path);
   assert.ok(bytes.length > 24 && [0xa1b2c3d4, 0xd4c3b2a1].includes(bytes.readUInt32LE(0)), `a pcap of ${bytes.length} bytes`);
+  await page.close();
+});
+
+// ===== the live view =====
+
+/** A HEPv3 message (IPv4/UDP, SIP) of `captureId` carrying `sip`, captured now. */
+function hep3(captureId, sip) {
+  const chunk = (type, data) => {
+    const head = Buffer.alloc(6);
+    head.writeUInt16BE(0, 0);
+    head.writeUInt16BE(type, 2);
+    head.writeUInt16BE(6 + data.length, 4);
+    return Buffer.concat([head, data]);
+  };
+  const u8 = (v) => Buffer.from([v]);
+  const u16 = (v) => { const b = Buffer.alloc(2); b.writeUInt16BE(v); return b; };
+  const u32 = (v) => { const b = Buffer.alloc(4); b.writeUInt32BE(v >>> 0); return b; };
+  const now = Date.now();
+  const chunks = Buffer.concat([
+    chunk(1, u8(2)), // IPv4
+    chunk(2, u8(17)), // UDP
+    chunk(3, Buffer.from([192, 0, 2, 1])),
+    chunk(4, Buffer.from([192, 0, 2, 2])),
+    chunk(7, u16(5060)),
+    chunk(8, u16(5060)),
+    chunk(9, u32(Math.floor(now / 1000))),
+    chunk(10, u32((now % 1000) * 1000)),
+    chunk(11, u8(1)), // SIP
+    chunk(12, u32(captureId)),
+    chunk(15, Buffer.from(sip)),
+  ]);
+  const head = Buffer.alloc(6);
+  head.write("HEP3", 0, "ascii");
+  head.writeUInt16BE(6 + chunks.length, 4);
+  return Buffer.concat([head, chunks]);
+}
+
+function invite(callId, from) {
+  return `INVITE sip:bob@example.com SIP/2.0\r\nFrom: <sip:${from}@example.com>;tag=1\r\nTo: <sip:bob@example.com>\r\nCall-ID: ${callId}\r\nCSeq: 1 INVITE\r\n\r\n`;
+}
+
+async function sendHep(to, message) {
+  const [host, port] = to.split(":");
+  const socket = createSocket("udp4");
+  await new Promise((ok, fail) => socket.send(message, Number(port), host, (e) => (e ? fail(e) : ok())));
+  socket.close();
+}
+
+/** Switches Live on and waits until the stream is open. */
+async function liveOn(page) {
+  await page.click("#live");
+  assert.equal(await page.getAttribute("#live", "aria-pressed"), "true");
+  // The stream is open (the page marks it when its EventSource says so).
+  await page.waitForSelector('#live[data-state="open"]');
+  assert.match(await page.textContent("#status"), /^Live: waiting/);
+}
+
+test("the live view shows a new call within 1 s, newest first, and clicking it opens the call", async () => {
+  const page = await open(`/?${windowQuery()}`);
+  await resultIds(page);
+  await liveOn(page);
+  const first = `live-1-${Date.now()}@192.0.2.1`;
+  let sent = Date.now();
+  await sendHep(UDP, hep3(2001, invite(first, "live-alice")));
+  await page.waitForSelector(`#results tbody tr[data-call-id="${first}"]`, { timeout: 1_000 });
+  const took = Date.now() - sent;
+  assert.ok(took <= 1_000, `the row came after ${took} ms`);
+  const second = `live-2-${Date.now()}@192.0.2.1`;
+  sent = Date.now();
+  await sendHep(UDP, hep3(2001, invite(second, "live-bob")));
+  await page.waitForSelector(`#results tbody tr[data-call-id="${second}"]`, { timeout: 1_000 });
+  assert.deepEqual(await page.$$eval("#results tbody tr", (trs) => trs.map((tr) => tr.getAttribute("data-call-id"))), [second, first]);
+  assert.match(await page.textContent(`#results tbody tr[data-call-id="${second}"]`), /live-bob/);
+  await page.screenshot({ path: join(SHOTS, "live.png") });
+  // Clicking a live call opens it (the live view ends).
+  await page.click(`#results tbody tr[data-call-id="${second}"] a`);
+  await page.waitForURL(/\/call\//);
+  await ladder(page);
+  assert.equal(await page.getAttribute("#live", "aria-pressed"), "false");
+  await page.close();
+});
+
+test("the live view with a token shows the token's capture ids only", async () => {
+  const page = await context.newPage();
+  await page.goto(`${TOKEN_URL}/?${windowQuery()}&user=sipp`);
+  await page.waitForSelector("#status form.token");
+  await page.fill('#status input[name="token"]', TOKEN);
+  await page.click("#status form.token button");
+  await resultIds(page);
+  await liveOn(page);
+  const other = `live-other-${Date.now()}@192.0.2.1`;
+  const mine = `live-mine-${Date.now()}@192.0.2.1`;
+  await sendHep(TOKEN_UDP, hep3(2002, invite(other, "eve")));
+  await sendHep(TOKEN_UDP, hep3(2001, invite(mine, "alice")));
+  await page.waitForSelector(`#results tbody tr[data-call-id="${mine}"]`, { timeout: 1_000 });
+  await page.waitForTimeout(300);
+  assert.deepEqual(await page.$$eval("#results tbody tr", (trs) => trs.map((tr) => tr.getAttribute("data-call-id"))), [mine]);
+  // Off: the search of the URL again.
+  await page.click("#live");
+  assert.deepEqual(await resultIds(page), [CALL.udp]);
   await page.close();
 });
 

@@ -223,7 +223,10 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
         .env("HEP_UNTIL", UNTIL)
         .env("HEP_SHOTS", &out)
         .env("HEP_TOKEN_URL", format!("http://127.0.0.1:{guarded_http}"))
-        .env("HEP_TOKEN", TOKEN);
+        .env("HEP_TOKEN", TOKEN)
+        // The live view's test sends new calls itself, as HEP over UDP.
+        .env("HEP_UDP", format!("127.0.0.1:{udp}"))
+        .env("HEP_TOKEN_UDP", format!("127.0.0.1:{guarded_udp}"));
     for (var, id, _) in &calls {
         node.env(var, id);
     }

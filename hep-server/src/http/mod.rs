@@ -23,6 +23,9 @@
 //!   timeout`);
 //! - [`MAX_STORE_QUERIES`] store queries at once (they run on blocking threads; the rest
 //!   wait, within the request timeout);
+//! - [`MAX_LIVE_CLIENTS`] live streams (`/api/v1/live`, [`live`]) at once, more are
+//!   refused with `503 overloaded`; their feed holds [`LIVE_CAPACITY`] messages, a client
+//!   further behind is told how many it skipped;
 //! - a search's window and sizes: [`params`], [`crate::store::calls()`] and
 //!   [`MAX_CALL_MESSAGES`].
 
@@ -54,6 +57,7 @@ mod access;
 pub mod calls;
 mod counts;
 pub mod error;
+pub mod live;
 pub mod page;
 pub mod params;
 mod routes;
@@ -70,7 +74,11 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Store queries running at once.
 pub const MAX_STORE_QUERIES: usize = 4;
-/// How long a request may take to be answered.
+/// Live streams (`GET /api/v1/live`) at once.
+pub const MAX_LIVE_CLIENTS: usize = 64;
+/// Messages the live feed holds for its slowest client (a broadcast channel's capacity).
+pub const LIVE_CAPACITY: usize = 4096;
+/// How long a request may take to be answered (a live stream: to start).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -174,6 +182,8 @@ pub struct HttpServer {
     router: Router,
     addr: SocketAddr,
     tls: Option<TlsAcceptor>,
+    /// Cancelled at shutdown: the connections finish, the live streams end.
+    stop: CancellationToken,
 }
 
 /// Binds the API of `config` (`None` when it is off), reading the store in `store` (the
@@ -186,6 +196,7 @@ pub struct HttpServer {
 pub async fn bind(
     config: &HttpConfig,
     store: Option<PathBuf>,
+    live: Option<tokio::sync::broadcast::Sender<Arc<hep_transport::Received>>>,
     registry: &Registry,
 ) -> anyhow::Result<Option<HttpServer>> {
     if !config.enabled {
@@ -212,9 +223,13 @@ pub async fn bind(
         queries: Arc::new(Semaphore::new(MAX_STORE_QUERIES)),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         counts,
+        live,
+        live_clients: Arc::new(Semaphore::new(MAX_LIVE_CLIENTS)),
+        stop: CancellationToken::new(),
     };
     Ok(Some(HttpServer {
         listener,
+        stop: state.stop.clone(),
         router: routes::router(state),
         addr,
         tls,
@@ -236,7 +251,7 @@ impl HttpServer {
     /// finish the request it is answering (bounded by [`REQUEST_TIMEOUT`]) and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let stop = CancellationToken::new();
+        let stop = self.stop.clone();
         let connections = TaskTracker::new();
         let mut builder = http1::Builder::new();
         builder

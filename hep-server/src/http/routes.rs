@@ -56,6 +56,12 @@ pub(crate) struct AppState {
     /// Requests at once.
     pub(crate) in_flight: Arc<Semaphore>,
     pub(crate) counts: Arc<RequestCounts>,
+    /// The live view's feed, when the run has one.
+    pub(crate) live: Option<tokio::sync::broadcast::Sender<Arc<hep_transport::Received>>>,
+    /// Live streams at once.
+    pub(crate) live_clients: Arc<Semaphore>,
+    /// Cancelled at shutdown.
+    pub(crate) stop: tokio_util::sync::CancellationToken,
 }
 
 /// What the token of a request may read.
@@ -73,6 +79,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v1/calls/{call_id}/text", get(call_text))
         .route("/api/v1/messages/{id}", get(message))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    // Its token may be in the query string (an EventSource cannot send headers).
+    let live = Router::new().route("/api/v1/live", get(live));
     let page = Router::new()
         .route("/", get(index))
         .route("/call/{call_id}", get(index))
@@ -85,7 +93,8 @@ pub(crate) fn router(state: AppState) -> Router {
         )))
         .layer(TimeoutLayer::new(REQUEST_TIMEOUT));
     // The fallbacks count their answers themselves: the layers run on matched routes.
-    api.merge(page)
+    api.merge(live)
+        .merge(page)
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(limits)
         .route_layer(middleware::from_fn_with_state(state.clone(), count))
@@ -160,6 +169,73 @@ async fn method_not_allowed(State(s): State<AppState>, req: Request) -> ApiError
         "method_not_allowed",
         format!("{} {}: only GET is served", req.method(), req.uri().path()),
     )
+}
+
+// ===== the live view =====
+
+/// `GET /api/v1/live`: Server-Sent Events of the calls as they are captured
+/// ([`super::live`]). The token: `Authorization: Bearer`, or `?token=` (this route only).
+async fn live(State(s): State<AppState>, req: Request) -> Response {
+    let from_query = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .and_then(|t| HeaderValue::from_str(&format!("Bearer {}", percent_decode(t))).ok())
+    });
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .or(from_query.as_ref());
+    let access = match s.tokens.access(authorization) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let Some(feed) = s.live.as_ref() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "live_unavailable",
+            "this server has no live feed",
+        )
+        .into_response();
+    };
+    let Ok(slot) = Arc::clone(&s.live_clients).try_acquire_owned() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!(
+                "more than {} live streams at once: try again",
+                super::MAX_LIVE_CLIENTS
+            ),
+        )
+        .into_response();
+    };
+    super::live::stream(
+        feed.subscribe(),
+        access,
+        s.stop.clone(),
+        slot,
+        Arc::clone(&s.counts),
+    )
+}
+
+/// `%XX` decoded (a token is ASCII; anything else is left as it is).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 // ===== the store =====
@@ -461,7 +537,16 @@ mod tests {
             queries: Arc::new(Semaphore::new(1)),
             in_flight: Arc::new(Semaphore::new(in_flight)),
             counts: Arc::new(RequestCounts::default()),
+            live: None,
+            live_clients: Arc::new(Semaphore::new(1)),
+            stop: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    #[test]
+    fn a_token_in_the_query_string_is_percent_decoded() {
+        assert_eq!(percent_decode("a%2Bb+c%zz"), "a+b c%zz");
+        assert_eq!(percent_decode("abc%2"), "abc%2");
     }
 
     async fn ask(router: Router, target: &str) -> (StatusCode, serde_json::Value) {

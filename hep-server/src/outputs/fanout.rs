@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use hep_transport::Received;
+use tokio::sync::broadcast;
 use tower::Service;
 
 use super::queue::{OutputQueue, OutputStats};
@@ -20,12 +21,26 @@ use super::queue::{OutputQueue, OutputStats};
 pub struct Fanout {
     queues: Vec<OutputQueue>,
     null: Vec<Arc<OutputStats>>,
+    /// The live view's feed (`GET /api/v1/live`): every accepted message, while someone
+    /// listens. A broadcast `send` never waits: a slow listener lags, and is told.
+    live: Option<broadcast::Sender<Arc<Received>>>,
 }
 
 impl Fanout {
     /// A fan-out to these queues and counting-only outputs.
     pub fn new(queues: Vec<OutputQueue>, null: Vec<Arc<OutputStats>>) -> Self {
-        Self { queues, null }
+        Self {
+            queues,
+            null,
+            live: None,
+        }
+    }
+
+    /// This fan-out also publishing to the live view's feed.
+    #[must_use]
+    pub fn with_live(mut self, live: Option<broadcast::Sender<Arc<Received>>>) -> Self {
+        self.live = live;
+        self
     }
 }
 
@@ -51,6 +66,15 @@ impl Service<Received> for Fanout {
     fn call(&mut self, req: Received) -> Self::Future {
         for s in &self.null {
             s.add_delivered(1);
+        }
+        if let Some(live) = self.live.as_ref().filter(|l| l.receiver_count() > 0) {
+            let shared = Arc::new(req);
+            // No receiver left between the check and the send: nobody to tell.
+            let _ = live.send(Arc::clone(&shared));
+            for q in &mut self.queues {
+                q.send(Arc::clone(&shared));
+            }
+            return std::future::ready(Ok(()));
         }
         match self.queues.len() {
             0 => {}

@@ -106,7 +106,12 @@ pub async fn run_with_reloads(
     registry.register(Arc::clone(&callback_collect) as _);
     let reload_collect = Arc::new(ReloadCollect::default());
     registry.register(Arc::clone(&reload_collect) as _);
-    let (stack, publisher) = Switch::new(chain.layer(first.fanout));
+    // The live view's feed (`GET /api/v1/live`), when the API is on.
+    let live_feed = config
+        .http
+        .enabled
+        .then(|| tokio::sync::broadcast::channel(http::LIVE_CAPACITY).0);
+    let (stack, publisher) = Switch::new(chain.layer(first.fanout.with_live(live_feed.clone())));
     // Every drop counter of the registry, outputs a reload adds included.
     let drop_watch = Arc::new(DropWatch::new(
         registry.clone(),
@@ -135,7 +140,7 @@ pub async fn run_with_reloads(
         };
         // The API reads the store the outputs write (as `search` does, from its files).
         let store = config.store_dir().map(std::path::Path::to_path_buf);
-        let http = http::bind(&config.http, store, &registry).await?;
+        let http = http::bind(&config.http, store, live_feed.clone(), &registry).await?;
         anyhow::Ok((listeners, metrics, http))
     };
     let (listeners, metrics_listener, http_server) = match started.await {
@@ -196,6 +201,7 @@ pub async fn run_with_reloads(
         reload_collect,
         draining: shutdown.draining.clone(),
         deadline: shutdown.deadline.clone(),
+        live_feed,
     };
     tokio::pin!(stop);
     let mut reloads_open = true;

@@ -50,6 +50,8 @@ pub(super) struct Live {
     pub(super) draining: TaskTracker,
     /// Cancelled when the shutdown deadline passes: draining outputs give up.
     pub(super) deadline: CancellationToken,
+    /// The live view's feed, handed to every fan-out.
+    pub(super) live_feed: Option<tokio::sync::broadcast::Sender<Arc<hep_transport::Received>>>,
 }
 
 impl Live {
@@ -74,7 +76,8 @@ impl Live {
         let (chain, stats) = callbacks.chain();
         self.callback_collect.extend(stats);
         // Publish first, then close what is no longer used (see `Switch`).
-        self.publisher.publish(chain.layer(outputs.fanout));
+        self.publisher
+            .publish(chain.layer(outputs.fanout.with_live(self.live_feed.clone())));
         self.callbacks = callbacks;
         self.config = new;
         self.reload_collect.succeeded();
