@@ -541,6 +541,11 @@ fn print_table(rows: &[(String, bool, String)]) {
     }
     let failed = rows.iter().filter(|r| !r.1).count();
     println!();
+    // The failures again, last: CI shows only the tail of a long log.
+    for (name, _, detail) in rows.iter().filter(|r| !r.1) {
+        let detail: String = detail.chars().take(300).collect();
+        println!("failed: {name}: {detail}");
+    }
     println!("{} passed, {failed} failed", rows.len() - failed);
 }
 

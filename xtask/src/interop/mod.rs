@@ -269,19 +269,19 @@ pub(crate) fn target_dir(root: &Path) -> PathBuf {
 /// Fails if no check matches the filters or `hep-server` cannot be built.
 pub(crate) fn run(ws: &Workspace, opts: &Options) -> Result<ExitCode> {
     let failed = run_checks(ws, opts)?;
-    Ok(if failed == 0 {
+    Ok(if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
-/// Runs the interop checks, prints the table, and returns how many rows failed.
+/// Runs the interop checks, prints the table, and returns the labels of the rows that failed.
 ///
 /// # Errors
 /// Fails if no check matches the filters or `hep-server` cannot be built; failed checks are
 /// counted, not returned as errors.
-pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
+pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<Vec<String>> {
     let started = Instant::now();
     let ci = in_ci();
     let target = target_dir(ws.root());
@@ -348,12 +348,21 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
         started.elapsed().as_secs_f64(),
         run_dir.display()
     );
+    // The failures again, last: CI shows only the tail of a long log.
+    for row in rows.iter().filter(|r| r.verdict == Verdict::Fail) {
+        let detail: String = row.detail.chars().take(300).collect();
+        println!("failed: {}: {detail}", row.cols.join(" "));
+    }
     if skipped > 0 {
         println!("{passed} passed, {failed} failed, {skipped} skipped");
     } else {
         println!("{passed} passed, {failed} failed");
     }
-    Ok(failed)
+    Ok(rows
+        .iter()
+        .filter(|r| r.verdict == Verdict::Fail)
+        .map(|r| r.cols.join(" "))
+        .collect())
 }
 
 /// Runs one check (or decides it cannot run) and prints its result line.
