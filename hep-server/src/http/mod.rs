@@ -64,6 +64,7 @@ mod routes;
 
 pub use routes::MAX_CALL_MESSAGES;
 
+use crate::aliases::SharedAliases;
 use crate::telemetry::metrics::Registry;
 
 /// Where the API listens by default: loopback, port 9080.
@@ -197,6 +198,7 @@ pub async fn bind(
     config: &HttpConfig,
     store: Option<PathBuf>,
     live: Option<tokio::sync::broadcast::Sender<Arc<hep_transport::Received>>>,
+    aliases: SharedAliases,
     registry: &Registry,
 ) -> anyhow::Result<Option<HttpServer>> {
     if !config.enabled {
@@ -226,6 +228,7 @@ pub async fn bind(
         live,
         live_clients: Arc::new(Semaphore::new(MAX_LIVE_CLIENTS)),
         stop: CancellationToken::new(),
+        aliases,
     };
     Ok(Some(HttpServer {
         listener,
