@@ -214,9 +214,17 @@ fn wait_stored(server: &Server, call_id: &str, n: usize, token: Option<&str>) {
     });
 }
 
+/// The server of most tests (and of docs/API.md's examples): the Kamailio call, and the
+/// other call from node `sbc-east` with an `X-Ticket` header; `[aliases]` name the
+/// Kamailio proxy and loopback.
 fn fed(name: &str) -> (Server, std::path::PathBuf) {
     let dir = test_dir(name);
-    let server = start(&dir, "", &other_call(""));
+    let other: Vec<Vec<u8>> = other_call("X-Ticket: T-4711\r\n")
+        .iter()
+        .map(|m| of_node(m, "sbc-east"))
+        .collect();
+    let aliases = "[aliases]\n\"127.0.0.1:5060\" = \"proxy\"\n\"127.0.0.0/8\" = \"loopback\"\n";
+    let server = start(&dir, aliases, &other);
     wait_stored(&server, CALL, 12, None);
     wait_stored(&server, OTHER, 2, None);
     (server, dir)

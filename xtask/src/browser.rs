@@ -128,7 +128,14 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
     let program = hep_server.to_string_lossy().into_owned();
 
     let ports = proc::Ports::default();
-    let (mut server, http, udp) = start_server(&program, &ports, &run_dir.join("open"), None)?;
+    // `[aliases]` naming the B2BUA and the carrier of the two-leg call (and no address
+    // of the other calls).
+    let (mut server, http, udp) = start_server(
+        &program,
+        &ports,
+        &run_dir.join("open"),
+        Some("[aliases]\n\"192.0.2.2\" = \"b2bua\"\n\"192.0.2.3:5060\" = \"carrier\"\n"),
+    )?;
     // A second server that wants a token, which may read capture id 2001 only.
     let (mut guarded, guarded_http, guarded_udp) = start_server(
         &program,
