@@ -614,6 +614,30 @@ mod tests {
     }
 
     #[test]
+    fn search_help_states_the_text_searchs_bounds_as_the_store_has_them() {
+        use crate::store::text::{MAX_TEXT_BYTES, MAX_TEXT_CALLS, MAX_TEXT_SCAN};
+        let thousands = |n: usize| format!("{},{:03}", n / 1000, n % 1000);
+        for (what, n) in [
+            ("messages read", thousands(MAX_TEXT_SCAN)),
+            ("calls", thousands(MAX_TEXT_CALLS)),
+            ("bytes", format!("1 to {MAX_TEXT_BYTES} bytes")),
+        ] {
+            assert!(SEARCH_LONG_HELP.contains(&n), "{what}: {n}");
+        }
+        let long = "x".repeat(MAX_TEXT_BYTES + 1);
+        assert!(Cli::try_parse_from(["hep-server", "search", "--text", &long]).is_err());
+        let cli = Cli::try_parse_from(["hep-server", "search", "--node", "sbc-1", "--text", "A b"])
+            .unwrap();
+        let Some(Command::Search(args)) = cli.command else {
+            panic!("not search")
+        };
+        assert_eq!(
+            (args.node.as_deref(), args.text.as_deref()),
+            (Some("sbc-1"), Some("A b"))
+        );
+    }
+
+    #[test]
     fn decode_needs_a_file() {
         assert!(Cli::try_parse_from(["hep-server", "decode"]).is_err());
         assert!(Cli::try_parse_from(["hep-server", "decode", "--format", "xml", "f"]).is_err());
