@@ -27,7 +27,9 @@
 //!   refused with `503 overloaded`; their feed holds [`LIVE_CAPACITY`] messages, a client
 //!   further behind is told how many it skipped;
 //! - a search's window and sizes: [`params`], [`crate::store::calls()`] and
-//!   [`MAX_CALL_MESSAGES`].
+//!   [`MAX_CALL_MESSAGES`]; free text (`q`) reads at most
+//!   [`MAX_TEXT_SCAN`](crate::store::text::MAX_TEXT_SCAN) messages and says so
+//!   ([`crate::store::text`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
