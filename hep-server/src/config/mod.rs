@@ -31,6 +31,7 @@ use hep_transport::{HEP_PORT, ListenOn};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+mod aliases;
 mod auth;
 mod dedup;
 mod error;
@@ -62,6 +63,7 @@ pub use rewrite::RewriteConfig;
 pub use tls::TlsConfig;
 pub use written::Written;
 
+use crate::aliases::Aliases;
 use crate::http::HttpConfig;
 use crate::outputs::conflict::conflict;
 use crate::outputs::relay::spool::SpoolConfig;
@@ -100,6 +102,7 @@ struct RawConfig {
     store: Option<store::RawStore>,
     spool: Option<spool::RawSpool>,
     http: Option<http::RawHttp>,
+    aliases: Option<aliases::RawAliases>,
 }
 
 /// The specs of `listen` or `outputs`, and where the file first asks for TLS among them
@@ -161,6 +164,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// The HTTP API and page (`[http]`): on by default on 127.0.0.1:9080.
     pub http: HttpConfig,
+    /// Names for addresses (`[aliases]`), shown by the ladders; reloaded on SIGHUP.
+    pub aliases: Aliases,
 }
 
 impl Default for Config {
@@ -355,6 +360,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
     let spool = spool::resolve(raw.spool, &src)?;
     let store = store::resolve(raw.store, &src)?;
     let http = http::resolve(raw.http, &src)?;
+    let aliases = aliases::resolve(raw.aliases, &src)?;
     Ok(Config {
         listen,
         outputs,
@@ -379,5 +385,6 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
         spool,
         store,
         http,
+        aliases,
     })
 }

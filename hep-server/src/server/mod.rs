@@ -51,6 +51,7 @@ pub mod switch;
 pub use reload::Reload;
 pub use summary::Summary;
 
+use crate::aliases::SharedAliases;
 use crate::callbacks::CallbackSet;
 use crate::config::{Config, Written};
 use crate::http;
@@ -111,6 +112,8 @@ pub async fn run_with_reloads(
         .http
         .enabled
         .then(|| tokio::sync::broadcast::channel(http::LIVE_CAPACITY).0);
+    // `[aliases]` for the API's ladders, replaced by a reload.
+    let aliases = SharedAliases::new(config.aliases.clone());
     let (stack, publisher) = Switch::new(chain.layer(first.fanout.with_live(live_feed.clone())));
     // Every drop counter of the registry, outputs a reload adds included.
     let drop_watch = Arc::new(DropWatch::new(
@@ -140,7 +143,14 @@ pub async fn run_with_reloads(
         };
         // The API reads the store the outputs write (as `search` does, from its files).
         let store = config.store_dir().map(std::path::Path::to_path_buf);
-        let http = http::bind(&config.http, store, live_feed.clone(), &registry).await?;
+        let http = http::bind(
+            &config.http,
+            store,
+            live_feed.clone(),
+            aliases.clone(),
+            &registry,
+        )
+        .await?;
         anyhow::Ok((listeners, metrics, http))
     };
     let (listeners, metrics_listener, http_server) = match started.await {
@@ -202,6 +212,7 @@ pub async fn run_with_reloads(
         draining: shutdown.draining.clone(),
         deadline: shutdown.deadline.clone(),
         live_feed,
+        aliases,
     };
     tokio::pin!(stop);
     let mut reloads_open = true;
