@@ -120,7 +120,8 @@ impl KpiTask {
 
     fn observe(&self, tracker: &mut Tracker<CallLabels>, m: &Received) {
         let msg = &m.message;
-        if msg.proto_type != Some(ProtoType::Sip) {
+        // HEPv1 and v2 carry no type: their payload is SIP, or it does not parse as SIP.
+        if !matches!(msg.proto_type, None | Some(ProtoType::Sip)) {
             return;
         }
         let payload = msg.payload.bytes();
