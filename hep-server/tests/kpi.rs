@@ -35,7 +35,7 @@ fn a_proxied_call_is_one_attempt_with_its_delays_from_the_capture_times() {
     send_udp(server.udp(), &set_bytes("v2-udp-0"));
     let m = wait_for("the call's BYE counted", WAIT, || {
         let m = server.metrics();
-        m.0.contains("hep_sip_hangups_total").then_some(m)
+        m.0.contains("hep_sip_hangups_total{").then_some(m)
     });
     let labels = [
         ("target", "other"),
@@ -103,5 +103,48 @@ fn with_kpi_off_there_are_no_sip_metrics() {
         (m.get("hep_delivered_total", &[("output", "null")]) == 12).then_some(())
     });
     assert!(!server.metrics().0.contains("hep_sip_"));
+    server.stop();
+}
+
+#[test]
+fn the_grafana_dashboard_uses_only_metrics_the_server_serves() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana/hep-sip-kpis.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let exprs: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .map(|t| t["expr"].as_str().unwrap())
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+
+    let server = server("kpi-grafana", "");
+    let served = server.metrics().0;
+    let families: Vec<&str> = served
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    for expr in &exprs {
+        let mut rest = *expr;
+        while let Some(at) = rest.find("hep_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                families.contains(&family),
+                "the dashboard asks for {name}, which the server does not serve ({expr})"
+            );
+            rest = &rest[at + name.len()..];
+        }
+    }
     server.stop();
 }

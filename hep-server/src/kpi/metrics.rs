@@ -245,9 +245,35 @@ impl Collect for KpiMetrics {
                 .map_or("other", String::as_str)
                 .to_owned()
         };
-        for c in [Count::Invite, Count::CallResult(0)] {
+        // Every family, with or without samples yet: a dashboard finds them all.
+        for c in [
+            Count::Invite,
+            Count::Reinvite,
+            Count::CallResult(0),
+            Count::Retransmission {
+                method: "INVITE",
+                response: false,
+            },
+            Count::Register,
+            Count::RegisterResult(0),
+            Count::HangUp(Party::Caller),
+            Count::Q850(0),
+            Count::TimedOut(Timeout::Setup),
+            Count::Evicted,
+            Count::ClockDisorder,
+        ] {
             let (family, help, _) = family(c);
             out.declare(family, help, Kind::Counter);
+        }
+        for d in [
+            Delay::Srd,
+            Delay::Pdd,
+            Delay::Answer,
+            Delay::Duration,
+            Delay::Rrd,
+        ] {
+            let (family, help) = delay_family(d);
+            out.declare(family, help, Kind::Histogram);
         }
         for ((what, labels), n) in &state.counts {
             let (family, help, own) = family(*what);
@@ -262,11 +288,6 @@ impl Collect for KpiMetrics {
             l.extend(own.iter().map(|(k, v)| (*k, v.as_str())));
             out.sample(family, &l, *n);
         }
-        out.declare(
-            "hep_sip_srd_seconds",
-            delay_family(Delay::Srd).1,
-            Kind::Histogram,
-        );
         for ((what, labels), h) in &state.delays {
             let (family, help) = delay_family(*what);
             out.declare(family, help, Kind::Histogram);
