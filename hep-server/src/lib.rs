@@ -53,6 +53,7 @@ pub mod commands;
 pub mod config;
 pub mod formats;
 pub mod http;
+pub mod kpi;
 pub mod outputs;
 mod read;
 pub mod server;

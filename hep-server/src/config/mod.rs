@@ -37,6 +37,7 @@ mod dedup;
 mod error;
 mod filter;
 mod http;
+mod kpi;
 mod limits;
 mod listen;
 mod log;
@@ -103,6 +104,7 @@ struct RawConfig {
     spool: Option<spool::RawSpool>,
     http: Option<http::RawHttp>,
     aliases: Option<aliases::RawAliases>,
+    kpi: Option<kpi::RawKpi>,
 }
 
 /// The specs of `listen` or `outputs`, and where the file first asks for TLS among them
@@ -166,6 +168,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Names for addresses (`[aliases]`), shown by the ladders; reloaded on SIGHUP.
     pub aliases: Aliases,
+    /// The SIP KPIs (`[kpi]`): on by default.
+    pub kpi: crate::kpi::KpiConfig,
 }
 
 impl Default for Config {
@@ -219,7 +223,7 @@ impl Config {
 
     /// The keys a running server cannot change (a reload logs them as needing a restart
     /// and keeps the running values): listeners and their limits, TLS, metrics, logging,
-    /// the HTTP API.
+    /// the HTTP API, the KPIs' call table.
     /// Empty when `new` differs from `self` in reloadable keys only.
     pub fn restart_only_changes(&self, new: &Self) -> Vec<&'static str> {
         let mut changed = Vec::new();
@@ -244,6 +248,7 @@ impl Config {
         check("[spool]", self.spool == new.spool);
         check("[store]", self.store == new.store);
         check("[http]", self.http == new.http);
+        check("[kpi]", self.kpi == new.kpi);
         changed
     }
 
@@ -263,6 +268,7 @@ impl Config {
             spool: self.spool,
             store: self.store.clone(),
             http: self.http.clone(),
+            kpi: self.kpi.clone(),
             ..new
         }
     }
@@ -361,6 +367,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
     let store = store::resolve(raw.store, &src)?;
     let http = http::resolve(raw.http, &src)?;
     let aliases = aliases::resolve(raw.aliases, &src)?;
+    let kpi = kpi::resolve(raw.kpi, &src)?;
     Ok(Config {
         listen,
         outputs,
@@ -386,5 +393,6 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
         store,
         http,
         aliases,
+        kpi,
     })
 }
