@@ -31,15 +31,19 @@ fn series<'a>(text: &'a str, name: &str) -> Option<&'a str> {
 
 #[test]
 fn a_proxied_call_is_one_attempt_with_its_delays_from_the_capture_times() {
-    let server = server("kpi-call", "[kpi]\nnodes = [2001]\n");
+    // Kamailio listened on 127.0.0.1:5060; the caller (5061) sent its INVITE there.
+    let server = server(
+        "kpi-call",
+        "[kpi]\nnodes = [2001]\n[aliases]\n\"127.0.0.1:5060\" = \"kamailio\"\n",
+    );
     send_udp(server.udp(), &set_bytes("v2-udp-0"));
     let m = wait_for("the call's BYE counted", WAIT, || {
         let m = server.metrics();
         m.0.contains("hep_sip_hangups_total{").then_some(m)
     });
     let labels = [
-        ("target", "other"),
-        ("direction", "other"),
+        ("target", "kamailio"),
+        ("direction", "out"),
         ("node", "2001"),
     ];
     assert_eq!(

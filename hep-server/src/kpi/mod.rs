@@ -12,6 +12,7 @@ mod metrics;
 mod tests;
 pub(crate) mod tracker;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
+use crate::aliases::Aliases;
 pub(crate) use metrics::KpiMetrics;
 use metrics::{CallLabels, Direction};
 use tracker::{Limits, Observed, Tracker, q850_cause};
@@ -83,17 +85,49 @@ impl KpiConfig {
 pub(crate) struct KpiTask {
     pub(crate) metrics: Arc<KpiMetrics>,
     config: KpiConfig,
+    /// `[aliases]` as the run started: each name is a `target`.
+    aliases: Aliases,
+    /// The distinct alias names, in the order of `KpiMetrics`' targets.
+    targets: Vec<String>,
     feed: broadcast::Receiver<Arc<Received>>,
 }
 
 impl KpiTask {
-    pub(crate) fn new(config: &KpiConfig, feed: broadcast::Receiver<Arc<Received>>) -> Self {
+    pub(crate) fn new(
+        config: &KpiConfig,
+        aliases: &Aliases,
+        feed: broadcast::Receiver<Arc<Received>>,
+    ) -> Self {
         let nodes = config.nodes.iter().map(u32::to_string).collect();
+        let mut targets: Vec<String> = aliases.entries().map(|(_, n)| n.to_owned()).collect();
+        targets.sort();
+        targets.dedup();
         Self {
-            metrics: Arc::new(KpiMetrics::new(Vec::new(), nodes)),
+            metrics: Arc::new(KpiMetrics::new(targets.clone(), nodes)),
             config: config.clone(),
+            aliases: aliases.clone(),
+            targets,
             feed,
         }
+    }
+
+    /// The target of a call and its direction: the alias of where its first message
+    /// went (`out`), else of where it came from (`in`).
+    fn target(&self, src: SocketAddr, dst: SocketAddr) -> (Option<u16>, Direction) {
+        let index = |name: &str| {
+            let i = self
+                .targets
+                .binary_search_by(|t| t.as_str().cmp(name))
+                .ok()?;
+            u16::try_from(i).ok()
+        };
+        if let Some(i) = self.aliases.name_of(dst).and_then(index) {
+            return (Some(i), Direction::Out);
+        }
+        if let Some(i) = self.aliases.name_of(src).and_then(index) {
+            return (Some(i), Direction::In);
+        }
+        (None, Direction::Other)
     }
 
     /// Reads the feed until `until` is cancelled or the feed closes.
@@ -145,10 +179,13 @@ impl KpiTask {
             let i = self.config.nodes.iter().position(|n| *n == id)?;
             u16::try_from(i).ok()
         });
-        let labels = || CallLabels {
-            target: None,
-            direction: Direction::Other,
-            node,
+        let labels = || {
+            let (target, direction) = self.target(src, dst);
+            CallLabels {
+                target,
+                direction,
+                node,
+            }
         };
         tracker.observe(&observed, labels, &mut self.metrics.record());
     }

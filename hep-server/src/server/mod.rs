@@ -178,7 +178,7 @@ pub async fn run_with_reloads(
     // The KPIs follow the feed until the outputs are drained (what the listeners took
     // last is counted too).
     if let (true, Some(feed)) = (config.kpi.enabled, &live_feed) {
-        let task = crate::kpi::KpiTask::new(&config.kpi, feed.subscribe());
+        let task = crate::kpi::KpiTask::new(&config.kpi, &config.aliases, feed.subscribe());
         registry.register(Arc::clone(&task.metrics) as _);
         let until = shutdown.run().clone();
         shutdown.watching.spawn(task.run(until));
