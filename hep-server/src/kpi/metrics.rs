@@ -4,7 +4,8 @@
 //! a message, so traffic cannot grow them.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 
 use super::tracker::{Count, Delay, Party, Sink, Timeout};
 use crate::sync::lock;
@@ -63,8 +64,6 @@ struct State {
     counts: HashMap<(Count, CallLabels), u64>,
     delays: HashMap<(Delay, CallLabels), Histogram>,
     tracked: usize,
-    /// Messages the tracker never saw: its feed overflowed.
-    lagged: u64,
 }
 
 /// The KPI metrics; the tracker's task writes them, a scrape reads them.
@@ -73,17 +72,20 @@ pub(crate) struct KpiMetrics {
     targets: Vec<String>,
     nodes: Vec<String>,
     state: Mutex<State>,
+    /// Messages the fan-out could not give the tracker (its queue was full).
+    lagged: Arc<AtomicU64>,
 }
 
 /// The metrics, locked for one message's findings.
 pub(crate) struct Recording<'a>(std::sync::MutexGuard<'a, State>);
 
 impl KpiMetrics {
-    pub(crate) fn new(targets: Vec<String>, nodes: Vec<String>) -> Self {
+    pub(crate) fn new(targets: Vec<String>, nodes: Vec<String>, lagged: Arc<AtomicU64>) -> Self {
         Self {
             targets,
             nodes,
             state: Mutex::new(State::default()),
+            lagged,
         }
     }
 
@@ -96,10 +98,6 @@ impl KpiMetrics {
 impl Recording<'_> {
     pub(crate) fn set_tracked(&mut self, calls: usize) {
         self.0.tracked = calls;
-    }
-
-    pub(crate) fn add_lagged(&mut self, n: u64) {
-        self.0.lagged += n;
     }
 }
 
@@ -318,6 +316,10 @@ impl Collect for KpiMetrics {
             "Messages the KPI tracker never saw: its feed overflowed while it was busy (the KPIs under-count; capture is not affected).",
             Kind::Counter,
         );
-        out.sample("hep_sip_kpi_lagged_total", &[], state.lagged);
+        out.sample(
+            "hep_sip_kpi_lagged_total",
+            &[],
+            self.lagged.load(std::sync::atomic::Ordering::Relaxed),
+        );
     }
 }

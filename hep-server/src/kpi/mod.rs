@@ -1,10 +1,11 @@
 //! SIP KPIs (`[kpi]`): every accepted SIP message goes through a per-call state machine
 //! ([`tracker`]) whose findings are Prometheus metrics (`hep_sip_*`, [`metrics`]).
 //!
-//! The tracker reads the live feed the fan-out publishes (the same broadcast channel as
-//! the HTTP live view): it never slows capture down. If it falls behind, the messages it
-//! missed are counted in `hep_sip_kpi_lagged_total` and the KPIs under-count; the store and
-//! the relays are not affected. docs/KPI.md has the definitions, the metric names and the
+//! The fan-out offers every message to the tracker's own bounded queue ([`KpiFeed`]) and
+//! never waits for it; the tracker runs on a thread of its own at a lower priority than
+//! capture. If it falls behind, the messages it missed are counted in
+//! `hep_sip_kpi_lagged_total` and the KPIs under-count; the store and the relays are not
+//! affected. docs/KPI.md has the definitions, the metric names and the
 //! PromQL of the ratios (ASR, NER, SCR, ISA, IRA).
 
 mod metrics;
@@ -13,15 +14,14 @@ mod tests;
 pub(crate) mod tracker;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use hep_proto::ProtoType;
 use hep_proto::sip::{self, SipSummary, StartLine};
 use hep_transport::Received;
 use serde::Serialize;
-use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::aliases::Aliases;
@@ -30,9 +30,39 @@ use metrics::Recording;
 use metrics::{CallLabels, Direction};
 use tracker::{Limits, Observed, Tracker, q850_cause};
 
-/// The live feed's capacity when the KPIs read it: about a third of a second at
-/// 200,000 messages a second, room for a scrape or an expiry sweep to pause the tracker.
+/// The tracker's queue, in messages: about a third of a second at 200,000 messages a
+/// second, room for a scrape or an expiry sweep to pause the tracker.
 pub const FEED_CAPACITY: usize = 65_536;
+
+/// The fan-out's end of the tracker's queue: [`offer`](Self::offer) never waits; a
+/// message the full queue cannot take is counted as the tracker's lag.
+#[derive(Debug, Clone)]
+pub struct KpiFeed {
+    tx: mpsc::SyncSender<Arc<Received>>,
+    lagged: Arc<AtomicU64>,
+}
+
+impl KpiFeed {
+    /// A queue of `capacity` messages, and its receiving end for the tracker.
+    pub(crate) fn channel(capacity: usize) -> (Self, mpsc::Receiver<Arc<Received>>) {
+        let (tx, rx) = mpsc::sync_channel(capacity);
+        (
+            Self {
+                tx,
+                lagged: Arc::new(AtomicU64::new(0)),
+            },
+            rx,
+        )
+    }
+
+    /// Offers one message to the tracker.
+    #[inline]
+    pub fn offer(&self, m: &Arc<Received>) {
+        if self.tx.try_send(Arc::clone(m)).is_err() {
+            self.lagged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
 /// How often calls are checked for their timeouts.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -40,8 +70,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Messages read under one lock of the metrics.
 const BATCH: usize = 256;
 
-/// How long the tracker waits when its feed is empty.
-const IDLE_WAIT: Duration = Duration::from_millis(5);
+/// How long the tracker waits for a message before it looks at the clock (its sweep).
+const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 /// `[kpi]`: the SIP KPIs and their call table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -96,25 +126,30 @@ pub(crate) struct KpiTask {
     aliases: Aliases,
     /// The distinct alias names, in the order of `KpiMetrics`' targets.
     targets: Vec<String>,
-    feed: broadcast::Receiver<Arc<Received>>,
+    feed: mpsc::Receiver<Arc<Received>>,
 }
 
 impl KpiTask {
     pub(crate) fn new(
         config: &KpiConfig,
         aliases: &Aliases,
-        feed: broadcast::Receiver<Arc<Received>>,
+        feed: &KpiFeed,
+        rx: mpsc::Receiver<Arc<Received>>,
     ) -> Self {
         let nodes = config.nodes.iter().map(u32::to_string).collect();
         let mut targets: Vec<String> = aliases.entries().map(|(_, n)| n.to_owned()).collect();
         targets.sort();
         targets.dedup();
         Self {
-            metrics: Arc::new(KpiMetrics::new(targets.clone(), nodes)),
+            metrics: Arc::new(KpiMetrics::new(
+                targets.clone(),
+                nodes,
+                Arc::clone(&feed.lagged),
+            )),
             config: config.clone(),
             aliases: aliases.clone(),
             targets,
-            feed,
+            feed: rx,
         }
     }
 
@@ -138,30 +173,25 @@ impl KpiTask {
     }
 
     /// Reads the feed until `until` is cancelled or the feed closes. A blocking loop, on
-    /// a thread of its own (`spawn_blocking`): the tracker's work never holds a worker
-    /// of the runtime the listeners run on.
-    pub(crate) fn run(mut self, until: &CancellationToken) {
+    /// a thread of its own: the tracker's work never holds a worker of the runtime the
+    /// listeners run on, and the thread runs at a lower priority than capture.
+    pub(crate) fn run(self, until: &CancellationToken) {
+        yield_to_capture();
         let mut tracker = Tracker::new(self.config.limits());
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
-        'feed: while !until.is_cancelled() {
-            let metrics = Arc::clone(&self.metrics);
-            let mut rec = metrics.record();
-            // A batch under one lock, then the lock is let go for a scrape.
-            let mut idle = false;
-            for _ in 0..BATCH {
-                match self.feed.try_recv() {
-                    Ok(m) => self.observe(&mut tracker, &m, &mut rec),
-                    Err(TryRecvError::Lagged(n)) => rec.add_lagged(n),
-                    Err(TryRecvError::Closed) => break 'feed,
-                    Err(TryRecvError::Empty) => {
-                        idle = true;
-                        break;
+        while !until.is_cancelled() {
+            match self.feed.recv_timeout(IDLE_WAIT) {
+                Ok(first) => {
+                    let metrics = Arc::clone(&self.metrics);
+                    let mut rec = metrics.record();
+                    self.observe(&mut tracker, &first, &mut rec);
+                    // What else is waiting, under the same lock (at most a batch).
+                    for m in self.feed.try_iter().take(BATCH) {
+                        self.observe(&mut tracker, &m, &mut rec);
                     }
                 }
-            }
-            drop(rec);
-            if idle {
-                std::thread::sleep(IDLE_WAIT);
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
             if Instant::now() >= next_sweep {
                 let mut rec = self.metrics.record();
@@ -211,6 +241,20 @@ impl KpiTask {
             }
         };
         tracker.observe(&observed, labels, rec);
+    }
+}
+
+/// The tracker's thread's nice value: when the CPU is short, the listeners and outputs
+/// go first and the tracker lags (counted in `hep_sip_kpi_lagged_total`): KPIs never cost
+/// a captured message.
+const TRACKER_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority to [`TRACKER_NICE`] (Linux: a thread's nice
+/// value is its own); where that fails, the tracker runs at the process's priority.
+fn yield_to_capture() {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), TRACKER_NICE) {
+        tracing::debug!(error = %e, "kpi: the tracker's priority stays the process's");
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 use tower::Service;
 
 use super::queue::{OutputQueue, OutputStats};
+use crate::kpi::KpiFeed;
 
 /// Where a message goes: counted-only outputs (`null`) and queued ones.
 #[derive(Debug, Clone)]
@@ -24,6 +25,9 @@ pub struct Fanout {
     /// The live view's feed (`GET /api/v1/live`): every accepted message, while someone
     /// listens. A broadcast `send` never waits: a slow listener lags, and is told.
     live: Option<broadcast::Sender<Arc<Received>>>,
+    /// The SIP KPIs' queue: offered every message, never waited for (a full queue is
+    /// counted as the tracker's lag).
+    kpi: Option<KpiFeed>,
 }
 
 impl Fanout {
@@ -33,6 +37,7 @@ impl Fanout {
             queues,
             null,
             live: None,
+            kpi: None,
         }
     }
 
@@ -40,6 +45,13 @@ impl Fanout {
     #[must_use]
     pub fn with_live(mut self, live: Option<broadcast::Sender<Arc<Received>>>) -> Self {
         self.live = live;
+        self
+    }
+
+    /// This fan-out also offering every message to the SIP KPIs' tracker.
+    #[must_use]
+    pub fn with_kpi(mut self, kpi: Option<KpiFeed>) -> Self {
+        self.kpi = kpi;
         self
     }
 }
@@ -67,10 +79,16 @@ impl Service<Received> for Fanout {
         for s in &self.null {
             s.add_delivered(1);
         }
-        if let Some(live) = self.live.as_ref().filter(|l| l.receiver_count() > 0) {
+        let live = self.live.as_ref().filter(|l| l.receiver_count() > 0);
+        if live.is_some() || self.kpi.is_some() {
             let shared = Arc::new(req);
-            // No receiver left between the check and the send: nobody to tell.
-            let _ = live.send(Arc::clone(&shared));
+            if let Some(live) = live {
+                // No receiver left between the check and the send: nobody to tell.
+                let _ = live.send(Arc::clone(&shared));
+            }
+            if let Some(kpi) = &self.kpi {
+                kpi.offer(&shared);
+            }
             for q in &mut self.queues {
                 q.send(Arc::clone(&shared));
             }

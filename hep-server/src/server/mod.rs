@@ -107,18 +107,29 @@ pub async fn run_with_reloads(
     registry.register(Arc::clone(&callback_collect) as _);
     let reload_collect = Arc::new(ReloadCollect::default());
     registry.register(Arc::clone(&reload_collect) as _);
-    // The live feed of accepted messages: the HTTP live view (`GET /api/v1/live`) and the
-    // KPIs read it; nobody waits for them.
-    let capacity = if config.kpi.enabled {
-        crate::kpi::FEED_CAPACITY
-    } else {
-        http::LIVE_CAPACITY
+    // The live view's feed (`GET /api/v1/live`), when the API is on.
+    let live_feed = config
+        .http
+        .enabled
+        .then(|| tokio::sync::broadcast::channel(http::LIVE_CAPACITY).0);
+    // The SIP KPIs' queue, when they are on: offered every message, never waited for.
+    let (kpi_feed, kpi_rx) = match config.kpi.enabled {
+        true => {
+            let (feed, rx) = crate::kpi::KpiFeed::channel(crate::kpi::FEED_CAPACITY);
+            (Some(feed), Some(rx))
+        }
+        false => (None, None),
     };
-    let live_feed = (config.http.enabled || config.kpi.enabled)
-        .then(|| tokio::sync::broadcast::channel(capacity).0);
     // `[aliases]` for the API's ladders, replaced by a reload.
     let aliases = SharedAliases::new(config.aliases.clone());
-    let (stack, publisher) = Switch::new(chain.layer(first.fanout.with_live(live_feed.clone())));
+    let (stack, publisher) = Switch::new(
+        chain.layer(
+            first
+                .fanout
+                .with_live(live_feed.clone())
+                .with_kpi(kpi_feed.clone()),
+        ),
+    );
     // Every drop counter of the registry, outputs a reload adds included.
     let drop_watch = Arc::new(DropWatch::new(
         registry.clone(),
@@ -175,16 +186,31 @@ pub async fn run_with_reloads(
             .watching
             .spawn(metrics::serve(l, registry.clone(), until));
     }
-    // The KPIs follow the feed until the outputs are drained (what the listeners took
+    // The KPIs follow their queue until the outputs are drained (what the listeners took
     // last is counted too).
-    if let (true, Some(feed)) = (config.kpi.enabled, &live_feed) {
-        let task = crate::kpi::KpiTask::new(&config.kpi, &config.aliases, feed.subscribe());
+    if let (Some(feed), Some(rx)) = (&kpi_feed, kpi_rx) {
+        let task = crate::kpi::KpiTask::new(&config.kpi, &config.aliases, feed, rx);
         registry.register(Arc::clone(&task.metrics) as _);
         let until = shutdown.run().clone();
-        shutdown.watching.spawn(async move {
+        // A thread of its own, not the blocking pool's: it lowers its own priority.
+        let (done, ended) = tokio::sync::oneshot::channel::<()>();
+        let started = std::thread::Builder::new()
+            .name("hep-kpi".into())
+            .spawn(move || {
+                task.run(&until);
+                let _ = done.send(());
+            });
+        match started {
             // A panic in the tracker ends the KPIs, not the run; it is in the log.
-            let _ = tokio::task::spawn_blocking(move || task.run(&until)).await;
-        });
+            Ok(_) => {
+                shutdown.watching.spawn(async move {
+                    let _ = ended.await;
+                });
+            }
+            Err(e) => {
+                tracing::error!(target: TARGET, error = %e, "kpi: cannot start the tracker's thread; no SIP KPIs")
+            }
+        }
     }
     // Drop warnings until the outputs are drained too (the caller says the rest at exit).
     let until = shutdown.run().clone().cancelled_owned();
@@ -227,6 +253,7 @@ pub async fn run_with_reloads(
         draining: shutdown.draining.clone(),
         deadline: shutdown.deadline.clone(),
         live_feed,
+        kpi_feed,
         aliases,
     };
     tokio::pin!(stop);

@@ -53,6 +53,8 @@ pub(super) struct Live {
     pub(super) deadline: CancellationToken,
     /// The live view's feed, handed to every fan-out.
     pub(super) live_feed: Option<tokio::sync::broadcast::Sender<Arc<hep_transport::Received>>>,
+    /// The SIP KPIs' queue, handed to every fan-out.
+    pub(super) kpi_feed: Option<crate::kpi::KpiFeed>,
     /// `[aliases]` as the HTTP API reads them.
     pub(super) aliases: SharedAliases,
 }
@@ -79,8 +81,14 @@ impl Live {
         let (chain, stats) = callbacks.chain();
         self.callback_collect.extend(stats);
         // Publish first, then close what is no longer used (see `Switch`).
-        self.publisher
-            .publish(chain.layer(outputs.fanout.with_live(self.live_feed.clone())));
+        self.publisher.publish(
+            chain.layer(
+                outputs
+                    .fanout
+                    .with_live(self.live_feed.clone())
+                    .with_kpi(self.kpi_feed.clone()),
+            ),
+        );
         self.callbacks = callbacks;
         let aliases = if new.aliases == self.config.aliases {
             "aliases unchanged"
