@@ -1,7 +1,8 @@
 //! Sets `HEP_SERVER_VERSION`, what `hep-server --version` prints: the package version and
 //! the git commit it was built from.
 //!
-//! The commit comes from `.cargo_vcs_info.json` in a source package made by `cargo
+//! The commit comes from `$HEP_SERVER_GIT_COMMIT` when set (the `Containerfile` passes it:
+//! its build context has no `.git`), from `.cargo_vcs_info.json` in a source package made by `cargo
 //! package` (which records the commit there), from `git rev-parse` in a checkout, and is left
 //! out where neither is there (a tarball of the files alone): the version is then the
 //! package version only. A checkout with uncommitted changes is not marked: that would
@@ -15,7 +16,12 @@ fn main() {
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR").unwrap_or_default());
     // A source package's record first: unpacked inside some other checkout, git would
     // name that checkout's commit.
-    let commit = vcs_info_commit(&manifest_dir).or_else(|| git_commit(&manifest_dir));
+    // A build without the history (a container build's context) can be told it.
+    println!("cargo:rerun-if-env-changed=HEP_SERVER_GIT_COMMIT");
+    let commit = env("HEP_SERVER_GIT_COMMIT")
+        .filter(|c| !c.is_empty())
+        .or_else(|| vcs_info_commit(&manifest_dir))
+        .or_else(|| git_commit(&manifest_dir));
     let full = match commit {
         Some(commit) => format!("{version} (git {commit})"),
         None => version,

@@ -69,8 +69,10 @@ fn written_defaults() -> BTreeMap<String, String> {
 #[test]
 fn the_conffile_parses_and_changes_only_where_the_store_is() {
     let shipped = parse(CONFFILE);
-    let mut expected = Config::default();
-    expected.outputs = shipped.outputs.clone();
+    let expected = Config {
+        outputs: shipped.outputs.clone(),
+        ..Config::default()
+    };
     assert_eq!(
         shipped, expected,
         "only `outputs` differs from the embedded defaults"
@@ -131,7 +133,7 @@ fn the_examples_of_the_sections_that_are_off_parse() {
         .lines()
         .filter_map(|l| l.strip_prefix("#   "))
         .collect();
-    assert!(examples.iter().any(|l| *l == "[auth]"), "{examples:?}");
+    assert!(examples.contains(&"[auth]"), "{examples:?}");
     let config = parse(&examples.join("\n"));
     assert!(config.auth.is_some() && config.metrics.is_some() && config.tls.is_some());
     assert!(config.filter.is_some() && config.rate_limit.is_some());

@@ -155,7 +155,7 @@ fn doc(ws: &Workspace) -> Result<Outcome> {
 /// built), lintian, installed, its service run as systemd would, reloaded, stopped,
 /// purged. Needs root (CI runs as root); skipped otherwise, saying why.
 fn package_step(ws: &Workspace) -> Result<Outcome> {
-    if !crate::interop::peers::is_root() {
+    if !interop::peers::is_root() {
         return Ok(Outcome::Skipped(
             "not root: the check installs and purges the package",
         ));
