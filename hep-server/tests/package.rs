@@ -1,7 +1,8 @@
 //! The files of the Debian package (`hep-server/debian/`) against the code that reads
 //! them, so that they cannot rot: the conffile lists every key with its default and
 //! parses, its examples parse, and the unit runs it with room for its connections and its
-//! drain. (`cargo xtask package --check` installs and runs them.)
+//! drain. (`cargo xtask package --check` installs and runs them.) And the binary's side
+//! of the conventions: `HEP_SERVER_*` variables, `--version` with the commit.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -202,4 +203,97 @@ fn the_unit_leaves_room_for_every_connection_and_for_the_drain() {
         stop * 1_000 > config.limits.shutdown_timeout_ms,
         "systemd would kill the drain: TimeoutStopSec={stop}s"
     );
+}
+
+// ===== the binary as the service and a container run it =====
+
+fn hep_server(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hep-server"))
+        .args(args)
+        .env_remove("HEP_SERVER_CONFIG")
+        .env_remove("HEP_SERVER_LISTEN")
+        .env_remove("HEP_SERVER_OUTPUT")
+        .env_remove("HEP_SERVER_METRICS")
+        .env_remove("HEP_SERVER_HTTP")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn check_config_shows_the_file_under_the_environment_under_the_flags() {
+    let dir = std::env::temp_dir().join(format!("hep-package-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hep-server.toml");
+    std::fs::write(
+        &file,
+        "listen = [\"hep_udp:127.0.0.1:7001\"]\noutputs = [\"null\"]\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let env = [
+        ("HEP_SERVER_CONFIG", file),
+        ("HEP_SERVER_LISTEN", "hep_tcp:127.0.0.1:8001"),
+        ("HEP_SERVER_OUTPUT", "stdout"),
+    ];
+    // The file named by the environment, its keys replaced by the environment's.
+    let (ok, out, err) = hep_server(&["check-config"], &env);
+    assert!(ok, "{err}");
+    let printed: toml::Table = toml::from_str(&out).unwrap();
+    assert_eq!(
+        printed["listen"].as_array().unwrap()[0].as_str(),
+        Some("hep_tcp:127.0.0.1:8001")
+    );
+    assert_eq!(
+        printed["outputs"].as_array().unwrap()[0].as_str(),
+        Some("stdout")
+    );
+    // A flag replaces its variable; the other variable still applies.
+    let (ok, out, err) = hep_server(&["check-config", "--output", "null"], &env);
+    assert!(ok, "{err}");
+    let printed: toml::Table = toml::from_str(&out).unwrap();
+    assert_eq!(
+        printed["outputs"].as_array().unwrap()[0].as_str(),
+        Some("null")
+    );
+    assert_eq!(
+        printed["listen"].as_array().unwrap()[0].as_str(),
+        Some("hep_tcp:127.0.0.1:8001")
+    );
+    // A bad variable stops `run` before it binds anything, naming it.
+    let (ok, _, err) = hep_server(&["run"], &[("HEP_SERVER_HTTP", "everywhere")]);
+    assert!(!ok);
+    assert!(
+        err.contains("environment variable HEP_SERVER_HTTP=\"everywhere\""),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn version_names_the_commit_when_built_from_a_checkout() {
+    let (ok, out, _) = hep_server(&["--version"], &[]);
+    assert!(ok);
+    let expected = format!("hep-server {}", env!("CARGO_PKG_VERSION"));
+    assert!(out.starts_with(&expected), "{out}");
+    // This test runs from the repository: build.rs found the commit (12 hex digits).
+    let in_checkout = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../.git")
+        .exists();
+    if in_checkout {
+        let commit = out
+            .trim()
+            .strip_prefix(&format!("{expected} (git "))
+            .and_then(|rest| rest.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("no commit in {out:?}"));
+        assert!(
+            commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{out}"
+        );
+    }
 }

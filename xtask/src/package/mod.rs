@@ -120,6 +120,9 @@ fn build(ws: &Workspace, opts: &Options) -> Result<PathBuf> {
     let mut deb = ws.cargo().args([
         "deb",
         "--no-build",
+        // `[profile.release] debug = "line-tables-only"` would otherwise keep the debug
+        // lines in the packaged binary (lintian: unstripped-binary-or-object).
+        "--strip",
         "-p",
         "hep-server",
         "--profile",
