@@ -14,8 +14,9 @@
 //!    socket the check reads, which must see `READY=1`, then `WATCHDOG=1` (the check asks
 //!    for a 2 s watchdog instead of the unit's, to see pings within seconds). The sandbox
 //!    options (`ProtectSystem=` ...) need systemd and are not applied.
-//! 5. The Kamailio vectors go in over UDP and a SIP message through `hep-server send` over
-//!    TCP; `hep-server search` (as the service user) and the HTTP API find them.
+//! 5. The bundled Kamailio vectors go in over UDP as Kamailio sent them, and their SIP
+//!    again through `hep-server send` over TCP; `hep-server search` (as the service user)
+//!    and the HTTP API find the call twice over.
 //! 6. `ExecReload` (SIGHUP) with a json: output added to the conffile: `RELOADING=1`,
 //!    `READY=1`, and the next messages reach the new output; a conffile with a mistake
 //!    is refused and the service goes on.
@@ -349,11 +350,10 @@ impl Drop for Service {
     }
 }
 
-/// The socket systemd would listen on (`NOTIFY_SOCKET`), and every line read from it.
+/// The socket systemd would listen on (`NOTIFY_SOCKET`).
 struct Notify {
     socket: UnixDatagram,
     path: PathBuf,
-    seen: Vec<String>,
 }
 
 impl Notify {
@@ -363,11 +363,7 @@ impl Notify {
         let _ = fs::remove_file(&path);
         let socket = UnixDatagram::bind(&path)?;
         std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
-        Ok(Self {
-            socket,
-            path,
-            seen: Vec::new(),
-        })
+        Ok(Self { socket, path })
     }
 
     /// Reads until a line equal to `line` arrives; the lines read on the way (that one
@@ -414,7 +410,6 @@ impl Notify {
             let mut found = false;
             for l in text.lines().filter(|l| !l.is_empty()) {
                 println!("==> package: NOTIFY_SOCKET <- {l}");
-                self.seen.push(l.to_owned());
                 got.push(l.to_owned());
                 found |= l == line;
             }
@@ -470,30 +465,29 @@ fn with_service(ws: &Workspace, unit: &Unit, work: &Path, sockets: &Path) -> Res
     })?;
     let vectors =
         crate::interop::vector_set(&ws.root().join("hep-testkit/testdata/kamailio"), "v3-udp")?;
-    let expected = timed("decode the vectors", || call_messages_in(&vectors))?;
+    let payloads = timed("decode the vectors", || call_payloads(&vectors))?;
+    let expected = payloads.len();
     timed(
-        "send HEP: the vectors over UDP, a SIP message with hep-server send over TCP",
+        "send HEP: the vectors over UDP, their SIP again with hep-server send over TCP",
         || {
             send_vectors(&vectors, ports.hep)?;
-            send_sip(work, ports.hep)
+            send_payloads(work, &payloads, ports.hep)
         },
     )?;
     timed(
         "search: hep-server search as the service user, the HTTP API",
         || {
-            let found = until_found(|| search_count(VECTOR_CALL_ID), expected)?;
+            // The call twice: as Kamailio sent it, and as `send` packed it.
+            let found = until_found(|| search_count(VECTOR_CALL_ID), 2 * expected)?;
             println!(
-                "==> package: search --call-id {VECTOR_CALL_ID}: {found} messages (sent {expected})"
-            );
-            let sent = until_found(|| search_count(&sip_call_id()), 1)?;
-            println!(
-                "==> package: search --call-id {}: {sent} message",
-                sip_call_id()
+                "==> package: search --call-id {VECTOR_CALL_ID}: {found} messages ({expected} over \
+             UDP, {expected} with send)"
             );
             let api = api_call_messages(ports.http, VECTOR_CALL_ID)?;
             ensure!(
-                api == expected,
-                "GET /api/v1/calls/{VECTOR_CALL_ID}: {api} messages, expected {expected}"
+                api == 2 * expected,
+                "GET /api/v1/calls/{VECTOR_CALL_ID}: {api} messages, expected {}",
+                2 * expected
             );
             println!("==> package: GET /api/v1/calls/{VECTOR_CALL_ID}: {api} messages");
             Ok(())
@@ -633,24 +627,24 @@ fn process_identity(pid: u32, uid: u32, unit: &Unit) -> Result<()> {
     Ok(())
 }
 
-/// How many of the vectors' messages belong to [`VECTOR_CALL_ID`] (`hep-server decode`).
-fn call_messages_in(vectors: &[PathBuf]) -> Result<usize> {
+/// The SIP payloads of the vectors' messages of [`VECTOR_CALL_ID`] (`hep-server decode`).
+fn call_payloads(vectors: &[PathBuf]) -> Result<Vec<String>> {
     let json = output(
         Command::new("/usr/bin/hep-server")
             .args(["decode", "--format", "json"])
             .args(vectors),
     )?;
-    let n = json
+    let payloads: Vec<String> = json
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|r| {
-            r["payload"]
-                .as_str()
-                .is_some_and(|p| p.contains(&format!("Call-ID: {VECTOR_CALL_ID}\r\n")))
-        })
-        .count();
-    ensure!(n > 0, "the vectors hold no message of {VECTOR_CALL_ID}");
-    Ok(n)
+        .filter_map(|r| r["payload"].as_str().map(str::to_owned))
+        .filter(|p| p.contains(&format!("Call-ID: {VECTOR_CALL_ID}\r\n")))
+        .collect();
+    ensure!(
+        !payloads.is_empty(),
+        "the vectors hold no message of {VECTOR_CALL_ID}"
+    );
+    Ok(payloads)
 }
 
 /// One datagram per vector file (as the README's `cat > /dev/udp/...`).
@@ -664,27 +658,20 @@ fn send_vectors(vectors: &[PathBuf], port: u16) -> Result<()> {
     Ok(())
 }
 
-fn sip_call_id() -> String {
-    format!("package-check-{}@hep-server.invalid", std::process::id())
-}
-
-/// A SIP OPTIONS through `hep-server send` over TCP, which exits 0 only when the
-/// collector confirmed the connection's close after reading everything.
-fn send_sip(work: &Path, port: u16) -> Result<()> {
-    let payload = work.join("options.sip");
-    fs::write(
-        &payload,
-        format!(
-            "OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-check\r\n\
-             From: <sip:check@127.0.0.1>;tag=1\r\nTo: <sip:probe@127.0.0.1>\r\nCall-ID: {}\r\n\
-             CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
-            sip_call_id()
-        ),
-    )?;
+/// The vectors' SIP payloads packed again as HEP by `hep-server send` over TCP, which
+/// exits 0 only when the collector confirmed the connection's close after reading
+/// everything.
+fn send_payloads(work: &Path, payloads: &[String], port: u16) -> Result<()> {
+    let mut files = Vec::new();
+    for (i, payload) in payloads.iter().enumerate() {
+        let file = work.join(format!("payload-{i:02}.sip"));
+        fs::write(&file, payload)?;
+        files.push(file);
+    }
     run_cmd(
         Command::new("/usr/bin/hep-server")
             .args(["send", "--dest", &format!("hep_tcp:127.0.0.1:{port}")])
-            .arg(&payload),
+            .args(&files),
     )
 }
 
