@@ -297,3 +297,49 @@ fn version_names_the_commit_when_built_from_a_checkout() {
         );
     }
 }
+
+#[test]
+fn under_the_journal_lines_carry_their_priority_and_no_timestamp() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = std::env::temp_dir().join(format!("hep-package-journal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A port in use: `run` fails to bind it and says so through the logger.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let run = |journal: bool| {
+        let log = dir.join(format!("stderr-{journal}"));
+        let file = std::fs::File::create(&log).unwrap();
+        let meta = file.metadata().unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hep-server"));
+        cmd.args(["run", "--listen", &format!("hep_tcp:127.0.0.1:{port}")])
+            .args(["--output", "null", "--http", "off"])
+            .env("RUST_LOG", "info")
+            .stderr(file);
+        // What systemd sets for a service whose stderr is the journal: its device and inode.
+        if journal {
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+        } else {
+            cmd.env("JOURNAL_STREAM", "1:1");
+        }
+        let status = cmd.status().unwrap();
+        assert!(!status.success(), "the port is taken");
+        std::fs::read_to_string(log).unwrap()
+    };
+    let journal = run(true);
+    let error = journal
+        .lines()
+        .find(|l| l.contains(&port.to_string()))
+        .unwrap_or_else(|| panic!("{journal}"));
+    assert!(error.starts_with("<3>hep-server: "), "{journal}");
+    assert!(
+        journal
+            .lines()
+            .all(|l| l.starts_with('<') && !l.contains("Z  ")),
+        "{journal}"
+    );
+    // Another stream named (stderr redirected elsewhere): plain lines, as on a terminal.
+    let plain = run(false);
+    assert!(!plain.contains("<3>"), "{plain}");
+    assert!(plain.contains("hep-server: "), "{plain}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

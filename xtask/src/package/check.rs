@@ -10,8 +10,9 @@
 //! 4. The unit's `ExecStart` runs the way systemd would run it, which these machines
 //!    cannot (no systemd as PID 1): as its `User`/`Group` with no capability and
 //!    `NoNewPrivileges` (`setpriv`), its `LimitNOFILE` (`prlimit`), in its
-//!    `WorkingDirectory`, with a clean environment and `NOTIFY_SOCKET` pointing at a
-//!    socket the check reads, which must see `READY=1`, then `WATCHDOG=1` (the check asks
+//!    `WorkingDirectory`, with a clean environment, `JOURNAL_STREAM` naming its stderr
+//!    (its lines must then carry a `<N>` priority and no timestamp, as the journal reads
+//!    them) and `NOTIFY_SOCKET` pointing at a socket the check reads, which must see `READY=1`, then `WATCHDOG=1` (the check asks
 //!    for a 2 s watchdog instead of the unit's, to see pings within seconds). The sandbox
 //!    options (`ProtectSystem=` ...) need systemd and are not applied.
 //! 5. The bundled Kamailio vectors go in over UDP as Kamailio sent them, and their SIP
@@ -524,6 +525,9 @@ fn start(unit: &Unit, notify: &Path, ports: &Ports, work: &Path) -> Result<Servi
     );
     let log = work.join("hep-server.log");
     let out = fs::File::create(&log)?;
+    // systemd names the journal stream it gives as stderr; here, the log file.
+    let stream = out.metadata()?;
+    let journal_stream = format!("{}:{}", stream.dev(), stream.ino());
     let mut cmd = Command::new("prlimit");
     cmd.arg(format!("--nofile={nofile}:{nofile}"))
         .args([
@@ -552,6 +556,7 @@ fn start(unit: &Unit, notify: &Path, ports: &Ports, work: &Path) -> Result<Servi
         .env("USER", user)
         .env("LOGNAME", user)
         .env("NOTIFY_SOCKET", notify)
+        .env("JOURNAL_STREAM", journal_stream)
         .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string())
         .envs(ports.env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::null())
@@ -836,6 +841,11 @@ fn stop(unit: &Unit, service: &mut Service, notify: &mut Notify, ports: &Ports) 
         "the service exited with {status}; log:\n{log}"
     );
     print!("{log}");
+    // As the journal reads them: a priority, no timestamp of our own.
+    ensure!(
+        log.lines().all(|l| l.starts_with('<')) && log.contains("<6>hep-server: received "),
+        "the lines are not journal lines (<N> priority first):\n{log}"
+    );
     ensure!(
         hep_port_free(ports.hep) && TcpListener::bind(("127.0.0.1", ports.http)).is_ok(),
         "ports {} and {} still taken after the stop",
