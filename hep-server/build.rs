@@ -27,7 +27,17 @@ fn main() {
         None => version,
     };
     println!("cargo:rustc-env=HEP_SERVER_VERSION={full}");
-    println!("cargo:rerun-if-changed=.cargo_vcs_info.json");
+    rerun_if_changed(&manifest_dir.join(".cargo_vcs_info.json"));
+}
+
+/// Asks cargo to run this script again when `path` changes; only for a path that
+/// exists: cargo counts a missing one as changed on every build, which would rebuild the
+/// crate every time (a branch's ref moves into `packed-refs` when git packs it; the next
+/// run then names the file that exists).
+fn rerun_if_changed(path: &Path) {
+    if path.exists() {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
 }
 
 fn env(key: &str) -> Option<String> {
@@ -48,7 +58,7 @@ fn git_commit(dir: &Path) -> Option<String> {
     .flatten()
     {
         // Relative paths are relative to `dir`, where git ran.
-        println!("cargo:rerun-if-changed={}", dir.join(path).display());
+        rerun_if_changed(&dir.join(path));
     }
     Some(commit)
 }
