@@ -10,8 +10,9 @@
 //! hep-server send --dest SPEC [--hep-version 1|2|3] [--proto-type N|sip|log|...]
 //!                 [--src IP:PORT] [--dst IP:PORT] [--capture-id N] [--auth-key K]
 //!                 [--correlation-id ID] [--count N] [--rate R] [FILE|-]...
-//! hep-server search [--store DIR] [--call-id ID] [--user U] [--method M] [--since T]
-//!                   [--until T] [--limit N] [--format ladder|json|pcap] [--output FILE]
+//! hep-server search [--config FILE] [--store DIR] [--call-id ID] [--user U] [--method M]
+//!                   [--node NAME] [--text TEXT] [--since T] [--until T] [--limit N]
+//!                   [--format ladder|json|pcap] [--output FILE]
 //!                   [--color auto|always|never] [--ascii]
 //! ```
 //!
@@ -102,9 +103,14 @@ pub struct GenerateArgs {
 #[derive(Debug, Clone, Args)]
 #[command(after_long_help = SEARCH_LONG_HELP)]
 pub struct SearchArgs {
-    /// The store directory (what `store:DIR` of `run` names).
-    #[arg(long, value_name = "DIR", default_value = crate::store::DEFAULT_DIR)]
-    pub store: PathBuf,
+    /// The collector's config file: its `[aliases]` name the ladder's columns, and its
+    /// first `store:DIR` output is the store (unless --store is given).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The store directory (what `store:DIR` of `run` names; default: the config's, or
+    /// `hep-store`).
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
     /// Messages of this call, with the other legs linked by correlation id or X-CID.
     #[arg(long, value_name = "ID")]
     pub call_id: Option<String>,
@@ -115,6 +121,14 @@ pub struct SearchArgs {
     /// (`486`).
     #[arg(long, value_name = "M")]
     pub method: Option<String>,
+    /// Messages of the HEP node NAME (chunk 0x0013, the agent's node name), exactly.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// The calls one of whose SIP messages holds TEXT (start line, headers, body; ASCII
+    /// letters without case). Costly: it reads the messages the other filters match,
+    /// newest first, at most 50,000 (see below).
+    #[arg(long, value_name = "TEXT", value_parser = parse_text)]
+    pub text: Option<String>,
     /// Captured at or after T: Unix seconds, RFC 3339 (`2026-11-26T05:21:49Z`), a date,
     /// or a span ago (`-15m`, `2h`, `1d`).
     // Hyphen values: `-1h` is a time, not a flag.
@@ -144,7 +158,25 @@ pub struct SearchArgs {
 const SEARCH_LONG_HELP: &str = "\
 Every filter given must match. Without --call-id, --user, --method or a time, the newest
 --limit messages are shown. Results are in capture time order. Exit status: 0 when
-something matched, 1 when nothing did (or on an error), 2 on a usage error.";
+something matched, 1 when nothing did (or on an error), 2 on a usage error.
+
+--text is not indexed: it reads the messages every other filter matches (time window,
+Call-ID, user, method, node), newest first, and looks for TEXT in each. It reads at most
+50,000 messages and collects at most 10,000 calls; when it stops there before the
+candidates end, it says so on standard error (`--text read N messages ... and
+stopped`): older calls may hold the text too, so narrow --since/--until or add a filter.
+TEXT is 1 to 256 bytes.
+
+--node finds nothing among messages stored by a hep-server before schema version 6
+(which kept no node name).";
+
+fn parse_text(s: &str) -> Result<String, String> {
+    let max = crate::store::text::MAX_TEXT_BYTES;
+    if s.is_empty() || s.len() > max {
+        return Err(format!("expected 1 to {max} bytes, found {}", s.len()));
+    }
+    Ok(s.to_owned())
+}
 
 /// The output format of `search`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -860,7 +892,7 @@ listen = "127.0.0.1:7080"
         let Some(Command::Search(args)) = cli.command else {
             panic!("not search")
         };
-        assert_eq!(args.store, PathBuf::from("hep-store"));
+        assert_eq!(args.store, None);
         assert_eq!(args.call_id.as_deref(), Some("a@b"));
         assert_eq!(args.since, Some(1_795_669_200_000_000));
         assert_eq!(args.until, Some(1_795_670_509_000_000));
@@ -901,6 +933,30 @@ listen = "127.0.0.1:7080"
             .unwrap_err()
             .to_string();
         assert!(err.contains("`--user` is not a time"), "{err}");
+    }
+
+    #[test]
+    fn search_help_states_the_text_searchs_bounds_as_the_store_has_them() {
+        use crate::store::text::{MAX_TEXT_BYTES, MAX_TEXT_CALLS, MAX_TEXT_SCAN};
+        let thousands = |n: usize| format!("{},{:03}", n / 1000, n % 1000);
+        for (what, n) in [
+            ("messages read", thousands(MAX_TEXT_SCAN)),
+            ("calls", thousands(MAX_TEXT_CALLS)),
+            ("bytes", format!("1 to {MAX_TEXT_BYTES} bytes")),
+        ] {
+            assert!(SEARCH_LONG_HELP.contains(&n), "{what}: {n}");
+        }
+        let long = "x".repeat(MAX_TEXT_BYTES + 1);
+        assert!(Cli::try_parse_from(["hep-server", "search", "--text", &long]).is_err());
+        let cli = Cli::try_parse_from(["hep-server", "search", "--node", "sbc-1", "--text", "A b"])
+            .unwrap();
+        let Some(Command::Search(args)) = cli.command else {
+            panic!("not search")
+        };
+        assert_eq!(
+            (args.node.as_deref(), args.text.as_deref()),
+            (Some("sbc-1"), Some("A b"))
+        );
     }
 
     #[test]

@@ -40,16 +40,20 @@
 //!   the listeners and callbacks.
 //! - [`commands`]: the subcommands other than `run` (`decode`, `search`, `send`);
 //!   [`cli`] is the command line (clap).
+//! - [`aliases`]: names for addresses (`[aliases]`), most specific entry first; the
+//!   ladders' column names (and the KPI targets to come). It imports no other module.
 //! - [`time`]: UTC timestamps without a date-time dependency; `sync` (locks that survive
 //!   a panic) and `read` (a fixed-size record read whole) are private helpers.
 #![doc(test(attr(deny(warnings))))]
 
+pub mod aliases;
 mod callbacks;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod formats;
 pub mod http;
+pub mod kpi;
 pub mod outputs;
 mod read;
 pub mod server;

@@ -214,9 +214,17 @@ fn wait_stored(server: &Server, call_id: &str, n: usize, token: Option<&str>) {
     });
 }
 
+/// The server of most tests (and of docs/API.md's examples): the Kamailio call, and the
+/// other call from node `sbc-east` with an `X-Ticket` header; `[aliases]` name the
+/// Kamailio proxy and loopback.
 fn fed(name: &str) -> (Server, std::path::PathBuf) {
     let dir = test_dir(name);
-    let server = start(&dir, "", &other_call(""));
+    let other: Vec<Vec<u8>> = other_call("X-Ticket: T-4711\r\n")
+        .iter()
+        .map(|m| of_node(m, "sbc-east"))
+        .collect();
+    let aliases = "[aliases]\n\"127.0.0.1:5060\" = \"proxy\"\n\"127.0.0.0/8\" = \"loopback\"\n";
+    let server = start(&dir, aliases, &other);
     wait_stored(&server, CALL, 12, None);
     wait_stored(&server, OTHER, 2, None);
     (server, dir)
@@ -782,6 +790,138 @@ fn every_curl_example_of_the_api_docs_answers_as_documented() {
             "docs/API.md has a curl example of {endpoint}"
         );
     }
+    server.stop();
+}
+
+/// `hep` (HEPv3 bytes) as sent by the node named `node` (chunk 0x0013).
+fn of_node(hep: &[u8], node: &str) -> Vec<u8> {
+    let mut m = HepMessage::decode(bytes::Bytes::copy_from_slice(hep)).unwrap();
+    m.node_name = Some(node.as_bytes().to_vec().into());
+    m.encode(HepVersion::V3).unwrap().to_vec()
+}
+
+/// The Call-IDs of a call list.
+fn listed(a: &Answer) -> Vec<String> {
+    assert_eq!(a.status, 200, "{}", a.text());
+    a.json()["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["call_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_call_names_its_addresses_by_the_aliases_and_a_reload_renames_them() {
+    let dir = test_dir("http-aliases");
+    let aliases = |proxy: &str| {
+        format!("[aliases]\n\"127.0.0.1:5060\" = \"{proxy}\"\n\"127.0.0.0/8\" = \"loopback\"\n")
+    };
+    let server = start(&dir, &aliases("kamailio"), &other_call(""));
+    wait_stored(&server, CALL, 12, None);
+    let v = get(&server, &format!("/api/v1/calls/{CALL}")).json();
+    let named = v["aliases"].as_object().unwrap();
+    // Every address of the call is on loopback: each is named, 5060 by its own entry.
+    let mut addresses = BTreeSet::new();
+    for m in v["messages"].as_array().unwrap() {
+        for (ip, port) in [("src_ip", "src_port"), ("dst_ip", "dst_port")] {
+            addresses.insert(format!("{}:{}", m[ip].as_str().unwrap(), m[port]));
+        }
+    }
+    assert!(addresses.len() >= 2, "{addresses:?}");
+    for a in &addresses {
+        let expected = if a == "127.0.0.1:5060" {
+            "kamailio"
+        } else {
+            "loopback"
+        };
+        assert_eq!(named[a.as_str()], expected, "{a}: {v}");
+    }
+    assert_eq!(
+        named.len(),
+        addresses.len(),
+        "only the call's addresses: {v}"
+    );
+    // The other call's addresses are named by no entry: no aliases.
+    let other = get(&server, &format!("/api/v1/calls/{OTHER}")).json();
+    assert_eq!(other["aliases"], serde_json::json!({}), "{other}");
+    // The text ladder heads its columns with them too.
+    let ladder = get(&server, &format!("/api/v1/calls/{CALL}/text?format=ladder")).text();
+    assert!(
+        ladder.contains("kamailio") && ladder.contains("loopback"),
+        "{ladder}"
+    );
+
+    // SIGHUP with other names: the next answer has them.
+    let path = dir.join("hep-server.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"kamailio\"", "\"proxy\"");
+    std::fs::write(&path, text).unwrap();
+    server.signal("HUP");
+    wait_for("the reload", PROCESS_WAIT, || {
+        server.stderr().contains("aliases replaced").then_some(())
+    });
+    let v = get(&server, &format!("/api/v1/calls/{CALL}")).json();
+    assert_eq!(v["aliases"]["127.0.0.1:5060"], "proxy", "{v}");
+    server.stop();
+}
+
+#[test]
+fn calls_are_found_by_node_and_by_free_text_within_the_tokens_capture_ids() {
+    let dir = test_dir("http-node-text");
+    let tokens = format!("[http.tokens]\n\"{TOKEN_A}\" = [2001]\n\"{TOKEN_B}\" = [2002]\n");
+    // The other call from node sbc-east, its INVITE with a header no other field holds.
+    let other: Vec<Vec<u8>> = other_call("X-Ticket: T-4711\r\n")
+        .iter()
+        .map(|m| of_node(m, "sbc-east"))
+        .collect();
+    let server = start(&dir, &tokens, &other);
+    wait_stored(&server, CALL, 12, Some(TOKEN_A));
+    wait_stored(&server, OTHER, 2, Some(TOKEN_B));
+    let ask = |q: &str, token| get_with(&server, &format!("/api/v1/calls?{DAY}&{q}"), token);
+
+    assert_eq!(listed(&ask("node=sbc-east", TOKEN_B)), [OTHER]);
+    assert!(listed(&ask("node=sbc", TOKEN_B)).is_empty(), "exact");
+    assert!(
+        listed(&ask("node=sbc-east", TOKEN_A)).is_empty(),
+        "not its capture id"
+    );
+    let a = ask("node=sbc-east", TOKEN_B).json();
+    assert_eq!(a["text_scan"], Value::Null, "no text search: {a}");
+
+    // Free text: any case, a header value no other field holds.
+    let a = ask("q=x-ticket%3A%20t-4711", TOKEN_B);
+    assert_eq!(listed(&a), [OTHER]);
+    let scan = &a.json()["text_scan"];
+    assert_eq!(scan["truncated"], false, "{scan}");
+    assert_eq!(scan["limit"], 50_000, "{scan}");
+    assert_eq!(scan["scanned"], 2, "the token's messages only: {scan}");
+    // The other token does not find it, and reads its own call's 12 messages only.
+    let a = ask("q=x-ticket%3A%20t-4711", TOKEN_A);
+    assert!(listed(&a).is_empty());
+    assert_eq!(a.json()["text_scan"]["scanned"], 12);
+    assert_eq!(listed(&ask("q=performance+test", TOKEN_A)), [CALL]);
+    // With the other filters: only among what they match.
+    assert!(listed(&ask("q=performance+test&method=BYE&user=nobody", TOKEN_A)).is_empty());
+
+    for (q, name) in [("node=a%09b", "node"), ("q=a%0D%0Ab", "q")] {
+        let a = ask(q, TOKEN_A);
+        assert_eq!(
+            (a.status, a.error_code()),
+            (400, "bad_parameter".into()),
+            "{q}"
+        );
+        assert!(
+            a.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(name),
+            "{q}"
+        );
+    }
+    let long = format!("q={}", "x".repeat(257));
+    assert_eq!(ask(&long, TOKEN_A).status, 400);
     server.stop();
 }
 

@@ -736,3 +736,91 @@ fn wait_first_drop(server: &Server, reason: &str) {
         server.metrics().0.contains(&series).then_some(())
     });
 }
+
+#[test]
+fn search_by_node_and_text_with_the_ladder_named_by_the_configs_aliases() {
+    let dir = test_dir("store-node-text-aliases");
+    let server = start(&dir, "max_age_hours = 0");
+    send_udp(server.udp(), &set_bytes("v3-udp-"));
+    // Another call, from node sbc-east, with a header no other field holds.
+    let ts = 1_795_670_509 + 60;
+    let from_node = |payload: &str, ts: u32| {
+        let mut m = HepMessage::decode(Bytes::from(sip(
+            ts,
+            "192.0.2.1:5060",
+            "192.0.2.2:5060",
+            payload,
+        )))
+        .unwrap();
+        m.node_name = Some(Bytes::from_static(b"sbc-east"));
+        m.encode(HepVersion::V3).unwrap().to_vec()
+    };
+    send_udp(
+        server.udp(),
+        &[
+            from_node(&invite("ticket-call", "bob", "X-Ticket: T-4711\r\n"), ts),
+            from_node(&ok("ticket-call", "bob"), ts + 1),
+        ],
+    );
+    wait_json(&dir.join("all.jsonl"), 14);
+    server.stop();
+    let store = dir.join("store");
+
+    let by_node = search_json(&store, &["--node", "sbc-east"]);
+    assert_eq!(by_node.len(), 2);
+    assert!(by_node.iter().all(|r| r["node_name"] == "sbc-east"));
+    assert_eq!(search(&store, &["--node", "sbc"]).status.code(), Some(1));
+    let by_text = search_json(&store, &["--text", "x-ticket: t-4711"]);
+    assert_eq!(by_text.len(), 2, "the whole call, its 200 OK too");
+    assert!(
+        by_text[0]["payload"]
+            .as_str()
+            .unwrap()
+            .contains("X-Ticket: T-4711")
+    );
+    assert_eq!(
+        search_json(&store, &["--text", "Performance Test"]).len(),
+        12,
+        "the Kamailio call's Subject"
+    );
+    let long = "x".repeat(257);
+    assert_eq!(search(&store, &["--text", &long]).status.code(), Some(2));
+
+    // The collector's config names the ladder's columns, and gives the store.
+    let config = dir.join("hep-server.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[aliases]\n\"127.0.0.1:5060\" = \"proxy\"\n\"127.0.0.1\" = \"sipp-host\"\n");
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["search", "--config", config.to_str().unwrap()])
+        .args(["--call-id", "1-13274@127.0.0.1", "--color", "never"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ladder = String::from_utf8(out.stdout).unwrap();
+    let header: Vec<&str> = ladder.lines().skip(4).take(2).collect();
+    for name in ["proxy", "sipp-host"] {
+        assert!(header[0].contains(name), "{name} heads a column:\n{ladder}");
+    }
+    for addr in ["127.0.0.1:5060", "127.0.0.1:5061", "127.0.0.1:5070"] {
+        assert!(
+            header[1].contains(addr),
+            "{addr} under its alias:\n{ladder}"
+        );
+    }
+    std::fs::write(&config, "[aliases]\n\"127.0.0.1/33\" = \"x\"\n").unwrap();
+    let bad = Command::new(BIN)
+        .args(["search", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("`127.0.0.1/33`: `/33` is not a prefix length"),
+        "{err}"
+    );
+}

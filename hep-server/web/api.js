@@ -69,9 +69,9 @@ async function get(path) {
 }
 
 /** The API's search parameters, in the order the docs give them. */
-export const SEARCH_KEYS = ["call_id", "user", "method", "since", "until", "capture_id", "limit", "cursor"];
+export const SEARCH_KEYS = ["call_id", "user", "method", "since", "until", "capture_id", "node", "q", "limit", "cursor"];
 
-/** `GET /api/v1/calls?...`: `{calls: [...], next}`. Empty values are left out. */
+/** `GET /api/v1/calls?...`: `{calls: [...], next, text_scan}`. Empty values are left out. */
 export function searchCalls(params) {
   const q = new URLSearchParams();
   for (const k of SEARCH_KEYS) {
@@ -86,7 +86,7 @@ export function callPath(callId, suffix = "") {
   return `/api/v1/calls/${encodeURIComponent(callId)}${suffix}`;
 }
 
-/** `GET /api/v1/calls/{call_id}`: `{call_id, messages: [record + id]}`. */
+/** `GET /api/v1/calls/{call_id}`: `{call_id, messages: [record + id], aliases}`. */
 export function getCall(callId) {
   return get(callPath(callId));
 }

@@ -17,7 +17,7 @@ const $ = (sel) => document.querySelector(sel);
 export const PRESETS = { "15m": "-15m", "1h": "-1h", "24h": "-24h", "7d": "-7d" };
 const DEFAULT_RANGE = "1h";
 const DEFAULT_LIMIT = 50;
-const FIELDS = ["call_id", "user", "method", "capture_id"];
+const FIELDS = ["call_id", "user", "method", "capture_id", "node", "q"];
 
 /** Results columns: key in the API's rows, heading, how to compare. */
 const COLUMNS = [
@@ -209,6 +209,11 @@ async function showSearch(s) {
   status.textContent = n === 0
     ? `No calls ${windowText(s)} match. Widen the time range or clear a field.`
     : `${n} call${n === 1 ? "" : "s"} ${windowText(s)}${answer.next ? " (more on the next page)" : ""}.`;
+  // The text search reads messages one by one, up to a bound: say when it stopped there.
+  const scan = answer.text_scan;
+  if (scan && scan.truncated) {
+    status.append(" ", h("strong", { class: "scan-truncated" }, `The text search stopped after reading ${scan.scanned.toLocaleString("en")} messages (its bound):`), " older calls may hold the text too. Narrow the time range or fill another field.");
+  }
   lastNext = answer.next ?? null;
   renderTable(s);
   renderPager(s, lastNext);
@@ -394,7 +399,10 @@ async function showCall(s) {
   }
   performance.mark("hep:call-response");
   const messages = Array.isArray(call.messages) ? call.messages : [];
-  const lay = layout(messages, { aliasOf: noAliases });
+  // `[aliases]`: the server names the call's addresses it has an alias for.
+  const aliases = call.aliases && typeof call.aliases === "object" ? call.aliases : {};
+  const aliasOf = (addr) => (Object.hasOwn(aliases, addr) && typeof aliases[addr] === "string" ? aliases[addr] : noAliases(addr));
+  const lay = layout(messages, { aliasOf });
   current = { callId: s.callId, tz: s.tz, lay, svg: null };
   if (!lay.rows.length) {
     status.textContent = "This call has no stored messages (they may be older than the store's retention).";

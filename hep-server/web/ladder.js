@@ -23,8 +23,9 @@ export const GEOMETRY = Object.freeze({
 export const LEG_COUNT = 6;
 
 /**
- * Column name of an address: its alias when one is known. A hook for `[aliases]`
- * (DESIGN.md): the page will pass the server's aliases here; until then, the address.
+ * Column name of an address without an alias: the address. The page passes the server's
+ * `[aliases]` (the `aliases` of `GET /api/v1/calls/{call_id}`) as `aliasOf`; a column
+ * with an alias shows the address under it.
  * @type {(addr: string) => string}
  */
 export const noAliases = (addr) => addr;

@@ -219,6 +219,42 @@ test("correlated legs are coloured apart, with a legend", async () => {
   await page.close();
 });
 
+test("[aliases] name the ladder's columns, with the address under the name", async () => {
+  // The server's [aliases]: "192.0.2.2" = "b2bua", "192.0.2.3:5060" = "carrier".
+  const page = await open(`/call/${encodeURIComponent(CALL.legs)}`);
+  const { cols, rows } = await ladder(page);
+  assert.deepEqual(cols, ["192.0.2.1:5060", "b2bua", "b2bua", "carrier"]);
+  assert.deepEqual(rows.map((r) => r.text), ["192.0.2.1:5060 -> b2bua INVITE", "b2bua -> carrier INVITE"]);
+  const addrs = await page.$$eval("#ladder svg text.column", (ts) => ts.map((t) => t.getAttribute("data-addr")));
+  assert.deepEqual(addrs, ["192.0.2.1:5060", "192.0.2.2:5060", "192.0.2.2:5062", "192.0.2.3:5060"]);
+  // Each aliased column shows its address under the name, in the drawing itself.
+  const texts = await page.$$eval("#ladder svg > text", (ts) => ts.map((t) => t.textContent));
+  for (const a of addrs.slice(1)) assert.ok(texts.includes(a), `${a} under its alias: ${texts}`);
+  await page.close();
+});
+
+test("node and text fields search and are kept in the URL", async () => {
+  const page = await open(`/?${windowQuery()}`);
+  await resultIds(page);
+  // A Via branch of the IPv4 call, in another case: a header value no other field holds.
+  await page.fill('input[name="q"]', "Z9HG4BK-13274-1-0");
+  await page.click('button[type="submit"]');
+  await page.waitForURL((u) => u.searchParams.get("q") === "Z9HG4BK-13274-1-0");
+  assert.deepEqual(await resultIds(page), [CALL.udp]);
+  assert.equal(await page.$(".scan-truncated"), null, "the text search read every candidate");
+  await page.fill('input[name="node"]', "no-such-node");
+  await page.click('button[type="submit"]');
+  await page.waitForURL((u) => u.searchParams.get("node") === "no-such-node");
+  assert.deepEqual(await resultIds(page), []);
+  // The link holds both.
+  const again = await open(new URL(page.url()).pathname + new URL(page.url()).search);
+  await resultIds(again);
+  assert.equal(await again.inputValue('input[name="q"]'), "Z9HG4BK-13274-1-0");
+  assert.equal(await again.inputValue('input[name="node"]'), "no-such-node");
+  await page.close();
+  await again.close();
+});
+
 test("a 200-message call is drawn within 300 ms of the API's answer", async () => {
   const page = await open(`/call/${encodeURIComponent(CALL.long)}`);
   await page.waitForFunction(() => document.querySelectorAll("#ladder g.msg").length === 200);

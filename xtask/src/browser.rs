@@ -10,7 +10,8 @@
 //!    committed `package-lock.json`; it downloads no browser).
 //! 2. Builds `hep-server` and starts it on free loopback ports: `--http 127.0.0.1:PORT`,
 //!    `--listen hep_udp:127.0.0.1:PORT`, `--output store:DIR` in a fresh directory under
-//!    `target/browser/run/`, bounded to [`SERVER_MAX`]; and a second one whose
+//!    `target/browser/run/`, bounded to [`SERVER_MAX`], with `[aliases]` naming the
+//!    B2BUA pair's addresses (`b2bua`, `carrier`); and a second one whose
 //!    `[http.tokens]` has one token for capture id 2001, fed the IPv4 call (2001) and the
 //!    crafted message (capture id 1).
 //! 3. Feeds it the Kamailio vectors `hep-testkit/testdata/kamailio/v3-udp-*.hep` (three
@@ -128,7 +129,14 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
     let program = hep_server.to_string_lossy().into_owned();
 
     let ports = proc::Ports::default();
-    let (mut server, http, udp) = start_server(&program, &ports, &run_dir.join("open"), None)?;
+    // `[aliases]` naming the B2BUA and the carrier of the two-leg call (and no address
+    // of the other calls).
+    let (mut server, http, udp) = start_server(
+        &program,
+        &ports,
+        &run_dir.join("open"),
+        Some("[aliases]\n\"192.0.2.2\" = \"b2bua\"\n\"192.0.2.3:5060\" = \"carrier\"\n"),
+    )?;
     // A second server that wants a token, which may read capture id 2001 only.
     let (mut guarded, guarded_http, guarded_udp) = start_server(
         &program,

@@ -1,6 +1,9 @@
 //! `hep-server search`: messages out of a store (`store:DIR`), as a call flow, JSON
 //! records or pcap.
 //!
+//! With `--config FILE` (the collector's), the ladder's columns are named by its
+//! `[aliases]`, and the store is its first `store:DIR` output unless `--store` is given.
+//!
 //! The query goes to [`store::search`]: every filter given must match, a call's other
 //! legs come with it, results are in capture time order. The formats reuse the
 //! collector's writers: [`record`](crate::formats::record) for JSON (the same record `json:`
@@ -12,7 +15,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::Context as _;
 
+use std::path::PathBuf;
+
 use crate::cli::{ColorWhen, SearchArgs, SearchFormat};
+use crate::config::Config;
 use crate::formats::ladder::{self, Arrow, LadderStyle};
 use crate::formats::pcap::PcapFileWriter;
 use crate::formats::record::write_json_line;
@@ -67,6 +73,16 @@ pub fn run(args: &SearchArgs, dest: Destination) -> anyhow::Result<SearchSummary
              `| wireshark -k -i -`)"
         );
     }
+    let config = match &args.config {
+        Some(path) => Some(Config::load(path)?),
+        None => None,
+    };
+    let dir = match (&args.store, config.as_ref().and_then(Config::store_dir)) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(dir)) => dir.to_path_buf(),
+        (None, None) => PathBuf::from(store::DEFAULT_DIR),
+    };
+    let aliases = config.map(|c| c.aliases).unwrap_or_default();
     let query = Query {
         call_id: args.call_id.clone(),
         user: args.user.clone(),
@@ -75,14 +91,27 @@ pub fn run(args: &SearchArgs, dest: Destination) -> anyhow::Result<SearchSummary
         until_usec: args.until,
         limit: usize::try_from(args.limit).unwrap_or(usize::MAX),
         capture_ids: None,
+        node: args.node.clone(),
+        text: args.text.clone(),
+        ..Query::default()
     };
     let store::Results {
         messages: found,
         damaged,
+        text_scan,
         ..
-    } = store::search(&args.store, &query)?;
+    } = store::search(&dir, &query)?;
     for e in &damaged {
         eprintln!("hep-server: warning: a matching message is left out: {e}");
+    }
+    if let Some(scan) = text_scan.filter(|s| s.truncated) {
+        eprintln!(
+            "hep-server: --text read {} messages (its bound is {} messages, {} calls) and \
+             stopped: older calls may hold the text too; narrow --since/--until or add a filter",
+            scan.scanned,
+            scan.limit,
+            store::text::MAX_TEXT_CALLS
+        );
     }
     match args.format {
         SearchFormat::Json => {
@@ -110,7 +139,7 @@ pub fn run(args: &SearchArgs, dest: Destination) -> anyhow::Result<SearchSummary
                 ascii: args.ascii,
             };
             let mut out = BufWriter::with_capacity(256 * 1024, dest.out);
-            ladder::render(&arrows, &style, &mut out)?;
+            ladder::render_named(&arrows, &style, &aliases, &mut out)?;
             out.flush()?;
         }
     }

@@ -31,11 +31,13 @@ use hep_transport::{HEP_PORT, ListenOn};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+mod aliases;
 mod auth;
 mod dedup;
 mod error;
 mod filter;
 mod http;
+mod kpi;
 mod limits;
 mod listen;
 mod log;
@@ -62,6 +64,7 @@ pub use rewrite::RewriteConfig;
 pub use tls::TlsConfig;
 pub use written::Written;
 
+use crate::aliases::Aliases;
 use crate::http::HttpConfig;
 use crate::outputs::conflict::conflict;
 use crate::outputs::relay::spool::SpoolConfig;
@@ -100,6 +103,8 @@ struct RawConfig {
     store: Option<store::RawStore>,
     spool: Option<spool::RawSpool>,
     http: Option<http::RawHttp>,
+    aliases: Option<aliases::RawAliases>,
+    kpi: Option<kpi::RawKpi>,
 }
 
 /// The specs of `listen` or `outputs`, and where the file first asks for TLS among them
@@ -161,6 +166,10 @@ pub struct Config {
     pub store: StoreConfig,
     /// The HTTP API and page (`[http]`): on by default on 127.0.0.1:9080.
     pub http: HttpConfig,
+    /// Names for addresses (`[aliases]`), shown by the ladders; reloaded on SIGHUP.
+    pub aliases: Aliases,
+    /// The SIP KPIs (`[kpi]`): on by default.
+    pub kpi: crate::kpi::KpiConfig,
 }
 
 impl Default for Config {
@@ -214,7 +223,7 @@ impl Config {
 
     /// The keys a running server cannot change (a reload logs them as needing a restart
     /// and keeps the running values): listeners and their limits, TLS, metrics, logging,
-    /// the HTTP API.
+    /// the HTTP API, the KPIs' call table.
     /// Empty when `new` differs from `self` in reloadable keys only.
     pub fn restart_only_changes(&self, new: &Self) -> Vec<&'static str> {
         let mut changed = Vec::new();
@@ -239,6 +248,7 @@ impl Config {
         check("[spool]", self.spool == new.spool);
         check("[store]", self.store == new.store);
         check("[http]", self.http == new.http);
+        check("[kpi]", self.kpi == new.kpi);
         changed
     }
 
@@ -258,6 +268,7 @@ impl Config {
             spool: self.spool,
             store: self.store.clone(),
             http: self.http.clone(),
+            kpi: self.kpi.clone(),
             ..new
         }
     }
@@ -355,6 +366,8 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
     let spool = spool::resolve(raw.spool, &src)?;
     let store = store::resolve(raw.store, &src)?;
     let http = http::resolve(raw.http, &src)?;
+    let aliases = aliases::resolve(raw.aliases, &src)?;
+    let kpi = kpi::resolve(raw.kpi, &src)?;
     Ok(Config {
         listen,
         outputs,
@@ -379,5 +392,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
         spool,
         store,
         http,
+        aliases,
+        kpi,
     })
 }

@@ -559,3 +559,51 @@ fn http_is_on_on_loopback_by_default_and_its_tokens_are_secrets() {
     assert_eq!(c.http.tls.as_ref().unwrap().key_file, Path::new("web.key"));
     assert_eq!(parse(&c.to_toml()).unwrap(), c, "prints and parses back");
 }
+
+#[test]
+fn aliases_map_addresses_and_networks_to_names() {
+    let c = parse(
+        "[aliases]\n\"10.0.0.1:5060\" = \"proxy\"\n\"10.0.0.0/8\" = \"core\"\n\
+         \"2001:db8::/32\" = \"v6\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.aliases.name_of_text("10.0.0.1:5060"), Some("proxy"));
+    assert_eq!(c.aliases.name_of_text("10.9.0.1:5060"), Some("core"));
+    assert_eq!(c.aliases.name_of_text("[2001:db8::5]:5060"), Some("v6"));
+    // check-config prints them as written.
+    assert!(
+        c.to_toml().contains("[aliases]\n\"10.0.0.0/8\" = \"core\""),
+        "{}",
+        c.to_toml()
+    );
+    assert!(parse("").unwrap().aliases.is_empty());
+}
+
+#[test]
+fn bad_aliases_are_named_at_their_line() {
+    for (text, expected) in [
+        (
+            "[aliases]\n\"10.0.0.256\" = \"x\"",
+            "hep.toml:2:16: section [aliases]: `10.0.0.256`: expected IP:PORT",
+        ),
+        (
+            "[aliases]\n\"10.0.0.0/40\" = \"x\"",
+            "hep.toml:2:17: section [aliases]: `10.0.0.0/40`: `/40` is not a prefix length",
+        ),
+        (
+            "[aliases]\n\"10.0.0.1\" = \"\"",
+            "hep.toml:2:14: section [aliases]: `10.0.0.1`: the name is empty",
+        ),
+        (
+            "[aliases]\n\"::1\" = \"a\"\n\"0::1\" = \"b\"",
+            "hep.toml:2:9: section [aliases]: `::1`: the same address as `0::1`",
+        ),
+        (
+            "[aliases]\n\"10.0.0.1\" = 5",
+            "hep.toml:2:14: key `aliases.\"10.0.0.1\"`: expected a name in quotes",
+        ),
+    ] {
+        let e = parse(text).unwrap_err().to_string();
+        assert!(e.starts_with(expected), "{text:?}:\n{e}");
+    }
+}

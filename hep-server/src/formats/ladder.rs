@@ -17,7 +17,8 @@
 //!
 //! # Layout
 //! - **Columns** are the distinct addresses in the order they first appear (in time
-//!   order), each named in a header row. All columns are equally wide: wide enough for
+//!   order), each named in a header row: by its alias when [`render_named`] is given
+//!   `[aliases]` ([`crate::aliases`]), with the address on a second row under it. All columns are equally wide: wide enough for
 //!   the longest label on an arrow and the longest address, so every label fits between
 //!   two neighbouring lifelines.
 //! - **Arrows** start at the sender's lifeline (`├`, `┤`) and point at the receiver's
@@ -72,6 +73,7 @@ use std::io;
 
 use hep_proto::{HepMessage, ProtoType};
 
+use crate::aliases::Aliases;
 use crate::formats::text::{Endpoint, Escaped};
 use crate::time::UtcTimestamp;
 use hep_proto::sip::{SipSummary, StartLine};
@@ -187,6 +189,41 @@ pub fn arrow_of(msg: &HepMessage) -> Arrow {
 /// # Errors
 /// Only those of writing to `out`.
 pub fn render(arrows: &[Arrow], style: &LadderStyle, out: &mut dyn io::Write) -> io::Result<()> {
+    render_named(arrows, style, &Aliases::default(), out)
+}
+
+/// [`render`], with the columns named by `aliases` ([`crate::aliases`]): a column whose
+/// address has an alias is headed by the alias, with the address on the line under it
+/// (sngrep shows the alias alone; the address stays visible here).
+///
+/// ```
+/// use hep_server::aliases::Aliases;
+/// use hep_server::formats::ladder::{Arrow, LadderStyle, render_named};
+///
+/// let arrow = Arrow {
+///     ts_usec: 0,
+///     src: "10.0.0.1:5060".into(),
+///     dst: "10.0.0.2:5060".into(),
+///     label: "INVITE".into(),
+///     call_id: "a@b".into(),
+/// };
+/// let aliases = Aliases::new([("10.0.0.2", "proxy")]).unwrap();
+/// let mut out = Vec::new();
+/// render_named(&[arrow], &LadderStyle::default(), &aliases, &mut out).unwrap();
+/// let text = String::from_utf8(out).unwrap();
+/// let header: Vec<&str> = text.lines().skip(4).take(2).collect();
+/// assert!(header[0].contains("10.0.0.1:5060") && header[0].trim_end().ends_with("proxy"));
+/// assert!(header[1].trim() == "10.0.0.2:5060", "{text}");
+/// ```
+///
+/// # Errors
+/// Only those of writing to `out`.
+pub fn render_named(
+    arrows: &[Arrow],
+    style: &LadderStyle,
+    aliases: &Aliases,
+    out: &mut dyn io::Write,
+) -> io::Result<()> {
     if arrows.is_empty() {
         return writeln!(out, "{EMPTY}");
     }
@@ -197,7 +234,7 @@ pub fn render(arrows: &[Arrow], style: &LadderStyle, out: &mut dyn io::Write) ->
     let mut order: Vec<&Arrow> = arrows.iter().collect();
     order.sort_by_key(|a| a.ts_usec);
 
-    let flow = Flow::new(&order);
+    let flow = Flow::new(&order, aliases);
     let layout = Layout::new(&flow);
     let margin = Margin::new(&order, &flow, glyphs);
 
@@ -231,22 +268,33 @@ pub fn render(arrows: &[Arrow], style: &LadderStyle, out: &mut dyn io::Write) ->
     }
     writeln!(out)?;
 
-    let mut names = String::new();
+    // Column names (an alias, or the address), and under an alias its address.
     let mut tops = layout.blank(glyphs, false);
-    let mut at = 0;
-    for (i, lane) in flow.lanes.iter().enumerate() {
-        let len = width(lane);
+    for (i, (name, addr)) in flow.names.iter().zip(&flow.lanes).enumerate() {
+        let len = width(name).max(width(addr));
         let start = layout.x(i) - len / 2;
-        names.push_str(&" ".repeat(start.saturating_sub(at)));
-        names.push_str(&paint.bold(lane));
-        at = start + len;
         for cell in &mut tops[start..start + len] {
             *cell = glyphs.dash;
         }
         tops[layout.x(i)] = glyphs.top;
     }
+    let names = centred(&layout, flow.names.iter().map(|n| Some(n.as_str())), |n| {
+        paint.bold(n)
+    });
+    let aliased = flow.names.iter().zip(&flow.lanes).any(|(n, a)| n != a);
+    let addresses = aliased.then(|| {
+        let under = flow
+            .names
+            .iter()
+            .zip(&flow.lanes)
+            .map(|(n, a)| (n != a).then_some(a.as_str()));
+        centred(&layout, under, str::to_owned)
+    });
     let pad = " ".repeat(margin.width());
     writeln!(out, "{pad}{names}")?;
+    if let Some(addresses) = addresses {
+        writeln!(out, "{pad}{addresses}")?;
+    }
     writeln!(out, "{}", Row::plain(tops).line(&pad, paint))?;
 
     let mut previous = first;
@@ -266,6 +314,26 @@ pub fn render(arrows: &[Arrow], style: &LadderStyle, out: &mut dyn io::Write) ->
         }
     }
     Ok(())
+}
+
+/// `texts` (one per lane, `None`: nothing there) centred on the lanes' lifelines, each
+/// written through `show` (which may add escapes of no width).
+fn centred<'a>(
+    layout: &Layout,
+    texts: impl Iterator<Item = Option<&'a str>>,
+    show: impl Fn(&str) -> String,
+) -> String {
+    let mut line = String::new();
+    let mut at = 0;
+    for (i, text) in texts.enumerate() {
+        let Some(text) = text else { continue };
+        let len = width(text);
+        let start = layout.x(i) - len / 2;
+        line.push_str(&" ".repeat(start.saturating_sub(at)));
+        line.push_str(&show(text));
+        at = start + len;
+    }
+    line
 }
 
 /// `1 message`, `2 messages`.
@@ -293,6 +361,8 @@ fn width(s: &str) -> usize {
 struct Flow {
     /// Addresses, escaped, in order of first appearance.
     lanes: Vec<String>,
+    /// Each lane's name: its alias, escaped, or its address.
+    names: Vec<String>,
     /// Non-empty Call-IDs, escaped, in order of first appearance.
     legs: Vec<String>,
     /// The longest label, escaped, in characters.
@@ -300,15 +370,21 @@ struct Flow {
 }
 
 impl Flow {
-    fn new(order: &[&Arrow]) -> Self {
+    fn new(order: &[&Arrow], aliases: &Aliases) -> Self {
         let mut lanes: Vec<String> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
         let mut legs: Vec<String> = Vec::new();
         let mut label_width = 0;
         for arrow in order {
             for addr in [&arrow.src, &arrow.dst] {
-                let addr = safe(addr);
-                if !lanes.contains(&addr) {
-                    lanes.push(addr);
+                let shown = safe(addr);
+                if !lanes.contains(&shown) {
+                    names.push(
+                        aliases
+                            .name_of_text(addr)
+                            .map_or_else(|| shown.clone(), safe),
+                    );
+                    lanes.push(shown);
                 }
             }
             let id = safe(&arrow.call_id);
@@ -319,6 +395,7 @@ impl Flow {
         }
         Self {
             lanes,
+            names,
             legs,
             label_width,
         }
@@ -414,7 +491,13 @@ struct Layout {
 
 impl Layout {
     fn new(flow: &Flow) -> Self {
-        let address_width = flow.lanes.iter().map(|l| width(l)).max().unwrap_or(0);
+        let address_width = flow
+            .lanes
+            .iter()
+            .chain(&flow.names)
+            .map(|l| width(l))
+            .max()
+            .unwrap_or(0);
         // A label needs a space and two dashes on each side, an arrow head and the room
         // of a self-loop's corner; addresses need some air between them.
         let gap = (flow.label_width + 8).max(address_width + 4).max(12);
@@ -654,6 +737,46 @@ mod tests {
     const A: &str = "10.0.0.1:5060";
     const B: &str = "10.0.0.2:5060";
     const C: &str = "10.0.0.3:5060";
+
+    #[test]
+    fn an_aliased_column_is_headed_by_its_alias_with_the_address_under_it() {
+        let flow = [
+            arrow(0, "10.0.0.1:5060", "10.0.0.2:5060", "INVITE", "a"),
+            arrow(1, "10.0.0.2:5060", "192.0.2.9:5070", "INVITE", "a"),
+        ];
+        let aliases =
+            Aliases::new([("10.0.0.0/8", "core"), ("10.0.0.2:5060", "proxy")]).expect("aliases");
+        let mut out = Vec::new();
+        render_named(&flow, &LadderStyle::default(), &aliases, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let tops = lines.iter().position(|l| l.contains('┬')).unwrap();
+        let (names, addresses) = (lines[tops - 2], lines[tops - 1]);
+        // Each name and address centred on its column's lifeline.
+        let ticks: Vec<usize> = lines[tops]
+            .char_indices()
+            .filter(|(_, c)| *c == '┬')
+            .map(|(i, _)| lines[tops][..i].chars().count())
+            .collect();
+        let centre = |line: &str, text: &str| {
+            let at = line
+                .find(text)
+                .unwrap_or_else(|| panic!("{text} in {line:?}"));
+            line[..at].chars().count() + text.len() / 2
+        };
+        assert_eq!(centre(names, "core"), ticks[0], "{text}");
+        assert_eq!(centre(names, "proxy"), ticks[1], "{text}");
+        assert_eq!(
+            centre(names, "192.0.2.9:5070"),
+            ticks[2],
+            "an address without alias"
+        );
+        assert_eq!(centre(addresses, "10.0.0.1:5060"), ticks[0], "{text}");
+        assert_eq!(centre(addresses, "10.0.0.2:5060"), ticks[1], "{text}");
+        assert!(!addresses.contains("192.0.2.9"), "named once: {text}");
+        // Without aliases, no line of addresses.
+        assert_eq!(lines.len(), plain(&flow).lines().count() + 1);
+    }
 
     #[test]
     fn columns_are_in_order_of_first_appearance() {

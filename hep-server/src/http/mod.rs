@@ -27,7 +27,9 @@
 //!   refused with `503 overloaded`; their feed holds [`LIVE_CAPACITY`] messages, a client
 //!   further behind is told how many it skipped;
 //! - a search's window and sizes: [`params`], [`crate::store::calls()`] and
-//!   [`MAX_CALL_MESSAGES`].
+//!   [`MAX_CALL_MESSAGES`]; free text (`q`) reads at most
+//!   [`MAX_TEXT_SCAN`](crate::store::text::MAX_TEXT_SCAN) messages and says so
+//!   ([`crate::store::text`]).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -64,6 +66,7 @@ mod routes;
 
 pub use routes::MAX_CALL_MESSAGES;
 
+use crate::aliases::SharedAliases;
 use crate::telemetry::metrics::Registry;
 
 /// Where the API listens by default: loopback, port 9080.
@@ -197,6 +200,7 @@ pub async fn bind(
     config: &HttpConfig,
     store: Option<PathBuf>,
     live: Option<tokio::sync::broadcast::Sender<Arc<hep_transport::Received>>>,
+    aliases: SharedAliases,
     registry: &Registry,
 ) -> anyhow::Result<Option<HttpServer>> {
     if !config.enabled {
@@ -226,6 +230,7 @@ pub async fn bind(
         live,
         live_clients: Arc::new(Semaphore::new(MAX_LIVE_CLIENTS)),
         stop: CancellationToken::new(),
+        aliases,
     };
     Ok(Some(HttpServer {
         listener,

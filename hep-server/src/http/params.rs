@@ -7,6 +7,13 @@
 //!   a span ago (`-15m`, `-2h`, `1d`).
 //! - `limit`: 1 to [`MAX_LIMIT`], default [`DEFAULT_LIMIT`].
 //! - `capture_id`: a number (what the token allows, if any, bounds it further).
+//! - `node`: a HEP node name (chunk 0x0013), exactly; 1 to [`MAX_NODE_BYTES`] bytes, no
+//!   control characters.
+//! - `q`: free text over the SIP messages, 1 to
+//!   [`MAX_TEXT_BYTES`](crate::store::text::MAX_TEXT_BYTES) bytes, no control characters;
+//!   read message by message within the window and the other filters, at most
+//!   [`MAX_TEXT_SCAN`](crate::store::text::MAX_TEXT_SCAN) messages (the answer's
+//!   `text_scan` says how many and whether it stopped there).
 //! - `cursor`: the `next` of the previous page.
 //!
 //! The bounds of a call search: without `call_id` and `since` the window is the last
@@ -26,6 +33,8 @@ pub const MAX_LIMIT: usize = 1_000;
 pub const DEFAULT_WINDOW_HOURS: i64 = 24;
 /// The longest window of a search without `call_id`, days.
 pub const MAX_WINDOW_DAYS: i64 = 31;
+/// The longest node name taken, in bytes.
+pub const MAX_NODE_BYTES: usize = 128;
 
 /// The parameters of `GET /api/v1/calls`, checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -42,6 +51,10 @@ pub struct CallSearch {
     pub until_usec: Option<i64>,
     /// `capture_id`.
     pub capture_id: Option<u32>,
+    /// `node`.
+    pub node: Option<String>,
+    /// `q`: free text.
+    pub text: Option<String>,
     /// `limit`.
     pub limit: usize,
     /// `cursor`.
@@ -56,6 +69,8 @@ const CALL_SEARCH: &[&str] = &[
     "since",
     "until",
     "capture_id",
+    "node",
+    "q",
     "limit",
     "cursor",
 ];
@@ -89,6 +104,8 @@ impl CallSearch {
             since_usec: time(pairs, "since", now_usec)?,
             until_usec: time(pairs, "until", now_usec)?,
             capture_id: number(pairs, "capture_id")?,
+            node: bounded_text(pairs, "node", MAX_NODE_BYTES)?,
+            text: bounded_text(pairs, "q", crate::store::text::MAX_TEXT_BYTES)?,
             limit: limit(pairs)?,
             cursor: number(pairs, "cursor")?,
         };
@@ -194,6 +211,30 @@ fn text(pairs: &[(String, String)], name: &str) -> Result<Option<String>, ApiErr
         .map(str::to_owned))
 }
 
+/// A text value of 1 to `max` bytes without control characters; empty counts as absent.
+fn bounded_text(
+    pairs: &[(String, String)],
+    name: &str,
+    max: usize,
+) -> Result<Option<String>, ApiError> {
+    let Some(v) = text(pairs, name)? else {
+        return Ok(None);
+    };
+    if v.len() > max {
+        return Err(ApiError::bad_parameter(format!(
+            "{name}: at most {max} bytes, found {}",
+            v.len()
+        )));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ApiError::bad_parameter(format!(
+            "{name}: `{}` holds control characters",
+            shown(&v).escape_debug()
+        )));
+    }
+    Ok(Some(v))
+}
+
 fn time(pairs: &[(String, String)], name: &str, now_usec: i64) -> Result<Option<i64>, ApiError> {
     match value(pairs, name)?.filter(|v| !v.is_empty()) {
         None => Ok(None),
@@ -268,6 +309,7 @@ mod tests {
 
     #[test]
     fn every_bad_parameter_is_named() {
+        let (long_node, long_text) = ("n".repeat(129), "x".repeat(257));
         for (q, name) in [
             (&[("limit", "1001")][..], "limit"),
             (&[("limit", "x")][..], "limit"),
@@ -277,6 +319,10 @@ mod tests {
             (&[("method", "IN VITE")][..], "method"),
             (&[("user", "a"), ("user", "b")][..], "user"),
             (&[("since", "-1h"), ("until", "-2h")][..], "since"),
+            (&[("node", long_node.as_str())][..], "node"),
+            (&[("node", "a\tb")][..], "node"),
+            (&[("q", long_text.as_str())][..], "q"),
+            (&[("q", "a\r\nb")][..], "q"),
         ] {
             let e = CallSearch::parse(&pairs(q), NOW).unwrap_err();
             assert_eq!(e.code, "bad_parameter", "{q:?}");

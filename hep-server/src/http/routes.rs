@@ -7,6 +7,7 @@
 //!                                                            thread, MAX_STORE_QUERIES)
 //! ```
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -33,9 +34,10 @@ use super::counts::RequestCounts;
 use super::error::ApiError;
 use super::params::{CallDetail, CallSearch};
 use super::{REQUEST_TIMEOUT, bytes_response, json_response, page};
+use crate::aliases::{Aliases, SharedAliases};
 use crate::formats::ladder::{self, Arrow, LadderStyle};
 use crate::formats::pcap::PcapFileWriter;
-use crate::formats::text::TextLine;
+use crate::formats::text::{Endpoint, TextLine};
 use crate::store::{self, MessageId, Query as StoreQuery, StoreError, Stored};
 use crate::sync::lock;
 use crate::time::now_usec;
@@ -62,6 +64,8 @@ pub(crate) struct AppState {
     pub(crate) live_clients: Arc<Semaphore>,
     /// Cancelled at shutdown.
     pub(crate) stop: tokio_util::sync::CancellationToken,
+    /// `[aliases]`, as a reload leaves them.
+    pub(crate) aliases: SharedAliases,
 }
 
 /// What the token of a request may read.
@@ -297,6 +301,8 @@ fn call_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
 struct CallsJson {
     calls: Vec<CallRow>,
     next: Option<String>,
+    /// With `q`: what the text search read (`null` without).
+    text_scan: Option<store::TextScan>,
 }
 
 /// `GET /api/v1/calls`.
@@ -314,6 +320,9 @@ async fn list_calls(
         until_usec: p.until_usec,
         limit: p.limit,
         capture_ids: capture_ids(&access, p.capture_id),
+        node: p.node,
+        text: p.text,
+        ..StoreQuery::default()
     };
     let cursor = p.cursor;
     let page = s
@@ -323,6 +332,7 @@ async fn list_calls(
     Ok(json_response(&CallsJson {
         calls: page.calls.iter().map(CallRow::of).collect(),
         next: page.next.map(|n| n.to_string()),
+        text_scan: page.text_scan,
     }))
 }
 
@@ -355,6 +365,29 @@ async fn messages_of(
 struct CallJson<'a> {
     call_id: &'a str,
     messages: Vec<MessageJson<'a>>,
+    /// The `[aliases]` name of each source and destination of the messages that has
+    /// one, keyed by the address as the ladder writes it (`IP:PORT`, `[IPv6]:PORT`).
+    aliases: BTreeMap<String, String>,
+}
+
+/// The names `aliases` gives the endpoints of `messages`.
+fn aliases_of(aliases: &Aliases, messages: &[Stored]) -> BTreeMap<String, String> {
+    let mut named = BTreeMap::new();
+    if aliases.is_empty() {
+        return named;
+    }
+    for m in messages {
+        for e in [Endpoint::src(&m.message), Endpoint::dst(&m.message)] {
+            let addr = e.to_string();
+            if named.contains_key(&addr) {
+                continue;
+            }
+            if let Some(name) = aliases.name_of_text(&addr) {
+                named.insert(addr, name.to_owned());
+            }
+        }
+    }
+    named
 }
 
 /// `GET /api/v1/calls/{call_id}`.
@@ -370,6 +403,7 @@ async fn call(
     Ok(json_response(&CallJson {
         call_id: &id,
         messages: found.iter().map(MessageJson::of).collect(),
+        aliases: aliases_of(&s.aliases.get(), &found),
     }))
 }
 
@@ -459,7 +493,7 @@ async fn call_text(
                 a
             })
             .collect();
-        ladder::render(&arrows, &LadderStyle::default(), &mut out)
+        ladder::render_named(&arrows, &LadderStyle::default(), &s.aliases.get(), &mut out)
     } else {
         found
             .iter()
@@ -540,6 +574,7 @@ mod tests {
             live: None,
             live_clients: Arc::new(Semaphore::new(1)),
             stop: tokio_util::sync::CancellationToken::new(),
+            aliases: SharedAliases::default(),
         }
     }
 

@@ -54,6 +54,7 @@ pub mod switch;
 pub use reload::Reload;
 pub use summary::Summary;
 
+use crate::aliases::SharedAliases;
 use crate::callbacks::CallbackSet;
 use crate::config::{Config, Written};
 use crate::http;
@@ -109,11 +110,17 @@ pub async fn run_with_reloads(
     registry.register(Arc::clone(&callback_collect) as _);
     let reload_collect = Arc::new(ReloadCollect::default());
     registry.register(Arc::clone(&reload_collect) as _);
-    // The live view's feed (`GET /api/v1/live`), when the API is on.
-    let live_feed = config
-        .http
-        .enabled
-        .then(|| tokio::sync::broadcast::channel(http::LIVE_CAPACITY).0);
+    // The live feed of accepted messages: the HTTP live view (`GET /api/v1/live`) and the
+    // KPIs read it; nobody waits for them.
+    let capacity = if config.kpi.enabled {
+        crate::kpi::FEED_CAPACITY
+    } else {
+        http::LIVE_CAPACITY
+    };
+    let live_feed = (config.http.enabled || config.kpi.enabled)
+        .then(|| tokio::sync::broadcast::channel(capacity).0);
+    // `[aliases]` for the API's ladders, replaced by a reload.
+    let aliases = SharedAliases::new(config.aliases.clone());
     let (stack, publisher) = Switch::new(chain.layer(first.fanout.with_live(live_feed.clone())));
     // Every drop counter of the registry, outputs a reload adds included.
     let drop_watch = Arc::new(DropWatch::new(
@@ -143,7 +150,14 @@ pub async fn run_with_reloads(
         };
         // The API reads the store the outputs write (as `search` does, from its files).
         let store = config.store_dir().map(std::path::Path::to_path_buf);
-        let http = http::bind(&config.http, store, live_feed.clone(), &registry).await?;
+        let http = http::bind(
+            &config.http,
+            store,
+            live_feed.clone(),
+            aliases.clone(),
+            &registry,
+        )
+        .await?;
         anyhow::Ok((listeners, metrics, http))
     };
     let (listeners, metrics_listener, http_server) = match started.await {
@@ -163,6 +177,14 @@ pub async fn run_with_reloads(
         shutdown
             .watching
             .spawn(metrics::serve(l, registry.clone(), until));
+    }
+    // The KPIs follow the feed until the outputs are drained (what the listeners took
+    // last is counted too).
+    if let (true, Some(feed)) = (config.kpi.enabled, &live_feed) {
+        let task = crate::kpi::KpiTask::new(&config.kpi, &config.aliases, feed.subscribe());
+        registry.register(Arc::clone(&task.metrics) as _);
+        let until = shutdown.run().clone();
+        shutdown.watching.spawn(task.run(until));
     }
     // Drop warnings until the outputs are drained too (the caller says the rest at exit).
     let until = shutdown.run().clone().cancelled_owned();
@@ -211,6 +233,7 @@ pub async fn run_with_reloads(
         draining: shutdown.draining.clone(),
         deadline: shutdown.deadline.clone(),
         live_feed,
+        aliases,
     };
     tokio::pin!(stop);
     let mut reloads_open = true;

@@ -11,6 +11,7 @@ use tower::Layer as _;
 
 use super::Stack;
 use super::switch::Publisher;
+use crate::aliases::SharedAliases;
 use crate::callbacks::CallbackSet;
 use crate::config::{Config, Written};
 use crate::outputs::set::{Outputs, Reconfigured, Retired};
@@ -52,6 +53,8 @@ pub(super) struct Live {
     pub(super) deadline: CancellationToken,
     /// The live view's feed, handed to every fan-out.
     pub(super) live_feed: Option<tokio::sync::broadcast::Sender<Arc<hep_transport::Received>>>,
+    /// `[aliases]` as the HTTP API reads them.
+    pub(super) aliases: SharedAliases,
 }
 
 impl Live {
@@ -81,10 +84,16 @@ impl Live {
         self.publisher
             .publish(chain.layer(outputs.fanout.with_live(self.live_feed.clone())));
         self.callbacks = callbacks;
+        let aliases = if new.aliases == self.config.aliases {
+            "aliases unchanged"
+        } else {
+            self.aliases.set(new.aliases.clone());
+            "aliases replaced"
+        };
         self.config = new;
         self.reload_collect.succeeded();
         tracing::info!(
-            "reloaded {file}: outputs [{}], callbacks [{callback_changes}]",
+            "reloaded {file}: outputs [{}], callbacks [{callback_changes}], {aliases}",
             outputs.changes
         );
         if !restart.is_empty() {

@@ -24,8 +24,9 @@ use rusqlite::types::Value;
 
 use super::StoreError;
 use super::query::{
-    Filter, Query, Source, Stored, Term, check_dir, decode, filters, open, select, sources,
+    Filter, Query, Source, Stored, Term, Terms, check_dir, decode, filters, open, select, sources,
 };
+use super::text::TextScan;
 
 /// Rows (id and Call-ID) a call list reads in each partition to find its calls, at most.
 pub const MAX_SCAN_ROWS: usize = 50_000;
@@ -58,6 +59,8 @@ pub struct Calls {
     pub next: Option<i64>,
     /// Matching messages that could not be read back, each naming its file.
     pub damaged: Vec<StoreError>,
+    /// What the `text` search read, when the query has one.
+    pub text_scan: Option<TextScan>,
 }
 
 /// The calls of the store in `dir` matching `q` (at most `q.limit`), whose newest
@@ -69,8 +72,15 @@ pub struct Calls {
 pub fn calls(dir: &Path, q: &Query, before: Option<i64>) -> Result<Calls, StoreError> {
     check_dir(dir)?;
     let partitions = sources(dir, q)?;
-    let Some((filter, scope)) = filters(q, &partitions)? else {
-        return Ok(Calls::default());
+    let Terms {
+        matching,
+        text_scan,
+    } = filters(q, &partitions, before)?;
+    let Some((filter, scope)) = matching else {
+        return Ok(Calls {
+            text_scan,
+            ..Calls::default()
+        });
     };
     let mut matching = filter.and(&scope);
     if let Some(b) = before {
@@ -108,6 +118,7 @@ pub fn calls(dir: &Path, q: &Query, before: Option<i64>) -> Result<Calls, StoreE
     if order.is_empty() {
         return Ok(Calls {
             next,
+            text_scan,
             ..Calls::default()
         });
     }
@@ -164,6 +175,7 @@ pub fn calls(dir: &Path, q: &Query, before: Option<i64>) -> Result<Calls, StoreE
         calls,
         next,
         damaged,
+        text_scan,
     })
 }
 

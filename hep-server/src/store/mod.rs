@@ -32,8 +32,8 @@
 //! - [`schema`]: the table and indexes of a partition.
 //! - [`hepfile`]: the file beside a partition that holds its messages' HEP bytes
 //!   (schema versions 3 to 5).
-//! - [`query`]: searches by Call-ID (with the other legs), user, method, time and
-//!   capture ids; [`mod@calls`]: the same filters, grouped into calls, a page at a time.
+//! - [`query`]: searches by Call-ID (with the other legs), user, method, node, time and
+//!   capture ids; [`text`]: free text, read message by message within those, bounded; [`mod@calls`]: the same filters, grouped into calls, a page at a time.
 //! - the writer (one transaction per partition and batch; the rows of a batch are built
 //!   as it is filled), its checkpointer (a thread that copies the WAL into the partition
 //!   files) and retention (whole partitions by age and size; a free-space floor) are
@@ -60,8 +60,8 @@
 //! `src`, `dst`, `call_id`, `method`, `status`, `cseq`, `from_user`, `from_tag`,
 //! `to_user`, `to_tag`, `correlation_id`, `transport`, `peer`, `listener`, in versions 1
 //! and 2 `hep` (the HEP bytes) and from version 3 on `hep_offset` and `hep_len` (where
-//! they are in the side file), and from version 2 on `call_id_hash` and
-//! `correlation_hash`; indexed by Call-ID (from version 2 by its hash; from version 4 once
+//! they are in the side file), from version 2 on `call_id_hash` and
+//! `correlation_hash`, and from version 6 on `node` (the HEP node name); indexed by Call-ID (from version 2 by its hash; from version 4 once
 //! per call and batch, in the table `call_ranges`) and correlation id (from version 2 by
 //! its hash), and by From and To user on initial requests; the row id is the capture
 //! time. See [`schema`] for the versions.
@@ -86,6 +86,7 @@ pub mod query;
 pub(crate) mod retention;
 pub(crate) mod row;
 pub mod schema;
+pub mod text;
 pub(crate) mod writer;
 
 #[cfg(test)]
@@ -96,6 +97,7 @@ pub use config::StoreConfig;
 pub use message_id::{BadMessageId, MessageId};
 pub use query::{Query, Results, Stored, message, search};
 pub use row::Batch;
+pub use text::TextScan;
 pub use writer::{Store, StoreStats, Written};
 
 /// Default directory of the store (relative to the working directory): where

@@ -22,6 +22,7 @@ use super::hepfile;
 use super::message_id::MessageId;
 use super::partition::{self, Partition};
 use super::schema::{self, Version, text_hash};
+use super::text::{MAX_TEXT_SCAN, Next, TextScan, TextSearch};
 
 /// What to look for; every filter given must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,15 @@ pub struct Query {
     /// Only messages of these capture ids (an HTTP token's tenants), legs included;
     /// `None`: every capture id. Applied in the SQL of every step.
     pub capture_ids: Option<Vec<u32>>,
+    /// Messages whose HEP node name (chunk 0x0013) is this, exactly. Files written
+    /// before schema version 6 keep no node name: nothing in them matches.
+    pub node: Option<String>,
+    /// The calls one of whose SIP messages holds this text (ASCII letters without
+    /// case), among the messages the other filters match: read message by message, at
+    /// most [`text_scan_limit`](Self::text_scan_limit); see [`super::text`].
+    pub text: Option<String>,
+    /// Messages a `text` search reads at most ([`MAX_TEXT_SCAN`] by default).
+    pub text_scan_limit: usize,
 }
 
 impl Default for Query {
@@ -56,6 +66,9 @@ impl Default for Query {
             until_usec: None,
             limit: 1_000,
             capture_ids: None,
+            node: None,
+            text: None,
+            text_scan_limit: MAX_TEXT_SCAN,
         }
     }
 }
@@ -88,6 +101,8 @@ pub struct Results {
     /// Matching messages that could not be read back, each naming its file and what is
     /// wrong (bytes lost in a crash, a damaged file); the search went on without them.
     pub damaged: Vec<StoreError>,
+    /// What the `text` search read, when the query has one.
+    pub text_scan: Option<TextScan>,
 }
 
 /// One row as read, before decoding.
@@ -123,8 +138,15 @@ const fn columns(version: Version) -> &'static str {
 pub fn search(dir: &Path, q: &Query) -> Result<Results, StoreError> {
     check_dir(dir)?;
     let partitions = sources(dir, q)?;
-    let Some((filter, time)) = filters(q, &partitions)? else {
-        return Ok(Results::default());
+    let Terms {
+        matching,
+        text_scan,
+    } = filters(q, &partitions, None)?;
+    let Some((filter, time)) = matching else {
+        return Ok(Results {
+            text_scan,
+            ..Results::default()
+        });
     };
     let mut found = select(&partitions, &filter.and(&time), q.limit)?;
 
@@ -152,7 +174,10 @@ pub fn search(dir: &Path, q: &Query) -> Result<Results, StoreError> {
         }
     }
     found.sort_by_key(|f| (f.id, f.partition));
-    let mut results = Results::default();
+    let mut results = Results {
+        text_scan,
+        ..Results::default()
+    };
     for f in found {
         match decode(f, &partitions) {
             Ok(s) => results.messages.push(s),
@@ -174,13 +199,28 @@ pub(super) fn check_dir(dir: &Path) -> Result<(), StoreError> {
     ))
 }
 
-/// The terms of `q`: what a message must match (Call-ID, method, user) and the scope
-/// every step of a search stays in (time range, capture ids); `None` when no message
-/// can match (a user who made no call).
+/// What [`filters`] gives.
+pub(super) struct Terms {
+    /// What a message must match and the scope every step stays in; `None` when no
+    /// message can match.
+    pub(super) matching: Option<(Filter, Filter)>,
+    /// What the text search read, when `q` has one.
+    pub(super) text_scan: Option<TextScan>,
+}
+
+/// The terms of `q`: what a message must match (Call-ID, method, node, user, text) and
+/// the scope every step of a search stays in (time range, capture ids); no match at all
+/// for a user who made no call or a text no message holds. The text search's candidates
+/// stay below row id `text_before` when given (a call list's cursor).
 pub(super) fn filters(
     q: &Query,
     partitions: &[Source],
-) -> Result<Option<(Filter, Filter)>, StoreError> {
+    text_before: Option<i64>,
+) -> Result<Terms, StoreError> {
+    let none = |text_scan| Terms {
+        matching: None,
+        text_scan,
+    };
     let mut filter = Filter::default();
     if let Some(id) = &q.call_id {
         filter.terms.push(Term::CallOrLinked(vec![id.clone()]));
@@ -190,6 +230,9 @@ pub(super) fn filters(
             Ok(code) => filter.push_value("status = ?", Value::Integer(code.into())),
             Err(_) => filter.push("method = ?", &[&m.to_ascii_uppercase()]),
         }
+    }
+    if let Some(n) = &q.node {
+        filter.terms.push(Term::Node(n.clone()));
     }
     let mut time = Filter::default();
     // The row id is the capture time (see `schema::RowIds`): a range of the table itself,
@@ -217,11 +260,28 @@ pub(super) fn filters(
         // `schema`: first the calls, then their messages.
         let calls = calls_of_user(partitions, u, &time)?;
         if calls.is_empty() {
-            return Ok(None);
+            return Ok(none(None));
         }
         filter.terms.push(Term::CallIn(calls));
     }
-    Ok(Some((filter, time)))
+    let mut text_scan = None;
+    if let Some(text) = &q.text {
+        // Last: its candidates are what every other term matches.
+        let mut candidates = filter.and(&time);
+        if let Some(b) = text_before {
+            candidates.push_value("id < ?", Value::Integer(b));
+        }
+        let (calls, scan) = calls_with_text(partitions, &candidates, text, q.text_scan_limit)?;
+        text_scan = Some(scan);
+        if calls.is_empty() {
+            return Ok(none(text_scan));
+        }
+        filter.terms.push(Term::CallIn(calls));
+    }
+    Ok(Terms {
+        matching: Some((filter, time)),
+        text_scan,
+    })
 }
 
 /// `capture_id IN (...)`; none given matches nothing.
@@ -339,6 +399,8 @@ pub(super) enum Term {
     CallIn(Vec<String>),
     /// Messages whose Call-ID or correlation id is one of these.
     CallOrLinked(Vec<String>),
+    /// Messages of this node name (none in files before version 6, which keep none).
+    Node(String),
 }
 
 impl Term {
@@ -360,6 +422,11 @@ impl Term {
                 sql.push_str(term);
                 params.extend(values.iter().cloned());
             }
+            (Self::Node(name), v) if v.has_node() => {
+                sql.push_str("node = ?");
+                params.push(Value::Text(name.clone()));
+            }
+            (Self::Node(_), _) => sql.push_str("0 = 1"),
             (Self::CallIn(ids), Version::V1) => {
                 let m = texts(ids, params);
                 sql.push_str(&format!("call_id IN ({m})"));
@@ -369,7 +436,7 @@ impl Term {
                 let t = texts(ids, params);
                 sql.push_str(&format!("call_id_hash IN ({h}) AND call_id IN ({t})"));
             }
-            (Self::CallIn(ids), Version::V4 | Version::V5) => {
+            (Self::CallIn(ids), Version::V4 | Version::V5 | Version::V6) => {
                 let r = in_call_ranges(&hashes(ids, params));
                 let t = texts(ids, params);
                 sql.push_str(&format!("{r} AND call_id IN ({t})"));
@@ -389,7 +456,7 @@ impl Term {
                      OR (correlation_hash IN ({lh}) AND correlation_id IN ({l})))"
                 ));
             }
-            (Self::CallOrLinked(ids), Version::V4 | Version::V5) => {
+            (Self::CallOrLinked(ids), Version::V4 | Version::V5 | Version::V6) => {
                 let r = in_call_ranges(&hashes(ids, params));
                 let c = texts(ids, params);
                 let lh = hashes(ids, params);
@@ -502,6 +569,77 @@ fn calls_of_user(
     Ok(calls)
 }
 
+/// The Call-IDs of the calls with a message matching `filter` whose text holds `text`,
+/// newest first, reading at most `limit` messages; see [`super::text`].
+fn calls_with_text(
+    partitions: &[Source],
+    filter: &Filter,
+    text: &str,
+    limit: usize,
+) -> Result<(Vec<String>, TextScan), StoreError> {
+    let mut search = TextSearch::new(text, limit);
+    for Source { partition: p, .. } in partitions {
+        let sql_err = |e| StoreError::sqlite(&p.path, e);
+        let Some((conn, version)) = open(p)? else {
+            continue;
+        };
+        let (clause, params) = filter.sql(version);
+        let joiner = if clause.is_empty() { " WHERE" } else { " AND" };
+        let bytes = if version.has_side_file() {
+            "hep_offset, hep_len"
+        } else {
+            "hep"
+        };
+        let sql = format!(
+            "SELECT call_id, {bytes} FROM messages{clause}{joiner} call_id IS NOT NULL \
+             ORDER BY id DESC"
+        );
+        let side = side_file(&conn, version, p)?;
+        let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params.iter()))
+            .map_err(sql_err)?;
+        while let Some(r) = rows.next().map_err(sql_err)? {
+            let call_id: String = r.get(0).map_err(sql_err)?;
+            match search.next(&call_id) {
+                Next::Stop => return Ok(search.finish()),
+                Next::Skip => continue,
+                Next::Read => {}
+            }
+            let hep = match &side {
+                Some(side) => side.read(r.get(1).map_err(sql_err)?, r.get(2).map_err(sql_err)?),
+                None => r.get(1).map_err(sql_err),
+            };
+            // Bytes lost or damaged: no text to look at (a search reports them).
+            if let Ok(hep) = hep {
+                search.look(call_id, hep);
+            }
+        }
+    }
+    Ok(search.finish())
+}
+
+/// The reader of a partition's side file (versions 3 on), knowing the ranges a crash
+/// lost.
+fn side_file(
+    conn: &rusqlite::Connection,
+    version: Version,
+    p: &Partition,
+) -> Result<Option<hepfile::Reader>, StoreError> {
+    if !version.has_side_file() {
+        return Ok(None);
+    }
+    let lost = conn
+        .prepare(schema::HEP_LOST)
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+                .map(|r| r.map(|(from, to)| (from.max(0) as u64, to.max(0) as u64)))
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(|e| StoreError::sqlite(&p.path, e))?;
+    Ok(Some(hepfile::Reader::open(&p.path, lost)?))
+}
+
 /// A partition opened for reading and its schema version; `None` for a file created but
 /// never written (no table yet).
 pub(super) fn open(p: &Partition) -> Result<Option<(rusqlite::Connection, Version)>, StoreError> {
@@ -556,20 +694,8 @@ pub(super) fn select(
             "SELECT {} FROM messages{filter} ORDER BY id DESC LIMIT {per_partition}",
             columns(version)
         );
-        // Versions 3 and 4: the bytes are read from the side file, with positioned reads.
-        let side = if version.has_side_file() {
-            let lost = conn
-                .prepare(schema::HEP_LOST)
-                .and_then(|mut s| {
-                    s.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
-                        .map(|r| r.map(|(from, to)| (from.max(0) as u64, to.max(0) as u64)))
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
-                .map_err(sql_err)?;
-            Some(hepfile::Reader::open(&p.path, lost)?)
-        } else {
-            None
-        };
+        // Versions 3 on: the bytes are read from the side file, with positioned reads.
+        let side = side_file(&conn, version, p)?;
         let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(params.iter()), |r| {

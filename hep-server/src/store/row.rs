@@ -42,6 +42,8 @@ pub(crate) struct Row {
     pub(crate) to_user: Option<Text>,
     pub(crate) to_tag: Option<Text>,
     pub(crate) correlation_id: Option<Text>,
+    /// The HEP node name (chunk 0x0013; not UTF-8: replaced characters).
+    pub(crate) node: Option<Text>,
     /// `text_hash` of the Call-ID and of the correlation id (computed here, off the
     /// writer's thread).
     pub(crate) call_hash: Option<i64>,
@@ -212,6 +214,12 @@ impl Batch {
             to_user: self.push(to.and_then(|t| t.user)),
             to_tag: self.push(to.and_then(|t| t.tag)),
             correlation_id: self.push(correlation_id),
+            node: self.push(
+                msg.node_name
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .as_deref(),
+            ),
             call_hash: call_id.map(text_hash),
             correlation_hash: correlation_id.map(text_hash),
             transport: m.info.transport,

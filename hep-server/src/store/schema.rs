@@ -18,7 +18,12 @@
 //! version), so that a foreign or newer database is recognised from its header.
 //!
 //! # Versions
-//! - **5** (this build writes it into new files): the tables of version 4; the file is
+//! - **6** (this build writes it into new files): version 5 with a `node` column, the
+//!   HEP node name (chunk 0x0013) as text, for searches by node (`node = ?`, not
+//!   indexed: like `method`, it narrows a search bounded by time and the other
+//!   filters). Files of earlier versions have no node: a search by node finds nothing
+//!   in them.
+//! - **5**: the tables of version 4; the file is
 //!   named after its messages' receive time instead of their capture time (see
 //!   [`super::partition`]). Searches find a file's capture times from its row ids (the
 //!   smallest and largest), not from its name, in every version. The version changed so
@@ -68,7 +73,7 @@ use super::StoreError;
 /// `PRAGMA application_id` of a partition: `HEPS`.
 pub const APPLICATION_ID: u32 = u32::from_be_bytes(*b"HEPS");
 /// `PRAGMA user_version` of the schema below, written into new files.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// The schema versions this build reads and appends to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +90,8 @@ pub enum Version {
     V4,
     /// Version 4's tables in a file named after receive time.
     V5,
+    /// Version 5 with the node name (`node`).
+    V6,
 }
 
 impl Version {
@@ -96,6 +103,7 @@ impl Version {
             3 => Some(Self::V3),
             4 => Some(Self::V4),
             5 => Some(Self::V5),
+            6 => Some(Self::V6),
             _ => None,
         }
     }
@@ -108,19 +116,25 @@ impl Version {
             Self::V3 => 3,
             Self::V4 => 4,
             Self::V5 => 5,
+            Self::V6 => 6,
         }
     }
 
     /// Whether its rows keep the HEP bytes in the side file (`hep_offset`, `hep_len`)
     /// instead of the `hep` column.
     pub const fn has_side_file(self) -> bool {
-        matches!(self, Self::V3 | Self::V4 | Self::V5)
+        matches!(self, Self::V3 | Self::V4 | Self::V5 | Self::V6)
     }
 
     /// Whether its Call-IDs are indexed by call and batch (`call_ranges`) instead of by
     /// message (`messages_call_id_hash`).
     pub const fn has_call_ranges(self) -> bool {
-        matches!(self, Self::V4 | Self::V5)
+        matches!(self, Self::V4 | Self::V5 | Self::V6)
+    }
+
+    /// Whether its rows keep the node name (`node`).
+    pub const fn has_node(self) -> bool {
+        matches!(self, Self::V6)
     }
 }
 
@@ -264,9 +278,36 @@ CREATE TABLE IF NOT EXISTS hep_lost (
     };
 }
 
-/// Version 4: version 3 with `call_ranges` instead of the index on `call_id_hash`.
+/// Version 4: version 3 with `call_ranges` instead of the index on `call_id_hash`. Kept
+/// to describe (and in tests, to create) the files of versions 4 and 5.
+#[cfg_attr(not(test), allow(dead_code))]
 const CREATE_V4: &str = concat!(
     side_file_messages!(),
+    correlation_hash_index!(),
+    user_indexes!(),
+    "
+CREATE TABLE IF NOT EXISTS call_ranges (
+    call_id_hash INTEGER NOT NULL,   -- text_hash(call_id)
+    first_id     INTEGER NOT NULL,   -- the call's first message in one batch
+    last_id      INTEGER NOT NULL,   -- and its last there
+    PRIMARY KEY (call_id_hash, first_id)
+) WITHOUT ROWID;",
+    side_file_tables!()
+);
+
+/// Version 6: version 4's tables with the node name (this build creates it).
+const CREATE_V6: &str = concat!(
+    "CREATE TABLE IF NOT EXISTS messages (",
+    shared_columns!(),
+    ",
+    hep_offset     INTEGER NOT NULL, -- where its HEP bytes start in the side file
+    -- and how many there are
+    hep_len        INTEGER NOT NULL",
+    hash_columns!(),
+    // On a line of its own: the hash columns end with a comment.
+    "
+  , node           TEXT              -- HEP node name, chunk 0x0013
+);",
     correlation_hash_index!(),
     user_indexes!(),
     "
@@ -388,6 +429,14 @@ pub(crate) const INSERT_V3: &str = "INSERT INTO messages (id, ts, recv_ts, proto
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
     ?20, ?21, ?22, ?23)";
 
+/// The insert of a version-6 file: those of [`INSERT_V3`], then `?24` the node name.
+pub(crate) const INSERT_V6: &str = "INSERT INTO messages (id, ts, recv_ts, proto_type, \
+    capture_id, src, dst, call_id, method, status, cseq, from_user, from_tag, to_user, to_tag, \
+    correlation_id, transport, peer, listener, hep_offset, hep_len, call_id_hash, \
+    correlation_hash, node) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+    ?20, ?21, ?22, ?23, ?24)";
+
 /// Records that a batch's messages of the call of hash `?1` are the rows `?2` to `?3`
 /// with that hash (versions 4 and 5).
 pub(crate) const ADD_CALL_RANGE: &str =
@@ -413,6 +462,7 @@ impl Version {
             Self::V2 => INSERT_V2,
             // The same row; version 4 adds its call ranges (`ADD_CALL_RANGE`).
             Self::V3 | Self::V4 | Self::V5 => INSERT_V3,
+            Self::V6 => INSERT_V6,
         }
     }
 
@@ -422,6 +472,7 @@ impl Version {
             Self::V2 => CREATE_V2,
             Self::V3 => CREATE_V3,
             Self::V4 | Self::V5 => CREATE_V4,
+            Self::V6 => CREATE_V6,
         }
     }
 }
@@ -436,7 +487,7 @@ impl Version {
 /// The file cannot be opened or created, or is not a store partition of a version this
 /// build knows.
 pub(crate) fn open_for_write(path: &Path) -> Result<(Connection, Version), StoreError> {
-    open_for_write_creating(path, Version::V5)
+    open_for_write_creating(path, Version::V6)
 }
 
 /// [`open_for_write`], creating a new file with the schema of `new` (tests create

@@ -123,18 +123,20 @@ fn version_1_partition(dir: &Path, ts: u32) -> Partition {
 }
 
 #[test]
-fn files_of_versions_1_to_5_are_searched_side_by_side() {
-    let dir = TempDir::new("store-v1-to-v5");
+fn files_of_versions_1_to_6_are_searched_side_by_side() {
+    let dir = TempDir::new("store-v1-to-v6");
     let eleven = TEN + 3_600;
     let twelve = eleven + 3_600;
     let thirteen = twelve + 3_600;
-    let hours = [NINE, TEN, eleven, twelve, thirteen];
+    let fourteen = thirteen + 3_600;
+    let hours = [NINE, TEN, eleven, twelve, thirteen, fourteen];
     let v1 = version_1_partition(dir.path(), NINE);
     let v2 = old_partition(dir.path(), TEN, Version::V2);
     let v3 = old_partition(dir.path(), eleven, Version::V3);
     let v4 = old_partition(dir.path(), twelve, Version::V4);
+    let v5 = old_partition(dir.path(), thirteen, Version::V5);
     let mut w = writer(dir.path());
-    // One call across the five hours; the other leg of a B2BUA in each (X-CID), and a
+    // One call across the six hours; the other leg of a B2BUA in each (X-CID), and a
     // stranger in each.
     let mut batch = Vec::new();
     for (i, hour) in hours.into_iter().enumerate() {
@@ -144,25 +146,25 @@ fn files_of_versions_1_to_5_are_searched_side_by_side() {
         let stranger = format!("stranger-{i}");
         batch.push(invite(hour + 12, &stranger, ["alice", "erin"][i % 2], ""));
     }
-    assert_eq!(write(&mut w, &batch).stored, 15);
+    assert_eq!(write(&mut w, &batch).stored, 18);
     drop(w);
-    let v5 = Partition::holding(dir.path(), i64::from(thirteen), 3_600);
-    let versions = [&v1, &v2, &v3, &v4, &v5].map(|p| user_version(&p.path));
+    let v6 = Partition::holding(dir.path(), i64::from(fourteen), 3_600);
+    let versions = [&v1, &v2, &v3, &v4, &v5, &v6].map(|p| user_version(&p.path));
     assert_eq!(
         versions,
-        [1, 2, 3, 4, 5],
+        [1, 2, 3, 4, 5, 6],
         "old files keep their schema, a new one gets this build's"
     );
-    let side = [&v1, &v2, &v3, &v4, &v5].map(|p| hepfile::path_of(&p.path).exists());
+    let side = [&v1, &v2, &v3, &v4, &v5, &v6].map(|p| hepfile::path_of(&p.path).exists());
     assert_eq!(
         side,
-        [false, false, true, true, true],
-        "versions 3 to 5 keep the HEP bytes beside the partition"
+        [false, false, true, true, true, true],
+        "versions 3 to 6 keep the HEP bytes beside the partition"
     );
 
     let all = [
         "call-a", "leg-0", "call-a", "leg-1", "call-a", "leg-2", "call-a", "leg-3", "call-a",
-        "leg-4",
+        "leg-4", "call-a", "leg-5",
     ];
     assert_eq!(call_ids(dir.path(), &by_call("call-a")), all);
     assert_eq!(
@@ -184,7 +186,8 @@ fn files_of_versions_1_to_5_are_searched_side_by_side() {
             "stranger-2",
             "call-a",
             "call-a",
-            "stranger-4"
+            "stranger-4",
+            "call-a"
         ]
     );
     // The bytes read back are the bytes sent, from each version.
@@ -909,4 +912,154 @@ fn calls_come_newest_first_a_page_at_a_time_with_their_legs() {
         ],
         "newest first, each once"
     );
+}
+
+/// `m` as sent by the node named `node` (chunk 0x0013).
+fn of_node(m: &Queued, node: &str) -> Queued {
+    let mut message = m.message.clone();
+    message.node_name = Some(node.as_bytes().to_vec().into());
+    let wire = message.encode(HepVersion::V3).expect("encodes");
+    Arc::new(Received::new(message, wire, m.info.clone()))
+}
+
+#[test]
+fn a_node_search_finds_its_messages_in_the_sql_and_none_in_files_before_version_6() {
+    let dir = TempDir::new("store-node");
+    // An hour of version 5 (no node column), written by the build before this one.
+    let old = old_partition(dir.path(), NINE, Version::V5);
+    drop(old);
+    let mut w = writer(dir.path());
+    let batch = [
+        of_node(&invite(NINE + 1, "old-call", "alice", ""), "kamailio-1"),
+        of_node(&invite(TEN + 1, "call-k1", "alice", ""), "kamailio-1"),
+        of_node(&invite(TEN + 2, "call-k2", "alice", ""), "kamailio-2"),
+        invite(TEN + 3, "call-none", "alice", ""),
+    ];
+    assert_eq!(write(&mut w, &batch).stored, 4);
+    drop(w);
+    let node = |n: &str| Query {
+        node: Some(n.to_owned()),
+        ..Query::default()
+    };
+    assert_eq!(call_ids(dir.path(), &node("kamailio-1")), ["call-k1"]);
+    assert_eq!(call_ids(dir.path(), &node("kamailio-2")), ["call-k2"]);
+    assert!(call_ids(dir.path(), &node("kamailio")).is_empty(), "exact");
+    // With the other filters, and in the call list (the same terms).
+    let both = Query {
+        user: Some("alice".into()),
+        ..node("kamailio-2")
+    };
+    assert_eq!(call_ids(dir.path(), &both), ["call-k2"]);
+    let page = super::calls(dir.path(), &node("kamailio-1"), None).expect("lists");
+    let listed: Vec<&str> = page.calls.iter().map(|c| c.call_id.as_str()).collect();
+    assert_eq!(listed, ["call-k1"]);
+    let new = dir
+        .path()
+        .join(super::partition::file_name(i64::from(TEN), 3_600));
+    assert_eq!(user_version(&new), 6);
+    let conn = schema::open_for_read(&new).expect("opens");
+    let stored: Option<String> = conn
+        .query_row(
+            "SELECT node FROM messages WHERE call_id = 'call-k2'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("reads");
+    assert_eq!(stored.as_deref(), Some("kamailio-2"));
+}
+
+#[test]
+fn free_text_finds_a_call_by_a_header_only_its_text_holds_within_the_scope() {
+    let dir = TempDir::new("store-text");
+    let mut w = writer(dir.path());
+    let batch = [
+        of_agent(
+            &invite(TEN + 1, "call-a", "alice", "X-Tenant: ACME-42\r\n"),
+            1,
+        ),
+        of_agent(
+            &invite(TEN + 2, "call-b", "alice", "X-Tenant: other\r\n"),
+            1,
+        ),
+        // The same header, of another capture id: a token of capture id 1 must not find it.
+        of_agent(
+            &invite(TEN + 3, "call-c", "alice", "X-Tenant: acme-42\r\n"),
+            2,
+        ),
+    ];
+    // The 200 OK of call-a does not hold the text; the call is found by its INVITE and
+    // comes whole.
+    let ok = of_agent(&sip(TEN + 4, "call-a", "SIP/2.0 200 OK", "alice", ""), 1);
+    assert_eq!(write(&mut w, &batch).stored, 3);
+    assert_eq!(write(&mut w, &[ok]).stored, 1);
+    drop(w);
+    let text = |t: &str| Query {
+        text: Some(t.to_owned()),
+        ..Query::default()
+    };
+    // Case-insensitive, over the headers; no other field holds this value.
+    let found = search(dir.path(), &text("x-tenant: Acme-42")).expect("searches");
+    let ids: Vec<_> = found
+        .messages
+        .iter()
+        .map(|s| s.call_id.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(ids, ["call-a", "call-c", "call-a"]);
+    let scan = found.text_scan.expect("a text search says what it read");
+    assert!(!scan.truncated);
+    assert_eq!(scan.scanned, 4, "every candidate read");
+    // Within the capture ids (a token's), in the SQL of the candidates.
+    let tenant = Query {
+        capture_ids: Some(vec![1]),
+        ..text("acme-42")
+    };
+    assert_eq!(call_ids(dir.path(), &tenant), ["call-a", "call-a"]);
+    let page = super::calls(dir.path(), &tenant, None).expect("lists");
+    let listed: Vec<&str> = page.calls.iter().map(|c| c.call_id.as_str()).collect();
+    assert_eq!(listed, ["call-a"]);
+    assert_eq!(
+        page.text_scan.map(|s| s.scanned),
+        Some(3),
+        "call-c never read"
+    );
+    // Nothing holds it: no call, and still what was read.
+    let none = search(dir.path(), &text("X-Tenant: nobody")).expect("searches");
+    assert!(none.messages.is_empty());
+    assert_eq!(
+        none.text_scan.map(|s| (s.scanned, s.truncated)),
+        Some((4, false))
+    );
+}
+
+#[test]
+fn free_text_stops_at_its_bound_and_says_so() {
+    let dir = TempDir::new("store-text-cap");
+    let mut w = writer(dir.path());
+    // 20 calls; the text is only in the oldest one.
+    let batch: Vec<Queued> = (0..20u32)
+        .map(|i| {
+            let extra = if i == 0 { "Subject: needle\r\n" } else { "" };
+            invite(TEN + i, &format!("call-{i:02}"), "alice", extra)
+        })
+        .collect();
+    assert_eq!(write(&mut w, &batch).stored, 20);
+    drop(w);
+    let q = Query {
+        text: Some("NEEDLE".into()),
+        text_scan_limit: 10,
+        ..Query::default()
+    };
+    let page = super::calls(dir.path(), &q, None).expect("lists");
+    assert!(page.calls.is_empty(), "the oldest call is past the bound");
+    let scan = page.text_scan.expect("reported");
+    assert_eq!((scan.scanned, scan.limit, scan.truncated), (10, 10, true));
+    // With the bound above the candidates, it is found, and the answer is whole.
+    let q = Query {
+        text_scan_limit: 20,
+        ..q
+    };
+    let page = super::calls(dir.path(), &q, None).expect("lists");
+    assert_eq!(page.calls.len(), 1);
+    assert_eq!(page.calls[0].call_id, "call-00");
+    assert_eq!(page.text_scan.map(|s| s.truncated), Some(false));
 }

@@ -590,11 +590,14 @@ fn bind(
             insert.raw_bind_parameter(21, r.call_hash)?;
             insert.raw_bind_parameter(22, r.correlation_hash)?;
         }
-        Version::V3 | Version::V4 | Version::V5 => {
+        Version::V3 | Version::V4 | Version::V5 | Version::V6 => {
             // `?20`, the offset in the side file, is bound by the caller.
             insert.raw_bind_parameter(21, r.hep.len() as i64)?;
             insert.raw_bind_parameter(22, r.call_hash)?;
             insert.raw_bind_parameter(23, r.correlation_hash)?;
+            if version.has_node() {
+                insert.raw_bind_parameter(24, rows.text(r.node))?;
+            }
         }
     }
     Ok(())

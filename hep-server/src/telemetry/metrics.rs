@@ -34,6 +34,9 @@ pub enum Kind {
     Counter,
     /// Goes up and down.
     Gauge,
+    /// Observations in cumulative buckets (`_bucket{le}`, `_sum`, `_count`), added with
+    /// [`Samples::histogram`].
+    Histogram,
 }
 
 #[derive(Debug, Default)]
@@ -48,6 +51,10 @@ struct Family {
 pub struct Sample {
     labels: Vec<(String, String)>,
     value: u64,
+    /// What follows the family's name: `_bucket`, `_sum`, `_count` for a histogram.
+    suffix: &'static str,
+    /// The value is in millionths (a histogram's `_sum` of seconds counted in µs).
+    micros: bool,
 }
 
 impl Sample {
@@ -64,10 +71,28 @@ impl Sample {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The sample's value.
+    /// The sample's value (for a histogram's `_sum`, in millionths of its unit).
     pub fn value(&self) -> u64 {
         self.value
     }
+
+    /// What follows the family's name: empty, or `_bucket`, `_sum`, `_count`.
+    pub fn suffix(&self) -> &'static str {
+        self.suffix
+    }
+}
+
+/// A histogram's state, for [`Samples::histogram`]: cumulative counts per upper bound,
+/// the sum of the observations in millionths of the unit (µs for seconds), the count.
+#[derive(Debug, Clone, Copy)]
+pub struct HistogramSnapshot<'a> {
+    /// The upper bounds, ascending, in the unit (seconds), without `+Inf`.
+    pub bounds: &'a [f64],
+    /// Observations `<=` each bound (not cumulative: each bucket's own), one more for
+    /// `+Inf`.
+    pub buckets: &'a [u64],
+    /// The sum of the observations, in millionths of the unit.
+    pub sum_micros: u64,
 }
 
 /// Samples grouped by family, rendered in the Prometheus text format (or read as they
@@ -91,11 +116,56 @@ impl Samples {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        self.families
-            .entry(name)
-            .or_default()
-            .samples
-            .push(Sample { labels, value });
+        self.families.entry(name).or_default().samples.push(Sample {
+            labels,
+            value,
+            suffix: "",
+            micros: false,
+        });
+    }
+
+    /// Adds one histogram's samples: `_bucket{le}` for each bound and `+Inf`
+    /// (cumulative), `_sum` and `_count`.
+    pub fn histogram(
+        &mut self,
+        name: &'static str,
+        labels: &[(&str, &str)],
+        h: HistogramSnapshot<'_>,
+    ) {
+        let owned: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let samples = &mut self.families.entry(name).or_default().samples;
+        let mut cumulative = 0;
+        let les = h
+            .bounds
+            .iter()
+            .map(|b| format!("{b}"))
+            .chain(["+Inf".to_owned()]);
+        for (le, n) in les.zip(h.buckets) {
+            cumulative += n;
+            let mut l = owned.clone();
+            l.push(("le".to_owned(), le));
+            samples.push(Sample {
+                labels: l,
+                value: cumulative,
+                suffix: "_bucket",
+                micros: false,
+            });
+        }
+        samples.push(Sample {
+            labels: owned.clone(),
+            value: h.sum_micros,
+            suffix: "_sum",
+            micros: true,
+        });
+        samples.push(Sample {
+            labels: owned,
+            value: cumulative,
+            suffix: "_count",
+            micros: false,
+        });
     }
 
     /// The samples of family `name`, in the order they were added.
@@ -117,10 +187,14 @@ impl Samples {
                 Some(Kind::Gauge) => {
                     let _ = writeln!(out, "# TYPE {name} gauge");
                 }
+                Some(Kind::Histogram) => {
+                    let _ = writeln!(out, "# TYPE {name} histogram");
+                }
                 None => {}
             }
             for sample in &f.samples {
                 out.push_str(name);
+                out.push_str(sample.suffix);
                 if !sample.labels.is_empty() {
                     out.push('{');
                     for (i, (k, v)) in sample.labels.iter().enumerate() {
@@ -135,7 +209,12 @@ impl Samples {
                     }
                     out.push('}');
                 }
-                let _ = writeln!(out, " {}", sample.value);
+                if sample.micros {
+                    let v = sample.value;
+                    let _ = writeln!(out, " {}.{:06}", v / 1_000_000, v % 1_000_000);
+                } else {
+                    let _ = writeln!(out, " {}", sample.value);
+                }
             }
         }
         out

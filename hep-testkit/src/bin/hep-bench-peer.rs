@@ -7,7 +7,7 @@
 //! hep-bench-peer idle-conns --dest ADDR --count N            N idle TCP connections
 //! hep-bench-peer sip-calls  --dest ADDR --messages N [--spread-secs S] [--start-ts T]
 //!                           [--random-call-ids 1] [--concurrent-calls C]
-//!                                                            N SIP messages of distinct calls
+//!                           [--first-call K] [--rate R]      N SIP messages of distinct calls
 //! ```
 //!
 //! `sip-calls` writes HEP3 frames over one TCP connection as fast as the receiver takes
@@ -20,7 +20,10 @@
 //! `--concurrent-calls C` (default 1: a call's 7 messages back to back) C calls are under
 //! way at a time, their messages interleaved: the INVITEs of C calls, then their 100s, and
 //! so on, so that a call's messages are C messages apart, as on a busy proxy where
-//! thousands of calls ring at once. It says `ready` once connected and writes in the background
+//! thousands of calls ring at once. `--first-call K` numbers the calls from K (default 0), so
+//! that a second peer adds new calls to a filled store; `--rate R` paces the writes to R
+//! messages a second (default: as fast as the receiver takes them), the steady ingest under
+//! which the HTTP API is measured. It says `ready` once connected and writes in the background
 //! (`stats`: `sent=N sending|done`): the load for the store's insert rate and for a
 //! search among millions of stored messages.
 //!
@@ -134,6 +137,8 @@ fn run(args: Vec<String>) -> Result<(), String> {
             opts.get("start-ts")?,
             opts.get::<u8>("random-call-ids")?.unwrap_or(0) != 0,
             opts.get("concurrent-calls")?.unwrap_or(1),
+            opts.get("first-call")?.unwrap_or(0),
+            opts.get("rate")?.unwrap_or(0),
         )?,
         other => return Err(format!("unknown mode `{other}`")),
     };
@@ -612,7 +617,21 @@ fn call_and_step(i: u64, concurrent: u64) -> (u64, usize) {
 /// Users the calls are spread over.
 const USERS: u64 = 50_000;
 
+/// How the `sip-calls` stream is made: its calls, their capture times and its pace.
+#[derive(Debug, Clone, Copy)]
+struct CallStream {
+    messages: u64,
+    start_us: u64,
+    step_us: u64,
+    random_call_ids: bool,
+    concurrent_calls: u64,
+    first_call: u64,
+    /// Messages a second; 0: as fast as the receiver reads.
+    rate: u64,
+}
+
 /// Writes `messages` SIP messages of distinct calls as HEP3 frames to `dest` over TCP.
+#[allow(clippy::too_many_arguments)] // One per command line option, named at the one caller.
 fn sip_calls(
     dest: SocketAddr,
     messages: u64,
@@ -620,6 +639,8 @@ fn sip_calls(
     start_ts: Option<u64>,
     random_call_ids: bool,
     concurrent_calls: u64,
+    first_call: u64,
+    rate: u64,
 ) -> Result<Box<dyn Fn() -> String + Send>, String> {
     let started = Instant::now();
     let start_us = match start_ts {
@@ -629,7 +650,15 @@ fn sip_calls(
             .map_err(|e| e.to_string())?
             .as_micros() as u64,
     };
-    let step_us = (spread_secs * 1_000_000).checked_div(messages).unwrap_or(0);
+    let stream = CallStream {
+        messages,
+        start_us,
+        step_us: (spread_secs * 1_000_000).checked_div(messages).unwrap_or(0),
+        random_call_ids,
+        concurrent_calls: concurrent_calls.max(1),
+        first_call,
+        rate,
+    };
     let mut conn = TcpStream::connect_timeout(&dest, Duration::from_secs(5))
         .map_err(|e| format!("connect {dest}: {e}"))?;
     let sent = Arc::new(AtomicU64::new(0));
@@ -637,16 +666,7 @@ fn sip_calls(
     let (sent2, done2) = (Arc::clone(&sent), Arc::clone(&done));
     // Written in the background: `ready` comes at once, `stats` tells the progress.
     std::thread::spawn(move || {
-        let r = write_calls(
-            &mut conn,
-            messages,
-            start_us,
-            step_us,
-            random_call_ids,
-            concurrent_calls.max(1),
-            &sent2,
-        )
-        .map(|()| started.elapsed().as_secs_f64());
+        let r = write_calls(&mut conn, stream, &sent2).map(|()| started.elapsed().as_secs_f64());
         drop(conn);
         *done2
             .lock()
@@ -666,31 +686,35 @@ fn sip_calls(
     }))
 }
 
-fn write_calls(
-    conn: &mut TcpStream,
-    messages: u64,
-    start_us: u64,
-    step_us: u64,
-    random_call_ids: bool,
-    concurrent_calls: u64,
-    sent: &AtomicU64,
-) -> Result<(), String> {
+/// Messages between two checks of the pace (`--rate`).
+const PACE_EVERY: u64 = 1_000;
+
+fn write_calls(conn: &mut TcpStream, s: CallStream, sent: &AtomicU64) -> Result<(), String> {
     let caller: SocketAddr = "10.0.0.1:5060".parse().map_err(|_| "addr")?;
     let callee: SocketAddr = "10.0.0.2:5060".parse().map_err(|_| "addr")?;
     let mut buf = Vec::with_capacity(1 << 20);
-    for i in 0..messages {
-        let (call, step) = call_and_step(i, concurrent_calls);
+    let started = Instant::now();
+    for i in 0..s.messages {
+        if s.rate > 0 && i % PACE_EVERY == 0 {
+            conn.write_all(&buf).map_err(|e| format!("write: {e}"))?;
+            buf.clear();
+            sent.store(i, Relaxed);
+            let due = started + Duration::from_secs_f64(i as f64 / s.rate as f64);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        let (call, step) = call_and_step(i, s.concurrent_calls);
+        let call = call + s.first_call;
         let (from_caller, text) = CALL[step];
         let mut payload = text
             .replace("{c}", &call.to_string())
             .replace("{u}", &(call % USERS).to_string());
-        if random_call_ids {
+        if s.random_call_ids {
             payload = payload.replace(
                 &format!("Call-ID: bench-{call}@"),
                 &format!("Call-ID: {:016x}-{call}@", splitmix64(call)),
             );
         }
-        let ts = start_us + i * step_us;
+        let ts = s.start_us + i * s.step_us;
         let (src, dst) = if from_caller {
             (caller, callee)
         } else {
@@ -714,7 +738,7 @@ fn write_calls(
     }
     conn.write_all(&buf).map_err(|e| format!("write: {e}"))?;
     conn.flush().map_err(|e| format!("write: {e}"))?;
-    sent.store(messages, Relaxed);
+    sent.store(s.messages, Relaxed);
     Ok(())
 }
 

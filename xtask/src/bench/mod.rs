@@ -7,7 +7,8 @@
 //! interleaved), `tcp` (1 and 16 connections), `relay` (UDP in, TCP out: zero-loss rate,
 //! latency at half of it), `memory` (peak RSS, a stalled relay destination, idle
 //! connections), `store` (insert rate of `store:DIR`, search of one call among 10 M
-//! stored messages).
+//! stored messages), `api` (the HTTP API: 20 clients asking for calls by Call-ID and by
+//! user among 10 M stored messages while 100,000 msg/s are stored).
 //!
 //! The machine is shared and noisy: every figure is taken side by side with what it is
 //! compared to (receivers interleaved run by run at each rate), repeated (`--runs`,
@@ -22,6 +23,7 @@
 //! All traffic is loopback; every step is bounded in messages and time; every process is
 //! started and stopped by PID (see `procs`).
 
+mod api;
 mod codec;
 mod ingest;
 mod procs;
@@ -38,7 +40,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::Workspace;
 
 /// The sections, in the order they run.
-const SECTIONS: [&str; 6] = ["codec", "udp", "tcp", "relay", "memory", "store"];
+const SECTIONS: [&str; 7] = ["codec", "udp", "tcp", "relay", "memory", "store", "api"];
 
 /// Parsed `cargo xtask bench` arguments.
 #[derive(Debug, PartialEq, Eq)]
@@ -230,6 +232,9 @@ pub(crate) fn run(ws: &Workspace, opts: &Options) -> Result<ExitCode> {
     if opts.wants("store") {
         rep.store = Some(store::store(&ctx)?);
     }
+    if opts.wants("api") {
+        rep.api = Some(api::api(&ctx)?);
+    }
     rep.finish(started.elapsed());
 
     let text = rep.markdown();
@@ -281,7 +286,7 @@ mod tests {
     #[test]
     fn options() {
         let o = parse(&[]).unwrap();
-        assert_eq!((o.quick, o.runs, o.sections.len()), (false, 3, 6));
+        assert_eq!((o.quick, o.runs, o.sections.len()), (false, 3, 7));
         assert_eq!(parse(&["store"]).unwrap().sections, ["store"]);
         let o = parse(&["--quick", "udp", "tcp"]).unwrap();
         assert_eq!((o.quick, o.runs), (true, 1));

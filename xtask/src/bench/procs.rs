@@ -257,17 +257,28 @@ pub(crate) fn free_port() -> Result<u16> {
     bail!("no free loopback port found")
 }
 
+/// `GET path` on `addr` over one HTTP/1.0 connection (closed by the server after the
+/// answer): the status code and the body.
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .with_context(|| format!("connecting to http://{addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(15)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .with_context(|| format!("reading the answer to GET http://{addr}{path}"))?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("GET http://{addr}{path}: no status line in {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
 /// Prometheus text from `http://addr/metrics`.
 pub(crate) fn scrape(addr: SocketAddr) -> Result<Metrics> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .with_context(|| format!("connecting to the metrics endpoint {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or(text.as_str(), |(_, b)| b);
+    let (_, body) = http_get(addr, "/metrics")?;
     Ok(Metrics(
         body.lines()
             .filter(|l| !l.starts_with('#'))
@@ -305,7 +316,8 @@ pub(crate) struct Server {
 
 impl Server {
     /// Starts `hep-server run ARGS --metrics 127.0.0.1:PORT` (the file descriptor limit
-    /// raised to the hard limit) and waits until its metrics answer.
+    /// raised to the hard limit; `--http off` unless ARGS name `--http`) and waits until its
+    /// metrics answer.
     pub(crate) fn start(bin: &Path, name: &str, args: &[String], log: &Path) -> Result<Self> {
         let metrics: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let mut cmd = Command::new("sh");
@@ -316,9 +328,11 @@ impl Server {
             .args(args)
             .arg("--metrics")
             .arg(metrics.to_string())
-            // The ingest figures are measured without the HTTP API (and no port 9080).
-            .args(["--http", "off"])
             .env("RUST_LOG", "warn");
+        if !args.iter().any(|a| a == "--http") {
+            // The ingest figures are measured without the HTTP API (and no port 9080).
+            cmd.args(["--http", "off"]);
+        }
         let mut proc = Proc::spawn(name, cmd, log, false)?;
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {

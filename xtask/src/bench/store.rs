@@ -137,7 +137,7 @@ pub(crate) fn store(ctx: &Ctx<'_>) -> Result<StoreResult> {
 /// Stores `count` messages of distinct calls in `dir` through `hep-server run`, their
 /// capture times spread over `spread_secs` ending now, `concurrent_calls` calls under way
 /// at once; the insert run, and the store's partitions and bytes at the end.
-fn fill(
+pub(crate) fn fill(
     ctx: &Ctx<'_>,
     dir: &Path,
     count: u64,

@@ -1,0 +1,196 @@
+//! SIP KPIs (`[kpi]`): every accepted SIP message goes through a per-call state machine
+//! ([`tracker`]) whose findings are Prometheus metrics (`hep_sip_*`, [`metrics`]).
+//!
+//! The tracker reads the live feed the fan-out publishes (the same broadcast channel as
+//! the HTTP live view): it never slows capture down. If it falls behind, the messages it
+//! missed are counted in `hep_sip_kpi_lagged_total` and the KPIs under-count; the store and
+//! the relays are not affected. docs/KPI.md has the definitions, the metric names and the
+//! PromQL of the ratios (ASR, NER, SCR, ISA, IRA).
+
+mod metrics;
+#[cfg(test)]
+mod tests;
+pub(crate) mod tracker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hep_proto::ProtoType;
+use hep_proto::sip::{self, SipSummary};
+use hep_transport::Received;
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::aliases::Aliases;
+pub(crate) use metrics::KpiMetrics;
+use metrics::{CallLabels, Direction};
+use tracker::{Limits, Observed, Tracker, q850_cause};
+
+/// The live feed's capacity when the KPIs read it: about a third of a second at
+/// 200,000 messages a second, room for a scrape or an expiry sweep to pause the tracker.
+pub const FEED_CAPACITY: usize = 65_536;
+
+/// How often calls are checked for their timeouts.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// `[kpi]`: the SIP KPIs and their call table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KpiConfig {
+    /// Whether to track calls at all (`enabled`, default on).
+    pub enabled: bool,
+    /// Calls tracked at once (`max_calls`, default 1,000,000); when full, the oldest call
+    /// is evicted and counted in `hep_sip_calls_evicted_total`.
+    pub max_calls: usize,
+    /// A call without a final response is given up after this long without a message
+    /// (`setup_timeout_secs`, default 300).
+    pub setup_timeout_secs: u64,
+    /// An answered call without a BYE is ended after this long without a message
+    /// (`call_timeout_secs`, default 14,400: 4 hours; session refreshes keep a call alive).
+    pub call_timeout_secs: u64,
+    /// The capture ids that get a `node` label of their own (`nodes`); any other is
+    /// `other`, so that agents cannot grow the label's values.
+    pub nodes: Vec<u32>,
+}
+
+impl Default for KpiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_calls: 1_000_000,
+            setup_timeout_secs: 300,
+            call_timeout_secs: 4 * 3600,
+            nodes: Vec::new(),
+        }
+    }
+}
+
+/// A finished call lingers this long for its retransmissions (RFC 3261 Timer B: 32 s).
+const LINGER: Duration = Duration::from_secs(32);
+
+impl KpiConfig {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_calls: self.max_calls.max(1),
+            setup_timeout_us: self.setup_timeout_secs.saturating_mul(1_000_000),
+            call_timeout_us: self.call_timeout_secs.saturating_mul(1_000_000),
+            linger_us: LINGER.as_micros() as u64,
+        }
+    }
+}
+
+/// The tracker: its metrics (to register) and its task (to spawn).
+pub(crate) struct KpiTask {
+    pub(crate) metrics: Arc<KpiMetrics>,
+    config: KpiConfig,
+    /// `[aliases]` as the run started: each name is a `target`.
+    aliases: Aliases,
+    /// The distinct alias names, in the order of `KpiMetrics`' targets.
+    targets: Vec<String>,
+    feed: broadcast::Receiver<Arc<Received>>,
+}
+
+impl KpiTask {
+    pub(crate) fn new(
+        config: &KpiConfig,
+        aliases: &Aliases,
+        feed: broadcast::Receiver<Arc<Received>>,
+    ) -> Self {
+        let nodes = config.nodes.iter().map(u32::to_string).collect();
+        let mut targets: Vec<String> = aliases.entries().map(|(_, n)| n.to_owned()).collect();
+        targets.sort();
+        targets.dedup();
+        Self {
+            metrics: Arc::new(KpiMetrics::new(targets.clone(), nodes)),
+            config: config.clone(),
+            aliases: aliases.clone(),
+            targets,
+            feed,
+        }
+    }
+
+    /// The target of a call and its direction: the alias of where its first message
+    /// went (`out`), else of where it came from (`in`).
+    fn target(&self, src: SocketAddr, dst: SocketAddr) -> (Option<u16>, Direction) {
+        let index = |name: &str| {
+            let i = self
+                .targets
+                .binary_search_by(|t| t.as_str().cmp(name))
+                .ok()?;
+            u16::try_from(i).ok()
+        };
+        if let Some(i) = self.aliases.name_of(dst).and_then(index) {
+            return (Some(i), Direction::Out);
+        }
+        if let Some(i) = self.aliases.name_of(src).and_then(index) {
+            return (Some(i), Direction::In);
+        }
+        (None, Direction::Other)
+    }
+
+    /// Reads the feed until `until` is cancelled or the feed closes.
+    pub(crate) async fn run(mut self, until: CancellationToken) {
+        let mut tracker = Tracker::new(self.config.limits());
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = until.cancelled() => break,
+                _ = sweep.tick() => {
+                    let mut rec = self.metrics.record();
+                    tracker.expire(now_us(), &mut rec);
+                    rec.set_tracked(tracker.len());
+                }
+                m = self.feed.recv() => match m {
+                    Ok(m) => self.observe(&mut tracker, &m),
+                    Err(RecvError::Lagged(n)) => self.metrics.record().add_lagged(n),
+                    Err(RecvError::Closed) => break,
+                },
+            }
+        }
+    }
+
+    fn observe(&self, tracker: &mut Tracker<CallLabels>, m: &Received) {
+        let msg = &m.message;
+        // HEPv1 and v2 carry no type: their payload is SIP, or it does not parse as SIP.
+        if !matches!(msg.proto_type, None | Some(ProtoType::Sip)) {
+            return;
+        }
+        let payload = msg.payload.bytes();
+        let (Some(sip), Some(src), Some(dst)) = (SipSummary::parse(payload), msg.src(), msg.dst())
+        else {
+            return;
+        };
+        let recv_us = now_us();
+        let capture_us = msg.ts_sec.map_or(recv_us, |s| {
+            u64::from(s) * 1_000_000 + u64::from(msg.ts_usec.unwrap_or(0))
+        });
+        let observed = Observed {
+            capture_us,
+            recv_us,
+            src,
+            dst,
+            sip: &sip,
+            q850: sip::header(payload, "Reason").and_then(q850_cause),
+        };
+        let node = msg.capture_id.and_then(|id| {
+            let i = self.config.nodes.iter().position(|n| *n == id)?;
+            u16::try_from(i).ok()
+        });
+        let labels = || {
+            let (target, direction) = self.target(src, dst);
+            CallLabels {
+                target,
+                direction,
+                node,
+            }
+        };
+        tracker.observe(&observed, labels, &mut self.metrics.record());
+    }
+}
+
+fn now_us() -> u64 {
+    u64::try_from(crate::time::now_usec()).unwrap_or(0)
+}
