@@ -104,7 +104,8 @@ pub struct GenerateArgs {
 #[command(after_long_help = SEARCH_LONG_HELP)]
 pub struct SearchArgs {
     /// The collector's config file: its `[aliases]` name the ladder's columns, and its
-    /// first `store:DIR` output is the store (unless --store is given).
+    /// first `store:DIR` output is the store (unless --store is given) [env:
+    /// HEP_SERVER_CONFIG, as `run`].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The store directory (what `store:DIR` of `run` names; default: the config's, or
@@ -153,6 +154,31 @@ pub struct SearchArgs {
     /// Draw the ladder with ASCII characters only (terminals without UTF-8).
     #[arg(long)]
     pub ascii: bool,
+}
+
+impl SearchArgs {
+    /// These flags, with `--config` taken from `HEP_SERVER_CONFIG` (as `lookup` finds
+    /// it) when not given, so that `search` in a container or a shell set up for `run`
+    /// reads the collector's store and aliases. An empty variable counts as unset.
+    ///
+    /// ```
+    /// use clap::Parser as _;
+    /// use hep_server::cli::{Cli, Command};
+    ///
+    /// let Some(Command::Search(args)) = Cli::parse_from(["hep-server", "search"]).command
+    /// else { unreachable!() };
+    /// let env = |name: &str| (name == "HEP_SERVER_CONFIG").then(|| "/etc/hep.toml".into());
+    /// assert_eq!(args.with_env(env).config, Some("/etc/hep.toml".into()));
+    /// ```
+    #[must_use]
+    pub fn with_env(mut self, lookup: impl Fn(&str) -> Option<std::ffi::OsString>) -> Self {
+        if self.config.is_none() {
+            self.config = lookup(RUN_ENV[0])
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from);
+        }
+        self
+    }
 }
 
 const SEARCH_LONG_HELP: &str = "\

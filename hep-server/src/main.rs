@@ -51,7 +51,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::CheckConfig(args) => check_config(args),
         Command::Decode(args) => decode(&args),
         Command::Send(args) => send(args),
-        Command::Search(args) => search(&args),
+        Command::Search(args) => search(&args.with_env(|name| std::env::var_os(name))),
         Command::Generate(args) => {
             commands::generate::write_all(&args.dir)?;
             Ok(ExitCode::SUCCESS)

@@ -699,8 +699,9 @@ fn until_found(count: impl Fn() -> Result<usize>, expected: usize) -> Result<usi
     }
 }
 
-/// `runuser -u hep-server -- hep-server search --store STORE --call-id ID --format json`:
-/// as the service user, so that SQLite's files stay its own.
+/// `runuser -u hep-server -- hep-server search --config CONFFILE --call-id ID --format
+/// json`: the store the conffile names, read as the service user, so that SQLite's files
+/// stay its own.
 fn search_count(call_id: &str) -> Result<usize> {
     let out = Command::new("runuser")
         .args([
@@ -709,8 +710,8 @@ fn search_count(call_id: &str) -> Result<usize> {
             "--",
             "/usr/bin/hep-server",
             "search",
-            "--store",
-            STORE,
+            "--config",
+            CONFFILE,
         ])
         .args(["--call-id", call_id, "--format", "json"])
         .current_dir("/")
