@@ -33,33 +33,30 @@
 //! package purged before the check returns.
 
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::TcpListener;
 use std::os::unix::fs::MetadataExt as _;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 
+use super::host::{CONFFILE, PACKAGE, STATE, STORE, UNIT, id, output, run_cmd};
+use super::service::{
+    Notify, Ports, Service, WATCHDOG, choose_ports, hep_port_free, process_identity, start,
+};
 use super::timed;
+use super::traffic::{
+    VECTOR_CALL_ID, api_call_messages, call_payloads, search_count, send_payloads, send_vectors,
+    until_found,
+};
 use super::unit::{Unit, parse_span_ms};
 use crate::Workspace;
 use crate::interop::peers::{apt_install, is_root, on_path};
 
-const PACKAGE: &str = "hep-server";
-const UNIT: &str = "/usr/lib/systemd/system/hep-server.service";
-const CONFFILE: &str = "/etc/hep-server/hep-server.toml";
-const STATE: &str = "/var/lib/hep-server";
-const STORE: &str = "/var/lib/hep-server/store";
 /// The output the reload adds.
 const RELOAD_OUTPUT: &str = "/var/lib/hep-server/reload-check.jsonl";
-/// The Call-ID of the Kamailio vectors sent (`v3-udp-0*.hep`).
-const VECTOR_CALL_ID: &str = "1-13274@127.0.0.1";
-/// The watchdog the check asks for (the unit's is longer).
-const WATCHDOG: Duration = Duration::from_secs(2);
+
 /// How long the service may take to say READY=1 (a debug build, a cold disk).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -213,14 +210,6 @@ fn check_installed() -> Result<()> {
     Ok(())
 }
 
-/// `id -u hep-server` or `id -g hep-server`.
-fn id(flag: &str) -> Result<u32> {
-    let out = output(Command::new("id").args([flag, PACKAGE]))?;
-    out.trim()
-        .parse()
-        .with_context(|| format!("id {flag} {PACKAGE}: {out:?}"))
-}
-
 /// `systemd-analyze verify` must accept the unit; `security` prints its exposure.
 fn analyze() -> Result<()> {
     let out = Command::new("systemd-analyze")
@@ -246,179 +235,6 @@ fn analyze() -> Result<()> {
         .unwrap_or("");
     println!("==> package: {}", exposure.trim_start_matches('→').trim());
     Ok(())
-}
-
-/// Where the service listens in this run.
-struct Ports {
-    hep: u16,
-    http: u16,
-    /// The variables that moved them, when the packaged ports were taken.
-    env: Vec<(&'static str, String)>,
-}
-
-/// The packaged ports (5656, 9080) when free, else free ones through the environment.
-fn choose_ports() -> Result<Ports> {
-    let mut ports = Ports {
-        hep: 5656,
-        http: 9080,
-        env: Vec::new(),
-    };
-    if !hep_port_free(ports.hep) {
-        ports.hep = free_port()?;
-        println!(
-            "==> package: port 5656 is taken here: HEP_SERVER_LISTEN moves the service to {}",
-            ports.hep
-        );
-        ports.env.push((
-            "HEP_SERVER_LISTEN",
-            format!("hep_udp:0.0.0.0:{0} hep_tcp:0.0.0.0:{0}", ports.hep),
-        ));
-    }
-    if TcpListener::bind(("127.0.0.1", ports.http)).is_err() {
-        ports.http = free_port()?;
-        println!(
-            "==> package: port 9080 is taken here: HEP_SERVER_HTTP moves the API to {}",
-            ports.http
-        );
-        ports
-            .env
-            .push(("HEP_SERVER_HTTP", format!("127.0.0.1:{}", ports.http)));
-    }
-    Ok(ports)
-}
-
-fn hep_port_free(port: u16) -> bool {
-    UdpSocket::bind(("0.0.0.0", port)).is_ok() && TcpListener::bind(("0.0.0.0", port)).is_ok()
-}
-
-/// A port free for both UDP and TCP.
-fn free_port() -> Result<u16> {
-    for _ in 0..20 {
-        let port = TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
-        if hep_port_free(port) {
-            return Ok(port);
-        }
-    }
-    bail!("no port free for both UDP and TCP")
-}
-
-/// The service started from the unit's `ExecStart`; killed (by its PID) when dropped
-/// before it was stopped.
-struct Service {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Service {
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// Whether it still runs.
-    fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    /// Waits up to `timeout` for it to exit.
-    fn wait(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        let child = self.child.as_mut().context("not started")?;
-        let until = Instant::now() + timeout;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                self.child = None;
-                return Ok(status);
-            }
-            if Instant::now() > until {
-                bail!("still running {} s after the stop", timeout.as_secs());
-            }
-            sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// The socket systemd would listen on (`NOTIFY_SOCKET`).
-struct Notify {
-    socket: UnixDatagram,
-    path: PathBuf,
-}
-
-impl Notify {
-    /// A datagram socket in `dir` the service user may write to.
-    fn bind(dir: &Path, uid: u32, gid: u32) -> Result<Self> {
-        let path = dir.join("notify.sock");
-        let _ = fs::remove_file(&path);
-        let socket = UnixDatagram::bind(&path)?;
-        std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
-        Ok(Self { socket, path })
-    }
-
-    /// Reads until a line equal to `line` arrives; the lines read on the way (that one
-    /// included).
-    fn wait_for(
-        &mut self,
-        line: &str,
-        timeout: Duration,
-        service: &mut Service,
-    ) -> Result<Vec<String>> {
-        let until = Instant::now() + timeout;
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                bail!(
-                    "no {line} on NOTIFY_SOCKET within {} s (got {got:?}); log:\n{}",
-                    timeout.as_secs(),
-                    service.log_text()
-                );
-            }
-            if !service.running() {
-                bail!(
-                    "the service exited before {line}; log:\n{}",
-                    service.log_text()
-                );
-            }
-            self.socket
-                .set_read_timeout(Some(left.min(Duration::from_millis(200))))?;
-            let n = match self.socket.recv(&mut buf) {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let mut found = false;
-            for l in text.lines().filter(|l| !l.is_empty()) {
-                println!("==> package: NOTIFY_SOCKET <- {l}");
-                got.push(l.to_owned());
-                found |= l == line;
-            }
-            if found {
-                return Ok(got);
-            }
-        }
-    }
 }
 
 /// Steps 4 to 7 of the [module docs](self).
@@ -508,245 +324,6 @@ fn with_service(ws: &Workspace, unit: &Unit, work: &Path, sockets: &Path) -> Res
         stop(unit, &mut service, &mut notify, &ports)
     })?;
     Ok(())
-}
-
-/// `prlimit --nofile=N:N -- setpriv --reuid U --regid G --init-groups --no-new-privs
-/// --inh-caps=-all --bounding-set=-all -- EXECSTART...` in `WorkingDirectory`, with the
-/// environment systemd gives a service.
-fn start(unit: &Unit, notify: &Path, ports: &Ports, work: &Path) -> Result<Service> {
-    let exec = unit.command("ExecStart", None)?;
-    let user = unit.service("User")?;
-    let group = unit.service("Group")?;
-    let nofile = open_files_limit(unit)?;
-    let cwd = unit.service("WorkingDirectory")?;
-    ensure!(
-        unit.service("Type")? == "notify",
-        "the unit is not Type=notify"
-    );
-    let log = work.join("hep-server.log");
-    let out = fs::File::create(&log)?;
-    // systemd names the journal stream it gives as stderr; here, the log file.
-    let stream = out.metadata()?;
-    let journal_stream = format!("{}:{}", stream.dev(), stream.ino());
-    let mut cmd = Command::new("prlimit");
-    cmd.arg(format!("--nofile={nofile}:{nofile}"))
-        .args([
-            "--",
-            "setpriv",
-            "--reuid",
-            user,
-            "--regid",
-            group,
-            "--init-groups",
-        ])
-        .args([
-            "--no-new-privs",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--",
-        ])
-        .args(&exec)
-        .current_dir(cwd)
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("HOME", STATE)
-        .env("USER", user)
-        .env("LOGNAME", user)
-        .env("NOTIFY_SOCKET", notify)
-        .env("JOURNAL_STREAM", journal_stream)
-        .env("WATCHDOG_USEC", WATCHDOG.as_micros().to_string())
-        .envs(ports.env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out);
-    println!("==> {cmd:?}");
-    let child = cmd.spawn().context("cannot start prlimit/setpriv")?;
-    Ok(Service {
-        child: Some(child),
-        log,
-    })
-}
-
-/// The unit's `LimitNOFILE`, or this process's hard limit when that is lower: raising a
-/// hard limit needs `CAP_SYS_RESOURCE`, which a container's root may lack (systemd as
-/// PID 1 has it).
-fn open_files_limit(unit: &Unit) -> Result<u64> {
-    let wanted: u64 = unit
-        .service("LimitNOFILE")?
-        .parse()
-        .context("LimitNOFILE is not a number")?;
-    let limits = fs::read_to_string("/proc/self/limits")?;
-    let hard = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(4))
-        .and_then(|h| h.parse::<u64>().ok());
-    match hard {
-        Some(hard) if hard < wanted => {
-            println!(
-                "==> package: LimitNOFILE={wanted} is above this machine's hard limit {hard} \
-                 (raising it needs CAP_SYS_RESOURCE): the service runs with {hard}"
-            );
-            Ok(hard)
-        }
-        _ => Ok(wanted),
-    }
-}
-
-/// The running process has the unit's user, open-files limit and no capabilities.
-fn process_identity(pid: u32, uid: u32, unit: &Unit) -> Result<()> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let uids = field("Uid:");
-    ensure!(
-        uids.split_whitespace().all(|u| u == uid.to_string()),
-        "pid {pid} runs as uids {uids}, expected {uid}"
-    );
-    ensure!(field("NoNewPrivs:") == "1", "NoNewPrivs is not set");
-    ensure!(
-        field("CapEff:").trim_start_matches('0').is_empty(),
-        "capabilities: {}",
-        field("CapEff:")
-    );
-    let limits = fs::read_to_string(format!("/proc/{pid}/limits"))?;
-    let nofile = open_files_limit(unit)?.to_string();
-    let line = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap_or("");
-    ensure!(
-        line.split_whitespace().filter(|w| *w == nofile).count() == 2,
-        "open-files limit {line:?}, expected {nofile}"
-    );
-    println!("==> package: pid {pid}: uid {uid}, NoNewPrivs, no capabilities, {line}");
-    Ok(())
-}
-
-/// The SIP payloads of the vectors' messages of [`VECTOR_CALL_ID`] (`hep-server decode`).
-fn call_payloads(vectors: &[PathBuf]) -> Result<Vec<String>> {
-    let json = output(
-        Command::new("/usr/bin/hep-server")
-            .args(["decode", "--format", "json"])
-            .args(vectors),
-    )?;
-    let payloads: Vec<String> = json
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|r| r["payload"].as_str().map(str::to_owned))
-        .filter(|p| p.contains(&format!("Call-ID: {VECTOR_CALL_ID}\r\n")))
-        .collect();
-    ensure!(
-        !payloads.is_empty(),
-        "the vectors hold no message of {VECTOR_CALL_ID}"
-    );
-    Ok(payloads)
-}
-
-/// One datagram per vector file (as the README's `cat > /dev/udp/...`).
-fn send_vectors(vectors: &[PathBuf], port: u16) -> Result<()> {
-    let socket = UdpSocket::bind(("127.0.0.1", 0))?;
-    for v in vectors {
-        socket.send_to(&fs::read(v)?, ("127.0.0.1", port))?;
-        // A burst of 12 is far below the socket buffer; paced all the same.
-        sleep(Duration::from_millis(2));
-    }
-    Ok(())
-}
-
-/// The vectors' SIP payloads packed again as HEP by `hep-server send` over TCP, which
-/// exits 0 only when the collector confirmed the connection's close after reading
-/// everything.
-fn send_payloads(work: &Path, payloads: &[String], port: u16) -> Result<()> {
-    let mut files = Vec::new();
-    for (i, payload) in payloads.iter().enumerate() {
-        let file = work.join(format!("payload-{i:02}.sip"));
-        fs::write(&file, payload)?;
-        files.push(file);
-    }
-    run_cmd(
-        Command::new("/usr/bin/hep-server")
-            .args(["send", "--dest", &format!("hep_tcp:127.0.0.1:{port}")])
-            .args(&files),
-    )
-}
-
-/// Polls `count` until it gives `expected` (the store writes in batches), at most 15 s.
-fn until_found(count: impl Fn() -> Result<usize>, expected: usize) -> Result<usize> {
-    let until = Instant::now() + Duration::from_secs(15);
-    loop {
-        let n = count()?;
-        if n == expected {
-            return Ok(n);
-        }
-        ensure!(
-            n < expected,
-            "found {n} messages, more than the {expected} sent"
-        );
-        if Instant::now() > until {
-            bail!("found {n} of the {expected} messages sent after 15 s");
-        }
-        sleep(Duration::from_millis(250));
-    }
-}
-
-/// `runuser -u hep-server -- hep-server search --config CONFFILE --call-id ID --format
-/// json`: the store the conffile names, read as the service user, so that SQLite's files
-/// stay its own.
-fn search_count(call_id: &str) -> Result<usize> {
-    let out = Command::new("runuser")
-        .args([
-            "-u",
-            PACKAGE,
-            "--",
-            "/usr/bin/hep-server",
-            "search",
-            "--config",
-            CONFFILE,
-        ])
-        .args(["--call-id", call_id, "--format", "json"])
-        .current_dir("/")
-        .output()?;
-    // Exit 1 with nothing on stdout: no match yet.
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() && !text.trim().is_empty() {
-        bail!(
-            "search failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(text.lines().filter(|l| l.contains(call_id)).count())
-}
-
-/// How many messages `GET /api/v1/calls/{id}` gives.
-fn api_call_messages(port: u16, call_id: &str) -> Result<usize> {
-    let mut conn = TcpStream::connect(("127.0.0.1", port))?;
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let path = format!("/api/v1/calls/{}", call_id.replace('@', "%40"));
-    write!(
-        conn,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: application/json\r\n\r\n"
-    )?;
-    let mut answer = Vec::new();
-    conn.read_to_end(&mut answer)?;
-    let answer = String::from_utf8_lossy(&answer);
-    let (head, body) = answer.split_once("\r\n\r\n").context("no end of headers")?;
-    ensure!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    let v: serde_json::Value = serde_json::from_str(body)?;
-    Ok(v["messages"].as_array().map_or(0, Vec::len))
 }
 
 /// Runs `ExecReload` for the running service and waits for its READY=1; the STATUS line
@@ -896,30 +473,4 @@ fn nothing_left(files: &[PathBuf]) -> Result<()> {
         user.trim()
     );
     Ok(())
-}
-
-/// Runs `cmd` with inherited output; an error names it and its status.
-fn run_cmd(cmd: &mut Command) -> Result<()> {
-    println!("==> {cmd:?}");
-    let status = cmd
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    ensure!(status.success(), "{cmd:?} failed ({status})");
-    Ok(())
-}
-
-/// Runs `cmd` and returns its standard output; an error names it, its status and stderr.
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
-    ensure!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

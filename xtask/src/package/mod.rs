@@ -16,6 +16,9 @@
 //! the package: see [`check`].
 
 mod check;
+mod host;
+mod service;
+mod traffic;
 mod unit;
 
 use std::path::{Path, PathBuf};
