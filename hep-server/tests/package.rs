@@ -343,3 +343,33 @@ fn under_the_journal_lines_carry_their_priority_and_no_timestamp() {
     assert!(plain.contains("hep-server: "), "{plain}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The Containerfile cannot be built here (no container engine): what can rot in it is
+/// checked instead, against the files and the defaults it relies on.
+#[test]
+fn the_containerfile_ships_the_packaged_conffile_and_runs_it() {
+    let containerfile = include_str!("../../Containerfile");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // What the build stage copies from the sources exists.
+    let conf = "hep-server/debian/hep-server.toml /out/etc/hep-server/hep-server.toml";
+    assert!(containerfile.contains(conf), "{containerfile}");
+    assert!(root.join("hep-server/debian/hep-server.toml").is_file());
+    assert!(containerfile.contains("cargo build --release --locked -p hep-server"));
+    // `run` (CMD) and `search` (docker exec) read that file through the environment.
+    assert!(containerfile.contains("ENV HEP_SERVER_CONFIG=/etc/hep-server/hep-server.toml"));
+    assert!(containerfile.contains("CMD [\"run\"]"));
+    // The volume is the store the conffile names, owned by the user that runs.
+    let store = parse(CONFFILE).store_dir().unwrap().display().to_string();
+    assert!(
+        containerfile.contains(&format!("VOLUME {store}")),
+        "{store}"
+    );
+    assert!(containerfile.contains(&format!("install -d -m 0750 /out{store}")));
+    assert!(containerfile.contains("USER nonroot"));
+    // The ports it exposes are the conffile's.
+    let hep_port = parse(CONFFILE).hep_port;
+    assert!(containerfile.contains(&format!("EXPOSE {hep_port}/udp {hep_port}/tcp")));
+    // The build context leaves out the build outputs.
+    let ignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == "target/"), "{ignore}");
+}
