@@ -14,18 +14,19 @@ pub(crate) mod tracker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hep_proto::ProtoType;
-use hep_proto::sip::{self, SipSummary};
+use hep_proto::sip::{self, SipSummary, StartLine};
 use hep_transport::Received;
 use serde::Serialize;
 use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::aliases::Aliases;
 pub(crate) use metrics::KpiMetrics;
+use metrics::Recording;
 use metrics::{CallLabels, Direction};
 use tracker::{Limits, Observed, Tracker, q850_cause};
 
@@ -35,6 +36,12 @@ pub const FEED_CAPACITY: usize = 65_536;
 
 /// How often calls are checked for their timeouts.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Messages read under one lock of the metrics.
+const BATCH: usize = 256;
+
+/// How long the tracker waits when its feed is empty.
+const IDLE_WAIT: Duration = Duration::from_millis(5);
 
 /// `[kpi]`: the SIP KPIs and their call table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -130,29 +137,42 @@ impl KpiTask {
         (None, Direction::Other)
     }
 
-    /// Reads the feed until `until` is cancelled or the feed closes.
-    pub(crate) async fn run(mut self, until: CancellationToken) {
+    /// Reads the feed until `until` is cancelled or the feed closes. A blocking loop, on
+    /// a thread of its own (`spawn_blocking`): the tracker's work never holds a worker
+    /// of the runtime the listeners run on.
+    pub(crate) fn run(mut self, until: &CancellationToken) {
         let mut tracker = Tracker::new(self.config.limits());
-        let mut sweep = tokio::time::interval(SWEEP_EVERY);
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = until.cancelled() => break,
-                _ = sweep.tick() => {
-                    let mut rec = self.metrics.record();
-                    tracker.expire(now_us(), &mut rec);
-                    rec.set_tracked(tracker.len());
+        let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        'feed: while !until.is_cancelled() {
+            let metrics = Arc::clone(&self.metrics);
+            let mut rec = metrics.record();
+            // A batch under one lock, then the lock is let go for a scrape.
+            let mut idle = false;
+            for _ in 0..BATCH {
+                match self.feed.try_recv() {
+                    Ok(m) => self.observe(&mut tracker, &m, &mut rec),
+                    Err(TryRecvError::Lagged(n)) => rec.add_lagged(n),
+                    Err(TryRecvError::Closed) => break 'feed,
+                    Err(TryRecvError::Empty) => {
+                        idle = true;
+                        break;
+                    }
                 }
-                m = self.feed.recv() => match m {
-                    Ok(m) => self.observe(&mut tracker, &m),
-                    Err(RecvError::Lagged(n)) => self.metrics.record().add_lagged(n),
-                    Err(RecvError::Closed) => break,
-                },
+            }
+            drop(rec);
+            if idle {
+                std::thread::sleep(IDLE_WAIT);
+            }
+            if Instant::now() >= next_sweep {
+                let mut rec = self.metrics.record();
+                tracker.expire(now_us(), &mut rec);
+                rec.set_tracked(tracker.len());
+                next_sweep = Instant::now() + SWEEP_EVERY;
             }
         }
     }
 
-    fn observe(&self, tracker: &mut Tracker<CallLabels>, m: &Received) {
+    fn observe(&self, tracker: &mut Tracker<CallLabels>, m: &Received, rec: &mut Recording<'_>) {
         let msg = &m.message;
         // HEPv1 and v2 carry no type: their payload is SIP, or it does not parse as SIP.
         if !matches!(msg.proto_type, None | Some(ProtoType::Sip)) {
@@ -173,7 +193,10 @@ impl KpiTask {
             src,
             dst,
             sip: &sip,
-            q850: sip::header(payload, "Reason").and_then(q850_cause),
+            q850: may_have_reason(&sip)
+                .then(|| sip::header(payload, "Reason"))
+                .flatten()
+                .and_then(q850_cause),
         };
         let node = msg.capture_id.and_then(|id| {
             let i = self.config.nodes.iter().position(|n| *n == id)?;
@@ -187,7 +210,16 @@ impl KpiTask {
                 node,
             }
         };
-        tracker.observe(&observed, labels, &mut self.metrics.record());
+        tracker.observe(&observed, labels, rec);
+    }
+}
+
+/// Whether a `Reason` header of this message would be counted: BYE, CANCEL, a final
+/// failure response (the header is looked for only then).
+fn may_have_reason(sip: &SipSummary<'_>) -> bool {
+    match sip.start {
+        StartLine::Request { method, .. } => method == "BYE" || method == "CANCEL",
+        StartLine::Response { code, .. } => code >= 300,
     }
 }
 

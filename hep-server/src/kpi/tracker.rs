@@ -37,9 +37,13 @@
 //! about 400 bytes with the table's own overhead (measured in the bench). The table
 //! holds at most `max_calls`; when full, the oldest entry is evicted and counted.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
+
+// Seeded per process (an agent cannot aim Call-IDs at one bucket it cannot predict), and
+// several times faster than SipHash on the short keys a call table hashes: the Call-ID
+// and a message's fingerprint, on every SIP message.
+use foldhash::fast::RandomState;
 use std::net::SocketAddr;
 
 use hep_proto::sip::{SipSummary, StartLine};
@@ -146,13 +150,13 @@ pub(crate) trait Sink<L> {
 
 /// The call table.
 pub(crate) struct Tracker<L> {
-    calls: HashMap<Box<str>, Call<L>>,
+    calls: HashMap<Box<str>, Call<L>, RandomState>,
     /// Call-IDs by age of their entry, for eviction; an id whose entry is gone (or was
     /// made again, with a later `born`) is skipped.
     ages: VecDeque<(u64, Box<str>)>,
     born: u64,
     limits: Limits,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: RandomState,
 }
 
 struct Call<L> {
@@ -197,11 +201,11 @@ struct RegisterState {
 impl<L> Tracker<L> {
     pub(crate) fn new(limits: Limits) -> Self {
         Self {
-            calls: HashMap::new(),
+            calls: HashMap::default(),
             ages: VecDeque::new(),
             born: 0,
             limits,
-            hasher: std::collections::hash_map::RandomState::new(),
+            hasher: RandomState::default(),
         }
     }
 
@@ -224,16 +228,19 @@ impl<L> Tracker<L> {
             return;
         };
         let fingerprint = self.fingerprint(m);
-        if !self.calls.contains_key(call_id) && self.calls.len() >= self.limits.max_calls {
-            self.evict_oldest(sink);
-        }
-        let born = self.born;
-        let call = match self.calls.entry(call_id.into()) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                self.born += 1;
-                self.ages.push_back((born, e.key().clone()));
-                e.insert(Call {
+        // Most messages belong to a call under way: found by the borrowed Call-ID,
+        // without making a key.
+        if !self.calls.contains_key(call_id) {
+            if self.calls.len() >= self.limits.max_calls {
+                self.evict_oldest(sink);
+            }
+            let born = self.born;
+            self.born += 1;
+            let key: Box<str> = call_id.into();
+            self.ages.push_back((born, key.clone()));
+            self.calls.insert(
+                key,
+                Call {
                     labels: labels(),
                     born,
                     last_us: m.recv_us,
@@ -242,8 +249,11 @@ impl<L> Tracker<L> {
                     invite: None,
                     register: None,
                     finished_us: None,
-                })
-            }
+                },
+            );
+        }
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
         };
         call.last_us = call.last_us.max(m.recv_us);
         if call.seen.contains(&fingerprint) {

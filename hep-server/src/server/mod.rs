@@ -184,7 +184,10 @@ pub async fn run_with_reloads(
         let task = crate::kpi::KpiTask::new(&config.kpi, &config.aliases, feed.subscribe());
         registry.register(Arc::clone(&task.metrics) as _);
         let until = shutdown.run().clone();
-        shutdown.watching.spawn(task.run(until));
+        shutdown.watching.spawn(async move {
+            // A panic in the tracker ends the KPIs, not the run; it is in the log.
+            let _ = tokio::task::spawn_blocking(move || task.run(&until)).await;
+        });
     }
     // Drop warnings until the outputs are drained too (the caller says the rest at exit).
     let until = shutdown.run().clone().cancelled_owned();

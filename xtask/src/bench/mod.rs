@@ -8,7 +8,8 @@
 //! latency at half of it), `memory` (peak RSS, a stalled relay destination, idle
 //! connections), `store` (insert rate of `store:DIR`, search of one call among 10 M
 //! stored messages), `api` (the HTTP API: 20 clients asking for calls by Call-ID and by
-//! user among 10 M stored messages while 100,000 msg/s are stored).
+//! user among 10 M stored messages while 100,000 msg/s are stored), `kpi` (ingest with the
+//! SIP KPIs off and on; memory of a tracked call).
 //!
 //! The machine is shared and noisy: every figure is taken side by side with what it is
 //! compared to (receivers interleaved run by run at each rate), repeated (`--runs`,
@@ -26,6 +27,7 @@
 mod api;
 mod codec;
 mod ingest;
+mod kpi;
 mod procs;
 mod relay;
 mod report;
@@ -40,7 +42,9 @@ use anyhow::{Context as _, Result, bail};
 use crate::Workspace;
 
 /// The sections, in the order they run.
-const SECTIONS: [&str; 7] = ["codec", "udp", "tcp", "relay", "memory", "store", "api"];
+const SECTIONS: [&str; 8] = [
+    "codec", "udp", "tcp", "relay", "memory", "store", "api", "kpi",
+];
 
 /// Parsed `cargo xtask bench` arguments.
 #[derive(Debug, PartialEq, Eq)]
@@ -235,6 +239,9 @@ pub(crate) fn run(ws: &Workspace, opts: &Options) -> Result<ExitCode> {
     if opts.wants("api") {
         rep.api = Some(api::api(&ctx)?);
     }
+    if opts.wants("kpi") {
+        rep.kpi = Some(kpi::kpi(&ctx)?);
+    }
     rep.finish(started.elapsed());
 
     let text = rep.markdown();
@@ -286,7 +293,7 @@ mod tests {
     #[test]
     fn options() {
         let o = parse(&[]).unwrap();
-        assert_eq!((o.quick, o.runs, o.sections.len()), (false, 3, 7));
+        assert_eq!((o.quick, o.runs, o.sections.len()), (false, 3, 8));
         assert_eq!(parse(&["store"]).unwrap().sections, ["store"]);
         let o = parse(&["--quick", "udp", "tcp"]).unwrap();
         assert_eq!((o.quick, o.runs), (true, 1));

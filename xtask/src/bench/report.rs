@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result};
 use super::api::ApiResult;
 use super::codec::{BENCHES, CodecRow};
 use super::ingest::{Step, TcpResult, UdpResult};
+use super::kpi::KpiResult;
 use super::relay::{MemoryResult, RelayResult};
 use super::store::StoreResult;
 use super::{Ctx, Options};
@@ -32,6 +33,7 @@ pub(crate) struct Report {
     pub(crate) memory: Option<MemoryResult>,
     pub(crate) store: Option<StoreResult>,
     pub(crate) api: Option<ApiResult>,
+    pub(crate) kpi: Option<KpiResult>,
 }
 
 fn read(path: &str) -> String {
@@ -146,6 +148,7 @@ impl Report {
             memory: None,
             store: None,
             api: None,
+            kpi: None,
         }
     }
 
@@ -207,6 +210,9 @@ impl Report {
         }
         if let Some(a) = &self.api {
             write_api(s, a)?;
+        }
+        if let Some(k) = &self.kpi {
+            write_kpi(s, k)?;
         }
         writeln!(s, "### Targets (issue 6)\n")?;
         writeln!(s, "| target | measured | |\n|---|---|---|")?;
@@ -386,6 +392,36 @@ impl Report {
                 }),
             ));
         }
+        let kpi = self.kpi.as_ref();
+        t.push((
+            "ingest with the SIP KPIs on >= 85% of the rate with them off (issue 17)".into(),
+            kpi.map_or_else(
+                || "-".into(),
+                |k| {
+                    format!(
+                        "{:.0} msg/s on, {:.0} off: {}",
+                        k.rate(true),
+                        k.rate(false),
+                        pct(k.rate(true) as u64, k.rate(false) as u64)
+                    )
+                },
+            ),
+            kpi.map(|k| k.rate(true) >= 0.85 * k.rate(false)),
+        ));
+        let per_call = kpi.and_then(|k| k.memory.bytes_per_call());
+        t.push((
+            "1,000,000 tracked calls in <= 1 GiB (issue 17)".into(),
+            per_call.map_or_else(
+                || "-".into(),
+                |b| {
+                    format!(
+                        "{b:.0} bytes a call: {:.2} GiB for 1 M",
+                        b * 1e6 / 1073741824.0
+                    )
+                },
+            ),
+            per_call.map(|b| b * 1e6 <= 1073741824.0),
+        ));
         t
     }
 
@@ -873,6 +909,46 @@ fn write_api(s: &mut String, a: &ApiResult) -> std::fmt::Result {
         )?;
     }
     writeln!(s)
+}
+
+fn write_kpi(s: &mut String, k: &KpiResult) -> std::fmt::Result {
+    writeln!(s, "### 8. What the SIP KPIs cost\n")?;
+    writeln!(
+        s,
+        "`hep-bench-peer sip-calls` (7 messages a call, 100,000 calls under way at once) \
+         over one TCP connection into `hep-server run --output null`, with `[kpi] enabled = \
+         false` and `true` alternated. Rate = messages / time from the peer's start to \
+         `hep_delivered_total` reaching them all. `lagged`: messages the tracker missed \
+         (`hep_sip_kpi_lagged_total`; the KPIs under-count, capture does not).\n"
+    )?;
+    writeln!(
+        s,
+        "| run | KPIs | messages | seconds | msg/s | tracker lagged |\n|---:|---|---:|---:|---:|---:|"
+    )?;
+    for (i, r) in k.runs.iter().enumerate() {
+        writeln!(
+            s,
+            "| {} | {} | {} | {:.2} | {:.0} | {} |",
+            i + 1,
+            if r.kpi { "on" } else { "off" },
+            r.messages,
+            r.secs,
+            r.rate(),
+            r.lagged
+        )?;
+    }
+    let [(c0, r0), (c1, r1)] = k.memory.points;
+    writeln!(
+        s,
+        "\nThe call table: resident set of `hep-server` with {c0} calls tracked: {:.1} MiB; \
+         with {c1}: {:.1} MiB; {} a tracked call (the slope: the feed's buffer and the \
+         rest of the process are in both).\n",
+        r0 as f64 / 1024.0,
+        r1 as f64 / 1024.0,
+        k.memory
+            .bytes_per_call()
+            .map_or_else(|| "-".to_owned(), |b| format!("{b:.0} bytes"))
+    )
 }
 
 #[cfg(test)]
