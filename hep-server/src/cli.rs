@@ -4,7 +4,8 @@
 //! hep-server                       run on embedded defaults (store in ./hep-store)
 //! hep-server run [--config FILE] [--listen SPEC]... [--output SPEC]... [--metrics ADDR]
 //!                [--http ADDR|off]
-//! hep-server check-config --config FILE
+//! hep-server check-config [--config FILE] [--listen SPEC]... [--output SPEC]... [--metrics ADDR]
+//!                         [--http ADDR|off]
 //! hep-server decode [--format json|text] FILE|-...
 //! hep-server send --dest SPEC [--hep-version 1|2|3] [--proto-type N|sip|log|...]
 //!                 [--src IP:PORT] [--dst IP:PORT] [--capture-id N] [--auth-key K]
@@ -36,10 +37,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use hep_proto::{HepVersion, ProtoType};
 use hep_transport::{HepDestination, ListenOn, SpecError};
 
+use crate::config::{Config, MetricsConfig, Written};
+use crate::outputs::OutputSpec;
+
+/// What `hep-server --version` prints after the name: the package version and the git
+/// commit it was built from (`0.1.0 (git 0123456789ab)`), or the package version alone
+/// when built from files without their history.
+pub const VERSION: &str = env!("HEP_SERVER_VERSION");
+
 /// `hep-server`: receives, checks, routes, stores and relays HEP (Homer Encapsulation
 /// Protocol) traffic.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "hep-server", version, about, long_about = None)]
+#[command(name = "hep-server", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// What to do; without a subcommand the collector runs on its embedded defaults.
     #[command(subcommand)]
@@ -74,6 +83,20 @@ pub enum Command {
     /// Find messages in a store (`store:DIR`) and show them as a call flow, JSON records
     /// or pcap.
     Search(SearchArgs),
+    /// Write the man pages and the shell completions made from these definitions (what
+    /// `cargo xtask package` ships).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+/// `hep-server generate`.
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// Where to write them: `hep-server.1` and a page per subcommand
+    /// (`hep-server-run.1` ...), `hep-server.bash`, `_hep-server` (zsh) and
+    /// `hep-server.fish`.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// `hep-server search`.
@@ -81,7 +104,8 @@ pub enum Command {
 #[command(after_long_help = SEARCH_LONG_HELP)]
 pub struct SearchArgs {
     /// The collector's config file: its `[aliases]` name the ladder's columns, and its
-    /// first `store:DIR` output is the store (unless --store is given).
+    /// first `store:DIR` output is the store (unless --store is given) [env:
+    /// HEP_SERVER_CONFIG, as `run`].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The store directory (what `store:DIR` of `run` names; default: the config's, or
@@ -130,6 +154,31 @@ pub struct SearchArgs {
     /// Draw the ladder with ASCII characters only (terminals without UTF-8).
     #[arg(long)]
     pub ascii: bool,
+}
+
+impl SearchArgs {
+    /// These flags, with `--config` taken from `HEP_SERVER_CONFIG` (as `lookup` finds
+    /// it) when not given, so that `search` in a container or a shell set up for `run`
+    /// reads the collector's store and aliases. An empty variable counts as unset.
+    ///
+    /// ```
+    /// use clap::Parser as _;
+    /// use hep_server::cli::{Cli, Command};
+    ///
+    /// let Some(Command::Search(args)) = Cli::parse_from(["hep-server", "search"]).command
+    /// else { unreachable!() };
+    /// let env = |name: &str| (name == "HEP_SERVER_CONFIG").then(|| "/etc/hep.toml".into());
+    /// assert_eq!(args.with_env(env).config, Some("/etc/hep.toml".into()));
+    /// ```
+    #[must_use]
+    pub fn with_env(mut self, lookup: impl Fn(&str) -> Option<std::ffi::OsString>) -> Self {
+        if self.config.is_none() {
+            self.config = lookup(RUN_ENV[0])
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from);
+        }
+        self
+    }
 }
 
 const SEARCH_LONG_HELP: &str = "\
@@ -186,29 +235,178 @@ fn parse_time(s: &str) -> Result<i64, String> {
 }
 
 /// `hep-server run`.
+///
+/// Each flag can also be given by an environment variable (its name below, and in
+/// `docs/CONFIG.md`), for containers: the file's values are replaced by the
+/// environment's, and those by the flags' (file < environment < flags); see
+/// [`with_env`](Self::with_env) and [`apply`](Self::apply).
 #[derive(Debug, Clone, Default, Args)]
+#[command(after_long_help = RUN_LONG_HELP)]
 pub struct RunArgs {
     /// Config file (TOML), read again on SIGHUP to reload the outputs and callbacks;
-    /// without it the embedded defaults apply.
+    /// without it the embedded defaults apply [env: HEP_SERVER_CONFIG].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where to listen: `hep_udp:IP[:PORT]`, `hep_tcp:IP[:PORT]` or `hep_tls:IP[:PORT]`
     /// (port 5656 when omitted), optionally `;allow=NET,...` (the agents' networks it
-    /// accepts); repeatable, replaces the config's listeners.
+    /// accepts); repeatable, replaces the config's listeners [env: HEP_SERVER_LISTEN,
+    /// specs separated by spaces].
     #[arg(long = "listen", value_name = "SPEC")]
     pub listen: Vec<ListenOn>,
     /// Where messages go: `store:DIR` (default: `store:hep-store`), `stdout`,
     /// `json:PATH|-`, `pcap:PATH`, `relay:hep_udp|hep_tcp|hep_tls:HOST[:PORT][;version=N]`
-    /// (port 5656 when omitted) or `null`; repeatable.
+    /// (port 5656 when omitted) or `null`; repeatable, replaces the config's outputs
+    /// [env: HEP_SERVER_OUTPUT, specs separated by spaces].
     #[arg(long = "output", value_name = "SPEC")]
     pub output: Vec<String>,
-    /// Serve Prometheus metrics at `http://ADDR/metrics`.
+    /// Serve Prometheus metrics at `http://ADDR/metrics` [env: HEP_SERVER_METRICS].
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
     /// Serve the web page and HTTP API at `http://ADDR/` (default `127.0.0.1:9080`, or
-    /// the config's `[http] listen`), or `off`.
+    /// the config's `[http] listen`), or `off` [env: HEP_SERVER_HTTP].
     #[arg(long, value_name = "ADDR|off")]
     pub http: Option<HttpListen>,
+}
+
+const RUN_LONG_HELP: &str = "\
+Every flag has an environment variable: HEP_SERVER_CONFIG, HEP_SERVER_LISTEN,
+HEP_SERVER_OUTPUT, HEP_SERVER_METRICS, HEP_SERVER_HTTP (lists separated by spaces). A
+flag given replaces its variable, and both replace the file's keys: file < environment
+< flags. An empty variable counts as unset. SIGHUP reads the file again and applies the
+same environment and flags over it.";
+
+/// The environment variables of `run`'s flags, in the order of the flags.
+pub const RUN_ENV: [&str; 5] = [
+    "HEP_SERVER_CONFIG",
+    "HEP_SERVER_LISTEN",
+    "HEP_SERVER_OUTPUT",
+    "HEP_SERVER_METRICS",
+    "HEP_SERVER_HTTP",
+];
+
+/// A `HEP_SERVER_...` variable whose value does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("environment variable {name}={value:?}: {reason}")]
+pub struct EnvError {
+    /// The variable.
+    pub name: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl RunArgs {
+    /// These flags, with the ones not given taken from `HEP_SERVER_...` variables as
+    /// `lookup` (e.g. `|name| std::env::var_os(name)`) finds them: a flag given wins over
+    /// its variable. Empty variables count as unset.
+    ///
+    /// ```
+    /// use hep_server::cli::RunArgs;
+    ///
+    /// let env = |name: &str| (name == "HEP_SERVER_METRICS").then(|| "127.0.0.1:9100".into());
+    /// let args = RunArgs::default().with_env(env)?;
+    /// assert_eq!(args.metrics, Some("127.0.0.1:9100".parse()?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The first variable whose value does not parse, naming it.
+    pub fn with_env(
+        mut self,
+        lookup: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<Self, EnvError> {
+        let [config, listen, output, metrics, http] = RUN_ENV;
+        let var = |name: &'static str| -> Result<Option<String>, EnvError> {
+            let Some(value) = lookup(name) else {
+                return Ok(None);
+            };
+            let value = value.into_string().map_err(|v| EnvError {
+                name,
+                value: v.to_string_lossy().into_owned(),
+                reason: "not UTF-8".to_owned(),
+            })?;
+            Ok(Some(value).filter(|v| !v.trim().is_empty()))
+        };
+        let parse_err = |name, value: &str, reason: String| EnvError {
+            name,
+            value: value.to_owned(),
+            reason,
+        };
+        if self.config.is_none() {
+            self.config = var(config)?.map(PathBuf::from);
+        }
+        if self.listen.is_empty()
+            && let Some(v) = var(listen)?
+        {
+            self.listen = v
+                .split_whitespace()
+                .map(|spec| {
+                    spec.parse::<ListenOn>()
+                        .map_err(|e| parse_err(listen, &v, format!("`{spec}`: {e}")))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if self.output.is_empty()
+            && let Some(v) = var(output)?
+        {
+            // Checked where the flags are: against the file's `hep_port` (`apply`).
+            self.output = v.split_whitespace().map(str::to_owned).collect();
+        }
+        if self.metrics.is_none()
+            && let Some(v) = var(metrics)?
+        {
+            let addr = v.trim().parse().map_err(|_| {
+                parse_err(
+                    metrics,
+                    &v,
+                    "expected IP:PORT, e.g. 127.0.0.1:9096".to_owned(),
+                )
+            })?;
+            self.metrics = Some(addr);
+        }
+        if self.http.is_none()
+            && let Some(v) = var(http)?
+        {
+            self.http = Some(v.trim().parse().map_err(|e| parse_err(http, &v, e))?);
+        }
+        Ok(self)
+    }
+
+    /// `config` with these flags' values in place of the file's: listeners, outputs, the
+    /// metrics endpoint, the HTTP API.
+    ///
+    /// # Errors
+    /// An output spec that does not parse.
+    pub fn apply(&self, mut config: Config) -> anyhow::Result<Config> {
+        if !self.listen.is_empty() {
+            config.listen = self.listen.iter().cloned().map(Written::from).collect();
+        }
+        if !self.output.is_empty() {
+            // A relay without a port takes the file's `hep_port`, as in the file.
+            config.outputs = self
+                .output
+                .iter()
+                .map(|o| {
+                    Written::parse(o, |o| {
+                        OutputSpec::parse_with_default_port(o, config.hep_port)
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(addr) = self.metrics {
+            config.metrics = Some(MetricsConfig { listen: addr });
+        }
+        match self.http {
+            Some(HttpListen::Off) => config.http.enabled = false,
+            Some(HttpListen::On(addr)) => {
+                config.http.enabled = true;
+                config.http.listen = addr;
+            }
+            None => {}
+        }
+        Ok(config)
+    }
 }
 
 /// `--http`: an address, or `off`.
@@ -233,12 +431,14 @@ impl FromStr for HttpListen {
     }
 }
 
-/// `hep-server check-config`.
+/// `hep-server check-config`: the configuration `run` would use with the same flags
+/// and environment.
 #[derive(Debug, Clone, Args)]
 pub struct CheckConfigArgs {
-    /// The config file to check.
-    #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
+    /// The config file, and `run`'s flags to apply over it (and their
+    /// `HEP_SERVER_...` variables).
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// `hep-server decode`.
@@ -471,6 +671,154 @@ mod tests {
     #[test]
     fn the_cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// `run`'s flags as given, completed from `env` (name, value pairs).
+    fn run_args(flags: &[&str], env: &[(&str, &str)]) -> Result<RunArgs, EnvError> {
+        let argv = ["hep-server", "run"].iter().chain(flags).copied();
+        let Command::Run(args) = Cli::try_parse_from(argv).unwrap().command_or_default() else {
+            panic!("not run")
+        };
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        args.with_env(|name| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.into()))
+    }
+
+    fn listen_texts(c: &Config) -> Vec<&str> {
+        c.listen.iter().map(Written::text).collect()
+    }
+
+    fn output_texts(c: &Config) -> Vec<&str> {
+        c.outputs.iter().map(Written::text).collect()
+    }
+
+    #[test]
+    fn the_environment_replaces_the_file_and_flags_replace_the_environment() {
+        let file = Config::parse(
+            std::path::Path::new("f.toml"),
+            r#"
+listen = ["hep_udp:127.0.0.1:7001"]
+outputs = ["null"]
+hep_port = 7777
+[metrics]
+listen = "127.0.0.1:7100"
+[http]
+listen = "127.0.0.1:7080"
+"#,
+        )
+        .unwrap();
+        // The file alone.
+        let c = run_args(&[], &[]).unwrap().apply(file.clone()).unwrap();
+        assert_eq!(listen_texts(&c), ["hep_udp:127.0.0.1:7001"]);
+        assert_eq!(output_texts(&c), ["null"]);
+        assert_eq!(c.metrics.as_ref().unwrap().listen.port(), 7100);
+        assert_eq!(c.http.listen.port(), 7080);
+        // The environment over the file: every variable.
+        let env = [
+            (
+                "HEP_SERVER_LISTEN",
+                "hep_udp:127.0.0.1:8001  hep_tcp:127.0.0.1:8001",
+            ),
+            ("HEP_SERVER_OUTPUT", "stdout relay:hep_udp:127.0.0.2"),
+            ("HEP_SERVER_METRICS", "127.0.0.1:8100"),
+            ("HEP_SERVER_HTTP", "off"),
+        ];
+        let c = run_args(&[], &env).unwrap().apply(file.clone()).unwrap();
+        assert_eq!(
+            listen_texts(&c),
+            ["hep_udp:127.0.0.1:8001", "hep_tcp:127.0.0.1:8001"]
+        );
+        assert_eq!(output_texts(&c), ["stdout", "relay:hep_udp:127.0.0.2"]);
+        assert_eq!(c.metrics.as_ref().unwrap().listen.port(), 8100);
+        assert!(!c.http.enabled);
+        // A relay from the environment without a port takes the file's hep_port.
+        let relay = c.outputs[1].value();
+        assert!(format!("{relay:?}").contains("7777"), "{relay:?}");
+        // The flags over the environment, one by one: a flag replaces its variable only.
+        let c = run_args(
+            &[
+                "--listen",
+                "hep_tcp:127.0.0.1:9001",
+                "--http",
+                "127.0.0.1:9080",
+            ],
+            &env,
+        )
+        .unwrap()
+        .apply(file.clone())
+        .unwrap();
+        assert_eq!(listen_texts(&c), ["hep_tcp:127.0.0.1:9001"]);
+        assert!(c.http.enabled);
+        assert_eq!(c.http.listen.port(), 9080);
+        assert_eq!(
+            output_texts(&c),
+            ["stdout", "relay:hep_udp:127.0.0.2"],
+            "from env"
+        );
+        assert_eq!(c.metrics.as_ref().unwrap().listen.port(), 8100, "from env");
+        let c = run_args(&["--output", "null", "--metrics", "127.0.0.1:9100"], &env)
+            .unwrap()
+            .apply(file)
+            .unwrap();
+        assert_eq!(output_texts(&c), ["null"]);
+        assert_eq!(c.metrics.as_ref().unwrap().listen.port(), 9100);
+    }
+
+    #[test]
+    fn the_config_file_can_come_from_the_environment_and_empty_variables_are_unset() {
+        let a = run_args(
+            &[],
+            &[("HEP_SERVER_CONFIG", "/etc/hep-server/hep-server.toml")],
+        );
+        assert_eq!(
+            a.unwrap().config.unwrap(),
+            PathBuf::from("/etc/hep-server/hep-server.toml")
+        );
+        let a = run_args(
+            &["--config", "mine.toml"],
+            &[("HEP_SERVER_CONFIG", "env.toml")],
+        );
+        assert_eq!(a.unwrap().config.unwrap(), PathBuf::from("mine.toml"));
+        let a = run_args(
+            &[],
+            &[("HEP_SERVER_CONFIG", ""), ("HEP_SERVER_LISTEN", "  ")],
+        )
+        .unwrap();
+        assert!(a.config.is_none() && a.listen.is_empty());
+    }
+
+    #[test]
+    fn a_bad_variable_is_refused_naming_it_and_its_value() {
+        let e = run_args(
+            &[],
+            &[("HEP_SERVER_LISTEN", "hep_udp:0.0.0.0:9060 udp:1.2.3.4")],
+        )
+        .unwrap_err();
+        assert_eq!(e.name, "HEP_SERVER_LISTEN");
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "environment variable HEP_SERVER_LISTEN=\"hep_udp:0.0.0.0:9060 udp:1.2.3.4\": `udp:1.2.3.4`"
+            ),
+            "{text}"
+        );
+        let e = run_args(&[], &[("HEP_SERVER_METRICS", "9100")]).unwrap_err();
+        assert!(e.to_string().contains("expected IP:PORT"), "{e}");
+        let e = run_args(&[], &[("HEP_SERVER_HTTP", "on")]).unwrap_err();
+        assert!(e.to_string().contains("or `off`"), "{e}");
+        // A flag given: its variable is not read, bad or not.
+        assert!(
+            run_args(
+                &["--metrics", "127.0.0.1:1"],
+                &[("HEP_SERVER_METRICS", "x")]
+            )
+            .is_ok()
+        );
+        // An output spec is checked where the flags' are: by `apply`.
+        let a = run_args(&[], &[("HEP_SERVER_OUTPUT", "nowhere:")]).unwrap();
+        assert!(a.apply(Config::default()).is_err());
     }
 
     #[test]

@@ -10,12 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::Parser as _;
-use hep_server::cli::{
-    CheckConfigArgs, Cli, Command, DecodeArgs, HttpListen, RunArgs, SearchArgs, SendArgs,
-};
+use hep_server::cli::{CheckConfigArgs, Cli, Command, DecodeArgs, RunArgs, SearchArgs, SendArgs};
 use hep_server::commands;
-use hep_server::config::{Config, MetricsConfig, Written};
-use hep_server::outputs::OutputSpec;
+use hep_server::config::Config;
 use hep_server::server::{self, Reload, Summary};
 use hep_server::telemetry::log::TARGET;
 use tokio::sync::mpsc::Sender;
@@ -54,18 +51,18 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::CheckConfig(args) => check_config(args),
         Command::Decode(args) => decode(&args),
         Command::Send(args) => send(args),
-        Command::Search(args) => search(&args),
+        Command::Search(args) => search(&args.with_env(|name| std::env::var_os(name))),
+        Command::Generate(args) => {
+            commands::generate::write_all(&args.dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
         _ => bail!("this subcommand is not implemented yet"),
     }
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let (args, config) = effective_config(args)?;
     hep_server::telemetry::log::init(&config.log);
-    let config = with_overrides(config, &args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("hep-server")
@@ -121,35 +118,16 @@ fn say_summary(summary: &Summary) {
     }
 }
 
-/// Command-line specs replace the file's.
-fn with_overrides(mut config: Config, args: &RunArgs) -> anyhow::Result<Config> {
-    if !args.listen.is_empty() {
-        config.listen = args.listen.iter().cloned().map(Written::from).collect();
-    }
-    if !args.output.is_empty() {
-        // A relay without a port takes the file's `hep_port`, as in the file.
-        config.outputs = args
-            .output
-            .iter()
-            .map(|o| {
-                Written::parse(o, |o| {
-                    OutputSpec::parse_with_default_port(o, config.hep_port)
-                })
-            })
-            .collect::<Result<_, _>>()?;
-    }
-    if let Some(addr) = args.metrics {
-        config.metrics = Some(MetricsConfig { listen: addr });
-    }
-    match args.http {
-        Some(HttpListen::Off) => config.http.enabled = false,
-        Some(HttpListen::On(addr)) => {
-            config.http.enabled = true;
-            config.http.listen = addr;
-        }
-        None => {}
-    }
-    Ok(config)
+/// The flags completed from the `HEP_SERVER_...` variables, and the configuration they
+/// make: the file (or the defaults), then the environment, then the flags.
+fn effective_config(args: RunArgs) -> anyhow::Result<(RunArgs, Config)> {
+    let args = args.with_env(|name| std::env::var_os(name))?;
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let config = args.apply(config)?;
+    Ok((args, config))
 }
 
 /// SIGTERM or SIGINT (Ctrl-C); the handlers are installed at once.
@@ -187,10 +165,9 @@ fn reload_on_sighup(args: RunArgs, reloads: Sender<Reload>) -> io::Result<()> {
                 continue;
             };
             let (file, a) = (path.clone(), args.clone());
-            let config =
-                tokio::task::spawn_blocking(move || with_overrides(Config::load(&file)?, &a))
-                    .await
-                    .unwrap_or_else(|e| Err(e.into()));
+            let config = tokio::task::spawn_blocking(move || a.apply(Config::load(&file)?))
+                .await
+                .unwrap_or_else(|e| Err(e.into()));
             if reloads
                 .send(Reload {
                     source: path,
@@ -213,7 +190,7 @@ fn reload_on_sighup(_args: RunArgs, _reloads: Sender<Reload>) -> io::Result<()> 
 }
 
 fn check_config(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config)?;
+    let (_, config) = effective_config(args.run)?;
     print!("{}", config.to_toml());
     Ok(ExitCode::SUCCESS)
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::{Workspace, bench, browser, fuzz, interop};
+use crate::{Workspace, bench, browser, fuzz, interop, package};
 
 /// Seconds each fuzz target runs during `ci`: a smoke run, not a fuzzing campaign.
 const FUZZ_SMOKE_SECS: u64 = 20;
@@ -61,6 +61,10 @@ fn steps() -> Vec<Step> {
         Step {
             name: "doc",
             run: doc,
+        },
+        Step {
+            name: "package",
+            run: package_step,
         },
         Step {
             name: "fuzz",
@@ -144,6 +148,25 @@ fn doc(ws: &Workspace) -> Result<Outcome> {
         .env("RUSTDOCFLAGS", "-D warnings")
         .args(["doc", "--workspace", "--no-deps"])
         .run()?;
+    Ok(Outcome::Passed)
+}
+
+/// `cargo xtask package --check`: the .deb built (dev profile, which the test step has
+/// built), lintian, installed, its service run as systemd would, reloaded, stopped,
+/// purged. Needs root (CI runs as root); skipped otherwise, saying why.
+fn package_step(ws: &Workspace) -> Result<Outcome> {
+    if !interop::peers::is_root() {
+        return Ok(Outcome::Skipped(
+            "not root: the check installs and purges the package",
+        ));
+    }
+    package::run(
+        ws,
+        &package::Options {
+            profile: "dev".to_owned(),
+            check: true,
+        },
+    )?;
     Ok(Outcome::Passed)
 }
 
@@ -301,6 +324,7 @@ mod tests {
                 "test",
                 "doctest",
                 "doc",
+                "package",
                 "fuzz",
                 "interop",
                 "browser",

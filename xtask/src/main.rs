@@ -8,6 +8,7 @@
 //! cargo xtask bench [--quick] [SECTION...]       # hep-server vs peers and this machine; docs/BENCHMARKS.md
 //! cargo xtask interop [--no-install] [FILTER...]  # our HEP against Kamailio, hep-js, tshark, sngrep
 //! cargo xtask browser [--no-install]             # the web page in chromium against a fed hep-server
+//! cargo xtask package [--profile NAME] [--check]  # the .deb (cargo-deb); --check installs, runs, purges it
 //! ```
 //!
 //! It follows the [cargo-xtask] conventions: one binary, plain `std::process::Command`, the
@@ -23,6 +24,7 @@ mod ci;
 mod cmd;
 mod fuzz;
 mod interop;
+mod package;
 mod structure;
 
 use std::env;
@@ -49,6 +51,11 @@ commands:
   browser [--no-install]             run the web page's tests in Debian's chromium (playwright-core)
                                      against a hep-server fed with the Kamailio vectors; print the
                                      results table; screenshots to target/browser/
+  package [--profile NAME] [--check] build the Debian package of hep-server into target/debian/
+                                     (cargo-deb, release profile); --check (a CI step, as root):
+                                     lintian, apt-get install, systemd-analyze verify, run the
+                                     unit's ExecStart as its user, send, search, reload, stop,
+                                     apt-get purge (dev profile unless --profile)
   structure                          check the module graph (no import cycle among sibling
                                      modules) and that hep-callbacks alone builds no TLS or
                                      socket crate
@@ -140,6 +147,12 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
             let opts = browser::Options::parse(rest)
                 .map_err(|err| anyhow::anyhow!("{err:#}\n\n{USAGE}"))?;
             browser::run(&ws, &opts)
+        }
+        "package" => {
+            let opts = package::Options::parse(rest)
+                .map_err(|err| anyhow::anyhow!("{err:#}\n\n{USAGE}"))?;
+            package::run(&ws, &opts)?;
+            Ok(ExitCode::SUCCESS)
         }
         "structure" => {
             no_arguments(command, rest)?;

@@ -1,5 +1,6 @@
 //! The subcommands' implementations, one module each (the binary dispatches to them).
 
 pub mod decode;
+pub mod generate;
 pub mod search;
 pub mod send;

@@ -5,7 +5,9 @@
 //! - `reload`: what a reload changes, and how ([`Reload`]);
 //! - `shutdown`: the cancellation tree a stop goes down;
 //! - `summary`: the counters summed up at exit ([`Summary`]);
-//! - [`fd_limit`]: `[limits] max_connections` fitted to the open-files limit.
+//! - [`fd_limit`]: `[limits] max_connections` fitted to the open-files limit;
+//! - `service_manager`: readiness, reloads, the stop and the watchdog told to systemd
+//!   (`Type=notify`).
 //!
 //! ```text
 //!  hep_udp ─┐            ┌──────────── Switch (the current stack) ─────────────┐
@@ -44,6 +46,7 @@ use tower::Layer as _;
 pub mod fd_limit;
 mod listeners;
 mod reload;
+mod service_manager;
 mod shutdown;
 mod summary;
 pub mod switch;
@@ -242,6 +245,12 @@ pub async fn run_with_reloads(
         .join(", ");
     tracing::info!(target: TARGET, outputs = %outputs_list, "writing to {outputs_list}");
     drop(stack);
+    // Every listener is bound and serving: what systemd waits for (`Type=notify`).
+    service_manager::ready(&format!("writing to {outputs_list}"));
+    // Until the process ends: a drain is watched too.
+    if let Some(pings) = service_manager::watchdog(shutdown.run().clone().cancelled_owned()) {
+        shutdown.watching.spawn(pings);
+    }
 
     let mut live = Live {
         config,
@@ -262,12 +271,25 @@ pub async fn run_with_reloads(
         tokio::select! {
             () = &mut stop => {
                 tracing::info!(target: TARGET, "shutting down: draining listeners and outputs");
+                service_manager::stopping();
                 break;
             }
             // Reported by its task, if it failed.
-            () = listener_ended.cancelled() => break,
+            () = listener_ended.cancelled() => {
+                service_manager::stopping();
+                break;
+            }
             reload = reloads.recv(), if reloads_open => match reload {
-                Some(reload) => live.reload(reload),
+                Some(reload) => {
+                    service_manager::reloading();
+                    let file = reload.source.display().to_string();
+                    let status = if live.reload(reload) {
+                        format!("reloaded {file}")
+                    } else {
+                        format!("reload of {file} refused, the running configuration stays")
+                    };
+                    service_manager::ready(&status);
+                }
                 None => reloads_open = false,
             },
         }

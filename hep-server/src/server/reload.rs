@@ -60,12 +60,14 @@ pub(super) struct Live {
 }
 
 impl Live {
-    /// Switches to `reload`'s configuration, or logs why not and changes nothing.
-    pub(super) fn reload(&mut self, reload: Reload) {
+    /// Switches to `reload`'s configuration (`true`), or logs why not and changes
+    /// nothing (`false`).
+    pub(super) fn reload(&mut self, reload: Reload) -> bool {
         let file = reload.source.display();
         let refuse = |e: &anyhow::Error| {
             self.reload_collect.failed();
             tracing::error!("reload of {file} failed, the running configuration stays: {e:#}");
+            false
         };
         let new = match reload.config {
             Ok(c) => c,
@@ -112,6 +114,7 @@ impl Live {
             self.draining
                 .spawn(retire(old, self.deadline.clone().cancelled_owned()));
         }
+        true
     }
 }
 

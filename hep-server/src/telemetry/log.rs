@@ -9,6 +9,11 @@
 //! figures as fields. They are shown whatever the level: they are the program's answer,
 //! not diagnostics.
 //!
+//! Under systemd, when stderr is the journal (`$JOURNAL_STREAM`), text lines carry no
+//! timestamp (the journal stamps each line) and begin with the syslog priority of their
+//! level (`<3>` error, `<4>` warn, `<6>` info, `<7>` debug and trace), which the journal
+//! records as the line's priority (`journalctl -p warning` shows warnings and errors).
+//!
 //! `[log] level` is checked when the file is read: a word that is not a level (such as
 //! `"warning"`) is refused, naming the accepted ones. (A `tracing` filter would take it
 //! for a target name and silence everything else.) `RUST_LOG`, when set, takes precedence;
@@ -140,11 +145,24 @@ pub fn init(log: &LogConfig) {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr);
+    let journal = stderr_is_journal();
     match log.format {
         LogFormat::Json => logs.json().init(),
+        // The journal stamps each line with its time, and reads its priority from a
+        // `<N>` prefix (`SyslogLevelPrefix=`, on by default).
+        LogFormat::Text if journal => logs
+            .with_ansi(false)
+            .event_format(OwnLines {
+                inner: tracing_subscriber::fmt::format().without_time(),
+                priority_prefix: true,
+            })
+            .init(),
         LogFormat::Text => logs
             .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
-            .event_format(OwnLines(tracing_subscriber::fmt::format()))
+            .event_format(OwnLines {
+                inner: tracing_subscriber::fmt::format(),
+                priority_prefix: false,
+            })
             .init(),
     }
     if let Some((env, Err(e))) = from_env {
@@ -152,8 +170,42 @@ pub fn init(log: &LogConfig) {
     }
 }
 
-/// Text mode: the program's own lines as `hep-server: MESSAGE`, the others as `F` does.
-struct OwnLines<F>(F);
+/// Whether stderr is connected to the systemd journal: `$JOURNAL_STREAM` (which systemd
+/// sets for a service whose stderr goes there) names stderr's device and inode. A child
+/// that inherited the variable but not the stream (stderr redirected) does not match.
+fn stderr_is_journal() -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(stat) = rustix::fs::fstat(io::stderr()) else {
+        return false;
+    };
+    journal_stream_is(&stream.to_string_lossy(), stat.st_dev, stat.st_ino)
+}
+
+/// `$JOURNAL_STREAM` (`DEVICE:INODE`, decimal) names this device and inode.
+fn journal_stream_is(stream: &str, dev: u64, ino: u64) -> bool {
+    stream
+        .split_once(':')
+        .is_some_and(|(d, i)| d.parse() == Ok(dev) && i.parse() == Ok(ino))
+}
+
+/// The syslog priority the journal reads from a line's `<N>` prefix.
+fn syslog_priority(level: &tracing::Level) -> u8 {
+    match *level {
+        tracing::Level::ERROR => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::INFO => 6,
+        _ => 7,
+    }
+}
+
+/// Text mode: the program's own lines as `hep-server: MESSAGE`, the others as `inner`
+/// does; each after its `<N>` priority for the journal when `priority_prefix`.
+struct OwnLines<F> {
+    inner: F,
+    priority_prefix: bool,
+}
 
 impl<S, N, F> FormatEvent<S, N> for OwnLines<F>
 where
@@ -167,8 +219,11 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        if self.priority_prefix {
+            write!(writer, "<{}>", syslog_priority(event.metadata().level()))?;
+        }
         if event.metadata().target() != TARGET {
-            return self.0.format_event(ctx, writer, event);
+            return self.inner.format_event(ctx, writer, event);
         }
         let mut message = Message(String::new());
         event.record(&mut message);
@@ -190,6 +245,31 @@ impl Visit for Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_journal_is_recognised_by_device_and_inode() {
+        assert!(journal_stream_is("8:1234", 8, 1234));
+        assert!(!journal_stream_is("8:1234", 8, 1235), "another stream");
+        assert!(!journal_stream_is("9:1234", 8, 1234));
+        assert!(!journal_stream_is("8", 8, 1234));
+        assert!(!journal_stream_is("", 8, 1234));
+    }
+
+    #[test]
+    fn levels_map_to_the_syslog_priorities_the_journal_reads() {
+        use tracing::Level;
+        let p: Vec<u8> = [
+            Level::ERROR,
+            Level::WARN,
+            Level::INFO,
+            Level::DEBUG,
+            Level::TRACE,
+        ]
+        .iter()
+        .map(syslog_priority)
+        .collect();
+        assert_eq!(p, [3, 4, 6, 7, 7]);
+    }
 
     #[test]
     fn levels_and_filters_pass() {
