@@ -1,5 +1,5 @@
 //! SIP KPIs (`[kpi]`): every accepted SIP message goes through a per-call state machine
-//! ([`tracker`]) whose findings are Prometheus metrics (`hep_sip_*`, [`metrics`]).
+//! (`tracker`) whose findings are Prometheus metrics (`hep_sip_*`, `metrics`).
 //!
 //! The fan-out offers every message to the tracker's own bounded queue ([`KpiFeed`]) and
 //! never waits for it; the tracker runs on a thread of its own at a lower priority than
