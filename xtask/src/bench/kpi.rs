@@ -4,13 +4,13 @@
 //! least 10,000) and with all of them, the slope between the two being the cost of one
 //! tracked call.
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use super::Ctx;
-use super::procs::{Peer, Server, free_port};
+use super::procs::Server;
+use super::store::CallStream;
 
 /// One run of the stream.
 #[derive(Debug, Clone)]
@@ -101,9 +101,9 @@ pub(crate) fn kpi(ctx: &Ctx<'_>) -> Result<KpiResult> {
     Ok(KpiResult { runs, memory })
 }
 
-/// Streams `messages` SIP messages (7 a call, every call under way at once within a
-/// group of 100,000) into a fresh server; the run, and (calls tracked, RSS KiB) once all
-/// are taken.
+/// Streams `messages` SIP messages (7 a call, the calls of each group of 100,000 under
+/// way at once) into a fresh server with the KPIs `kpi`; the run, and (calls tracked, RSS
+/// KiB) once all are taken.
 fn stream(ctx: &Ctx<'_>, kpi: bool, messages: u64, name: &str) -> Result<(KpiRun, (u64, u64))> {
     let dir = ctx.dir.join(name);
     std::fs::create_dir_all(&dir)?;
@@ -112,45 +112,16 @@ fn stream(ctx: &Ctx<'_>, kpi: bool, messages: u64, name: &str) -> Result<(KpiRun
         &config,
         format!("[kpi]\nenabled = {kpi}\nmax_calls = 1000000\n"),
     )?;
-    let port = free_port()?;
-    let server = Server::start(
-        &ctx.bin("hep-server"),
-        &format!("hep-server ({name})"),
-        &[
-            "--config".into(),
-            config.display().to_string(),
-            "--listen".into(),
-            format!("hep_tcp:127.0.0.1:{port}"),
-            "--output".into(),
-            "null".into(),
-        ],
-        &ctx.log(&format!("{name}-hep-server")),
-    )?;
-    let started = Instant::now();
-    let _peer = Peer::start(
-        &ctx.bin("hep-bench-peer"),
-        "sip-calls",
-        &[
-            "sip-calls".into(),
-            "--dest".into(),
-            format!("127.0.0.1:{port}"),
-            "--messages".into(),
-            messages.to_string(),
-            "--concurrent-calls".into(),
-            messages.div_ceil(7).min(100_000).to_string(),
-        ],
-        &ctx.log(&format!("{name}-peer")),
-    )?;
-    let deadline = started + Duration::from_secs(600);
-    let done = loop {
-        if server.delivered_null()? >= messages {
-            break Instant::now();
-        }
-        if Instant::now() > deadline {
-            bail!("{name}: not all of {messages} messages taken after 600 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let streamed = CallStream {
+        config: &config,
+        output: "null".into(),
+        count: messages,
+        spread_secs: 0,
+        concurrent_calls: messages.div_ceil(7).min(100_000),
+        name,
+    }
+    .run(ctx)?;
+    let server = streamed.server;
     // The tracker reads behind the listener: let it catch up before the table is
     // measured (its lag is counted either way).
     let point = if kpi {
@@ -161,12 +132,12 @@ fn stream(ctx: &Ctx<'_>, kpi: bool, messages: u64, name: &str) -> Result<(KpiRun
     let lagged = server.scrape()?.sum("hep_sip_kpi_lagged_total", &[]);
     let mut server = server;
     server.proc.stop();
-    remove(&dir);
+    std::fs::remove_dir_all(&dir).ok();
     Ok((
         KpiRun {
             kpi,
             messages,
-            secs: (done - started).as_secs_f64(),
+            secs: streamed.secs,
             lagged,
         },
         point,
@@ -187,8 +158,4 @@ fn settle(server: &Server) -> Result<(u64, u64)> {
         last = tracked;
     }
     Ok((last, server.proc.sample().rss_kib))
-}
-
-fn remove(dir: &Path) {
-    std::fs::remove_dir_all(dir).ok();
 }

@@ -149,70 +149,109 @@ pub(crate) fn fill(
     std::fs::create_dir_all(dir)?;
     let config = dir.with_extension("toml");
     std::fs::write(&config, "[store]\nmax_age_hours = 0\nmax_size_mb = 0\n")?;
-    let port = free_port()?;
-    let spec = format!("store:{}", dir.join("db").display());
-    let server = Server::start(
-        &ctx.bin("hep-server"),
-        &format!("hep-server ({name})"),
-        &[
-            "--config".into(),
-            config.display().to_string(),
-            "--listen".into(),
-            format!("hep_tcp:127.0.0.1:{port}"),
-            "--output".into(),
-            spec.clone(),
-        ],
-        &ctx.log(&format!("{name}-hep-server")),
-    )?;
-    let label = format!("output=\"{spec}\"");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    let started = Instant::now();
-    // The peer says `ready` once everything is written (TCP: the server has read it).
-    let _peer = Peer::start(
-        &ctx.bin("hep-bench-peer"),
-        "sip-calls",
-        &[
-            "sip-calls".into(),
-            "--dest".into(),
-            format!("127.0.0.1:{port}"),
-            "--messages".into(),
-            count.to_string(),
-            "--spread-secs".into(),
-            spread_secs.to_string(),
-            "--start-ts".into(),
-            (now - spread_secs).to_string(),
-            "--concurrent-calls".into(),
-            concurrent_calls.to_string(),
-        ],
-        &ctx.log(&format!("{name}-peer")),
-    )?;
-    let deadline = started + Duration::from_secs(600);
-    let (done, dropped) = loop {
-        let m = server.scrape()?;
-        let delivered = m.sum("hep_delivered_total", &[&label]);
-        let dropped = m.sum("hep_dropped_total", &[&label]);
-        if delivered + dropped >= count {
-            break (Instant::now(), dropped);
-        }
-        if Instant::now() > deadline {
-            bail!("{name}: {delivered} of {count} stored after 600 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let calls = CallStream {
+        config: &config,
+        output: format!("store:{}", dir.join("db").display()),
+        count,
+        spread_secs,
+        concurrent_calls,
+        name,
     };
-    let mut server = server;
+    let streamed = calls.run(ctx)?;
+    let mut server = streamed.server;
     server.proc.stop();
     let parts = on_disk(&dir.join("db"));
     Ok((
         InsertRun {
             concurrent_calls,
             messages: count,
-            secs: (done - started).as_secs_f64(),
-            dropped,
+            secs: streamed.secs,
+            dropped: streamed.dropped,
         },
         parts,
     ))
+}
+
+/// `hep-bench-peer sip-calls` into a fresh `hep-server run --config CONFIG --listen
+/// hep_tcp --output OUTPUT`, until the output has counted every message.
+pub(crate) struct CallStream<'a> {
+    pub(crate) config: &'a Path,
+    pub(crate) output: String,
+    pub(crate) count: u64,
+    /// Capture times spread over this many seconds, ending now.
+    pub(crate) spread_secs: u64,
+    pub(crate) concurrent_calls: u64,
+    pub(crate) name: &'a str,
+}
+
+/// A [`CallStream`] taken: the server, still running, and the time it took.
+pub(crate) struct Streamed {
+    pub(crate) server: Server,
+    /// From the peer's start to the output's counters reaching every message, s.
+    pub(crate) secs: f64,
+    /// What the output dropped.
+    pub(crate) dropped: u64,
+}
+
+impl CallStream<'_> {
+    pub(crate) fn run(&self, ctx: &Ctx<'_>) -> Result<Streamed> {
+        let name = self.name;
+        let port = free_port()?;
+        let server = Server::start(
+            &ctx.bin("hep-server"),
+            &format!("hep-server ({name})"),
+            &[
+                "--config".into(),
+                self.config.display().to_string(),
+                "--listen".into(),
+                format!("hep_tcp:127.0.0.1:{port}"),
+                "--output".into(),
+                self.output.clone(),
+            ],
+            &ctx.log(&format!("{name}-hep-server")),
+        )?;
+        let label = format!("output=\"{}\"", self.output);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let started = Instant::now();
+        // The peer says `ready` once connected and writes in the background.
+        let _peer = Peer::start(
+            &ctx.bin("hep-bench-peer"),
+            "sip-calls",
+            &[
+                "sip-calls".into(),
+                "--dest".into(),
+                format!("127.0.0.1:{port}"),
+                "--messages".into(),
+                self.count.to_string(),
+                "--spread-secs".into(),
+                self.spread_secs.to_string(),
+                "--start-ts".into(),
+                (now - self.spread_secs).to_string(),
+                "--concurrent-calls".into(),
+                self.concurrent_calls.to_string(),
+            ],
+            &ctx.log(&format!("{name}-peer")),
+        )?;
+        let deadline = started + Duration::from_secs(600);
+        loop {
+            let m = server.scrape()?;
+            let delivered = m.sum("hep_delivered_total", &[&label]);
+            let dropped = m.sum("hep_dropped_total", &[&label]);
+            if delivered + dropped >= self.count {
+                return Ok(Streamed {
+                    server,
+                    secs: started.elapsed().as_secs_f64(),
+                    dropped,
+                });
+            }
+            if Instant::now() > deadline {
+                bail!("{name}: {delivered} of {} taken after 600 s", self.count);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// Runs `hep-server search --store DIR/db ARGS --format json`; wall time in ms and the
