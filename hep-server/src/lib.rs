@@ -55,6 +55,7 @@ pub mod formats;
 pub mod http;
 pub mod kpi;
 pub mod outputs;
+pub mod qos;
 mod read;
 pub mod server;
 pub mod store;
