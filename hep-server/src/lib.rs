@@ -47,6 +47,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub mod aliases;
+pub mod call_quality;
 mod callbacks;
 pub mod cli;
 pub mod commands;

@@ -7,6 +7,7 @@
 //! the relays are not affected. docs/KPI.md has the definitions, the metric names and the
 //! PromQL of the ratios (ASR, NER, SCR, ISA, IRA).
 
+pub mod call;
 mod metrics;
 #[cfg(test)]
 mod tests;
@@ -16,8 +17,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hep_proto::ProtoType;
 use hep_proto::sip::{self, SipSummary, StartLine};
+use hep_proto::{HepMessage, ProtoType};
 use hep_transport::Received;
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -174,44 +175,54 @@ impl KpiTask {
 
     fn observe(&self, tracker: &mut Tracker<CallLabels>, m: &Received, rec: &mut Recording<'_>) {
         let msg = &m.message;
-        // HEPv1 and v2 carry no type: their payload is SIP, or it does not parse as SIP.
-        if !matches!(msg.proto_type, None | Some(ProtoType::Sip)) {
-            return;
-        }
-        let payload = msg.payload.bytes();
-        let (Some(sip), Some(src), Some(dst)) = (SipSummary::parse(payload), msg.src(), msg.dst())
-        else {
-            return;
-        };
-        let recv_us = now_us();
-        let capture_us = msg.ts_sec.map_or(recv_us, |s| {
-            u64::from(s) * 1_000_000 + u64::from(msg.ts_usec.unwrap_or(0))
+        read_sip(msg, now_us(), |observed| {
+            let node = msg.capture_id.and_then(|id| {
+                let i = self.config.nodes.iter().position(|n| *n == id)?;
+                u16::try_from(i).ok()
+            });
+            let labels = || {
+                let (target, direction) = self.target(observed.src, observed.dst);
+                CallLabels {
+                    target,
+                    direction,
+                    node,
+                }
+            };
+            tracker.observe(&observed, labels, rec);
         });
-        let observed = Observed {
-            capture_us,
-            recv_us,
-            src,
-            dst,
-            sip: &sip,
-            q850: may_have_reason(&sip)
-                .then(|| sip::header(payload, "Reason"))
-                .flatten()
-                .and_then(q850_cause),
-        };
-        let node = msg.capture_id.and_then(|id| {
-            let i = self.config.nodes.iter().position(|n| *n == id)?;
-            u16::try_from(i).ok()
-        });
-        let labels = || {
-            let (target, direction) = self.target(src, dst);
-            CallLabels {
-                target,
-                direction,
-                node,
-            }
-        };
-        tracker.observe(&observed, labels, rec);
     }
+}
+
+/// Reads `msg` as the tracker does and hands it to `f`; nothing when it is not SIP with
+/// both addresses. The live feed and a stored call's view ([`call`]) read it alike.
+pub(crate) fn read_sip<R>(
+    msg: &HepMessage,
+    recv_us: u64,
+    f: impl FnOnce(Observed<'_>) -> R,
+) -> Option<R> {
+    // HEPv1 and v2 carry no type: their payload is SIP, or it does not parse as SIP.
+    if !matches!(msg.proto_type, None | Some(ProtoType::Sip)) {
+        return None;
+    }
+    let payload = msg.payload.bytes();
+    let (Some(sip), Some(src), Some(dst)) = (SipSummary::parse(payload), msg.src(), msg.dst())
+    else {
+        return None;
+    };
+    let capture_us = msg.ts_sec.map_or(recv_us, |s| {
+        u64::from(s) * 1_000_000 + u64::from(msg.ts_usec.unwrap_or(0))
+    });
+    Some(f(Observed {
+        capture_us,
+        recv_us,
+        src,
+        dst,
+        sip: &sip,
+        q850: may_have_reason(&sip)
+            .then(|| sip::header(payload, "Reason"))
+            .flatten()
+            .and_then(q850_cause),
+    }))
 }
 
 /// Whether a `Reason` header of this message would be counted: BYE, CANCEL, a final
