@@ -17,6 +17,7 @@ use anyhow::Context as _;
 
 use std::path::PathBuf;
 
+use crate::call_quality::CallQuality;
 use crate::cli::{ColorWhen, SearchArgs, SearchFormat};
 use crate::config::Config;
 use crate::formats::ladder::{self, Arrow, LadderStyle};
@@ -140,6 +141,10 @@ pub fn run(args: &SearchArgs, dest: Destination) -> anyhow::Result<SearchSummary
             };
             let mut out = BufWriter::with_capacity(256 * 1024, dest.out);
             ladder::render_named(&arrows, &style, &aliases, &mut out)?;
+            // One call asked for: its KPIs and QoS under its ladder.
+            if let Some(id) = &args.call_id {
+                CallQuality::of(id, &found, crate::time::now_usec()).write_text(&mut out)?;
+            }
             out.flush()?;
         }
     }

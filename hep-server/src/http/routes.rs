@@ -515,6 +515,7 @@ async fn call_text(
             })
             .collect();
         ladder::render_named(&arrows, &LadderStyle::default(), &s.aliases.get(), &mut out)
+            .and_then(|()| CallQuality::of(&id, &found, now_usec()).write_text(&mut out))
     } else {
         found
             .iter()
