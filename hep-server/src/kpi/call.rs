@@ -125,7 +125,7 @@ impl Sink<Box<str>> for PerCall {
             Delay::Srd => k.srd_ms = Some(ms),
             Delay::Pdd => k.pdd_ms = Some(ms),
             Delay::Answer => k.answer_ms = Some(ms),
-            Delay::Duration => k.duration_s = Some(ms / 1000.0),
+            Delay::Duration => k.duration_s = Some(micros as f64 / 1e6),
             Delay::Rrd => k.rrd_ms = Some(ms),
         }
     }

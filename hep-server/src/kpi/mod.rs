@@ -26,6 +26,7 @@ use tokio::sync::broadcast::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::aliases::Aliases;
+use crate::qos::Source as QosSource;
 pub(crate) use metrics::KpiMetrics;
 use metrics::Recording;
 use metrics::{CallLabels, Direction};
@@ -175,11 +176,15 @@ impl KpiTask {
 
     fn observe(&self, tracker: &mut Tracker<CallLabels>, m: &Received, rec: &mut Recording<'_>) {
         let msg = &m.message;
+        let node = msg.capture_id.and_then(|id| {
+            let i = self.config.nodes.iter().position(|n| *n == id)?;
+            u16::try_from(i).ok()
+        });
+        if let Some(source) = qos_source(msg) {
+            self.observe_qos(tracker, msg, source, node, rec);
+            return;
+        }
         read_sip(msg, now_us(), |observed| {
-            let node = msg.capture_id.and_then(|id| {
-                let i = self.config.nodes.iter().position(|n| *n == id)?;
-                u16::try_from(i).ok()
-            });
             let labels = || {
                 let (target, direction) = self.target(observed.src, observed.dst);
                 CallLabels {
@@ -189,7 +194,62 @@ impl KpiTask {
                 }
             };
             tracker.observe(&observed, labels, rec);
+            // The X-RTP-Stat of a BYE or its answer, under the call's labels.
+            if observed.sip.cseq.is_some_and(|c| c.method == "BYE")
+                && let Some(stat) = sip::header(msg.payload.bytes(), "X-RTP-Stat")
+                && let Some(labels) = observed.sip.call_id.and_then(|id| tracker.labels_of(id))
+            {
+                match crate::qos::xrtpstat::parse(stat) {
+                    Ok(reports) => reports.iter().for_each(|r| rec.report(labels, r)),
+                    Err(_) => rec.unreadable(QosSource::XRtpStat),
+                }
+            }
         });
+    }
+
+    /// An RTCP or RTCP-XR report: its streams under the labels of the call its
+    /// correlation id names (`other` when the call is not in the table).
+    fn observe_qos(
+        &self,
+        tracker: &Tracker<CallLabels>,
+        msg: &HepMessage,
+        source: QosSource,
+        node: Option<u16>,
+        rec: &mut Recording<'_>,
+    ) {
+        let labels = msg
+            .correlation_id
+            .as_ref()
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .and_then(|id| tracker.labels_of(id).copied())
+            .unwrap_or(CallLabels {
+                target: None,
+                direction: Direction::Other,
+                node,
+            });
+        let payload = msg.payload.bytes();
+        let reports = match source {
+            QosSource::Rtcp => {
+                let capture_us = msg
+                    .ts_sec
+                    .map(|s| u64::from(s) * 1_000_000 + u64::from(msg.ts_usec.unwrap_or(0)));
+                crate::qos::rtcp::parse(payload, capture_us, crate::qos::DEFAULT_CLOCK_HZ)
+            }
+            _ => crate::qos::vq::parse(payload),
+        };
+        match reports {
+            Ok(reports) => reports.iter().for_each(|r| rec.report(&labels, r)),
+            Err(_) => rec.unreadable(source),
+        }
+    }
+}
+
+/// The QoS source a message's protocol type carries, if any.
+fn qos_source(msg: &HepMessage) -> Option<QosSource> {
+    match msg.proto_type {
+        Some(ProtoType::Rtcp) => Some(QosSource::Rtcp),
+        Some(ProtoType::MosShort) => Some(QosSource::RtcpXr),
+        _ => None,
     }
 }
 
