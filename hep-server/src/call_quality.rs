@@ -94,7 +94,7 @@ impl CallQuality {
                     m.samples,
                     pair(m.jitter_ms_avg, m.jitter_ms_max, 1),
                     pair(m.loss_pct_avg, m.loss_pct_max, 2),
-                    m.packets_lost.map_or("-".into(), |n| n.to_string()),
+                    m.packets_lost.map_or_else(|| "-".into(), |n| n.to_string()),
                     num(m.rtt_ms_avg, 2),
                     pair(m.mos_avg, m.mos_min, 2),
                 )?;
@@ -116,7 +116,7 @@ impl CallQuality {
 }
 
 fn write_kpis(k: &CallKpis, out: &mut dyn io::Write) -> io::Result<()> {
-    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3} ms"));
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.3} ms"));
     let result = match (k.final_status, &k.status_class) {
         (Some(s), Some(c)) => format!("{s} ({c})"),
         _ if k.timed_out.is_some() => "none".into(),
@@ -139,7 +139,7 @@ fn write_kpis(k: &CallKpis, out: &mut dyn io::Write) -> io::Result<()> {
     write!(
         out,
         "  Q.850 cause {}  retransmissions {}  re-INVITEs {}",
-        k.q850_cause.map_or("-".into(), |c| c.to_string()),
+        k.q850_cause.map_or_else(|| "-".into(), |c| c.to_string()),
         k.retransmissions,
         k.reinvites
     )?;
@@ -153,7 +153,7 @@ fn write_kpis(k: &CallKpis, out: &mut dyn io::Write) -> io::Result<()> {
 }
 
 fn num(v: Option<f64>, digits: usize) -> String {
-    v.map_or("-".into(), |v| format!("{v:.digits$}"))
+    v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
 }
 
 fn pair(a: Option<f64>, b: Option<f64>, digits: usize) -> String {

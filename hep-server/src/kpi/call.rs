@@ -79,8 +79,8 @@ pub struct CallView {
 struct PerCall(BTreeMap<Box<str>, CallKpis>);
 
 impl PerCall {
-    fn of(&mut self, id: &Box<str>) -> &mut CallKpis {
-        self.0.entry(id.clone()).or_insert_with(|| CallKpis {
+    fn of(&mut self, id: &str) -> &mut CallKpis {
+        self.0.entry(id.into()).or_insert_with(|| CallKpis {
             call_id: id.to_string(),
             ..CallKpis::default()
         })

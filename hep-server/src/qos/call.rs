@@ -131,7 +131,7 @@ impl CallQos {
                 }
             }
         }
-        reports.sort_by(|a, b| a.0.cmp(&b.0));
+        reports.sort_by_key(|r| r.0);
         for (at, r) in reports {
             let key = (r.source, r.stream.as_str());
             let i = match qos

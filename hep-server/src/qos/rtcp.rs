@@ -190,7 +190,7 @@ fn raw_blocks(mut p: &[u8]) -> Result<(Option<u32>, Vec<Block>), Error> {
                     packet.len()
                 )));
             }
-            reporter = reporter.or(Some(be32(&packet[4..8])));
+            reporter = reporter.or_else(|| Some(be32(&packet[4..8])));
             for b in packet[at..at + 24 * count].chunks_exact(24) {
                 let lost = i64::from(u32::from_be_bytes([0, b[5], b[6], b[7]]));
                 out.push(Block {
