@@ -170,6 +170,25 @@ fn a_calls_rtcp_is_kept_with_it_and_shown_in_its_view_pcap_and_metrics() {
     }
     assert_eq!(records, 14);
     assert!(rtcp_found, "the raw RR is a UDP packet of the pcap");
+    // `search --format pcap` of the call: the same packets, and the same words.
+    let search = std::process::Command::new(BIN)
+        .args(["search", "--store"])
+        .arg(dir.join("store"))
+        .args(["--call-id", CALL, "--format", "pcap"])
+        .output()
+        .unwrap();
+    assert!(
+        search.status.success(),
+        "{}",
+        String::from_utf8_lossy(&search.stderr)
+    );
+    assert_eq!(search.stdout.len(), pcap.len());
+    assert!(
+        String::from_utf8_lossy(&search.stderr)
+            .contains("2 RTCP report(s) sent as JSON (not packets) are left out of the pcap"),
+        "{}",
+        String::from_utf8_lossy(&search.stderr)
+    );
 
     // The metrics, under the call's target (its INVITE went to the proxy: kamailio, out).
     let m = server.metrics().0;
