@@ -42,11 +42,17 @@
 //!   [`cli`] is the command line (clap).
 //! - [`aliases`]: names for addresses (`[aliases]`), most specific entry first; the
 //!   ladders' column names (and the KPI targets to come). It imports no other module.
+//! - [`kpi`]: SIP KPIs from the live feed (a per-call state machine, `hep_sip_*`
+//!   metrics) and of one stored call ([`kpi::call`]); [`qos`]: media quality from RTCP,
+//!   RTCP-XR and `X-RTP-Stat` (pure parsers, the E-model, a call's streams);
+//!   [`call_quality`]: both for a stored call, the one path of the API, the page and
+//!   `search`'s ladder.
 //! - [`time`]: UTC timestamps without a date-time dependency; `sync` (locks that survive
 //!   a panic) and `read` (a fixed-size record read whole) are private helpers.
 #![doc(test(attr(deny(warnings))))]
 
 pub mod aliases;
+pub mod call_quality;
 mod callbacks;
 pub mod cli;
 pub mod commands;
@@ -55,6 +61,7 @@ pub mod formats;
 pub mod http;
 pub mod kpi;
 pub mod outputs;
+pub mod qos;
 mod read;
 pub mod server;
 pub mod store;

@@ -684,9 +684,19 @@ fn the_kamailio_sipp_call_searched_from_the_store_draws_as_its_golden_ladder() {
         String::from_utf8_lossy(&out.stderr)
     );
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/ladder-kamailio-v3.txt");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let ladder = std::fs::read_to_string(golden).unwrap();
+    assert!(stdout.starts_with(&ladder), "{stdout}");
+    // Under the ladder of one call, its KPIs (SUMMARY.txt's capture times: INVITE at
+    // .909050, the first 180 at .910010, the first 200 at .911120, the BYE at .916908,
+    // sent by the caller on port 5061) and its QoS (none here).
     assert_eq!(
-        String::from_utf8(out.stdout).unwrap(),
-        std::fs::read_to_string(golden).unwrap()
+        &stdout[ladder.len()..],
+        "\nKPIs of 1-13274@127.0.0.1 (1 leg)\n\
+         \x20 result 200 (2xx)  SRD 0.960 ms  PDD 0.960 ms  answer 2.070 ms  \
+         duration 0.006 s  hung up by caller\n\
+         \x20 Q.850 cause -  retransmissions 0  re-INVITEs 0\n\
+         \nQoS: no RTCP, RTCP-XR or X-RTP-Stat report\n"
     );
     let colored = search(
         &dir.join("store"),

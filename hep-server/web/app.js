@@ -8,6 +8,7 @@
 import { ApiError, callPath, getBlob, getCall, openLive, searchCalls, setToken, token } from "./api.js";
 import { download, fill, h } from "./dom.js";
 import { layout, legColour, markSelected, noAliases, palette, render, serialise, toPng } from "./ladder.js";
+import { renderKpis, renderQos } from "./quality.js";
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -388,6 +389,9 @@ async function showCall(s) {
   status.textContent = "Loading the call…";
   fill($("#ladder"));
   fill($("#legs"));
+  fill($("#call-kpis"));
+  fill($("#qos-panel"));
+  showTab("ladder");
   $("#message").hidden = true;
   let call;
   try {
@@ -404,6 +408,12 @@ async function showCall(s) {
   const aliasOf = (addr) => (Object.hasOwn(aliases, addr) && typeof aliases[addr] === "string" ? aliases[addr] : noAliases(addr));
   const lay = layout(messages, { aliasOf });
   current = { callId: s.callId, tz: s.tz, lay, svg: null };
+  // The KPIs and QoS the server computed from the same messages (docs/KPI.md).
+  fill($("#call-kpis"), renderKpis(call.kpis));
+  const colours = palette();
+  fill($("#qos-panel"), renderQos(call.qos, { loss: colours.klass.error, jitter: colours.klass.request, mos: colours.klass["2xx"] }));
+  const streams = Array.isArray(call.qos?.streams) ? call.qos.streams.length : 0;
+  $("#tab-qos").textContent = streams ? `QoS (${streams} stream${streams === 1 ? "" : "s"})` : "QoS";
   if (!lay.rows.length) {
     status.textContent = "This call has no stored messages (they may be older than the store's retention).";
     return;
@@ -416,6 +426,17 @@ async function showCall(s) {
   // How long the page took from the API's answer to a drawn ladder (the browser tests
   // read it: issue 16 wants a 200-message call drawn within 300 ms).
   performance.measure("hep:call-drawn", "hep:call-response");
+}
+
+/** Shows the call view's tab `name` (`ladder` or `qos`). */
+function showTab(name) {
+  for (const [tab, panel] of [["ladder", "#call-body"], ["qos", "#qos-panel"]]) {
+    const on = tab === name;
+    const button = $(`#tab-${tab}`);
+    button.setAttribute("aria-selected", on ? "true" : "false");
+    button.tabIndex = on ? 0 : -1;
+    $(panel).hidden = !on;
+  }
 }
 
 function drawLadder() {
@@ -615,6 +636,16 @@ function wire() {
     }
   });
   $("#results tbody").addEventListener("keydown", onTableKey);
+  $("#tab-ladder").addEventListener("click", () => showTab("ladder"));
+  $("#tab-qos").addEventListener("click", () => showTab("qos"));
+  // Arrow keys move between the two tabs (the WAI-ARIA tabs pattern).
+  $(".tabs").addEventListener("keydown", (e) => {
+    if (e.key !== "ArrowLeft" && e.key !== "ArrowRight") return;
+    const next = $("#tab-ladder").getAttribute("aria-selected") === "true" ? "qos" : "ladder";
+    showTab(next);
+    $(`#tab-${next}`).focus();
+    e.preventDefault();
+  });
   $("#live").addEventListener("click", () => (live ? stopLive() : startLive()));
   $("#call-tz").addEventListener("change", (e) => {
     const q = new URLSearchParams(location.search);

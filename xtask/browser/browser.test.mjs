@@ -9,6 +9,8 @@
 //   HEP_CALL_XSS   the Call-ID of the crafted message (sent now, From user `mallory`)
 //   HEP_CALL_LEGS  the first leg of a B2BUA call whose second leg names it in X-CID
 //   HEP_CALL_LONG  a call of 200 messages
+//   HEP_CALL_QOS   an INVITE and its 200, and two RTCP reports (type 5 JSON, rtpengine's)
+//                  naming it as correlation id: clean, then 23/256 lost and jitter 80
 //   HEP_SHOTS      where screenshots go (target/browser)
 //   HEP_TOKEN_URL, HEP_TOKEN   a second server that wants a token; this one reads capture
 //                  id 2001 (the IPv4 call) and not capture id 1 (the crafted message)
@@ -43,6 +45,7 @@ const CALL = {
   xss: env("HEP_CALL_XSS"),
   legs: env("HEP_CALL_LEGS"),
   long: env("HEP_CALL_LONG"),
+  qos: env("HEP_CALL_QOS"),
 };
 const SHOTS = env("HEP_SHOTS");
 const TOKEN_URL = env("HEP_TOKEN_URL");
@@ -496,6 +499,34 @@ test("the live view with a token shows the token's capture ids only", async () =
   // Off: the search of the URL again.
   await page.click("#live");
   assert.deepEqual(await resultIds(page), [CALL.udp]);
+  await page.close();
+});
+
+test("the call view sums up its KPIs, and its QoS tab charts each RTCP stream", async () => {
+  const page = await open(`/call/${encodeURIComponent(CALL.qos)}`);
+  await page.waitForSelector("#call-kpis .kpi-list");
+  const kpis = await page.$eval("#call-kpis", (n) => n.textContent);
+  assert.match(kpis, /· 1 leg(?!s)/);
+  assert.match(kpis, /Result200 \(2xx\)/);
+  assert.match(kpis, /SRD[0-9.]+ ms/);
+  assert.equal(await page.$eval("#tab-qos", (n) => n.textContent), "QoS (1 stream)");
+  assert.equal(await page.isVisible("#qos-panel"), false, "the ladder first");
+  await page.click("#tab-qos");
+  assert.equal(await page.isVisible("#qos-panel"), true);
+  assert.equal(await page.isVisible("#ladder"), false);
+  const row = await page.$$eval("#qos-panel tbody tr", (trs) => trs.map((tr) => [...tr.cells].map((c) => c.textContent)));
+  // fraction_lost 23/256 = 8.98 % (its mean with the clean report: 4.49); jitter 80 / 8000 Hz = 10 ms.
+  assert.deepEqual(row, [["RTCP", "ssrc:0x5a1df00d", "2", "5.0 / 10.0", "4.49 / 8.98", "24", "–", "4.00 / 3.60"]]);
+  const charts = await page.$$eval("#qos-panel svg.qos-chart", (svgs) => svgs.map((s) => [s.getAttribute("data-metric"), s.querySelectorAll("circle.qos-point").length]));
+  assert.deepEqual(charts, [["loss_pct", 2], ["jitter_ms", 2], ["mos", 2]]);
+  // The points' tooltips carry the values.
+  const tips = await page.$$eval("#qos-panel svg[data-metric=loss_pct] circle title", (ts) => ts.map((t) => t.textContent.split(" at ")[0]));
+  assert.deepEqual(tips, ["0.00 %", "8.98 %"]);
+  await page.screenshot({ path: join(SHOTS, "call-qos.png"), fullPage: true });
+  // Arrow keys go back to the ladder.
+  await page.focus("#tab-qos");
+  await page.keyboard.press("ArrowLeft");
+  assert.equal(await page.isVisible("#ladder"), true);
   await page.close();
 });
 

@@ -196,6 +196,21 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
         LONG_MESSAGES,
     )?;
     calls.push(("HEP_CALL_LONG", LONG_CALL_ID.to_owned(), LONG_MESSAGES));
+    // A call with RTCP: its INVITE and 200, then two RTCP reports as rtpengine sends them
+    // (type 5 JSON, the Call-ID as correlation id).
+    let (caller, callee) = ("192.0.2.21:5060", "192.0.2.22:5060");
+    let qos_invite = run_dir.join("qos-invite.sip");
+    fs::write(&qos_invite, invite(QOS_CALL_ID, None))?;
+    send(&program, udp, caller, callee, &qos_invite, 1)?;
+    let qos_ok = run_dir.join("qos-200.sip");
+    fs::write(&qos_ok, ok_of(QOS_CALL_ID))?;
+    send(&program, udp, callee, caller, &qos_ok, 1)?;
+    for (i, report) in QOS_RTCP.iter().enumerate() {
+        let file = run_dir.join(format!("qos-rtcp-{i}.json"));
+        fs::write(&file, report)?;
+        send_rtcp(&program, udp, QOS_CALL_ID, &file)?;
+    }
+    calls.push(("HEP_CALL_QOS", QOS_CALL_ID.to_owned(), 4));
     for (_, id, n) in &calls {
         proc::wait_for(
             &format!("the API to give the {n} messages of call {id}"),
@@ -429,6 +444,55 @@ fn send(program: &str, udp: u16, src: &str, dst: &str, file: &Path, count: usize
         bail!("hep-server send failed: {}", ours::last_line(&out.stderr));
     }
     Ok(())
+}
+
+/// The call with RTCP.
+const QOS_CALL_ID: &str = "qos-call-1@browser.example";
+/// rtpengine 10.5's reports on sipp's stream 0x5a1df00d: clean, then 23/256 lost
+/// (shared/peers README section 6, verbatim but for `lsr`).
+const QOS_RTCP: [&str; 2] = [
+    r#"{ "sender_information":{"ntp_timestamp_sec":4005581763,"ntp_timestamp_usec":3930513550,"octets":78876,"rtp_timestamp":49920, "packets":313},"ssrc":185491181,"type":200,"report_count":1,"report_blocks":[{"source_ssrc":1511911437,"highest_seq_no":312,"fraction_lost":0,"ia_jitter":0,"packets_lost":0,"lsr":0,"dlsr":0}],"sdes_report_count":1,"sdes_information": [ {"sdes_chunk_ssrc":185491181,"type":1,"text":"2b47b103a8fe"}] }"#,
+    r#"{ "sender_information":{"ntp_timestamp_sec":4005581791,"ntp_timestamp_usec":2761131394,"octets":62748,"rtp_timestamp":41440, "packets":249},"ssrc":185491181,"type":200,"report_count":1,"report_blocks":[{"source_ssrc":1511911437,"highest_seq_no":259,"fraction_lost":23,"ia_jitter":80,"packets_lost":24,"lsr":0,"dlsr":0}],"sdes_report_count":1,"sdes_information": [ {"sdes_chunk_ssrc":185491181,"type":1,"text":"6d8e3f310fed"}] }"#,
+];
+
+/// `hep-server send` of one RTCP JSON report (type 5) naming `call_id` as correlation id.
+fn send_rtcp(program: &str, udp: u16, call_id: &str, file: &Path) -> Result<()> {
+    let out = proc::output(
+        program,
+        &[
+            "send",
+            "--dest",
+            &format!("hep_udp:127.0.0.1:{udp}"),
+            "--proto-type",
+            "rtcp",
+            "--correlation-id",
+            call_id,
+            "--src",
+            "192.0.2.21:30001",
+            "--dst",
+            "192.0.2.22:30101",
+            &file.to_string_lossy(),
+        ],
+        None,
+        Duration::from_secs(30),
+    )?;
+    if !out.status.success() {
+        bail!("hep-server send failed: {}", ours::last_line(&out.stderr));
+    }
+    Ok(())
+}
+
+/// The 200 answering [`invite`]'s INVITE of `call_id`.
+fn ok_of(call_id: &str) -> String {
+    format!(
+        "SIP/2.0 200 OK\r\n\
+         Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-{call_id}\r\n\
+         From: <sip:alice@example.com>;tag=a1\r\n\
+         To: <sip:bob@example.com>;tag=b1\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
 }
 
 /// An INVITE of call `call_id` from alice to bob, naming the other leg in X-CID.

@@ -16,7 +16,7 @@ const DEFAULT_TIME_SECS: u64 = 60;
 pub(crate) const DECODER_TARGETS: &[&str] = &["datagram", "stream", "compressed", "sip"];
 
 /// Targets that need the fuzz crate's `server` feature (hep-server and hep-transport).
-const SERVER_TARGETS: &[&str] = &["config", "specs"];
+const SERVER_TARGETS: &[&str] = &["config", "specs", "qos"];
 
 /// Which fuzz targets to run.
 #[derive(Debug, PartialEq, Eq)]

@@ -17,6 +17,9 @@ use anyhow::Context as _;
 
 use std::path::PathBuf;
 
+use hep_proto::ProtoType;
+
+use crate::call_quality::CallQuality;
 use crate::cli::{ColorWhen, SearchArgs, SearchFormat};
 use crate::config::Config;
 use crate::formats::ladder::{self, Arrow, LadderStyle};
@@ -123,10 +126,23 @@ pub fn run(args: &SearchArgs, dest: Destination) -> anyhow::Result<SearchSummary
         }
         SearchFormat::Pcap => {
             let mut pcap = PcapFileWriter::new(dest.out)?;
+            // RTCP an agent sent as JSON was never a packet: left out, and said so.
+            let mut json_rtcp = 0;
             for s in &found {
+                if s.message.proto_type == Some(ProtoType::Rtcp)
+                    && !crate::qos::rtcp::is_raw(s.message.payload.bytes())
+                {
+                    json_rtcp += 1;
+                    continue;
+                }
                 pcap.write(&s.message, received_at(s))?;
             }
             pcap.flush()?;
+            if json_rtcp > 0 {
+                eprintln!(
+                    "hep-server: {json_rtcp} RTCP report(s) sent as JSON (not packets) are left out of the pcap"
+                );
+            }
         }
         SearchFormat::Ladder => {
             let arrows: Vec<Arrow> = found.iter().map(arrow).collect();
@@ -140,6 +156,10 @@ pub fn run(args: &SearchArgs, dest: Destination) -> anyhow::Result<SearchSummary
             };
             let mut out = BufWriter::with_capacity(256 * 1024, dest.out);
             ladder::render_named(&arrows, &style, &aliases, &mut out)?;
+            // One call asked for: its KPIs and QoS under its ladder.
+            if let Some(id) = &args.call_id {
+                CallQuality::of(id, &found, crate::time::now_usec()).write_text(&mut out)?;
+            }
             out.flush()?;
         }
     }

@@ -38,6 +38,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("dom.js", JS, include_bytes!("../../web/dom.js")),
     ("ladder.js", JS, include_bytes!("../../web/ladder.js")),
     ("sip.js", JS, include_bytes!("../../web/sip.js")),
+    ("quality.js", JS, include_bytes!("../../web/quality.js")),
     ("style.css", CSS, include_bytes!("../../web/style.css")),
     ("icon.svg", SVG, include_bytes!("../../web/icon.svg")),
 ];

@@ -16,11 +16,12 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
+use hep_proto::ProtoType;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -35,9 +36,12 @@ use super::error::ApiError;
 use super::params::{CallDetail, CallSearch};
 use super::{REQUEST_TIMEOUT, bytes_response, json_response, page};
 use crate::aliases::{Aliases, SharedAliases};
+use crate::call_quality::CallQuality;
 use crate::formats::ladder::{self, Arrow, LadderStyle};
 use crate::formats::pcap::PcapFileWriter;
 use crate::formats::text::{Endpoint, TextLine};
+use crate::kpi::call::CallView;
+use crate::qos::call::CallQos;
 use crate::store::{self, MessageId, Query as StoreQuery, StoreError, Stored};
 use crate::sync::lock;
 use crate::time::now_usec;
@@ -368,6 +372,10 @@ struct CallJson<'a> {
     /// The `[aliases]` name of each source and destination of the messages that has
     /// one, keyed by the address as the ladder writes it (`IP:PORT`, `[IPv6]:PORT`).
     aliases: BTreeMap<String, String>,
+    /// The SIP KPIs of the call and its legs ([`crate::kpi::call`]).
+    kpis: CallView,
+    /// Its streams' quality ([`crate::qos::call`]).
+    qos: CallQos,
 }
 
 /// The names `aliases` gives the endpoints of `messages`.
@@ -400,10 +408,13 @@ async fn call(
     let id = call_id(id)?;
     let p = CallDetail::parse(&pairs(q)?, now_usec(), false)?;
     let found = messages_of(&s, &access, id.clone(), &p).await?;
+    let quality = CallQuality::of(&id, &found, now_usec());
     Ok(json_response(&CallJson {
         call_id: &id,
         messages: found.iter().map(MessageJson::of).collect(),
         aliases: aliases_of(&s.aliases.get(), &found),
+        kpis: quality.kpis,
+        qos: quality.qos,
     }))
 }
 
@@ -455,9 +466,15 @@ async fn call_pcap(
     let p = CallDetail::parse(&pairs(q)?, now_usec(), false)?;
     let found = messages_of(&s, &access, id.clone(), &p).await?;
     let buf = SharedBuf::default();
+    // RTCP as an agent's JSON is not a packet that was on the wire: left out (and
+    // counted in a header); RTCP sent raw is written as the UDP packet it was.
+    let (packets, left_out): (Vec<&Stored>, Vec<&Stored>) = found.iter().partition(|m| {
+        m.message.proto_type != Some(ProtoType::Rtcp)
+            || crate::qos::rtcp::is_raw(m.message.payload.bytes())
+    });
     let written = (|| {
         let mut w = PcapFileWriter::new(Box::new(buf.clone()))?;
-        for m in &found {
+        for m in packets {
             w.write(&m.message, received_at(m))?;
         }
         w.flush()
@@ -467,6 +484,10 @@ async fn call_pcap(
     let mut r = bytes_response(StatusCode::OK, "application/vnd.tcpdump.pcap", bytes);
     r.headers_mut()
         .insert(header::CONTENT_DISPOSITION, file_name(&id, "pcap"));
+    r.headers_mut().insert(
+        HeaderName::from_static("x-rtcp-json-left-out"),
+        HeaderValue::from(left_out.len()),
+    );
     Ok(r)
 }
 
@@ -494,6 +515,7 @@ async fn call_text(
             })
             .collect();
         ladder::render_named(&arrows, &LadderStyle::default(), &s.aliases.get(), &mut out)
+            .and_then(|()| CallQuality::of(&id, &found, now_usec()).write_text(&mut out))
     } else {
         found
             .iter()

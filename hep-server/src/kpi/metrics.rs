@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use super::tracker::{Count, Delay, Party, Sink, Timeout};
+use crate::qos::{Report, Source};
 use crate::sync::lock;
 use crate::telemetry::metrics::{Collect, HistogramSnapshot, Kind, Samples};
 
@@ -19,6 +20,53 @@ pub(crate) const DELAY_BOUNDS: [f64; 12] = [
 pub(crate) const DURATION_BOUNDS: [f64; 11] = [
     1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
 ];
+
+/// Upper bounds of the jitter buckets, seconds.
+pub(crate) const JITTER_BOUNDS: [f64; 9] = [0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5];
+/// Upper bounds of the loss buckets, a ratio (0.01 = 1 %).
+pub(crate) const LOSS_BOUNDS: [f64; 9] = [0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5];
+/// Upper bounds of the MOS buckets.
+pub(crate) const MOS_BOUNDS: [f64; 10] = [1.5, 2.0, 2.5, 3.0, 3.5, 3.8, 4.0, 4.2, 4.3, 4.4];
+/// Upper bounds of the round-trip time buckets, seconds.
+pub(crate) const RTT_BOUNDS: [f64; 9] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0];
+
+/// A media quality figure of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Quality {
+    Jitter,
+    Loss,
+    Mos,
+    Rtt,
+}
+
+impl Quality {
+    const ALL: [Self; 4] = [Self::Jitter, Self::Loss, Self::Mos, Self::Rtt];
+
+    fn family(self) -> (&'static str, &'static str, &'static [f64]) {
+        match self {
+            Self::Jitter => (
+                "hep_rtcp_jitter_seconds",
+                "Interarrival jitter of each stream report (RTCP report block, RTCP-XR IAJ, X-RTP-Stat JI).",
+                &JITTER_BOUNDS,
+            ),
+            Self::Loss => (
+                "hep_rtcp_loss_ratio",
+                "Packet loss of each stream report, 0 to 1 (RTCP fraction lost of the last interval, RTCP-XR NLR, X-RTP-Stat of the call).",
+                &LOSS_BOUNDS,
+            ),
+            Self::Mos => (
+                "hep_rtcp_mos",
+                "MOS of each stream report: the reporter's (RTCP-XR MOSLQ) or the E-model's of jitter, delay and loss (docs/KPI.md).",
+                &MOS_BOUNDS,
+            ),
+            Self::Rtt => (
+                "hep_rtcp_rtt_seconds",
+                "Round-trip time of each stream report that tells it (RTCP LSR/DLSR, RTCP-XR RTD).",
+                &RTT_BOUNDS,
+            ),
+        }
+    }
+}
 
 /// Where a call is counted: the configured target its initial request was sent to (or
 /// came from), which way, and the capture node.
@@ -63,6 +111,9 @@ struct Histogram {
 struct State {
     counts: HashMap<(Count, CallLabels), u64>,
     delays: HashMap<(Delay, CallLabels), Histogram>,
+    quality: HashMap<(Quality, Source, CallLabels), Histogram>,
+    /// RTCP, RTCP-XR and `X-RTP-Stat` payloads that gave no report, by source.
+    unreadable: HashMap<Source, u64>,
     tracked: usize,
 }
 
@@ -99,6 +150,31 @@ impl Recording<'_> {
     pub(crate) fn set_tracked(&mut self, calls: usize) {
         self.0.tracked = calls;
     }
+
+    /// A stream report of a call labelled `labels`.
+    pub(crate) fn report(&mut self, labels: &CallLabels, r: &Report) {
+        let figures = [
+            (Quality::Jitter, r.jitter_ms.map(|ms| ms / 1000.0)),
+            (Quality::Loss, r.loss_pct.map(|p| p / 100.0)),
+            (Quality::Mos, r.mos),
+            (Quality::Rtt, r.rtt_ms.map(|ms| ms / 1000.0)),
+        ];
+        for (what, value) in figures {
+            let Some(value) = value.filter(|v| v.is_finite()) else {
+                continue;
+            };
+            let value = value.max(0.0);
+            let (_, _, bounds) = what.family();
+            let h = self.0.quality.entry((what, r.source, *labels)).or_default();
+            // The sum in millionths of the unit; a value beyond u64's reach is capped.
+            h.observe(bounds, value, (value * 1e6).min(u64::MAX as f64) as u64);
+        }
+    }
+
+    /// A QoS payload of `source` that gave no report.
+    pub(crate) fn unreadable(&mut self, source: Source) {
+        *self.0.unreadable.entry(source).or_default() += 1;
+    }
 }
 
 impl Sink<CallLabels> for Recording<'_> {
@@ -109,16 +185,29 @@ impl Sink<CallLabels> for Recording<'_> {
     fn delay(&mut self, labels: &CallLabels, what: Delay, micros: u64) {
         let bounds = bounds(what);
         let h = self.0.delays.entry((what, *labels)).or_default();
-        if h.buckets.is_empty() {
-            h.buckets = vec![0; bounds.len() + 1];
+        h.observe(bounds, micros as f64 / 1e6, micros);
+    }
+}
+
+impl Histogram {
+    fn observe(&mut self, bounds: &[f64], value: f64, micros: u64) {
+        if self.buckets.is_empty() {
+            self.buckets = vec![0; bounds.len() + 1];
         }
-        let secs = micros as f64 / 1e6;
         let i = bounds
             .iter()
-            .position(|b| secs <= *b)
+            .position(|b| value <= *b)
             .unwrap_or(bounds.len());
-        h.buckets[i] += 1;
-        h.sum_micros = h.sum_micros.saturating_add(micros);
+        self.buckets[i] += 1;
+        self.sum_micros = self.sum_micros.saturating_add(micros);
+    }
+}
+
+fn source_label(s: Source) -> &'static str {
+    match s {
+        Source::Rtcp => "rtcp",
+        Source::RtcpXr => "rtcp_xr",
+        Source::XRtpStat => "x_rtp_stat",
     }
 }
 
@@ -303,6 +392,41 @@ impl Collect for KpiMetrics {
                     buckets: &h.buckets,
                     sum_micros: h.sum_micros,
                 },
+            );
+        }
+        for what in Quality::ALL {
+            let (family, help, _) = what.family();
+            out.declare(family, help, Kind::Histogram);
+        }
+        for ((what, source, labels), h) in &state.quality {
+            let (family, _, bounds) = what.family();
+            let target = name(&self.targets, labels.target);
+            let node = name(&self.nodes, labels.node);
+            out.histogram(
+                family,
+                &[
+                    ("target", &target),
+                    ("direction", labels.direction.as_str()),
+                    ("node", &node),
+                    ("source", source_label(*source)),
+                ],
+                HistogramSnapshot {
+                    bounds,
+                    buckets: &h.buckets,
+                    sum_micros: h.sum_micros,
+                },
+            );
+        }
+        out.declare(
+            "hep_qos_unreadable_total",
+            "RTCP, RTCP-XR and X-RTP-Stat payloads that gave no stream report (malformed), by source.",
+            Kind::Counter,
+        );
+        for (source, n) in &state.unreadable {
+            out.sample(
+                "hep_qos_unreadable_total",
+                &[("source", source_label(*source))],
+                *n,
             );
         }
         out.declare(

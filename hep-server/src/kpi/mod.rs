@@ -8,6 +8,7 @@
 //! affected. docs/KPI.md has the definitions, the metric names and the
 //! PromQL of the ratios (ASR, NER, SCR, ISA, IRA).
 
+pub mod call;
 mod metrics;
 #[cfg(test)]
 mod tests;
@@ -18,13 +19,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use hep_proto::ProtoType;
 use hep_proto::sip::{self, SipSummary, StartLine};
+use hep_proto::{HepMessage, ProtoType};
 use hep_transport::Received;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::aliases::Aliases;
+use crate::qos::Source as QosSource;
 pub(crate) use metrics::KpiMetrics;
 use metrics::Recording;
 use metrics::{CallLabels, Direction};
@@ -204,44 +206,113 @@ impl KpiTask {
 
     fn observe(&self, tracker: &mut Tracker<CallLabels>, m: &Received, rec: &mut Recording<'_>) {
         let msg = &m.message;
-        // HEPv1 and v2 carry no type: their payload is SIP, or it does not parse as SIP.
-        if !matches!(msg.proto_type, None | Some(ProtoType::Sip)) {
-            return;
-        }
-        let payload = msg.payload.bytes();
-        let (Some(sip), Some(src), Some(dst)) = (SipSummary::parse(payload), msg.src(), msg.dst())
-        else {
-            return;
-        };
-        let recv_us = now_us();
-        let capture_us = msg.ts_sec.map_or(recv_us, |s| {
-            u64::from(s) * 1_000_000 + u64::from(msg.ts_usec.unwrap_or(0))
-        });
-        let observed = Observed {
-            capture_us,
-            recv_us,
-            src,
-            dst,
-            sip: &sip,
-            q850: may_have_reason(&sip)
-                .then(|| sip::header(payload, "Reason"))
-                .flatten()
-                .and_then(q850_cause),
-        };
         let node = msg.capture_id.and_then(|id| {
             let i = self.config.nodes.iter().position(|n| *n == id)?;
             u16::try_from(i).ok()
         });
-        let labels = || {
-            let (target, direction) = self.target(src, dst);
-            CallLabels {
-                target,
-                direction,
-                node,
+        if let Some(source) = qos_source(msg) {
+            self.observe_qos(tracker, msg, source, node, rec);
+            return;
+        }
+        read_sip(msg, now_us(), |observed| {
+            let labels = || {
+                let (target, direction) = self.target(observed.src, observed.dst);
+                CallLabels {
+                    target,
+                    direction,
+                    node,
+                }
+            };
+            tracker.observe(&observed, labels, rec);
+            // The X-RTP-Stat of a BYE or its answer, under the call's labels.
+            if observed.sip.cseq.is_some_and(|c| c.method == "BYE")
+                && let Some(stat) = sip::header(msg.payload.bytes(), "X-RTP-Stat")
+                && let Some(labels) = observed.sip.call_id.and_then(|id| tracker.labels_of(id))
+            {
+                match crate::qos::xrtpstat::parse(stat) {
+                    Ok(reports) => reports.iter().for_each(|r| rec.report(labels, r)),
+                    Err(_) => rec.unreadable(QosSource::XRtpStat),
+                }
             }
-        };
-        tracker.observe(&observed, labels, rec);
+        });
     }
+
+    /// An RTCP or RTCP-XR report: its streams under the labels of the call its
+    /// correlation id names (`other` when the call is not in the table).
+    fn observe_qos(
+        &self,
+        tracker: &Tracker<CallLabels>,
+        msg: &HepMessage,
+        source: QosSource,
+        node: Option<u16>,
+        rec: &mut Recording<'_>,
+    ) {
+        let labels = msg
+            .correlation_id
+            .as_ref()
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .and_then(|id| tracker.labels_of(id).copied())
+            .unwrap_or(CallLabels {
+                target: None,
+                direction: Direction::Other,
+                node,
+            });
+        let payload = msg.payload.bytes();
+        let reports = match source {
+            QosSource::Rtcp => {
+                let capture_us = msg
+                    .ts_sec
+                    .map(|s| u64::from(s) * 1_000_000 + u64::from(msg.ts_usec.unwrap_or(0)));
+                crate::qos::rtcp::parse(payload, capture_us, crate::qos::DEFAULT_CLOCK_HZ)
+            }
+            _ => crate::qos::vq::parse(payload),
+        };
+        match reports {
+            Ok(reports) => reports.iter().for_each(|r| rec.report(&labels, r)),
+            Err(_) => rec.unreadable(source),
+        }
+    }
+}
+
+/// The QoS source a message's protocol type carries, if any.
+fn qos_source(msg: &HepMessage) -> Option<QosSource> {
+    match msg.proto_type {
+        Some(ProtoType::Rtcp) => Some(QosSource::Rtcp),
+        Some(ProtoType::MosShort) => Some(QosSource::RtcpXr),
+        _ => None,
+    }
+}
+
+/// Reads `msg` as the tracker does and hands it to `f`; nothing when it is not SIP with
+/// both addresses. The live feed and a stored call's view ([`call`]) read it alike.
+pub(crate) fn read_sip<R>(
+    msg: &HepMessage,
+    recv_us: u64,
+    f: impl FnOnce(Observed<'_>) -> R,
+) -> Option<R> {
+    // HEPv1 and v2 carry no type: their payload is SIP, or it does not parse as SIP.
+    if !matches!(msg.proto_type, None | Some(ProtoType::Sip)) {
+        return None;
+    }
+    let payload = msg.payload.bytes();
+    let (Some(sip), Some(src), Some(dst)) = (SipSummary::parse(payload), msg.src(), msg.dst())
+    else {
+        return None;
+    };
+    let capture_us = msg.ts_sec.map_or(recv_us, |s| {
+        u64::from(s) * 1_000_000 + u64::from(msg.ts_usec.unwrap_or(0))
+    });
+    Some(f(Observed {
+        capture_us,
+        recv_us,
+        src,
+        dst,
+        sip: &sip,
+        q850: may_have_reason(&sip)
+            .then(|| sip::header(payload, "Reason"))
+            .flatten()
+            .and_then(q850_cause),
+    }))
 }
 
 /// The tracker's thread's nice value: when the CPU is short, the listeners and outputs

@@ -214,6 +214,12 @@ impl<L> Tracker<L> {
         self.calls.len()
     }
 
+    /// The labels of a call in the table (for its RTCP, which names it by correlation
+    /// id).
+    pub(crate) fn labels_of(&self, call_id: &str) -> Option<&L> {
+        self.calls.get(call_id).map(|c| &c.labels)
+    }
+
     /// Reads one SIP message; `labels` is asked once, when the message starts a call.
     pub(crate) fn observe(
         &mut self,

@@ -25,6 +25,7 @@ mod kamailio_sender;
 pub(crate) mod ours;
 pub(crate) mod peers;
 pub(crate) mod proc;
+mod rtpengine;
 mod sip;
 mod sngrep;
 mod tshark;
@@ -248,6 +249,7 @@ fn checks() -> Vec<Check> {
     all.extend(hepjs::checks());
     all.extend(tshark::checks());
     all.extend(sngrep::checks());
+    all.extend(rtpengine::checks());
     all
 }
 

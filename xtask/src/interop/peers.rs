@@ -74,11 +74,13 @@ pub(crate) enum Tool {
     Node,
     /// npm `hep-js`, installed by `npm ci` in the node directory.
     HepJs,
+    /// Debian's `rtpengine-daemon` (userspace forwarding, its `--homer` HEP sender).
+    Rtpengine,
 }
 
 impl Tool {
     /// Every tool, in install order.
-    pub(crate) const ALL: [Self; 7] = [
+    pub(crate) const ALL: [Self; 8] = [
         Self::Kamailio,
         Self::Sipp,
         Self::Tshark,
@@ -86,6 +88,7 @@ impl Tool {
         Self::Sqlite3,
         Self::Node,
         Self::HepJs,
+        Self::Rtpengine,
     ];
 
     /// Name for messages.
@@ -98,6 +101,7 @@ impl Tool {
             Self::Sqlite3 => "sqlite3",
             Self::Node => "node/npm",
             Self::HepJs => "hep-js",
+            Self::Rtpengine => "rtpengine",
         }
     }
 
@@ -127,6 +131,7 @@ impl Tool {
                 p
             }
             Self::HepJs => Vec::new(),
+            Self::Rtpengine => missing_program("rtpengine", "rtpengine-daemon"),
         }
     }
 }
