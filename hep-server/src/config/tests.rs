@@ -649,7 +649,7 @@ fn correlation_headers_take_a_regex_and_errors_name_the_key() {
         e.starts_with("hep.toml:2:12: key `correlation.headers[0].name`: expected a SIP header"),
         "{e}"
     );
-    let nine = vec!["\"X-A\""; 9].join(", ");
+    let nine = ["\"X-A\""; 9].join(", ");
     let e = parse(&format!("[correlation]\nheaders = [{nine}]"))
         .unwrap_err()
         .to_string();
