@@ -1,7 +1,7 @@
 //! What links a message to another leg of its call: the id the store keeps in a row's
 //! `correlation_id` column ([`Correlation::link`]), from the message alone, on the insert
-//! path (one scan of the header section per configured header, none of it allocating
-//! unless a `Session-ID` is found).
+//! path (one scan of the header section for all the headers looked for, allocating
+//! nothing unless a `Session-ID` is found).
 //!
 //! In order, the first found:
 //! 1. the HEP correlation id (chunk 0x0011) when it names something other than the
@@ -21,6 +21,7 @@ use std::borrow::Cow;
 
 use hep_proto::HepMessage;
 use hep_proto::sip::{self, SipSummary};
+
 use serde::Serialize;
 
 /// Headers `[correlation] headers` may name at most: each costs a scan of every SIP
@@ -139,8 +140,21 @@ impl Correlation {
             return Some(Cow::Borrowed(c));
         }
         if sip.is_some() {
-            for h in &self.headers {
-                let Some(value) = sip::header(payload, &h.name) else {
+            // One pass over the header section for every name (the configured ones, at
+            // most MAX_LINK_HEADERS, then Session-ID).
+            let mut names = [""; MAX_LINK_HEADERS + 1];
+            let mut n = 0;
+            for h in self.headers.iter().take(MAX_LINK_HEADERS) {
+                names[n] = &h.name;
+                n += 1;
+            }
+            if self.session_id {
+                names[n] = "Session-ID";
+                n += 1;
+            }
+            let values: [Option<&str>; MAX_LINK_HEADERS + 1] = first_values(payload, &names[..n]);
+            for (h, value) in self.headers.iter().zip(values) {
+                let Some(value) = value else {
                     continue;
                 };
                 let id = match &h.regex {
@@ -152,7 +166,7 @@ impl Correlation {
                 }
             }
             if self.session_id
-                && let Some(key) = sip::header(payload, "Session-ID").and_then(session_key)
+                && let Some(key) = values[n - 1].and_then(session_key)
             {
                 return Some(Cow::Owned(key));
             }
@@ -196,4 +210,71 @@ pub fn session_key(value: &str) -> Option<String> {
         .filter(|u| !null(u))
         .min()?;
     Some(format!("{SESSION_KEY_PREFIX}{key}"))
+}
+
+/// The headers a [`Correlation`] looks for: the values of the first header of each name
+/// (any case), found in one pass over the header section (the store looks in every SIP
+/// message; a pass per header cost a scan of the message each).
+fn first_values<'a, const N: usize>(payload: &'a [u8], names: &[&str]) -> [Option<&'a str>; N] {
+    let mut out = [None; N];
+    let mut found = [false; N];
+    let names = &names[..names.len().min(N)];
+    let mut left = names.len();
+    let (_, mut rest) = sip::split_line(payload);
+    while left > 0 && !rest.is_empty() {
+        let (line, next) = sip::split_line(rest);
+        rest = next;
+        let Some(&first) = line.first() else {
+            break;
+        };
+        for (i, name) in names.iter().enumerate() {
+            if found[i]
+                || !name
+                    .as_bytes()
+                    .first()
+                    .is_some_and(|f| f.eq_ignore_ascii_case(&first))
+            {
+                continue;
+            }
+            let Some(colon) = memchr::memchr(b':', line) else {
+                break;
+            };
+            if trim(&line[..colon]).eq_ignore_ascii_case(name.as_bytes()) {
+                found[i] = true;
+                left -= 1;
+                out[i] = std::str::from_utf8(trim(&line[colon + 1..]))
+                    .ok()
+                    .filter(|v| !v.is_empty());
+            }
+        }
+    }
+    out
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_values;
+
+    #[test]
+    fn one_pass_finds_the_first_of_each_header_in_the_header_section_only() {
+        let msg = b"INVITE sip:b@h SIP/2.0\r\nsession-id:  ab \r\nX-CID: one\r\n\
+                    X-Empty:\r\nX-CID: two\r\n\r\nX-Body: not a header";
+        let [cid, sid, empty, body, absent]: [Option<&str>; 5] =
+            first_values(msg, &["X-CID", "Session-ID", "X-Empty", "X-Body", "X-None"]);
+        assert_eq!((cid, sid), (Some("one"), Some("ab")), "any case, trimmed, first");
+        assert_eq!((empty, body, absent), (None, None, None));
+        // More names than room: the extra ones are not looked for.
+        let [only]: [Option<&str>; 1] = first_values(msg, &["Session-ID", "X-CID"]);
+        assert_eq!(only, Some("ab"));
+    }
 }
