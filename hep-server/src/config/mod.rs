@@ -33,6 +33,7 @@ use toml::Spanned;
 
 mod aliases;
 mod auth;
+mod correlation;
 mod dedup;
 mod error;
 mod filter;
@@ -105,6 +106,7 @@ struct RawConfig {
     http: Option<http::RawHttp>,
     aliases: Option<aliases::RawAliases>,
     kpi: Option<kpi::RawKpi>,
+    correlation: Option<correlation::RawCorrelation>,
 }
 
 /// The specs of `listen` or `outputs`, and where the file first asks for TLS among them
@@ -170,6 +172,9 @@ pub struct Config {
     pub aliases: Aliases,
     /// The SIP KPIs (`[kpi]`): on by default.
     pub kpi: crate::kpi::KpiConfig,
+    /// What links the legs of a call in the store (`[correlation]`; the store's copy is
+    /// `store.correlation`).
+    pub correlation: crate::store::Correlation,
 }
 
 impl Default for Config {
@@ -249,6 +254,7 @@ impl Config {
         check("[store]", self.store == new.store);
         check("[http]", self.http == new.http);
         check("[kpi]", self.kpi == new.kpi);
+        check("[correlation]", self.correlation == new.correlation);
         changed
     }
 
@@ -269,6 +275,7 @@ impl Config {
             store: self.store.clone(),
             http: self.http.clone(),
             kpi: self.kpi.clone(),
+            correlation: self.correlation.clone(),
             ..new
         }
     }
@@ -364,7 +371,9 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
     let auth = raw.auth.map(|a| auth::resolve(a, &src)).transpose()?;
     let filter = raw.filter.map(|f| filter::resolve(f, &src)).transpose()?;
     let spool = spool::resolve(raw.spool, &src)?;
-    let store = store::resolve(raw.store, &src)?;
+    let mut store = store::resolve(raw.store, &src)?;
+    let correlation = correlation::resolve(raw.correlation, &src)?;
+    store.correlation = correlation.clone();
     let http = http::resolve(raw.http, &src)?;
     let aliases = aliases::resolve(raw.aliases, &src)?;
     let kpi = kpi::resolve(raw.kpi, &src)?;
@@ -394,5 +403,6 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
         http,
         aliases,
         kpi,
+        correlation,
     })
 }

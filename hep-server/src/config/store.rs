@@ -57,5 +57,6 @@ pub(super) fn resolve(raw: Option<RawStore>, src: &Source<'_>) -> Result<StoreCo
         partition_minutes,
         batch_size,
         clock_skew_warn_secs: st.clock_skew_warn_secs.unwrap_or(d.clock_skew_warn_secs),
+        ..d
     })
 }

@@ -607,3 +607,54 @@ fn bad_aliases_are_named_at_their_line() {
         assert!(e.starts_with(expected), "{text:?}:\n{e}");
     }
 }
+
+#[test]
+fn correlation_headers_take_a_regex_and_errors_name_the_key() {
+    let c = parse("").unwrap();
+    assert_eq!(c.correlation, crate::store::Correlation::default());
+    assert_eq!(
+        c.store.correlation, c.correlation,
+        "the store gets the same rules"
+    );
+    let c = parse(
+        "[correlation]\nheaders = [\"X-CID\", { name = \"X-Orig-CID\", regex = \"^([^;]+)\" }]\n\
+         session_id = false",
+    )
+    .unwrap();
+    let names: Vec<&str> = c
+        .correlation
+        .headers
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(names, ["X-CID", "X-Orig-CID"]);
+    let orig = c.correlation.headers[1].regex.as_ref().expect("a regex");
+    assert_eq!(orig.extract("a-leg@h;foo=1"), Some("a-leg@h"));
+    assert!(!c.store.correlation.session_id);
+    let again = parse(&c.to_toml()).unwrap();
+    assert_eq!(again.correlation, c.correlation, "printed and read back");
+
+    let e =
+        parse("[correlation]\nheaders = [\"X-CID\", { name = \"X-B\", regex = \"(unclosed\" }]")
+            .unwrap_err()
+            .to_string();
+    assert!(
+        e.starts_with("hep.toml:2:21: key `correlation.headers[1].regex`: regex parse error"),
+        "{e}"
+    );
+    let e = parse("[correlation]\nheaders = [\"X CID\"]")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("hep.toml:2:12: key `correlation.headers[0].name`: expected a SIP header"),
+        "{e}"
+    );
+    let nine = ["\"X-A\""; 9].join(", ");
+    let e = parse(&format!("[correlation]\nheaders = [{nine}]"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("hep.toml:2:11: key `correlation.headers`: at most 8 headers"),
+        "{e}"
+    );
+}

@@ -441,3 +441,39 @@ fn reason_headers_give_their_q850_cause_and_nothing_else() {
     );
     assert_eq!(q850_cause("Q.850"), None);
 }
+
+#[test]
+fn a_reinvite_seen_on_both_sides_of_a_proxy_is_one_reinvite() {
+    // Found through Kamailio (xtask interop, "kamailio golden KPIs"): a stateless proxy's
+    // copy of a re-INVITE (its own Via branch, other addresses) was a second re-INVITE.
+    let mut f = Flow::new("call-20");
+    answered_through_a_proxy(&mut f);
+    f.req(2_000, A, P, "INVITE", "a9", 3, "a", Some("b"))
+        .req(2_001, P, B, "INVITE", "p9", 3, "a", Some("b"))
+        .resp(2_010, B, P, 200, "p9", 3, "INVITE")
+        .resp(2_011, P, A, 200, "a9", 3, "INVITE")
+        // The callee's own re-INVITE may reuse the number: its CSeq space is its own.
+        .req(3_000, B, P, "INVITE", "b9", 3, "b", Some("a"))
+        .req(3_001, P, A, "INVITE", "q9", 3, "b", Some("a"));
+    assert_eq!(f.sink.count(Count::Reinvite), 2);
+    assert_eq!(f.sink.count(Count::Invite), 1);
+}
+
+#[test]
+fn a_q850_cause_on_both_sides_of_a_proxy_is_counted_once() {
+    // Found through Kamailio as above: the 486 with its Reason, seen going in and out.
+    let mut f = Flow::new("call-21");
+    let busy = |via: &str| {
+        format!(
+            "SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP {via};branch=x\r\n\
+             From: <sip:alice@x>;tag=a\r\nTo: <sip:bob@x>;tag=b\r\nCall-ID: call-21\r\n\
+             CSeq: 1 INVITE\r\nReason: Q.850;cause=17\r\n\r\n"
+        )
+    };
+    f.req(0, A, P, "INVITE", "a1", 1, "a", None)
+        .req(1, P, B, "INVITE", "p1", 1, "a", None)
+        .feed(40, B, P, &busy(P), q850_cause("Q.850;cause=17"))
+        .feed(41, P, A, &busy(A), q850_cause("Q.850;cause=17"));
+    assert_eq!(f.sink.count(Count::Q850(17)), 1);
+    assert_eq!(f.sink.count(Count::CallResult(486)), 1);
+}

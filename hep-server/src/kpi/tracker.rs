@@ -16,6 +16,9 @@
 //!   an authenticated call runs from the INVITE that carries the credentials, "the
 //!   INVITE containing the necessary information"), PDD to the first 180 or 183, the
 //!   answer time to the first 2xx.
+//! - **A re-INVITE** is counted once per sender and CSeq (a proxy's copy is the same
+//!   re-INVITE); **a Q.850 cause** once per call (the first; the response or CANCEL that
+//!   carries it is seen again on a proxy's other side).
 //! - **The call's result** is its first final response other than a challenge; a call
 //!   whose last answer was a 401/407 that nobody retried gets that status when it
 //!   expires.
@@ -51,6 +54,9 @@ use hep_proto::sip::{SipSummary, StartLine};
 /// Message hashes kept per call for telling retransmissions; older ones are forgotten
 /// (a retransmission comes within 32 s of its original, RFC 3261 Timer B/F).
 pub(crate) const SEEN_PER_CALL: usize = 24;
+
+/// Re-INVITEs a call remembers to tell a proxy's copy from a new one.
+const MAX_REINVITES_KEPT: usize = 4;
 
 /// The tracker's bounds and timeouts, in microseconds of the receive clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +178,9 @@ struct Call<L> {
     /// Receive time when the call was finished (BYE, result of a failed call or of a
     /// registration): it lingers for retransmissions, then goes.
     finished_us: Option<u64>,
+    /// Whether its Q.850 cause was counted (once per call: a proxy's copy of the message
+    /// carries it again).
+    q850_counted: bool,
 }
 
 #[derive(Default)]
@@ -188,6 +197,9 @@ struct InviteState {
     /// A 401/407 with its would-be SRD, pending a retry.
     challenged: Option<(u16, Option<u64>)>,
     ended: bool,
+    /// The re-INVITEs counted (the sender's From tag hash and CSeq number; the last
+    /// few): a proxy's copy of one is not another.
+    reinvites: Vec<(u64, u32)>,
 }
 
 #[derive(Default)]
@@ -255,6 +267,7 @@ impl<L> Tracker<L> {
                     invite: None,
                     register: None,
                     finished_us: None,
+                    q850_counted: false,
                 },
             );
         }
@@ -276,12 +289,13 @@ impl<L> Tracker<L> {
             call.seen.pop_front();
         }
         call.seen.push_back(fingerprint);
-        if let Some(cause) = m.q850 {
+        if let Some(cause) = m.q850.filter(|_| !call.q850_counted) {
             let counts = match m.sip.start {
                 StartLine::Request { method, .. } => method == "BYE" || method == "CANCEL",
                 StartLine::Response { code, .. } => code >= 300,
             };
             if counts {
+                call.q850_counted = true;
                 sink.count(&call.labels, Count::Q850(cause));
             }
         }
@@ -370,7 +384,21 @@ impl<L> Call<L> {
                     inv.challenged = None;
                 }
             }
-            "INVITE" => sink.count(&self.labels, Count::Reinvite),
+            "INVITE" => {
+                let Some(inv) = &mut self.invite else {
+                    // A re-INVITE of a dialog whose start was not seen.
+                    sink.count(&self.labels, Count::Reinvite);
+                    return;
+                };
+                if inv.reinvites.contains(&(from_tag, seq)) {
+                    return;
+                }
+                if inv.reinvites.len() == MAX_REINVITES_KEPT {
+                    inv.reinvites.remove(0);
+                }
+                inv.reinvites.push((from_tag, seq));
+                sink.count(&self.labels, Count::Reinvite);
+            }
             "BYE" => {
                 let Some(inv) = &mut self.invite else { return };
                 inv.last_capture_us = inv.last_capture_us.max(m.capture_us);

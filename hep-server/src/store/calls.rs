@@ -6,9 +6,9 @@
 //! 1. the Call-IDs: the rows matching (their id and Call-ID only, newest first) give the
 //!    calls in the order of their newest matching message, at most [`Query::limit`]
 //!    calls, reading at most [`MAX_SCAN_ROWS`] rows of each partition;
-//! 2. their messages (within the query's time range and capture ids), and the messages
-//!    of other calls that name them as correlation id (their legs), at most
-//!    [`MAX_PAGE_MESSAGES`].
+//! 2. their messages (within the query's time range and capture ids), at most
+//!    [`MAX_PAGE_MESSAGES`], and the Call-IDs of the other legs of their chains
+//!    ([`super::legs`]).
 //!
 //! # Pages
 //! [`Calls::next`] is the cursor of the next page: a row id, the calls whose newest
@@ -23,6 +23,7 @@ use std::path::Path;
 use rusqlite::types::Value;
 
 use super::StoreError;
+use super::legs;
 use super::query::{
     Filter, Query, Source, Stored, Term, Terms, check_dir, decode, filters, open, select, sources,
 };
@@ -43,7 +44,9 @@ pub struct Call {
     /// Its messages in the query's scope, oldest first: those with its Call-ID, and those
     /// without one (a log line) that name it as correlation id.
     pub messages: Vec<Stored>,
-    /// The Call-IDs linked to it by correlation id or `X-CID`, either way, sorted.
+    /// The other Call-IDs of its chain (linked by correlation id, `[correlation]
+    /// headers` or `Session-ID`, either way, over any number of hops up to the bounds of
+    /// [`legs`](super::legs)), sorted: its number of legs is one more.
     pub legs: Vec<String>,
     /// The row id of its newest matching message (its place in the list).
     pub newest_row: i64,
@@ -131,42 +134,25 @@ pub fn calls(dir: &Path, q: &Query, before: Option<i64>) -> Result<Calls, StoreE
     found.sort_by_key(|f| (f.id, f.partition));
     let wanted: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
     let mut own: BTreeMap<String, Vec<Stored>> = BTreeMap::new();
-    let mut legs: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut damaged = Vec::new();
     for f in found {
-        let call = f.call_id.clone();
-        let linked_to = f.correlation_id.clone();
-        let owner = match (&call, &linked_to) {
+        let owner = match (&f.call_id, &f.correlation_id) {
             (Some(c), _) if wanted.contains(c.as_str()) => c.clone(),
             (None, Some(l)) if wanted.contains(l.as_str()) => l.clone(),
-            (Some(c), Some(l)) if wanted.contains(l.as_str()) => {
-                // A message of another leg naming this call.
-                legs.entry(l.clone()).or_default().insert(c.clone());
-                continue;
-            }
+            // A message of another leg naming this call: its chain's, below.
             _ => continue,
         };
-        if let (Some(c), Some(l)) = (&call, &linked_to)
-            && c != l
-        {
-            legs.entry(c.clone()).or_default().insert(l.clone());
-            if wanted.contains(l.as_str()) {
-                legs.entry(l.clone()).or_default().insert(c.clone());
-            }
-        }
         match decode(f, &partitions) {
             Ok(s) => own.entry(owner).or_default().push(s),
             Err(e) => damaged.push(e),
         }
     }
+    let mut chains = legs::chains(&partitions, &scope, &ids)?;
     let calls = order
         .into_iter()
         .map(|(newest_row, call_id)| Call {
             messages: own.remove(&call_id).unwrap_or_default(),
-            legs: legs
-                .remove(&call_id)
-                .map(|l| l.into_iter().collect())
-                .unwrap_or_default(),
+            legs: chains.legs(&call_id),
             call_id,
             newest_row,
         })

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use super::link::Correlation;
+
 /// Settings of a store (`[store]` of `store:DIR` outputs); see `docs/CONFIG.md`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoreConfig {
@@ -24,6 +26,10 @@ pub struct StoreConfig {
     /// counted (`hep_store_clock_skew_total`) and logged (at most a line every 10 s),
     /// seconds; 0 = not checked (default 300). It is stored all the same.
     pub clock_skew_warn_secs: u64,
+    /// What links the legs of a call (`[correlation]`, a section of its own in the file:
+    /// printed there, not here).
+    #[serde(skip)]
+    pub correlation: Correlation,
 }
 
 impl Default for StoreConfig {
@@ -35,6 +41,7 @@ impl Default for StoreConfig {
             partition_minutes: 60,
             batch_size: 50_000,
             clock_skew_warn_secs: 300,
+            correlation: Correlation::default(),
         }
     }
 }

@@ -80,23 +80,30 @@ pub mod calls;
 pub(crate) mod checkpoint;
 mod config;
 pub mod hepfile;
+pub mod legs;
+pub mod link;
 mod message_id;
 pub mod partition;
 pub mod query;
 pub(crate) mod retention;
 pub(crate) mod row;
 pub mod schema;
+mod search;
 pub mod text;
 pub(crate) mod writer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_legs;
 
 pub use calls::{Call, Calls, calls};
 pub use config::StoreConfig;
+pub use link::{Correlation, LinkHeader, Pattern, session_key};
 pub use message_id::{BadMessageId, MessageId};
-pub use query::{Query, Results, Stored, message, search};
+pub use query::{Query, Results, Stored, message};
 pub use row::Batch;
+pub use search::search;
 pub use text::TextScan;
 pub use writer::{Store, StoreStats, Written};
 

@@ -27,8 +27,9 @@ use super::text::{MAX_TEXT_SCAN, Next, TextScan, TextSearch};
 /// What to look for; every filter given must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
-    /// Messages of this call: its Call-ID, and the messages linked to it by correlation
-    /// id or `X-CID` in either direction (one level: both legs of a B2BUA call).
+    /// Messages of this call: its Call-ID, and the messages of every leg of its chain
+    /// (linked by correlation id, `[correlation] headers` or `Session-ID`, either way;
+    /// bounded, see [`super::legs`]).
     pub call_id: Option<String>,
     /// Messages whose From or To user is this.
     pub user: Option<String>,
@@ -128,63 +129,6 @@ const fn columns(version: Version) -> &'static str {
     } else {
         "id, ts, recv_ts, transport, peer, listener, call_id, correlation_id, hep"
     }
-}
-
-/// The messages of the store in `dir` matching `q`, oldest first, and those that
-/// matched but could not be read back.
-///
-/// # Errors
-/// The directory does not exist or holds a foreign file; a partition cannot be read.
-pub fn search(dir: &Path, q: &Query) -> Result<Results, StoreError> {
-    check_dir(dir)?;
-    let partitions = sources(dir, q)?;
-    let Terms {
-        matching,
-        text_scan,
-    } = filters(q, &partitions, None)?;
-    let Some((filter, time)) = matching else {
-        return Ok(Results {
-            text_scan,
-            ..Results::default()
-        });
-    };
-    let mut found = select(&partitions, &filter.and(&time), q.limit)?;
-
-    // The other legs (one level): the calls the found messages name as correlation id or
-    // whose messages name the searched Call-ID (found above through `correlation_id = ?`),
-    // with what is linked to those calls in turn (a log line about the other leg).
-    if let Some(id) = &q.call_id {
-        let legs: BTreeSet<&str> = found
-            .iter()
-            .flat_map(|f| [f.call_id.as_deref(), f.correlation_id.as_deref()])
-            .flatten()
-            .filter(|c| c != id)
-            .collect();
-        if !legs.is_empty() {
-            let mut by_leg = Filter::default();
-            by_leg.terms.push(Term::CallOrLinked(
-                legs.into_iter().map(str::to_owned).collect(),
-            ));
-            let more = select(&partitions, &by_leg.and(&time), usize::MAX)?;
-            let seen: BTreeSet<(usize, i64)> = found.iter().map(|f| (f.partition, f.id)).collect();
-            found.extend(
-                more.into_iter()
-                    .filter(|f| !seen.contains(&(f.partition, f.id))),
-            );
-        }
-    }
-    found.sort_by_key(|f| (f.id, f.partition));
-    let mut results = Results {
-        text_scan,
-        ..Results::default()
-    };
-    for f in found {
-        match decode(f, &partitions) {
-            Ok(s) => results.messages.push(s),
-            Err(e) => results.damaged.push(e),
-        }
-    }
-    Ok(results)
 }
 
 /// Refuses a store directory that does not exist.

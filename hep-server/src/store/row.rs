@@ -6,13 +6,14 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
-use hep_proto::{HepMessage, HepVersion};
+use hep_proto::HepVersion;
 use hep_transport::{Received, Transport};
 
 use super::config::StoreConfig;
+use super::link::Correlation;
 use super::schema::text_hash;
 use crate::formats::hep::wire_bytes;
-use hep_proto::sip::{self, SipSummary};
+use hep_proto::sip::SipSummary;
 
 /// A piece of a batch's text: its place in [`Batch`]'s buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,13 +59,15 @@ pub(crate) struct Row {
 }
 
 /// What the rows of a batch depend on besides its messages: the store's settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct RowPlan {
     /// Partition length, seconds.
     span: i64,
     /// Capture and receive time further apart than this are counted, us (`None`: not
     /// checked).
     clock_skew: Option<i64>,
+    /// What links a message to another leg.
+    correlation: Correlation,
 }
 
 impl RowPlan {
@@ -75,11 +78,12 @@ impl RowPlan {
             clock_skew: (config.clock_skew_warn_secs > 0).then(|| {
                 i64::try_from(config.clock_skew_warn_secs).unwrap_or(i64::MAX / 2) * 1_000_000
             }),
+            correlation: config.correlation.clone(),
         }
     }
 
     /// Partition length, seconds.
-    pub(crate) const fn span(self) -> i64 {
+    pub(crate) const fn span(&self) -> i64 {
         self.span
     }
 }
@@ -135,7 +139,7 @@ impl Batch {
     /// This batch, leaving an empty one for the same store in its place.
     #[must_use]
     pub fn take(&mut self) -> Self {
-        std::mem::replace(self, Self::new(self.plan))
+        std::mem::replace(self, Self::new(self.plan.clone()))
     }
 
     /// Adds `m`, received at `received_usec` (us since the Unix epoch; the partition it
@@ -194,7 +198,8 @@ impl Batch {
         let from = sip.and_then(|s| s.from);
         let to = sip.and_then(|s| s.to);
         let call_id = sip.and_then(|s| s.call_id);
-        let correlation_id = correlation_id(msg, sip.as_ref(), payload);
+        let correlation_id = self.plan.correlation.link(msg, sip.as_ref(), payload);
+        let correlation_id = correlation_id.as_deref();
         Some(Row {
             // Receive time, which only the collector's clock decides: an agent's clock
             // (or a forged timestamp) cannot open partitions or place rows in old ones.
@@ -273,29 +278,6 @@ impl Batch {
             end: s.len(),
         })
     }
-}
-
-/// The id linking this message to another call: chunk 0x0011 when it names something
-/// other than the message's own Call-ID (agents often repeat the Call-ID there), else
-/// the `X-CID` header a B2BUA puts on its other leg.
-fn correlation_id<'a>(
-    msg: &'a HepMessage,
-    sip: Option<&SipSummary<'a>>,
-    payload: &'a [u8],
-) -> Option<&'a str> {
-    let call_id = sip.and_then(|s| s.call_id);
-    let chunk = msg
-        .correlation_id
-        .as_deref()
-        .and_then(|c| std::str::from_utf8(c).ok())
-        .filter(|c| !c.is_empty());
-    if let Some(c) = chunk
-        && Some(c) != call_id
-    {
-        return Some(c);
-    }
-    let x_cid = sip.and_then(|_| sip::header(payload, "X-CID"));
-    x_cid.or(chunk)
 }
 
 /// Appends `n` in decimal.

@@ -12,20 +12,21 @@ use hep_transport::{Received, RecvInfo, Transport};
 
 use super::hepfile;
 use super::partition::Partition;
-use super::query::{Query, search};
+use super::query::Query;
 use super::schema::{self, Version, text_hash};
+use super::search::search;
 use super::{Store, StoreConfig, StoreStats, Written};
 use crate::testing::TempDir;
 
 /// A message as the store output takes it off its queue.
-type Queued = Arc<Received>;
+pub(super) type Queued = Arc<Received>;
 
 /// 2026-11-26 09:00:00 UTC and 10:00:00 UTC: two hourly partitions.
-const NINE: u32 = 1_795_683_600;
+pub(super) const NINE: u32 = 1_795_683_600;
 const TEN: u32 = NINE + 3_600;
 
 /// A SIP request or response of `call_id` captured at `ts`, with `extra` headers.
-fn sip(ts: u32, call_id: &str, first_line: &str, user: &str, extra: &str) -> Queued {
+pub(super) fn sip(ts: u32, call_id: &str, first_line: &str, user: &str, extra: &str) -> Queued {
     let payload = format!(
         "{first_line}\r\nFrom: <sip:{user}@example.com>;tag=f1\r\nTo: <sip:bob@example.com>\r\n\
          Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\n{extra}Content-Length: 0\r\n\r\n"
@@ -53,7 +54,7 @@ fn as_received(m: &Queued) -> HepMessage {
     HepMessage::decode(m.wire.clone()).expect("decodes")
 }
 
-fn invite(ts: u32, call_id: &str, user: &str, extra: &str) -> Queued {
+pub(super) fn invite(ts: u32, call_id: &str, user: &str, extra: &str) -> Queued {
     sip(
         ts,
         call_id,
@@ -65,7 +66,7 @@ fn invite(ts: u32, call_id: &str, user: &str, extra: &str) -> Queued {
 
 /// `w` writes `batch` as if each message were received when it was captured: these tests
 /// place messages in the partitions of their times.
-fn write(w: &mut Store, batch: &[Queued]) -> Written {
+pub(super) fn write(w: &mut Store, batch: &[Queued]) -> Written {
     w.write_received(batch, captured_at)
 }
 
@@ -75,7 +76,7 @@ fn captured_at(m: &Queued) -> i64 {
         + i64::from(m.message.ts_usec.unwrap_or(0))
 }
 
-fn writer(dir: &Path) -> Store {
+pub(super) fn writer(dir: &Path) -> Store {
     let config = StoreConfig {
         max_age_hours: 0,
         max_size_mb: 0,
@@ -86,7 +87,7 @@ fn writer(dir: &Path) -> Store {
 }
 
 /// The Call-IDs of a search's result, in time order.
-fn call_ids(dir: &Path, q: &Query) -> Vec<String> {
+pub(super) fn call_ids(dir: &Path, q: &Query) -> Vec<String> {
     search(dir, q)
         .expect("searches")
         .messages
@@ -95,7 +96,7 @@ fn call_ids(dir: &Path, q: &Query) -> Vec<String> {
         .collect()
 }
 
-fn by_call(id: &str) -> Query {
+pub(super) fn by_call(id: &str) -> Query {
     Query {
         call_id: Some(id.to_owned()),
         ..Query::default()

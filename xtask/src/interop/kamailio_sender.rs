@@ -79,6 +79,52 @@ pub(crate) fn checks() -> Vec<Check> {
     ]
 }
 
+/// Starts Kamailio with `kamailio-sender.cfg` in `dir`: SIP on `sip_port` forwarded to
+/// a UAS on `uas_port`, with these `-A` defines (`HEP_DST` at least); returns once it
+/// listens on UDP and its worker has started.
+///
+/// # Errors
+/// It cannot be configured or started, or does not listen within 10 s.
+pub(super) fn start_kamailio(
+    dir: &std::path::Path,
+    sip_port: u16,
+    uas_port: u16,
+    defines: &[String],
+) -> Result<Proc> {
+    let cfg = dir.join("kamailio-sender.cfg");
+    fs::write(
+        &cfg,
+        peers::asset("kamailio-sender.cfg")
+            .replace("@SIP_PORT@", &sip_port.to_string())
+            .replace("@UAS_PORT@", &uas_port.to_string()),
+    )?;
+    let mut args = vec![
+        "-DD".to_owned(),
+        "-E".to_owned(),
+        "-f".to_owned(),
+        cfg.display().to_string(),
+        "-Y".to_owned(),
+        dir.display().to_string(),
+    ];
+    for d in defines {
+        args.extend(["-A".to_owned(), d.clone()]);
+    }
+    let mut kamailio = Proc::start(
+        "kamailio",
+        "/usr/sbin/kamailio",
+        &args,
+        &dir.join("kamailio.log"),
+        Duration::from_secs(60),
+    )?;
+    proc::wait_for("kamailio to listen", Duration::from_secs(10), || {
+        kamailio.ensure_running()?;
+        Ok(proc::udp_bound(sip_port))
+    })?;
+    // Workers finish starting shortly after the sockets are bound.
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(kamailio)
+}
+
 /// One expected or received HEP message: source, destination, payload.
 type Key = (String, String, Vec<u8>);
 
@@ -109,53 +155,25 @@ fn run(ctx: &Ctx, v: Variant) -> Result<String> {
     )?;
 
     // Kamailio, configured for this variant.
-    let cfg = dir.join("kamailio-sender.cfg");
-    fs::write(
-        &cfg,
-        peers::asset("kamailio-sender.cfg")
-            .replace("@SIP_PORT@", &sip_port.to_string())
-            .replace("@UAS_PORT@", &uas_port.to_string()),
-    )?;
     let hep_dst = if v.tcp {
         format!("HEP_DST=\"sip:127.0.0.1:{hep_port};transport=tcp\"")
     } else {
         format!("HEP_DST=\"sip:127.0.0.1:{hep_port}\"")
     };
-    let mut args = vec![
-        "-DD".to_owned(),
-        "-E".to_owned(),
-        "-f".to_owned(),
-        cfg.display().to_string(),
-        "-Y".to_owned(),
-        dir.display().to_string(),
-        "-A".to_owned(),
-        format!("HEP_VERSION={}", v.version),
-        "-A".to_owned(),
-        hep_dst,
-    ];
-    let mut defines = Vec::new();
+    let mut defines = vec![format!("HEP_VERSION={}", v.version), hep_dst];
     if v.tcp {
-        defines.push("WITH_TCP");
+        defines.push("WITH_TCP".to_owned());
     }
     if v.auth_hlog {
-        defines.extend(["WITH_AUTH_KEY", "WITH_HLOG"]);
+        defines.extend(["WITH_AUTH_KEY".to_owned(), "WITH_HLOG".to_owned()]);
     }
-    for d in defines {
-        args.extend(["-A".to_owned(), d.to_owned()]);
+    let mut kamailio = start_kamailio(&dir, sip_port, uas_port, &defines)?;
+    if v.tcp {
+        proc::wait_for("kamailio to listen on tcp", Duration::from_secs(10), || {
+            kamailio.ensure_running()?;
+            Ok(proc::tcp_listening(sip_port))
+        })?;
     }
-    let mut kamailio = Proc::start(
-        "kamailio",
-        "/usr/sbin/kamailio",
-        &args,
-        &dir.join("kamailio.log"),
-        Duration::from_secs(60),
-    )?;
-    proc::wait_for("kamailio to listen", Duration::from_secs(10), || {
-        kamailio.ensure_running()?;
-        Ok(proc::udp_bound(sip_port) && (!v.tcp || proc::tcp_listening(sip_port)))
-    })?;
-    // Workers finish starting shortly after the sockets are bound.
-    std::thread::sleep(Duration::from_millis(300));
 
     // sipp UAS, then the UAC making the calls.
     let calls = CALLS.to_string();

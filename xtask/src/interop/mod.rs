@@ -20,6 +20,7 @@
 //! databases stay in `run/<check>/` for inspection.
 
 mod hepjs;
+mod kamailio_kpi;
 mod kamailio_receiver;
 mod kamailio_sender;
 pub(crate) mod ours;
@@ -245,6 +246,7 @@ struct Row {
 fn checks() -> Vec<Check> {
     let mut all = Vec::new();
     all.extend(kamailio_sender::checks());
+    all.extend(kamailio_kpi::checks());
     all.extend(kamailio_receiver::checks());
     all.extend(hepjs::checks());
     all.extend(tshark::checks());

@@ -23,6 +23,46 @@ pub(crate) const HEPJS_VERSION: &str = "1.0.22";
 /// The peer assets, compiled in so a run reads nothing outside the repository.
 pub(crate) const ASSETS: &[(&str, &str)] = &[
     (
+        "golden-call-uac.xml",
+        include_str!("../../interop/golden-call-uac.xml"),
+    ),
+    (
+        "golden-call-uas.xml",
+        include_str!("../../interop/golden-call-uas.xml"),
+    ),
+    (
+        "golden-fail-uac.xml",
+        include_str!("../../interop/golden-fail-uac.xml"),
+    ),
+    (
+        "golden-fail-uas.xml",
+        include_str!("../../interop/golden-fail-uas.xml"),
+    ),
+    (
+        "golden-cancel-uac.xml",
+        include_str!("../../interop/golden-cancel-uac.xml"),
+    ),
+    (
+        "golden-cancel-uas.xml",
+        include_str!("../../interop/golden-cancel-uas.xml"),
+    ),
+    (
+        "golden-reinvite-uac.xml",
+        include_str!("../../interop/golden-reinvite-uac.xml"),
+    ),
+    (
+        "golden-reinvite-uas.xml",
+        include_str!("../../interop/golden-reinvite-uas.xml"),
+    ),
+    (
+        "golden-register-uac.xml",
+        include_str!("../../interop/golden-register-uac.xml"),
+    ),
+    (
+        "golden-register-uas.xml",
+        include_str!("../../interop/golden-register-uas.xml"),
+    ),
+    (
         "kamailio-sender.cfg",
         include_str!("../../interop/kamailio-sender.cfg"),
     ),

@@ -1,0 +1,189 @@
+//! The legs of calls: every Call-ID reachable from a call through the rows' link ids
+//! ([`super::link`]), either way, so that a search of any leg of a chain A-B-C (C names
+//! B, B names A; or legs meeting at one `Session-ID` key) finds all of it.
+//!
+//! A breadth-first walk over the store, one hop a round: a round reads, in every
+//! partition, the distinct `(call_id, correlation_id)` pairs of the rows whose Call-ID or
+//! link id is one found in the round before (the indexes of both; nothing else of the
+//! row), within the query's scope (time range, capture ids). Bounded twice:
+//! - [`MAX_CHAIN_HOPS`] rounds: a chain longer than that is cut at that distance from
+//!   the call searched;
+//! - [`MAX_LEGS`] Call-IDs in one chain: a walk stops growing a chain that has them (a
+//!   proxy that stamps one `X-CID` on every call would otherwise make one chain of
+//!   everything).
+
+use std::collections::BTreeMap;
+
+use rusqlite::types::Value;
+
+use super::StoreError;
+use super::link::SESSION_KEY_PREFIX;
+use super::query::{Filter, Source, Term, open};
+
+/// Hops a walk goes from the call searched, at most (A-B-C is two).
+pub const MAX_CHAIN_HOPS: usize = 8;
+/// Call-IDs in one chain, at most (the call itself and its other legs).
+pub const MAX_LEGS: usize = 16;
+/// Ids in one round's query, at most (four SQL parameters each).
+const IDS_PER_QUERY: usize = 500;
+
+/// The chains of some calls: a union-find over the ids the walk met.
+#[derive(Debug, Default)]
+pub(super) struct Chains {
+    index: BTreeMap<String, usize>,
+    names: Vec<String>,
+    parent: Vec<usize>,
+    /// Per root: how many Call-IDs (not `Session-ID` keys) its chain holds.
+    calls: Vec<usize>,
+    /// Whether a bound cut a walk (some chain may have more legs than shown).
+    pub(super) truncated: bool,
+}
+
+impl Chains {
+    fn node(&mut self, id: &str) -> (usize, bool) {
+        if let Some(&i) = self.index.get(id) {
+            return (i, false);
+        }
+        let i = self.names.len();
+        self.index.insert(id.to_owned(), i);
+        self.names.push(id.to_owned());
+        self.parent.push(i);
+        self.calls
+            .push(usize::from(!id.starts_with(SESSION_KEY_PREFIX)));
+        (i, true)
+    }
+
+    fn root(&mut self, mut i: usize) -> usize {
+        while self.parent[i] != i {
+            self.parent[i] = self.parent[self.parent[i]];
+            i = self.parent[i];
+        }
+        i
+    }
+
+    fn union(&mut self, a: usize, b: usize) {
+        let (ra, rb) = (self.root(a), self.root(b));
+        if ra != rb {
+            self.parent[rb] = ra;
+            self.calls[ra] += self.calls[rb];
+        }
+    }
+
+    fn full(&mut self, i: usize) -> bool {
+        let r = self.root(i);
+        self.calls[r] >= MAX_LEGS
+    }
+
+    /// Every id of `id`'s chain, itself included, `Session-ID` keys too (what the rows
+    /// of the chain hold as Call-ID or link id).
+    pub(super) fn members(&mut self, id: &str) -> Vec<String> {
+        let Some(&i) = self.index.get(id) else {
+            return vec![id.to_owned()];
+        };
+        let r = self.root(i);
+        let mut out = Vec::new();
+        for j in 0..self.names.len() {
+            if self.root(j) == r {
+                out.push(self.names[j].clone());
+            }
+        }
+        out
+    }
+
+    /// The other Call-IDs of `id`'s chain, sorted, at most [`MAX_LEGS`] - 1.
+    pub(super) fn legs(&mut self, id: &str) -> Vec<String> {
+        let mut legs: Vec<String> = self
+            .members(id)
+            .into_iter()
+            .filter(|m| m != id && !m.starts_with(SESSION_KEY_PREFIX))
+            .collect();
+        legs.sort_unstable();
+        legs.truncate(MAX_LEGS - 1);
+        legs
+    }
+}
+
+/// The chains of `seeds` in `partitions`, within `scope`; see the [module docs](self).
+///
+/// # Errors
+/// A partition cannot be read.
+pub(super) fn chains(
+    partitions: &[Source],
+    scope: &Filter,
+    seeds: &[String],
+) -> Result<Chains, StoreError> {
+    let mut chains = Chains::default();
+    let mut frontier: Vec<String> = Vec::new();
+    for s in seeds {
+        if chains.node(s).1 {
+            frontier.push(s.clone());
+        }
+    }
+    for hop in 0..=MAX_CHAIN_HOPS {
+        if frontier.is_empty() {
+            break;
+        }
+        if hop == MAX_CHAIN_HOPS {
+            // Ids met at the last hop whose own links were not read.
+            chains.truncated = true;
+            break;
+        }
+        let mut next = Vec::new();
+        for ids in frontier.chunks(IDS_PER_QUERY) {
+            for (call, linked) in pairs(partitions, scope, ids)? {
+                let (c, c_new) = chains.node(&call);
+                let (l, l_new) = chains.node(&linked);
+                if chains.full(c) || chains.full(l) {
+                    // A new id joins no full chain; known ones are already in theirs.
+                    if c_new || l_new {
+                        chains.truncated = true;
+                        continue;
+                    }
+                }
+                chains.union(c, l);
+                next.extend(c_new.then_some(call));
+                next.extend(l_new.then_some(linked));
+            }
+        }
+        frontier = next;
+    }
+    Ok(chains)
+}
+
+/// The distinct `(call_id, correlation_id)` pairs (both set, different) of the rows
+/// whose Call-ID or link id is one of `ids`, within `scope`, from every partition.
+fn pairs(
+    partitions: &[Source],
+    scope: &Filter,
+    ids: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut f = Filter::default();
+    f.terms.push(Term::CallOrLinked(ids.to_vec()));
+    f.terms.push(Term::Sql(
+        "call_id IS NOT NULL AND correlation_id IS NOT NULL AND call_id != correlation_id"
+            .to_owned(),
+        Vec::<Value>::new(),
+    ));
+    let f = f.and(scope);
+    let mut out = std::collections::BTreeSet::new();
+    for source in partitions {
+        let p = &source.partition;
+        let sql_err = |e| StoreError::sqlite(&p.path, e);
+        let Some((conn, version)) = open(p)? else {
+            continue;
+        };
+        let (clause, params) = f.sql(version);
+        let sql = format!("SELECT DISTINCT call_id, correlation_id FROM messages{clause}");
+        let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params.iter()))
+            .map_err(sql_err)?;
+        while let Some(r) = rows.next().map_err(sql_err)? {
+            out.insert((
+                r.get::<_, String>(0).map_err(sql_err)?,
+                r.get::<_, String>(1).map_err(sql_err)?,
+            ));
+        }
+    }
+    Ok(out.into_iter().collect())
+}
