@@ -52,8 +52,9 @@ impl Default for Correlation {
     }
 }
 
-/// A header naming another leg's Call-ID.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A header naming another leg's Call-ID. Written as the configuration takes it: its
+/// name alone, or `{ name, regex }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkHeader {
     /// Its name (any case when matched).
     pub name: String,
@@ -95,6 +96,21 @@ impl PartialEq for Pattern {
 }
 
 impl Eq for Pattern {}
+
+impl Serialize for LinkHeader {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        match &self.regex {
+            None => s.serialize_str(&self.name),
+            Some(regex) => {
+                let mut t = s.serialize_struct("LinkHeader", 2)?;
+                t.serialize_field("name", &self.name)?;
+                t.serialize_field("regex", regex)?;
+                t.end()
+            }
+        }
+    }
+}
 
 impl Serialize for Pattern {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -271,7 +287,11 @@ mod tests {
                     X-Empty:\r\nX-CID: two\r\n\r\nX-Body: not a header";
         let [cid, sid, empty, body, absent]: [Option<&str>; 5] =
             first_values(msg, &["X-CID", "Session-ID", "X-Empty", "X-Body", "X-None"]);
-        assert_eq!((cid, sid), (Some("one"), Some("ab")), "any case, trimmed, first");
+        assert_eq!(
+            (cid, sid),
+            (Some("one"), Some("ab")),
+            "any case, trimmed, first"
+        );
         assert_eq!((empty, body, absent), (None, None, None));
         // More names than room: the extra ones are not looked for.
         let [only]: [Option<&str>; 1] = first_values(msg, &["Session-ID", "X-CID"]);
