@@ -1,4 +1,4 @@
-//! A stored call's SIP KPIs ([`kpi::call`]) and media quality ([`qos::call`]), computed
+//! A stored call's SIP KPIs ([`crate::kpi::call`]) and media quality ([`crate::qos::call`]), computed
 //! from its messages when it is read: the one code path of the API's call view, the
 //! page (which reads the API) and `search`'s ladder.
 

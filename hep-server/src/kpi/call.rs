@@ -1,5 +1,5 @@
-//! The SIP KPIs of one stored call: its messages go through the same [`Tracker`] as the
-//! live feed, with a [`Sink`] that keeps each Call-ID's findings instead of counting
+//! The SIP KPIs of one stored call: its messages go through the same `Tracker` as the
+//! live feed, with a `Sink` that keeps each Call-ID's findings instead of counting
 //! them, so the call view and the metrics follow one set of rules.
 //!
 //! Computed when the call is read (the API, `search`'s ladder, the page). The table is

@@ -6,7 +6,7 @@
 //! Two reports, one per direction, on streams `rx` and `tx`:
 //! - `rx`: loss `PLrx x 100 / (PR + PLrx)` (of the packets expected), jitter `JIrx`;
 //! - `tx`: loss `PLtx x 100 / PS` (the far end's count of what was sent), jitter `JItx`;
-//! - MOS of each: [`emodel::mos`](super::emodel::mos) with the delay `DL` (its average).
+//! - MOS of each: [`super::emodel::mos`] with the delay `DL` (its average).
 //!
 //! heplify-server makes one figure of both directions (loss `(PLr + PLs) x 100 / (PR +
 //! PS)`, jitter `JIr` only): a one-way problem is then halved, and the direction hidden.

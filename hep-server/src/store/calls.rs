@@ -46,7 +46,7 @@ pub struct Call {
     pub messages: Vec<Stored>,
     /// The other Call-IDs of its chain (linked by correlation id, `[correlation]
     /// headers` or `Session-ID`, either way, over any number of hops up to the bounds of
-    /// [`legs`](super::legs)), sorted: its number of legs is one more.
+    /// [`super::legs`]), sorted: its number of legs is one more.
     pub legs: Vec<String>,
     /// The row id of its newest matching message (its place in the list).
     pub newest_row: i64,
