@@ -152,3 +152,25 @@ fn the_grafana_dashboard_uses_only_metrics_the_server_serves() {
     }
     server.stop();
 }
+
+#[test]
+fn the_tracker_reads_past_one_batch_and_a_scrape_still_answers() {
+    // More messages than one batch of the tracker (256) and a sweep after them: the first
+    // version locked its metrics twice there and every later scrape hung.
+    let server = server("kpi-batches", "");
+    // One burst: the tracker finds more than a batch waiting.
+    let burst: Vec<Vec<u8>> = (0..26).flat_map(|_| set_bytes("v2-udp-0")).collect();
+    send_udp(server.udp(), &burst);
+    let m = wait_for("312 messages read by the tracker", WAIT, || {
+        let m = server.metrics();
+        let copies =
+            m.0.contains("hep_sip_retransmissions_total{")
+                .then(|| m.get("hep_sip_retransmissions_total", &[]))?;
+        (copies == 25 * 12).then_some(m)
+    });
+    assert_eq!(m.get("hep_sip_invites_total", &[]), 1);
+    // Past the tracker's sweep (once a second): the scrape answers.
+    std::thread::sleep(Duration::from_millis(1_200));
+    assert_eq!(server.metrics().get("hep_sip_calls_tracked", &[]), 1);
+    server.stop();
+}
