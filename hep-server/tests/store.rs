@@ -217,6 +217,10 @@ fn searches_filter_by_call_id_user_method_and_time() {
     let none = search(&store, &["--since", "2100-01-01", "--format", "json"]);
     assert_eq!(none.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&none.stderr).contains("no message matches"));
+    // A Call-ID nobody sent: no KPIs or QoS of a call that is not there.
+    let unknown = search(&store, &["--call-id", "nobody@nowhere"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&unknown.stdout).contains("KPIs of"));
     let bad = search(&store, &["--since", "last tuesday"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));

@@ -156,8 +156,8 @@ pub fn run(args: &SearchArgs, dest: Destination) -> anyhow::Result<SearchSummary
             };
             let mut out = BufWriter::with_capacity(256 * 1024, dest.out);
             ladder::render_named(&arrows, &style, &aliases, &mut out)?;
-            // One call asked for: its KPIs and QoS under its ladder.
-            if let Some(id) = &args.call_id {
+            // One call asked for, and found: its KPIs and QoS under its ladder.
+            if let (Some(id), false) = (&args.call_id, found.is_empty()) {
                 CallQuality::of(id, &found, crate::time::now_usec()).write_text(&mut out)?;
             }
             out.flush()?;
