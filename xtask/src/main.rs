@@ -9,6 +9,7 @@
 //! cargo xtask interop [--no-install] [FILTER...]  # our HEP against Kamailio, hep-js, tshark, sngrep
 //! cargo xtask browser [--no-install]             # the web page in chromium against a fed hep-server
 //! cargo xtask package [--profile NAME] [--check]  # the .deb (cargo-deb); --check installs, runs, purges it
+//! cargo xtask cluster [--short]                  # issue 18's proof: NATS JetStream, 2 edges, 2 consumers
 //! ```
 //!
 //! It follows the [cargo-xtask] conventions: one binary, plain `std::process::Command`, the
@@ -21,6 +22,7 @@
 mod bench;
 mod browser;
 mod ci;
+mod cluster;
 mod cmd;
 mod fuzz;
 mod interop;
@@ -56,6 +58,13 @@ commands:
                                      lintian, apt-get install, systemd-analyze verify, run the
                                      unit's ExecStart as its user, send, search, reload, stop,
                                      apt-get purge (dev profile unless --profile)
+  cluster [--short] [--calls N] [--rate R] [--no-install]
+                                     issue 18's proof on loopback: a 3-node NATS JetStream
+                                     cluster, 2 edges, 2 consumers with stores, calls at R msg/s
+                                     into each edge, a NATS node and a consumer killed and
+                                     restarted, every broker down, a slow consumer; every
+                                     message checked in the stores; throughput, CPU, latency
+                                     (--short: seconds of traffic on debug builds, CI's step)
   structure                          check the module graph (no import cycle among sibling
                                      modules) and that hep-callbacks alone builds no TLS or
                                      socket crate
@@ -153,6 +162,11 @@ fn run(args: Vec<String>) -> Result<ExitCode> {
                 .map_err(|err| anyhow::anyhow!("{err:#}\n\n{USAGE}"))?;
             package::run(&ws, &opts)?;
             Ok(ExitCode::SUCCESS)
+        }
+        "cluster" => {
+            let opts = cluster::Options::parse(rest)
+                .map_err(|err| anyhow::anyhow!("{err:#}\n\n{USAGE}"))?;
+            cluster::run(&ws, &opts)
         }
         "structure" => {
             no_arguments(command, rest)?;

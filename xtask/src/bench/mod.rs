@@ -28,7 +28,7 @@ mod api;
 mod codec;
 mod ingest;
 mod kpi;
-mod procs;
+pub(crate) mod procs;
 mod relay;
 mod report;
 mod store;

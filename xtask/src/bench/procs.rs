@@ -279,15 +279,7 @@ pub(crate) fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
 /// Prometheus text from `http://addr/metrics`.
 pub(crate) fn scrape(addr: SocketAddr) -> Result<Metrics> {
     let (_, body) = http_get(addr, "/metrics")?;
-    Ok(Metrics(
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                Some((k.to_owned(), v.parse().ok()?))
-            })
-            .collect(),
-    ))
+    Ok(Metrics::parse(&body))
 }
 
 /// Samples by full name (`name{labels}`).
@@ -295,6 +287,28 @@ pub(crate) fn scrape(addr: SocketAddr) -> Result<Metrics> {
 pub(crate) struct Metrics(Vec<(String, f64)>);
 
 impl Metrics {
+    /// The samples of a Prometheus text exposition (comments left out).
+    pub(crate) fn parse(body: &str) -> Self {
+        Self(
+            body.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| {
+                    let (k, v) = l.rsplit_once(' ')?;
+                    Some((k.to_owned(), v.parse().ok()?))
+                })
+                .collect(),
+        )
+    }
+
+    /// The samples of `name`: the text between its braces (empty without labels) and
+    /// the value.
+    pub(crate) fn family<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (&'a str, f64)> {
+        self.0.iter().filter_map(move |(k, v)| {
+            let (n, l) = k.split_once('{').unwrap_or((k.as_str(), ""));
+            (n == name).then(|| (l.trim_end_matches('}'), *v))
+        })
+    }
+
     /// The sum of the samples of `name` whose labels contain every one of `labels`.
     pub(crate) fn sum(&self, name: &str, labels: &[&str]) -> u64 {
         self.0

@@ -123,6 +123,23 @@ impl Proc {
         self.status
     }
 
+    /// The PID of the `timeout` wrapper, which is also the process group of the peer.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A crash: `KILL` to the whole process group (the wrapper and the peer) at once, no
+    /// `TERM` first; waits for the wrapper to be reaped.
+    pub(crate) fn kill_group(&mut self) -> Option<ExitStatus> {
+        if let Some(status) = self.exited() {
+            return Some(status);
+        }
+        signal("-KILL", &format!("-{}", self.child.id()));
+        let _ = self.child.kill();
+        self.status = self.child.wait().ok();
+        self.status
+    }
+
     /// The last `n` lines of the log, joined with ` | `, for error messages.
     pub(crate) fn log_tail(&self, n: usize) -> String {
         tail(&self.log, n)
