@@ -288,6 +288,84 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "runs target/debug/hep-server and hep-bench-peer: cargo test -p xtask -- --ignored"]
+    fn a_real_store_filled_by_two_peers_tallies_exactly() {
+        use std::time::Duration;
+
+        use crate::cluster::server::HepServer;
+        use crate::cluster::traffic::{Load, Sender};
+        use crate::interop::proc::Ports;
+
+        let bins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug");
+        let dir = std::env::temp_dir().join(format!("xtask-stores-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports = Ports::default();
+        let mut servers = Vec::new();
+        let mut senders = Vec::new();
+        // Two stores, each filled by its own peer with its own calls.
+        for (n, calls) in [(1, 0..300), (2, 300..500)] {
+            let port = ports.free().unwrap();
+            let store = dir.join(format!("store{n}"));
+            let server = HepServer::start(
+                &format!("store{n}"),
+                &bins.join("hep-server"),
+                vec![
+                    "--listen".into(),
+                    format!("hep_tcp:127.0.0.1:{port}"),
+                    "--output".into(),
+                    format!("store:{}", store.display()),
+                    "--http".into(),
+                    "off".into(),
+                ],
+                &dir,
+                &ports,
+                Duration::from_secs(120),
+            )
+            .unwrap();
+            let load = Load {
+                calls,
+                rate: 20_000,
+                start_ts: 1_800_000_000,
+            };
+            let log = dir.join(format!("peer{n}.log"));
+            let sender = Sender::start(&bins.join("hep-bench-peer"), "peer", port, load, &log);
+            senders.push(sender.unwrap());
+            servers.push((server, store));
+        }
+        for s in &mut senders {
+            s.wait_done(Duration::from_secs(60)).unwrap();
+        }
+        let stores: Vec<PathBuf> = servers.iter().map(|(_, s)| s.clone()).collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while stores.iter().map(|s| count_rows(s).unwrap()).sum::<u64>() < 3500 {
+            assert!(std::time::Instant::now() < deadline, "not stored in 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for (server, _) in &mut servers {
+            server.stop();
+        }
+        // Calls 0..510: the last 10 were never sent.
+        let t = tally(&stores, 0..510).unwrap();
+        assert_eq!(t.per_store, [2100, 1400]);
+        assert_eq!((t.expected, t.found, t.lost), (3570, 3500, 70));
+        assert_eq!(
+            (t.duplicates, t.foreign, t.split_calls, t.out_of_order),
+            (0, 0, 0, 0)
+        );
+        assert_eq!(t.whole_calls, 500);
+        assert_eq!(t.calls_per_store, [300, 200]);
+        // One store read twice: every message twice, every call in two places.
+        let twice = tally(&[stores[0].clone(), stores[0].clone()], 0..300).unwrap();
+        assert_eq!(
+            (twice.duplicates, twice.split_calls, twice.lost),
+            (2100, 300, 0)
+        );
+        assert_eq!(twice.whole_calls, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn steps_are_read_from_method_and_status() {
         assert_eq!(step(Some("INVITE"), None), Some(0));
         assert_eq!(step(Some("INVITE"), Some(200)), Some(3));
