@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::{Workspace, bench, browser, fuzz, interop, package};
+use crate::{Workspace, bench, browser, cluster, fuzz, interop, package};
 
 /// Seconds each fuzz target runs during `ci`: a smoke run, not a fuzzing campaign.
 const FUZZ_SMOKE_SECS: u64 = 20;
@@ -73,6 +73,10 @@ fn steps() -> Vec<Step> {
         Step {
             name: "interop",
             run: interop_step,
+        },
+        Step {
+            name: "cluster",
+            run: cluster_step,
         },
         Step {
             name: "browser",
@@ -205,6 +209,40 @@ fn interop_step(ws: &Workspace) -> Result<Outcome> {
     Ok(Outcome::Passed)
 }
 
+/// `cargo xtask cluster --short`: issue 18's proof with seconds of traffic (a 3-node NATS
+/// JetStream cluster, 2 edges, 2 consumers, a NATS node and a consumer killed, every
+/// broker down, a slow consumer; every message checked in the stores), on debug builds.
+///
+/// Installs nats-server (apt, as root) when missing. Skipped, saying why, when nats-server
+/// is missing outside CI, or when hep-server has no NATS input (`run --input`) yet.
+fn cluster_step(ws: &Workspace) -> Result<Outcome> {
+    let opts = cluster::Options::parse(&["--short".to_owned()])?;
+    match cluster::run_checks(ws, &opts) {
+        Ok(failed) => {
+            anyhow::ensure!(
+                failed.is_empty(),
+                "{} cluster check(s) failed: {}",
+                failed.len(),
+                failed.join("; ")
+            );
+            Ok(Outcome::Passed)
+        }
+        Err(err)
+            if !interop::in_ci() && err.to_string().contains("nats-server is not installed") =>
+        {
+            println!("==> cluster: {err:#}");
+            Ok(Outcome::Skipped("nats-server is not installed (not root)"))
+        }
+        Err(err) if err.to_string().contains("has no `run --input`") => {
+            println!("==> cluster: {err:#}");
+            Ok(Outcome::Skipped(
+                "hep-server has no NATS input (`run --input`) yet",
+            ))
+        }
+        Err(err) => Err(err),
+    }
+}
+
 /// `cargo xtask browser`: the web page in Debian's chromium against a fed hep-server.
 ///
 /// Installs chromium (apt, as root) and playwright-core (`npm ci`) when missing.
@@ -327,6 +365,7 @@ mod tests {
                 "package",
                 "fuzz",
                 "interop",
+                "cluster",
                 "browser",
                 "bench"
             ]

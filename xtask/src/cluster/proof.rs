@@ -322,6 +322,7 @@ pub(crate) fn run(ctx: &Ctx, plan: &Plan, rep: &mut Report) -> Result<()> {
     let tally = stores::tally(&stores, all_calls.clone())?;
     store_checks(rep, &tally, &outage, &slow_calls);
     search_checks(rep, &c, ctx, &all_calls);
+    replica_check(rep, &mut c.nats);
     let redelivered = total(&c.consumer_metrics(), "hep_nats_redelivered_total");
     let duplicates_ignored = total(&c.consumer_metrics(), "hep_store_duplicates_total");
     rep.check(
@@ -701,6 +702,29 @@ fn store_checks(rep: &mut Report, t: &stores::Tally, outage: &Outage, slow: &Ran
         ),
     );
     let _ = slow;
+}
+
+/// The three nodes' own copies of the streams hold as many messages (polled for up to
+/// 15 s: a restarted node catches up through Raft): nothing lost on the node that was
+/// killed, nor on any other.
+fn replica_check(rep: &mut Report, nats: &mut Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut held = nats.local_messages();
+    let equal =
+        |held: &[(String, Option<u64>)]| held.iter().all(|(_, n)| n.is_some() && *n == held[0].1);
+    while !equal(&held) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        held = nats.local_messages();
+    }
+    rep.check(
+        "NATS: the 3 copies of the stream equal",
+        equal(&held),
+        held.iter()
+            .map(|(name, n)| format!("{name} {}", n.map_or("?".to_owned(), |n| n.to_string())))
+            .collect::<Vec<_>>()
+            .join(", ")
+            + " messages (each node's /jsz)",
+    );
 }
 
 /// `GET /api/v1/calls?call_id=` of a sample of calls through each consumer.

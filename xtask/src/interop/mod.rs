@@ -256,7 +256,7 @@ fn checks() -> Vec<Check> {
 }
 
 /// Whether this is a CI run (`CI` set to something other than empty, `0` or `false`).
-fn in_ci() -> bool {
+pub(crate) fn in_ci() -> bool {
     env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
