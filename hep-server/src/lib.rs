@@ -60,6 +60,7 @@ pub mod config;
 pub mod formats;
 pub mod http;
 pub mod kpi;
+pub mod nats;
 pub mod outputs;
 pub mod qos;
 mod read;
