@@ -83,7 +83,7 @@ impl Options {
         Ok(Self {
             short,
             calls: calls.unwrap_or(if short { SHORT_CALLS } else { FULL_CALLS }),
-            rate: rate.unwrap_or(if short { 1_500 } else { 5_000 }),
+            rate: rate.unwrap_or(if short { 700 } else { 5_000 }),
             no_install,
         })
     }
