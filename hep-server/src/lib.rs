@@ -59,6 +59,7 @@ pub mod commands;
 pub mod config;
 pub mod formats;
 pub mod http;
+mod inputs;
 pub mod kpi;
 pub mod nats;
 pub mod outputs;

@@ -21,20 +21,21 @@
 //! call as its correlation id) lands on the one consumer that reads its partition.
 //!
 //! # The key
-//! 64 bits that name one message as the edge received it: the CRC-32 of its HEP bytes
-//! (high half) and the CRC-32 of its receive time, agent address and length (low half).
-//! The edge sends it as `Nats-Msg-Id`; a consumer's store keeps the keys of what it
-//! stored and skips a message whose key it holds (a redelivery).
+//! [`delivery_key`]: 64 bits that name one message as the edge received it. The edge
+//! sends it as `Nats-Msg-Id`; a consumer's store keeps the keys of what it stored and
+//! skips a message whose key it holds (a redelivery).
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use async_nats::HeaderMap;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hep_proto::sip::SipSummary;
 use hep_proto::{HepVersion, Received, RecvInfo, Transport};
 
+use crate::store::delivery_key;
 use crate::store::schema::text_hash;
+use crate::time::usec_of;
 
 /// The headers the edge sets (besides `Nats-Msg-Id`).
 pub const HEADER_RECEIVED: &str = "Hep-Received";
@@ -109,21 +110,6 @@ pub fn partition_of(m: &hep_proto::HepMessage, partitions: u32) -> u32 {
     (hash as u64 % u64::from(partitions.max(1))) as u32
 }
 
-/// The key of a message received at `received_usec` (see the
-/// [module docs](self#the-key)).
-pub fn message_key(hep: &[u8], received_usec: i64, peer: SocketAddr) -> u64 {
-    let mut low = crc32fast::Hasher::new();
-    low.update(&received_usec.to_le_bytes());
-    low.update(peer.to_string().as_bytes());
-    low.update(&(hep.len() as u64).to_le_bytes());
-    (u64::from(crc32fast::hash(hep)) << 32) | u64::from(low.finalize())
-}
-
-fn usec(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
 impl Envelope {
     /// The envelope of `m`, received by this edge at `received_usec` (unless it came
     /// through another edge, whose time it keeps); `None` when a message a callback
@@ -134,10 +120,10 @@ impl Envelope {
         } else {
             m.wire.clone()
         };
-        let received_usec = m.info.received_at.map_or(received_usec, usec);
+        let received_usec = m.info.received_at.map_or(received_usec, usec_of);
         Some(Self {
             partition: partition_of(&m.message, partitions),
-            key: message_key(&hep, received_usec, m.info.peer),
+            key: delivery_key(&hep, received_usec, m.info.peer),
             received_usec,
             transport: m.info.transport,
             peer: m.info.peer,
@@ -324,7 +310,7 @@ mod tests {
         );
         let info = back.recv_info();
         assert_eq!(info.peer, e.peer);
-        assert_eq!(usec(info.received_at.unwrap()), e.received_usec);
+        assert_eq!(usec_of(info.received_at.unwrap()), e.received_usec);
         let mut h = e.headers();
         h.insert(HEADER_PEER, "not an address");
         assert_eq!(
@@ -332,15 +318,5 @@ mod tests {
             EnvelopeError::Header(HEADER_PEER)
         );
         assert!(Envelope::from_stream(None, e.hep).is_err());
-    }
-
-    #[test]
-    fn the_key_changes_with_the_bytes_the_time_and_the_agent() {
-        let peer: SocketAddr = "10.0.0.1:5060".parse().unwrap();
-        let k = message_key(b"abc", 1, peer);
-        assert_eq!(k, message_key(b"abc", 1, peer), "stable");
-        assert_ne!(k, message_key(b"abd", 1, peer));
-        assert_ne!(k, message_key(b"abc", 2, peer));
-        assert_ne!(k, message_key(b"abc", 1, "10.0.0.2:5060".parse().unwrap()));
     }
 }

@@ -22,5 +22,5 @@ pub mod spec;
 pub mod stats;
 pub mod stream;
 
-pub use envelope::{Envelope, EnvelopeError, message_key, partition_of};
+pub use envelope::{Envelope, EnvelopeError, partition_of};
 pub use spec::{NatsInputSpec, NatsOutputSpec, NatsSpecError, StreamSpec};

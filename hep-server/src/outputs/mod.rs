@@ -37,6 +37,7 @@ mod json;
 mod nats;
 mod null;
 mod pcap;
+pub(crate) mod progress;
 pub mod queue;
 pub mod relay;
 pub(crate) mod set;
