@@ -11,7 +11,7 @@
 //! passed, N failed in S s`, and the failures named again; the Markdown of the run goes to
 //! `target/cluster/report.md` (docs/SCALE-OUT.md quotes a full run).
 //!
-//! The full run (1,000,006 messages of 142,858 calls: `sip-calls` writes 7 messages a call)
+//! The full run (1,001,000 messages of 143,000 calls: `sip-calls` writes 7 messages a call)
 //! uses release builds; `--short` (CI's `cluster` step) sends seconds of traffic on debug
 //! builds, with the same kills and checks. Everything is loopback; every process runs under
 //! `timeout` and is stopped by PID (see [`nats`], [`server`]).
@@ -46,8 +46,9 @@ pub(crate) struct Options {
     pub(crate) no_install: bool,
 }
 
-/// Calls of the full run: 1,000,006 messages (the million; 7 messages a call).
-const FULL_CALLS: u64 = 142_858;
+/// Calls of the full run: 1,001,000 messages (the million; 7 messages a call),
+/// 71,500 calls into each edge.
+const FULL_CALLS: u64 = 143_000;
 /// Calls of `--short`: about 14,000 messages.
 const SHORT_CALLS: u64 = 2_000;
 
@@ -252,7 +253,7 @@ mod tests {
     fn options() {
         let full = parse(&[]).unwrap();
         assert_eq!((full.short, full.calls), (false, FULL_CALLS));
-        assert_eq!(full.calls * 7, 1_000_006);
+        assert_eq!(full.calls * 7, 1_001_000);
         let short = parse(&["--short"]).unwrap();
         assert!(short.short && short.calls == SHORT_CALLS);
         let o = parse(&["--short", "--calls", "300", "--rate", "900"]).unwrap();

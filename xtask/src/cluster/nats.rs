@@ -427,19 +427,6 @@ impl Cluster {
         }
     }
 
-    /// Stops every node at once, as a broker outage: each gets `SIGKILL`.
-    pub(crate) fn kill_all(&mut self) {
-        for index in 1..=NODES {
-            self.account(index);
-        }
-        for node in &mut self.nodes {
-            if let Some(mut proc) = node.proc.take() {
-                proc.kill_group();
-            }
-        }
-        println!("==> cluster: every node killed (SIGKILL)");
-    }
-
     /// Starts every node that is not running and waits until the cluster is ready.
     ///
     /// # Errors
@@ -488,7 +475,7 @@ mod tests {
         c.restart(2).unwrap();
         assert!(c.meta_current(2));
         assert!(c.cpu_ticks() > 0);
-        c.kill_all();
+        c.stop();
         assert!(c.wait_ready().is_err(), "every node down");
         c.start_all().unwrap();
         c.stop();

@@ -15,9 +15,20 @@ use anyhow::{Result, bail};
 use super::stores::STEPS;
 use crate::bench::procs::Peer;
 
-/// Calls under way at once in a peer's stream: a call's messages are this many apart,
-/// as on a busy proxy.
+/// The most calls under way at once in a peer's stream: a call's messages are this many
+/// apart, as on a busy proxy.
 const CONCURRENT_CALLS: u64 = 100;
+
+/// Calls under way at once for a peer sending `calls` calls: the largest divisor of
+/// `calls` up to [`CONCURRENT_CALLS`], so that the stream ends with whole calls
+/// (`sip-calls` interleaves groups of that many calls, step by step: with a partial last
+/// group it would send the first steps of calls it never finishes).
+fn concurrent_calls(calls: u64) -> u64 {
+    (1..=CONCURRENT_CALLS.min(calls).max(1))
+        .rev()
+        .find(|d| calls % d == 0)
+        .unwrap_or(1)
+}
 
 /// One peer's share of the run.
 #[derive(Debug, Clone)]
@@ -67,7 +78,7 @@ impl Sender {
             "--first-call".to_owned(),
             load.calls.start.to_string(),
             "--concurrent-calls".to_owned(),
-            CONCURRENT_CALLS.to_string(),
+            concurrent_calls(load.calls.end - load.calls.start).to_string(),
             "--start-ts".to_owned(),
             load.start_ts.to_string(),
             "--spread-secs".to_owned(),
@@ -132,5 +143,20 @@ impl Sender {
     /// Stops the peer.
     pub(crate) fn stop(&mut self) {
         self.peer.proc.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_of_concurrent_calls_divide_the_calls() {
+        assert_eq!(concurrent_calls(71_500), 100);
+        assert_eq!(concurrent_calls(429), 39);
+        assert_eq!(concurrent_calls(286), 26);
+        assert_eq!(concurrent_calls(7), 7);
+        assert_eq!(concurrent_calls(101), 1);
+        assert_eq!(concurrent_calls(0), 1);
     }
 }
