@@ -98,7 +98,7 @@ impl Options {
                 down: Duration::from_secs(2),
                 outage: Duration::from_secs(3),
                 side_rate: 1_000,
-                throughput_calls: 1_000,
+                throughput_calls: 300,
                 settle: Duration::from_secs(60),
                 limits: nats::Limits {
                     memory_mb: 64,

@@ -338,7 +338,7 @@ pub(crate) fn run(ctx: &Ctx, plan: &Plan, rep: &mut Report) -> Result<()> {
     let outage = outage_phase(&mut c, ctx, plan, outage_calls.clone(), t0, rep)?;
 
     // 3. A consumer stopped while calls arrive, then catching up.
-    let slow_calls = next_call..next_call + calls_for(plan.side_rate * plan.down.as_secs().max(5));
+    let slow_calls = next_call..next_call + calls_for(plan.side_rate * plan.down.as_secs().max(3));
     next_call = slow_calls.end;
     slow_phase(&mut c, ctx, plan, slow_calls, t0, rep)?;
 
