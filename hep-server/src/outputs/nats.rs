@@ -107,7 +107,7 @@ enum Backlog {
     /// Not yet published, oldest first.
     Memory(VecDeque<Envelope>),
     /// The spool, read from its read position.
-    Spool(Spool),
+    Spool(Box<Spool>),
 }
 
 /// A publish awaiting its acknowledgement.
@@ -204,7 +204,7 @@ impl Edge {
             spool,
         } = *self;
         let mut backlog = match spool {
-            Some(s) => Backlog::Spool(s),
+            Some(s) => Backlog::Spool(Box::new(s)),
             None => Backlog::Memory(VecDeque::new()),
         };
         let js = match nats_stream::connect(&spec.stream, &format!("hep-server edge {name}")).await

@@ -340,6 +340,26 @@ impl RecvText {
     }
 }
 
+/// The key that names one message as the collector that first received it did: the
+/// CRC-32 of its HEP bytes (high half) and the CRC-32 of its receive time (us), the
+/// agent's address and the bytes' length (low half). A cluster's edge sends it as
+/// `Nats-Msg-Id`, and a consumer's store keeps the keys it stored (`received_keys`),
+/// skipping a message whose key it holds: a redelivery leaves one row.
+///
+/// ```
+/// use hep_server::store::delivery_key;
+/// let agent = "10.0.0.1:5060".parse().unwrap();
+/// assert_eq!(delivery_key(b"HEP3", 7, agent), delivery_key(b"HEP3", 7, agent));
+/// assert_ne!(delivery_key(b"HEP3", 7, agent), delivery_key(b"HEP3", 8, agent));
+/// ```
+pub fn delivery_key(hep: &[u8], received_usec: i64, peer: SocketAddr) -> u64 {
+    let mut low = crc32fast::Hasher::new();
+    low.update(&received_usec.to_le_bytes());
+    low.update(peer.to_string().as_bytes());
+    low.update(&(hep.len() as u64).to_le_bytes());
+    (u64::from(crc32fast::hash(hep)) << 32) | u64::from(low.finalize())
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Batch, RowPlan};
@@ -368,24 +388,4 @@ mod tests {
         let mut rows = Batch::new(RowPlan::of(&StoreConfig::default()));
         assert_eq!(rows.addr(None, Some(1)), None);
     }
-}
-
-/// The key that names one message as the collector that first received it did: the
-/// CRC-32 of its HEP bytes (high half) and the CRC-32 of its receive time (us), the
-/// agent's address and the bytes' length (low half). A cluster's edge sends it as
-/// `Nats-Msg-Id`, and a consumer's store keeps the keys it stored (`received_keys`),
-/// skipping a message whose key it holds: a redelivery leaves one row.
-///
-/// ```
-/// use hep_server::store::delivery_key;
-/// let agent = "10.0.0.1:5060".parse().unwrap();
-/// assert_eq!(delivery_key(b"HEP3", 7, agent), delivery_key(b"HEP3", 7, agent));
-/// assert_ne!(delivery_key(b"HEP3", 7, agent), delivery_key(b"HEP3", 8, agent));
-/// ```
-pub fn delivery_key(hep: &[u8], received_usec: i64, peer: SocketAddr) -> u64 {
-    let mut low = crc32fast::Hasher::new();
-    low.update(&received_usec.to_le_bytes());
-    low.update(peer.to_string().as_bytes());
-    low.update(&(hep.len() as u64).to_le_bytes());
-    (u64::from(crc32fast::hash(hep)) << 32) | u64::from(low.finalize())
 }

@@ -127,9 +127,8 @@ impl Cluster3 {
             let store = ctx.dir.join(format!("store{n}"));
             let config = ctx.dir.join(format!("consumer{n}.toml"));
             let other = https[1 - i];
-            // No HEP listener: a consumer's only input is the stream (the defaults would
-            // listen on 0.0.0.0:5656).
-            let mut text = "listen = []\n".to_owned();
+            // No `listen`: a node with inputs has no listeners.
+            let mut text = String::new();
             if ctx.peers_config {
                 text.push_str(&format!("[cluster]\npeers = [\"http://{other}\"]\n"));
             }
