@@ -84,7 +84,7 @@ impl Options {
         Ok(Self {
             short,
             calls: calls.unwrap_or(if short { SHORT_CALLS } else { FULL_CALLS }),
-            rate: rate.unwrap_or(if short { 700 } else { 5_000 }),
+            rate: rate.unwrap_or(if short { 700 } else { 800 }),
             no_install,
         })
     }
@@ -113,7 +113,7 @@ impl Options {
                 down: Duration::from_secs(10),
                 outage: Duration::from_secs(30),
                 side_rate: 2_000,
-                throughput_calls: 20_000,
+                throughput_calls: 10_000,
                 settle: Duration::from_secs(600),
                 limits: nats::Limits {
                     memory_mb: 256,
