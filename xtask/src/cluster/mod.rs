@@ -89,6 +89,27 @@ impl Options {
         })
     }
 
+    /// The command that runs with these options, for the report.
+    fn command_line(&self) -> String {
+        let base: Vec<String> = if self.short {
+            vec!["--short".to_owned()]
+        } else {
+            Vec::new()
+        };
+        let defaults = Self::parse(&base).unwrap_or_else(|_| self.clone());
+        let mut line = "cargo xtask cluster".to_owned();
+        if self.short {
+            line.push_str(" --short");
+        }
+        if self.calls != defaults.calls {
+            line.push_str(&format!(" --calls {}", self.calls));
+        }
+        if self.rate != defaults.rate {
+            line.push_str(&format!(" --rate {}", self.rate));
+        }
+        line
+    }
+
     /// The phases' sizes for these options.
     fn plan(&self) -> proof::Plan {
         if self.short {
@@ -184,8 +205,8 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<Vec<String>> 
     let plan = opts.plan();
     let mut rep = report::Report {
         header: format!(
-            "`cargo xtask cluster{}` ({} calls, {} msg/s into each edge; {} builds; {})",
-            if opts.short { " --short" } else { "" },
+            "`{}` ({} calls, {} msg/s into each edge; {} builds; {})",
+            opts.command_line(),
             plan.calls,
             plan.rate,
             profile,
@@ -261,5 +282,10 @@ mod tests {
         assert!(parse(&["--calls", "0"]).is_err());
         assert!(parse(&["--rate"]).is_err());
         assert!(parse(&["--long"]).is_err());
+        assert_eq!(full.command_line(), "cargo xtask cluster");
+        assert_eq!(
+            o.command_line(),
+            "cargo xtask cluster --short --calls 300 --rate 900"
+        );
     }
 }
