@@ -26,7 +26,7 @@ const CONCURRENT_CALLS: u64 = 100;
 fn concurrent_calls(calls: u64) -> u64 {
     (1..=CONCURRENT_CALLS.min(calls).max(1))
         .rev()
-        .find(|d| calls % d == 0)
+        .find(|&d| calls.is_multiple_of(d))
         .unwrap_or(1)
 }
 
