@@ -39,6 +39,8 @@ impl Unanswered {
 #[derive(Debug, Clone)]
 pub struct Cluster {
     config: Arc<ClusterConfig>,
+    /// [`ClusterConfig::node_name`], resolved once.
+    name: Arc<str>,
     metrics: Arc<PeerMetrics>,
 }
 
@@ -46,9 +48,15 @@ impl Cluster {
     /// The peers of `config`, counted in `metrics`.
     pub fn new(config: ClusterConfig, metrics: Arc<PeerMetrics>) -> Self {
         Self {
+            name: config.node_name().into(),
             config: Arc::new(config),
             metrics,
         }
+    }
+
+    /// This node's name, as its results give it.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The settings.

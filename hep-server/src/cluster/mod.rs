@@ -48,9 +48,10 @@ pub const MAX_PEERS: usize = 64;
 /// `[cluster]`: the other nodes to search (see `docs/CONFIG.md`).
 #[derive(Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterConfig {
-    /// What this node calls itself in the `node` of its calls (`name`; default: the
-    /// host name).
-    pub name: String,
+    /// What this node calls itself in the `node` of its calls (`name`; `None`: the host
+    /// name, [`host_name`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// The other nodes' HTTP APIs (`peers`).
     pub peers: Vec<Peer>,
     /// The bearer token presented to the peers (`token`, or read from `token_file`).
@@ -86,7 +87,7 @@ impl std::fmt::Debug for ClusterConfig {
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
-            name: host_name(),
+            name: None,
             peers: Vec::new(),
             token: None,
             token_file: None,
@@ -96,6 +97,11 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// The node's name: `name`, else the host name.
+    pub fn node_name(&self) -> String {
+        self.name.clone().unwrap_or_else(host_name)
+    }
+
     /// The per-peer deadline.
     pub const fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)

@@ -38,7 +38,7 @@ pub(super) fn resolve(
                     "key `cluster.name`: expected 1 to 128 bytes without control characters",
                 ));
             }
-            n.into_inner()
+            Some(n.into_inner())
         }
     };
     let mut peers: Vec<Peer> = Vec::new();

@@ -394,7 +394,7 @@ async fn list_calls(
     let (page, answers) = tokio::join!(local, peers);
     let page = page?;
     warn_damaged(&page.damaged);
-    let name = &s.cluster.config().name;
+    let name = s.cluster.name();
     let rows = page
         .calls
         .iter()
@@ -500,7 +500,7 @@ fn relayed(peer: &Peer, answer: PeerAnswer) -> Response {
 
 /// `X-Hep-Node`: this node's name, on what it answers from its store.
 fn with_node(mut r: Response, s: &AppState) -> Response {
-    if let Ok(v) = HeaderValue::from_str(&s.cluster.config().name) {
+    if let Ok(v) = HeaderValue::from_str(s.cluster.name()) {
         r.headers_mut()
             .insert(HeaderName::from_static("x-hep-node"), v);
     }
@@ -535,13 +535,13 @@ async fn messages_of(
 #[derive(Serialize)]
 struct CallJson<'a> {
     call_id: &'a str,
+    messages: Vec<MessageJson<'a>>,
     /// The node that holds it.
     node: &'a str,
     /// The peer it was read from (`None`: this node).
     peer: Option<&'a str>,
     /// The peers that did not answer (none: the view is whole from `node`).
     unanswered: Vec<Unanswered>,
-    messages: Vec<MessageJson<'a>>,
     /// The `[aliases]` name of each source and destination of the messages that has
     /// one, keyed by the address as the ladder writes it (`IP:PORT`, `[IPv6]:PORT`).
     aliases: BTreeMap<String, String>,
@@ -598,7 +598,7 @@ async fn call(
     let quality = CallQuality::of(&id, &found, now_usec());
     Ok(json_response(&CallJson {
         call_id: &id,
-        node: &s.cluster.config().name,
+        node: s.cluster.name(),
         peer: None,
         unanswered: Vec::new(),
         messages: found.iter().map(MessageJson::of).collect(),
