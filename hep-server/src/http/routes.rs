@@ -751,6 +751,13 @@ async fn message(
         )));
     }
     // A peer's message: fetched from that peer (one of ours only: never another host).
+    if let Some((_, authority)) = text.rsplit_once('@')
+        && !s.cluster.has_peers()
+    {
+        return Err(ApiError::not_found(format!(
+            "id: `{authority}` is not one of this node's [cluster] peers (it has none)"
+        )));
+    }
     if let Some((own, authority)) = text.rsplit_once('@')
         && !local_only
     {
