@@ -169,6 +169,23 @@ fn free_ports(n: usize) -> Vec<u16> {
 struct Node {
     server: Server,
     api: SocketAddr,
+    config: std::path::PathBuf,
+}
+
+/// `hep-server search ARGS` with node `node`'s config: exit code, stdout, stderr.
+fn search(node: &Node, args: &[&str]) -> (i32, Vec<u8>, String) {
+    let out = std::process::Command::new(BIN)
+        .arg("search")
+        .arg("--config")
+        .arg(&node.config)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// `n` nodes, node `i` on `ports[i]` with its own store and call, each listing every
@@ -209,6 +226,7 @@ fn cluster(name: &str, n: usize, extra_peers: &[String], timeout_ms: u64) -> Vec
         nodes.push(Node {
             server,
             api: http.parse().unwrap(),
+            config: path,
         });
     }
     for (i, node) in nodes.iter().enumerate() {
@@ -335,6 +353,75 @@ fn a_calls_view_and_its_exports_come_whole_from_the_node_that_holds_it() {
         assert_eq!(own.header("content-type"), via.header("content-type"));
         assert_eq!(via.header("x-hep-node"), Some("node-2"), "{export}");
     }
+    // The command line: the same through the peers' APIs.
+    let (code, out, err) = search(
+        &nodes[0],
+        &[
+            "--call-id",
+            &id,
+            "--format",
+            "pcap",
+            "--output",
+            "/dev/stdout",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let own_pcap = get(nodes[2].api, &format!("/api/v1/calls/{id}/pcap"), &local).body;
+    assert_eq!(out, own_pcap, "the holder's pcap, byte for byte");
+    let (code, out, err) = search(
+        &nodes[0],
+        &[
+            "--since",
+            "2026-11-26",
+            "--until",
+            "2026-11-27",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let records: Vec<Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        records.len(),
+        9,
+        "three calls of three messages: {records:?}"
+    );
+    for i in 0..3 {
+        let n = records
+            .iter()
+            .filter(|r| r["payload"].as_str().unwrap().contains(&call_of(i).0))
+            .count();
+        assert_eq!(n, 3, "node {i}'s call whole");
+    }
+    let (code, out, err) = search(
+        &nodes[0],
+        &[
+            "--user",
+            "alice",
+            "--since",
+            "2026-11-26",
+            "--until",
+            "2026-11-27",
+            "--color",
+            "never",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ladder = String::from_utf8(out).unwrap();
+    for i in 1..3 {
+        let head = format!(
+            "== call {} on node-{i} (http://{}) ==",
+            call_of(i).0,
+            nodes[i].api
+        );
+        assert!(ladder.contains(&head), "{head} in\n{ladder}");
+    }
+    let (code, _, err) = search(&nodes[0], &["--call-id", "no-such-call"]);
+    assert_eq!(code, 1, "{err}");
     // A Call-ID no node holds: every peer answered, so a plain 404.
     let nowhere = with_token(nodes[0].api, "/api/v1/calls/no-such-call", OPS);
     assert_eq!(nowhere.status, 404);
@@ -343,14 +430,10 @@ fn a_calls_view_and_its_exports_come_whole_from_the_node_that_holds_it() {
 
 #[test]
 fn a_peer_that_does_not_answer_is_named_within_its_deadline() {
-    // A peer that accepts and never answers, and one that is stopped.
+    // A peer that never answers (its connections wait in the kernel's backlog,
+    // never accepted), and one that is stopped.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_url = format!("http://{}", silent.local_addr().unwrap());
-    let held = std::thread::spawn(move || {
-        let (conn, _) = silent.accept().unwrap();
-        std::thread::sleep(Duration::from_secs(3));
-        drop(conn);
-    });
     let mut nodes = cluster("cluster-unanswered", 3, &[silent_url.clone()], 500);
     let stopped = nodes.pop().unwrap();
     let stopped_url = format!("http://{}", stopped.api);
@@ -370,7 +453,36 @@ fn a_peer_that_does_not_answer_is_named_within_its_deadline() {
     );
     let silent_entry = named(&silent_url).unwrap_or_else(|| panic!("{v}"));
     assert_eq!(silent_entry["error"], "no answer within 500 ms", "{v}");
-    held.join().unwrap();
+    // The command line names them too, and says the results may be incomplete.
+    let (code, out, err) = search(
+        &nodes[0],
+        &[
+            "--since",
+            "2026-11-26",
+            "--until",
+            "2026-11-27",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&format!("peer {stopped_url} did not answer")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "peer {silent_url} did not answer: no answer within 500 ms"
+        )),
+        "{err}"
+    );
+    let records = String::from_utf8(out).unwrap();
+    for i in 0..2 {
+        assert!(
+            records.contains(&call_of(i).0),
+            "node {i}'s call: {records}"
+        );
+    }
     // A call only the stopped node holds: not "not found", but who did not answer.
     let lost = with_token(
         nodes[0].api,
@@ -394,20 +506,19 @@ fn a_peer_that_does_not_answer_is_named_within_its_deadline() {
             .iter()
             .any(|u| u["peer"] == stopped_url.as_str())
     );
-    // Counted per peer.
+    // Counted per peer: node 0 asked each twice (the list, then the call).
     let m = nodes[0].server.metrics();
-    assert!(
+    let count = |peer: &str, result: &str| {
         m.get(
             "hep_cluster_peer_requests_total",
-            &[("peer", &stopped_url), ("result", "error")]
-        ) >= 2
-    );
+            &[("peer", peer), ("result", result)],
+        )
+    };
+    assert_eq!(count(&stopped_url, "error"), 2);
+    assert_eq!(count(&silent_url, "timeout"), 2);
     assert_eq!(
-        m.get(
-            "hep_cluster_peer_requests_total",
-            &[("peer", &silent_url), ("result", "timeout")]
-        ),
-        1
+        m.get("hep_cluster_peer_seconds_count", &[("peer", &silent_url)]),
+        2
     );
     stop(nodes);
 }
