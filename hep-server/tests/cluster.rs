@@ -412,11 +412,11 @@ fn a_calls_view_and_its_exports_come_whole_from_the_node_that_holds_it() {
     );
     assert_eq!(code, 0, "{err}");
     let ladder = String::from_utf8(out).unwrap();
-    for i in 1..3 {
+    for (i, node) in nodes.iter().enumerate().skip(1) {
         let head = format!(
             "== call {} on node-{i} (http://{}) ==",
             call_of(i).0,
-            nodes[i].api
+            node.api
         );
         assert!(ladder.contains(&head), "{head} in\n{ladder}");
     }
@@ -434,7 +434,12 @@ fn a_peer_that_does_not_answer_is_named_within_its_deadline() {
     // never accepted), and one that is stopped.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_url = format!("http://{}", silent.local_addr().unwrap());
-    let mut nodes = cluster("cluster-unanswered", 3, &[silent_url.clone()], 500);
+    let mut nodes = cluster(
+        "cluster-unanswered",
+        3,
+        std::slice::from_ref(&silent_url),
+        500,
+    );
     let stopped = nodes.pop().unwrap();
     let stopped_url = format!("http://{}", stopped.api);
     stopped.server.stop();

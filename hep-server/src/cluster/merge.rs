@@ -75,7 +75,7 @@ pub fn merge(pages: Vec<NodePage>, limit: usize) -> (Vec<Value>, Option<i64>) {
         .filter(|(k, _)| floor.is_none_or(|f| *k >= f))
         .collect();
     // Newest first; a stable sort keeps a node's own order among equal cursors.
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     let limit = limit.max(1);
     if rows.len() > limit {
         rows.truncate(limit);

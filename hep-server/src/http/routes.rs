@@ -851,7 +851,7 @@ mod tests {
         assert_eq!(percent_decode("abc%2"), "abc%2");
     }
 
-    async fn ask(router: Router, target: &str) -> (StatusCode, serde_json::Value) {
+    async fn ask(router: Router, target: &str) -> (StatusCode, Value) {
         let request = axum::http::Request::get(target)
             .body(Body::empty())
             .expect("a request");
