@@ -332,8 +332,9 @@ fn call_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
 // ===== the API =====
 
 #[derive(Serialize)]
-struct CallsJson {
-    calls: Vec<Value>,
+struct CallsJson<Row> {
+    /// [`CallRow`]s, or JSON rows of several nodes merged.
+    calls: Vec<Row>,
     next: Option<String>,
     /// With `q`: what the text search read (`null` without), on every node that
     /// answered.
@@ -395,6 +396,15 @@ async fn list_calls(
     let page = page?;
     warn_damaged(&page.damaged);
     let name = s.cluster.name();
+    if local_only {
+        // This node alone: its rows as they are (keys in their order).
+        return Ok(json_response(&CallsJson {
+            calls: page.calls.iter().map(|c| CallRow::of(c, name)).collect(),
+            next: page.next.map(|n| n.to_string()),
+            text_scan: page.text_scan.and_then(|t| serde_json::to_value(t).ok()),
+            unanswered: Vec::new(),
+        }));
+    }
     let rows = page
         .calls
         .iter()
