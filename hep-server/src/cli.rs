@@ -158,6 +158,9 @@ pub struct SearchArgs {
     /// instead of the config's `[cluster] peers` (its token and timeout_ms still apply).
     #[arg(long = "peer", value_name = "URL", value_parser = parse_peer)]
     pub peers: Vec<crate::cluster::Peer>,
+    /// Search this node's store only, whatever `[cluster] peers` says.
+    #[arg(long, conflicts_with = "peers")]
+    pub local: bool,
 }
 
 fn parse_peer(s: &str) -> Result<crate::cluster::Peer, String> {
@@ -211,7 +214,7 @@ first peer that holds it when this node does not; else the calls each peer lists
 most --limit, 1000 at most, within the last 24 hours without --since), each whole from
 its node. This node's messages come first, then each peer's calls (pcap: all packets in
 capture time order). A peer that does not answer within [cluster] timeout_ms is named on
-standard error, and the exit status is then 3, whatever matched.";
+standard error, and the exit status is then 3, whatever matched. --local asks no peer.";
 
 fn parse_text(s: &str) -> Result<String, String> {
     let max = crate::store::text::MAX_TEXT_BYTES;

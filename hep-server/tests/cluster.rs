@@ -422,6 +422,12 @@ fn a_calls_view_and_its_exports_come_whole_from_the_node_that_holds_it() {
     }
     let (code, _, err) = search(&nodes[0], &["--call-id", "no-such-call"]);
     assert_eq!(code, 1, "{err}");
+    // --local: this node's store only (node 0 does not hold node 2's call).
+    let (code, _, err) = search(
+        &nodes[0],
+        &["--call-id", &id, "--local", "--format", "json"],
+    );
+    assert_eq!(code, 1, "{err}");
     // A Call-ID no node holds: every peer answered, so a plain 404.
     let nowhere = with_token(nodes[0].api, "/api/v1/calls/no-such-call", OPS);
     assert_eq!(nowhere.status, 404);

@@ -106,6 +106,9 @@ pub fn run(args: &SearchArgs, dest: Destination) -> anyhow::Result<SearchSummary
     if !args.peers.is_empty() {
         cluster_config.peers.clone_from(&args.peers);
     }
+    if args.local {
+        cluster_config.peers.clear();
+    }
     let aliases = config.map(|c| c.aliases).unwrap_or_default();
     let query = Query {
         call_id: args.call_id.clone(),
