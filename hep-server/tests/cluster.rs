@@ -288,6 +288,30 @@ fn a_search_through_any_node_finds_every_call_newest_first_each_naming_its_node(
         }
     }
     assert_eq!(seen, newest_first);
+    // A node that keeps no store and only searches its peers.
+    let front_dir = test_dir("cluster-search-front");
+    let peers: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("\"http://{}\"", n.api))
+        .collect();
+    let front_config = front_dir.join("hep-server.toml");
+    std::fs::write(
+        &front_config,
+        format!(
+            "listen = [\"hep_udp:127.0.0.1:0\"]\noutputs = [\"null\"]\n\
+             [cluster]\nname = \"front\"\npeers = [{}]\ntoken = \"{CLUSTER_TOKEN}\"\n",
+            peers.join(", ")
+        ),
+    )
+    .unwrap();
+    let front = Server::run(&["--config", front_config.to_str().unwrap()]);
+    let front_api = front.http.unwrap();
+    let v = get(front_api, &format!("/api/v1/calls?{DAY}"), &[]).json();
+    assert_eq!(ids(&v), newest_first, "{v}");
+    let view = get(front_api, &format!("/api/v1/calls/{}", call_of(1).0), &[]);
+    assert_eq!(view.status, 200);
+    assert_eq!(view.json()["node"], "node-1");
+    front.stop();
     // Filters go with the query: a user no call has finds nothing anywhere.
     let none = with_token(
         nodes[1].api,

@@ -384,7 +384,15 @@ async fn list_calls(
         ..StoreQuery::default()
     };
     let (cursor, limit) = (p.cursor, p.limit);
-    let local = s.read(move |dir| store::calls(dir, &query, cursor).map_err(store_error));
+    // A node without a store that has peers only searches them.
+    let storeless = s.store.is_none() && !local_only;
+    let local = async {
+        if storeless {
+            return Ok(store::Calls::default());
+        }
+        s.read(move |dir| store::calls(dir, &query, cursor).map_err(store_error))
+            .await
+    };
     let peers = async {
         if local_only {
             Vec::new()
@@ -517,6 +525,12 @@ fn with_node(mut r: Response, s: &AppState) -> Response {
     r
 }
 
+/// Whether a call this node could not give (`e`) is to be asked of the peers: it is
+/// not here, or this node keeps no store (a node that only searches its peers).
+fn ask_peers(s: &AppState, e: &ApiError, local_only: bool) -> bool {
+    !local_only && (e.code == "not_found" || s.store.is_none())
+}
+
 /// The messages of `call_id` (legs included), oldest first; `not_found` when none.
 async fn messages_of(
     s: &AppState,
@@ -593,7 +607,7 @@ async fn call(
     let id = call_id(id)?;
     let p = CallDetail::parse(&pairs(q)?, now_usec(), false)?;
     let found = match messages_of(&s, &access, id.clone(), &p).await {
-        Err(e) if e.code == "not_found" && !local_only => {
+        Err(e) if ask_peers(&s, &e, local_only) => {
             let (peer, answer) = from_peers(&s, &uri, &access, &format!("call {id}")).await?;
             let mut v = answer
                 .json()
@@ -667,7 +681,7 @@ async fn call_pcap(
     let id = call_id(id)?;
     let p = CallDetail::parse(&pairs(q)?, now_usec(), false)?;
     let found = match messages_of(&s, &access, id.clone(), &p).await {
-        Err(e) if e.code == "not_found" && !local_only => {
+        Err(e) if ask_peers(&s, &e, local_only) => {
             let (peer, answer) = from_peers(&s, &uri, &access, &format!("call {id}")).await?;
             return Ok(relayed(&peer, answer));
         }
@@ -712,7 +726,7 @@ async fn call_text(
     let id = call_id(id)?;
     let p = CallDetail::parse(&pairs(q)?, now_usec(), true)?;
     let found = match messages_of(&s, &access, id.clone(), &p).await {
-        Err(e) if e.code == "not_found" && !local_only => {
+        Err(e) if ask_peers(&s, &e, local_only) => {
             let (peer, answer) = from_peers(&s, &uri, &access, &format!("call {id}")).await?;
             return Ok(relayed(&peer, answer));
         }
