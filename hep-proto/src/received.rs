@@ -8,6 +8,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 
@@ -174,17 +175,40 @@ pub struct RecvInfo {
     /// `hep_tls` with client certificates (mTLS): the agent's verified certificate, shared
     /// by every message of the connection. `None` for UDP, TCP, and TLS without mTLS.
     pub client: Option<Arc<ClientIdentity>>,
+    /// When the collector that first received it did, for a message that reached this one
+    /// through another (a cluster's edge): its stores keep that time, so a message
+    /// delivered twice is the same row. `None` for a message received here: outputs take
+    /// the time they see it. (This crate reads no clock: whoever receives it sets it.)
+    pub received_at: Option<SystemTime>,
 }
 
 impl RecvInfo {
-    /// Receive info without a client certificate.
+    /// Receive info without a client certificate or an earlier receive time.
     pub const fn new(transport: Transport, peer: SocketAddr, listener: SocketAddr) -> Self {
         Self {
             transport,
             peer,
             listener,
             client: None,
+            received_at: None,
         }
+    }
+
+    /// This info with the time another collector first received the message.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use hep_proto::{RecvInfo, Transport};
+    ///
+    /// let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_651_200);
+    /// let info = RecvInfo::new(Transport::Tcp, "10.0.0.1:5060".parse().unwrap(), "10.0.0.9:9060".parse().unwrap())
+    ///     .with_received_at(at);
+    /// assert_eq!(info.received_at, Some(at));
+    /// ```
+    #[must_use]
+    pub const fn with_received_at(mut self, at: SystemTime) -> Self {
+        self.received_at = Some(at);
+        self
     }
 
     /// This info with the agent's verified client certificate.

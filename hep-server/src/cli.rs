@@ -38,6 +38,7 @@ use hep_proto::{HepVersion, ProtoType};
 use hep_transport::{HepDestination, ListenOn, SpecError};
 
 use crate::config::{Config, MetricsConfig, Written};
+use crate::nats::NatsInputSpec;
 use crate::outputs::OutputSpec;
 
 /// What `hep-server --version` prints after the name: the package version and the git
@@ -279,6 +280,12 @@ pub struct RunArgs {
     /// [env: HEP_SERVER_OUTPUT, specs separated by spaces].
     #[arg(long = "output", value_name = "SPEC")]
     pub output: Vec<String>,
+    /// Read a cluster's stream: `nats:URL[,URL...][;stream=HEP][;subject=hep]
+    /// [;partitions=A-B]` (a consumer; docs/SCALE-OUT.md); repeatable, replaces the
+    /// config's inputs. Without `--listen` or a `listen` in the file, a node with inputs
+    /// has no listeners.
+    #[arg(long = "input", value_name = "SPEC")]
+    pub input: Vec<String>,
     /// Serve Prometheus metrics at `http://ADDR/metrics` [env: HEP_SERVER_METRICS].
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
@@ -413,6 +420,19 @@ impl RunArgs {
                     })
                 })
                 .collect::<Result<_, _>>()?;
+        }
+        if !self.input.is_empty() {
+            config.inputs = self
+                .input
+                .iter()
+                .map(|i| Written::parse(i, NatsInputSpec::parse))
+                .collect::<Result<_, _>>()?;
+            // A consumer listens only where it is told to.
+            if self.listen.is_empty()
+                && config.listen == crate::config::default_listen(config.hep_port)
+            {
+                config.listen.clear();
+            }
         }
         if let Some(addr) = self.metrics {
             config.metrics = Some(MetricsConfig { listen: addr });

@@ -15,6 +15,7 @@
 //!  config/ ─> server/: listeners ─> callbacks.rs ─> outputs/: fanout, a queue each
 //!                                                     ├─> store:  ─> store/ <─ commands/search.rs, http/
 //!                                                     ├─> relay:  (outputs/relay/, its spool/)
+//!                                                     ├─> nats:   (a cluster's edge, nats/)
 //!                                                     ├─> stdout, json:, pcap: ─> formats/
 //!                                                     └─> null
 //! ```
@@ -29,6 +30,10 @@
 //! - [`outputs`]: where messages go: the fan-out, each output's bounded queue and its
 //!   counters, one module per kind (`stdout`, `json:`, `pcap:`, `store:`, `null`,
 //!   [`relay`](outputs::relay) with its disk spool and its mark).
+//! - [`nats`]: a cluster on NATS JetStream: the specs, the message on the stream (its
+//!   partition and key) and the stream, shared by the edge (`outputs`' `nats:`) and the
+//!   consumer (`inputs`, private: an input beside the listeners, acknowledging what the
+//!   outputs have).
 //! - [`store`]: the embedded capture store (SQLite partitions): open, write a batch, what
 //!   was written, search. It knows neither the outputs nor the configuration file.
 //! - [`formats`]: how a message is written out or read back: the HEP bytes it goes on as
@@ -62,7 +67,9 @@ pub mod commands;
 pub mod config;
 pub mod formats;
 pub mod http;
+mod inputs;
 pub mod kpi;
+pub mod nats;
 pub mod outputs;
 pub mod qos;
 mod read;

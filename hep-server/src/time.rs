@@ -9,9 +9,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Now, in microseconds since the Unix epoch (0 for a clock before it).
 pub fn now_usec() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+    usec_of(SystemTime::now())
+}
+
+/// `t` in microseconds since the Unix epoch (0 before it, saturated far after it).
+pub fn usec_of(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// The civil date `(year, month 1..=12, day 1..=31)` of a day count since 1970-01-01.

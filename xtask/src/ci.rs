@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
+use crate::interop::peers::{apt_install, is_root};
 use crate::{Workspace, bench, browser, fuzz, interop, package};
 
 /// Seconds each fuzz target runs during `ci`: a smoke run, not a fuzzing campaign.
@@ -113,11 +114,18 @@ fn structure(ws: &Workspace) -> Result<Outcome> {
     Ok(Outcome::Passed)
 }
 
-/// The test suite: `cargo nextest run` when cargo-nextest is installed, else `cargo test`.
+/// The test suite: `cargo nextest run` when cargo-nextest is installed, else `cargo test`;
+/// `nats-server` is installed first when missing (as root).
 ///
 /// Both run all targets, so benches and examples are built and smoke-run in test mode either way.
 /// Neither runs doctests; that is [`doctest`].
 fn test(ws: &Workspace) -> Result<Outcome> {
+    // hep-server's tests/nats.rs runs the cluster's edge and consumer against a real
+    // JetStream server.
+    let nats = ["/usr/sbin/nats-server", "/usr/bin/nats-server"];
+    if !nats.iter().any(|p| std::path::Path::new(p).exists()) && is_root() {
+        apt_install(&["nats-server"])?;
+    }
     let nextest = ws.cargo().args(["nextest", "--version"]).probe();
     let cmd = if nextest {
         ws.cargo().args([
@@ -155,7 +163,7 @@ fn doc(ws: &Workspace) -> Result<Outcome> {
 /// built), lintian, installed, its service run as systemd would, reloaded, stopped,
 /// purged. Needs root (CI runs as root); skipped otherwise, saying why.
 fn package_step(ws: &Workspace) -> Result<Outcome> {
-    if !interop::peers::is_root() {
+    if !is_root() {
         return Ok(Outcome::Skipped(
             "not root: the check installs and purges the package",
         ));

@@ -17,12 +17,8 @@ pub(super) fn resolve(
     src: &Source<'_>,
 ) -> Result<Specs<ListenOn>, ConfigError> {
     let Some(list) = raw else {
-        let on = |transport| {
-            let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, hep_port));
-            Written::from(ListenOn::new(ListenSpec::new(transport, addr)))
-        };
         return Ok(Specs {
-            specs: vec![on(Transport::Udp), on(Transport::Tcp)],
+            specs: default(hep_port),
             tls_at: None,
         });
     };
@@ -42,4 +38,13 @@ pub(super) fn resolve(
         specs: listen,
         tls_at: tls,
     })
+}
+
+/// The listeners without a `listen`: UDP and TCP on 0.0.0.0, port `hep_port`.
+pub fn default(hep_port: u16) -> Vec<Written<ListenOn>> {
+    let on = |transport| {
+        let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, hep_port));
+        Written::from(ListenOn::new(ListenSpec::new(transport, addr)))
+    };
+    vec![on(Transport::Udp), on(Transport::Tcp)]
 }

@@ -39,12 +39,15 @@ mod dedup;
 mod error;
 mod filter;
 mod http;
+mod inputs;
 mod kpi;
 mod limits;
 mod listen;
 mod log;
 mod metrics;
 mod outputs;
+
+pub use listen::default as default_listen;
 mod rate_limit;
 mod relay;
 mod rewrite;
@@ -68,6 +71,7 @@ pub use written::Written;
 
 use crate::aliases::Aliases;
 use crate::http::HttpConfig;
+use crate::nats::NatsInputSpec;
 use crate::outputs::conflict::conflict;
 use crate::outputs::relay::spool::SpoolConfig;
 use crate::outputs::relay::{RelaySettings, RelayTlsConfig};
@@ -83,6 +87,7 @@ use error::{Source, key_at, section_at};
 struct RawConfig {
     listen: Option<Vec<Spanned<String>>>,
     outputs: Option<Vec<Spanned<String>>>,
+    inputs: Option<Vec<Spanned<String>>>,
     hep_port: Option<u16>,
     hep_send_timeout: Option<u64>,
     hep_max_msg_chunks: Option<u32>,
@@ -127,6 +132,10 @@ pub struct Config {
     pub listen: Vec<Written<ListenOn>>,
     /// Where messages go (`outputs`): default `store:hep-store`.
     pub outputs: Vec<Written<OutputSpec>>,
+    /// Where messages come from besides the listeners (`inputs`): a cluster's consumer,
+    /// `nats:URL[,URL...];partitions=A-B`. A node with inputs and no `listen` has no
+    /// listeners.
+    pub inputs: Vec<Written<NatsInputSpec>>,
     /// Default port of listen specs and relay destinations without one (seed
     /// `hep_port`, 5656).
     pub hep_port: u16,
@@ -346,11 +355,17 @@ impl Config {
 fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigError> {
     let src = Source { path, text };
     let hep_port = raw.hep_port.unwrap_or(HEP_PORT);
+    let inputs = inputs::resolve(raw.inputs, &src)?;
+    // A consumer node listens only where it is told to.
+    let raw_listen = match (&raw.listen, inputs.is_empty()) {
+        (None, false) => Some(Vec::new()),
+        _ => raw.listen,
+    };
     // Where the file asks for TLS, so that a missing section is reported there.
     let Specs {
         specs: listen,
         tls_at: tls_listener,
-    } = listen::resolve(raw.listen, hep_port, &src)?;
+    } = listen::resolve(raw_listen, hep_port, &src)?;
     let Specs {
         specs: outputs,
         tls_at: tls_relay,
@@ -387,6 +402,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
     Ok(Config {
         listen,
         outputs,
+        inputs,
         hep_port,
         hep_send_timeout: raw.hep_send_timeout.unwrap_or(100),
         hep_max_msg_chunks: raw.hep_max_msg_chunks.unwrap_or(32),

@@ -7,6 +7,7 @@
 //!                         ├── queue ──> pcap:PATH  (thread: rebuilt packets)
 //!                         ├── queue ──> store:DIR  (threads: rows, writer -> crate::store)
 //!                         ├── queue ──> relay:...  (task: HepSender; spool=DIR: disk first)
+//!                         ├── queue ──> nats:...   (task: JetStream publishes; spool=DIR)
 //!                         └── null                 (counted as it passes)
 //! ```
 //!
@@ -33,8 +34,10 @@ pub(crate) mod conflict;
 pub(crate) mod counters;
 pub mod fanout;
 mod json;
+mod nats;
 mod null;
 mod pcap;
+pub(crate) mod progress;
 pub mod queue;
 pub mod relay;
 pub(crate) mod set;
@@ -147,5 +150,6 @@ pub(crate) fn open(spec: &OutputSpec, cx: &mut Context<'_>) -> anyhow::Result<Op
         OutputSpec::Relay { dest, spool } => relay::open(dest, spool.as_deref(), cx),
         OutputSpec::Store(dir) => store::open(dir, cx),
         OutputSpec::Null => Ok(null::open(cx)),
+        OutputSpec::Nats(spec) => nats::open(spec, cx),
     }
 }

@@ -164,6 +164,12 @@ impl OutputStats {
         self.failed.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Counts `n` messages as queued, as [`OutputQueue::send`] does.
+    #[cfg(test)]
+    pub(crate) fn enqueued_for_tests(&self, n: u64) {
+        self.queued.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn dequeued(&self, n: u64) {
         self.queued.fetch_sub(n, Ordering::Relaxed);
     }

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::conflict::resolved_path;
 use super::counters::Counters;
 use super::fanout::Fanout;
+use super::progress::Progress;
 use super::queue::{OutputQueue, OutputStats};
 use super::relay::{self, RelayCollect, RelaySettings};
 use super::{Context, OutputSettings, OutputSpec, Worker};
@@ -39,6 +40,8 @@ pub(crate) struct Outputs {
     capacity: usize,
     /// The parent of every output's `close` token: cancelled, it closes them all.
     close: CancellationToken,
+    /// The running outputs' counters, for the inputs.
+    progress: Progress,
 }
 
 /// What makes two outputs the same one.
@@ -167,7 +170,14 @@ impl Outputs {
             counters: Counters::new(registry),
             capacity,
             close,
+            progress: Progress::default(),
         }
+    }
+
+    /// How far the running outputs have got, kept current by every reconfiguration:
+    /// what the inputs acknowledge by.
+    pub(crate) fn progress(&self) -> Progress {
+        self.progress.clone()
     }
 
     /// Makes the outputs those of `specs`: keeps the ones it still has, starts the ones
@@ -293,6 +303,8 @@ impl Outputs {
         for s in self.counters.outputs() {
             s.set_active(self.running.iter().any(|r| r.key.spec == s.name()));
         }
+        self.progress
+            .set(self.running.iter().map(|r| Arc::clone(&r.stats)).collect());
         Ok(Reconfigured {
             fanout: self.fanout(),
             retired,

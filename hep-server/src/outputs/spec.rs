@@ -1,12 +1,15 @@
 //! Output specs, as `outputs = [...]` and `--output` take them: `store:DIR` (the
 //! default), `stdout`, `json:PATH|-`, `pcap:PATH`,
-//! `relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N][;spool=DIR]`, `null`.
+//! `relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N][;spool=DIR]`, `null`, and a
+//! cluster's edge `nats:URL[,URL...][;key=value...]` ([`NatsOutputSpec`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use hep_transport::HepDestination;
+
+use crate::nats::NatsOutputSpec;
 
 /// A parsed output spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +32,8 @@ pub enum OutputSpec {
     Null,
     /// The embedded capture store in this directory (`hep-server search` reads it).
     Store(PathBuf),
+    /// A cluster's edge: every message published to a NATS JetStream stream.
+    Nats(Box<NatsOutputSpec>),
 }
 
 /// An output spec that could not be parsed.
@@ -56,6 +61,7 @@ impl OutputSpec {
             | Self::Pcap(p)
             | Self::Store(p)
             | Self::Relay { spool: Some(p), .. } => Some(p),
+            Self::Nats(n) => n.spool.as_deref(),
             _ => None,
         }
     }
@@ -89,6 +95,9 @@ impl OutputSpec {
             ("store", Some(p)) => Ok(Self::Store(PathBuf::from(p))),
             ("json", Some(p)) => Ok(Self::Json(Some(PathBuf::from(p)))),
             ("pcap", Some(p)) => Ok(Self::Pcap(PathBuf::from(p))),
+            ("nats", Some(_)) => NatsOutputSpec::parse(s)
+                .map(|n| Self::Nats(Box::new(n)))
+                .map_err(|e| err(&e.to_string())),
             ("relay", Some(arg)) => {
                 // `;spool=DIR` is ours; the rest is the destination's.
                 let mut spool = None;
@@ -106,7 +115,8 @@ impl OutputSpec {
                 Ok(Self::Relay { dest, spool })
             }
             _ => Err(err("expected store:DIR, stdout, json:PATH|-, pcap:PATH, \
-                 relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N][;spool=DIR] or null")),
+                 relay:hep_udp|hep_tcp|hep_tls:HOST:PORT[;version=N][;spool=DIR], \
+                 nats:URL[,URL...][;stream=S][;subject=S][;partitions=P][;spool=DIR] or null")),
         }
     }
 }
@@ -133,6 +143,7 @@ impl fmt::Display for OutputSpec {
                 dest,
                 spool: Some(dir),
             } => write!(f, "relay:{dest};spool={}", dir.display()),
+            Self::Nats(n) => n.fmt(f),
         }
     }
 }

@@ -70,7 +70,12 @@ impl Output for Store {
                 for batch in to_write {
                     let taken = batch.len();
                     let w = store.write(batch);
-                    let recorded = stats.record_batch(taken, w.stored, &[("disk_low", w.disk_low)]);
+                    // A duplicate is one the store holds: delivered (its input may acknowledge it).
+                    let recorded = stats.record_batch(
+                        taken,
+                        w.stored + w.duplicates,
+                        &[("disk_low", w.disk_low)],
+                    );
                     if !recorded {
                         return;
                     }
@@ -173,6 +178,12 @@ impl Collect for StoreStats {
             Kind::Counter,
         );
         out.sample("hep_store_clock_skew_total", &o, self.clock_skewed());
+        out.declare(
+            "hep_store_duplicates_total",
+            "Messages from a cluster's stream the store already held (redeliveries), not stored again.",
+            Kind::Counter,
+        );
+        out.sample("hep_store_duplicates_total", &o, self.duplicates());
     }
 }
 

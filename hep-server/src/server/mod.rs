@@ -238,6 +238,16 @@ pub async fn run_with_reloads(
     // A listener that ends on its own stops the run.
     let listener_ended = CancellationToken::new();
     listeners::spawn(listeners, &stack, &shutdown, &listener_ended);
+    // Inputs stop with the listeners; what they took is acknowledged as the outputs
+    // have it.
+    crate::inputs::spawn(
+        &config.inputs,
+        &stack,
+        &outputs.progress(),
+        &registry,
+        &shutdown.listening,
+        &shutdown.listeners,
+    );
     let outputs_list = config
         .outputs
         .iter()

@@ -102,7 +102,7 @@ pub use config::StoreConfig;
 pub use link::{Correlation, LinkHeader, Pattern, session_key};
 pub use message_id::{BadMessageId, MessageId};
 pub use query::{Query, Results, Stored, message};
-pub use row::Batch;
+pub use row::{Batch, delivery_key};
 pub use search::search;
 pub use text::TextScan;
 pub use writer::{Store, StoreStats, Written};

@@ -56,6 +56,9 @@ pub(crate) struct Row {
     /// The HEP bytes: as received, or re-encoded when a callback changed the message
     /// (so that what is stored is what the outputs saw, e.g. without a stripped key).
     pub(crate) hep: Bytes,
+    /// For a message another collector received first (a cluster's edge), its
+    /// [`delivery_key`]: a store holds each such message once.
+    pub(crate) key: Option<i64>,
 }
 
 /// What the rows of a batch depend on besides its messages: the store's settings.
@@ -147,6 +150,12 @@ impl Batch {
     /// that cannot be is counted as failed.
     pub fn add(&mut self, m: &Received, received_usec: i64) {
         self.taken += 1;
+        // A message that reached us through another collector keeps its receive time:
+        // its partition, and so its duplicate check, do not depend on when it came.
+        let received_usec = m
+            .info
+            .received_at
+            .map_or(received_usec, crate::time::usec_of);
         let Some(r) = self.row(m, received_usec) else {
             self.failed += 1;
             return;
@@ -230,6 +239,10 @@ impl Batch {
             transport: m.info.transport,
             peer: m.info.peer,
             listener: m.info.listener,
+            key: m
+                .info
+                .received_at
+                .map(|_| delivery_key(&m.wire, recv_ts, m.info.peer) as i64),
             hep,
         })
     }
@@ -325,6 +338,26 @@ impl RecvText {
         ));
         Some((r.transport.as_str(), peer, listener))
     }
+}
+
+/// The key that names one message as the collector that first received it did: the
+/// CRC-32 of its HEP bytes (high half) and the CRC-32 of its receive time (us), the
+/// agent's address and the bytes' length (low half). A cluster's edge sends it as
+/// `Nats-Msg-Id`, and a consumer's store keeps the keys it stored (`received_keys`),
+/// skipping a message whose key it holds: a redelivery leaves one row.
+///
+/// ```
+/// use hep_server::store::delivery_key;
+/// let agent = "10.0.0.1:5060".parse().unwrap();
+/// assert_eq!(delivery_key(b"HEP3", 7, agent), delivery_key(b"HEP3", 7, agent));
+/// assert_ne!(delivery_key(b"HEP3", 7, agent), delivery_key(b"HEP3", 8, agent));
+/// ```
+pub fn delivery_key(hep: &[u8], received_usec: i64, peer: SocketAddr) -> u64 {
+    let mut low = crc32fast::Hasher::new();
+    low.update(&received_usec.to_le_bytes());
+    low.update(peer.to_string().as_bytes());
+    low.update(&(hep.len() as u64).to_le_bytes());
+    (u64::from(crc32fast::hash(hep)) << 32) | u64::from(low.finalize())
 }
 
 #[cfg(test)]

@@ -437,6 +437,15 @@ pub(crate) const INSERT_V6: &str = "INSERT INTO messages (id, ts, recv_ts, proto
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
     ?20, ?21, ?22, ?23, ?24)";
 
+/// The keys of the messages from another collector (a cluster's edge) a partition holds
+/// ([`delivery_key`](super::delivery_key)): any version of file may get it; a file fed
+/// by listeners only never does. Older builds ignore it.
+pub(crate) const CREATE_RECEIVED_KEYS: &str =
+    "CREATE TABLE IF NOT EXISTS received_keys (key INTEGER PRIMARY KEY)";
+
+/// Adds key `?1`; no change when the partition holds it (a redelivery).
+pub(crate) const ADD_RECEIVED_KEY: &str = "INSERT OR IGNORE INTO received_keys (key) VALUES (?1)";
+
 /// Records that a batch's messages of the call of hash `?1` are the rows `?2` to `?3`
 /// with that hash (versions 4 and 5).
 pub(crate) const ADD_CALL_RANGE: &str =

@@ -1064,3 +1064,63 @@ fn free_text_stops_at_its_bound_and_says_so() {
     assert_eq!(page.calls[0].call_id, "call-00");
     assert_eq!(page.text_scan.map(|s| s.truncated), Some(false));
 }
+
+/// `m` as a cluster's consumer hands it on: received by an edge at `at` (Unix seconds).
+fn from_edge(m: &Queued, at: u32) -> Queued {
+    let mut r = (**m).clone();
+    r.info = r
+        .info
+        .with_received_at(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(at)));
+    Arc::new(r)
+}
+
+#[test]
+fn a_message_delivered_again_by_the_stream_is_stored_once_in_the_partition_of_its_edge_time() {
+    let dir = TempDir::new("store-redelivery");
+    let stats = Arc::new(StoreStats::new("store:test"));
+    let config = StoreConfig {
+        max_age_hours: 0,
+        max_size_mb: 0,
+        min_free_mb: 0,
+        ..StoreConfig::default()
+    };
+    let mut w = Store::open(dir.path(), config, Arc::clone(&stats)).expect("opens");
+    let call = [
+        from_edge(&invite(NINE + 5, "redelivered@x", "alice", ""), NINE + 6),
+        from_edge(&invite(NINE + 7, "other@x", "alice", ""), NINE + 8),
+    ];
+    let first = w.write_received(&call, |_| 0);
+    assert_eq!((first.stored, first.duplicates), (2, 0));
+    // A crash before the acknowledgement: the stream delivers both again, an hour later
+    // by this node's clock (the `received` time the output passes is ignored for them).
+    let again = w.write_received(&call, |_| i64::from(TEN + 100) * 1_000_000);
+    assert_eq!((again.stored, again.duplicates), (0, 2));
+    assert_eq!(stats.duplicates(), 2);
+    // A new message from the same edge is stored; one from a listener is never checked.
+    let new = from_edge(&invite(NINE + 9, "new@x", "bob", ""), NINE + 10);
+    let listener_copy = invite(NINE + 5, "redelivered@x", "alice", "");
+    let third = w.write_received(
+        &[new, Arc::clone(&listener_copy), listener_copy],
+        captured_at,
+    );
+    assert_eq!((third.stored, third.duplicates), (3, 0));
+    drop(w);
+    let ids = call_ids(dir.path(), &Query::default());
+    assert_eq!(
+        ids.iter().filter(|c| *c == "redelivered@x").count(),
+        3,
+        "{ids:?}"
+    );
+    assert_eq!(ids.iter().filter(|c| *c == "other@x").count(), 1);
+    let partitions = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "db")
+        })
+        .count();
+    assert_eq!(partitions, 1, "the edge's times are in the 09:00 partition");
+}

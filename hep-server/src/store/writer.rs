@@ -46,6 +46,7 @@ pub struct StoreStats {
     bytes: AtomicU64,
     removed: AtomicU64,
     clock_skew: AtomicU64,
+    duplicates: AtomicU64,
 }
 
 impl StoreStats {
@@ -57,7 +58,14 @@ impl StoreStats {
             bytes: AtomicU64::new(0),
             removed: AtomicU64::new(0),
             clock_skew: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
         }
+    }
+
+    /// Messages from another collector that the store already held (redeliveries of a
+    /// cluster's stream), not stored again.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
     }
 
     /// The store's name.
@@ -133,6 +141,9 @@ struct Open {
     /// The file's schema: a file left by an earlier build gets rows of its version.
     version: Version,
     ids: RowIds,
+    /// Whether `received_keys` is known to exist (made when the first message from
+    /// another collector comes; a file fed by listeners only never has it).
+    keys_table: bool,
 }
 
 impl Drop for Open {
@@ -162,6 +173,9 @@ pub struct Written {
     /// Messages refused because the filesystem's free space was below `[store]
     /// min_free_mb`.
     pub disk_low: u64,
+    /// Messages from another collector (a cluster's edge) that the store already held
+    /// (a redelivery): not stored again.
+    pub duplicates: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -260,7 +274,13 @@ impl Store {
         for group in rows.by_partition() {
             let n = group.len() as u64;
             match self.insert(group[0].partition, span, &rows, group, &mut created) {
-                Ok(()) => out.stored += n,
+                Ok(duplicates) => {
+                    out.stored += n - duplicates;
+                    out.duplicates += duplicates;
+                    self.stats
+                        .duplicates
+                        .fetch_add(duplicates, Ordering::Relaxed);
+                }
                 Err(e) => {
                     out.failed += n;
                     tracing::warn!(error = %e, messages = n, "store: write failed");
@@ -281,7 +301,7 @@ impl Store {
         all: &Batch,
         group: &[Row],
         created: &mut bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let p = Partition::holding(&self.dir, start, span);
         let path = p.path.clone();
         // For this transaction to write the WAL from its start again, the checkpoints of
@@ -294,7 +314,7 @@ impl Store {
         scratch.calls.clear();
         let done = self.insert_rows(p, all, group, created, &mut scratch);
         self.scratch = scratch;
-        done?;
+        let duplicates = done?;
         // After the commit: the checkpoint copies it into the file.
         let open = self.open.last_mut().expect("the connection just used");
         self.checkpointer.request(&path);
@@ -311,7 +331,7 @@ impl Store {
                 tracing::warn!(partition = %path.display(), error = %e, "store: checkpoint failed");
             }
         }
-        Ok(())
+        Ok(duplicates)
     }
 
     /// Inserts `group` (rows of `all`) into the partition `p` in one transaction. For a
@@ -325,7 +345,7 @@ impl Store {
         group: &[Row],
         created: &mut bool,
         scratch: &mut Scratch,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let path = p.path.clone();
         let open = self.connection(p, created)?;
         let sql = |e| StoreError::sqlite(&path, e);
@@ -333,11 +353,25 @@ impl Store {
         let version = open.version;
         let hep_start = open.hep.as_ref().map_or(0, HepFile::end);
         let Scratch { hep_bytes, calls } = scratch;
+        let mut duplicates = 0;
         let tx = open.conn.transaction().map_err(sql)?;
         {
             let mut insert = tx.prepare_cached(version.insert()).map_err(sql)?;
             let mut recv = RecvText::default();
             for r in group {
+                if let Some(key) = r.key {
+                    // Its key first: a message the store holds (a redelivery) stops here.
+                    if !open.keys_table {
+                        tx.execute_batch(schema::CREATE_RECEIVED_KEYS)
+                            .map_err(sql)?;
+                        open.keys_table = true;
+                    }
+                    let mut seen = tx.prepare_cached(schema::ADD_RECEIVED_KEY).map_err(sql)?;
+                    if seen.execute([key]).map_err(sql)? == 0 {
+                        duplicates += 1;
+                        continue;
+                    }
+                }
                 bind(&mut insert, version, all, r, recv.changed(r)).map_err(sql)?;
                 if version.has_side_file() {
                     let offset = hep_start + hep_bytes.len() as u64;
@@ -389,7 +423,7 @@ impl Store {
         tx.commit().map_err(sql)?;
         // After the commit: a failed batch leaves the ids as they were.
         open.ids = ids;
-        Ok(())
+        Ok(duplicates)
     }
 
     /// The open connection to `p`, opening (and creating) it if needed; it is then the
@@ -434,6 +468,7 @@ impl Store {
                 conn,
                 version,
                 ids: RowIds::default(),
+                keys_table: false,
             });
         }
         Ok(self.open.last_mut().expect("just pushed"))

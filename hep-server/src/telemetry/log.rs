@@ -139,9 +139,14 @@ pub fn init(log: &LogConfig) {
     let own: Directive = format!("{TARGET}=info")
         .parse()
         .expect("a target=level directive");
-    let filter = EnvFilter::try_new(level)
+    let mut filter = EnvFilter::try_new(level)
         .unwrap_or_else(|_| EnvFilter::new("info"))
         .add_directive(own);
+    // The NATS client says "connected" at every (re)connect at info: the edge and the
+    // consumer log what matters (an outage, once per 10 s) themselves.
+    if !level.contains("async_nats") {
+        filter = filter.add_directive("async_nats=warn".parse().expect("a target=level directive"));
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr);

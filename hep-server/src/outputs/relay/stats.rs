@@ -63,7 +63,12 @@ impl RelayCollect {
 
     /// Messages delivered: written by its senders, less those a spooling relay wrote again.
     pub fn delivered(&self) -> u64 {
-        let sent: u64 = self.snapshots().iter().map(|s| s.sent_messages).sum();
+        let snaps = self.snapshots();
+        if snaps.is_empty() {
+            // A NATS edge's spool: delivered when the stream acknowledged it.
+            return self.output.delivered();
+        }
+        let sent: u64 = snaps.iter().map(|s| s.sent_messages).sum();
         let replayed = self.spool().map_or(0, |s| s.replayed());
         sent.saturating_sub(replayed)
     }

@@ -1,0 +1,50 @@
+//! Where messages come from besides the listeners: a cluster's consumer
+//! (`input nats:...`, [`nats`]), reading what the edges published to a NATS JetStream
+//! stream into the same callback stack and outputs as a listener.
+//!
+//! An input acknowledges a message to its source only once every output has it
+//! ([`Progress`](crate::outputs::progress::Progress)); inputs are started with the
+//! listeners, stop with them, and change with a restart (a reload keeps them).
+
+pub(crate) mod nats;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Written;
+use crate::nats::NatsInputSpec;
+use crate::nats::stats::ConsumerStats;
+use crate::outputs::progress::Progress;
+use crate::telemetry::log::TARGET;
+use crate::telemetry::metrics::Registry;
+
+/// Starts each input of `inputs` on a task of `tasks`, calling a clone of `stack`, until
+/// `stop`.
+pub(crate) fn spawn<S>(
+    inputs: &[Written<NatsInputSpec>],
+    stack: &S,
+    progress: &Progress,
+    registry: &Registry,
+    tasks: &tokio_util::task::TaskTracker,
+    stop: &CancellationToken,
+) where
+    S: tower::Service<hep_proto::Received, Response = ()> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    for input in inputs {
+        let name = input.text().to_owned();
+        let stats = Arc::new(ConsumerStats::new(name.clone()));
+        registry.register(Arc::clone(&stats) as _);
+        let spec = input.value().clone();
+        tracing::info!(target: TARGET, input = %name, "reading partitions {}-{} of stream {}", spec.partitions.start(), spec.partitions.end(), spec.stream.stream);
+        tasks.spawn(nats::run(
+            spec,
+            name,
+            stack.clone(),
+            progress.clone(),
+            stats,
+            stop.clone(),
+        ));
+    }
+}

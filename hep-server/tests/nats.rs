@@ -1,0 +1,294 @@
+//! A cluster's edge and consumers against a real NATS JetStream server (Debian's
+//! `nats-server`, started here on loopback): every message published once, read by the
+//! one consumer of its partition, stored once, a call whole on one node; an edge with no
+//! server spools and delivers when one comes. The cluster under kills (3 servers, 2 edges,
+//! 2 consumers) is `cargo xtask cluster` (docs/SCALE-OUT.md).
+//!
+//! These tests need `nats-server` (`apt-get install nats-server`; `cargo xtask ci`
+//! installs it when run as root): without it they fail, saying so.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hep_proto::{HepMessage, HepVersion, ProtoType};
+
+mod common;
+
+use common::*;
+
+/// How long a whole run may take to reach the stores.
+const DELIVERY_WAIT: Duration = Duration::from_secs(30);
+
+/// One JetStream server on loopback, killed on drop.
+struct Nats {
+    child: Child,
+    port: u16,
+}
+
+fn nats_server() -> PathBuf {
+    [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .expect(
+        "nats-server is not installed: `apt-get install nats-server` (cargo xtask ci \
+             installs it when run as root)",
+    )
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Nats {
+    /// Starts a server with JetStream on `port`, its store in `dir`.
+    fn start(port: u16, dir: &Path) -> Self {
+        let child = Command::new(nats_server())
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting nats-server");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_for("nats-server to listen", PROCESS_WAIT, || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()
+        });
+        Self { child, port }
+    }
+
+    fn url(&self) -> String {
+        url(self.port)
+    }
+}
+
+fn url(port: u16) -> String {
+    format!("nats://127.0.0.1:{port}")
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `calls` calls of 7 SIP messages each (INVITE ... BYE, 200), as HEP3 frames.
+fn calls(calls: usize, tag: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let ts = 1_795_683_600u32;
+    for c in 0..calls {
+        let call_id = format!("{tag}-{c}@10.0.0.1");
+        for (i, first) in [
+            "INVITE sip:bob@example.com SIP/2.0",
+            "SIP/2.0 100 Trying",
+            "SIP/2.0 180 Ringing",
+            "SIP/2.0 200 OK",
+            "ACK sip:bob@example.com SIP/2.0",
+            "BYE sip:bob@example.com SIP/2.0",
+            "SIP/2.0 200 OK",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let m = HepMessage::builder()
+                .src("10.0.0.1:5060".parse().unwrap())
+                .dst("10.0.0.2:5060".parse().unwrap())
+                .timestamp(ts + c as u32, i as u32)
+                .proto_type(ProtoType::Sip)
+                .capture_id(2001)
+                .payload(
+                    format!(
+                        "{first}\r\nFrom: <sip:alice{c}@example.com>;tag=a\r\nTo: <sip:bob@example.com>\r\n\
+                         Call-ID: {call_id}\r\nCSeq: {} X\r\nContent-Length: 0\r\n\r\n",
+                        i + 1
+                    )
+                    .into_bytes(),
+                )
+                .build();
+            out.extend_from_slice(&m.encode(HepVersion::V3).unwrap());
+        }
+    }
+    out
+}
+
+/// (Call-ID, messages) of every call in the store at `dir`, by reading its partitions.
+fn stored_calls(dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    let mut calls = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "db") {
+            continue;
+        }
+        let conn = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut q = conn
+            .prepare("SELECT call_id, count(*) FROM messages GROUP BY call_id")
+            .unwrap();
+        let rows = q
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .unwrap();
+        for row in rows {
+            let (call, n) = row.unwrap();
+            *calls.entry(call).or_insert(0) += n;
+        }
+    }
+    calls
+}
+
+fn consumer(nats: &str, partitions: &str, store: &Path) -> Server {
+    Server::run(&[
+        "--input",
+        &format!("nats:{nats};partitions={partitions}"),
+        "--output",
+        &format!("store:{}", store.display()),
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+}
+
+fn acked(consumers: &[&Server]) -> u64 {
+    consumers
+        .iter()
+        .map(|c| c.metrics().get("hep_nats_acked_total", &[]))
+        .sum()
+}
+
+#[test]
+fn every_message_is_stored_once_by_the_consumer_of_its_partition_and_a_call_stays_on_one_node() {
+    let dir = test_dir("nats-two-consumers");
+    let nats = Nats::start(free_port(), &dir.join("js"));
+    let edge = Server::run(&[
+        "--listen",
+        "hep_tcp:127.0.0.1:0",
+        "--output",
+        &format!("nats:{};partitions=4", nats.url()),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let (a_dir, b_dir) = (dir.join("store-a"), dir.join("store-b"));
+    let a = consumer(&nats.url(), "0-1", &a_dir);
+    let b = consumer(&nats.url(), "2-3", &b_dir);
+    let n_calls = 300;
+    send_tcp(edge.tcp(), &calls(n_calls, "two"));
+    let sent = (n_calls * 7) as u64;
+    wait_for("every message acknowledged", DELIVERY_WAIT, || {
+        (acked(&[&a, &b]) >= sent).then_some(())
+    });
+    let edge_metrics = edge.metrics();
+    assert_eq!(edge_metrics.get("hep_nats_published_total", &[]), sent);
+    assert_eq!(
+        edge_metrics.get("hep_nats_publish_duplicates_total", &[]),
+        0
+    );
+    let (ma, mb) = (a.metrics(), b.metrics());
+    for m in [&ma, &mb] {
+        assert_eq!(m.get("hep_nats_redelivered_total", &[]), 0);
+        assert_eq!(m.get("hep_store_duplicates_total", &[]), 0);
+        assert!(m.get("hep_nats_edge_to_store_seconds_count", &[]) > 0);
+    }
+    assert_eq!(
+        ma.get("hep_nats_received_total", &[]) + mb.get("hep_nats_received_total", &[]),
+        sent
+    );
+    edge.stop();
+    a.stop();
+    b.stop();
+    let (in_a, in_b) = (stored_calls(&a_dir), stored_calls(&b_dir));
+    assert_eq!(
+        in_a.len() + in_b.len(),
+        n_calls,
+        "every call, on one node only"
+    );
+    assert!(
+        in_a.keys().all(|c| !in_b.contains_key(c)),
+        "no call on both"
+    );
+    assert!(
+        !in_a.is_empty() && !in_b.is_empty(),
+        "both consumers have calls"
+    );
+    assert!(
+        in_a.values().chain(in_b.values()).all(|&n| n == 7),
+        "each call whole: {:?}",
+        in_a.iter().chain(&in_b).find(|(_, n)| **n != 7)
+    );
+}
+
+#[test]
+fn an_edge_with_no_server_spools_and_delivers_everything_once_one_comes() {
+    let dir = test_dir("nats-spool");
+    let port = free_port();
+    let spool = dir.join("spool");
+    let edge = Server::run(&[
+        "--listen",
+        "hep_tcp:127.0.0.1:0",
+        "--output",
+        &format!("nats:{};partitions=2;spool={}", url(port), spool.display()),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let n_calls = 100;
+    let sent = (n_calls * 7) as u64;
+    send_tcp(edge.tcp(), &calls(n_calls, "spooled"));
+    wait_for("every message in the spool", DELIVERY_WAIT, || {
+        (edge.metrics().get("hep_spool_messages", &[]) == sent).then_some(())
+    });
+    assert_eq!(edge.metrics().get("hep_nats_published_total", &[]), 0);
+    // The server comes, then a consumer.
+    let nats = Nats::start(port, &dir.join("js"));
+    let store = dir.join("store");
+    let c = consumer(&nats.url(), "0-1", &store);
+    wait_for("every message acknowledged", DELIVERY_WAIT, || {
+        (acked(&[&c]) >= sent).then_some(())
+    });
+    let m = edge.metrics();
+    assert_eq!(m.get("hep_nats_published_total", &[]), sent);
+    assert_eq!(m.get("hep_spool_messages", &[]), 0);
+    assert_eq!(m.get("hep_dropped_total", &[("stage", "spool")]), 0);
+    edge.stop();
+    c.stop();
+    let stored = stored_calls(&store);
+    assert_eq!(stored.len(), n_calls);
+    assert_eq!(stored.values().sum::<u64>(), sent, "each message once");
+}
+
+#[test]
+fn an_edge_without_a_spool_stopped_while_no_server_answers_counts_what_it_had_as_dropped() {
+    let port = free_port();
+    let edge = Server::run(&[
+        "--listen",
+        "hep_tcp:127.0.0.1:0",
+        "--output",
+        &format!("nats:{};partitions=2", url(port)),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    send_tcp(edge.tcp(), &calls(10, "nowhere"));
+    wait_for("the listener took all 70", DELIVERY_WAIT, || {
+        (edge.metrics().get("hep_received_total", &[]) == 70).then_some(())
+    });
+    let stopped = edge.stop();
+    assert_eq!(stopped.counts.delivered, 0);
+    assert_eq!(stopped.counts.dropped, 70, "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("nats_unavailable"),
+        "names the reason:\n{}",
+        stopped.stderr
+    );
+}
