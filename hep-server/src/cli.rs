@@ -155,6 +155,17 @@ pub struct SearchArgs {
     /// Draw the ladder with ASCII characters only (terminals without UTF-8).
     #[arg(long)]
     pub ascii: bool,
+    /// Also search this node's HTTP API, `http://HOST:PORT` (repeat for several):
+    /// instead of the config's `[cluster] peers` (its token and timeout_ms still apply).
+    #[arg(long = "peer", value_name = "URL", value_parser = parse_peer)]
+    pub peers: Vec<crate::cluster::Peer>,
+    /// Search this node's store only, whatever `[cluster] peers` says.
+    #[arg(long, conflicts_with = "peers")]
+    pub local: bool,
+}
+
+fn parse_peer(s: &str) -> Result<crate::cluster::Peer, String> {
+    s.parse()
 }
 
 impl SearchArgs {
@@ -185,7 +196,8 @@ impl SearchArgs {
 const SEARCH_LONG_HELP: &str = "\
 Every filter given must match. Without --call-id, --user, --method or a time, the newest
 --limit messages are shown. Results are in capture time order. Exit status: 0 when
-something matched, 1 when nothing did (or on an error), 2 on a usage error.
+something matched, 1 when nothing did (or on an error), 2 on a usage error, 3 when a
+peer did not answer (see below).
 
 --text is not indexed: it reads the messages every other filter matches (time window,
 Call-ID, user, method, node), newest first, and looks for TEXT in each. It reads at most
@@ -195,7 +207,15 @@ stopped`): older calls may hold the text too, so narrow --since/--until or add a
 TEXT is 1 to 256 bytes.
 
 --node finds nothing among messages stored by a hep-server before schema version 6
-(which kept no node name).";
+(which kept no node name).
+
+Across the cluster: with --config naming [cluster] peers, or --peer URL, the peers' HTTP
+APIs are asked too, at once, with the same filters: with --call-id, the call from the
+first peer that holds it when this node does not; else the calls each peer lists (at
+most --limit, 1000 at most, within the last 24 hours without --since), each whole from
+its node. This node's messages come first, then each peer's calls (pcap: all packets in
+capture time order). A peer that does not answer within [cluster] timeout_ms is named on
+standard error, and the exit status is then 3, whatever matched. --local asks no peer.";
 
 fn parse_text(s: &str) -> Result<String, String> {
     let max = crate::store::text::MAX_TEXT_BYTES;

@@ -41,6 +41,8 @@
 //!   written, capture files read.
 //! - [`http`]: the HTTP API and the page (`[http]`, `--http`): a reader of the store
 //!   beside `search`, on hyper and axum, with its limits, tokens and JSON errors.
+//! - [`cluster`]: search across the cluster (`[cluster] peers`): one GET to each peer at
+//!   once, each within its deadline, what did not answer named; pages of calls merged.
 //! - [`telemetry`]: Prometheus metrics, the drop warnings, logging, and the counters of
 //!   the listeners and callbacks.
 //! - [`commands`]: the subcommands other than `run` (`decode`, `search`, `send`);
@@ -60,6 +62,7 @@ pub mod aliases;
 pub mod call_quality;
 mod callbacks;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod formats;

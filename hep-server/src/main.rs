@@ -219,9 +219,17 @@ fn decode(args: &DecodeArgs) -> anyhow::Result<ExitCode> {
 fn search(args: &SearchArgs) -> anyhow::Result<ExitCode> {
     let dest = commands::search::Destination::of(args)?;
     let summary = commands::search::run(args, dest)?;
-    if summary.messages == 0 {
+    let nothing = summary.messages == 0 && summary.peer_calls == 0;
+    if nothing {
         eprintln!("hep-server: no message matches");
-        return Ok(ExitCode::FAILURE);
     }
-    Ok(ExitCode::SUCCESS)
+    if !summary.unanswered.is_empty() {
+        // The results may be incomplete, whatever matched (see `search --help`).
+        return Ok(ExitCode::from(3));
+    }
+    Ok(if nothing {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

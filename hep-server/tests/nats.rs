@@ -267,3 +267,28 @@ fn an_edge_with_no_server_spools_and_delivers_everything_once_one_comes() {
     assert_eq!(stored.len(), n_calls);
     assert_eq!(stored.values().sum::<u64>(), sent, "each message once");
 }
+
+#[test]
+fn an_edge_without_a_spool_stopped_while_no_server_answers_counts_what_it_had_as_dropped() {
+    let port = free_port();
+    let edge = Server::run(&[
+        "--listen",
+        "hep_tcp:127.0.0.1:0",
+        "--output",
+        &format!("nats:{};partitions=2", url(port)),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    send_tcp(edge.tcp(), &calls(10, "nowhere"));
+    wait_for("the listener took all 70", DELIVERY_WAIT, || {
+        (edge.metrics().get("hep_received_total", &[]) == 70).then_some(())
+    });
+    let stopped = edge.stop();
+    assert_eq!(stopped.counts.delivered, 0);
+    assert_eq!(stopped.counts.dropped, 70, "{}", stopped.stderr);
+    assert!(
+        stopped.stderr.contains("nats_unavailable"),
+        "names the reason:\n{}",
+        stopped.stderr
+    );
+}

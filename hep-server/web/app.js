@@ -31,6 +31,8 @@ const COLUMNS = [
   { key: "duration", title: "Duration", type: "number" },
   { key: "messages", title: "Msgs", type: "number" },
   { key: "legs", title: "Legs", type: "number" },
+  // The node that holds the call ([cluster]: this one or a peer).
+  { key: "node", title: "Node", type: "text" },
 ];
 
 /** The view the URL names. */
@@ -214,6 +216,18 @@ async function showSearch(s) {
   const scan = answer.text_scan;
   if (scan && scan.truncated) {
     status.append(" ", h("strong", { class: "scan-truncated" }, `The text search stopped after reading ${scan.scanned.toLocaleString("en")} messages (its bound):`), " older calls may hold the text too. Narrow the time range or fill another field.");
+  }
+  // [cluster] peers that did not answer: their calls are missing, and the page says so.
+  const unanswered = Array.isArray(answer.unanswered) ? answer.unanswered : [];
+  if (unanswered.length) {
+    status.classList.add("partial");
+    status.append(
+      " ",
+      h("strong", { class: "unanswered" }, `${unanswered.length} node${unanswered.length === 1 ? "" : "s"} did not answer:`),
+      " ",
+      unanswered.map((u) => `${u.peer} (${u.error})`).join("; "),
+      ". Their calls are missing from this list.",
+    );
   }
   lastNext = answer.next ?? null;
   renderTable(s);
@@ -421,6 +435,7 @@ async function showCall(s) {
   const first = lay.rows[0].message;
   const count = (n, one) => `${n} ${one}${n === 1 ? "" : one.endsWith("s") ? "es" : "s"}`;
   status.textContent = `${count(lay.rows.length, "message")} between ${count(lay.columns.length, "address")}, first at ${formatTime(new Date(first.ts / 1000), s.tz, first.ts)} ${zoneName(s.tz)}`;
+  if (typeof call.node === "string" && call.node) status.append(`, held by ${call.node}${call.peer ? ` (${call.peer})` : ""}`);
   drawLadder();
   selectMessage(s.msg, false);
   // How long the page took from the API's answer to a drawn ladder (the browser tests

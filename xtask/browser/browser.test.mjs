@@ -16,6 +16,9 @@
 //                  id 2001 (the IPv4 call) and not capture id 1 (the crafted message)
 //   HEP_UDP, HEP_TOKEN_UDP   the two servers' HEP UDP listeners (127.0.0.1:PORT): the
 //                  live view's test sends new calls there itself
+//   HEP_CLUSTER_URL, HEP_DEAD_PEER   a node with no calls of its own whose [cluster]
+//                  peers are the first server (named node-open) and a URL where nothing
+//                  listens (a node that is down)
 //   CHROMIUM       the browser (default /usr/bin/chromium)
 //
 //     node --test xtask/browser/browser.test.mjs
@@ -52,6 +55,8 @@ const TOKEN_URL = env("HEP_TOKEN_URL");
 const TOKEN = env("HEP_TOKEN");
 const UDP = env("HEP_UDP");
 const TOKEN_UDP = env("HEP_TOKEN_UDP");
+const CLUSTER_URL = env("HEP_CLUSTER_URL");
+const DEAD_PEER = env("HEP_DEAD_PEER");
 
 /** The flags rust.md ("Known to work") starts chromium with on this kind of machine. */
 const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
@@ -527,6 +532,35 @@ test("the call view sums up its KPIs, and its QoS tab charts each RTCP stream", 
   await page.focus("#tab-qos");
   await page.keyboard.press("ArrowLeft");
   assert.equal(await page.isVisible("#ladder"), true);
+  await page.close();
+});
+
+test("through a node with [cluster] peers: a peer's calls name their node, and a notice names the peer that did not answer", async () => {
+  const page = await context.newPage();
+  page.on("console", (m) => {
+    if (m.type() === "error") errors.push(m.text());
+  });
+  await page.goto(`${CLUSTER_URL}/?${windowQuery()}&user=sipp`);
+  const ids = await resultIds(page);
+  assert.deepEqual([...ids].sort(), [CALL.udp, CALL.ipv6, CALL.hlog].sort());
+  const head = await page.$$eval("#results thead th", (ths) => ths.map((th) => th.textContent));
+  const column = head.findIndex((t) => t.startsWith("Node"));
+  assert.ok(column >= 0, `a Node column in ${head}`);
+  const nodes = await page.$$eval(`#results tbody tr td:nth-child(${column + 1})`, (tds) => tds.map((td) => td.textContent));
+  assert.deepEqual(nodes, ["node-open", "node-open", "node-open"]);
+  const notice = page.locator("#status .unanswered");
+  await notice.waitFor();
+  assert.ok(await notice.isVisible());
+  assert.equal(await notice.textContent(), "1 node did not answer:");
+  const status = await page.textContent("#status");
+  assert.ok(status.includes(DEAD_PEER), status);
+  assert.ok(status.includes("missing from this list"), status);
+  await page.screenshot({ path: join(SHOTS, "cluster.png"), fullPage: true });
+  // A peer's call opens from this node, and says which node holds it.
+  await page.click(`#results tbody tr[data-call-id="${CALL.udp}"] a`);
+  await page.waitForSelector("#ladder g.msg");
+  const callStatus = await page.textContent("#call-status");
+  assert.ok(callStatus.includes("held by node-open"), callStatus);
   await page.close();
 });
 

@@ -135,7 +135,10 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
         &program,
         &ports,
         &run_dir.join("open"),
-        Some("[aliases]\n\"192.0.2.2\" = \"b2bua\"\n\"192.0.2.3:5060\" = \"carrier\"\n"),
+        Some(
+            "[aliases]\n\"192.0.2.2\" = \"b2bua\"\n\"192.0.2.3:5060\" = \"carrier\"\n\
+             [cluster]\nname = \"node-open\"\n",
+        ),
     )?;
     // A second server that wants a token, which may read capture id 2001 only.
     let (mut guarded, guarded_http, guarded_udp) = start_server(
@@ -143,6 +146,19 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
         &ports,
         &run_dir.join("token"),
         Some(&format!("[http.tokens]\n\"{TOKEN}\" = [2001]\n")),
+    )?;
+
+    // A node of a cluster with no calls of its own: its peers are the open server and
+    // a port where nothing listens (a node that is down).
+    let dead_peer = format!("http://127.0.0.1:{}", ports.free()?);
+    let (mut front, front_http, _) = start_server(
+        &program,
+        &ports,
+        &run_dir.join("cluster"),
+        Some(&format!(
+            "[cluster]\nname = \"node-front\"\npeers = [\"http://127.0.0.1:{http}\", \"{dead_peer}\"]\n\
+             timeout_ms = 1000\n"
+        )),
     )?;
 
     // Feed it: the vectors as they came from Kamailio, then the crafted message.
@@ -247,6 +263,8 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
         .env("HEP_SHOTS", &out)
         .env("HEP_TOKEN_URL", format!("http://127.0.0.1:{guarded_http}"))
         .env("HEP_TOKEN", TOKEN)
+        .env("HEP_CLUSTER_URL", format!("http://127.0.0.1:{front_http}"))
+        .env("HEP_DEAD_PEER", &dead_peer)
         // The live view's test sends new calls itself, as HEP over UDP.
         .env("HEP_UDP", format!("127.0.0.1:{udp}"))
         .env("HEP_TOKEN_UDP", format!("127.0.0.1:{guarded_udp}"));
@@ -257,8 +275,10 @@ pub(crate) fn run_checks(ws: &Workspace, opts: &Options) -> Result<usize> {
     let status = node.status().context("cannot run node")?;
     server.ensure_running()?;
     guarded.ensure_running()?;
+    front.ensure_running()?;
     server.stop();
     guarded.stop();
+    front.stop();
 
     let mut rows = parse_tap(&fs::read_to_string(&tap).unwrap_or_default());
     rows.push(tshark_row(&out.join("token.pcap")));

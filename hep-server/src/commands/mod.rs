@@ -3,4 +3,5 @@
 pub mod decode;
 pub mod generate;
 pub mod search;
+pub mod search_peers;
 pub mod send;

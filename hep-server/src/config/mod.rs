@@ -33,6 +33,7 @@ use toml::Spanned;
 
 mod aliases;
 mod auth;
+mod cluster;
 mod correlation;
 mod dedup;
 mod error;
@@ -112,6 +113,7 @@ struct RawConfig {
     aliases: Option<aliases::RawAliases>,
     kpi: Option<kpi::RawKpi>,
     correlation: Option<correlation::RawCorrelation>,
+    cluster: Option<cluster::RawCluster>,
 }
 
 /// The specs of `listen` or `outputs`, and where the file first asks for TLS among them
@@ -184,6 +186,8 @@ pub struct Config {
     /// What links the legs of a call in the store (`[correlation]`; the store's copy is
     /// `store.correlation`).
     pub correlation: crate::store::Correlation,
+    /// The other nodes searches ask (`[cluster]`): none by default.
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl Default for Config {
@@ -237,7 +241,7 @@ impl Config {
 
     /// The keys a running server cannot change (a reload logs them as needing a restart
     /// and keeps the running values): listeners and their limits, TLS, metrics, logging,
-    /// the HTTP API, the KPIs' call table.
+    /// the HTTP API, the KPIs' call table, the cluster's peers.
     /// Empty when `new` differs from `self` in reloadable keys only.
     pub fn restart_only_changes(&self, new: &Self) -> Vec<&'static str> {
         let mut changed = Vec::new();
@@ -264,6 +268,7 @@ impl Config {
         check("[http]", self.http == new.http);
         check("[kpi]", self.kpi == new.kpi);
         check("[correlation]", self.correlation == new.correlation);
+        check("[cluster]", self.cluster == new.cluster);
         changed
     }
 
@@ -285,6 +290,7 @@ impl Config {
             http: self.http.clone(),
             kpi: self.kpi.clone(),
             correlation: self.correlation.clone(),
+            cluster: self.cluster.clone(),
             ..new
         }
     }
@@ -392,6 +398,7 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
     let http = http::resolve(raw.http, &src)?;
     let aliases = aliases::resolve(raw.aliases, &src)?;
     let kpi = kpi::resolve(raw.kpi, &src)?;
+    let cluster = cluster::resolve(raw.cluster, &src)?;
     Ok(Config {
         listen,
         outputs,
@@ -420,5 +427,6 @@ fn resolve(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigErro
         aliases,
         kpi,
         correlation,
+        cluster,
     })
 }

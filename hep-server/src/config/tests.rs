@@ -658,3 +658,43 @@ fn correlation_headers_take_a_regex_and_errors_name_the_key() {
         "{e}"
     );
 }
+
+#[test]
+fn cluster_peers_and_their_token_are_checked() {
+    let c = parse(
+        "[cluster]\nname = \"node-a\"\npeers = [\"http://10.0.0.2:9080\", \"http://b.example:9080/\"]\n\
+         token = \"a-token-of-24-characters\"\ntimeout_ms = 500",
+    )
+    .unwrap();
+    let urls: Vec<&str> = c.cluster.peers.iter().map(|p| p.url()).collect();
+    assert_eq!(urls, ["http://10.0.0.2:9080", "http://b.example:9080"]);
+    assert_eq!(c.cluster.timeout(), Duration::from_millis(500));
+    assert_eq!(c.cluster.node_name(), "node-a");
+    assert!(!c.to_toml().contains("a-token-of"), "{}", c.to_toml());
+    assert!(!format!("{c:?}").contains("a-token-of"));
+    assert!(Config::default().cluster.peers.is_empty());
+    for (text, says) in [
+        ("peers = [\"10.0.0.2:9080\"]", "http://HOST:PORT"),
+        ("peers = [\"https://10.0.0.2:9080\"]", "HTTPS"),
+        ("peers = [\"http://a:1\", \"http://a:1\"]", "twice"),
+        ("peers = [\"http://a:0\"]", "port"),
+        ("timeout_ms = 0", "timeout_ms"),
+        ("timeout_ms = 9000", "timeout_ms"),
+        ("token = \"short\"", "cluster.token"),
+        (
+            "token = \"a-token-of-24-characters\"\ntoken_file = \"/x\"",
+            "not both",
+        ),
+        ("token_file = \"/no/such/token\"", "/no/such/token"),
+        ("name = \"\"", "cluster.name"),
+    ] {
+        let e = parse(&format!("[cluster]\n{text}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{text}: {e}");
+        assert!(
+            e.contains("hep.toml:"),
+            "{text}: names the file and line: {e}"
+        );
+    }
+}

@@ -72,6 +72,36 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// `access` narrowed by an `X-Hep-Capture-Ids` header (`1,2`, or `none`): what a peer's
+/// request may read is what the cluster's token may read here and what the caller could
+/// read on the node it asked. Anyone may send it: it only ever narrows.
+///
+/// # Errors
+/// `bad_parameter` for a value that is not a list of capture ids.
+pub(crate) fn narrowed(access: Access, header: Option<&HeaderValue>) -> Result<Access, ApiError> {
+    let Some(h) = header else {
+        return Ok(access);
+    };
+    let bad = || {
+        ApiError::bad_parameter(format!(
+            "{}: expected capture ids separated by commas, or `none`",
+            crate::cluster::CAPTURE_IDS_HEADER
+        ))
+    };
+    let text = h.to_str().map_err(|_| bad())?.trim();
+    let asked: Vec<u32> = if text == "none" {
+        Vec::new()
+    } else {
+        text.split(',')
+            .map(|v| v.trim().parse().map_err(|_| bad()))
+            .collect::<Result<_, _>>()?
+    };
+    Ok(Some(match access {
+        None => asked,
+        Some(ids) => ids.into_iter().filter(|i| asked.contains(i)).collect(),
+    }))
+}
+
 /// The capture ids a query may read: the token's, narrowed to `asked` if given.
 pub(crate) fn capture_ids(access: &Access, asked: Option<u32>) -> Option<Vec<u32>> {
     match (access, asked) {
@@ -108,6 +138,22 @@ mod tests {
             assert_eq!(t.access(bad.as_ref()).unwrap_err().code, "unauthorized");
         }
         assert_eq!(Tokens::default().access(None), Ok(None), "no tokens: open");
+    }
+
+    #[test]
+    fn a_peers_capture_ids_only_narrow_what_its_token_reads() {
+        let h = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(
+            narrowed(Some(vec![7, 8]), Some(&h("8,9"))),
+            Ok(Some(vec![8]))
+        );
+        assert_eq!(narrowed(None, Some(&h("8, 9"))), Ok(Some(vec![8, 9])));
+        assert_eq!(narrowed(Some(vec![7]), Some(&h("none"))), Ok(Some(vec![])));
+        assert_eq!(narrowed(Some(vec![7]), None), Ok(Some(vec![7])));
+        assert_eq!(
+            narrowed(None, Some(&h("7;8"))).unwrap_err().code,
+            "bad_parameter"
+        );
     }
 
     #[test]

@@ -8,7 +8,11 @@
 //! - `methods`: the request methods seen, in the order first seen;
 //! - `final_status`: the first final response (200 to 699) to the first request's method,
 //!   else the last provisional one, else `null`;
-//! - `messages`: how many messages it has; `legs`: the Call-IDs linked to it.
+//! - `messages`: how many messages it has; `legs`: the Call-IDs linked to it;
+//! - `node`: the node that holds it (`[cluster] name`, default the host name), `peer`:
+//!   the `[cluster] peers` URL it was read from (`null`: this node);
+//! - `cursor`: its place in the list (the row id of its newest matching message): the
+//!   `cursor` that lists the calls after it, and what pages of several nodes merge by.
 
 use serde::Serialize;
 
@@ -42,6 +46,12 @@ pub struct CallRow {
     pub messages: usize,
     /// The Call-IDs of the other legs.
     pub legs: Vec<String>,
+    /// The node that holds it.
+    pub node: String,
+    /// The peer it was read from; `None`: this node.
+    pub peer: Option<String>,
+    /// Its place in the list; see the [module docs](self).
+    pub cursor: i64,
 }
 
 /// Capture time as RFC 3339 UTC with microseconds.
@@ -58,8 +68,8 @@ fn sip(s: &Stored) -> Option<SipSummary<'_>> {
 }
 
 impl CallRow {
-    /// The row of `call`.
-    pub fn of(call: &store::Call) -> Self {
+    /// The row of `call`, held by this node, `node`.
+    pub fn of(call: &store::Call, node: &str) -> Self {
         let msgs = &call.messages;
         let first = msgs.iter().map(|m| m.ts_usec).min();
         let last = msgs.iter().map(|m| m.ts_usec).max();
@@ -105,6 +115,9 @@ impl CallRow {
             duration: first.zip(last).map(|(a, b)| (b - a) as f64 / 1_000_000.0),
             messages: msgs.len(),
             legs: call.legs.clone(),
+            node: node.to_owned(),
+            peer: None,
+            cursor: call.newest_row,
         }
     }
 }

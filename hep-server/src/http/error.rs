@@ -12,11 +12,14 @@
 //! | `store_unavailable` | 503 | the server writes no store (`store:DIR` output), or it cannot be read |
 //! | `overloaded` | 503 | more requests at once than the server takes ([`super::MAX_IN_FLIGHT`]) |
 //! | `timeout` | 503 | the request took longer than [`super::REQUEST_TIMEOUT`] |
+//! | `peers_unanswered` | 502 | a call or message not found here, and a `[cluster]` peer that may hold it did not answer: the body's `unanswered` names each |
 //! | `internal` | 500 | a bug; the message says what failed |
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+
+use crate::cluster::Unanswered;
 
 /// An API error: a status, a stable code and a message; see the [module docs](self).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +30,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What went wrong, for people.
     pub message: String,
+    /// The `[cluster]` peers that did not answer (`peers_unanswered`).
+    pub unanswered: Vec<Unanswered>,
 }
 
 impl ApiError {
@@ -64,12 +69,22 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// `502 peers_unanswered`: not found on the nodes that answered; `unanswered` did
+    /// not.
+    pub fn peers_unanswered(message: impl Into<String>, unanswered: Vec<Unanswered>) -> Self {
+        Self {
+            unanswered,
+            ..Self::new(StatusCode::BAD_GATEWAY, "peers_unanswered", message)
+        }
+    }
+
     /// An error with any status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
             message: message.into(),
+            unanswered: Vec::new(),
         }
     }
 }
@@ -77,6 +92,8 @@ impl ApiError {
 #[derive(Serialize)]
 struct Body<'a> {
     error: Inner<'a>,
+    #[serde(skip_serializing_if = "<[Unanswered]>::is_empty")]
+    unanswered: &'a [Unanswered],
 }
 
 #[derive(Serialize)]
@@ -92,6 +109,7 @@ impl IntoResponse for ApiError {
                 code: self.code,
                 message: &self.message,
             },
+            unanswered: &self.unanswered,
         };
         let mut response = super::json_response(&body);
         *response.status_mut() = self.status;

@@ -67,6 +67,8 @@ mod routes;
 pub use routes::MAX_CALL_MESSAGES;
 
 use crate::aliases::SharedAliases;
+use crate::cluster::metrics::PeerMetrics;
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::telemetry::metrics::Registry;
 
 /// Where the API listens by default: loopback, port 9080.
@@ -191,7 +193,8 @@ pub struct HttpServer {
 
 /// Binds the API of `config` (`None` when it is off), reading the store in `store` (the
 /// run's first `store:DIR` output; without one the API answers `503
-/// store_unavailable`), its request counter registered in `registry`.
+/// store_unavailable`) and asking the peers of `cluster`, its request counter (and the
+/// peers' counters) registered in `registry`.
 ///
 /// # Errors
 /// [`HttpConfig::check`]; the TLS files cannot be read; the address cannot be bound (in
@@ -201,6 +204,7 @@ pub async fn bind(
     store: Option<PathBuf>,
     live: Option<tokio::sync::broadcast::Sender<Arc<hep_transport::Received>>>,
     aliases: SharedAliases,
+    cluster: &ClusterConfig,
     registry: &Registry,
 ) -> anyhow::Result<Option<HttpServer>> {
     if !config.enabled {
@@ -221,6 +225,10 @@ pub async fn bind(
     let addr = listener.local_addr().unwrap_or(config.listen);
     let counts = Arc::new(counts::RequestCounts::default());
     registry.register(Arc::clone(&counts) as _);
+    let peer_metrics = Arc::new(PeerMetrics::default());
+    if !cluster.peers.is_empty() {
+        registry.register(Arc::clone(&peer_metrics) as _);
+    }
     let state = routes::AppState {
         store: store.map(Arc::new),
         tokens: Arc::new(access::Tokens::new(&config.tokens)),
@@ -231,6 +239,7 @@ pub async fn bind(
         live_clients: Arc::new(Semaphore::new(MAX_LIVE_CLIENTS)),
         stop: CancellationToken::new(),
         aliases,
+        cluster: Cluster::new(cluster.clone(), peer_metrics),
     };
     Ok(Some(HttpServer {
         listener,

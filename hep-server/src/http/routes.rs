@@ -5,7 +5,15 @@
 //!          MAX_IN_FLIGHT, REQUEST_TIMEOUT) ─> [API only] tokens ─> handler
 //!                                                        └─> store query (blocking
 //!                                                            thread, MAX_STORE_QUERIES)
+//!                                                        └─> [cluster] peers, at once
+//!                                                            (unless X-Hep-Cluster: local)
 //! ```
+//!
+//! With `[cluster] peers`, the call list asks this node's store and every peer at once
+//! and merges the pages ([`crate::cluster::merge`]); a call's view, its exports and a
+//! message come from this node when it holds them, else from the first peer that does.
+//! A message id of a peer's call is `ID@HOST:PORT`, the peer it comes from: asked for
+//! here, it is fetched from that peer.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -16,6 +24,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::Uri;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,13 +32,14 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use hep_proto::ProtoType;
 use serde::Serialize;
+use serde_json::Value;
 use tokio::sync::Semaphore;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::timeout::TimeoutLayer;
 use tower::{BoxError, ServiceBuilder};
 
-use super::access::{Access, Tokens, capture_ids};
+use super::access::{Access, Tokens, capture_ids, narrowed};
 use super::calls::{CallRow, MessageJson};
 use super::counts::RequestCounts;
 use super::error::ApiError;
@@ -37,6 +47,9 @@ use super::params::{CallDetail, CallSearch};
 use super::{REQUEST_TIMEOUT, bytes_response, json_response, page};
 use crate::aliases::{Aliases, SharedAliases};
 use crate::call_quality::CallQuality;
+use crate::cluster::client::PeerAnswer;
+use crate::cluster::merge::{self, NodePage};
+use crate::cluster::{CAPTURE_IDS_HEADER, Cluster, LOCAL_HEADER, LOCAL_VALUE, Peer, Unanswered};
 use crate::formats::ladder::{self, Arrow, LadderStyle};
 use crate::formats::pcap::PcapFileWriter;
 use crate::formats::text::{Endpoint, TextLine};
@@ -70,11 +83,18 @@ pub(crate) struct AppState {
     pub(crate) stop: tokio_util::sync::CancellationToken,
     /// `[aliases]`, as a reload leaves them.
     pub(crate) aliases: SharedAliases,
+    /// `[cluster]`: this node's name and its peers.
+    pub(crate) cluster: Cluster,
 }
 
 /// What the token of a request may read.
 #[derive(Debug, Clone)]
 struct Granted(Access);
+
+/// Whether a request is to be answered with this node's store only: it comes from a
+/// peer (`X-Hep-Cluster: local`), or there are no peers.
+#[derive(Debug, Clone, Copy)]
+struct LocalOnly(bool);
 
 /// The decoded query string.
 type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -129,9 +149,19 @@ async fn count(State(s): State<AppState>, req: Request, next: Next) -> Response 
 
 /// The token check of the API routes.
 async fn authorize(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
-    match s.tokens.access(req.headers().get(header::AUTHORIZATION)) {
+    let access = s
+        .tokens
+        .access(req.headers().get(header::AUTHORIZATION))
+        .and_then(|a| narrowed(a, req.headers().get(CAPTURE_IDS_HEADER)));
+    match access {
         Ok(access) => {
+            let from_peer = req
+                .headers()
+                .get(LOCAL_HEADER)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(LOCAL_VALUE.as_bytes()));
             req.extensions_mut().insert(Granted(access));
+            req.extensions_mut()
+                .insert(LocalOnly(from_peer || !s.cluster.has_peers()));
             next.run(req).await
         }
         Err(e) => e.into_response(),
@@ -302,17 +332,42 @@ fn call_id(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
 // ===== the API =====
 
 #[derive(Serialize)]
-struct CallsJson {
-    calls: Vec<CallRow>,
+struct CallsJson<Row> {
+    /// [`CallRow`]s, or JSON rows of several nodes merged.
+    calls: Vec<Row>,
     next: Option<String>,
-    /// With `q`: what the text search read (`null` without).
-    text_scan: Option<store::TextScan>,
+    /// With `q`: what the text search read (`null` without), on every node that
+    /// answered.
+    text_scan: Option<Value>,
+    /// The `[cluster]` peers that did not answer in time or failed.
+    unanswered: Vec<Unanswered>,
+}
+
+/// The path and query of `uri`: what is asked of the peers.
+fn target(uri: &Uri) -> String {
+    uri.path_and_query()
+        .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned())
+}
+
+/// The `text_scan`s of several nodes as one: messages read summed, stopped if any
+/// stopped.
+fn text_scans(scans: impl Iterator<Item = Value>) -> Option<Value> {
+    let scans: Vec<Value> = scans.filter(|v| !v.is_null()).collect();
+    let first = scans.first()?.clone();
+    let scanned: u64 = scans.iter().filter_map(|v| v["scanned"].as_u64()).sum();
+    let truncated = scans.iter().any(|v| v["truncated"].as_bool() == Some(true));
+    let mut merged = first;
+    merged["scanned"] = scanned.into();
+    merged["truncated"] = truncated.into();
+    Some(merged)
 }
 
 /// `GET /api/v1/calls`.
 async fn list_calls(
     State(s): State<AppState>,
     Extension(Granted(access)): Extension<Granted>,
+    Extension(LocalOnly(local_only)): Extension<LocalOnly>,
+    uri: Uri,
     q: Pairs,
 ) -> Result<Response, ApiError> {
     let p = CallSearch::parse(&pairs(q)?, now_usec())?;
@@ -328,16 +383,152 @@ async fn list_calls(
         text: p.text,
         ..StoreQuery::default()
     };
-    let cursor = p.cursor;
-    let page = s
-        .read(move |dir| store::calls(dir, &query, cursor).map_err(store_error))
-        .await?;
+    let (cursor, limit) = (p.cursor, p.limit);
+    // A node without a store that has peers only searches them.
+    let storeless = s.store.is_none() && !local_only;
+    let local = async {
+        if storeless {
+            return Ok(store::Calls::default());
+        }
+        s.read(move |dir| store::calls(dir, &query, cursor).map_err(store_error))
+            .await
+    };
+    let peers = async {
+        if local_only {
+            Vec::new()
+        } else {
+            s.cluster.ask_all(&target(&uri), access.as_deref()).await
+        }
+    };
+    let (page, answers) = tokio::join!(local, peers);
+    let page = page?;
     warn_damaged(&page.damaged);
+    let name = s.cluster.name();
+    if local_only {
+        // This node alone: its rows as they are (keys in their order).
+        return Ok(json_response(&CallsJson {
+            calls: page.calls.iter().map(|c| CallRow::of(c, name)).collect(),
+            next: page.next.map(|n| n.to_string()),
+            text_scan: page.text_scan.and_then(|t| serde_json::to_value(t).ok()),
+            unanswered: Vec::new(),
+        }));
+    }
+    let rows = page
+        .calls
+        .iter()
+        .map(|c| serde_json::to_value(CallRow::of(c, name)).unwrap_or_default())
+        .collect();
+    let mut scans = vec![serde_json::to_value(page.text_scan).unwrap_or_default()];
+    let mut pages = vec![NodePage {
+        calls: rows,
+        next: page.next,
+    }];
+    let mut unanswered = Vec::new();
+    for (peer, answer) in answers {
+        let read = answer.map_err(|e| e.to_string()).and_then(|a| {
+            let v = a.json().map_err(|e| e.to_string())?;
+            Ok((NodePage::from_json(&v)?, v["text_scan"].clone()))
+        });
+        match read {
+            Ok((mut page, scan)) => {
+                for row in &mut page.calls {
+                    row["peer"] = peer.url().into();
+                }
+                pages.push(page);
+                scans.push(scan);
+            }
+            Err(e) => unanswered.push(Unanswered::new(&peer, e)),
+        }
+    }
+    let (calls, next) = merge::merge(pages, limit);
     Ok(json_response(&CallsJson {
-        calls: page.calls.iter().map(CallRow::of).collect(),
-        next: page.next.map(|n| n.to_string()),
-        text_scan: page.text_scan,
+        calls,
+        next: next.map(|n| n.to_string()),
+        text_scan: text_scans(scans.into_iter()),
+        unanswered,
     }))
+}
+
+/// What a peer holds, when this node does not: the first peer that answers `200` to
+/// the request of `uri`, else `not_found` (every peer answered that it has no `what`)
+/// or `peers_unanswered` naming those that did not answer.
+async fn from_peers(
+    s: &AppState,
+    uri: &Uri,
+    access: &Access,
+    what: &str,
+) -> Result<(Peer, PeerAnswer), ApiError> {
+    s.cluster
+        .find(&target(uri), access.as_deref())
+        .await
+        .map_err(|unanswered| {
+            let n = s.cluster.config().peers.len();
+            if unanswered.is_empty() {
+                return ApiError::not_found(format!("no {what} on this node or its {n} peers"));
+            }
+            let named: Vec<String> = unanswered
+                .iter()
+                .map(|u| format!("{} ({})", u.peer, u.error))
+                .collect();
+            ApiError::peers_unanswered(
+                format!(
+                    "no {what} on this node or the peers that answered; {} of {n} peers \
+                     did not answer: {}",
+                    unanswered.len(),
+                    named.join(", ")
+                ),
+                unanswered,
+            )
+        })
+}
+
+/// Message ids of `peer` as this node hands them out: `ID@HOST:PORT`.
+fn route_ids_back(messages: &mut Value, peer: &Peer) {
+    let Some(list) = messages.as_array_mut() else {
+        return;
+    };
+    for m in list {
+        if let Some(id) = m["id"].as_str() {
+            m["id"] = format!("{id}@{}", peer.authority()).into();
+        }
+    }
+}
+
+/// A peer's answer of a binary or text export, passed on with its headers of interest
+/// and the peer it comes from (`X-Hep-Peer`).
+fn relayed(peer: &Peer, answer: PeerAnswer) -> Response {
+    let mut r = Response::new(axum::body::Body::from(answer.body));
+    let h = r.headers_mut();
+    for name in [
+        header::CONTENT_TYPE,
+        header::CONTENT_DISPOSITION,
+        HeaderName::from_static("x-rtcp-json-left-out"),
+        HeaderName::from_static("x-hep-node"),
+    ] {
+        if let Some(v) = answer.headers.get(&name) {
+            h.insert(name, v.clone());
+        }
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(peer.url()) {
+        h.insert(HeaderName::from_static("x-hep-peer"), v);
+    }
+    r
+}
+
+/// `X-Hep-Node`: this node's name, on what it answers from its store.
+fn with_node(mut r: Response, s: &AppState) -> Response {
+    if let Ok(v) = HeaderValue::from_str(s.cluster.name()) {
+        r.headers_mut()
+            .insert(HeaderName::from_static("x-hep-node"), v);
+    }
+    r
+}
+
+/// Whether a call this node could not give (`e`) is to be asked of the peers: it is
+/// not here, or this node keeps no store (a node that only searches its peers).
+fn ask_peers(s: &AppState, e: &ApiError, local_only: bool) -> bool {
+    !local_only && (e.code == "not_found" || s.store.is_none())
 }
 
 /// The messages of `call_id` (legs included), oldest first; `not_found` when none.
@@ -369,6 +560,12 @@ async fn messages_of(
 struct CallJson<'a> {
     call_id: &'a str,
     messages: Vec<MessageJson<'a>>,
+    /// The node that holds it.
+    node: &'a str,
+    /// The peer it was read from (`None`: this node).
+    peer: Option<&'a str>,
+    /// The peers that did not answer (none: the view is whole from `node`).
+    unanswered: Vec<Unanswered>,
     /// The `[aliases]` name of each source and destination of the messages that has
     /// one, keyed by the address as the ladder writes it (`IP:PORT`, `[IPv6]:PORT`).
     aliases: BTreeMap<String, String>,
@@ -402,15 +599,32 @@ fn aliases_of(aliases: &Aliases, messages: &[Stored]) -> BTreeMap<String, String
 async fn call(
     State(s): State<AppState>,
     Extension(Granted(access)): Extension<Granted>,
+    Extension(LocalOnly(local_only)): Extension<LocalOnly>,
+    uri: Uri,
     id: Result<Path<String>, PathRejection>,
     q: Pairs,
 ) -> Result<Response, ApiError> {
     let id = call_id(id)?;
     let p = CallDetail::parse(&pairs(q)?, now_usec(), false)?;
-    let found = messages_of(&s, &access, id.clone(), &p).await?;
+    let found = match messages_of(&s, &access, id.clone(), &p).await {
+        Err(e) if ask_peers(&s, &e, local_only) => {
+            let (peer, answer) = from_peers(&s, &uri, &access, &format!("call {id}")).await?;
+            let mut v = answer
+                .json()
+                .map_err(|e| ApiError::peers_unanswered(e.to_string(), vec![]))?;
+            route_ids_back(&mut v["messages"], &peer);
+            v["peer"] = peer.url().into();
+            v["unanswered"] = Value::Array(Vec::new());
+            return Ok(json_response(&v));
+        }
+        found => found?,
+    };
     let quality = CallQuality::of(&id, &found, now_usec());
     Ok(json_response(&CallJson {
         call_id: &id,
+        node: s.cluster.name(),
+        peer: None,
+        unanswered: Vec::new(),
         messages: found.iter().map(MessageJson::of).collect(),
         aliases: aliases_of(&s.aliases.get(), &found),
         kpis: quality.kpis,
@@ -459,12 +673,20 @@ fn file_name(call_id: &str, ext: &str) -> HeaderValue {
 async fn call_pcap(
     State(s): State<AppState>,
     Extension(Granted(access)): Extension<Granted>,
+    Extension(LocalOnly(local_only)): Extension<LocalOnly>,
+    uri: Uri,
     id: Result<Path<String>, PathRejection>,
     q: Pairs,
 ) -> Result<Response, ApiError> {
     let id = call_id(id)?;
     let p = CallDetail::parse(&pairs(q)?, now_usec(), false)?;
-    let found = messages_of(&s, &access, id.clone(), &p).await?;
+    let found = match messages_of(&s, &access, id.clone(), &p).await {
+        Err(e) if ask_peers(&s, &e, local_only) => {
+            let (peer, answer) = from_peers(&s, &uri, &access, &format!("call {id}")).await?;
+            return Ok(relayed(&peer, answer));
+        }
+        found => found?,
+    };
     let buf = SharedBuf::default();
     // RTCP as an agent's JSON is not a packet that was on the wire: left out (and
     // counted in a header); RTCP sent raw is written as the UDP packet it was.
@@ -488,7 +710,7 @@ async fn call_pcap(
         HeaderName::from_static("x-rtcp-json-left-out"),
         HeaderValue::from(left_out.len()),
     );
-    Ok(r)
+    Ok(with_node(r, &s))
 }
 
 /// `GET /api/v1/calls/{call_id}/text`: one text line per message, or the ladder
@@ -496,12 +718,20 @@ async fn call_pcap(
 async fn call_text(
     State(s): State<AppState>,
     Extension(Granted(access)): Extension<Granted>,
+    Extension(LocalOnly(local_only)): Extension<LocalOnly>,
+    uri: Uri,
     id: Result<Path<String>, PathRejection>,
     q: Pairs,
 ) -> Result<Response, ApiError> {
     let id = call_id(id)?;
     let p = CallDetail::parse(&pairs(q)?, now_usec(), true)?;
-    let found = messages_of(&s, &access, id.clone(), &p).await?;
+    let found = match messages_of(&s, &access, id.clone(), &p).await {
+        Err(e) if ask_peers(&s, &e, local_only) => {
+            let (peer, answer) = from_peers(&s, &uri, &access, &format!("call {id}")).await?;
+            return Ok(relayed(&peer, answer));
+        }
+        found => found?,
+    };
     let mut out = Vec::new();
     let written = if p.ladder {
         let arrows: Vec<Arrow> = found
@@ -527,13 +757,14 @@ async fn call_text(
         header::CONTENT_DISPOSITION,
         HeaderValue::from_static("inline"),
     );
-    Ok(r)
+    Ok(with_node(r, &s))
 }
 
 /// `GET /api/v1/messages/{id}`.
 async fn message(
     State(s): State<AppState>,
     Extension(Granted(access)): Extension<Granted>,
+    Extension(LocalOnly(local_only)): Extension<LocalOnly>,
     id: Result<Path<String>, PathRejection>,
     q: Pairs,
 ) -> Result<Response, ApiError> {
@@ -542,6 +773,43 @@ async fn message(
         return Err(ApiError::bad_parameter(format!(
             "{k}: no such parameter (this endpoint takes none)"
         )));
+    }
+    // A peer's message: fetched from that peer (one of ours only: never another host).
+    if let Some((_, authority)) = text.rsplit_once('@')
+        && !s.cluster.has_peers()
+    {
+        return Err(ApiError::not_found(format!(
+            "id: `{authority}` is not one of this node's [cluster] peers (it has none)"
+        )));
+    }
+    if let Some((own, authority)) = text.rsplit_once('@')
+        && !local_only
+    {
+        let id: MessageId = own
+            .parse()
+            .map_err(|e| ApiError::bad_parameter(format!("id: {e}")))?;
+        let Some((index, peer)) = s.cluster.peer_by_authority(authority) else {
+            return Err(ApiError::not_found(format!(
+                "id: `{authority}` is not one of this node's [cluster] peers"
+            )));
+        };
+        let answer = s
+            .cluster
+            .ask(index, &format!("/api/v1/messages/{id}"), access.as_deref())
+            .await
+            .map_err(|e| {
+                ApiError::peers_unanswered(e.to_string(), vec![Unanswered::new(peer, &e)])
+            })?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Err(ApiError::not_found(format!("no message {text}")));
+        }
+        let mut v = answer.json().map_err(|e| {
+            ApiError::peers_unanswered(e.to_string(), vec![Unanswered::new(peer, &e)])
+        })?;
+        if let Some(own) = v["id"].as_str() {
+            v["id"] = format!("{own}@{authority}").into();
+        }
+        return Ok(json_response(&v));
     }
     let id: MessageId = text
         .parse()
@@ -597,6 +865,7 @@ mod tests {
             live_clients: Arc::new(Semaphore::new(1)),
             stop: tokio_util::sync::CancellationToken::new(),
             aliases: SharedAliases::default(),
+            cluster: Cluster::new(crate::cluster::ClusterConfig::default(), Arc::default()),
         }
     }
 
@@ -606,7 +875,7 @@ mod tests {
         assert_eq!(percent_decode("abc%2"), "abc%2");
     }
 
-    async fn ask(router: Router, target: &str) -> (StatusCode, serde_json::Value) {
+    async fn ask(router: Router, target: &str) -> (StatusCode, Value) {
         let request = axum::http::Request::get(target)
             .body(Body::empty())
             .expect("a request");

@@ -180,28 +180,22 @@ impl NatsOutputSpec {
     /// # Errors
     /// A [`NatsSpecError`] naming what was wrong.
     pub fn parse(s: &str) -> Result<Self, NatsSpecError> {
-        let err = |reason: String| NatsSpecError {
-            input: s.to_owned(),
-            reason,
-        };
-        let mut o = split(s).map_err(err)?;
-        let stream = o.stream().map_err(err)?;
-        let partitions = match o.take("partitions") {
-            Some(p) => count("partitions", &p, MAX_PARTITIONS).map_err(err)?,
-            None => DEFAULT_PARTITIONS,
-        };
-        let window = match o.take("window") {
-            Some(w) => count("window", &w, MAX_WINDOW as u32).map_err(err)? as usize,
-            None => DEFAULT_WINDOW,
-        };
-        let spool = o.take("spool").map(PathBuf::from);
-        o.done("stream, subject, partitions, replicas, window or spool")
-            .map_err(err)?;
-        Ok(Self {
-            stream,
-            partitions,
-            window,
-            spool,
+        let known = "stream, subject, partitions, replicas, window or spool";
+        parse_spec(s, known, |o, stream| {
+            let partitions = match o.take("partitions") {
+                Some(p) => count("partitions", &p, MAX_PARTITIONS)?,
+                None => DEFAULT_PARTITIONS,
+            };
+            let window = match o.take("window") {
+                Some(w) => count("window", &w, MAX_WINDOW as u32)? as usize,
+                None => DEFAULT_WINDOW,
+            };
+            Ok(Self {
+                stream,
+                partitions,
+                window,
+                spool: o.take("spool").map(PathBuf::from),
+            })
         })
     }
 }
@@ -220,34 +214,47 @@ impl NatsInputSpec {
     /// # Errors
     /// A [`NatsSpecError`] naming what was wrong.
     pub fn parse(s: &str) -> Result<Self, NatsSpecError> {
-        let err = |reason: String| NatsSpecError {
-            input: s.to_owned(),
-            reason,
-        };
-        let mut o = split(s).map_err(err)?;
-        let stream = o.stream().map_err(err)?;
-        let partitions = match o.take("partitions") {
-            None => 0..=DEFAULT_PARTITIONS - 1,
-            Some(p) => {
-                let (a, b) = p.split_once('-').unwrap_or((&p, &p));
-                let bad = || {
-                    format!(
-                        "partitions `{p}`: expected A-B, from 0 to {}",
-                        MAX_PARTITIONS - 1
-                    )
-                };
-                let a: u32 = a.trim().parse().map_err(|_| err(bad()))?;
-                let b: u32 = b.trim().parse().map_err(|_| err(bad()))?;
-                if a > b || b >= MAX_PARTITIONS {
-                    return Err(err(bad()));
+        parse_spec(s, "stream, subject, partitions or replicas", |o, stream| {
+            let partitions = match o.take("partitions") {
+                None => 0..=DEFAULT_PARTITIONS - 1,
+                Some(p) => {
+                    let bad = || {
+                        format!(
+                            "partitions `{p}`: expected A-B, from 0 to {}",
+                            MAX_PARTITIONS - 1
+                        )
+                    };
+                    let (a, b) = p.split_once('-').unwrap_or((&p, &p));
+                    let a: u32 = a.trim().parse().map_err(|_| bad())?;
+                    let b: u32 = b.trim().parse().map_err(|_| bad())?;
+                    if a > b || b >= MAX_PARTITIONS {
+                        return Err(bad());
+                    }
+                    a..=b
                 }
-                a..=b
-            }
-        };
-        o.done("stream, subject, partitions or replicas")
-            .map_err(err)?;
-        Ok(Self { stream, partitions })
+            };
+            Ok(Self { stream, partitions })
+        })
     }
+}
+
+/// The servers and the stream of spec `s`, then its own options (`rest`), then no
+/// option left but the `known` ones.
+fn parse_spec<T>(
+    s: &str,
+    known: &str,
+    rest: impl FnOnce(&mut Options<'_>, StreamSpec) -> Result<T, String>,
+) -> Result<T, NatsSpecError> {
+    let parsed = split(s).and_then(|mut o| {
+        let stream = o.stream()?;
+        let value = rest(&mut o, stream)?;
+        o.done(known)?;
+        Ok(value)
+    });
+    parsed.map_err(|reason| NatsSpecError {
+        input: s.to_owned(),
+        reason,
+    })
 }
 
 fn write_stream(f: &mut fmt::Formatter<'_>, s: &StreamSpec) -> fmt::Result {

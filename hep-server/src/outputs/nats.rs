@@ -361,10 +361,27 @@ impl Edge {
                 }
             }
         }
-        if let Backlog::Spool(s) = &mut backlog {
-            // What was not acknowledged is published at the next start.
-            if let Err(e) = tokio::task::block_in_place(|| s.sync()) {
-                tracing::warn!(output = %name, error = %e, "nats edge: syncing the spool failed");
+        // Stopped with messages left (the servers took nothing for a while): what the
+        // queue still holds joins the backlog, then a spool keeps it all for the next
+        // start, and memory counts it lost.
+        let mut left = 0;
+        while let Ok(m) = queue.try_recv() {
+            left += 1;
+            take(&m, &spec, &mut backlog, &stats);
+        }
+        match &mut backlog {
+            Backlog::Spool(s) => {
+                stats.dequeued(left);
+                if let Err(e) = tokio::task::block_in_place(|| s.flush().and_then(|()| s.sync())) {
+                    tracing::warn!(output = %name, error = %e, "nats edge: syncing the spool failed");
+                }
+            }
+            Backlog::Memory(q) => {
+                let lost = (q.len() + in_flight.len()) as u64;
+                if lost > 0 {
+                    stats.record_batch(lost, 0, &[("nats_unavailable", lost)]);
+                    tracing::warn!(output = %name, lost, "nats edge: stopped with messages no server acknowledged (hep_dropped_total{{reason=\"nats_unavailable\"}}); a spool (;spool=DIR) would keep them");
+                }
             }
         }
         edge.in_flight.store(0, Relaxed);

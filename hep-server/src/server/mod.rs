@@ -166,6 +166,7 @@ pub async fn run_with_reloads(
             store,
             live_feed.clone(),
             aliases.clone(),
+            &config.cluster,
             &registry,
         )
         .await?;
