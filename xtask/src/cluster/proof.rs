@@ -856,6 +856,7 @@ fn search_checks(rep: &mut Report, c: &Cluster3, ctx: &Ctx, calls: &Range<u64>) 
     }
     let n = sample.len() as u64;
     if ctx.peers_config {
+        cli_search_check(rep, c, ctx, &sample);
         rep.check(
             "search through either consumer finds every call",
             found.iter().all(|&f| f == n) && errors.is_empty(),
@@ -873,6 +874,61 @@ fn search_checks(rep: &mut Report, c: &Cluster3, ctx: &Ctx, calls: &Range<u64>) 
             ),
         );
     }
+}
+
+/// `hep-server search --store STORE --peer OTHER --call-id ID --format json` from each
+/// consumer's store, the other consumer as its peer: every sampled call whole (its 7
+/// messages) through either.
+fn cli_search_check(rep: &mut Report, c: &Cluster3, ctx: &Ctx, sample: &[u64]) {
+    let mut whole = vec![0u64; c.consumers.len()];
+    let mut errors = Vec::new();
+    for &call in sample.iter().take(5) {
+        let id = format!("bench-{call}@10.0.0.1");
+        for (i, consumer) in c.consumers.iter().enumerate() {
+            let other = &c.consumers[1 - i];
+            let args = [
+                "search".to_owned(),
+                "--store".to_owned(),
+                consumer.store.display().to_string(),
+                "--peer".to_owned(),
+                format!("http://{}", other.http),
+                "--call-id".to_owned(),
+                id.clone(),
+                "--since".to_owned(),
+                "0".to_owned(),
+                "--format".to_owned(),
+                "json".to_owned(),
+            ];
+            let bin = ctx.hep_server.to_string_lossy().into_owned();
+            match crate::interop::proc::output(&bin, &args, None, Duration::from_secs(30)) {
+                Ok(out) if out.status.success() => {
+                    let records = out.stdout.iter().filter(|&&b| b == b'\n').count();
+                    if records == usize::from(STEPS) {
+                        whole[i] += 1;
+                    } else {
+                        errors.push(format!("{id} through consumer{}: {records} records", i + 1));
+                    }
+                }
+                Ok(out) => errors.push(format!(
+                    "{id} through consumer{} ({}): {}",
+                    i + 1,
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(err) => errors.push(format!("{err:#}")),
+            }
+        }
+    }
+    let n = sample.len().min(5) as u64;
+    rep.check(
+        "hep-server search through either consumer finds every call whole",
+        whole.iter().all(|&w| w == n),
+        format!(
+            "{n} sampled calls, 7 records each: {whole:?} through consumer1, consumer2 \
+             (search --store ITS_STORE --peer THE_OTHER){}",
+            errors.first().map_or(String::new(), |e| format!("; {e}"))
+        ),
+    );
 }
 
 /// Throughput: one edge, two edges; a backlog drained by one consumer, then two.
