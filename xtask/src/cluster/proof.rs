@@ -517,11 +517,11 @@ fn main_phase(
         if let Some((node, at)) = nats_killed
             && at.elapsed() >= plan.down
         {
-            let took = c.nats.restart(node)?;
+            let (took, health) = c.nats.restart(node)?;
             rep.event(
                 t0.elapsed(),
                 format!(
-                    "main: n{node} restarted, current again in {:.1} s",
+                    "main: n{node} restarted, current again in {:.1} s; {health}",
                     took.as_secs_f64()
                 ),
             );
@@ -631,11 +631,11 @@ fn outage_phase(
             down_at.elapsed().as_secs_f64()
         ),
     );
-    let took = c.nats.start_all()?;
+    let (took, health) = c.nats.start_all()?;
     rep.event(
         t0.elapsed(),
         format!(
-            "outage: NATS nodes restarted, ready in {:.1} s",
+            "outage: NATS nodes restarted, routes up in {:.1} s; {health}",
             took.as_secs_f64()
         ),
     );
