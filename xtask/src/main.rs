@@ -13,9 +13,11 @@
 //! ```
 //!
 //! It follows the [cargo-xtask] conventions: one binary, plain `std::process::Command`, the
-//! `$CARGO` the alias was started with, and no dependencies beyond `anyhow` and `serde_json`
-//! (for the JSON lines `hep-server`, hep-js and sqlite3 print) so that it compiles quickly on
-//! a clean machine. Every command it runs is echoed as `==> ...`.
+//! `$CARGO` the alias was started with, and few dependencies so that it compiles quickly on
+//! a clean machine: `anyhow`, `serde_json` (for the JSON lines `hep-server`, hep-js and
+//! sqlite3 print), `syn` (`structure`) and the workspace's `rusqlite` (`cluster` reads the
+//! consumers' stores; hep-server builds it anyway). Every command it runs is echoed as
+//! `==> ...`.
 //!
 //! [cargo-xtask]: https://github.com/matklad/cargo-xtask
 
