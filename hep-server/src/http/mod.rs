@@ -223,6 +223,7 @@ pub async fn bind(
     registry.register(Arc::clone(&counts) as _);
     let state = routes::AppState {
         store: store.map(Arc::new),
+        readers: crate::store::Readers::new(),
         tokens: Arc::new(access::Tokens::new(&config.tokens)),
         queries: Arc::new(Semaphore::new(MAX_STORE_QUERIES)),
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),

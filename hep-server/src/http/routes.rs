@@ -56,6 +56,8 @@ const MAX_CALL_ID: usize = 1_024;
 pub(crate) struct AppState {
     /// The store directory, if the run writes one.
     pub(crate) store: Option<Arc<PathBuf>>,
+    /// The store's read connections, kept from one query to the next.
+    pub(crate) readers: store::Readers,
     pub(crate) tokens: Arc<Tokens>,
     /// Store queries at once.
     pub(crate) queries: Arc<Semaphore>,
@@ -253,7 +255,7 @@ impl AppState {
     /// [`super::MAX_STORE_QUERIES`] at once.
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&FsPath) -> Result<T, ApiError> + Send + 'static,
+        f: impl FnOnce(&store::Readers, &FsPath) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let Some(dir) = self.store.clone() else {
             return Err(ApiError::store_unavailable(
@@ -264,9 +266,10 @@ impl AppState {
             .acquire_owned()
             .await
             .map_err(|_| ApiError::internal("the store queries' semaphore is closed"))?;
+        let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            f(&dir)
+            f(&readers, &dir)
         })
         .await
         .map_err(|e| ApiError::internal(format!("a store query failed: {e}")))?
@@ -330,7 +333,7 @@ async fn list_calls(
     };
     let cursor = p.cursor;
     let page = s
-        .read(move |dir| store::calls(dir, &query, cursor).map_err(store_error))
+        .read(move |readers, dir| readers.calls(dir, &query, cursor).map_err(store_error))
         .await?;
     warn_damaged(&page.damaged);
     Ok(json_response(&CallsJson {
@@ -356,7 +359,7 @@ async fn messages_of(
         ..StoreQuery::default()
     };
     let results = s
-        .read(move |dir| store::search(dir, &query).map_err(store_error))
+        .read(move |readers, dir| readers.search(dir, &query).map_err(store_error))
         .await?;
     warn_damaged(&results.damaged);
     if results.messages.is_empty() {
@@ -547,7 +550,11 @@ async fn message(
         .parse()
         .map_err(|e| ApiError::bad_parameter(format!("id: {e}")))?;
     let found = s
-        .read(move |dir| store::message(dir, id, access.as_deref()).map_err(store_error))
+        .read(move |readers, dir| {
+            readers
+                .message(dir, id, access.as_deref())
+                .map_err(store_error)
+        })
         .await?;
     match found {
         Some(m) => Ok(json_response(&MessageJson::of(&m))),
@@ -589,6 +596,7 @@ mod tests {
     fn state(in_flight: usize) -> AppState {
         AppState {
             store: None,
+            readers: store::Readers::new(),
             tokens: Arc::new(Tokens::default()),
             queries: Arc::new(Semaphore::new(1)),
             in_flight: Arc::new(Semaphore::new(in_flight)),

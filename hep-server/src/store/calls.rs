@@ -25,8 +25,9 @@ use rusqlite::types::Value;
 use super::StoreError;
 use super::legs;
 use super::query::{
-    Filter, Query, Source, Stored, Term, Terms, check_dir, decode, filters, open, select, sources,
+    Filter, Query, Source, Stored, Term, Terms, check_dir, decode, filters, select, sources,
 };
+use super::readers::Readers;
 use super::text::TextScan;
 
 /// Rows (id and Call-ID) a call list reads in each partition to find its calls, at most.
@@ -73,8 +74,27 @@ pub struct Calls {
 /// # Errors
 /// The directory does not exist or holds a foreign file; a partition cannot be read.
 pub fn calls(dir: &Path, q: &Query, before: Option<i64>) -> Result<Calls, StoreError> {
+    Readers::one_shot().calls(dir, q, before)
+}
+
+impl Readers {
+    /// [`calls()`], with the connections of these readers.
+    ///
+    /// # Errors
+    /// As [`calls()`].
+    pub fn calls(&self, dir: &Path, q: &Query, before: Option<i64>) -> Result<Calls, StoreError> {
+        calls_in(self, dir, q, before)
+    }
+}
+
+fn calls_in(
+    readers: &Readers,
+    dir: &Path,
+    q: &Query,
+    before: Option<i64>,
+) -> Result<Calls, StoreError> {
     check_dir(dir)?;
-    let partitions = sources(dir, q)?;
+    let partitions = sources(readers, dir, q)?;
     let Terms {
         matching,
         text_scan,
@@ -186,15 +206,16 @@ fn scan(partitions: &[Source], filter: &Filter, limit: usize) -> Result<Scan, St
         }
         let p = &source.partition;
         let sql_err = |e| StoreError::sqlite(&p.path, e);
-        let Some((conn, version)) = open(p)? else {
+        let Some(conn) = source.open()? else {
             continue;
         };
+        let version = conn.version;
         let (clause, params) = filter.sql(version);
         let joiner = if clause.is_empty() { " WHERE" } else { " AND" };
         let sql = format!(
             "SELECT id, call_id FROM messages{clause}{joiner} call_id IS NOT NULL ORDER BY id DESC"
         );
-        let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(sql_err)?;
@@ -224,12 +245,13 @@ fn distinct_calls(partitions: &[Source], filter: &Filter) -> Result<Vec<String>,
     for source in partitions {
         let p = &source.partition;
         let sql_err = |e| StoreError::sqlite(&p.path, e);
-        let Some((conn, version)) = open(p)? else {
+        let Some(conn) = source.open()? else {
             continue;
         };
+        let version = conn.version;
         let (clause, params) = filter.sql(version);
         let sql = format!("SELECT DISTINCT call_id FROM messages{clause}");
-        let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(sql_err)?;

@@ -18,7 +18,7 @@ use rusqlite::types::Value;
 
 use super::StoreError;
 use super::link::SESSION_KEY_PREFIX;
-use super::query::{Filter, Source, Term, open};
+use super::query::{Filter, Source, Term};
 
 /// Hops a walk goes from the call searched, at most (A-B-C is two).
 pub const MAX_CHAIN_HOPS: usize = 8;
@@ -169,12 +169,13 @@ fn pairs(
     for source in partitions {
         let p = &source.partition;
         let sql_err = |e| StoreError::sqlite(&p.path, e);
-        let Some((conn, version)) = open(p)? else {
+        let Some(conn) = source.open()? else {
             continue;
         };
+        let version = conn.version;
         let (clause, params) = f.sql(version);
         let sql = format!("SELECT DISTINCT call_id, correlation_id FROM messages{clause}");
-        let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(sql_err)?;
