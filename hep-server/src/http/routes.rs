@@ -34,6 +34,7 @@ use super::calls::{CallRow, MessageJson};
 use super::counts::RequestCounts;
 use super::error::ApiError;
 use super::params::{CallDetail, CallSearch};
+use super::queries::QueryPool;
 use super::{REQUEST_TIMEOUT, bytes_response, json_response, page};
 use crate::aliases::{Aliases, SharedAliases};
 use crate::call_quality::CallQuality;
@@ -59,8 +60,8 @@ pub(crate) struct AppState {
     /// The store's read connections, kept from one query to the next.
     pub(crate) readers: store::Readers,
     pub(crate) tokens: Arc<Tokens>,
-    /// Store queries at once.
-    pub(crate) queries: Arc<Semaphore>,
+    /// The threads store queries run on.
+    pub(crate) queries: QueryPool,
     /// Requests at once.
     pub(crate) in_flight: Arc<Semaphore>,
     pub(crate) counts: Arc<RequestCounts>,
@@ -251,7 +252,7 @@ fn percent_decode(s: &str) -> String {
 // ===== the store =====
 
 impl AppState {
-    /// Runs `f` on the store directory on a blocking thread, at most
+    /// Runs `f` on the store directory on a query thread ([`super::queries`]), at most
     /// [`super::MAX_STORE_QUERIES`] at once.
     async fn read<T: Send + 'static>(
         &self,
@@ -262,17 +263,8 @@ impl AppState {
                 "this server writes no store: run it with the output store:DIR (the default)",
             ));
         };
-        let permit = Arc::clone(&self.queries)
-            .acquire_owned()
-            .await
-            .map_err(|_| ApiError::internal("the store queries' semaphore is closed"))?;
         let readers = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            f(&readers, &dir)
-        })
-        .await
-        .map_err(|e| ApiError::internal(format!("a store query failed: {e}")))?
+        self.queries.run(move || f(&readers, &dir)).await
     }
 }
 
@@ -598,7 +590,7 @@ mod tests {
             store: None,
             readers: store::Readers::new(),
             tokens: Arc::new(Tokens::default()),
-            queries: Arc::new(Semaphore::new(1)),
+            queries: QueryPool::start(1, 1).expect("starts"),
             in_flight: Arc::new(Semaphore::new(in_flight)),
             counts: Arc::new(RequestCounts::default()),
             live: None,
