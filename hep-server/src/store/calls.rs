@@ -151,6 +151,16 @@ fn calls_in(
     let mut linked = Filter::default();
     linked.terms.push(Term::CallOrLinked(ids.clone()));
     let mut found = select(&partitions, &linked.and(&scope), MAX_PAGE_MESSAGES)?;
+    // Read whole (not cut at the bound), these rows are the leg walk's first round: the
+    // rows of these Call-IDs and of those naming them, in the scope. Each round reads
+    // the calls' ranges again (a third of a user search, among calls captured together).
+    let first_round = (found.len() < MAX_PAGE_MESSAGES).then(|| {
+        legs::first_pairs(
+            found
+                .iter()
+                .map(|f| (f.call_id.as_ref(), f.correlation_id.as_ref())),
+        )
+    });
     found.sort_by_key(|f| (f.id, f.partition));
     let wanted: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
     let mut own: BTreeMap<String, Vec<Stored>> = BTreeMap::new();
@@ -167,7 +177,7 @@ fn calls_in(
             Err(e) => damaged.push(e),
         }
     }
-    let mut chains = legs::chains(&partitions, &scope, &ids)?;
+    let mut chains = legs::chains_after(&partitions, &scope, &ids, first_round)?;
     let calls = order
         .into_iter()
         .map(|(newest_row, call_id)| Call {
