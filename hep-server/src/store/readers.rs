@@ -18,7 +18,7 @@
 //! A kept connection is lent only for the same file, its device and inode checked at
 //! each loan: a partition deleted by retention and created again under its name is
 //! opened afresh. The connections of files no longer in the directory are closed at the
-//! next search's scan ([`Readers::keep_only`]): a connection holds its file's space on
+//! next search's scan of the directory: a connection holds its file's space on
 //! disk until it is closed.
 
 use std::collections::VecDeque;
