@@ -31,7 +31,7 @@
 //! over once past that), so the queue holds at most 64 MiB, and about 40 MiB of SIP
 //! messages of 600 bytes.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -112,13 +112,17 @@ pub(crate) fn tracked_type(t: Option<ProtoType>) -> bool {
     )
 }
 
-/// A [`Seen`] without its bytes, which follow each other in [`Batch::bytes`].
+/// A [`Seen`] without its bytes, which follow each other in [`Batch::bytes`]. The
+/// message's own fields, copied as they are (the addresses are put together by the
+/// tracker): the fan-out's part is a copy and no more.
 #[derive(Debug, Clone, Copy)]
 struct Fields {
+    src_ip: Option<IpAddr>,
+    dst_ip: Option<IpAddr>,
+    src_port: Option<u16>,
+    dst_port: Option<u16>,
     proto_type: Option<ProtoType>,
     capture_id: Option<u32>,
-    src: Option<SocketAddr>,
-    dst: Option<SocketAddr>,
     ts_sec: Option<u32>,
     ts_usec: Option<u32>,
     /// The correlation id's length, if there is one; its bytes come first.
@@ -145,6 +149,7 @@ impl Default for Batch {
 
 impl Batch {
     /// Copies what the tracker reads of `msg`.
+    #[inline]
     fn push(&mut self, msg: &HepMessage) {
         let correlation = msg.correlation_id.as_deref();
         let payload = msg.payload.bytes();
@@ -153,10 +158,12 @@ impl Batch {
         }
         self.bytes.extend_from_slice(payload);
         self.fields.push(Fields {
+            src_ip: msg.src_ip,
+            dst_ip: msg.dst_ip,
+            src_port: msg.src_port,
+            dst_port: msg.dst_port,
             proto_type: msg.proto_type,
             capture_id: msg.capture_id,
-            src: msg.src(),
-            dst: msg.dst(),
             ts_sec: msg.ts_sec,
             ts_usec: msg.ts_usec,
             // A HEP chunk is at most 65,535 bytes, a v1/v2 payload a datagram.
@@ -194,11 +201,15 @@ impl Batch {
             };
             let correlation_id = f.correlation_len.map(&mut take);
             let payload = take(f.payload_len);
+            // As `HepMessage::src` and `dst` put them together.
+            let addr = |ip: Option<IpAddr>, port: Option<u16>| {
+                Some(SocketAddr::new(ip?, port.unwrap_or(0)))
+            };
             Seen {
                 proto_type: f.proto_type,
                 capture_id: f.capture_id,
-                src: f.src,
-                dst: f.dst,
+                src: addr(f.src_ip, f.src_port),
+                dst: addr(f.dst_ip, f.dst_port),
                 ts_sec: f.ts_sec,
                 ts_usec: f.ts_usec,
                 correlation_id,

@@ -263,7 +263,9 @@ impl<L> Tracker<L> {
                     born,
                     last_us: m.recv_us,
                     caller_tag: 0,
-                    seen: VecDeque::with_capacity(4),
+                    // An answered call has 7 messages or more: room for 8 at once, rather
+                    // than 4 and a reallocation.
+                    seen: VecDeque::with_capacity(8),
                     invite: None,
                     register: None,
                     finished_us: None,
