@@ -1,11 +1,12 @@
 //! SIP KPIs (`[kpi]`): every accepted SIP message goes through a per-call state machine
 //! (`tracker`) whose findings are Prometheus metrics (`hep_sip_*`, `metrics`).
 //!
-//! The fan-out offers every message to the tracker's own bounded queue ([`KpiFeed`]) and
-//! never waits for it; the tracker runs on a thread of its own at a lower priority than
-//! capture. If it falls behind, the messages it missed are counted in
-//! `hep_sip_kpi_lagged_total` and the KPIs under-count; the store and the relays are not
-//! affected. docs/KPI.md has the definitions, the metric names and the
+//! The fan-out offers every message to the tracker's own feed ([`KpiFeed`], `feed`: what
+//! the tracker reads of it is copied into a batch, and full batches cross to the tracker
+//! through a bounded queue) and never waits for it; the tracker runs on a thread of its
+//! own at a lower priority than capture. If it falls behind, the messages it missed are
+//! counted in `hep_sip_kpi_lagged_total` and the KPIs under-count; the store and the
+//! relays are not affected. docs/KPI.md has the definitions, the metric names and the
 //! PromQL of the ratios (ASR, NER, SCR, ISA, IRA).
 
 pub mod call;
