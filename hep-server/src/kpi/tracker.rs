@@ -263,9 +263,7 @@ impl<L> Tracker<L> {
                     born,
                     last_us: m.recv_us,
                     caller_tag: 0,
-                    // An answered call has 7 messages or more: room for 8 at once, rather
-                    // than 4 and a reallocation.
-                    seen: VecDeque::with_capacity(8),
+                    seen: VecDeque::with_capacity(4),
                     invite: None,
                     register: None,
                     finished_us: None,
