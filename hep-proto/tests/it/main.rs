@@ -5,4 +5,5 @@ mod negative;
 mod peers;
 mod properties;
 mod readme;
+mod sip_reference;
 mod vectors;

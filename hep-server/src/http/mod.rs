@@ -21,8 +21,9 @@
 //! - [`MAX_IN_FLIGHT`] requests being answered at once, more are refused at once with
 //!   `503 overloaded`; each must be answered within [`REQUEST_TIMEOUT`] (else `503
 //!   timeout`);
-//! - [`MAX_STORE_QUERIES`] store queries at once (they run on blocking threads; the rest
-//!   wait, within the request timeout);
+//! - [`MAX_STORE_QUERIES`] store queries at once, on threads of their own at nice
+//!   [`queries::QUERY_NICE`] (the capture goes first when the cores are short); the rest
+//!   wait, within the request timeout;
 //! - [`MAX_LIVE_CLIENTS`] live streams (`/api/v1/live`, [`live`]) at once, more are
 //!   refused with `503 overloaded`; their feed holds [`LIVE_CAPACITY`] messages, a client
 //!   further behind is told how many it skipped;
@@ -62,6 +63,7 @@ pub mod error;
 pub mod live;
 pub mod page;
 pub mod params;
+pub mod queries;
 mod routes;
 
 pub use routes::MAX_CALL_MESSAGES;
@@ -231,8 +233,10 @@ pub async fn bind(
     }
     let state = routes::AppState {
         store: store.map(Arc::new),
+        readers: crate::store::Readers::new(),
         tokens: Arc::new(access::Tokens::new(&config.tokens)),
-        queries: Arc::new(Semaphore::new(MAX_STORE_QUERIES)),
+        queries: queries::QueryPool::start(MAX_STORE_QUERIES, MAX_IN_FLIGHT)
+            .context("starting the store query threads")?,
         in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         counts,
         live,

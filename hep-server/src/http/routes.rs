@@ -44,6 +44,7 @@ use super::calls::{CallRow, MessageJson};
 use super::counts::RequestCounts;
 use super::error::ApiError;
 use super::params::{CallDetail, CallSearch};
+use super::queries::QueryPool;
 use super::{REQUEST_TIMEOUT, bytes_response, json_response, page};
 use crate::aliases::{Aliases, SharedAliases};
 use crate::call_quality::CallQuality;
@@ -69,9 +70,11 @@ const MAX_CALL_ID: usize = 1_024;
 pub(crate) struct AppState {
     /// The store directory, if the run writes one.
     pub(crate) store: Option<Arc<PathBuf>>,
+    /// The store's read connections, kept from one query to the next.
+    pub(crate) readers: store::Readers,
     pub(crate) tokens: Arc<Tokens>,
-    /// Store queries at once.
-    pub(crate) queries: Arc<Semaphore>,
+    /// The threads store queries run on.
+    pub(crate) queries: QueryPool,
     /// Requests at once.
     pub(crate) in_flight: Arc<Semaphore>,
     pub(crate) counts: Arc<RequestCounts>,
@@ -279,27 +282,19 @@ fn percent_decode(s: &str) -> String {
 // ===== the store =====
 
 impl AppState {
-    /// Runs `f` on the store directory on a blocking thread, at most
+    /// Runs `f` on the store directory on a query thread ([`super::queries`]), at most
     /// [`super::MAX_STORE_QUERIES`] at once.
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&FsPath) -> Result<T, ApiError> + Send + 'static,
+        f: impl FnOnce(&store::Readers, &FsPath) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let Some(dir) = self.store.clone() else {
             return Err(ApiError::store_unavailable(
                 "this server writes no store: run it with the output store:DIR (the default)",
             ));
         };
-        let permit = Arc::clone(&self.queries)
-            .acquire_owned()
-            .await
-            .map_err(|_| ApiError::internal("the store queries' semaphore is closed"))?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            f(&dir)
-        })
-        .await
-        .map_err(|e| ApiError::internal(format!("a store query failed: {e}")))?
+        let readers = self.readers.clone();
+        self.queries.run(move || f(&readers, &dir)).await
     }
 }
 
@@ -390,7 +385,7 @@ async fn list_calls(
         if storeless {
             return Ok(store::Calls::default());
         }
-        s.read(move |dir| store::calls(dir, &query, cursor).map_err(store_error))
+        s.read(move |readers, dir| readers.calls(dir, &query, cursor).map_err(store_error))
             .await
     };
     let peers = async {
@@ -547,7 +542,7 @@ async fn messages_of(
         ..StoreQuery::default()
     };
     let results = s
-        .read(move |dir| store::search(dir, &query).map_err(store_error))
+        .read(move |readers, dir| readers.search(dir, &query).map_err(store_error))
         .await?;
     warn_damaged(&results.damaged);
     if results.messages.is_empty() {
@@ -815,7 +810,11 @@ async fn message(
         .parse()
         .map_err(|e| ApiError::bad_parameter(format!("id: {e}")))?;
     let found = s
-        .read(move |dir| store::message(dir, id, access.as_deref()).map_err(store_error))
+        .read(move |readers, dir| {
+            readers
+                .message(dir, id, access.as_deref())
+                .map_err(store_error)
+        })
         .await?;
     match found {
         Some(m) => Ok(json_response(&MessageJson::of(&m))),
@@ -857,8 +856,9 @@ mod tests {
     fn state(in_flight: usize) -> AppState {
         AppState {
             store: None,
+            readers: store::Readers::new(),
             tokens: Arc::new(Tokens::default()),
-            queries: Arc::new(Semaphore::new(1)),
+            queries: QueryPool::start(1, 1).expect("starts"),
             in_flight: Arc::new(Semaphore::new(in_flight)),
             counts: Arc::new(RequestCounts::default()),
             live: None,

@@ -150,7 +150,7 @@ impl CallView {
         let mut sink = PerCall::default();
         for m in &msgs {
             let recv = u64::try_from(m.recv_us).unwrap_or(0);
-            super::read_sip(m.message, recv, |observed| {
+            super::read_sip(&super::Seen::of(m.message), recv, |observed| {
                 let Some(id) = observed.sip.call_id else {
                     return;
                 };

@@ -1,79 +1,41 @@
 //! SIP KPIs (`[kpi]`): every accepted SIP message goes through a per-call state machine
 //! (`tracker`) whose findings are Prometheus metrics (`hep_sip_*`, `metrics`).
 //!
-//! The fan-out offers every message to the tracker's own bounded queue ([`KpiFeed`]) and
-//! never waits for it; the tracker runs on a thread of its own at a lower priority than
-//! capture. If it falls behind, the messages it missed are counted in
-//! `hep_sip_kpi_lagged_total` and the KPIs under-count; the store and the relays are not
-//! affected. docs/KPI.md has the definitions, the metric names and the
+//! The fan-out offers every message to the tracker's own feed ([`KpiFeed`], `feed`: what
+//! the tracker reads of it is copied into a batch, and full batches cross to the tracker
+//! through a bounded queue) and never waits for it; the tracker runs on a thread of its
+//! own at a lower priority than capture. If it falls behind, the messages it missed are
+//! counted in `hep_sip_kpi_lagged_total` and the KPIs under-count; the store and the
+//! relays are not affected. docs/KPI.md has the definitions, the metric names and the
 //! PromQL of the ratios (ASR, NER, SCR, ISA, IRA).
 
 pub mod call;
+mod feed;
 mod metrics;
 #[cfg(test)]
 mod tests;
 pub(crate) mod tracker;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hep_proto::ProtoType;
 use hep_proto::sip::{self, SipSummary, StartLine};
-use hep_proto::{HepMessage, ProtoType};
-use hep_transport::Received;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::aliases::Aliases;
 use crate::qos::Source as QosSource;
+pub use feed::{FEED_CAPACITY, KpiFeed};
+pub(crate) use feed::{FeedReader, QUEUED_BATCHES, Seen};
 pub(crate) use metrics::KpiMetrics;
 use metrics::Recording;
 use metrics::{CallLabels, Direction};
 use tracker::{Limits, Observed, Tracker, q850_cause};
 
-/// The tracker's queue, in messages: about a third of a second at 200,000 messages a
-/// second, room for a scrape or an expiry sweep to pause the tracker.
-pub const FEED_CAPACITY: usize = 65_536;
-
-/// The fan-out's end of the tracker's queue: [`offer`](Self::offer) never waits; a
-/// message the full queue cannot take is counted as the tracker's lag.
-#[derive(Debug, Clone)]
-pub struct KpiFeed {
-    tx: mpsc::SyncSender<Arc<Received>>,
-    lagged: Arc<AtomicU64>,
-}
-
-impl KpiFeed {
-    /// A queue of `capacity` messages, and its receiving end for the tracker.
-    pub(crate) fn channel(capacity: usize) -> (Self, mpsc::Receiver<Arc<Received>>) {
-        let (tx, rx) = mpsc::sync_channel(capacity);
-        (
-            Self {
-                tx,
-                lagged: Arc::new(AtomicU64::new(0)),
-            },
-            rx,
-        )
-    }
-
-    /// Offers one message to the tracker.
-    #[inline]
-    pub fn offer(&self, m: &Arc<Received>) {
-        if self.tx.try_send(Arc::clone(m)).is_err() {
-            self.lagged.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
 /// How often calls are checked for their timeouts.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
-
-/// Messages read under one lock of the metrics.
-const BATCH: usize = 256;
-
-/// How long the tracker waits for a message before it looks at the clock (its sweep).
-const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 /// `[kpi]`: the SIP KPIs and their call table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -128,7 +90,7 @@ pub(crate) struct KpiTask {
     aliases: Aliases,
     /// The distinct alias names, in the order of `KpiMetrics`' targets.
     targets: Vec<String>,
-    feed: mpsc::Receiver<Arc<Received>>,
+    feed: FeedReader,
 }
 
 impl KpiTask {
@@ -136,7 +98,7 @@ impl KpiTask {
         config: &KpiConfig,
         aliases: &Aliases,
         feed: &KpiFeed,
-        rx: mpsc::Receiver<Arc<Received>>,
+        rx: FeedReader,
     ) -> Self {
         let nodes = config.nodes.iter().map(u32::to_string).collect();
         let mut targets: Vec<String> = aliases.entries().map(|(_, n)| n.to_owned()).collect();
@@ -146,7 +108,7 @@ impl KpiTask {
             metrics: Arc::new(KpiMetrics::new(
                 targets.clone(),
                 nodes,
-                Arc::clone(&feed.lagged),
+                Arc::clone(feed.lagged()),
             )),
             config: config.clone(),
             aliases: aliases.clone(),
@@ -174,26 +136,18 @@ impl KpiTask {
         (None, Direction::Other)
     }
 
-    /// Reads the feed until `until` is cancelled or the feed closes. A blocking loop, on
-    /// a thread of its own: the tracker's work never holds a worker of the runtime the
-    /// listeners run on, and the thread runs at a lower priority than capture.
+    /// Reads the feed until `until` is cancelled, then what the fan-out handed over
+    /// until then. A blocking loop, on a thread of its own: the tracker's work never
+    /// holds a worker of the runtime the listeners run on, and the thread runs at a lower
+    /// priority than capture.
     pub(crate) fn run(self, until: &CancellationToken) {
         yield_to_capture();
         let mut tracker = Tracker::new(self.config.limits());
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         while !until.is_cancelled() {
-            match self.feed.recv_timeout(IDLE_WAIT) {
-                Ok(first) => {
-                    let metrics = Arc::clone(&self.metrics);
-                    let mut rec = metrics.record();
-                    self.observe(&mut tracker, &first, &mut rec);
-                    // What else is waiting, under the same lock (at most a batch).
-                    for m in self.feed.try_iter().take(BATCH) {
-                        self.observe(&mut tracker, &m, &mut rec);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            if let Some(batch) = self.feed.next(feed::GATHER_WAIT) {
+                self.observe_batch(&mut tracker, &batch);
+                self.feed.recycle(batch);
             }
             if Instant::now() >= next_sweep {
                 let mut rec = self.metrics.record();
@@ -202,19 +156,40 @@ impl KpiTask {
                 next_sweep = Instant::now() + SWEEP_EVERY;
             }
         }
+        // What the listeners took last (the run is cancelled once they have stopped).
+        while let Some(batch) = self.feed.take_gathered() {
+            self.observe_batch(&mut tracker, &batch);
+        }
+        self.metrics.record().set_tracked(tracker.len());
     }
 
-    fn observe(&self, tracker: &mut Tracker<CallLabels>, m: &Received, rec: &mut Recording<'_>) {
-        let msg = &m.message;
+    /// Reads a batch under one lock of the metrics; its messages were received within a
+    /// few milliseconds of each other (the feed's gathering), so one clock reading
+    /// serves as their receive time.
+    fn observe_batch(&self, tracker: &mut Tracker<CallLabels>, batch: &feed::Batch) {
+        let recv_us = now_us();
+        let mut rec = self.metrics.record();
+        for m in batch.iter() {
+            self.observe(tracker, &m, recv_us, &mut rec);
+        }
+    }
+
+    fn observe(
+        &self,
+        tracker: &mut Tracker<CallLabels>,
+        msg: &Seen<'_>,
+        recv_us: u64,
+        rec: &mut Recording<'_>,
+    ) {
         let node = msg.capture_id.and_then(|id| {
             let i = self.config.nodes.iter().position(|n| *n == id)?;
             u16::try_from(i).ok()
         });
-        if let Some(source) = qos_source(msg) {
+        if let Some(source) = qos_source(msg.proto_type) {
             self.observe_qos(tracker, msg, source, node, rec);
             return;
         }
-        read_sip(msg, now_us(), |observed| {
+        read_sip(msg, recv_us, |observed| {
             let labels = || {
                 let (target, direction) = self.target(observed.src, observed.dst);
                 CallLabels {
@@ -226,7 +201,7 @@ impl KpiTask {
             tracker.observe(&observed, labels, rec);
             // The X-RTP-Stat of a BYE or its answer, under the call's labels.
             if observed.sip.cseq.is_some_and(|c| c.method == "BYE")
-                && let Some(stat) = sip::header(msg.payload.bytes(), "X-RTP-Stat")
+                && let Some(stat) = sip::header(msg.payload, "X-RTP-Stat")
                 && let Some(labels) = observed.sip.call_id.and_then(|id| tracker.labels_of(id))
             {
                 match crate::qos::xrtpstat::parse(stat) {
@@ -242,14 +217,13 @@ impl KpiTask {
     fn observe_qos(
         &self,
         tracker: &Tracker<CallLabels>,
-        msg: &HepMessage,
+        msg: &Seen<'_>,
         source: QosSource,
         node: Option<u16>,
         rec: &mut Recording<'_>,
     ) {
         let labels = msg
             .correlation_id
-            .as_ref()
             .and_then(|id| std::str::from_utf8(id).ok())
             .and_then(|id| tracker.labels_of(id).copied())
             .unwrap_or(CallLabels {
@@ -257,13 +231,10 @@ impl KpiTask {
                 direction: Direction::Other,
                 node,
             });
-        let payload = msg.payload.bytes();
+        let payload = msg.payload;
         let reports = match source {
             QosSource::Rtcp => {
-                let capture_us = msg
-                    .ts_sec
-                    .map(|s| u64::from(s) * 1_000_000 + u64::from(msg.ts_usec.unwrap_or(0)));
-                crate::qos::rtcp::parse(payload, capture_us, crate::qos::DEFAULT_CLOCK_HZ)
+                crate::qos::rtcp::parse(payload, msg.capture_us(), crate::qos::DEFAULT_CLOCK_HZ)
             }
             _ => crate::qos::vq::parse(payload),
         };
@@ -275,8 +246,8 @@ impl KpiTask {
 }
 
 /// The QoS source a message's protocol type carries, if any.
-fn qos_source(msg: &HepMessage) -> Option<QosSource> {
-    match msg.proto_type {
+fn qos_source(proto_type: Option<ProtoType>) -> Option<QosSource> {
+    match proto_type {
         Some(ProtoType::Rtcp) => Some(QosSource::Rtcp),
         Some(ProtoType::MosShort) => Some(QosSource::RtcpXr),
         _ => None,
@@ -286,7 +257,7 @@ fn qos_source(msg: &HepMessage) -> Option<QosSource> {
 /// Reads `msg` as the tracker does and hands it to `f`; nothing when it is not SIP with
 /// both addresses. The live feed and a stored call's view ([`call`]) read it alike.
 pub(crate) fn read_sip<R>(
-    msg: &HepMessage,
+    msg: &Seen<'_>,
     recv_us: u64,
     f: impl FnOnce(Observed<'_>) -> R,
 ) -> Option<R> {
@@ -294,14 +265,12 @@ pub(crate) fn read_sip<R>(
     if !matches!(msg.proto_type, None | Some(ProtoType::Sip)) {
         return None;
     }
-    let payload = msg.payload.bytes();
-    let (Some(sip), Some(src), Some(dst)) = (SipSummary::parse(payload), msg.src(), msg.dst())
-    else {
+    let payload = msg.payload;
+    let (Some(src), Some(dst)) = (msg.src, msg.dst) else {
         return None;
     };
-    let capture_us = msg.ts_sec.map_or(recv_us, |s| {
-        u64::from(s) * 1_000_000 + u64::from(msg.ts_usec.unwrap_or(0))
-    });
+    let sip = SipSummary::parse(payload)?;
+    let capture_us = msg.capture_us().unwrap_or(recv_us);
     Some(f(Observed {
         capture_us,
         recv_us,

@@ -25,8 +25,9 @@ pub struct Fanout {
     /// The live view's feed (`GET /api/v1/live`): every accepted message, while someone
     /// listens. A broadcast `send` never waits: a slow listener lags, and is told.
     live: Option<broadcast::Sender<Arc<Received>>>,
-    /// The SIP KPIs' queue: offered every message, never waited for (a full queue is
-    /// counted as the tracker's lag).
+    /// The SIP KPIs' feed: offered every message (it copies what the tracker reads into
+    /// a batch), never waited for (a batch the full queue cannot take is counted as the
+    /// tracker's lag).
     kpi: Option<KpiFeed>,
 }
 
@@ -79,16 +80,14 @@ impl Service<Received> for Fanout {
         for s in &self.null {
             s.add_delivered(1);
         }
-        let live = self.live.as_ref().filter(|l| l.receiver_count() > 0);
-        if live.is_some() || self.kpi.is_some() {
+        if let Some(kpi) = &self.kpi {
+            // A copy of what the tracker reads: the message itself is not kept for it.
+            kpi.offer(&req.message);
+        }
+        if let Some(live) = self.live.as_ref().filter(|l| l.receiver_count() > 0) {
             let shared = Arc::new(req);
-            if let Some(live) = live {
-                // No receiver left between the check and the send: nobody to tell.
-                let _ = live.send(Arc::clone(&shared));
-            }
-            if let Some(kpi) = &self.kpi {
-                kpi.offer(&shared);
-            }
+            // No receiver left between the check and the send: nobody to tell.
+            let _ = live.send(Arc::clone(&shared));
             for q in &mut self.queues {
                 q.send(Arc::clone(&shared));
             }

@@ -115,10 +115,10 @@ pub async fn run_with_reloads(
         .http
         .enabled
         .then(|| tokio::sync::broadcast::channel(http::LIVE_CAPACITY).0);
-    // The SIP KPIs' queue, when they are on: offered every message, never waited for.
+    // The SIP KPIs' feed, when they are on: offered every message, never waited for.
     let (kpi_feed, kpi_rx) = match config.kpi.enabled {
         true => {
-            let (feed, rx) = crate::kpi::KpiFeed::channel(crate::kpi::FEED_CAPACITY);
+            let (feed, rx) = crate::kpi::KpiFeed::channel(crate::kpi::QUEUED_BATCHES);
             (Some(feed), Some(rx))
         }
         false => (None, None),

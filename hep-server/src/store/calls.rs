@@ -25,8 +25,9 @@ use rusqlite::types::Value;
 use super::StoreError;
 use super::legs;
 use super::query::{
-    Filter, Query, Source, Stored, Term, Terms, check_dir, decode, filters, open, select, sources,
+    Filter, Query, Source, Stored, Term, Terms, check_dir, decode, filters, select, sources,
 };
+use super::readers::Readers;
 use super::text::TextScan;
 
 /// Rows (id and Call-ID) a call list reads in each partition to find its calls, at most.
@@ -73,8 +74,27 @@ pub struct Calls {
 /// # Errors
 /// The directory does not exist or holds a foreign file; a partition cannot be read.
 pub fn calls(dir: &Path, q: &Query, before: Option<i64>) -> Result<Calls, StoreError> {
+    Readers::one_shot().calls(dir, q, before)
+}
+
+impl Readers {
+    /// [`calls()`], with the connections of these readers.
+    ///
+    /// # Errors
+    /// As [`calls()`].
+    pub fn calls(&self, dir: &Path, q: &Query, before: Option<i64>) -> Result<Calls, StoreError> {
+        calls_in(self, dir, q, before)
+    }
+}
+
+fn calls_in(
+    readers: &Readers,
+    dir: &Path,
+    q: &Query,
+    before: Option<i64>,
+) -> Result<Calls, StoreError> {
     check_dir(dir)?;
-    let partitions = sources(dir, q)?;
+    let partitions = sources(readers, dir, q)?;
     let Terms {
         matching,
         text_scan,
@@ -131,6 +151,16 @@ pub fn calls(dir: &Path, q: &Query, before: Option<i64>) -> Result<Calls, StoreE
     let mut linked = Filter::default();
     linked.terms.push(Term::CallOrLinked(ids.clone()));
     let mut found = select(&partitions, &linked.and(&scope), MAX_PAGE_MESSAGES)?;
+    // Read whole (not cut at the bound), these rows are the leg walk's first round: the
+    // rows of these Call-IDs and of those naming them, in the scope. Each round reads
+    // the calls' ranges again (a third of a user search, among calls captured together).
+    let first_round = (found.len() < MAX_PAGE_MESSAGES).then(|| {
+        legs::first_pairs(
+            found
+                .iter()
+                .map(|f| (f.call_id.as_ref(), f.correlation_id.as_ref())),
+        )
+    });
     found.sort_by_key(|f| (f.id, f.partition));
     let wanted: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
     let mut own: BTreeMap<String, Vec<Stored>> = BTreeMap::new();
@@ -147,7 +177,7 @@ pub fn calls(dir: &Path, q: &Query, before: Option<i64>) -> Result<Calls, StoreE
             Err(e) => damaged.push(e),
         }
     }
-    let mut chains = legs::chains(&partitions, &scope, &ids)?;
+    let mut chains = legs::chains_after(&partitions, &scope, &ids, first_round)?;
     let calls = order
         .into_iter()
         .map(|(newest_row, call_id)| Call {
@@ -186,15 +216,16 @@ fn scan(partitions: &[Source], filter: &Filter, limit: usize) -> Result<Scan, St
         }
         let p = &source.partition;
         let sql_err = |e| StoreError::sqlite(&p.path, e);
-        let Some((conn, version)) = open(p)? else {
+        let Some(conn) = source.open()? else {
             continue;
         };
+        let version = conn.version;
         let (clause, params) = filter.sql(version);
         let joiner = if clause.is_empty() { " WHERE" } else { " AND" };
         let sql = format!(
             "SELECT id, call_id FROM messages{clause}{joiner} call_id IS NOT NULL ORDER BY id DESC"
         );
-        let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(sql_err)?;
@@ -224,12 +255,13 @@ fn distinct_calls(partitions: &[Source], filter: &Filter) -> Result<Vec<String>,
     for source in partitions {
         let p = &source.partition;
         let sql_err = |e| StoreError::sqlite(&p.path, e);
-        let Some((conn, version)) = open(p)? else {
+        let Some(conn) = source.open()? else {
             continue;
         };
+        let version = conn.version;
         let (clause, params) = filter.sql(version);
         let sql = format!("SELECT DISTINCT call_id FROM messages{clause}");
-        let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(sql_err)?;

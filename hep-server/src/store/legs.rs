@@ -18,7 +18,7 @@ use rusqlite::types::Value;
 
 use super::StoreError;
 use super::link::SESSION_KEY_PREFIX;
-use super::query::{Filter, Source, Term, open};
+use super::query::{Filter, Source, Term};
 
 /// Hops a walk goes from the call searched, at most (A-B-C is two).
 pub const MAX_CHAIN_HOPS: usize = 8;
@@ -112,12 +112,28 @@ pub(super) fn chains(
     scope: &Filter,
     seeds: &[String],
 ) -> Result<Chains, StoreError> {
+    chains_after(partitions, scope, seeds, None)
+}
+
+/// [`chains`], with the first round's pairs already known when `first_round` is given:
+/// the pairs ([`first_pairs`]) of every row whose Call-ID or link id is one of `seeds`
+/// within `scope` (the call list has just read them all). Used only when the seeds fit
+/// one round's query, so that the walk is the same.
+pub(super) fn chains_after(
+    partitions: &[Source],
+    scope: &Filter,
+    seeds: &[String],
+    mut first_round: Option<Vec<(String, String)>>,
+) -> Result<Chains, StoreError> {
     let mut chains = Chains::default();
     let mut frontier: Vec<String> = Vec::new();
     for s in seeds {
         if chains.node(s).1 {
             frontier.push(s.clone());
         }
+    }
+    if frontier.len() > IDS_PER_QUERY {
+        first_round = None;
     }
     for hop in 0..=MAX_CHAIN_HOPS {
         if frontier.is_empty() {
@@ -130,7 +146,11 @@ pub(super) fn chains(
         }
         let mut next = Vec::new();
         for ids in frontier.chunks(IDS_PER_QUERY) {
-            for (call, linked) in pairs(partitions, scope, ids)? {
+            let found = match first_round.take() {
+                Some(known) => known,
+                None => pairs(partitions, scope, ids)?,
+            };
+            for (call, linked) in found {
                 let (c, c_new) = chains.node(&call);
                 let (l, l_new) = chains.node(&linked);
                 if chains.full(c) || chains.full(l) {
@@ -148,6 +168,22 @@ pub(super) fn chains(
         frontier = next;
     }
     Ok(chains)
+}
+
+/// The distinct `(call_id, correlation_id)` pairs (both set, different) of `rows`,
+/// sorted: what [`pairs`] gives for the same rows.
+pub(super) fn first_pairs<'a>(
+    rows: impl Iterator<Item = (Option<&'a String>, Option<&'a String>)>,
+) -> Vec<(String, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for (call, linked) in rows {
+        if let (Some(c), Some(l)) = (call, linked)
+            && c != l
+        {
+            out.insert((c.clone(), l.clone()));
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// The distinct `(call_id, correlation_id)` pairs (both set, different) of the rows
@@ -169,12 +205,13 @@ fn pairs(
     for source in partitions {
         let p = &source.partition;
         let sql_err = |e| StoreError::sqlite(&p.path, e);
-        let Some((conn, version)) = open(p)? else {
+        let Some(conn) = source.open()? else {
             continue;
         };
+        let version = conn.version;
         let (clause, params) = f.sql(version);
         let sql = format!("SELECT DISTINCT call_id, correlation_id FROM messages{clause}");
-        let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(sql_err)?;
@@ -186,4 +223,78 @@ fn pairs(
         }
     }
     Ok(out.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::query::{Query, select, sources};
+    use crate::store::readers::Readers;
+    use crate::store::tests::{NINE, invite, write, writer};
+    use crate::testing::TempDir;
+
+    /// The first round taken from the rows a call list read gives the same chains as the
+    /// walk's own query: the same legs of every call, the same cut at the bounds.
+    #[test]
+    fn a_first_round_from_the_rows_read_walks_as_the_query_does() {
+        let dir = TempDir::new("legs-first-round");
+        let mut w = writer(dir.path());
+        let mut batch = vec![
+            invite(NINE, "leg-a", "alice", ""),
+            invite(NINE + 1, "leg-b", "alice", "X-CID: leg-a\r\n"),
+            invite(NINE + 2, "leg-c", "alice", "X-CID: leg-b\r\n"),
+            invite(NINE + 3, "self", "alice", "X-CID: self\r\n"),
+            invite(NINE + 4, "alone", "bob", ""),
+        ];
+        // A hub that more calls name than a chain may hold.
+        for i in 0..MAX_LEGS + 4 {
+            batch.push(invite(
+                NINE + 5,
+                &format!("spoke-{i}"),
+                "carol",
+                "X-CID: hub\r\n",
+            ));
+        }
+        write(&mut w, &batch);
+        drop(w);
+        let readers = Readers::one_shot();
+        let parts = sources(&readers, dir.path(), &Query::default()).expect("lists");
+        let scope = Filter::default();
+        let seed_sets: [&[&str]; 4] = [
+            &["leg-a"],
+            &["leg-c", "alone", "self"],
+            &["spoke-0", "spoke-3", "leg-b"],
+            &["hub", "nobody"],
+        ];
+        for seeds in seed_sets {
+            let seeds: Vec<String> = seeds.iter().map(|s| (*s).to_owned()).collect();
+            let mut linked = Filter::default();
+            linked.terms.push(Term::CallOrLinked(seeds.clone()));
+            let rows = select(&parts, &linked, usize::MAX).expect("reads");
+            let first = first_pairs(
+                rows.iter()
+                    .map(|f| (f.call_id.as_ref(), f.correlation_id.as_ref())),
+            );
+            let mut walked = chains(&parts, &scope, &seeds).expect("walks");
+            let mut given = chains_after(&parts, &scope, &seeds, Some(first)).expect("walks");
+            assert_eq!(walked.truncated, given.truncated, "{seeds:?}");
+            if seeds[0] == "leg-a" {
+                assert_eq!(
+                    given.legs("leg-a"),
+                    ["leg-b", "leg-c"],
+                    "a chain was walked"
+                );
+            }
+            for id in seeds
+                .iter()
+                .map(String::as_str)
+                .chain(["leg-a", "leg-b", "leg-c", "spoke-1", "hub"])
+            {
+                assert_eq!(walked.legs(id), given.legs(id), "{seeds:?}: {id}");
+            }
+        }
+        // The bounds were met: the hub's chain was cut.
+        let hub = vec!["hub".to_owned()];
+        assert!(chains(&parts, &scope, &hub).expect("walks").truncated);
+    }
 }

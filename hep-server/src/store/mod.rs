@@ -85,6 +85,7 @@ pub mod link;
 mod message_id;
 pub mod partition;
 pub mod query;
+pub mod readers;
 pub(crate) mod retention;
 pub(crate) mod row;
 pub mod schema;
@@ -96,12 +97,15 @@ pub(crate) mod writer;
 mod tests;
 #[cfg(test)]
 mod tests_legs;
+#[cfg(test)]
+mod tests_readers;
 
 pub use calls::{Call, Calls, calls};
 pub use config::StoreConfig;
 pub use link::{Correlation, LinkHeader, Pattern, session_key};
 pub use message_id::{BadMessageId, MessageId};
 pub use query::{Query, Results, Stored, message};
+pub use readers::{MAX_IDLE_READERS, Readers};
 pub use row::{Batch, delivery_key};
 pub use search::search;
 pub use text::TextScan;

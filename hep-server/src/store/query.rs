@@ -21,6 +21,7 @@ use super::StoreError;
 use super::hepfile;
 use super::message_id::MessageId;
 use super::partition::{self, Partition};
+use super::readers::{Reader, Readers};
 use super::schema::{self, Version, text_hash};
 use super::text::{MAX_TEXT_SCAN, Next, TextScan, TextSearch};
 
@@ -250,6 +251,30 @@ pub fn message(
     id: MessageId,
     capture_ids: Option<&[u32]>,
 ) -> Result<Option<Stored>, StoreError> {
+    Readers::one_shot().message(dir, id, capture_ids)
+}
+
+impl Readers {
+    /// [`message`], with the connections of these readers.
+    ///
+    /// # Errors
+    /// As [`message`].
+    pub fn message(
+        &self,
+        dir: &Path,
+        id: MessageId,
+        capture_ids: Option<&[u32]>,
+    ) -> Result<Option<Stored>, StoreError> {
+        message_in(self, dir, id, capture_ids)
+    }
+}
+
+fn message_in(
+    readers: &Readers,
+    dir: &Path,
+    id: MessageId,
+    capture_ids: Option<&[u32]>,
+) -> Result<Option<Stored>, StoreError> {
     check_dir(dir)?;
     let path = dir.join(partition::file_name(id.partition_start, id.partition_span));
     if !path.is_file() {
@@ -262,6 +287,7 @@ pub fn message(
             path,
         },
         newest_id: i64::MAX,
+        readers: readers.clone(),
     };
     let mut filter = Filter::default();
     filter.push_value("id = ?", Value::Integer(id.row));
@@ -282,6 +308,16 @@ pub(super) struct Source {
     pub(super) partition: Partition,
     /// The largest row id it holds: its newest capture time (see [`schema::RowIds`]).
     pub(super) newest_id: i64,
+    /// Where its connections come from.
+    readers: Readers,
+}
+
+impl Source {
+    /// A connection to it (see [`Readers`]); `None` for a file created but never
+    /// written (no table yet).
+    pub(super) fn open(&self) -> Result<Option<Reader>, StoreError> {
+        self.readers.open(&self.partition)
+    }
 }
 
 /// How far the row ids of a burst of messages spill past their capture time (see
@@ -298,17 +334,23 @@ pub(crate) const EXTENT: &str =
 /// capture first. Found by their smallest and largest row ids, not their names (which
 /// are receive time, or in files of versions 1 to 4 the capture time of most of their
 /// messages).
-pub(super) fn sources(dir: &Path, q: &Query) -> Result<Vec<Source>, StoreError> {
+pub(super) fn sources(readers: &Readers, dir: &Path, q: &Query) -> Result<Vec<Source>, StoreError> {
     let mut sources = Vec::new();
-    for partition in partition::scan(dir)? {
-        let Some((conn, _)) = open(&partition)? else {
+    let listed = partition::scan(dir)?;
+    readers.keep_only(&listed);
+    for partition in listed {
+        let Some(conn) = readers.open(&partition)? else {
             continue;
         };
         let (first, last) = conn
-            .query_row(EXTENT, [], |r| {
-                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
+            .prepare_cached(EXTENT)
+            .and_then(|mut s| {
+                s.query_row([], |r| {
+                    Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
+                })
             })
             .map_err(|e| StoreError::sqlite(&partition.path, e))?;
+        drop(conn);
         let (Some(first), Some(last)) = (first, last) else {
             continue; // No rows.
         };
@@ -321,6 +363,7 @@ pub(super) fn sources(dir: &Path, q: &Query) -> Result<Vec<Source>, StoreError> 
         sources.push(Source {
             partition,
             newest_id: last,
+            readers: readers.clone(),
         });
     }
     sources.sort_by_key(|s| std::cmp::Reverse(s.newest_id));
@@ -474,11 +517,13 @@ fn calls_of_user(
 ) -> Result<Vec<String>, StoreError> {
     let mut calls = Vec::new();
     let mut seen = BTreeSet::new();
-    for Source { partition: p, .. } in partitions {
+    for source in partitions {
+        let p = &source.partition;
         let sql_err = |e| StoreError::sqlite(&p.path, e);
-        let Some((conn, version)) = open(p)? else {
+        let Some(conn) = source.open()? else {
             continue;
         };
+        let version = conn.version;
         // The same terms as the partial indexes' `WHERE`, so that SQLite uses them.
         let mut from = Filter::default();
         from.push(
@@ -494,7 +539,7 @@ fn calls_of_user(
             "SELECT id, call_id FROM messages{from} UNION ALL SELECT id, call_id FROM messages{to} \
              ORDER BY 1 DESC"
         );
-        let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(sql_err)?;
@@ -522,11 +567,13 @@ fn calls_with_text(
     limit: usize,
 ) -> Result<(Vec<String>, TextScan), StoreError> {
     let mut search = TextSearch::new(text, limit);
-    for Source { partition: p, .. } in partitions {
+    for source in partitions {
+        let p = &source.partition;
         let sql_err = |e| StoreError::sqlite(&p.path, e);
-        let Some((conn, version)) = open(p)? else {
+        let Some(conn) = source.open()? else {
             continue;
         };
+        let version = conn.version;
         let (clause, params) = filter.sql(version);
         let joiner = if clause.is_empty() { " WHERE" } else { " AND" };
         let bytes = if version.has_side_file() {
@@ -539,7 +586,7 @@ fn calls_with_text(
              ORDER BY id DESC"
         );
         let side = side_file(&conn, version, p)?;
-        let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
         let mut rows = stmt
             .query(rusqlite::params_from_iter(params.iter()))
             .map_err(sql_err)?;
@@ -574,7 +621,7 @@ fn side_file(
         return Ok(None);
     }
     let lost = conn
-        .prepare(schema::HEP_LOST)
+        .prepare_cached(schema::HEP_LOST)
         .and_then(|mut s| {
             s.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
                 .map(|r| r.map(|(from, to)| (from.max(0) as u64, to.max(0) as u64)))
@@ -582,25 +629,6 @@ fn side_file(
         })
         .map_err(|e| StoreError::sqlite(&p.path, e))?;
     Ok(Some(hepfile::Reader::open(&p.path, lost)?))
-}
-
-/// A partition opened for reading and its schema version; `None` for a file created but
-/// never written (no table yet).
-pub(super) fn open(p: &Partition) -> Result<Option<(rusqlite::Connection, Version)>, StoreError> {
-    let conn = schema::open_for_read(&p.path)?;
-    let has_table = conn
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE name = 'messages'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .map_err(|e| StoreError::sqlite(&p.path, e))?
-        > 0;
-    if !has_table {
-        return Ok(None);
-    }
-    let version = schema::read_version(&conn, &p.path)?;
-    Ok(Some((conn, version)))
 }
 
 /// The newest `limit` rows matching `filter` (newest first), from `partitions` (in the
@@ -629,9 +657,10 @@ pub(super) fn select(
         }
         let p = &source.partition;
         let sql_err = |e| StoreError::sqlite(&p.path, e);
-        let Some((conn, version)) = open(p)? else {
+        let Some(conn) = source.open()? else {
             continue;
         };
+        let version = conn.version;
         let per_partition = limit.min(i64::MAX as usize) as i64;
         let (filter, params) = filter.sql(version);
         let sql = format!(
@@ -640,7 +669,7 @@ pub(super) fn select(
         );
         // Versions 3 on: the bytes are read from the side file, with positioned reads.
         let side = side_file(&conn, version, p)?;
-        let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+        let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(params.iter()), |r| {
                 let hep = match &side {
@@ -721,7 +750,7 @@ pub(crate) fn plan_of_call_search(
         "EXPLAIN QUERY PLAN SELECT {} FROM messages{filter} ORDER BY id DESC LIMIT 10",
         columns(version)
     );
-    let mut stmt = conn.prepare(&sql).expect("prepares");
+    let mut stmt = conn.prepare_cached(&sql).expect("prepares");
     let rows = stmt
         .query_map(rusqlite::params_from_iter(params.iter()), |r| {
             r.get::<_, String>(3)

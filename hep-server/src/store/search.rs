@@ -9,6 +9,7 @@ use super::legs;
 use super::query::{
     Filter, Found, Query, Results, Term, Terms, check_dir, decode, filters, select, sources,
 };
+use super::readers::Readers;
 
 /// The messages of the store in `dir` matching `q`, oldest first, and those that
 /// matched but could not be read back. A search by Call-ID brings every leg of the call's
@@ -17,8 +18,22 @@ use super::query::{
 /// # Errors
 /// The directory does not exist or holds a foreign file; a partition cannot be read.
 pub fn search(dir: &Path, q: &Query) -> Result<Results, StoreError> {
+    Readers::one_shot().search(dir, q)
+}
+
+impl Readers {
+    /// [`search()`], with the connections of these readers.
+    ///
+    /// # Errors
+    /// As [`search()`].
+    pub fn search(&self, dir: &Path, q: &Query) -> Result<Results, StoreError> {
+        search_in(self, dir, q)
+    }
+}
+
+fn search_in(readers: &Readers, dir: &Path, q: &Query) -> Result<Results, StoreError> {
     check_dir(dir)?;
-    let partitions = sources(dir, q)?;
+    let partitions = sources(readers, dir, q)?;
     let Terms {
         matching,
         text_scan,
