@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime};
 
@@ -74,6 +75,7 @@ pub(crate) async fn run<S>(
     };
     let (tx, mut rx) = mpsc::channel::<(u32, jetstream::Message)>(HANDOFF);
     let readers = CancellationToken::new();
+    let seen = Arc::new(AtomicBool::new(false));
     for k in spec.partitions.clone() {
         tokio::spawn(read_partition(
             js.clone(),
@@ -81,6 +83,7 @@ pub(crate) async fn run<S>(
             k,
             tx.clone(),
             Arc::clone(&stats),
+            Arc::clone(&seen),
             readers.clone(),
         ));
     }
@@ -171,6 +174,7 @@ async fn read_partition(
     k: u32,
     tx: mpsc::Sender<(u32, jetstream::Message)>,
     stats: Arc<ConsumerStats>,
+    seen: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
     let mut warned = None::<std::time::Instant>;
@@ -182,7 +186,10 @@ async fn read_partition(
     };
     while !stop.is_cancelled() {
         let messages = async {
-            let stream = nats_stream::ensure(&js, &spec.stream).await?;
+            // The first reader to see the stream may make it; none after (see
+            // `nats::stream::ensure`).
+            let stream = nats_stream::ensure(&js, &spec.stream, !seen.load(Relaxed)).await?;
+            seen.store(true, Relaxed);
             let consumer = stream
                 .get_or_create_consumer(
                     &format!("p{k}"),

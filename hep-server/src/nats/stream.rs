@@ -57,26 +57,43 @@ pub fn config(spec: &StreamSpec) -> stream::Config {
     }
 }
 
-/// Makes sure the stream exists (creating it as [`config`] says), and that it takes the
-/// partitions' subjects.
+/// Makes sure the stream exists, and that it takes the partitions' subjects. With
+/// `may_create` (a node's first contact) a missing stream is made as [`config`] says;
+/// without (once the node has seen it), a missing stream is an error and nothing is
+/// made: a cluster that restarts answers "no stream" until it has recovered its streams
+/// from disk, and a stream made then would be a new, empty one in place of the one being
+/// recovered.
 ///
 /// # Errors
-/// The servers did not answer, or the stream exists with other subjects (named).
-pub async fn ensure(js: &jetstream::Context, spec: &StreamSpec) -> anyhow::Result<stream::Stream> {
-    let mut s = js
-        .get_or_create_stream(config(spec))
-        .await
-        .map_err(|e| anyhow::anyhow!("stream `{}`: {e}", spec.stream))?;
+/// The servers did not answer, the stream is missing (and may not be made), or it
+/// exists with other subjects (named).
+pub async fn ensure(
+    js: &jetstream::Context,
+    spec: &StreamSpec,
+    may_create: bool,
+) -> anyhow::Result<stream::Stream> {
+    let name = &spec.stream;
+    let mut s = if may_create {
+        js.get_or_create_stream(config(spec))
+            .await
+            .map_err(|e| anyhow::anyhow!("stream `{name}`: {e}"))?
+    } else {
+        js.get_stream(name).await.map_err(|e| {
+            anyhow::anyhow!(
+                "stream `{name}`: {e} (not made again while this node runs: a restarting \
+                 cluster recovers it)"
+            )
+        })?
+    };
     let want = format!("{}.*", spec.subject);
     let info = s
         .info()
         .await
-        .map_err(|e| anyhow::anyhow!("stream `{}`: {e}", spec.stream))?;
+        .map_err(|e| anyhow::anyhow!("stream `{name}`: {e}"))?;
     if !info.config.subjects.iter().any(|x| *x == want || x == ">") {
         anyhow::bail!(
-            "stream `{}` exists with subjects {:?}, not `{want}`: another stream name, or \
+            "stream `{name}` exists with subjects {:?}, not `{want}`: another stream name, or \
              `subject=` as when it was made",
-            spec.stream,
             info.config.subjects
         );
     }

@@ -218,7 +218,9 @@ impl Edge {
         };
         // The stream is made sure of in a task of its own: the servers may take seconds
         // to answer (an election), and meanwhile the queue must still be drained.
-        let mut ensuring = Some(tokio::spawn(ensure(js.clone(), spec.stream.clone())));
+        let mut ensuring = Some(tokio::spawn(ensure(js.clone(), spec.stream.clone(), true)));
+        // Once seen, the stream is never made again (see `nats::stream::ensure`).
+        let mut seen_stream = false;
         let mut stream_ready = false;
         let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         let mut queue_open = true;
@@ -308,7 +310,7 @@ impl Edge {
                             ));
                             if matches!(e.kind(), PublishErrorKind::StreamNotFound) && ensuring.is_none() {
                                 stream_ready = false;
-                                ensuring = Some(tokio::spawn(ensure(js.clone(), spec.stream.clone())));
+                                ensuring = Some(tokio::spawn(ensure(js.clone(), spec.stream.clone(), !seen_stream)));
                             }
                             let mut again = vec![done];
                             again.extend(in_flight.drain(..));
@@ -321,16 +323,19 @@ impl Edge {
                 r = async { ensuring.as_mut().expect("ensuring").await }, if ensuring.is_some() => {
                     ensuring = None;
                     match r {
-                        Ok(Ok(())) => stream_ready = true,
+                        Ok(Ok(())) => {
+                            stream_ready = true;
+                            seen_stream = true;
+                        }
                         Ok(Err(e)) => {
                             warn.once_per(Duration::from_secs(10), || tracing::warn!(
                                 output = %name, error = %e,
                                 "nats edge: the stream is not available; holding messages"
                             ));
-                            let (js, stream) = (js.clone(), spec.stream.clone());
+                            let (js, stream, may_create) = (js.clone(), spec.stream.clone(), !seen_stream);
                             ensuring = Some(tokio::spawn(async move {
                                 tokio::time::sleep(RETRY_PAUSE).await;
-                                ensure(js, stream).await
+                                ensure(js, stream, may_create).await
                             }));
                         }
                         Err(e) => {
@@ -395,8 +400,14 @@ async fn sleep_until(t: Option<tokio::time::Instant>) {
 }
 
 /// Makes sure of the stream, for the edge's stream task.
-async fn ensure(js: jetstream::Context, stream: StreamSpec) -> anyhow::Result<()> {
-    nats_stream::ensure(&js, &stream).await.map(drop)
+async fn ensure(
+    js: jetstream::Context,
+    stream: StreamSpec,
+    may_create: bool,
+) -> anyhow::Result<()> {
+    nats_stream::ensure(&js, &stream, may_create)
+        .await
+        .map(drop)
 }
 
 /// A warning logged at most once per interval (an outage would log one per retry).
