@@ -28,26 +28,7 @@ const TOKEN_B: &str = "token-of-tenant-b-2002";
 
 // ===== a tiny HTTP/1.1 client =====
 
-/// An answer: status, headers (names lowercase), body.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
 impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
     fn json(&self) -> Value {
         assert_eq!(
             self.header("content-type"),
@@ -65,72 +46,13 @@ impl Answer {
     }
 }
 
-/// `METHOD target` with `headers`, one request per connection.
-fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&raw)));
-    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: Vec<(String, String)> = lines
-        .map(|l| {
-            let (k, v) = l.split_once(':').unwrap();
-            (k.trim().to_ascii_lowercase(), v.trim().to_owned())
-        })
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v == "chunked")
-    {
-        body = dechunk(&body);
-    }
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b.windows(2).position(|w| w == b"\r\n").unwrap();
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
-        if n == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
-        b = &b[eol + 2 + n + 2..];
-    }
-}
-
 fn get(server: &Server, target: &str) -> Answer {
-    request(server.http.expect("an http listener"), "GET", target, &[])
+    http_request(server.http.expect("an http listener"), "GET", target, &[])
 }
 
 fn get_with(server: &Server, target: &str, token: &str) -> Answer {
     let auth = format!("Bearer {token}");
-    request(
+    http_request(
         server.http.expect("an http listener"),
         "GET",
         target,
@@ -509,7 +431,7 @@ fn bad_parameters_are_refused_naming_them_and_unknown_things_are_404() {
             "{target}"
         );
     }
-    let post = request(server.http.unwrap(), "POST", "/api/v1/calls", &[]);
+    let post = http_request(server.http.unwrap(), "POST", "/api/v1/calls", &[]);
     assert_eq!(post.status, 405);
     assert_eq!(post.error_code(), "method_not_allowed");
 
@@ -760,7 +682,7 @@ fn every_curl_example_of_the_api_docs_answers_as_documented() {
             asked.insert(target.split('?').next().unwrap().to_owned());
             continue;
         }
-        let a = request(server.http.unwrap(), "GET", &target, &headers);
+        let a = http_request(server.http.unwrap(), "GET", &target, &headers);
         assert_eq!(a.status, status, "`{line}`: {}", a.text());
         if status == 200
             && target.starts_with("/api/v1/")

@@ -221,7 +221,7 @@ impl Batch {
 
 /// The fan-out's end of the tracker's feed: [`offer`](Self::offer) never waits; messages
 /// the full queue cannot take are counted as the tracker's lag. Its clones share one
-/// batch under way (see the [module docs](self) for why).
+/// batch under way (the module `kpi::feed` says why).
 #[derive(Debug, Clone)]
 pub struct KpiFeed {
     shared: Arc<Shared>,
