@@ -67,6 +67,13 @@ pub struct NatsSpecError {
     reason: String,
 }
 
+impl NatsSpecError {
+    /// What was wrong, without the spec (for an error that names the spec already).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
 /// The options of a spec, as written.
 struct Options<'a> {
     urls: Vec<String>,

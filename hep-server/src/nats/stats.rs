@@ -133,9 +133,6 @@ pub struct ConsumerStats {
     /// Messages without the edge's headers or HEP bytes that decode: acknowledged and
     /// dropped.
     pub invalid: AtomicU64,
-    /// Messages the callbacks or a full output did not take: acknowledged (as for a
-    /// listener, the drop is counted where it happened).
-    pub not_taken: AtomicU64,
     /// Per partition, messages waiting in the stream for this consumer (JetStream's
     /// `num_pending`, as last reported).
     pub pending: Mutex<Vec<(u32, u64)>>,

@@ -29,18 +29,7 @@ impl Progress {
     /// finished, the queue read first, so that a message moving from one to the other
     /// meanwhile is counted twice rather than not at all: a mark is never early.
     pub(crate) fn marks(&self) -> Marks {
-        let p = lock(&self.0);
-        let taken =
-            p.1.iter()
-                .map(|s| {
-                    let queued = s.queued();
-                    queued + finished(s)
-                })
-                .collect();
-        Marks {
-            generation: p.0,
-            taken,
-        }
+        taken(&lock(&self.0))
     }
 
     /// Whether every output has finished (delivered, or dropped and counted) as many
@@ -48,14 +37,28 @@ impl Progress {
     /// the marks were read, its queue being first in, first out. Marks of an earlier set
     /// of outputs are read again now (later marks: never early).
     pub(crate) fn reached(&self, marks: &mut Marks) -> bool {
-        let generation = lock(&self.0).0;
-        if marks.generation != generation {
-            *marks = self.marks();
-        }
         let p = lock(&self.0);
+        if marks.generation != p.0 {
+            *marks = taken(&p);
+        }
         p.1.iter()
             .zip(&marks.taken)
             .all(|(s, mark)| finished(s) >= *mark)
+    }
+}
+
+/// What each output of `p` has taken in so far (see [`Progress::marks`]).
+fn taken(p: &(u64, Vec<Arc<OutputStats>>)) -> Marks {
+    Marks {
+        generation: p.0,
+        taken: p
+            .1
+            .iter()
+            .map(|s| {
+                let queued = s.queued();
+                queued + finished(s)
+            })
+            .collect(),
     }
 }
 

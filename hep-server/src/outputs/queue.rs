@@ -87,7 +87,9 @@ impl OutputStats {
 
     /// Every message the output dropped: failed, closed and output-specific reasons.
     pub fn dropped(&self) -> u64 {
-        self.failed() + self.closed() + self.other().iter().map(|(_, n)| n).sum::<u64>()
+        // Summed under the lock: no copy of the reasons (inputs read this per message).
+        let other: u64 = sync::lock(&self.other).iter().map(|(_, n)| n).sum();
+        self.failed() + self.closed() + other
     }
 
     /// Messages waiting in the output's queue now.

@@ -97,7 +97,7 @@ impl OutputSpec {
             ("pcap", Some(p)) => Ok(Self::Pcap(PathBuf::from(p))),
             ("nats", Some(_)) => NatsOutputSpec::parse(s)
                 .map(|n| Self::Nats(Box::new(n)))
-                .map_err(|e| err(&e.to_string())),
+                .map_err(|e| err(e.reason())),
             ("relay", Some(arg)) => {
                 // `;spool=DIR` is ours; the rest is the destination's.
                 let mut spool = None;

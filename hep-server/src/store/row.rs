@@ -351,11 +351,19 @@ impl RecvText {
 /// let agent = "10.0.0.1:5060".parse().unwrap();
 /// assert_eq!(delivery_key(b"HEP3", 7, agent), delivery_key(b"HEP3", 7, agent));
 /// assert_ne!(delivery_key(b"HEP3", 7, agent), delivery_key(b"HEP3", 8, agent));
+/// assert_ne!(delivery_key(b"HEP3", 7, agent), delivery_key(b"HEP4", 7, agent));
+/// let other = "10.0.0.1:5061".parse().unwrap();
+/// assert_ne!(delivery_key(b"HEP3", 7, agent), delivery_key(b"HEP3", 7, other));
 /// ```
 pub fn delivery_key(hep: &[u8], received_usec: i64, peer: SocketAddr) -> u64 {
     let mut low = crc32fast::Hasher::new();
     low.update(&received_usec.to_le_bytes());
-    low.update(peer.to_string().as_bytes());
+    // The address as bytes (no text made per message): IP octets, then the port.
+    match peer.ip() {
+        IpAddr::V4(ip) => low.update(&ip.octets()),
+        IpAddr::V6(ip) => low.update(&ip.octets()),
+    }
+    low.update(&peer.port().to_be_bytes());
     low.update(&(hep.len() as u64).to_le_bytes());
     (u64::from(crc32fast::hash(hep)) << 32) | u64::from(low.finalize())
 }
