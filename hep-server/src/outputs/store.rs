@@ -184,6 +184,23 @@ impl Collect for StoreStats {
             Kind::Counter,
         );
         out.sample("hep_store_duplicates_total", &o, self.duplicates());
+        out.declare(
+            "hep_store_writing_seconds_total",
+            "Seconds the store's writer thread spent in transactions (inserts and commits); \
+             its rate is how busy the one thread every insert goes through is.",
+            Kind::Counter,
+        );
+        out.sample_micros("hep_store_writing_seconds_total", &o, self.writing_micros());
+        out.declare(
+            "hep_store_checkpoint_wait_seconds_total",
+            "Seconds the store's writer waited for WAL checkpoints before a transaction.",
+            Kind::Counter,
+        );
+        out.sample_micros(
+            "hep_store_checkpoint_wait_seconds_total",
+            &o,
+            self.checkpoint_wait_micros(),
+        );
     }
 }
 

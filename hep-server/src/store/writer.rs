@@ -47,6 +47,10 @@ pub struct StoreStats {
     removed: AtomicU64,
     clock_skew: AtomicU64,
     duplicates: AtomicU64,
+    /// Microseconds the writer spent in transactions (inserts and commits).
+    writing_us: AtomicU64,
+    /// Microseconds the writer waited for checkpoints before a transaction.
+    checkpoint_wait_us: AtomicU64,
 }
 
 impl StoreStats {
@@ -59,7 +63,21 @@ impl StoreStats {
             removed: AtomicU64::new(0),
             clock_skew: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            writing_us: AtomicU64::new(0),
+            checkpoint_wait_us: AtomicU64::new(0),
         }
+    }
+
+    /// Microseconds the writer spent in its transactions (inserts and commits): how busy the
+    /// one thread every message's insert goes through is.
+    pub fn writing_micros(&self) -> u64 {
+        self.writing_us.load(Ordering::Relaxed)
+    }
+
+    /// Microseconds the writer waited for the checkpointer before a transaction, so that the
+    /// WAL could start over.
+    pub fn checkpoint_wait_micros(&self) -> u64 {
+        self.checkpoint_wait_us.load(Ordering::Relaxed)
     }
 
     /// Messages from another collector that the store already held (redeliveries of a
@@ -156,6 +174,12 @@ impl Drop for Open {
             tracing::warn!(error = %e, "store: cannot sync the side file");
         }
     }
+}
+
+/// Adds the microseconds since `since` to `counter`.
+fn add_micros(counter: &AtomicU64, since: Instant) {
+    let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+    counter.fetch_add(us, Ordering::Relaxed);
 }
 
 /// Tries at most this many ids for one message (taken ones are skipped).
@@ -307,12 +331,16 @@ impl Store {
         // For this transaction to write the WAL from its start again, the checkpoints of
         // the commits before (which ran while it was inserting) must be done.
         if self.checkpointer.wal_bytes() > WAL_RESTART_BYTES {
+            let waited = Instant::now();
             self.checkpointer.wait_idle();
+            add_micros(&self.stats.checkpoint_wait_us, waited);
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.hep_bytes.clear();
         scratch.calls.clear();
+        let writing = Instant::now();
         let done = self.insert_rows(p, all, group, created, &mut scratch);
+        add_micros(&self.stats.writing_us, writing);
         self.scratch = scratch;
         let duplicates = done?;
         // After the commit: the checkpoint copies it into the file.

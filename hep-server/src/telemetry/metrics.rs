@@ -124,6 +124,19 @@ impl Samples {
         });
     }
 
+    /// Adds one sample of a value kept in millionths of its unit (µs for a counter of
+    /// seconds), rendered in the unit with six decimals.
+    pub fn sample_micros(&mut self, name: &'static str, labels: &[(&str, &str)], micros: u64) {
+        self.sample(name, labels, micros);
+        if let Some(last) = self
+            .families
+            .get_mut(name)
+            .and_then(|f| f.samples.last_mut())
+        {
+            last.micros = true;
+        }
+    }
+
     /// Adds one histogram's samples: `_bucket{le}` for each bound and `+Inf`
     /// (cumulative), `_sum` and `_count`.
     pub fn histogram(
