@@ -575,8 +575,17 @@ pub(crate) fn open_for_read(path: &Path) -> Result<Connection, StoreError> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| StoreError::sqlite(path, e))?;
+    conn.pragma_update(None, "mmap_size", READ_MMAP_BYTES)
+        .map_err(|e| StoreError::sqlite(path, e))?;
     Ok(conn)
 }
+
+/// Bytes of a partition a search reads through a memory map (SQLite's own bound: it
+/// takes no more). A search's pages change with every commit of the writer, so its page
+/// cache starts empty at each one; mapped, a page is read where the kernel keeps it
+/// instead of copied in by a `pread` (2.6 to 2.2 ms of CPU for a user search in a 10 M
+/// store).
+const READ_MMAP_BYTES: i64 = 0x7fff_0000;
 
 /// Whether the database has no table at all (a file SQLite has just created).
 fn is_empty(conn: &Connection) -> rusqlite::Result<bool> {
