@@ -51,9 +51,10 @@
 //! far from the receive time are counted (`hep_store_clock_skew_total`) and logged.
 //!
 //! A partition holds whatever capture times arrived in its span: a call's range in
-//! `call_ranges` (version 4 on) spans the ids between its first and last message of a
+//! `call_ranges` (versions 4 to 6) spans the ids between its first and last message of a
 //! batch, so a call whose messages carry wildly different times makes its own search read
-//! more of that partition; no other call's search is affected.
+//! more of that partition; no other call's search is affected. From version 7 a range
+//! lists its rows, and a search reads those only.
 //!
 //! # Schema
 //! One table `messages` per file: `ts` and `recv_ts` (us), `proto_type`, `capture_id`,
@@ -62,7 +63,8 @@
 //! and 2 `hep` (the HEP bytes) and from version 3 on `hep_offset` and `hep_len` (where
 //! they are in the side file), from version 2 on `call_id_hash` and
 //! `correlation_hash`, and from version 6 on `node` (the HEP node name); indexed by Call-ID (from version 2 by its hash; from version 4 once
-//! per call and batch, in the table `call_ranges`) and correlation id (from version 2 by
+//! per call and batch, in the table `call_ranges`, which from version 7 lists the call's
+//! rows there) and correlation id (from version 2 by
 //! its hash), and by From and To user on initial requests; the row id is the capture
 //! time. See [`schema`] for the versions.
 //!

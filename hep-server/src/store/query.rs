@@ -423,8 +423,8 @@ impl Term {
                 let t = texts(ids, params);
                 sql.push_str(&format!("call_id_hash IN ({h}) AND call_id IN ({t})"));
             }
-            (Self::CallIn(ids), Version::V4 | Version::V5 | Version::V6) => {
-                let r = in_call_ranges(&hashes(ids, params));
+            (Self::CallIn(ids), v) => {
+                let r = in_call_ranges(v, &hashes(ids, params));
                 let t = texts(ids, params);
                 sql.push_str(&format!("{r} AND call_id IN ({t})"));
             }
@@ -443,8 +443,8 @@ impl Term {
                      OR (correlation_hash IN ({lh}) AND correlation_id IN ({l})))"
                 ));
             }
-            (Self::CallOrLinked(ids), Version::V4 | Version::V5 | Version::V6) => {
-                let r = in_call_ranges(&hashes(ids, params));
+            (Self::CallOrLinked(ids), v) => {
+                let r = in_call_ranges(v, &hashes(ids, params));
                 let c = texts(ids, params);
                 let lh = hashes(ids, params);
                 let l = texts(ids, params);
@@ -457,15 +457,23 @@ impl Term {
     }
 }
 
-/// `id IN (...)`: the rows in the ranges `call_ranges` holds for the Call-ID hashes of the
-/// parameters `hash_marks` (`?, ?`), with one of those hashes (versions 4 and 5); the caller
-/// compares the text.
-fn in_call_ranges(hash_marks: &str) -> String {
-    format!(
-        "id IN (SELECT m.id FROM call_ranges r JOIN messages m \
-         ON m.id BETWEEN r.first_id AND r.last_id AND m.call_id_hash = r.call_id_hash \
-         WHERE r.call_id_hash IN ({hash_marks}))"
-    )
+/// `id IN (...)`: the rows of the call ranges `call_ranges` holds for the Call-ID hashes
+/// of the parameters `hash_marks` (`?, ?`), in a file of `version` (4 on); the caller
+/// compares the text. From version 7 a range lists its rows, looked up by id; before, the
+/// rows between its first and last with one of those hashes are read.
+fn in_call_ranges(version: Version, hash_marks: &str) -> String {
+    if version.has_call_rows() {
+        format!(
+            "id IN (SELECT r.first_id + j.value FROM call_ranges r, json_each(r.offsets) j \
+             WHERE r.call_id_hash IN ({hash_marks}))"
+        )
+    } else {
+        format!(
+            "id IN (SELECT m.id FROM call_ranges r JOIN messages m \
+             ON m.id BETWEEN r.first_id AND r.last_id AND m.call_id_hash = r.call_id_hash \
+             WHERE r.call_id_hash IN ({hash_marks}))"
+        )
+    }
 }
 
 /// `?, ?, ?` for `n` parameters.

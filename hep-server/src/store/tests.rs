@@ -124,20 +124,22 @@ fn version_1_partition(dir: &Path, ts: u32) -> Partition {
 }
 
 #[test]
-fn files_of_versions_1_to_6_are_searched_side_by_side() {
-    let dir = TempDir::new("store-v1-to-v6");
+fn files_of_versions_1_to_7_are_searched_side_by_side() {
+    let dir = TempDir::new("store-v1-to-v7");
     let eleven = TEN + 3_600;
     let twelve = eleven + 3_600;
     let thirteen = twelve + 3_600;
     let fourteen = thirteen + 3_600;
-    let hours = [NINE, TEN, eleven, twelve, thirteen, fourteen];
+    let fifteen = fourteen + 3_600;
+    let hours = [NINE, TEN, eleven, twelve, thirteen, fourteen, fifteen];
     let v1 = version_1_partition(dir.path(), NINE);
     let v2 = old_partition(dir.path(), TEN, Version::V2);
     let v3 = old_partition(dir.path(), eleven, Version::V3);
     let v4 = old_partition(dir.path(), twelve, Version::V4);
     let v5 = old_partition(dir.path(), thirteen, Version::V5);
+    let v6 = old_partition(dir.path(), fourteen, Version::V6);
     let mut w = writer(dir.path());
-    // One call across the six hours; the other leg of a B2BUA in each (X-CID), and a
+    // One call across the seven hours; the other leg of a B2BUA in each (X-CID), and a
     // stranger in each.
     let mut batch = Vec::new();
     for (i, hour) in hours.into_iter().enumerate() {
@@ -147,25 +149,26 @@ fn files_of_versions_1_to_6_are_searched_side_by_side() {
         let stranger = format!("stranger-{i}");
         batch.push(invite(hour + 12, &stranger, ["alice", "erin"][i % 2], ""));
     }
-    assert_eq!(write(&mut w, &batch).stored, 18);
+    assert_eq!(write(&mut w, &batch).stored, 21);
     drop(w);
-    let v6 = Partition::holding(dir.path(), i64::from(fourteen), 3_600);
-    let versions = [&v1, &v2, &v3, &v4, &v5, &v6].map(|p| user_version(&p.path));
+    let v7 = Partition::holding(dir.path(), i64::from(fifteen), 3_600);
+    let files = [&v1, &v2, &v3, &v4, &v5, &v6, &v7];
+    let versions = files.map(|p| user_version(&p.path));
     assert_eq!(
         versions,
-        [1, 2, 3, 4, 5, 6],
+        [1, 2, 3, 4, 5, 6, 7],
         "old files keep their schema, a new one gets this build's"
     );
-    let side = [&v1, &v2, &v3, &v4, &v5, &v6].map(|p| hepfile::path_of(&p.path).exists());
+    let side = files.map(|p| hepfile::path_of(&p.path).exists());
     assert_eq!(
         side,
-        [false, false, true, true, true, true],
-        "versions 3 to 6 keep the HEP bytes beside the partition"
+        [false, false, true, true, true, true, true],
+        "versions 3 to 7 keep the HEP bytes beside the partition"
     );
 
     let all = [
         "call-a", "leg-0", "call-a", "leg-1", "call-a", "leg-2", "call-a", "leg-3", "call-a",
-        "leg-4", "call-a", "leg-5",
+        "leg-4", "call-a", "leg-5", "call-a", "leg-6",
     ];
     assert_eq!(call_ids(dir.path(), &by_call("call-a")), all);
     assert_eq!(
@@ -188,7 +191,9 @@ fn files_of_versions_1_to_6_are_searched_side_by_side() {
             "call-a",
             "call-a",
             "stranger-4",
-            "call-a"
+            "call-a",
+            "call-a",
+            "stranger-6"
         ]
     );
     // The bytes read back are the bytes sent, from each version.
@@ -957,7 +962,7 @@ fn a_node_search_finds_its_messages_in_the_sql_and_none_in_files_before_version_
     let new = dir
         .path()
         .join(super::partition::file_name(i64::from(TEN), 3_600));
-    assert_eq!(user_version(&new), 6);
+    assert_eq!(user_version(&new), schema::SCHEMA_VERSION);
     let conn = schema::open_for_read(&new).expect("opens");
     let stored: Option<String> = conn
         .query_row(

@@ -8,7 +8,7 @@
 //! the disk is never filled. Retention runs at start, when a new partition is created and
 //! every 10 seconds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -145,8 +145,11 @@ pub struct Store {
 struct Scratch {
     /// The HEP bytes (versions 3 to 5), appended to the side file in one write.
     hep_bytes: Vec<u8>,
-    /// The first and last row id of each call in the batch, by Call-ID hash (version 4).
-    calls: HashMap<i64, (i64, i64)>,
+    /// The Call-ID hash and row id of each message of the batch with a Call-ID (versions 4
+    /// on: its call ranges).
+    call_rows: Vec<(i64, i64)>,
+    /// A range's offsets being written (version 7).
+    offsets: String,
 }
 
 /// A partition open for writing.
@@ -174,6 +177,44 @@ impl Drop for Open {
             tracing::warn!(error = %e, "store: cannot sync the side file");
         }
     }
+}
+
+/// Adds each call's range of the batch to `call_ranges` (versions 4 on): its first and
+/// last row id, from version 7 with the offsets of each of its rows from the first.
+/// `call_rows` (Call-ID hash, row id) is sorted and emptied.
+fn add_call_ranges(
+    tx: &rusqlite::Transaction<'_>,
+    version: Version,
+    call_rows: &mut Vec<(i64, i64)>,
+    offsets: &mut String,
+) -> rusqlite::Result<()> {
+    use std::fmt::Write as _;
+    if call_rows.is_empty() {
+        return Ok(());
+    }
+    call_rows.sort_unstable();
+    if version.has_call_rows() {
+        let mut add = tx.prepare_cached(schema::ADD_CALL_ROWS)?;
+        for call in call_rows.chunk_by(|a, b| a.0 == b.0) {
+            let (hash, first) = call[0];
+            offsets.clear();
+            offsets.push('[');
+            for (i, (_, id)) in call.iter().enumerate() {
+                let comma = if i == 0 { "" } else { "," };
+                let _ = write!(offsets, "{comma}{}", id - first);
+            }
+            offsets.push(']');
+            let last = call[call.len() - 1].1;
+            add.execute(rusqlite::params![hash, first, last, offsets.as_str()])?;
+        }
+    } else {
+        let mut add = tx.prepare_cached(schema::ADD_CALL_RANGE)?;
+        for call in call_rows.chunk_by(|a, b| a.0 == b.0) {
+            add.execute([call[0].0, call[0].1, call[call.len() - 1].1])?;
+        }
+    }
+    call_rows.clear();
+    Ok(())
 }
 
 /// Adds the microseconds since `since` to `counter`.
@@ -337,7 +378,7 @@ impl Store {
         }
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.hep_bytes.clear();
-        scratch.calls.clear();
+        scratch.call_rows.clear();
         let writing = Instant::now();
         let done = self.insert_rows(p, all, group, created, &mut scratch);
         add_micros(&self.stats.writing_us, writing);
@@ -380,7 +421,11 @@ impl Store {
         let mut ids = open.ids;
         let version = open.version;
         let hep_start = open.hep.as_ref().map_or(0, HepFile::end);
-        let Scratch { hep_bytes, calls } = scratch;
+        let Scratch {
+            hep_bytes,
+            call_rows,
+            offsets,
+        } = scratch;
         let mut duplicates = 0;
         let tx = open.conn.transaction().map_err(sql)?;
         {
@@ -426,22 +471,11 @@ impl Store {
                 }
                 ids.stored(r.ts, id);
                 if let Some(h) = r.call_hash.filter(|_| version.has_call_ranges()) {
-                    calls
-                        .entry(h)
-                        .and_modify(|(first, last)| {
-                            *first = id.min(*first);
-                            *last = id.max(*last);
-                        })
-                        .or_insert((id, id));
+                    call_rows.push((h, id));
                 }
             }
         }
-        if !calls.is_empty() {
-            let mut add = tx.prepare_cached(schema::ADD_CALL_RANGE).map_err(sql)?;
-            for (h, (first, last)) in calls.drain() {
-                add.execute([h, first, last]).map_err(sql)?;
-            }
-        }
+        add_call_ranges(&tx, version, call_rows, offsets).map_err(sql)?;
         if let Some(hep) = &mut open.hep {
             // Before the commit: a committed row never points past what was written.
             hep.append(hep_bytes)?;
@@ -653,7 +687,7 @@ fn bind(
             insert.raw_bind_parameter(21, r.call_hash)?;
             insert.raw_bind_parameter(22, r.correlation_hash)?;
         }
-        Version::V3 | Version::V4 | Version::V5 | Version::V6 => {
+        Version::V3 | Version::V4 | Version::V5 | Version::V6 | Version::V7 => {
             // `?20`, the offset in the side file, is bound by the caller.
             insert.raw_bind_parameter(21, r.hep.len() as i64)?;
             insert.raw_bind_parameter(22, r.call_hash)?;
