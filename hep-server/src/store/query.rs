@@ -464,7 +464,8 @@ impl Term {
 fn in_call_ranges(version: Version, hash_marks: &str) -> String {
     if version.has_call_rows() {
         format!(
-            "id IN (SELECT r.first_id + j.value FROM call_ranges r, json_each(r.offsets) j \
+            "id IN (SELECT r.first_id + j.value FROM call_ranges r \
+             JOIN call_rows c ON c.first_id = r.first_id, json_each(c.offsets) j \
              WHERE r.call_id_hash IN ({hash_marks}))"
         )
     } else {

@@ -180,8 +180,9 @@ impl Drop for Open {
 }
 
 /// Adds each call's range of the batch to `call_ranges` (versions 4 on): its first and
-/// last row id, from version 7 with the offsets of each of its rows from the first.
-/// `call_rows` (Call-ID hash, row id) is sorted and emptied.
+/// last row id; from version 7 also the offsets of its rows from the first, to
+/// `call_rows` in the order of their first rows (appended). `call_rows` (Call-ID hash,
+/// row id) is sorted and emptied.
 fn add_call_ranges(
     tx: &rusqlite::Transaction<'_>,
     version: Version,
@@ -193,10 +194,16 @@ fn add_call_ranges(
         return Ok(());
     }
     call_rows.sort_unstable();
+    let mut calls: Vec<&[(i64, i64)]> = call_rows.chunk_by(|a, b| a.0 == b.0).collect();
+    let mut add = tx.prepare_cached(schema::ADD_CALL_RANGE)?;
+    for call in &calls {
+        add.execute([call[0].0, call[0].1, call[call.len() - 1].1])?;
+    }
     if version.has_call_rows() {
+        calls.sort_unstable_by_key(|call| call[0].1);
         let mut add = tx.prepare_cached(schema::ADD_CALL_ROWS)?;
-        for call in call_rows.chunk_by(|a, b| a.0 == b.0) {
-            let (hash, first) = call[0];
+        for call in calls {
+            let first = call[0].1;
             offsets.clear();
             offsets.push('[');
             for (i, (_, id)) in call.iter().enumerate() {
@@ -204,13 +211,7 @@ fn add_call_ranges(
                 let _ = write!(offsets, "{comma}{}", id - first);
             }
             offsets.push(']');
-            let last = call[call.len() - 1].1;
-            add.execute(rusqlite::params![hash, first, last, offsets.as_str()])?;
-        }
-    } else {
-        let mut add = tx.prepare_cached(schema::ADD_CALL_RANGE)?;
-        for call in call_rows.chunk_by(|a, b| a.0 == b.0) {
-            add.execute([call[0].0, call[0].1, call[call.len() - 1].1])?;
+            add.execute(rusqlite::params![first, offsets.as_str()])?;
         }
     }
     call_rows.clear();
