@@ -885,9 +885,20 @@ fn write_api(s: &mut String, a: &ApiResult) -> std::fmt::Result {
          connection (latency: connect to the last byte of the answer). Questions: \
          `GET /api/v1/calls?call_id=ID&since=-48h` for calls spread over the whole store \
          (right when the answer holds that call), then `GET /api/v1/calls?user=U&limit=100&since=-48h` \
-         (right when it holds a call). The store took {:.0} msg/s meanwhile (asked {}), \
-         dropping {}.\n",
-        a.stored, a.ingest_asked, a.clients, a.ingest_taken, a.ingest_asked, a.ingest_dropped
+         (right when it holds a call), each for {:.0} s. The store took {:.0} msg/s meanwhile \
+         (asked {}), dropping {}; its queue went from {} to {} messages, and its writer was \
+         in transactions {:.0} % of the time and waited for WAL checkpoints {:.0} %.\n",
+        a.stored,
+        a.ingest_asked,
+        a.clients,
+        a.call.secs,
+        a.ingest_taken,
+        a.ingest_asked,
+        a.ingest_dropped,
+        a.queue.0,
+        a.queue.1,
+        a.writer_busy * 100.0,
+        a.writer_waited * 100.0
     )?;
     writeln!(
         s,
