@@ -12,7 +12,7 @@
 //!
 //! When the filter is a list of calls alone, short enough for one page (a user's calls,
 //! the calls whose text matched), the rows of step 2 also give each call's newest row:
-//! one read instead of two ([`page_of_known`]), the same page.
+//! one read instead of two (`page_of_known`), the same page.
 //!
 //! # Pages
 //! [`Calls::next`] is the cursor of the next page: a row id, the calls whose newest
