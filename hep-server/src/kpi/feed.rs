@@ -26,13 +26,15 @@
 //! # Bounds
 //! At most [`QUEUED_BATCHES`] full batches wait for the tracker ([`FEED_CAPACITY`]
 //! messages); a batch that finds them all taken is emptied and its messages counted in
-//! `hep_sip_kpi_lagged_total`: the fan-out never waits. A batch holds at most
+//! `hep_sip_kpi_lagged_total`: the fan-out never waits. While they are all taken, a
+//! message is counted there at once, not copied: a tracker that cannot keep up costs the
+//! listeners a counter, not the copies it will not read. A batch holds at most
 //! [`BATCH_MESSAGES`] messages and about [`BATCH_BYTES`] of their bytes (it is handed
 //! over once past that), so the queue holds at most 64 MiB, and about 40 MiB of SIP
 //! messages of 600 bytes.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
@@ -232,6 +234,16 @@ struct Shared {
     gathering: Mutex<Gathering>,
     /// Messages the tracker missed (the queue was full).
     lagged: Arc<AtomicU64>,
+    /// Full batches in the queue, and how many it holds.
+    queued: AtomicUsize,
+    capacity: usize,
+}
+
+impl Shared {
+    /// A batch has left the queue for the tracker.
+    fn taken(&self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The batch under way, and where it goes. Batches are sent only under this lock, so
@@ -246,13 +258,16 @@ struct Gathering {
 impl Gathering {
     /// Sends the batch under way and starts another; a batch the queue cannot take is
     /// counted in `lagged` and emptied for reuse.
-    fn hand_over(&mut self, lagged: &AtomicU64) {
+    fn hand_over(&mut self, shared: &Shared) {
         let next = self.spares.pop().unwrap_or_default();
         let full = std::mem::replace(&mut self.batch, next);
+        // Counted before the send: the tracker may take it at once.
+        shared.queued.fetch_add(1, Ordering::Relaxed);
         if let Err(mpsc::TrySendError::Full(mut b) | mpsc::TrySendError::Disconnected(mut b)) =
             self.tx.try_send(full)
         {
-            lagged.fetch_add(b.len() as u64, Ordering::Relaxed);
+            shared.queued.fetch_sub(1, Ordering::Relaxed);
+            shared.lagged.fetch_add(b.len() as u64, Ordering::Relaxed);
             b.clear();
             self.keep_spare(b);
         }
@@ -276,6 +291,8 @@ impl KpiFeed {
                 tx,
             }),
             lagged: Arc::new(AtomicU64::new(0)),
+            queued: AtomicUsize::new(0),
+            capacity: queued,
         });
         (
             Self {
@@ -290,16 +307,22 @@ impl KpiFeed {
         &self.shared.lagged
     }
 
-    /// Offers one message to the tracker: copied if the tracker reads its type.
+    /// Offers one message to the tracker: copied if the tracker reads its type, counted
+    /// as lagged while the queue is full.
     #[inline]
     pub fn offer(&self, msg: &HepMessage) {
         if !tracked_type(msg.proto_type) {
             return;
         }
-        let mut g = lock(&self.shared.gathering);
+        let shared = &*self.shared;
+        if shared.queued.load(Ordering::Relaxed) >= shared.capacity {
+            shared.lagged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut g = lock(&shared.gathering);
         g.batch.push(msg);
         if g.batch.is_full() {
-            g.hand_over(&self.shared.lagged);
+            g.hand_over(shared);
         }
     }
 }
@@ -316,7 +339,10 @@ impl FeedReader {
     /// `wait`, the one under way; `None` when nothing came.
     pub(crate) fn next(&self, wait: Duration) -> Option<Batch> {
         match self.rx.recv_timeout(wait) {
-            Ok(b) => Some(b),
+            Ok(b) => {
+                self.shared.taken();
+                Some(b)
+            }
             Err(_) => self.take_gathered(),
         }
     }
@@ -326,6 +352,7 @@ impl FeedReader {
         let mut g = lock(&self.shared.gathering);
         // A batch handed over since the wait ended is older than the one under way.
         if let Ok(b) = self.rx.try_recv() {
+            self.shared.taken();
             return Some(b);
         }
         if g.batch.is_empty() {
@@ -402,25 +429,29 @@ mod tests {
     }
 
     #[test]
-    fn batches_the_full_queue_cannot_take_are_counted_as_lagged_whole() {
+    fn while_the_queue_is_full_messages_are_counted_as_lagged_not_copied() {
         let (feed, reader) = KpiFeed::channel(1);
-        // One full batch queued, two more refused, and 5 under way.
-        for i in 0..BATCH_MESSAGES * 3 + 5 {
+        // One full batch fills the queue; the next 300 find it full.
+        for i in 0..BATCH_MESSAGES + 300 {
             feed.offer(&sip(i, None));
         }
-        assert_eq!(
-            feed.lagged().load(Ordering::Relaxed),
-            2 * BATCH_MESSAGES as u64
-        );
+        assert_eq!(feed.lagged().load(Ordering::Relaxed), 300);
         let first = reader.next(Duration::ZERO).unwrap();
         assert_eq!(first.len(), BATCH_MESSAGES);
         assert_eq!(payloads(&first)[0], "OPTIONS sip:0@h SIP/2.0\r\n\r\n");
+        assert!(reader.next(Duration::ZERO).is_none(), "none was copied");
+        // Taken: the queue has room, and the next messages are copied again.
+        let resumed = BATCH_MESSAGES + 300;
+        for i in resumed..resumed + 5 {
+            feed.offer(&sip(i, None));
+        }
         let rest = reader.next(Duration::ZERO).unwrap();
         assert_eq!(rest.len(), 5);
         assert_eq!(
             payloads(&rest)[0],
-            format!("OPTIONS sip:{}@h SIP/2.0\r\n\r\n", BATCH_MESSAGES * 3)
+            format!("OPTIONS sip:{resumed}@h SIP/2.0\r\n\r\n")
         );
+        assert_eq!(feed.lagged().load(Ordering::Relaxed), 300);
     }
 
     #[test]
