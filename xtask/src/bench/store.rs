@@ -155,6 +155,7 @@ pub(crate) fn fill(
         count,
         spread_secs,
         concurrent_calls,
+        rate: None,
         name,
     };
     let streamed = calls.run(ctx)?;
@@ -181,6 +182,8 @@ pub(crate) struct CallStream<'a> {
     /// Capture times spread over this many seconds, ending now.
     pub(crate) spread_secs: u64,
     pub(crate) concurrent_calls: u64,
+    /// Messages a second the peer sends at most; `None`: as fast as the server takes them.
+    pub(crate) rate: Option<u64>,
     pub(crate) name: &'a str,
 }
 
@@ -216,22 +219,26 @@ impl CallStream<'_> {
             .as_secs();
         let started = Instant::now();
         // The peer says `ready` once connected and writes in the background.
+        let mut args = vec![
+            "sip-calls".to_owned(),
+            "--dest".into(),
+            format!("127.0.0.1:{port}"),
+            "--messages".into(),
+            self.count.to_string(),
+            "--spread-secs".into(),
+            self.spread_secs.to_string(),
+            "--start-ts".into(),
+            (now - self.spread_secs).to_string(),
+            "--concurrent-calls".into(),
+            self.concurrent_calls.to_string(),
+        ];
+        if let Some(rate) = self.rate {
+            args.extend(["--rate".into(), rate.to_string()]);
+        }
         let _peer = Peer::start(
             &ctx.bin("hep-bench-peer"),
             "sip-calls",
-            &[
-                "sip-calls".into(),
-                "--dest".into(),
-                format!("127.0.0.1:{port}"),
-                "--messages".into(),
-                self.count.to_string(),
-                "--spread-secs".into(),
-                self.spread_secs.to_string(),
-                "--start-ts".into(),
-                (now - self.spread_secs).to_string(),
-                "--concurrent-calls".into(),
-                self.concurrent_calls.to_string(),
-            ],
+            &args,
             &ctx.log(&format!("{name}-peer")),
         )?;
         let deadline = started + Duration::from_secs(600);
