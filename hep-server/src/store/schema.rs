@@ -302,6 +302,19 @@ CREATE TABLE IF NOT EXISTS hep_lost (
     };
 }
 
+/// The Call-ID's index by call and batch (versions 4 on).
+macro_rules! call_ranges_table {
+    () => {
+        "
+CREATE TABLE IF NOT EXISTS call_ranges (
+    call_id_hash INTEGER NOT NULL,   -- text_hash(call_id)
+    first_id     INTEGER NOT NULL,   -- the call's first message in one batch
+    last_id      INTEGER NOT NULL,   -- and its last there
+    PRIMARY KEY (call_id_hash, first_id)
+) WITHOUT ROWID;"
+    };
+}
+
 /// Version 4: version 3 with `call_ranges` instead of the index on `call_id_hash`. Kept
 /// to describe (and in tests, to create) the files of versions 4 and 5.
 #[cfg_attr(not(test), allow(dead_code))]
@@ -309,13 +322,7 @@ const CREATE_V4: &str = concat!(
     side_file_messages!(),
     correlation_hash_index!(),
     user_indexes!(),
-    "
-CREATE TABLE IF NOT EXISTS call_ranges (
-    call_id_hash INTEGER NOT NULL,   -- text_hash(call_id)
-    first_id     INTEGER NOT NULL,   -- the call's first message in one batch
-    last_id      INTEGER NOT NULL,   -- and its last there
-    PRIMARY KEY (call_id_hash, first_id)
-) WITHOUT ROWID;",
+    call_ranges_table!(),
     side_file_tables!()
 );
 
@@ -344,28 +351,13 @@ macro_rules! node_messages {
 /// Version 6: version 4's tables with the node name. Kept to describe (and in tests, to
 /// create) the files of version 6.
 #[cfg_attr(not(test), allow(dead_code))]
-const CREATE_V6: &str = concat!(
-    node_messages!(),
-    "
-CREATE TABLE IF NOT EXISTS call_ranges (
-    call_id_hash INTEGER NOT NULL,   -- text_hash(call_id)
-    first_id     INTEGER NOT NULL,   -- the call's first message in one batch
-    last_id      INTEGER NOT NULL,   -- and its last there
-    PRIMARY KEY (call_id_hash, first_id)
-) WITHOUT ROWID;",
-    side_file_tables!()
-);
+const CREATE_V6: &str = concat!(node_messages!(), call_ranges_table!(), side_file_tables!());
 
 /// Version 7: version 6 with the rows of each call range listed (this build creates it).
 const CREATE_V7: &str = concat!(
     node_messages!(),
+    call_ranges_table!(),
     "
-CREATE TABLE IF NOT EXISTS call_ranges (
-    call_id_hash INTEGER NOT NULL,   -- text_hash(call_id)
-    first_id     INTEGER NOT NULL,   -- the call's first message in one batch
-    last_id      INTEGER NOT NULL,   -- and its last there
-    PRIMARY KEY (call_id_hash, first_id)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS call_rows (
     first_id     INTEGER PRIMARY KEY, -- a range's first_id
     offsets      TEXT NOT NULL        -- JSON array: the ids of its messages, less first_id
