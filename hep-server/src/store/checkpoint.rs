@@ -45,7 +45,7 @@ pub(crate) const WAL_MAX_BYTES: u64 = 1 << 30;
 /// transactions between two. In a partition of 10 M messages a batch changes index
 /// pages all over (users, call ranges), tens of MB of WAL a commit at 100,000 msg/s. At
 /// 64 MiB the writer waited before about every transaction, 25-35 % of its time with 16
-/// KiB pages; at 512 MiB, 5-8 % with 4 KiB pages (`hep_store_checkpoint_wait_seconds_total`).
+/// KiB pages; at 512 MiB, 5-9 % with 4 KiB pages (`hep_store_checkpoint_wait_seconds_total`).
 /// Searches do not pay for the size: a reader looks up only the frames no checkpoint
 /// has copied yet.
 pub(crate) const WAL_RESTART_BYTES: u64 = 512 << 20;

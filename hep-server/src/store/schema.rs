@@ -184,7 +184,7 @@ pub fn text_hash(text: &str) -> i64 {
 /// then into the file at the checkpoint), and a busy partition's indexes (users, call
 /// ranges) are changed at pages all over, a page for about each call: the smaller the
 /// page, the fewer bytes. With 16 KiB pages (chosen when the rows held the HEP bytes, 0.5
-/// to 1.5 KB) the writer and the checkpointer wrote 1.1-1.2 GB/s at 100,000 msg/s into a
+/// to 1.5 KB) the writer and the checkpointer wrote 1.0-1.2 GB/s at 100,000 msg/s into a
 /// 10 M partition, the disk's bound here; with 4 KiB, 0.75 GB/s. The rows are about 200
 /// bytes since the bytes went to the side file (version 3).
 const PAGE_SIZE: u32 = 4_096;
