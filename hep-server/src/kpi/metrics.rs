@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use foldhash::fast::RandomState;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::tracker::{Count, Delay, Party, Sink, Timeout};
 use crate::qos::{Report, Source};
@@ -105,14 +106,14 @@ impl Direction {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Histogram {
     /// Each bucket's own count, the last for `+Inf`.
     buckets: Vec<u64>,
     sum_micros: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct State {
     counts: HashMap<(Count, CallLabels), u64, RandomState>,
     delays: HashMap<(Delay, CallLabels), Histogram, RandomState>,
@@ -122,34 +123,79 @@ struct State {
     tracked: usize,
 }
 
-/// The KPI metrics; the tracker's task writes them, a scrape reads them.
+/// The KPI metrics as scrapes read them: the tracker's findings as it last published
+/// them ([`Findings::publish`]).
 #[derive(Debug)]
 pub(crate) struct KpiMetrics {
     targets: Vec<String>,
     nodes: Vec<String>,
-    state: Mutex<State>,
+    /// Held only to swap or clone the pointer: a scrape, on a worker of the runtime the
+    /// listeners run on, never waits for the tracker's work.
+    published: Mutex<Arc<State>>,
     /// Messages the fan-out could not give the tracker (its queue was full).
     lagged: Arc<AtomicU64>,
 }
-
-/// The metrics, locked for one message's findings.
-pub(crate) struct Recording<'a>(std::sync::MutexGuard<'a, State>);
 
 impl KpiMetrics {
     pub(crate) fn new(targets: Vec<String>, nodes: Vec<String>, lagged: Arc<AtomicU64>) -> Self {
         Self {
             targets,
             nodes,
-            state: Mutex::new(State::default()),
+            published: Mutex::new(Arc::default()),
             lagged,
         }
     }
+}
 
-    /// Locks the metrics for the tracker's findings.
-    pub(crate) fn record(&self) -> Recording<'_> {
-        Recording(lock(&self.state))
+/// The tracker's findings, its thread's own: it records them without a lock and
+/// publishes a copy to the [`KpiMetrics`] now and then. (When a scrape read the tracker's
+/// state under a lock held for a whole batch, a scrape waited for the tracker, at the
+/// lowest priority, with a worker of the listeners' runtime.)
+#[derive(Debug)]
+pub(crate) struct Findings {
+    state: State,
+    /// Changed since the last publication.
+    changed: bool,
+    published_at: Instant,
+}
+
+impl Default for Findings {
+    fn default() -> Self {
+        Self {
+            state: State::default(),
+            changed: false,
+            published_at: Instant::now(),
+        }
     }
 }
+
+impl Findings {
+    /// Opens the findings for what the tracker finds next.
+    pub(crate) fn record(&mut self) -> Recording<'_> {
+        self.changed = true;
+        Recording(&mut self.state)
+    }
+
+    /// Publishes the findings to `to` if they changed.
+    pub(crate) fn publish(&mut self, to: &KpiMetrics) {
+        if self.changed {
+            let copy = Arc::new(self.state.clone());
+            *lock(&to.published) = copy;
+            self.changed = false;
+        }
+        self.published_at = Instant::now();
+    }
+
+    /// Publishes the findings if the last publication is `every` old.
+    pub(crate) fn publish_every(&mut self, every: Duration, to: &KpiMetrics) {
+        if self.published_at.elapsed() >= every {
+            self.publish(to);
+        }
+    }
+}
+
+/// The findings, opened for a batch's findings.
+pub(crate) struct Recording<'a>(&'a mut State);
 
 impl Recording<'_> {
     pub(crate) fn set_tracked(&mut self, calls: usize) {
@@ -331,7 +377,7 @@ fn delay_family(d: Delay) -> (&'static str, &'static str) {
 
 impl Collect for KpiMetrics {
     fn collect(&self, out: &mut Samples) {
-        let state = lock(&self.state);
+        let state = Arc::clone(&lock(&self.published));
         let name = |names: &[String], i: Option<u16>| {
             i.and_then(|i| names.get(usize::from(i)))
                 .map_or("other", String::as_str)
@@ -450,5 +496,48 @@ impl Collect for KpiMetrics {
             &[],
             self.lagged.load(std::sync::atomic::Ordering::Relaxed),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(metrics: &KpiMetrics) -> String {
+        let mut s = Samples::default();
+        metrics.collect(&mut s);
+        s.render()
+    }
+
+    fn invites(text: &str) -> Option<&str> {
+        text.lines()
+            .find(|l| l.starts_with("hep_sip_invites_total{"))
+            .and_then(|l| l.rsplit(' ').next())
+    }
+
+    #[test]
+    fn a_scrape_reads_what_was_published_while_the_tracker_records() {
+        let metrics = KpiMetrics::new(vec![], vec![], Arc::default());
+        let mut findings = Findings::default();
+        let labels = CallLabels {
+            target: None,
+            direction: Direction::Other,
+            node: None,
+        };
+        findings.record().count(&labels, Count::Invite);
+        findings.publish(&metrics);
+
+        // A batch under way: the scrape neither waits for it nor sees half of it.
+        {
+            let mut rec = findings.record();
+            rec.count(&labels, Count::Invite);
+            assert_eq!(invites(&scrape(&metrics)), Some("1"));
+            rec.count(&labels, Count::Invite);
+        }
+
+        findings.publish_every(Duration::from_secs(3600), &metrics);
+        assert_eq!(invites(&scrape(&metrics)), Some("1"), "not due yet");
+        findings.publish(&metrics);
+        assert_eq!(invites(&scrape(&metrics)), Some("3"));
     }
 }

@@ -30,12 +30,16 @@ use crate::qos::Source as QosSource;
 pub use feed::{FEED_CAPACITY, KpiFeed};
 pub(crate) use feed::{FeedReader, QUEUED_BATCHES, Seen};
 pub(crate) use metrics::KpiMetrics;
-use metrics::Recording;
 use metrics::{CallLabels, Direction};
+use metrics::{Findings, Recording};
 use tracker::{Limits, Observed, Tracker, q850_cause};
 
 /// How often calls are checked for their timeouts.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a busy tracker publishes its findings to the metrics (an idle one does at
+/// once).
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// `[kpi]`: the SIP KPIs and their call table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -143,14 +147,20 @@ impl KpiTask {
     pub(crate) fn run(self, until: &CancellationToken) {
         yield_to_capture();
         let mut tracker = Tracker::new(self.config.limits());
+        let mut findings = Findings::default();
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
         while !until.is_cancelled() {
-            if let Some(batch) = self.feed.next(feed::GATHER_WAIT) {
-                self.observe_batch(&mut tracker, &batch);
-                self.feed.recycle(batch);
+            match self.feed.next(feed::GATHER_WAIT) {
+                Some(batch) => {
+                    self.observe_batch(&mut tracker, &batch, &mut findings.record());
+                    self.feed.recycle(batch);
+                    findings.publish_every(PUBLISH_EVERY, &self.metrics);
+                }
+                // Nothing came: what was read is shown at once.
+                None => findings.publish(&self.metrics),
             }
             if Instant::now() >= next_sweep {
-                let mut rec = self.metrics.record();
+                let mut rec = findings.record();
                 tracker.expire(now_us(), &mut rec);
                 rec.set_tracked(tracker.len());
                 next_sweep = Instant::now() + SWEEP_EVERY;
@@ -158,19 +168,23 @@ impl KpiTask {
         }
         // What the listeners took last (the run is cancelled once they have stopped).
         while let Some(batch) = self.feed.take_gathered() {
-            self.observe_batch(&mut tracker, &batch);
+            self.observe_batch(&mut tracker, &batch, &mut findings.record());
         }
-        self.metrics.record().set_tracked(tracker.len());
+        findings.record().set_tracked(tracker.len());
+        findings.publish(&self.metrics);
     }
 
-    /// Reads a batch under one lock of the metrics; its messages were received within a
-    /// few milliseconds of each other (the feed's gathering), so one clock reading
-    /// serves as their receive time.
-    fn observe_batch(&self, tracker: &mut Tracker<CallLabels>, batch: &feed::Batch) {
+    /// Reads a batch; its messages were received within a few milliseconds of each
+    /// other (the feed's gathering), so one clock reading serves as their receive time.
+    fn observe_batch(
+        &self,
+        tracker: &mut Tracker<CallLabels>,
+        batch: &feed::Batch,
+        rec: &mut Recording<'_>,
+    ) {
         let recv_us = now_us();
-        let mut rec = self.metrics.record();
         for m in batch.iter() {
-            self.observe(tracker, &m, recv_us, &mut rec);
+            self.observe(tracker, &m, recv_us, rec);
         }
     }
 
