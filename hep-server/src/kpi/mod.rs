@@ -30,8 +30,7 @@ use crate::qos::Source as QosSource;
 pub use feed::{FEED_CAPACITY, KpiFeed};
 pub(crate) use feed::{FeedReader, QUEUED_BATCHES, Seen};
 pub(crate) use metrics::KpiMetrics;
-use metrics::{CallLabels, Direction};
-use metrics::{Findings, Recording};
+use metrics::{CallLabels, Direction, Findings, Recording};
 use tracker::{Limits, Observed, Tracker, q850_cause};
 
 /// How often calls are checked for their timeouts.
