@@ -195,6 +195,7 @@ fn calls_are_found_by_call_id_and_by_user_with_their_fields() {
     assert_eq!(row["final_status"], 200);
     assert_eq!(row["messages"], 12);
     assert_eq!(row["legs"], serde_json::json!([]));
+    assert_eq!(row["legs_cut"], false);
     assert!(row["duration"].as_f64().unwrap() >= 0.0);
     let keys: Vec<&str> = row
         .as_object()
@@ -213,6 +214,7 @@ fn calls_are_found_by_call_id_and_by_user_with_their_fields() {
         "duration",
         "messages",
         "legs",
+        "legs_cut",
     ] {
         assert!(keys.contains(&k), "{k} in {row}");
     }
@@ -787,6 +789,82 @@ fn the_call_names_its_addresses_by_the_aliases_and_a_reload_renames_them() {
     let v = get(&server, &format!("/api/v1/calls/{CALL}")).json();
     assert_eq!(v["aliases"]["127.0.0.1:5060"], "proxy", "{v}");
     server.stop();
+}
+
+/// An INVITE of `call_id` naming `x_cid` in `X-CID`, two hours after the Kamailio call.
+fn invite_naming(call_id: &str, x_cid: &str) -> Vec<u8> {
+    sip(
+        2001,
+        1_795_670_509 + 7_200,
+        "192.0.2.1:5060",
+        "192.0.2.2:5060",
+        &format!(
+            "INVITE sip:bob@example.com SIP/2.0\r\nFrom: <sip:hub-alice@example.com>;tag=f\r\n\
+             To: <sip:bob@example.com>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+             X-CID: {x_cid}\r\n\r\n"
+        ),
+    )
+}
+
+#[test]
+fn a_chain_cut_at_its_bound_is_said_to_be_by_the_list_the_call_and_search() {
+    let dir = test_dir("http-legs-cut");
+    // 20 calls naming one hub: more than a chain holds (16 Call-IDs). And a chain of two
+    // beside it, within the bounds.
+    let mut more: Vec<Vec<u8>> = (0..20)
+        .map(|i| invite_naming(&format!("spoke-{i:02}@x"), "hub@x"))
+        .collect();
+    more.push(invite_naming("leg-b@x", "leg-a@x"));
+    more.push(invite_naming("leg-a@x", "leg-a@x"));
+    let server = start(&dir, "", &more);
+    wait_stored(&server, "leg-a@x", 2, None);
+    wait_for("the spokes", PROCESS_WAIT, || {
+        let v = get(
+            &server,
+            &format!("/api/v1/calls?user=hub-alice&limit=100&{DAY}"),
+        )
+        .json();
+        (v["calls"].as_array().map_or(0, Vec::len) == 22).then_some(())
+    });
+
+    let row = |id: &str| {
+        let v = get(&server, &format!("/api/v1/calls?call_id={id}")).json();
+        v["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["call_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} listed: {v}"))
+    };
+    let spoke = row("spoke-00@x");
+    assert_eq!(spoke["legs_cut"], true, "{spoke}");
+    assert_eq!(spoke["legs"].as_array().unwrap().len(), 15, "{spoke}");
+    let leg = row("leg-b@x");
+    assert_eq!(leg["legs_cut"], false, "{leg}");
+    assert_eq!(leg["legs"], serde_json::json!(["leg-a@x"]));
+
+    let call = |id: &str| get(&server, &format!("/api/v1/calls/{id}")).json();
+    assert_eq!(call("spoke-00@x")["legs_cut"], true);
+    assert_eq!(call("leg-a@x")["legs_cut"], false);
+    server.stop();
+
+    let note = |id: &str| {
+        let out = Command::new(BIN)
+            .args(["search", "--store"])
+            .arg(dir.join("store"))
+            .args(["--call-id", id])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let cut = note("spoke-00@x");
+    assert!(
+        cut.contains("was cut at its bound (16 legs, 8 hops)"),
+        "{cut}"
+    );
+    assert!(!note("leg-a@x").contains("cut"));
 }
 
 #[test]

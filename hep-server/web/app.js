@@ -265,7 +265,8 @@ function cellText(row, col, tz) {
   if (v == null) return "";
   if (col.type === "time") return formatTime(new Date(v), tz).slice(0, 23);
   if (col.key === "duration") return formatDuration(v);
-  if (Array.isArray(v)) return col.key === "legs" ? String(v.length) : v.join(" ");
+  // A chain cut at the server's bound may have more legs than listed.
+  if (Array.isArray(v)) return col.key === "legs" ? `${v.length}${row.legs_cut ? "+" : ""}` : v.join(" ");
   return String(v);
 }
 
@@ -421,7 +422,7 @@ async function showCall(s) {
   const aliases = call.aliases && typeof call.aliases === "object" ? call.aliases : {};
   const aliasOf = (addr) => (Object.hasOwn(aliases, addr) && typeof aliases[addr] === "string" ? aliases[addr] : noAliases(addr));
   const lay = layout(messages, { aliasOf });
-  current = { callId: s.callId, tz: s.tz, lay, svg: null };
+  current = { callId: s.callId, tz: s.tz, lay, svg: null, legsCut: call.legs_cut === true };
   // The KPIs and QoS the server computed from the same messages (docs/KPI.md).
   fill($("#call-kpis"), renderKpis(call.kpis));
   const colours = palette();
@@ -463,8 +464,7 @@ function drawLadder() {
   current.svg = svg;
   current.colours = colours;
   fill($("#ladder"), svg);
-  fill(
-    $("#legs"),
+  const legs =
     current.lay.legs.length > 1
       ? current.lay.legs.map((id, i) => {
           const swatch = h("span", { class: "swatch" });
@@ -472,8 +472,9 @@ function drawLadder() {
           swatch.style.background = legColour(colours, i);
           return h("li", {}, swatch, `Leg ${i + 1}: `, h("code", {}, id));
         })
-      : [],
-  );
+      : [];
+  if (current.legsCut) legs.push(h("li", { class: "legs-cut" }, "More legs may exist: the chain was cut at the server's bound (16 legs, 8 hops). Open one of the legs above to see its side."));
+  fill($("#legs"), legs);
 }
 
 /** Opens message `key` (its id, or its row number) in the panel; null closes it. */

@@ -126,6 +126,7 @@ pub fn run(args: &SearchArgs, dest: Destination) -> anyhow::Result<SearchSummary
         messages: found,
         damaged,
         text_scan,
+        legs_cut,
         ..
     } = store::search(&dir, &query)?;
     for e in &damaged {
@@ -138,6 +139,15 @@ pub fn run(args: &SearchArgs, dest: Destination) -> anyhow::Result<SearchSummary
             scan.scanned,
             scan.limit,
             store::text::MAX_TEXT_CALLS
+        );
+    }
+    if legs_cut {
+        eprintln!(
+            "hep-server: the chain of legs of {} was cut at its bound ({} legs, {} hops): \
+             more legs may exist than shown; search one of them for its side",
+            args.call_id.as_deref().unwrap_or_default(),
+            store::legs::MAX_LEGS,
+            store::legs::MAX_CHAIN_HOPS
         );
     }
     let peers = if cluster_config.peers.is_empty() {

@@ -9,6 +9,8 @@
 //! - `final_status`: the first final response (200 to 699) to the first request's method,
 //!   else the last provisional one, else `null`;
 //! - `messages`: how many messages it has; `legs`: the Call-IDs linked to it;
+//!   `legs_cut`: whether a bound of the walk over its legs cut its chain (16 legs, 8
+//!   hops: more may exist than `legs` lists);
 //! - `node`: the node that holds it (`[cluster] name`, default the host name), `peer`:
 //!   the `[cluster] peers` URL it was read from (`null`: this node);
 //! - `cursor`: its place in the list (the row id of its newest matching message): the
@@ -46,6 +48,8 @@ pub struct CallRow {
     pub messages: usize,
     /// The Call-IDs of the other legs.
     pub legs: Vec<String>,
+    /// Whether its chain was cut at a bound; see the [module docs](self).
+    pub legs_cut: bool,
     /// The node that holds it.
     pub node: String,
     /// The peer it was read from; `None`: this node.
@@ -115,6 +119,7 @@ impl CallRow {
             duration: first.zip(last).map(|(a, b)| (b - a) as f64 / 1_000_000.0),
             messages: msgs.len(),
             legs: call.legs.clone(),
+            legs_cut: call.legs_cut,
             node: node.to_owned(),
             peer: None,
             cursor: call.newest_row,

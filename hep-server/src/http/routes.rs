@@ -526,13 +526,14 @@ fn ask_peers(s: &AppState, e: &ApiError, local_only: bool) -> bool {
     !local_only && (e.code == "not_found" || s.store.is_none())
 }
 
-/// The messages of `call_id` (legs included), oldest first; `not_found` when none.
+/// The messages of `call_id` (legs included), oldest first, and whether its chain of
+/// legs was cut at a bound; `not_found` when there are no messages.
 async fn messages_of(
     s: &AppState,
     access: &Access,
     call_id: String,
     p: &CallDetail,
-) -> Result<Vec<Stored>, ApiError> {
+) -> Result<store::Results, ApiError> {
     let query = StoreQuery {
         call_id: Some(call_id.clone()),
         since_usec: p.since_usec,
@@ -548,7 +549,7 @@ async fn messages_of(
     if results.messages.is_empty() {
         return Err(ApiError::not_found(format!("no call {call_id}")));
     }
-    Ok(results.messages)
+    Ok(results)
 }
 
 #[derive(Serialize)]
@@ -561,6 +562,9 @@ struct CallJson<'a> {
     peer: Option<&'a str>,
     /// The peers that did not answer (none: the view is whole from `node`).
     unanswered: Vec<Unanswered>,
+    /// Whether a bound of the walk over its legs cut the chain (more legs may exist than
+    /// its messages show).
+    legs_cut: bool,
     /// The `[aliases]` name of each source and destination of the messages that has
     /// one, keyed by the address as the ladder writes it (`IP:PORT`, `[IPv6]:PORT`).
     aliases: BTreeMap<String, String>,
@@ -614,12 +618,15 @@ async fn call(
         }
         found => found?,
     };
+    let legs_cut = found.legs_cut;
+    let found = found.messages;
     let quality = CallQuality::of(&id, &found, now_usec());
     Ok(json_response(&CallJson {
         call_id: &id,
         node: s.cluster.name(),
         peer: None,
         unanswered: Vec::new(),
+        legs_cut,
         messages: found.iter().map(MessageJson::of).collect(),
         aliases: aliases_of(&s.aliases.get(), &found),
         kpis: quality.kpis,
@@ -680,7 +687,7 @@ async fn call_pcap(
             let (peer, answer) = from_peers(&s, &uri, &access, &format!("call {id}")).await?;
             return Ok(relayed(&peer, answer));
         }
-        found => found?,
+        found => found?.messages,
     };
     let buf = SharedBuf::default();
     // RTCP as an agent's JSON is not a packet that was on the wire: left out (and
@@ -725,7 +732,7 @@ async fn call_text(
             let (peer, answer) = from_peers(&s, &uri, &access, &format!("call {id}")).await?;
             return Ok(relayed(&peer, answer));
         }
-        found => found?,
+        found => found?.messages,
     };
     let mut out = Vec::new();
     let written = if p.ladder {

@@ -53,6 +53,9 @@ pub struct Call {
     /// headers` or `Session-ID`, either way, over any number of hops up to the bounds of
     /// [`super::legs`]), sorted: its number of legs is one more.
     pub legs: Vec<String>,
+    /// Whether a bound of [`super::legs`] cut its chain: it may have more legs than
+    /// `legs` lists.
+    pub legs_cut: bool,
     /// The row id of its newest matching message (its place in the list).
     pub newest_row: i64,
 }
@@ -168,6 +171,7 @@ fn calls_in(
         .map(|(newest_row, call_id)| Call {
             messages: own.remove(&call_id).unwrap_or_default(),
             legs: chains.legs(&call_id),
+            legs_cut: chains.is_cut(&call_id),
             call_id,
             newest_row,
         })

@@ -35,8 +35,8 @@ pub(super) struct Chains {
     parent: Vec<usize>,
     /// Per root: how many Call-IDs (not `Session-ID` keys) its chain holds.
     calls: Vec<usize>,
-    /// Whether a bound cut a walk (some chain may have more legs than shown).
-    pub(super) truncated: bool,
+    /// Per root: whether a bound cut its chain (it may have more legs than it shows).
+    cut: Vec<bool>,
 }
 
 impl Chains {
@@ -50,6 +50,7 @@ impl Chains {
         self.parent.push(i);
         self.calls
             .push(usize::from(!id.starts_with(SESSION_KEY_PREFIX)));
+        self.cut.push(false);
         (i, true)
     }
 
@@ -66,6 +67,26 @@ impl Chains {
         if ra != rb {
             self.parent[rb] = ra;
             self.calls[ra] += self.calls[rb];
+            self.cut[ra] |= self.cut[rb];
+        }
+    }
+
+    /// Marks the chain of node `i` as cut by a bound.
+    fn mark_cut(&mut self, i: usize) {
+        let r = self.root(i);
+        self.cut[r] = true;
+    }
+
+    /// Whether a bound ([`MAX_CHAIN_HOPS`], [`MAX_LEGS`]) cut the chain of `id`: it may
+    /// have more legs than [`legs`](Self::legs) gives. (Seeds of one walk join their
+    /// chains whatever their size, so a chain may hold more calls than `legs` lists.)
+    pub(super) fn is_cut(&mut self, id: &str) -> bool {
+        match self.index.get(id) {
+            Some(&i) => {
+                let r = self.root(i);
+                self.cut[r] || self.calls[r] > MAX_LEGS
+            }
+            None => false,
         }
     }
 
@@ -141,7 +162,10 @@ pub(super) fn chains_after(
         }
         if hop == MAX_CHAIN_HOPS {
             // Ids met at the last hop whose own links were not read.
-            chains.truncated = true;
+            for id in &frontier {
+                let (i, _) = chains.node(id);
+                chains.mark_cut(i);
+            }
             break;
         }
         let mut next = Vec::new();
@@ -153,12 +177,15 @@ pub(super) fn chains_after(
             for (call, linked) in found {
                 let (c, c_new) = chains.node(&call);
                 let (l, l_new) = chains.node(&linked);
-                if chains.full(c) || chains.full(l) {
-                    // A new id joins no full chain; known ones are already in theirs.
-                    if c_new || l_new {
-                        chains.truncated = true;
-                        continue;
+                let (c_full, l_full) = (chains.full(c), chains.full(l));
+                // A new id joins no full chain; known ones are already in theirs.
+                if (c_full || l_full) && (c_new || l_new) {
+                    for (i, full) in [(c, c_full), (l, l_full)] {
+                        if full {
+                            chains.mark_cut(i);
+                        }
                     }
+                    continue;
                 }
                 chains.union(c, l);
                 next.extend(c_new.then_some(call));
@@ -277,7 +304,9 @@ mod tests {
             );
             let mut walked = chains(&parts, &scope, &seeds).expect("walks");
             let mut given = chains_after(&parts, &scope, &seeds, Some(first)).expect("walks");
-            assert_eq!(walked.truncated, given.truncated, "{seeds:?}");
+            for id in &seeds {
+                assert_eq!(walked.is_cut(id), given.is_cut(id), "{seeds:?}: {id}");
+            }
             if seeds[0] == "leg-a" {
                 assert_eq!(
                     given.legs("leg-a"),
@@ -293,8 +322,13 @@ mod tests {
                 assert_eq!(walked.legs(id), given.legs(id), "{seeds:?}: {id}");
             }
         }
-        // The bounds were met: the hub's chain was cut.
-        let hub = vec!["hub".to_owned()];
-        assert!(chains(&parts, &scope, &hub).expect("walks").truncated);
+        // The bounds were met: the hub's chain was cut, and only its.
+        let seeds = vec!["hub".to_owned(), "leg-a".to_owned()];
+        let mut walked = chains(&parts, &scope, &seeds).expect("walks");
+        assert!(walked.is_cut("hub"));
+        assert!(
+            !walked.is_cut("leg-a"),
+            "a whole chain beside it is not cut"
+        );
     }
 }

@@ -105,6 +105,9 @@ pub struct Results {
     pub damaged: Vec<StoreError>,
     /// What the `text` search read, when the query has one.
     pub text_scan: Option<TextScan>,
+    /// For a `call_id` search: whether a bound of [`super::legs`] cut the call's chain
+    /// (it may have more legs than the messages found show).
+    pub legs_cut: bool,
 }
 
 /// One row as read, before decoding.

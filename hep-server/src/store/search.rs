@@ -45,12 +45,14 @@ fn search_in(readers: &Readers, dir: &Path, q: &Query) -> Result<Results, StoreE
         });
     };
     let mut found = select(&partitions, &filter.and(&time), q.limit)?;
+    let mut legs_cut = false;
 
     // The other legs: the whole chain of the call searched, with what is linked to its
     // calls in turn (a log line about another leg).
     if let Some(id) = &q.call_id {
         let mut chains = legs::chains(&partitions, &time, std::slice::from_ref(id))?;
         let members = chains.members(id);
+        legs_cut = chains.is_cut(id);
         // Not the calls beyond the chain's bounds that name one of its calls.
         let in_chain: BTreeSet<String> = members.iter().cloned().collect();
         let in_chain = |f: &Found| f.call_id.as_ref().is_none_or(|c| in_chain.contains(c));
@@ -70,6 +72,7 @@ fn search_in(readers: &Readers, dir: &Path, q: &Query) -> Result<Results, StoreE
     found.sort_by_key(|f| (f.id, f.partition));
     let mut results = Results {
         text_scan,
+        legs_cut,
         ..Results::default()
     };
     for f in found {

@@ -18,6 +18,11 @@ fn chain_of(dir: &Path, id: &str) -> Vec<String> {
 
 /// The `legs` the call list gives `id`.
 fn legs_listed(dir: &Path, id: &str) -> Vec<String> {
+    listed(dir, id).legs
+}
+
+/// The call list's row of `id`.
+fn listed(dir: &Path, id: &str) -> super::Call {
     let q = Query {
         call_id: Some(id.to_owned()),
         ..Query::default()
@@ -26,8 +31,14 @@ fn legs_listed(dir: &Path, id: &str) -> Vec<String> {
     page.calls
         .into_iter()
         .find(|c| c.call_id == id)
-        .map(|c| c.legs)
         .unwrap_or_else(|| panic!("{id} is listed"))
+}
+
+/// Whether a search of `id` says its chain was cut.
+fn search_cut(dir: &Path, id: &str) -> bool {
+    super::search::search(dir, &by_call(id))
+        .expect("searches")
+        .legs_cut
 }
 
 fn writer_with(dir: &Path, correlation: Correlation) -> Store {
@@ -177,4 +188,28 @@ fn chains_stop_at_their_bounds() {
     assert_eq!(hub.len(), MAX_LEGS - 1, "{hub:?}");
     let hub_search = chain_of(dir.path(), "hub");
     assert!(hub_search.len() <= MAX_LEGS, "{hub_search:?}");
+    // Both cuts are told, by the list and by the search; a chain within the bounds is
+    // not said to be cut.
+    for id in ["line-0", "hub"] {
+        let l = listed(dir.path(), id);
+        assert!(l.legs_cut, "{id}: {:?}", l.legs);
+        assert!(search_cut(dir.path(), id), "{id}");
+    }
+}
+
+#[test]
+fn a_chain_within_the_bounds_is_not_said_to_be_cut() {
+    let dir = TempDir::new("legs-uncut");
+    let mut w = writer(dir.path());
+    let batch = [
+        invite(NINE, "leg-a", "alice", ""),
+        invite(NINE + 1, "leg-b", "alice", "X-CID: leg-a\r\n"),
+        invite(NINE + 2, "leg-c", "alice", "X-CID: leg-b\r\n"),
+    ];
+    assert_eq!(write(&mut w, &batch).stored, 3);
+    drop(w);
+    for id in ["leg-a", "leg-b", "leg-c"] {
+        assert!(!listed(dir.path(), id).legs_cut, "{id}");
+        assert!(!search_cut(dir.path(), id), "{id}");
+    }
 }
