@@ -62,8 +62,39 @@ pub struct EdgeStats {
     pub retries: AtomicU64,
     /// Publishes awaiting their acknowledgement now.
     pub in_flight: AtomicU64,
+    /// New messages the stream acknowledged at a sequence at or below one it had given
+    /// this edge before (see [`SequenceWatch`]).
+    pub sequence_regressions: AtomicU64,
     /// Publish to acknowledgement.
     pub ack: Latency,
+}
+
+/// The stream sequences of an edge's acknowledgements, which only grow while the stream
+/// keeps its promises: the edge's publishes are acknowledged in order, a new message gets
+/// the stream's next sequence once it is stored on a majority of the replicas, and a copy
+/// (a retry the stream deduplicated) is acknowledged with its first sequence, so it is
+/// left out. A new message acknowledged at or below a sequence given before means the
+/// stream handed sequences out again: a replica that missed messages became its leader
+/// (nats-server 2.9 after "Resetting stream cluster state"), and the consumers, already
+/// past those sequences, may never read what it stored there.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SequenceWatch {
+    highest: u64,
+}
+
+impl SequenceWatch {
+    /// Notes one acknowledgement; the highest sequence seen before when `sequence`, of a
+    /// new message, is not above it.
+    pub fn ack(&mut self, sequence: u64, duplicate: bool) -> Option<u64> {
+        if duplicate {
+            return None;
+        }
+        if sequence > self.highest {
+            self.highest = sequence;
+            return None;
+        }
+        Some(self.highest)
+    }
 }
 
 impl EdgeStats {
@@ -111,6 +142,16 @@ impl Collect for EdgeStats {
             Kind::Gauge,
         );
         out.sample("hep_nats_in_flight", &l, self.in_flight.load(Relaxed));
+        out.declare(
+            "hep_nats_sequence_regressions_total",
+            "New messages the stream acknowledged at a sequence it had given before: it lost its order (a replica that missed messages led it), and consumers may never read them.",
+            Kind::Counter,
+        );
+        out.sample(
+            "hep_nats_sequence_regressions_total",
+            &l,
+            self.sequence_regressions.load(Relaxed),
+        );
         out.declare(
             "hep_nats_ack_seconds",
             "Publish to the stream's acknowledgement.",
@@ -226,6 +267,30 @@ impl Collect for ConsumerStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sequence_given_out_again_is_seen_and_copies_are_not() {
+        let mut w = SequenceWatch::default();
+        assert_eq!(w.ack(5, false), None);
+        assert_eq!(w.ack(9, false), None);
+        // A retry the stream had: acknowledged with its first sequence.
+        assert_eq!(w.ack(7, true), None);
+        assert_eq!(w.ack(10, false), None);
+        // A stale leader numbering from where it was.
+        assert_eq!(w.ack(3, false), Some(10));
+        assert_eq!(w.ack(10, false), Some(10));
+        assert_eq!(w.ack(4, false), Some(10), "every one of them counts");
+        assert_eq!(w.ack(11, false), None, "past the highest again");
+        let stats = EdgeStats::new("nats:a");
+        stats.sequence_regressions.fetch_add(2, Relaxed);
+        let mut s = Samples::default();
+        stats.collect(&mut s);
+        let text = s.render();
+        assert!(
+            text.contains("hep_nats_sequence_regressions_total{output=\"nats:a\"} 2"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn a_latency_lands_in_the_first_bucket_that_holds_it() {

@@ -37,7 +37,7 @@ use super::queue::{OutputStats, Queued};
 use super::relay::RelayCollect;
 use super::relay::spool::{Pos, Spool};
 use super::{Context, Opened, Output, Worker};
-use crate::nats::stats::EdgeStats;
+use crate::nats::stats::{EdgeStats, SequenceWatch};
 use crate::nats::stream as nats_stream;
 use crate::nats::{Envelope, NatsOutputSpec, StreamSpec};
 use crate::time::now_usec;
@@ -231,6 +231,8 @@ impl Edge {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut warn = Warn::default();
+        let mut sequences = SequenceWatch::default();
+        let mut warn_order = Warn::default();
         loop {
             // 1. The queue into the backlog: all of it into a spool, a window's worth into
             //    memory (the queue is the buffer then).
@@ -299,6 +301,13 @@ impl Edge {
                             edge.published.fetch_add(1, Relaxed);
                             if ack.duplicate {
                                 edge.duplicates.fetch_add(1, Relaxed);
+                            }
+                            if let Some(highest) = sequences.ack(ack.sequence, ack.duplicate) {
+                                edge.sequence_regressions.fetch_add(1, Relaxed);
+                                warn_order.once_per(Duration::from_secs(10), || tracing::error!(
+                                    output = %name, sequence = ack.sequence, highest,
+                                    "nats edge: the stream acknowledged a new message at a sequence it had given before: it lost its order (a replica that missed messages leads it), and consumers may never read such messages (hep_nats_sequence_regressions_total)"
+                                ));
                             }
                             let next = in_flight.front().and_then(|f| f.pos);
                             backlog.acked(done.pos, next, &stats);
