@@ -162,6 +162,19 @@ fn consumer(nats: &str, partitions: &str, store: &Path) -> Server {
     ])
 }
 
+/// The stream `HEP` as the server holds it: its config and state.
+fn stream_info(nats: &str) -> async_nats::jetstream::stream::Info {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(nats).await.unwrap());
+        let mut stream = js.get_stream("HEP").await.unwrap();
+        stream.info().await.unwrap().clone()
+    })
+}
+
 fn acked(consumers: &[&Server]) -> u64 {
     consumers
         .iter()
@@ -206,6 +219,19 @@ fn every_message_is_stored_once_by_the_consumer_of_its_partition_and_a_call_stay
         ma.get("hep_nats_received_total", &[]) + mb.get("hep_nats_received_total", &[]),
         sent
     );
+    assert_eq!(
+        edge_metrics.get("hep_nats_sequence_regressions_total", &[]),
+        0
+    );
+    // Kept by age, not removed once acknowledged: an acknowledgement moves only the
+    // consumer (a work queue's lost acknowledged messages in nats-server 2.9).
+    let info = stream_info(&nats.url());
+    assert_eq!(
+        info.config.retention,
+        async_nats::jetstream::stream::RetentionPolicy::Limits
+    );
+    assert_eq!(info.config.max_age, Duration::from_secs(24 * 3_600));
+    assert_eq!(info.state.messages, sent, "acknowledged and still held");
     edge.stop();
     a.stop();
     b.stop();
@@ -228,6 +254,53 @@ fn every_message_is_stored_once_by_the_consumer_of_its_partition_and_a_call_stay
         "each call whole: {:?}",
         in_a.iter().chain(&in_b).find(|(_, n)| **n != 7)
     );
+}
+
+#[test]
+fn a_stream_made_as_a_work_queue_is_named_as_a_risk_and_still_read() {
+    let dir = test_dir("nats-work-queue");
+    let nats = Nats::start(free_port(), &dir.join("js"));
+    let url = nats.url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(url.as_str()).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: "HEP".to_owned(),
+            subjects: vec!["hep.*".to_owned()],
+            retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    let edge = Server::run(&[
+        "--listen",
+        "hep_tcp:127.0.0.1:0",
+        "--output",
+        &format!("nats:{url};partitions=2"),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let store = dir.join("store");
+    let c = consumer(&url, "0-1", &store);
+    send_tcp(edge.tcp(), &calls(10, "wq"));
+    wait_for("every message acknowledged", DELIVERY_WAIT, || {
+        (acked(&[&c]) >= 70).then_some(())
+    });
+    for s in [&edge, &c] {
+        s.wait_log("removes messages once acknowledged", 1);
+    }
+    let info = stream_info(&url);
+    assert_eq!(
+        info.config.retention,
+        async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+        "left as it was made"
+    );
+    edge.stop();
+    c.stop();
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! `nats:URL[,URL...];stream=HEP;subject=hep;partitions=A-B`: a cluster's consumer. Each
 //! partition of the range is read through a durable pull consumer of its own (`p<k>`,
-//! explicit acks, on the stream's work queue), its messages go through the same callback
-//! stack and outputs as a listener's, and each is acknowledged only once every output
-//! has it (for a store: committed).
+//! explicit acks; the stream keeps messages by age, so an ack moves only the consumer),
+//! its messages go through the same callback stack and outputs as a listener's, and each
+//! is acknowledged only once every output has it (for a store: committed).
 //!
 //! # When a message is acknowledged
 //! After the stack took a message, the input notes each running output's mark: what the

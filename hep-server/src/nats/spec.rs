@@ -1,10 +1,12 @@
 //! `nats:` specs: the edge's output `nats:URL[,URL...][;stream=HEP][;subject=hep]
-//! [;partitions=P][;replicas=R][;window=W][;spool=DIR]` and the consumer's input
-//! `nats:URL[,URL...][;stream=HEP][;subject=hep][;partitions=A-B][;replicas=R]`.
+//! [;partitions=P][;replicas=R][;max_age=AGE][;window=W][;spool=DIR]` and the consumer's
+//! input `nats:URL[,URL...][;stream=HEP][;subject=hep][;partitions=A-B][;replicas=R]
+//! [;max_age=AGE]`.
 
 use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Partitions of a stream unless its spec says (`partitions=P`).
 pub const DEFAULT_PARTITIONS: u32 = 64;
@@ -14,6 +16,11 @@ pub const MAX_PARTITIONS: u32 = 4096;
 pub const DEFAULT_WINDOW: usize = 256;
 /// The largest `window=W`.
 pub const MAX_WINDOW: usize = 65_536;
+/// How long the stream keeps a message unless `max_age=AGE` says: what a consumer may be
+/// down (or behind) without losing its partitions' messages.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3_600);
+/// The shortest `max_age=AGE`: under it, a consumer's restart could cost messages.
+pub const MIN_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// What the edge and the consumer agree on: where the stream is and how it is cut.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +34,9 @@ pub struct StreamSpec {
     /// Copies of each message in the cluster (`replicas=`; default: as many servers as
     /// are listed, at most 3).
     pub replicas: usize,
+    /// How long the stream keeps each message (`max_age=`, default 24 h), read or not:
+    /// the stream is not a work queue (see `nats::stream::config`).
+    pub max_age: Duration,
 }
 
 impl StreamSpec {
@@ -149,11 +159,16 @@ impl Options<'_> {
             },
             None => self.urls.len().min(3),
         };
+        let max_age = match self.take("max_age") {
+            Some(a) => parse_age(&a)?,
+            None => DEFAULT_MAX_AGE,
+        };
         Ok(StreamSpec {
             urls: self.urls.clone(),
             stream,
             subject,
             replicas,
+            max_age,
         })
     }
 
@@ -163,6 +178,35 @@ impl Options<'_> {
             None => Ok(()),
         }
     }
+}
+
+/// `max_age=`: a whole number of seconds, minutes, hours or days (`90s`, `30m`, `24h`,
+/// `7d`), at least [`MIN_MAX_AGE`].
+fn parse_age(v: &str) -> Result<Duration, String> {
+    let bad = || format!("max_age `{v}`: expected a number and s, m, h or d (`24h`), at least 60s");
+    let unit = v.chars().last().ok_or_else(bad)?;
+    let n: u64 = v[..v.len() - unit.len_utf8()].parse().map_err(|_| bad())?;
+    let secs = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    let age = Duration::from_secs(n.checked_mul(secs).ok_or_else(bad)?);
+    if age < MIN_MAX_AGE {
+        return Err(bad());
+    }
+    Ok(age)
+}
+
+/// `max_age` as `max_age=` takes it, in the largest unit that divides it.
+fn write_age(age: Duration) -> String {
+    let s = age.as_secs();
+    [(86_400, 'd'), (3_600, 'h'), (60, 'm')]
+        .into_iter()
+        .find(|&(unit, _)| s.is_multiple_of(unit))
+        .map_or_else(|| format!("{s}s"), |(unit, c)| format!("{}{c}", s / unit))
 }
 
 fn count(key: &str, v: &str, max: u32) -> Result<u32, String> {
@@ -187,7 +231,7 @@ impl NatsOutputSpec {
     /// # Errors
     /// A [`NatsSpecError`] naming what was wrong.
     pub fn parse(s: &str) -> Result<Self, NatsSpecError> {
-        let known = "stream, subject, partitions, replicas, window or spool";
+        let known = "stream, subject, partitions, replicas, max_age, window or spool";
         parse_spec(s, known, |o, stream| {
             let partitions = match o.take("partitions") {
                 Some(p) => count("partitions", &p, MAX_PARTITIONS)?,
@@ -221,7 +265,8 @@ impl NatsInputSpec {
     /// # Errors
     /// A [`NatsSpecError`] naming what was wrong.
     pub fn parse(s: &str) -> Result<Self, NatsSpecError> {
-        parse_spec(s, "stream, subject, partitions or replicas", |o, stream| {
+        let known = "stream, subject, partitions, replicas or max_age";
+        parse_spec(s, known, |o, stream| {
             let partitions = match o.take("partitions") {
                 None => 0..=DEFAULT_PARTITIONS - 1,
                 Some(p) => {
@@ -267,11 +312,12 @@ fn parse_spec<T>(
 fn write_stream(f: &mut fmt::Formatter<'_>, s: &StreamSpec) -> fmt::Result {
     write!(
         f,
-        "nats:{};stream={};subject={};replicas={}",
+        "nats:{};stream={};subject={};replicas={};max_age={}",
         s.urls.join(","),
         s.stream,
         s.subject,
-        s.replicas
+        s.replicas,
+        write_age(s.max_age)
     )
 }
 
@@ -314,6 +360,22 @@ mod tests {
         assert_eq!(NatsOutputSpec::parse(&out.to_string()).unwrap(), out);
         let input = NatsInputSpec::parse("nats:a:1;partitions=4-9;replicas=1").unwrap();
         assert_eq!(NatsInputSpec::parse(&input.to_string()).unwrap(), input);
+        assert_eq!(input.stream.max_age, DEFAULT_MAX_AGE);
+        for (written, secs, back) in [
+            ("90s", 90, "90s"),
+            ("120s", 120, "2m"),
+            ("30m", 1_800, "30m"),
+            ("36h", 129_600, "36h"),
+            ("7d", 604_800, "7d"),
+        ] {
+            let spec = NatsInputSpec::parse(&format!("nats:a:1;max_age={written}")).unwrap();
+            assert_eq!(spec.stream.max_age, Duration::from_secs(secs), "{written}");
+            assert!(
+                spec.to_string().contains(&format!(";max_age={back}")),
+                "{spec}"
+            );
+            assert_eq!(NatsInputSpec::parse(&spec.to_string()).unwrap(), spec);
+        }
     }
 
     #[test]
@@ -328,6 +390,11 @@ mod tests {
             ("nats:a:1;subject=hep.*", "without wildcards"),
             ("nats:a:1;replicas=9", "replicas `9`"),
             ("nats:a:1;window=x", "window `x`"),
+            ("nats:a:1;max_age=10", "max_age `10`"),
+            ("nats:a:1;max_age=59s", "at least 60s"),
+            ("nats:a:1;max_age=1w", "max_age `1w`"),
+            ("nats:a:1;max_age=-1h", "max_age `-1h`"),
+            ("nats:a:1;max_age=99999999999999999d", "max_age `"),
             ("nats:a:1;spool=", "`spool=` has no value"),
             ("nats:a:1;stream=A;stream=B", "given twice"),
             ("nats:a:1;colour=red", "unknown option `colour=`"),

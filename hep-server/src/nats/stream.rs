@@ -1,5 +1,6 @@
 //! Connecting to the servers, and the stream both roles make sure of.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
@@ -40,15 +41,29 @@ pub async fn connect(
         .build(client))
 }
 
-/// The stream's configuration: every partition's subject, on disk, `replicas` copies, a
-/// work queue (a message is removed once its consumer acknowledged it; no limit by age,
-/// so nothing unread is dropped: when the servers' storage is full they refuse new
-/// messages and the edges hold them in their spools).
+/// The stream's configuration: every partition's subject, on disk, `replicas` copies,
+/// each message kept `max_age` whether it was read or not (limits retention), and when
+/// the servers' storage is full they refuse new messages (the edges hold them in their
+/// spools).
+///
+/// Not a work queue: in a work queue each replica removes a message when the consumer's
+/// acknowledgement reaches it. In nats-server 2.9 a replica that does not hold the
+/// message yet proposes its deletion to the stream instead, and a replica that applies a
+/// delete of a sequence past its last one fails (`stream store EOF`) and resets the
+/// stream's cluster state, deleting its Raft state ("Resetting stream cluster state";
+/// nats-server changed that only in 2025, nats-io/nats-server#7348). With the Raft state
+/// of two of the three replicas gone after a stream leader's `SIGKILL`, the stream and
+/// its consumers disagreed: in the proof's failed runs the new leader stored messages
+/// (the edges' retries and new ones) at sequences the consumers had already passed, and
+/// acknowledged them to the edges; they stayed in the stream and never reached a store
+/// (308 and 943 of 21,000 lost). With limits retention an acknowledgement moves only the
+/// consumer, and nothing is deleted but by age, which each replica does by itself.
 pub fn config(spec: &StreamSpec) -> stream::Config {
     stream::Config {
         name: spec.stream.clone(),
         subjects: vec![format!("{}.*", spec.subject)],
-        retention: stream::RetentionPolicy::WorkQueue,
+        retention: stream::RetentionPolicy::Limits,
+        max_age: spec.max_age,
         discard: stream::DiscardPolicy::New,
         storage: stream::StorageType::File,
         num_replicas: spec.replicas,
@@ -56,6 +71,15 @@ pub fn config(spec: &StreamSpec) -> stream::Config {
         ..Default::default()
     }
 }
+
+/// Whether a stream of this retention loses acknowledged messages to nats-server 2.9's
+/// replica resets (see [`config`]).
+pub fn removes_on_ack(retention: stream::RetentionPolicy) -> bool {
+    !matches!(retention, stream::RetentionPolicy::Limits)
+}
+
+/// Said once per process: the stream was made as a work queue (by an older hep-server).
+static WARNED_RETENTION: AtomicBool = AtomicBool::new(false);
 
 /// Makes sure the stream exists, and that it takes the partitions' subjects. With
 /// `may_create` (a node's first contact) a missing stream is made as [`config`] says;
@@ -97,5 +121,41 @@ pub async fn ensure(
             info.config.subjects
         );
     }
+    if removes_on_ack(info.config.retention) && !WARNED_RETENTION.swap(true, Ordering::Relaxed) {
+        tracing::error!(
+            stream = %name,
+            retention = ?info.config.retention,
+            "nats: the stream removes messages once acknowledged (made by an older \
+             hep-server): with nats-server 2.9 a stream leader's crash can lose acknowledged \
+             messages; make it again with limits retention once it is drained (docs/SCALE-OUT.md, \
+             \"The stream\")"
+        );
+    }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nats::NatsOutputSpec;
+
+    #[test]
+    fn the_stream_keeps_messages_by_age_not_until_acknowledged() {
+        let spec = NatsOutputSpec::parse("nats:a:1,b:2,c:3;max_age=2h").unwrap();
+        let c = config(&spec.stream);
+        assert_eq!(c.retention, stream::RetentionPolicy::Limits);
+        assert!(!removes_on_ack(c.retention));
+        assert_eq!(c.max_age, Duration::from_secs(7_200));
+        assert_eq!(c.num_replicas, 3);
+        assert_eq!(c.discard, stream::DiscardPolicy::New);
+        assert_eq!(c.storage, stream::StorageType::File);
+        assert_eq!(c.subjects, ["hep.*"]);
+        assert_eq!(c.duplicate_window, DUPLICATE_WINDOW);
+        for old in [
+            stream::RetentionPolicy::WorkQueue,
+            stream::RetentionPolicy::Interest,
+        ] {
+            assert!(removes_on_ack(old), "{old:?}");
+        }
+    }
 }
