@@ -60,13 +60,15 @@ commands:
                                      lintian, apt-get install, systemd-analyze verify, run the
                                      unit's ExecStart as its user, send, search, reload, stop,
                                      apt-get purge (dev profile unless --profile)
-  cluster [--short] [--calls N] [--rate R] [--no-install]
+  cluster [--short] [--calls N] [--rate R] [--kill-node N] [--no-install]
                                      issue 18's proof on loopback: a 3-node NATS JetStream
                                      cluster, 2 edges, 2 consumers with stores, calls at R msg/s
                                      into each edge, a NATS node and a consumer killed and
                                      restarted, every broker down, a slow consumer; every
                                      message checked in the stores; throughput, CPU, latency
-                                     (--short: seconds of traffic on debug builds, CI's step)
+                                     (--short: seconds of traffic on debug builds, CI's step;
+                                     --kill-node N: node nN is made the stream's leader, then
+                                     killed, instead of whichever leads)
   structure                          check the module graph (no import cycle among sibling
                                      modules) and that hep-callbacks alone builds no TLS or
                                      socket crate

@@ -44,6 +44,9 @@ pub(crate) struct Options {
     pub(crate) rate: u64,
     /// Do not install nats-server when it is missing.
     pub(crate) no_install: bool,
+    /// The NATS node killed in the main phase (made the stream's leader first); `None`:
+    /// whichever leads the stream then.
+    pub(crate) kill_node: Option<usize>,
 }
 
 /// Calls of the full run: 1,001,000 messages (the million; 7 messages a call),
@@ -53,7 +56,7 @@ const FULL_CALLS: u64 = 143_000;
 const SHORT_CALLS: u64 = 2_000;
 
 impl Options {
-    /// Parses `[--short] [--calls N] [--rate R] [--no-install]`.
+    /// Parses `[--short] [--calls N] [--rate R] [--kill-node N] [--no-install]`.
     ///
     /// # Errors
     /// Unknown arguments, numbers out of range.
@@ -62,6 +65,7 @@ impl Options {
         let mut calls = None;
         let mut rate = None;
         let mut no_install = false;
+        let mut kill_node = None;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut number = |what: &str, max: u64| -> Result<u64> {
@@ -78,6 +82,9 @@ impl Options {
                 "--no-install" => no_install = true,
                 "--calls" => calls = Some(number("--calls", 10_000_000)?),
                 "--rate" => rate = Some(number("--rate", 1_000_000)?),
+                "--kill-node" => {
+                    kill_node = Some(usize::try_from(number("--kill-node", nats::NODES as u64)?)?);
+                }
                 other => bail!("unknown `cargo xtask cluster` argument `{other}`"),
             }
         }
@@ -86,6 +93,7 @@ impl Options {
             calls: calls.unwrap_or(if short { SHORT_CALLS } else { FULL_CALLS }),
             rate: rate.unwrap_or(if short { 700 } else { 800 }),
             no_install,
+            kill_node,
         })
     }
 
@@ -107,6 +115,9 @@ impl Options {
         if self.rate != defaults.rate {
             line.push_str(&format!(" --rate {}", self.rate));
         }
+        if let Some(n) = self.kill_node {
+            line.push_str(&format!(" --kill-node {n}"));
+        }
         line
     }
 
@@ -126,6 +137,7 @@ impl Options {
                     file_mb: 512,
                 },
                 max_life: Duration::from_secs(600),
+                kill_node: self.kill_node,
             }
         } else {
             proof::Plan {
@@ -142,6 +154,7 @@ impl Options {
                     file_mb: 4_096,
                 },
                 max_life: Duration::from_secs(3_600),
+                kill_node: self.kill_node,
             }
         }
     }
@@ -282,6 +295,14 @@ mod tests {
         assert!(parse(&["--calls", "0"]).is_err());
         assert!(parse(&["--rate"]).is_err());
         assert!(parse(&["--long"]).is_err());
+        let k = parse(&["--short", "--kill-node", "1"]).unwrap();
+        assert_eq!(k.kill_node, Some(1));
+        assert_eq!(
+            k.command_line(),
+            "cargo xtask cluster --short --kill-node 1"
+        );
+        assert!(parse(&["--kill-node", "4"]).is_err());
+        assert_eq!(full.kill_node, None);
         assert_eq!(full.command_line(), "cargo xtask cluster");
         assert_eq!(
             o.command_line(),

@@ -14,7 +14,8 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::net::SocketAddr;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -172,6 +173,54 @@ fn http_json(addr: SocketAddr, path: &str) -> Result<Value> {
         bail!("GET http://{addr}{path}: {code}");
     }
     serde_json::from_str(&body).with_context(|| format!("GET http://{addr}{path}: not JSON"))
+}
+
+/// One request of the JetStream API (`subject`, an empty body) to the client port `port`,
+/// through the plain NATS protocol (xtask has no NATS client): its JSON answer.
+fn js_request(port: u16, subject: &str) -> Result<Value> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .with_context(|| format!("connecting to nats://{addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?; // INFO
+    write!(
+        w,
+        "CONNECT {{\"verbose\":false,\"no_responders\":true,\"headers\":true}}\r\n\
+         SUB _INBOX.xtask 1\r\nPUB {subject} _INBOX.xtask 0\r\n\r\n"
+    )?;
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            bail!("nats://{addr} closed the connection before answering {subject}");
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.first().copied() {
+            Some("PING") => w.write_all(b"PONG\r\n")?,
+            Some("-ERR") => bail!("nats://{addr}: {}", line.trim()),
+            Some(kind @ ("MSG" | "HMSG")) => {
+                let total: usize = words.last().and_then(|n| n.parse().ok()).context("MSG")?;
+                let head: usize = if kind == "HMSG" {
+                    words[words.len() - 2].parse()?
+                } else {
+                    0
+                };
+                let mut body = vec![0; total + 2];
+                r.read_exact(&mut body)?;
+                if head > 0 && total == head {
+                    bail!(
+                        "{subject}: no answer ({})",
+                        String::from_utf8_lossy(&body).trim()
+                    );
+                }
+                return serde_json::from_slice(&body[head..total])
+                    .with_context(|| format!("{subject}: not JSON"));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A 3-node cluster; every node is stopped when it is dropped.
@@ -429,6 +478,33 @@ impl Cluster {
             .iter()
             .find(|n| n.name() == leader)
             .map(|n| n.index)
+    }
+
+    /// Makes node `index` the leader of stream `stream` (the stream's leader steps down
+    /// until it is), at most 10 times; whether it is.
+    pub(crate) fn move_stream_leader(&mut self, stream: &str, index: usize) -> bool {
+        for _ in 0..10 {
+            match self.stream_leader(stream) {
+                Some(l) if l == index => return true,
+                Some(_) => {
+                    let Some(port) = self
+                        .nodes
+                        .iter_mut()
+                        .find_map(|n| n.up().then_some(n.client))
+                    else {
+                        return false;
+                    };
+                    let _ = js_request(port, &format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}"));
+                }
+                None => {}
+            }
+            // A new leader within a few seconds (the stepped-down one does not stand).
+            let _ = wait_for("a new stream leader", Duration::from_secs(10), || {
+                Ok(self.stream_leader(stream).is_some())
+            });
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        self.stream_leader(stream) == Some(index)
     }
 
     /// The messages each node holds in its own copy of the streams (its own `/jsz`), in

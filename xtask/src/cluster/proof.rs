@@ -6,8 +6,9 @@
 //!
 //! Phases, in order (each bounded in time; [`Plan`] sizes them):
 //! 1. main: the calls of the run at `rate` a second per edge; at 25 % of the messages
-//!    sent, the stream leader is killed and restarted `down` later; at 55 %, consumer 2
-//!    is; then the stores must hold every message.
+//!    sent, the stream leader is killed (with `--kill-node N`, node nN, made the stream's
+//!    leader before the traffic) and restarted `down` later; at 55 %, consumer 2 is; then
+//!    the stores must hold every message.
 //! 2. outage: every NATS node stopped; edge 1 takes calls for `outage`; the nodes restart;
 //!    the stores must hold them too (the edge spooled them).
 //! 3. slow consumer: consumer 1 stopped while calls arrive; started again, it reports its
@@ -61,6 +62,9 @@ pub(crate) struct Plan {
     pub(crate) limits: Limits,
     /// The longest any process may live.
     pub(crate) max_life: Duration,
+    /// The NATS node killed in the main phase, made the stream's leader before the
+    /// traffic; `None`: whichever node leads the stream at the kill.
+    pub(crate) kill_node: Option<usize>,
 }
 
 /// Binaries and places.
@@ -261,6 +265,17 @@ pub(crate) fn run(ctx: &Ctx, plan: &Plan, rep: &mut Report) -> Result<()> {
         t0.elapsed(),
         format!("3 NATS nodes, 2 consumers, 2 edges up ({})", c.nats.urls()),
     );
+    if let Some(n) = plan.kill_node {
+        let moved = c.nats.move_stream_leader(STREAM, n);
+        rep.event(
+            t0.elapsed(),
+            if moved {
+                format!("n{n} made the stream's leader (--kill-node {n})")
+            } else {
+                format!("n{n} could not be made the stream's leader; it is killed anyway")
+            },
+        );
+    }
     let clk = clk_tck();
     let stores = c.stores();
     let mut next_call = 0;
@@ -350,6 +365,15 @@ pub(crate) fn run(ctx: &Ctx, plan: &Plan, rep: &mut Report) -> Result<()> {
     store_checks(rep, &tally, &outage, &outage_tally);
     search_checks(rep, &c, ctx, &all_calls);
     replica_check(rep, &mut c.nats);
+    let regressions = total(&c.edge_metrics(), "hep_nats_sequence_regressions_total");
+    rep.check(
+        "stream sequences only grew",
+        regressions == 0,
+        format!(
+            "{regressions} new messages acknowledged to the edges at a sequence the stream had \
+             given before (hep_nats_sequence_regressions_total, both edges)"
+        ),
+    );
     let redelivered = total(&c.consumer_metrics(), "hep_nats_redelivered_total");
     let duplicates_ignored = total(&c.consumer_metrics(), "hep_store_duplicates_total");
     rep.check(
@@ -506,13 +530,23 @@ fn main_phase(
                 edges: c.edge_metrics(),
                 messages: sent,
             };
-            let leader = c.nats.stream_leader(STREAM).unwrap_or(1);
-            c.nats.kill(leader)?;
+            let leader = c.nats.stream_leader(STREAM);
+            let victim = plan.kill_node.or(leader).unwrap_or(1);
+            let role = if leader == Some(victim) {
+                "stream leader"
+            } else {
+                "not the stream leader"
+            };
+            let meta = c.nats.meta_leader();
+            c.nats.kill(victim)?;
             rep.event(
                 t0.elapsed(),
-                format!("main: NATS node n{leader} (stream leader) SIGKILLed at {sent} sent"),
+                format!(
+                    "main: NATS node n{victim} ({role}; meta leader {}) SIGKILLed at {sent} sent",
+                    meta.as_deref().unwrap_or("unknown")
+                ),
             );
-            nats_killed = Some((leader, Instant::now()));
+            nats_killed = Some((victim, Instant::now()));
         }
         if let Some((node, at)) = nats_killed
             && at.elapsed() >= plan.down
@@ -814,13 +848,13 @@ fn replica_check(rep: &mut Report, nats: &mut Cluster) {
         held = nats.local_messages();
     }
     rep.figure(
-        "messages left in each node's copy of the stream",
+        "messages in each node's copy of the stream",
         held.iter()
             .map(|(name, n)| format!("{name} {}", n.map_or("?".to_owned(), |n| n.to_string())))
             .collect::<Vec<_>>()
             .join(", "),
         if equal(&held) {
-            "measured: each node's /jsz once everything was stored (a work queue: 0 is empty)"
+            "measured: each node's /jsz once everything was stored (kept until max_age, read or not)"
         } else {
             "measured: each node's /jsz once everything was stored; the copies DIFFER (nats-server's state, polled 15 s)"
         },
