@@ -175,10 +175,11 @@ fn stream_info(nats: &str) -> async_nats::jetstream::stream::Info {
     })
 }
 
-fn acked(consumers: &[&Server]) -> u64 {
+/// Messages the consumers' outputs have (their positions moved past them).
+fn done(consumers: &[&Server]) -> u64 {
     consumers
         .iter()
-        .map(|c| c.metrics().get("hep_nats_acked_total", &[]))
+        .map(|c| c.metrics().get("hep_nats_done_total", &[]))
         .sum()
 }
 
@@ -200,8 +201,8 @@ fn every_message_is_stored_once_by_the_consumer_of_its_partition_and_a_call_stay
     let n_calls = 300;
     send_tcp(edge.tcp(), &calls(n_calls, "two"));
     let sent = (n_calls * 7) as u64;
-    wait_for("every message acknowledged", DELIVERY_WAIT, || {
-        (acked(&[&a, &b]) >= sent).then_some(())
+    wait_for("every message stored", DELIVERY_WAIT, || {
+        (done(&[&a, &b]) >= sent).then_some(())
     });
     let edge_metrics = edge.metrics();
     assert_eq!(edge_metrics.get("hep_nats_published_total", &[]), sent);
@@ -211,7 +212,7 @@ fn every_message_is_stored_once_by_the_consumer_of_its_partition_and_a_call_stay
     );
     let (ma, mb) = (a.metrics(), b.metrics());
     for m in [&ma, &mb] {
-        assert_eq!(m.get("hep_nats_redelivered_total", &[]), 0);
+        assert_eq!(m.get("hep_nats_consumer_restarts_total", &[]), 0);
         assert_eq!(m.get("hep_store_duplicates_total", &[]), 0);
         assert!(m.get("hep_nats_edge_to_store_seconds_count", &[]) > 0);
     }
@@ -257,7 +258,125 @@ fn every_message_is_stored_once_by_the_consumer_of_its_partition_and_a_call_stay
 }
 
 #[test]
-fn a_stream_made_as_a_work_queue_is_named_as_a_risk_and_still_read() {
+fn a_consumer_started_again_reads_on_from_the_positions_kept_with_its_store() {
+    let dir = test_dir("nats-positions");
+    let nats = Nats::start(free_port(), &dir.join("js"));
+    let edge = Server::run(&[
+        "--listen",
+        "hep_tcp:127.0.0.1:0",
+        "--output",
+        &format!("nats:{};partitions=2", nats.url()),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let store = dir.join("store");
+    let c = consumer(&nats.url(), "0-1", &store);
+    send_tcp(edge.tcp(), &calls(20, "before"));
+    wait_for("the first 140 stored", DELIVERY_WAIT, || {
+        (done(&[&c]) >= 140).then_some(())
+    });
+    c.stop();
+    // Saved at the stop, beside the store it describes.
+    let positions = std::fs::read_to_string(store.join("nats-HEP-0-1.positions")).unwrap();
+    let lines: Vec<&str> = positions.lines().collect();
+    assert_eq!(lines[1], "stream HEP", "{positions}");
+    assert_eq!(lines.len(), 4, "a line per partition: {positions}");
+    // Sent while no consumer reads, then read by the next one, and only those.
+    send_tcp(edge.tcp(), &calls(10, "while-down"));
+    wait_for("the next 70 published", DELIVERY_WAIT, || {
+        (edge.metrics().get("hep_nats_published_total", &[]) >= 210).then_some(())
+    });
+    let c = consumer(&nats.url(), "0-1", &store);
+    wait_for("the next 70 stored", DELIVERY_WAIT, || {
+        (done(&[&c]) >= 70).then_some(())
+    });
+    let m = c.metrics();
+    assert_eq!(m.get("hep_nats_received_total", &[]), 70, "none read again");
+    assert_eq!(m.get("hep_store_duplicates_total", &[]), 0);
+    edge.stop();
+    c.stop();
+    let stored = stored_calls(&store);
+    assert_eq!(stored.len(), 30);
+    assert!(stored.values().all(|&n| n == 7), "{stored:?}");
+}
+
+#[test]
+fn a_consumer_takes_over_where_an_older_hep_servers_durable_consumers_were_and_removes_them() {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    use futures_util::StreamExt as _;
+    let dir = test_dir("nats-durable");
+    let nats = Nats::start(free_port(), &dir.join("js"));
+    let url = nats.url();
+    let edge = Server::run(&[
+        "--listen",
+        "hep_tcp:127.0.0.1:0",
+        "--output",
+        &format!("nats:{url};partitions=2"),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    send_tcp(edge.tcp(), &calls(10, "old"));
+    wait_for("70 published", DELIVERY_WAIT, || {
+        (edge.metrics().get("hep_nats_published_total", &[]) >= 70).then_some(())
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let js = rt.block_on(async {
+        async_nats::jetstream::new(async_nats::connect(url.as_str()).await.unwrap())
+    });
+    // What an older hep-server left: `p0` and `p1`, every message acknowledged.
+    rt.block_on(async {
+        let stream = js.get_stream("HEP").await.unwrap();
+        let mut acked = 0;
+        for k in 0..2 {
+            let c = stream
+                .create_consumer(pull::Config {
+                    durable_name: Some(format!("p{k}")),
+                    filter_subject: format!("hep.{k}"),
+                    ack_policy: AckPolicy::Explicit,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let mut batch = c.fetch().max_messages(1_000).messages().await.unwrap();
+            while let Some(m) = batch.next().await {
+                m.unwrap().double_ack().await.unwrap();
+                acked += 1;
+            }
+        }
+        assert_eq!(acked, 70);
+    });
+    let store = dir.join("store");
+    let c = consumer(&url, "0-1", &store);
+    send_tcp(edge.tcp(), &calls(5, "new"));
+    wait_for("the 35 new stored", DELIVERY_WAIT, || {
+        (done(&[&c]) >= 35).then_some(())
+    });
+    c.wait_log("durable consumer p0 of an older hep-server", 1);
+    assert_eq!(
+        c.metrics().get("hep_nats_received_total", &[]),
+        35,
+        "none read again"
+    );
+    let left = rt.block_on(async {
+        let mut stream = js.get_stream("HEP").await.unwrap();
+        stream.info().await.unwrap().state.consumer_count
+    });
+    edge.stop();
+    c.stop();
+    assert_eq!(
+        left, 2,
+        "p0 and p1 removed; the two left are this node's own"
+    );
+    let stored = stored_calls(&store);
+    assert_eq!(stored.len(), 5);
+    assert!(stored.keys().all(|c| c.starts_with("new-")), "{stored:?}");
+}
+
+#[test]
+fn a_stream_made_as_a_work_queue_is_named_as_a_risk_by_the_edge_and_not_read_by_the_consumer() {
     let dir = test_dir("nats-work-queue");
     let nats = Nats::start(free_port(), &dir.join("js"));
     let url = nats.url();
@@ -287,17 +406,21 @@ fn a_stream_made_as_a_work_queue_is_named_as_a_risk_and_still_read() {
     let store = dir.join("store");
     let c = consumer(&url, "0-1", &store);
     send_tcp(edge.tcp(), &calls(10, "wq"));
-    wait_for("every message acknowledged", DELIVERY_WAIT, || {
-        (acked(&[&c]) >= 70).then_some(())
+    wait_for("every message published", DELIVERY_WAIT, || {
+        (edge.metrics().get("hep_nats_published_total", &[]) >= 70).then_some(())
     });
-    for s in [&edge, &c] {
-        s.wait_log("removes messages once acknowledged", 1);
-    }
+    edge.wait_log("removes messages once acknowledged", 1);
+    c.wait_log("read it to the end with the older hep-server", 1);
+    assert_eq!(c.metrics().get("hep_nats_received_total", &[]), 0);
     let info = stream_info(&url);
     assert_eq!(
         info.config.retention,
         async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
         "left as it was made"
+    );
+    assert_eq!(
+        info.state.messages, 70,
+        "kept for the older hep-server to read"
     );
     edge.stop();
     c.stop();
@@ -327,8 +450,8 @@ fn an_edge_with_no_server_spools_and_delivers_everything_once_one_comes() {
     let nats = Nats::start(port, &dir.join("js"));
     let store = dir.join("store");
     let c = consumer(&nats.url(), "0-1", &store);
-    wait_for("every message acknowledged", DELIVERY_WAIT, || {
-        (acked(&[&c]) >= sent).then_some(())
+    wait_for("every message stored", DELIVERY_WAIT, || {
+        (done(&[&c]) >= sent).then_some(())
     });
     let m = edge.metrics();
     assert_eq!(m.get("hep_nats_published_total", &[]), sent);

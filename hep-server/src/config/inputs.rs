@@ -1,5 +1,5 @@
 //! `inputs`: a cluster's consumer reading a NATS JetStream stream
-//! (`nats:URL[,URL...][;stream=HEP][;subject=hep][;partitions=A-B]`).
+//! (`nats:URL[,URL...][;stream=HEP][;subject=hep][;partitions=A-B][;positions=FILE]`).
 
 use toml::Spanned;
 
@@ -8,7 +8,7 @@ use super::error::{ConfigError, Source};
 use crate::nats::NatsInputSpec;
 
 /// The inputs of `inputs` (none by default). Two inputs reading one partition of one
-/// stream are refused: each partition has one durable consumer, which would split it.
+/// stream are refused: each would read all of it, and share a positions file.
 pub(super) fn resolve(
     raw: Option<Vec<Spanned<String>>>,
     src: &Source<'_>,

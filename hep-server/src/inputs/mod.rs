@@ -2,7 +2,7 @@
 //! (`input nats:...`, [`nats`]), reading what the edges published to a NATS JetStream
 //! stream into the same callback stack and outputs as a listener.
 //!
-//! An input acknowledges a message to its source only once every output has it
+//! An input counts a message as read from its source only once every output has it
 //! ([`Progress`](crate::outputs::progress::Progress)); inputs are started with the
 //! listeners, stop with them, and change with a restart (a reload keeps them).
 
@@ -20,9 +20,10 @@ use crate::telemetry::log::TARGET;
 use crate::telemetry::metrics::Registry;
 
 /// Starts each input of `inputs` on a task of `tasks`, calling a clone of `stack`, until
-/// `stop`.
+/// `stop`; their positions are kept in `store_dir` unless their specs say where.
 pub(crate) fn spawn<S>(
     inputs: &[Written<NatsInputSpec>],
+    store_dir: Option<&std::path::Path>,
     stack: &S,
     progress: &Progress,
     registry: &Registry,
@@ -37,10 +38,15 @@ pub(crate) fn spawn<S>(
         let stats = Arc::new(ConsumerStats::new(name.clone()));
         registry.register(Arc::clone(&stats) as _);
         let spec = input.value().clone();
-        tracing::info!(target: TARGET, input = %name, "reading partitions {}-{} of stream {}", spec.partitions.start(), spec.partitions.end(), spec.stream.stream);
+        let positions = spec.positions_file(store_dir);
+        let kept = positions
+            .as_ref()
+            .map_or_else(|| "in memory".to_owned(), |f| f.display().to_string());
+        tracing::info!(target: TARGET, input = %name, "reading partitions {}-{} of stream {}, positions in {kept}", spec.partitions.start(), spec.partitions.end(), spec.stream.stream);
         tasks.spawn(nats::run(
             spec,
             name,
+            positions,
             stack.clone(),
             progress.clone(),
             stats,

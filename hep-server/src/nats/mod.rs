@@ -12,12 +12,14 @@
 //!   headers), its partition (from the Call-ID: a call is always read by one consumer)
 //!   and its key (`Nats-Msg-Id`, and what the consumer's store deduplicates on).
 //! - [`stream`]: connecting, and the stream both roles make sure of.
+//! - [`positions`]: how far a consumer has read each partition, kept by the consumer.
 //! - [`stats`]: their metrics.
 //!
 //! The edge is `outputs::nats`, the consumer `inputs::nats`; docs/SCALE-OUT.md is the
 //! operator's view.
 
 pub mod envelope;
+pub mod positions;
 pub mod spec;
 pub mod stats;
 pub mod stream;

@@ -1,11 +1,11 @@
 //! `nats:` specs: the edge's output `nats:URL[,URL...][;stream=HEP][;subject=hep]
 //! [;partitions=P][;replicas=R][;max_age=AGE][;window=W][;spool=DIR]` and the consumer's
 //! input `nats:URL[,URL...][;stream=HEP][;subject=hep][;partitions=A-B][;replicas=R]
-//! [;max_age=AGE]`.
+//! [;max_age=AGE][;positions=FILE]`.
 
 use std::fmt;
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Partitions of a stream unless its spec says (`partitions=P`).
@@ -67,6 +67,10 @@ pub struct NatsInputSpec {
     pub stream: StreamSpec,
     /// The partitions this node reads (`partitions=A-B`, or `A`; default 0-63).
     pub partitions: RangeInclusive<u32>,
+    /// Where the consumer keeps how far its outputs have read each partition
+    /// (`positions=FILE`; default: in the directory of the node's store, see
+    /// [`NatsInputSpec::positions_file`]).
+    pub positions: Option<PathBuf>,
 }
 
 /// A `nats:` spec that could not be parsed.
@@ -265,8 +269,9 @@ impl NatsInputSpec {
     /// # Errors
     /// A [`NatsSpecError`] naming what was wrong.
     pub fn parse(s: &str) -> Result<Self, NatsSpecError> {
-        let known = "stream, subject, partitions, replicas or max_age";
+        let known = "stream, subject, partitions, replicas, max_age or positions";
         parse_spec(s, known, |o, stream| {
+            let positions = o.take("positions").map(PathBuf::from);
             let partitions = match o.take("partitions") {
                 None => 0..=DEFAULT_PARTITIONS - 1,
                 Some(p) => {
@@ -285,7 +290,39 @@ impl NatsInputSpec {
                     a..=b
                 }
             };
-            Ok(Self { stream, partitions })
+            Ok(Self {
+                stream,
+                partitions,
+                positions,
+            })
+        })
+    }
+
+    /// The file this input keeps its positions in: `positions=FILE`, or else
+    /// `nats-<STREAM>-<A>-<B>.positions` in `store_dir` (the node's store: the positions
+    /// say what that store holds, so a store made anew reads the stream again), or none
+    /// (kept in memory only: a restart reads each partition from the stream's start).
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use hep_server::nats::NatsInputSpec;
+    /// let spec = NatsInputSpec::parse("nats:127.0.0.1:4222;partitions=0-31").unwrap();
+    /// assert_eq!(
+    ///     spec.positions_file(Some(Path::new("/var/lib/hep"))).unwrap(),
+    ///     Path::new("/var/lib/hep/nats-HEP-0-31.positions"),
+    /// );
+    /// assert_eq!(spec.positions_file(None), None);
+    /// ```
+    pub fn positions_file(&self, store_dir: Option<&Path>) -> Option<PathBuf> {
+        self.positions.clone().or_else(|| {
+            store_dir.map(|dir| {
+                dir.join(format!(
+                    "nats-{}-{}-{}.positions",
+                    self.stream.stream,
+                    self.partitions.start(),
+                    self.partitions.end()
+                ))
+            })
         })
     }
 }
@@ -340,7 +377,11 @@ impl fmt::Display for NatsInputSpec {
             ";partitions={}-{}",
             self.partitions.start(),
             self.partitions.end()
-        )
+        )?;
+        match &self.positions {
+            Some(file) => write!(f, ";positions={}", file.display()),
+            None => Ok(()),
+        }
     }
 }
 

@@ -167,11 +167,14 @@ pub struct ConsumerStats {
     name: String,
     /// Messages taken from the stream.
     pub received: AtomicU64,
-    /// Of those, delivered before (JetStream's delivery count above 1).
-    pub redelivered: AtomicU64,
-    /// Messages acknowledged after the outputs had them.
-    pub acked: AtomicU64,
-    /// Messages without the edge's headers or HEP bytes that decode: acknowledged and
+    /// Messages every output has: the partition's position moved past them.
+    pub done: AtomicU64,
+    /// Partition consumers made again after one was lost, skipped a delivery or failed.
+    pub restarts: AtomicU64,
+    /// Partitions read again from their start because the stream ended before their
+    /// position (it lost messages it had stored).
+    pub rewinds: AtomicU64,
+    /// Messages without the edge's headers or HEP bytes that decode: passed over and
     /// dropped.
     pub invalid: AtomicU64,
     /// Per partition, messages waiting in the stream for this consumer (JetStream's
@@ -214,14 +217,19 @@ impl Collect for ConsumerStats {
                 &self.received,
             ),
             (
-                "hep_nats_redelivered_total",
-                "Messages the stream delivered again (not acknowledged in time, or a consumer restarted).",
-                &self.redelivered,
+                "hep_nats_done_total",
+                "Messages every output has: the consumer's position in their partition moved past them.",
+                &self.done,
             ),
             (
-                "hep_nats_acked_total",
-                "Messages acknowledged once the outputs had them.",
-                &self.acked,
+                "hep_nats_consumer_restarts_total",
+                "Partition consumers made again from the node's position after one was lost (its server down), skipped a delivery or failed.",
+                &self.restarts,
+            ),
+            (
+                "hep_nats_rewinds_total",
+                "Partitions read again from their start because the stream ended before their position (it lost messages it had stored).",
+                &self.rewinds,
             ),
         ] {
             out.declare(metric, help, Kind::Counter);

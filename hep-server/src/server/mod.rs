@@ -238,10 +238,11 @@ pub async fn run_with_reloads(
     // A listener that ends on its own stops the run.
     let listener_ended = CancellationToken::new();
     listeners::spawn(listeners, &stack, &shutdown, &listener_ended);
-    // Inputs stop with the listeners; what they took is acknowledged as the outputs
-    // have it.
+    // Inputs stop with the listeners; their positions move as the outputs have what
+    // they took.
     crate::inputs::spawn(
         &config.inputs,
+        config.store_dir(),
         &stack,
         &outputs.progress(),
         &registry,

@@ -8,8 +8,9 @@
 //! file's last write as its end when that is earlier ([`Partition::received_until`]). SQLite's `-wal`, `-shm` and
 //! `-journal` files sit beside their partition, and so does (schema versions 3 to 5) the
 //! side file of its HEP bytes, `hep-20261126T090000Z-3600s.hep` ([`super::hepfile`]);
-//! `hep-store.lock` marks a directory in use. Anything else in the directory is not
-//! ours: [`scan`] refuses it by name (or a side file by its header) instead of touching
+//! `hep-store.lock` marks a directory in use. A cluster consumer keeps how far it has
+//! read the stream beside the store it fills (`*.positions`, [`POSITIONS_SUFFIX`]), so the
+//! two go together. Anything else in the directory is not ours: [`scan`] refuses it by name (or a side file by its header) instead of touching
 //! it.
 
 use std::fs::File;
@@ -23,6 +24,8 @@ use crate::time::{civil_from_days, days_from_civil};
 
 /// The lock file of a store directory.
 pub const LOCK_FILE: &str = "hep-store.lock";
+/// How the files a NATS input keeps its positions in end (`crate::inputs`): left alone.
+pub const POSITIONS_SUFFIX: &str = ".positions";
 /// The suffixes SQLite adds to a database's name for its side files.
 const SIDE_FILES: [&str; 3] = ["-wal", "-shm", "-journal"];
 
@@ -160,7 +163,11 @@ pub fn scan(dir: &Path) -> Result<Vec<Partition>, StoreError> {
             return Err(StoreError::foreign(&path, "its name is not UTF-8"));
         };
         // A dedicated filesystem mounted on the directory brings this one.
-        if name == LOCK_FILE || (name == "lost+found" && path.is_dir()) {
+        if name == LOCK_FILE
+            || (name == "lost+found" && path.is_dir())
+            || name.ends_with(POSITIONS_SUFFIX)
+            || name.ends_with(&format!("{POSITIONS_SUFFIX}.tmp"))
+        {
             continue;
         }
         if let Some(main) = SIDE_FILES.iter().find_map(|s| name.strip_suffix(s))
@@ -178,8 +185,8 @@ pub fn scan(dir: &Path) -> Result<Vec<Partition>, StoreError> {
             return Err(StoreError::foreign(
                 &path,
                 "this is not a partition of the store (expected names like \
-                 hep-20261126T090000Z-3600s.db, their -wal/-shm and .hep files and \
-                 hep-store.lock)",
+                 hep-20261126T090000Z-3600s.db, their -wal/-shm and .hep files, \
+                 hep-store.lock and a NATS input's .positions)",
             ));
         };
         if !entry.file_type().map_err(io)?.is_file() {
@@ -242,6 +249,18 @@ pub fn check_header(path: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nats_inputs_positions_beside_the_store_are_left_alone_and_other_files_refused() {
+        let dir = crate::testing::TempDir::new("partition-positions");
+        for name in ["nats-HEP-0-31.positions", "nats-HEP-0-31.positions.tmp"] {
+            std::fs::write(dir.path().join(name), "stream HEP\n").unwrap();
+        }
+        assert_eq!(scan(dir.path()).unwrap(), Vec::new());
+        std::fs::write(dir.path().join("positions"), "").unwrap();
+        let e = scan(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("NATS input's .positions"), "{e}");
+    }
 
     #[test]
     fn names_round_trip_and_align_on_the_span() {
