@@ -151,6 +151,18 @@ fn stored_calls(dir: &Path) -> std::collections::BTreeMap<String, u64> {
     calls
 }
 
+/// An edge taking HEP over TCP and publishing to `nats` with the spec's `options`.
+fn edge(nats: &str, options: &str) -> Server {
+    Server::run(&[
+        "--listen",
+        "hep_tcp:127.0.0.1:0",
+        "--output",
+        &format!("nats:{nats};{options}"),
+        "--metrics",
+        "127.0.0.1:0",
+    ])
+}
+
 fn consumer(nats: &str, partitions: &str, store: &Path) -> Server {
     Server::run(&[
         "--input",
@@ -187,14 +199,7 @@ fn done(consumers: &[&Server]) -> u64 {
 fn every_message_is_stored_once_by_the_consumer_of_its_partition_and_a_call_stays_on_one_node() {
     let dir = test_dir("nats-two-consumers");
     let nats = Nats::start(free_port(), &dir.join("js"));
-    let edge = Server::run(&[
-        "--listen",
-        "hep_tcp:127.0.0.1:0",
-        "--output",
-        &format!("nats:{};partitions=4", nats.url()),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let edge = edge(&nats.url(), "partitions=4");
     let (a_dir, b_dir) = (dir.join("store-a"), dir.join("store-b"));
     let a = consumer(&nats.url(), "0-1", &a_dir);
     let b = consumer(&nats.url(), "2-3", &b_dir);
@@ -261,14 +266,7 @@ fn every_message_is_stored_once_by_the_consumer_of_its_partition_and_a_call_stay
 fn a_consumer_started_again_reads_on_from_the_positions_kept_with_its_store() {
     let dir = test_dir("nats-positions");
     let nats = Nats::start(free_port(), &dir.join("js"));
-    let edge = Server::run(&[
-        "--listen",
-        "hep_tcp:127.0.0.1:0",
-        "--output",
-        &format!("nats:{};partitions=2", nats.url()),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let edge = edge(&nats.url(), "partitions=2");
     let store = dir.join("store");
     let c = consumer(&nats.url(), "0-1", &store);
     send_tcp(edge.tcp(), &calls(20, "before"));
@@ -307,14 +305,7 @@ fn a_consumer_takes_over_where_an_older_hep_servers_durable_consumers_were_and_r
     let dir = test_dir("nats-durable");
     let nats = Nats::start(free_port(), &dir.join("js"));
     let url = nats.url();
-    let edge = Server::run(&[
-        "--listen",
-        "hep_tcp:127.0.0.1:0",
-        "--output",
-        &format!("nats:{url};partitions=2"),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let edge = edge(&url, "partitions=2");
     send_tcp(edge.tcp(), &calls(10, "old"));
     wait_for("70 published", DELIVERY_WAIT, || {
         (edge.metrics().get("hep_nats_published_total", &[]) >= 70).then_some(())
@@ -395,14 +386,7 @@ fn a_stream_made_as_a_work_queue_is_named_as_a_risk_by_the_edge_and_not_read_by_
         .await
         .unwrap();
     });
-    let edge = Server::run(&[
-        "--listen",
-        "hep_tcp:127.0.0.1:0",
-        "--output",
-        &format!("nats:{url};partitions=2"),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let edge = edge(&url, "partitions=2");
     let store = dir.join("store");
     let c = consumer(&url, "0-1", &store);
     send_tcp(edge.tcp(), &calls(10, "wq"));
@@ -431,14 +415,10 @@ fn an_edge_with_no_server_spools_and_delivers_everything_once_one_comes() {
     let dir = test_dir("nats-spool");
     let port = free_port();
     let spool = dir.join("spool");
-    let edge = Server::run(&[
-        "--listen",
-        "hep_tcp:127.0.0.1:0",
-        "--output",
-        &format!("nats:{};partitions=2;spool={}", url(port), spool.display()),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let edge = edge(
+        &url(port),
+        &format!("partitions=2;spool={}", spool.display()),
+    );
     let n_calls = 100;
     let sent = (n_calls * 7) as u64;
     send_tcp(edge.tcp(), &calls(n_calls, "spooled"));
@@ -467,14 +447,7 @@ fn an_edge_with_no_server_spools_and_delivers_everything_once_one_comes() {
 #[test]
 fn an_edge_without_a_spool_stopped_while_no_server_answers_counts_what_it_had_as_dropped() {
     let port = free_port();
-    let edge = Server::run(&[
-        "--listen",
-        "hep_tcp:127.0.0.1:0",
-        "--output",
-        &format!("nats:{};partitions=2", url(port)),
-        "--metrics",
-        "127.0.0.1:0",
-    ]);
+    let edge = edge(&url(port), "partitions=2");
     send_tcp(edge.tcp(), &calls(10, "nowhere"));
     wait_for("the listener took all 70", DELIVERY_WAIT, || {
         (edge.metrics().get("hep_received_total", &[]) == 70).then_some(())

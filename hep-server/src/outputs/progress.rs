@@ -1,5 +1,5 @@
-//! How far the running outputs have got: what an input that must acknowledge messages
-//! (a cluster's consumer) waits on. See [`crate::inputs`].
+//! How far the running outputs have got: what an input that may count a message as done
+//! only once every output has it (a cluster's consumer) waits on. See [`crate::inputs`].
 
 use std::sync::{Arc, Mutex};
 
