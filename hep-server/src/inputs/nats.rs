@@ -71,9 +71,11 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// A message read from partition `.0` at stream sequence `.1`.
 type Read = (u32, u64, jetstream::Message);
 
-/// Messages the stack took and the outputs may not have yet, in order.
+/// Messages the stack took and the outputs may not have yet, in order: the outputs'
+/// marks after it, its partition and sequence, and the edge's receive time (none for a
+/// message passed over).
 struct InFlight {
-    queue: VecDeque<(Marks, u32, u64, i64)>,
+    queue: VecDeque<(Marks, u32, u64, Option<i64>)>,
     positions: Arc<Mutex<Positions>>,
     /// Whether the positions moved since they were last saved.
     moved: bool,
@@ -169,14 +171,14 @@ pub(crate) async fn run<S>(
                             warned = Some(Instant::now());
                         }
                         // Passed over: done once what came before it is.
-                        in_flight.queue.push_back((progress.marks(), k, seq, i64::MAX));
+                        in_flight.queue.push_back((progress.marks(), k, seq, None));
                         continue;
                     }
                 };
                 // Back pressure: the stack is ready when every output's queue has room.
                 let Ok(ready) = stack.ready().await else { break };
                 let _ = ready.call(received).await;
-                in_flight.queue.push_back((progress.marks(), k, seq, at));
+                in_flight.queue.push_back((progress.marks(), k, seq, Some(at)));
             }
         }
     }
@@ -206,9 +208,7 @@ impl InFlight {
             let (_, k, seq, at) = self.queue.pop_front().expect("just seen");
             positions.advance(k, seq);
             self.moved = true;
-            if at == i64::MAX {
-                continue;
-            }
+            let Some(at) = at else { continue };
             stats.done.fetch_add(1, Relaxed);
             stats
                 .edge_to_store
