@@ -367,6 +367,58 @@ fn a_consumer_takes_over_where_an_older_hep_servers_durable_consumers_were_and_r
 }
 
 #[test]
+fn a_message_that_is_not_an_edges_is_counted_passed_over_and_the_rest_read() {
+    let dir = test_dir("nats-invalid");
+    let nats = Nats::start(free_port(), &dir.join("js"));
+    let url = nats.url();
+    let store = dir.join("store");
+    let c = consumer(&url, "0-1", &store);
+    let edge = edge(&url, "partitions=2");
+    send_tcp(edge.tcp(), &calls(2, "first"));
+    wait_for("the first 14 stored", DELIVERY_WAIT, || {
+        (done(&[&c]) >= 14).then_some(())
+    });
+    // Not HEP, and without the edge's headers, on partition 0.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let seq = rt.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(url.as_str()).await.unwrap());
+        let ack = js.publish("hep.0", "not HEP".into()).await.unwrap();
+        ack.await.unwrap().sequence
+    });
+    send_tcp(edge.tcp(), &calls(3, "after"));
+    wait_for("the next 21 stored", DELIVERY_WAIT, || {
+        (done(&[&c]) >= 35).then_some(())
+    });
+    let m = c.metrics();
+    assert_eq!(
+        m.get(
+            "hep_dropped_total",
+            &[("stage", "input"), ("reason", "nats_invalid")]
+        ),
+        1
+    );
+    assert_eq!(m.get("hep_nats_received_total", &[]), 36);
+    c.wait_log("not an edge's HEP message", 1);
+    edge.stop();
+    c.stop();
+    let positions = std::fs::read_to_string(store.join("nats-HEP-0-1.positions")).unwrap();
+    let p0: u64 = positions
+        .lines()
+        .find_map(|l| l.strip_prefix("0 "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        p0 >= seq,
+        "partition 0 moved past the message at {seq}: {positions}"
+    );
+    assert_eq!(stored_calls(&store).values().sum::<u64>(), 35);
+}
+
+#[test]
 fn a_stream_made_as_a_work_queue_is_named_as_a_risk_by_the_edge_and_not_read_by_the_consumer() {
     let dir = test_dir("nats-work-queue");
     let nats = Nats::start(free_port(), &dir.join("js"));
