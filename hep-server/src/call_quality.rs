@@ -6,6 +6,7 @@ use std::io;
 
 use serde::Serialize;
 
+use crate::kpi::KpiConfig;
 use crate::kpi::call::{CallKpis, CallView, Input as KpiInput};
 use crate::qos::Source;
 use crate::qos::call::{CallQos, Input as QosInput};
@@ -22,8 +23,8 @@ pub struct CallQuality {
 
 impl CallQuality {
     /// The quality of `call_id` from its stored `messages` (its legs' included), as it
-    /// stands at `now_us`.
-    pub fn of(call_id: &str, messages: &[Stored], now_us: i64) -> Self {
+    /// stands at `now_us` with the timeouts of `kpi`.
+    pub fn of(call_id: &str, messages: &[Stored], now_us: i64, kpi: &KpiConfig) -> Self {
         let kpis = CallView::of(
             call_id,
             messages.iter().map(|s| KpiInput {
@@ -31,6 +32,7 @@ impl CallQuality {
                 recv_us: s.recv_ts_usec,
             }),
             now_us,
+            kpi,
         );
         let qos = CallQos::of(messages.iter().map(|s| QosInput {
             proto_type: s.message.proto_type,

@@ -807,6 +807,29 @@ fn invite_naming(call_id: &str, x_cid: &str) -> Vec<u8> {
 }
 
 #[test]
+fn a_calls_kpis_are_read_with_the_running_kpi_timeouts() {
+    let dir = test_dir("http-kpi-timeouts");
+    // Unanswered: given up after `setup_timeout_secs` without a message (default 300).
+    let server = start(
+        &dir,
+        "[kpi]\nsetup_timeout_secs = 1\n",
+        &[invite_naming("lonely@x", "lonely@x")],
+    );
+    wait_stored(&server, "lonely@x", 1, None);
+    let sent = std::time::Instant::now();
+    let timed_out = || get(&server, "/api/v1/calls/lonely@x").json()["kpis"]["timed_out"].clone();
+    if sent.elapsed() < Duration::from_millis(900) {
+        assert_eq!(timed_out(), Value::Null, "within the timeout");
+    }
+    std::thread::sleep(Duration::from_millis(1_100));
+    let kpis = get(&server, "/api/v1/calls/lonely@x").json()["kpis"].clone();
+    assert_eq!(
+        kpis["timed_out"], "setup",
+        "past the configured 1 s, not the default 300 s: {kpis}"
+    );
+}
+
+#[test]
 fn a_chain_cut_at_its_bound_is_said_to_be_by_the_list_the_call_and_search() {
     let dir = test_dir("http-legs-cut");
     // 20 calls naming one hub: more than a chain holds (16 Call-IDs). And a chain of two

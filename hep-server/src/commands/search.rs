@@ -109,6 +109,7 @@ pub fn run(args: &SearchArgs, dest: Destination) -> anyhow::Result<SearchSummary
     if args.local {
         cluster_config.peers.clear();
     }
+    let kpi = config.as_ref().map(|c| c.kpi.clone()).unwrap_or_default();
     let aliases = config.map(|c| c.aliases).unwrap_or_default();
     let query = Query {
         call_id: args.call_id.clone(),
@@ -253,7 +254,7 @@ pub fn run(args: &SearchArgs, dest: Destination) -> anyhow::Result<SearchSummary
             }
             // One call asked for, and found: its KPIs and QoS under its ladder.
             if let (Some(id), false) = (&args.call_id, found.is_empty()) {
-                CallQuality::of(id, &found, crate::time::now_usec()).write_text(&mut out)?;
+                CallQuality::of(id, &found, crate::time::now_usec(), &kpi).write_text(&mut out)?;
             }
             // Each peer's call as its node draws it (its aliases, without colors).
             for call in &peers.calls {

@@ -195,8 +195,8 @@ pub struct HttpServer {
 
 /// Binds the API of `config` (`None` when it is off), reading the store in `store` (the
 /// run's first `store:DIR` output; without one the API answers `503
-/// store_unavailable`) and asking the peers of `cluster`, its request counter (and the
-/// peers' counters) registered in `registry`.
+/// store_unavailable`) and asking the peers of `cluster`, a call's KPIs read with `kpi`'s
+/// timeouts, its request counter (and the peers' counters) registered in `registry`.
 ///
 /// # Errors
 /// [`HttpConfig::check`]; the TLS files cannot be read; the address cannot be bound (in
@@ -207,6 +207,7 @@ pub async fn bind(
     live: Option<tokio::sync::broadcast::Sender<Arc<hep_transport::Received>>>,
     aliases: SharedAliases,
     cluster: &ClusterConfig,
+    kpi: &crate::kpi::KpiConfig,
     registry: &Registry,
 ) -> anyhow::Result<Option<HttpServer>> {
     if !config.enabled {
@@ -244,6 +245,7 @@ pub async fn bind(
         stop: CancellationToken::new(),
         aliases,
         cluster: Cluster::new(cluster.clone(), peer_metrics),
+        kpi: Arc::new(kpi.clone()),
     };
     Ok(Some(HttpServer {
         listener,

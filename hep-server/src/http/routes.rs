@@ -88,6 +88,8 @@ pub(crate) struct AppState {
     pub(crate) aliases: SharedAliases,
     /// `[cluster]`: this node's name and its peers.
     pub(crate) cluster: Cluster,
+    /// `[kpi]`: the timeouts a call's KPIs are read with.
+    pub(crate) kpi: Arc<crate::kpi::KpiConfig>,
 }
 
 /// What the token of a request may read.
@@ -620,7 +622,7 @@ async fn call(
     };
     let legs_cut = found.legs_cut;
     let found = found.messages;
-    let quality = CallQuality::of(&id, &found, now_usec());
+    let quality = CallQuality::of(&id, &found, now_usec(), &s.kpi);
     Ok(json_response(&CallJson {
         call_id: &id,
         node: s.cluster.name(),
@@ -747,7 +749,7 @@ async fn call_text(
             })
             .collect();
         ladder::render_named(&arrows, &LadderStyle::default(), &s.aliases.get(), &mut out)
-            .and_then(|()| CallQuality::of(&id, &found, now_usec()).write_text(&mut out))
+            .and_then(|()| CallQuality::of(&id, &found, now_usec(), &s.kpi).write_text(&mut out))
     } else {
         found
             .iter()
@@ -873,6 +875,7 @@ mod tests {
             stop: tokio_util::sync::CancellationToken::new(),
             aliases: SharedAliases::default(),
             cluster: Cluster::new(crate::cluster::ClusterConfig::default(), Arc::default()),
+            kpi: Arc::default(),
         }
     }
 

@@ -133,11 +133,14 @@ impl Sink<Box<str>> for PerCall {
 
 impl CallView {
     /// The KPIs of `call_id` and of the other Call-IDs among `messages` (in any order:
-    /// they are read by capture time), as they stand at `now_us` (receive clock).
+    /// they are read by capture time), as they stand at `now_us` (receive clock), with
+    /// the timeouts of `kpi` (the running `[kpi]`, so a call reads as the metrics counted
+    /// it).
     pub fn of<'a>(
         call_id: &str,
         messages: impl IntoIterator<Item = Input<'a>>,
         now_us: i64,
+        kpi: &KpiConfig,
     ) -> Self {
         let mut msgs: Vec<Input<'a>> = messages.into_iter().collect();
         let capture = |m: &Input<'_>| {
@@ -146,7 +149,7 @@ impl CallView {
             })
         };
         msgs.sort_by_key(|m| (capture(m), m.recv_us));
-        let mut tracker: Tracker<Box<str>> = Tracker::new(KpiConfig::default().limits());
+        let mut tracker: Tracker<Box<str>> = Tracker::new(kpi.limits());
         let mut sink = PerCall::default();
         for m in &msgs {
             let recv = u64::try_from(m.recv_us).unwrap_or(0);
@@ -326,7 +329,8 @@ mod tests {
             recv_us: T0 + 1,
         });
         // Read 10 s after the BYE: before any timeout.
-        let v = CallView::of("c1", inputs, T0 + 73_000_000);
+        let kpi = KpiConfig::default();
+        let v = CallView::of("c1", inputs, T0 + 73_000_000, &kpi);
         assert_eq!(v.legs, 2);
         let a = &v.call;
         assert_eq!(a.call_id, "c1");
@@ -354,8 +358,20 @@ mod tests {
             message: m,
             recv_us: T0 + 1,
         });
-        let v = CallView::of("c1", inputs, T0 + 5 * 3600 * 1_000_000);
+        let v = CallView::of("c1", inputs.clone(), T0 + 5 * 3600 * 1_000_000, &kpi);
         assert_eq!(v.call.timed_out, Some("answered"));
         assert_eq!(v.call.duration_s, Some(0.0)); // 2xx to its last message, the 2xx
+
+        // Read 2 h after, with the default 4 h call timeout: under way; with `[kpi]
+        // call_timeout_secs = 3600`, as the running tracker would have it: timed out.
+        let two_hours = T0 + 2 * 3600 * 1_000_000;
+        let v = CallView::of("c1", inputs.clone(), two_hours, &kpi);
+        assert_eq!(v.call.timed_out, None);
+        let short = KpiConfig {
+            call_timeout_secs: 3600,
+            ..KpiConfig::default()
+        };
+        let v = CallView::of("c1", inputs, two_hours, &short);
+        assert_eq!(v.call.timed_out, Some("answered"));
     }
 }

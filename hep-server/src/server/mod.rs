@@ -167,6 +167,7 @@ pub async fn run_with_reloads(
             live_feed.clone(),
             aliases.clone(),
             &config.cluster,
+            &config.kpi,
             &registry,
         )
         .await?;
