@@ -63,6 +63,18 @@ pub enum PositionsError {
 }
 
 /// The last stream sequence each partition's outputs have, for one stream.
+///
+/// ```
+/// use hep_server::nats::positions::Positions;
+/// let file = std::env::temp_dir().join(format!("doc-{}.positions", std::process::id()));
+/// let mut p = Positions::load(&file, "HEP").unwrap(); // no file yet: none
+/// assert_eq!(p.done(3), None);
+/// p.advance(3, 1_207);
+/// p.advance(3, 1_100); // a position never goes back
+/// p.save(&file).unwrap();
+/// assert_eq!(Positions::load(&file, "HEP").unwrap().done(3), Some(1_207));
+/// # std::fs::remove_file(&file).unwrap();
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Positions {
     stream: String,
