@@ -21,7 +21,8 @@ pub(crate) const END: &str = "<!-- bench:end -->";
 pub(crate) struct Report {
     machine: Vec<(String, String)>,
     command: String,
-    quick: bool,
+    /// What a short run (`--quick`, `--smoke`) is, said beside its figures.
+    short: Option<&'static str>,
     runs: usize,
     load_before: String,
     load_after: String,
@@ -126,6 +127,9 @@ impl Report {
         if opts.quick {
             command.push_str(" --quick");
         }
+        if opts.smoke {
+            command.push_str(" --smoke");
+        }
         if !opts.kamailio {
             command.push_str(" --no-kamailio");
         }
@@ -136,7 +140,15 @@ impl Report {
         Self {
             machine,
             command,
-            quick: opts.quick,
+            short: if opts.smoke {
+                Some(
+                    "a smoke run on debug builds, one small step each: it checks the harness, not the targets",
+                )
+            } else if opts.quick {
+                Some("a quick run: short steps, few rates; not for quoting")
+            } else {
+                None
+            },
             runs: ctx.runs,
             load_before: load(),
             load_after: String::new(),
@@ -171,11 +183,7 @@ impl Report {
             self.command,
             self.runs,
             self.elapsed.as_secs_f64(),
-            if self.quick {
-                " (smoke run: short steps, few rates; not for quoting)"
-            } else {
-                ""
-            }
+            self.short.map_or(String::new(), |why| format!(" ({why})"))
         )?;
         writeln!(s, "| machine | |\n|---|---|")?;
         for (k, v) in &self.machine {
@@ -426,7 +434,10 @@ impl Report {
     }
 
     pub(crate) fn summary(&self) -> String {
-        let mut s = String::from("targets:\n");
+        let mut s = match self.short {
+            Some(why) => format!("targets ({why}):\n"),
+            None => String::from("targets:\n"),
+        };
         for (t, m, ok) in self.targets() {
             let _ = writeln!(
                 s,
