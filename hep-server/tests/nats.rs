@@ -299,6 +299,61 @@ fn a_consumer_started_again_reads_on_from_the_positions_kept_with_its_store() {
 }
 
 #[test]
+fn a_positions_file_that_cannot_be_written_is_refused_at_start_naming_it() {
+    let dir = test_dir("nats-positions-nowhere");
+    let file = dir.join("no-such-dir").join("p.positions");
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "run",
+        "--input",
+        &format!("nats:{};positions={}", url(free_port()), file.display()),
+        "--output",
+        "null",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let stderr = Server::try_spawn(cmd).err().expect("refused at start");
+    assert!(stderr.contains("positions"), "{stderr}");
+    assert!(
+        stderr.contains(&file.display().to_string()),
+        "names the file: {stderr}"
+    );
+}
+
+#[test]
+fn a_damaged_positions_file_is_said_and_the_partitions_read_from_their_start_once_each() {
+    let dir = test_dir("nats-positions-damaged");
+    let nats = Nats::start(free_port(), &dir.join("js"));
+    let store = dir.join("store");
+    let c = consumer(&nats.url(), "0-1", &store);
+    let edge = edge(&nats.url(), "partitions=2");
+    send_tcp(edge.tcp(), &calls(10, "kept"));
+    wait_for("70 stored", DELIVERY_WAIT, || {
+        (done(&[&c]) >= 70).then_some(())
+    });
+    c.stop();
+    let file = store.join("nats-HEP-0-1.positions");
+    std::fs::write(&file, "stream HEP\n0 twelve\n").unwrap();
+    let c = consumer(&nats.url(), "0-1", &store);
+    c.wait_log("the positions cannot be read", 1);
+    assert!(
+        c.stderr().contains("line 2"),
+        "names the line: {}",
+        c.stderr()
+    );
+    wait_for("the 70 read again", DELIVERY_WAIT, || {
+        (c.metrics().get("hep_store_duplicates_total", &[]) >= 70).then_some(())
+    });
+    edge.stop();
+    c.stop();
+    let stored = stored_calls(&store);
+    assert_eq!(stored.values().sum::<u64>(), 70, "each once: {stored:?}");
+    // Written again whole at the next save.
+    let positions = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(positions.lines().count(), 4, "{positions}");
+}
+
+#[test]
 fn a_consumer_takes_over_where_an_older_hep_servers_durable_consumers_were_and_removes_them() {
     use async_nats::jetstream::consumer::{AckPolicy, pull};
     use futures_util::StreamExt as _;

@@ -19,6 +19,33 @@ use crate::outputs::progress::Progress;
 use crate::telemetry::log::TARGET;
 use crate::telemetry::metrics::Registry;
 
+/// Makes sure each input's positions file can be written (it is saved every second), so
+/// that one in a directory that does not exist or is not writable is refused at start,
+/// naming it. A file that is not positions is left to the input, which says so and reads
+/// its partitions from the stream's start.
+///
+/// # Errors
+/// The first positions file that cannot be read or written, with its input.
+pub(crate) fn check_positions(
+    inputs: &[Written<NatsInputSpec>],
+    store_dir: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use crate::nats::positions::{Positions, PositionsError};
+    for input in inputs {
+        let spec = input.value();
+        let Some(file) = spec.positions_file(store_dir) else {
+            continue;
+        };
+        let checked = match Positions::load(&file, &spec.stream.stream) {
+            Ok(p) => p.save(&file),
+            Err(PositionsError::Invalid { .. }) => Ok(()),
+            Err(e) => Err(e),
+        };
+        checked.map_err(|e| anyhow::anyhow!("input `{}`: positions {e}", input.text()))?;
+    }
+    Ok(())
+}
+
 /// Starts each input of `inputs` on a task of `tasks`, calling a clone of `stack`, until
 /// `stop`; their positions are kept in `store_dir` unless their specs say where.
 pub(crate) fn spawn<S>(

@@ -79,6 +79,8 @@ struct InFlight {
     positions: Arc<Mutex<Positions>>,
     /// Whether the positions moved since they were last saved.
     moved: bool,
+    /// When a failed save was last logged (once a minute while they fail).
+    save_failed: Option<Instant>,
 }
 
 /// Reads `spec`'s partitions into `stack` until `stop`, keeping the positions in
@@ -137,6 +139,7 @@ pub(crate) async fn run<S>(
         queue: VecDeque::new(),
         positions,
         moved: false,
+        save_failed: None,
     };
     let mut tick = tokio::time::interval(DONE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -225,10 +228,22 @@ impl InFlight {
         let snapshot = lock(&self.positions).clone();
         let file = file.clone();
         let saved = tokio::task::spawn_blocking(move || snapshot.save(&file)).await;
-        if let Ok(Err(e)) = saved {
-            // Kept in memory; the next save tries again.
-            self.moved = true;
-            tracing::error!(input = %name, error = %e, "nats input: the positions cannot be saved; a restart would read again what came since the last save");
+        match saved {
+            Ok(Err(e)) => {
+                // Kept in memory; the next save tries again.
+                self.moved = true;
+                if self
+                    .save_failed
+                    .is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+                {
+                    tracing::error!(input = %name, error = %e, "nats input: the positions cannot be saved; a restart would read again what came since the last save");
+                    self.save_failed = Some(Instant::now());
+                }
+            }
+            Ok(Ok(())) if self.save_failed.take().is_some() => {
+                tracing::info!(input = %name, "nats input: the positions are saved again");
+            }
+            _ => {}
         }
     }
 }

@@ -146,6 +146,8 @@ pub async fn run_with_reloads(
         ..Summary::default()
     };
     let started = async {
+        // An input's positions file, where it must be written, before anything is bound.
+        crate::inputs::check_positions(&config.inputs, config.store_dir())?;
         // Listeners: bind all before running any, so a port in use is reported up front.
         let (listeners, collects) = listeners::bind(&config, &registry).await?;
         summary.listeners = collects;
