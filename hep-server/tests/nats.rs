@@ -321,6 +321,29 @@ fn a_positions_file_that_cannot_be_written_is_refused_at_start_naming_it() {
 }
 
 #[test]
+fn two_inputs_that_would_share_a_positions_file_are_refused_at_start() {
+    let dir = test_dir("nats-positions-shared");
+    // One stream name and range on two clusters, into one store.
+    let text = format!(
+        "inputs = [\"nats:{};partitions=0-31\", \"nats:{};partitions=0-31\"]\n\
+         outputs = [\"store:{}\"]\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        url(free_port()),
+        url(free_port()),
+        dir.join("store").display()
+    );
+    let config = dir.join("hep-server.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config", &config.display().to_string()]);
+    let stderr = Server::try_spawn(cmd).err().expect("refused at start");
+    assert!(
+        stderr.contains("would keep their positions in one file"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nats-HEP-0-31.positions"), "{stderr}");
+}
+
+#[test]
 fn a_damaged_positions_file_is_said_and_the_partitions_read_from_their_start_once_each() {
     let dir = test_dir("nats-positions-damaged");
     let nats = Nats::start(free_port(), &dir.join("js"));

@@ -25,17 +25,29 @@ use crate::telemetry::metrics::Registry;
 /// its partitions from the stream's start.
 ///
 /// # Errors
-/// The first positions file that cannot be read or written, with its input.
+/// The first positions file that cannot be read or written, with its input; two inputs
+/// with one positions file.
 pub(crate) fn check_positions(
     inputs: &[Written<NatsInputSpec>],
     store_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     use crate::nats::positions::{Positions, PositionsError};
+    let mut files: Vec<(std::path::PathBuf, &str)> = Vec::new();
     for input in inputs {
         let spec = input.value();
         let Some(file) = spec.positions_file(store_dir) else {
             continue;
         };
+        // Two inputs of one stream name and range on two clusters: one file by default.
+        if let Some((_, other)) = files.iter().find(|(f, _)| *f == file) {
+            anyhow::bail!(
+                "inputs `{other}` and `{}` would keep their positions in one file, {}: give \
+                 one of them `;positions=FILE`",
+                input.text(),
+                file.display()
+            );
+        }
+        files.push((file.clone(), input.text()));
         let checked = match Positions::load(&file, &spec.stream.stream) {
             Ok(p) => p.save(&file),
             Err(PositionsError::Invalid { .. }) => Ok(()),
