@@ -65,6 +65,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod config;
+mod durable;
 pub mod formats;
 pub mod http;
 mod inputs;

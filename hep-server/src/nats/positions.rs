@@ -36,7 +36,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{ErrorKind, Write as _};
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 /// A positions file that could not be read.
@@ -154,25 +154,16 @@ impl Positions {
     /// # Errors
     /// An IO error; the previous file is then still in place.
     pub fn save(&self, path: &Path) -> Result<(), PositionsError> {
-        let tmp = path.with_extension("positions.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut text = format!("{HEADER}\nstream {}\n", self.stream);
-            for (k, seq) in &self.done {
-                text.push_str(&format!("{k} {seq}\n"));
-            }
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_data()?;
-            fs::rename(&tmp, path)?;
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                fs::File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        write().map_err(|source| PositionsError::Io {
-            path: path.to_owned(),
-            source,
-        })
+        let mut text = format!("{HEADER}\nstream {}\n", self.stream);
+        for (k, seq) in &self.done {
+            text.push_str(&format!("{k} {seq}\n"));
+        }
+        crate::durable::replace(path, text.as_bytes(), &mut fs::OpenOptions::new()).map_err(
+            |source| PositionsError::Io {
+                path: path.to_owned(),
+                source,
+            },
+        )
     }
 
     /// The last sequence partition `k`'s outputs have, if any.

@@ -8,15 +8,14 @@
 //! Written atomically: a temporary file is written and synced, renamed over `cursor`, and
 //! the directory is synced, so a crash leaves either the old or the new cursor.
 
-use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
+use std::fs;
+use std::io::ErrorKind;
 use std::path::Path;
 
 use super::{Pos, SpoolError};
 
 /// The file name of the cursor in a spool directory.
 pub(super) const FILE: &str = "cursor";
-const TMP: &str = "cursor.tmp";
 const MAGIC: &[u8; 8] = b"HEPSPCUR";
 const VERSION: u32 = 1;
 const LEN: usize = 8 + 4 + 32 + 4;
@@ -96,26 +95,13 @@ pub(super) fn load(dir: &Path) -> Result<Option<Cursor>, SpoolError> {
 /// # Errors
 /// An IO error; the previous cursor is then still in place.
 pub(super) fn store(dir: &Path, cursor: &Cursor) -> Result<(), SpoolError> {
-    let tmp = dir.join(TMP);
-    let write = || -> std::io::Result<()> {
-        let mut f = super::private_file(
-            fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true),
-        )
-        .open(&tmp)?;
-        f.write_all(&cursor.encode())?;
-        f.sync_data()?;
-        fs::rename(&tmp, dir.join(FILE))?;
-        sync_dir(dir)
-    };
-    write().map_err(|e| SpoolError::io(&dir.join(FILE), e))
-}
-
-/// Makes renames, creations and removals in `dir` durable.
-pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
+    let path = dir.join(FILE);
+    crate::durable::replace(
+        &path,
+        &cursor.encode(),
+        super::private_file(&mut fs::OpenOptions::new()),
+    )
+    .map_err(|e| SpoolError::io(&path, e))
 }
 
 #[cfg(test)]
@@ -139,7 +125,7 @@ mod tests {
         };
         store(dir.path(), &b).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(b));
-        assert!(!dir.path().join(TMP).exists());
+        assert!(!dir.path().join("cursor.tmp").exists());
     }
 
     #[test]

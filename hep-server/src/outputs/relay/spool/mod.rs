@@ -664,7 +664,7 @@ fn create_segment(dir: &Path, id: u64) -> Result<File, SpoolError> {
         .map_err(|e| SpoolError::io(&path, e))?;
     f.write_all(&segment::header())
         .and_then(|()| f.sync_data())
-        .and_then(|()| cursor::sync_dir(dir))
+        .and_then(|()| crate::durable::sync_dir(dir))
         .map_err(|e| SpoolError::io(&path, e))?;
     Ok(f)
 }
