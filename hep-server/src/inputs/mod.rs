@@ -53,7 +53,12 @@ pub(crate) fn check_positions(
             Err(PositionsError::Invalid { .. }) => Ok(()),
             Err(e) => Err(e),
         };
-        checked.map_err(|e| anyhow::anyhow!("input `{}`: positions {e}", input.text()))?;
+        checked.map_err(|e| {
+            anyhow::anyhow!(
+                "input `{}`: its positions file cannot be written: {e}",
+                input.text()
+            )
+        })?;
     }
     Ok(())
 }
