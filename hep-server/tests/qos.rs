@@ -191,7 +191,12 @@ fn a_calls_rtcp_is_kept_with_it_and_shown_in_its_view_pcap_and_metrics() {
     );
 
     // The metrics, under the call's target (its INVITE went to the proxy: kamailio, out).
-    let m = server.metrics().0;
+    // The tracker reads beside the store and publishes what it read every 100 ms: once
+    // the last report sent (the VQ report) shows, the ones before it do too.
+    let m = wait_for("the VQ report in the metrics", WAIT, || {
+        let m = server.metrics().0;
+        series(&m, "hep_rtcp_mos_count", &["source=\"rtcp_xr\""]).map(|_| m)
+    });
     let call = [
         "target=\"kamailio\"",
         "direction=\"out\"",
